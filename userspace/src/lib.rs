@@ -1,0 +1,1 @@
+//! portier: L4 balancing in XDP, L7 proxying, VRRP and OSPF in one daemon.
