@@ -15,6 +15,9 @@ pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
 /// Default connection table size (LRU entries).
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 65536;
 
+/// A Maglev slot value meaning "this service has no backend": such packets are dropped.
+pub const NO_BACKEND: u32 = u32::MAX;
+
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
