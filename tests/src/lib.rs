@@ -1,1 +1,6 @@
-//! Lab harness.
+//! The lab harness: network namespaces, the lab topology of DESIGN.md, and client helpers.
+//! Used by `cargo xtask lab|demo` and by the end-to-end tests.
+
+pub mod client;
+pub mod lab;
+pub mod netns;

@@ -1,1 +1,177 @@
-fn main() {}
+//! Developer tasks: `cargo xtask setup|build|build-and-load|lab|demo|test|bench`.
+//!
+//! Every task runs `setup` first, so a fresh Debian machine needs nothing but this repository.
+
+mod demo;
+mod setup;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use portier_tests::lab;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(about = "portier development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (Debian packages, rust-src, bpf-linker).
+    Setup,
+    /// Build the daemon (with its XDP programs) and the lab tools.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run the daemon on a config in the foreground.
+    BuildAndLoad {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Bring the lab of DESIGN.md up or down, or show it.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+        #[arg(long, default_value = "pt")]
+        prefix: String,
+    },
+    /// Bring up the lab and show portier at work.
+    Demo,
+    /// Lint, unit tests, BPF_PROG_TEST_RUN tests and lab end-to-end tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks: `xdp` (ns per packet against a floor program).
+    Bench {
+        #[arg(default_value = "xdp")]
+        what: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    Up,
+    Down,
+    Status,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    setup::run()?;
+    match cli.task {
+        Task::Setup => Ok(()),
+        Task::Build { release } => build(release),
+        Task::BuildAndLoad { config } => {
+            build(false)?;
+            let status = Command::new(root.join("target/debug/portier"))
+                .args(["run", "-c"])
+                .arg(&config)
+                .status()?;
+            if !status.success() {
+                bail!("portier exited with {status}");
+            }
+            Ok(())
+        }
+        Task::Lab { action, prefix } => match action {
+            LabAction::Up => {
+                build(false)?;
+                demo::lab_up(&prefix)?;
+                println!("lab {prefix} is up; `cargo xtask lab down` removes it");
+                Ok(())
+            }
+            LabAction::Down => {
+                lab::down(&prefix);
+                println!("lab {prefix} removed");
+                Ok(())
+            }
+            LabAction::Status => {
+                let ns = lab::status(&prefix);
+                if ns.is_empty() {
+                    println!("lab {prefix} is not up");
+                } else {
+                    println!("lab {prefix} namespaces: {}", ns.join(" "));
+                }
+                Ok(())
+            }
+        },
+        Task::Demo => {
+            build(false)?;
+            demo::run()
+        }
+        Task::Test { args } => test(&args),
+        Task::Bench { what } => bench(&what),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let status = Command::new("cargo")
+        .args(args)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut args = vec!["build", "-p", "portier", "-p", "portier-tests", "--bins"];
+    if release {
+        args.push("--release");
+    }
+    cargo(&args)
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"]).context("run `cargo fmt --all`")?;
+    cargo(&[
+        "clippy",
+        "-p",
+        "dataplane-common",
+        "-p",
+        "portier",
+        "-p",
+        "portier-tests",
+        "-p",
+        "xtask",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    build(false)?;
+    let mut args = vec!["test"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+fn bench(what: &str) -> Result<()> {
+    match what {
+        "xdp" => cargo(&[
+            "run",
+            "--release",
+            "-p",
+            "portier",
+            "--bin",
+            "portier-bench",
+            "--",
+            "xdp",
+        ]),
+        other => bail!("unknown benchmark {other:?} (known: xdp)"),
+    }
+}

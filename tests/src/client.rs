@@ -1,0 +1,87 @@
+//! Client-side helpers for lab tests: plain HTTP/1.1 over std sockets, so a test controls the
+//! exact 5-tuple and how a connection ends.
+
+use anyhow::{Context, Result, bail};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A reply from a lab app: which host served it, and how many bytes came back.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub served_by: String,
+    pub bytes: usize,
+}
+
+/// Opens a TCP connection, optionally from a fixed local address and port.
+pub fn connect(to: SocketAddr, from: Option<SocketAddr>, timeout: Duration) -> Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(from) = from {
+        sock.set_reuse_address(true)?;
+        sock.bind(&SockAddr::from(from))
+            .with_context(|| format!("bind {from}"))?;
+    }
+    sock.connect_timeout(&SockAddr::from(to), timeout)
+        .with_context(|| format!("connect {to}"))?;
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    Ok(s)
+}
+
+/// Closes with RST instead of FIN, so the same 5-tuple can be used again at once (no TIME_WAIT).
+pub fn abort(s: TcpStream) {
+    let sock = Socket::from(s);
+    let _ = sock.set_linger(Some(Duration::ZERO));
+}
+
+/// Sends one GET on an open connection and reads the reply.
+pub fn get_on(s: &mut TcpStream, host: &str, path: &str) -> Result<Reply> {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")?;
+    read_reply(s)
+}
+
+/// One request on a new connection, closed by RST afterwards.
+pub fn get(to: SocketAddr, from: Option<SocketAddr>, path: &str) -> Result<Reply> {
+    let mut s = connect(to, from, Duration::from_secs(3))?;
+    let r = get_on(&mut s, "lab", path);
+    abort(s);
+    r
+}
+
+fn read_reply(s: &mut TcpStream) -> Result<Reply> {
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        bail!("unexpected status line {status:?}");
+    }
+    let mut len = 0usize;
+    let mut served_by = String::new();
+    let mut head_bytes = status.len();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            bail!("connection closed inside the headers");
+        }
+        head_bytes += line.len();
+        let t = line.trim_end();
+        if t.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = t.split_once(':') {
+            match k.to_ascii_lowercase().as_str() {
+                "content-length" => len = v.trim().parse()?,
+                "x-served-by" => served_by = v.trim().to_string(),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(Reply {
+        served_by,
+        bytes: head_bytes + len,
+    })
+}

@@ -1,0 +1,351 @@
+//! The lab of DESIGN.md, built from namespaces and veths on one machine.
+//!
+//! ```text
+//!  <p>-client eth0 198.51.100.10/24 (gw .1)
+//!      |
+//!  <p>-router eth0 198.51.100.1/24, eth1 10.0.0.1/24
+//!      |  LAN 10.0.0.0/24: bridge br0 in namespace <p>-lan
+//!      +-- <p>-lb1 10.0.0.11, <p>-lb2 10.0.0.12      portier
+//!      +-- <p>-host1..3 10.0.0.21..23                VIP on lo, HTTP app
+//! ```
+//! Until OSPF lands, the router reaches the VIP through a static route to lb1.
+
+use crate::netns::{self, exec_in, ip, ip_in, spawn_in};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+pub const VIP: &str = "203.0.113.10";
+pub const CLIENT_ADDR: &str = "198.51.100.10";
+pub const HTTP_PORT: u16 = 80;
+/// UDP service port of the lab apps (the UDP service is a wildcard-port one).
+pub const UDP_PORT: u16 = 9000;
+pub const LBS: [(&str, &str); 2] = [("lb1", "10.0.0.11"), ("lb2", "10.0.0.12")];
+pub const HOSTS: [(&str, &str); 3] = [
+    ("host1", "10.0.0.21"),
+    ("host2", "10.0.0.22"),
+    ("host3", "10.0.0.23"),
+];
+
+/// Where the binaries are: `PORTIER_BIN_DIR`, else the workspace's target/debug.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("PORTIER_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("debug")
+        })
+}
+
+fn bin(name: &str) -> Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if !p.exists() {
+        bail!(
+            "{} is missing: build it first (`cargo xtask build`, which `cargo xtask test` runs)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// The workspace's examples/ folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("examples")
+}
+
+/// A running lab. Dropping it tears everything down, also when a test panics.
+pub struct Lab {
+    pub prefix: String,
+    pub run_dir: PathBuf,
+    keep: bool,
+}
+
+/// A portier process started in a lab namespace.
+pub struct Daemon {
+    pub node: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Lab {
+    /// Builds the lab (removing leftovers of an earlier one with the same prefix first) and
+    /// starts the host apps. portier itself is started with [`Lab::start_portier`].
+    pub fn up(prefix: &str) -> Result<Lab> {
+        netns::require_root()?;
+        down(prefix);
+        let run_dir = PathBuf::from(format!("/run/portier-lab/{prefix}"));
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("cannot create {}", run_dir.display()))?;
+        let lab = Lab {
+            prefix: prefix.to_string(),
+            run_dir,
+            keep: false,
+        };
+        lab.build_topology()
+            .with_context(|| format!("building lab {prefix}"))?;
+        lab.start_apps()?;
+        Ok(lab)
+    }
+
+    /// Leaves the lab running after this value is dropped (for `cargo xtask lab up`/demo).
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+
+    pub fn ns(&self, node: &str) -> String {
+        format!("{}-{node}", self.prefix)
+    }
+
+    fn build_topology(&self) -> Result<()> {
+        let mut nodes = vec!["client", "router", "lan"];
+        nodes.extend(LBS.iter().map(|(n, _)| *n));
+        nodes.extend(HOSTS.iter().map(|(n, _)| *n));
+        for n in &nodes {
+            ip(&["netns", "add", &self.ns(n)])?;
+            ip_in(&self.ns(n), &["link", "set", "lo", "up"])?;
+            // Explicit, so a host's defaults never change what the lab does.
+            for key in [
+                "net.ipv4.conf.all.rp_filter",
+                "net.ipv4.conf.default.rp_filter",
+            ] {
+                exec_in(&self.ns(n), "sysctl", &["-qw", &format!("{key}=0")])?;
+            }
+        }
+        let lan = self.ns("lan");
+        ip_in(&lan, &["link", "add", "br0", "type", "bridge"])?;
+        ip_in(&lan, &["link", "set", "br0", "up"])?;
+
+        let (client, router) = (self.ns("client"), self.ns("router"));
+        veth(&client, "eth0", &router, "eth0")?;
+        veth(&router, "eth1", &lan, "router")?;
+        ip_in(&lan, &["link", "set", "router", "master", "br0", "up"])?;
+        addr_up(&client, "eth0", "198.51.100.10/24")?;
+        ip_in(&client, &["route", "add", "default", "via", "198.51.100.1"])?;
+        addr_up(&router, "eth0", "198.51.100.1/24")?;
+        addr_up(&router, "eth1", "10.0.0.1/24")?;
+        exec_in(&router, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        exec_in(
+            &router,
+            "sysctl",
+            &["-qw", "net.ipv4.fib_multipath_hash_policy=1"],
+        )?;
+        // Stand-in for OSPF: the VIP is routed to lb1.
+        ip_in(&router, &["route", "add", VIP, "via", "10.0.0.11"])?;
+        // Lab fact (DESIGN.md): veth TX checksum offload leaves partial checksums that the
+        // host behind an XDP_TX hop sees as wrong.
+        exec_in(&client, "ethtool", &["-K", "eth0", "tx", "off"])?;
+        exec_in(&router, "ethtool", &["-K", "eth0", "tx", "off"])?;
+        exec_in(&router, "ethtool", &["-K", "eth1", "tx", "off"])?;
+
+        for (name, addr) in LBS.iter().chain(HOSTS.iter()) {
+            let ns = self.ns(name);
+            veth(&ns, "eth0", &lan, name)?;
+            ip_in(&lan, &["link", "set", name, "master", "br0", "up"])?;
+            addr_up(&ns, "eth0", &format!("{addr}/24"))?;
+            ip_in(&ns, &["route", "add", "default", "via", "10.0.0.1"])?;
+        }
+        for (name, _) in HOSTS {
+            let ns = self.ns(name);
+            // DSR: the host accepts the VIP but must never answer ARP for it.
+            ip_in(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            for (k, v) in [
+                ("net.ipv4.conf.all.arp_ignore", "1"),
+                ("net.ipv4.conf.all.arp_announce", "2"),
+                ("net.ipv4.conf.eth0.arp_ignore", "1"),
+                ("net.ipv4.conf.eth0.arp_announce", "2"),
+            ] {
+                exec_in(&ns, "sysctl", &["-qw", &format!("{k}={v}")])?;
+            }
+        }
+        // Lab fact (DESIGN.md): frames an XDP program sends with XDP_TX into a veth are only
+        // delivered when the peer end has an XDP program too.
+        let portier = bin("portier")?;
+        for (name, _) in LBS {
+            let pin = format!("/sys/fs/bpf/portier/{}-lan-{name}-pass", self.prefix);
+            exec_in(
+                &lan,
+                &portier.to_string_lossy(),
+                &["xdp-pass", "--interface", name, "--pin", &pin],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn start_apps(&self) -> Result<()> {
+        let app = bin("portier-lab-app")?;
+        for (name, addr) in HOSTS {
+            let log = self.run_dir.join(format!("{name}-app.log"));
+            let http = format!("0.0.0.0:{HTTP_PORT}");
+            let udp_vip = format!("{VIP}:{UDP_PORT}");
+            let udp_own = format!("{addr}:{UDP_PORT}");
+            let child = spawn_in(
+                &self.ns(name),
+                &app,
+                &[
+                    "--name", name, "--http", &http, "--udp", &udp_vip, "--udp", &udp_own,
+                ],
+                &log,
+            )?;
+            std::mem::forget(child);
+            wait_for_log(&log, "ready", Duration::from_secs(10))?;
+        }
+        Ok(())
+    }
+
+    /// Starts portier on `node` with `config` (a TOML text), and waits until it reports ready.
+    pub fn start_portier(&self, node: &str, config: &str) -> Result<Daemon> {
+        let path = self.run_dir.join(format!("{node}.toml"));
+        std::fs::write(&path, config)?;
+        let log = self.run_dir.join(format!("{node}.log"));
+        let _ = std::fs::remove_file(&log);
+        let child = spawn_in(
+            &self.ns(node),
+            &bin("portier")?,
+            &["run", "-c", &path.to_string_lossy()],
+            &log,
+        )?;
+        let d = Daemon {
+            node: node.to_string(),
+            config: path,
+            log,
+            child,
+        };
+        d.wait_for("portier ready", 1, Duration::from_secs(30))?;
+        Ok(d)
+    }
+
+    /// The lab's LB config (examples/lab-lb.toml) for `node`, with this lab's node name.
+    pub fn lb_config(&self, node: &str) -> Result<String> {
+        let path = examples_dir().join("lab-lb.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(text.replace(
+            "name = \"pt-lb1\"",
+            &format!("name = \"{}\"", self.ns(node)),
+        ))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.keep {
+            down(&self.prefix);
+        }
+    }
+}
+
+impl Daemon {
+    /// Replaces the config file and sends SIGHUP; waits until the reload is applied.
+    pub fn reload(&self, config: &str) -> Result<()> {
+        let before = count_in_log(&self.log, "reload applied");
+        std::fs::write(&self.config, config)?;
+        self.signal(nix::sys::signal::Signal::SIGHUP)?;
+        self.wait_for("reload applied", before + 1, Duration::from_secs(20))
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        // The child is nsenter, which execs portier: same pid.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)?;
+        Ok(())
+    }
+
+    /// Waits until `pattern` has appeared `count` times in the log.
+    pub fn wait_for(&self, pattern: &str, count: usize, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if count_in_log(&self.log, pattern) >= count {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{}: no '{pattern}' after {timeout:?}; log:\n{}",
+                    self.node,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(mut self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn count_in_log(log: &Path, pattern: &str) -> usize {
+    std::fs::read_to_string(log)
+        .map(|t| t.matches(pattern).count())
+        .unwrap_or(0)
+}
+
+fn wait_for_log(log: &Path, pattern: &str, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    while count_in_log(log, pattern) == 0 {
+        if start.elapsed() > timeout {
+            bail!("no '{pattern}' in {} after {timeout:?}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {
+    ip(&[
+        "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b,
+    ])
+    .map(|_| ())
+}
+
+fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
+    ip_in(ns, &["addr", "add", cidr, "dev", dev])?;
+    ip_in(ns, &["link", "set", dev, "up"])?;
+    Ok(())
+}
+
+/// Removes everything a lab with this prefix made: processes, namespaces, pins, run files.
+/// Safe to call when nothing is there.
+pub fn down(prefix: &str) {
+    let namespaces = netns::namespaces_with_prefix(prefix);
+    for ns in &namespaces {
+        netns::kill_all_in(ns);
+    }
+    for ns in &namespaces {
+        let _ = ip(&["netns", "del", ns]);
+    }
+    if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf/portier") {
+        let want = format!("{prefix}-");
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&want) {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(format!("/run/portier-lab/{prefix}"));
+}
+
+/// Namespaces of a lab with this prefix that exist now.
+pub fn status(prefix: &str) -> Vec<String> {
+    let mut v = netns::namespaces_with_prefix(prefix);
+    v.sort();
+    v
+}
