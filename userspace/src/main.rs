@@ -1,1 +1,87 @@
-fn main() {}
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portier", version, about = "High-availability front door: XDP L4 balancing, L7 proxying, VRRP, OSPF")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file; every problem is reported with file, line and key.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Counters of a running node, read from its pinned maps.
+    Stats {
+        /// The node name of the config ([node] name).
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a plain XDP_PASS program to an interface and pin the link (lab helper: the veth
+    /// peer of an interface that sends with XDP_TX needs an XDP program to receive).
+    #[command(hide = true)]
+    XdpPass {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        pin: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portier: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+            .block_on(portier::daemon::run(&config)),
+        Command::Check { config } => {
+            let c = portier::config::load(&config)?;
+            println!(
+                "{}: ok ({} services, {} backends)",
+                config.display(),
+                c.services.len(),
+                c.services.iter().map(|s| s.backends.len()).sum::<usize>()
+            );
+            Ok(())
+        }
+        Command::Stats { node, json } => portier::stats::print(
+            &PathBuf::from(portier::daemon::DEFAULT_PIN_ROOT).join(node),
+            json,
+        ),
+        Command::XdpPass { interface, pin } => {
+            portier::dataplane::attach_pass(&interface, &pin)?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Kernel networking state through rtnetlink.
+
+pub mod neigh;
