@@ -1,0 +1,114 @@
+//! The TOML config file: schema, validation, and errors that name file, line and key.
+//!
+//! Reading goes document tree -> per-section drafts (`sections`) -> cross-section rules
+//! (`checks`) -> `Config`. Every stage keeps going after a problem so that one `portier check`
+//! lists everything wrong with the file.
+
+mod checks;
+mod error;
+mod model;
+mod reader;
+mod report;
+mod rules;
+mod sections;
+mod syntax;
+
+use std::path::Path;
+
+use toml::de::DeTable;
+
+pub use error::{ConfigError, Problem};
+pub use model::{
+    BackendConfig, Config, DataplaneConfig, Forwarding, NodeConfig, Protocol, ServiceConfig,
+    XdpMode,
+};
+
+use reader::Table;
+use report::Report;
+
+/// Reads and validates the config at `path`; problems name the path as given.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text, &file)
+}
+
+/// Validates config `text`; `file_name` is only used in problems.
+pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
+    let mut report = Report::new(file_name, text);
+    let (document, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        // A recovered tree would add follow-on noise (missing keys, wrong types) to the
+        // real syntax problems, so stop here.
+        for error in syntax_errors {
+            let offset = error.span().map_or(0, |span| span.start);
+            report.add(offset, syntax::key_near(text, offset), error.message());
+        }
+        return Err(ConfigError::Invalid(report.into_problems()));
+    }
+
+    let config = read(&mut report, &Table::root(&document));
+    match config {
+        Some(config) if report.is_clean() => Ok(config),
+        _ => {
+            if report.is_clean() {
+                // Every `None` above comes with a problem; this is a guard, not a path.
+                report.add(
+                    0,
+                    "",
+                    "internal error: config incomplete without a reported problem",
+                );
+            }
+            Err(ConfigError::Invalid(report.into_problems()))
+        }
+    }
+}
+
+fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
+    root.deny_unknown(report, &["node", "dataplane", "service"]);
+    let node = root
+        .required_table(report, "node")
+        .map(|table| sections::node(report, &table));
+    let dataplane = match root.optional_table(report, "dataplane") {
+        Some(table) => sections::dataplane(report, &table),
+        None => Some(DataplaneConfig::default()),
+    };
+    let services: Vec<_> = root
+        .array_of_tables(report, "service")
+        .iter()
+        .map(|table| sections::service(report, table))
+        .collect();
+    checks::services(report, &services);
+    if let Some(node) = &node {
+        checks::interfaces(report, node, &services);
+    }
+
+    let services = services
+        .into_iter()
+        .map(|s| {
+            Some(ServiceConfig {
+                name: s.name?.value,
+                vip: s.vip?.value,
+                port: s.port?,
+                protocol: s.protocol?,
+                forwarding: s.forwarding?,
+                backends: s
+                    .backends
+                    .iter()
+                    .map(sections::BackendDraft::finish)
+                    .collect::<Option<_>>()?,
+            })
+        })
+        .collect::<Option<_>>()?;
+    Some(Config {
+        node: node?.finish()?,
+        dataplane: dataplane?,
+        services,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! The validated config. Plain data that derives `PartialEq` so a reload can be diffed
+//! against the running config.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub dataplane: DataplaneConfig,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeConfig {
+    /// `[a-z0-9-]{1,32}`: it becomes a path component of the pin directory.
+    pub name: String,
+    /// Interfaces the XDP balancer attaches to.
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native where the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DataplaneConfig {
+    /// Prime, so every Maglev permutation visits every slot.
+    pub maglev_table_size: u32,
+    pub conntrack_size: u32,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        Self {
+            maglev_table_size: dataplane_common::DEFAULT_MAGLEV_SIZE,
+            conntrack_size: dataplane_common::DEFAULT_CONNTRACK_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub vip: IpAddr,
+    /// 0 means every port of the VIP; a service on a specific port wins over it.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub forwarding: Forwarding,
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Direct server return: the balancer rewrites only L2, hosts answer the client directly.
+    #[default]
+    Dsr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BackendConfig {
+    /// Same address family as the service's VIP.
+    pub address: IpAddr,
+    /// Relative Maglev share, 0..=65535; 0 drains the backend (no new flows).
+    pub weight: u32,
+}
+
+/// Names as written in the file, so parsing and the "allowed values" message share one list.
+pub(super) trait Choice: Sized + Copy + 'static {
+    const CHOICES: &'static [(&'static str, Self)];
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::CHOICES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, value)| value)
+    }
+}
+
+impl Choice for XdpMode {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("auto", XdpMode::Auto),
+        ("native", XdpMode::Native),
+        ("generic", XdpMode::Generic),
+    ];
+}
+
+impl Choice for Protocol {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
+}
+
+impl Choice for Forwarding {
+    const CHOICES: &'static [(&'static str, Self)] = &[("dsr", Forwarding::Dsr)];
+}

@@ -1,0 +1,144 @@
+//! Value rules shared by the section readers: ranges, names, addresses, enumerations.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use super::model::Choice;
+use super::reader::Located;
+use super::report::Report;
+
+pub(super) fn in_range<T: TryFrom<i128>>(
+    report: &mut Report<'_>,
+    value: Located<i128>,
+    range: RangeInclusive<i128>,
+) -> Option<T> {
+    let converted = range
+        .contains(&value.value)
+        .then(|| T::try_from(value.value).ok())
+        .flatten();
+    if converted.is_none() {
+        report.add(
+            value.offset,
+            value.key,
+            format!(
+                "{} is out of range {}..={}",
+                value.value,
+                range.start(),
+                range.end()
+            ),
+        );
+    }
+    converted
+}
+
+pub(super) fn choice<T: Choice>(report: &mut Report<'_>, value: Located<&str>) -> Option<T> {
+    let chosen = T::from_name(value.value);
+    if chosen.is_none() {
+        let allowed: Vec<&str> = T::CHOICES.iter().map(|(name, _)| *name).collect();
+        report.add(
+            value.offset,
+            value.key,
+            format!(
+                "unknown value \"{}\" (allowed: {})",
+                value.value,
+                allowed.join(", ")
+            ),
+        );
+    }
+    chosen
+}
+
+/// A unicast address: the unspecified and multicast ranges can be neither a VIP nor a host.
+pub(super) fn unicast_ip(report: &mut Report<'_>, value: Located<&str>) -> Option<Located<IpAddr>> {
+    let Ok(address) = value.value.parse::<IpAddr>() else {
+        report.add(
+            value.offset,
+            value.key,
+            format!("\"{}\" is not an IP address", value.value),
+        );
+        return None;
+    };
+    if address.is_unspecified() || address.is_multicast() {
+        let kind = if address.is_multicast() {
+            "multicast"
+        } else {
+            "unspecified"
+        };
+        report.add(
+            value.offset,
+            value.key,
+            format!("{address} is a {kind} address"),
+        );
+        return None;
+    }
+    Some(Located {
+        value: address,
+        offset: value.offset,
+        key: value.key,
+    })
+}
+
+/// Checks `value` against a character class and a length; `what` describes both for the
+/// message.
+pub(super) fn name(
+    report: &mut Report<'_>,
+    value: Located<&str>,
+    max_len: usize,
+    allowed: impl Fn(char) -> bool,
+    what: &str,
+) -> Option<String> {
+    let len = value.value.chars().count();
+    if (1..=max_len).contains(&len) && value.value.chars().all(allowed) {
+        return Some(value.value.to_owned());
+    }
+    report.add(
+        value.offset,
+        value.key,
+        format!(
+            "\"{}\" must be 1 to {max_len} characters from {what}",
+            value.value
+        ),
+    );
+    None
+}
+
+pub(super) fn node_name(report: &mut Report<'_>, value: Located<&str>) -> Option<String> {
+    // It becomes a directory under /sys/fs/bpf/portier/, so keep it to a portable set.
+    name(
+        report,
+        value,
+        32,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+        "a-z, 0-9 and '-'",
+    )
+}
+
+pub(super) fn service_name(report: &mut Report<'_>, value: Located<&str>) -> Option<String> {
+    name(
+        report,
+        value,
+        64,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'),
+        "A-Z, a-z, 0-9, '_', '.' and '-'",
+    )
+}
+
+/// The kernel's own rule (`dev_valid_name`): under IFNAMSIZ, no '/', ':' or whitespace.
+pub(super) fn interface_name(report: &mut Report<'_>, value: Located<&str>) -> Option<String> {
+    let text = value.value;
+    let valid = (1..=15).contains(&text.len())
+        && text != "."
+        && text != ".."
+        && !text
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if valid {
+        return Some(text.to_owned());
+    }
+    report.add(
+        value.offset,
+        value.key,
+        format!("\"{text}\" is not an interface name (1 to 15 bytes, no '/', ':' or whitespace)"),
+    );
+    None
+}
