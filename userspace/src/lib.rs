@@ -1,1 +1,2 @@
 //! portier: L4 balancing in XDP, L7 proxying, VRRP and OSPF in one daemon.
+pub mod dataplane;
