@@ -24,6 +24,24 @@ pub const FAMILY_V6: u8 = 6;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
+/// `ServiceKey::proto` of an address marker: the entry `(vip, port 0, proto 0)` exists for every
+/// address that has at least one service. The program looks it up first, so a packet to a
+/// non-VIP costs one hash lookup, and ICMP/fragments/other protocols to a VIP are recognised.
+pub const PROTO_ADDR_MARKER: u8 = 0;
+
+/// `ServiceValue::flags` of an address marker.
+pub const SERVICE_F_ADDR_MARKER: u32 = 1;
+/// Marker flags: which service lookups can hit for this address, so misses cost nothing.
+pub const SERVICE_F_EXACT_TCP: u32 = 1 << 1;
+pub const SERVICE_F_EXACT_UDP: u32 = 1 << 2;
+pub const SERVICE_F_WILDCARD_TCP: u32 = 1 << 3;
+pub const SERVICE_F_WILDCARD_UDP: u32 = 1 << 4;
+
+/// Entries of `SERVICES`: every service plus one address marker per VIP address.
+pub const MAX_SERVICE_ENTRIES: u32 = MAX_SERVICES * 2;
+/// Entries of `TX_PORTS` (egress interfaces for devmap redirect).
+pub const MAX_TX_PORTS: u32 = 64;
+
 /// Map names, shared so the loader and the pin layout cannot drift from the program.
 pub mod maps {
     pub const SERVICES: &str = "SERVICES";
@@ -170,9 +188,11 @@ pub enum Reason {
     PassVlanUnsupported = 17,
     /// Connection table insert failed.
     ConntrackInsertFailed = 18,
+    /// Backend's egress interface is not in `TX_PORTS` (redirect failed): dropped.
+    DropNoTxPort = 19,
 }
 
-pub const REASON_COUNT: u32 = 19;
+pub const REASON_COUNT: u32 = 20;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -195,7 +215,16 @@ impl Reason {
         Reason::IcmpErrorForwarded,
         Reason::PassVlanUnsupported,
         Reason::ConntrackInsertFailed,
+        Reason::DropNoTxPort,
     ];
+
+    pub const fn from_index(i: u32) -> Option<Reason> {
+        if i < REASON_COUNT {
+            Some(Self::ALL[i as usize])
+        } else {
+            None
+        }
+    }
 
     /// Stable metric label.
     pub const fn name(self) -> &'static str {
@@ -219,6 +248,7 @@ impl Reason {
             Reason::IcmpErrorForwarded => "icmp_error_forwarded",
             Reason::PassVlanUnsupported => "pass_vlan_unsupported",
             Reason::ConntrackInsertFailed => "conntrack_insert_failed",
+            Reason::DropNoTxPort => "drop_no_tx_port",
         }
     }
 }

@@ -1,4 +1,9 @@
 //! portier: L4 balancing in XDP, L7 proxying, VRRP and OSPF in one daemon.
 
 pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod l4;
 pub mod maglev;
+pub mod net;
+pub mod stats;

@@ -1,0 +1,42 @@
+//! Map definitions. BTF maps throughout, so pinned maps dump with named fields.
+
+use aya_ebpf::{
+    bindings::BPF_F_INNER_MAP,
+    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use dataplane_common::{
+    Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FlowKey, FlowValue,
+    MAX_BACKENDS, MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS, REASON_COUNT, ServiceKey,
+    ServiceValue,
+};
+
+/// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any
+/// size (the configured prime), not just `DEFAULT_MAGLEV_SIZE`.
+pub type MaglevTable = Array<u32, { DEFAULT_MAGLEV_SIZE as usize }, { BPF_F_INNER_MAP as usize }>;
+
+#[btf_map]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue, { MAX_SERVICE_ENTRIES as usize }> =
+    HashMap::new();
+
+#[btf_map]
+pub static MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = ArrayOfMaps::new();
+
+#[btf_map]
+pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
+
+#[btf_map]
+pub static CONNTRACK: LruHashMap<FlowKey, FlowValue, { DEFAULT_CONNTRACK_SIZE as usize }> =
+    LruHashMap::new();
+
+#[btf_map]
+pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
+
+#[btf_map]
+pub static SVC_STATS: PerCpuArray<Counters, { MAX_SERVICES as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static BACKEND_STATS: PerCpuArray<Counters, { MAX_BACKENDS as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static REASONS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();

@@ -1,0 +1,706 @@
+//! The XDP balancer's userspace half: loads `portier-xdp`, pins and attaches it, and writes the
+//! service, Maglev and backend maps that the program reads.
+//!
+//! Maglev tables are swapped whole: every change builds a fresh inner array and replaces the
+//! service's slot in the outer `MAGLEV` array, so a packet sees either the old table or the new
+//! one, never a half-written mix. The inner map template carries `BPF_F_INNER_MAP`, which lets
+//! each service's table have its own (prime) size.
+
+mod error;
+pub mod sys;
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
+    maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, xdp::DevMapHash},
+    programs::{Xdp, XdpMode, links::FdLink},
+};
+pub use dataplane_common::{
+    BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FAMILY_V4,
+    FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP,
+    REASON_COUNT, Reason, ServiceKey, ServiceValue, flow_hash,
+};
+use dataplane_common::{
+    PROTO_ADDR_MARKER, SERVICE_F_ADDR_MARKER, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP,
+    SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, maps, programs,
+};
+pub use error::DataplaneError;
+
+/// The compiled XDP object, built by `build.rs` through aya-build.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portier-xdp"));
+
+/// `BPF_F_INNER_MAP`: inner arrays whose size may differ from the template's.
+const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/portier";
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// How to attach XDP to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// Native, falling back to generic when the driver has no XDP support (e.g. `lo`).
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// The mode an interface actually got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug)]
+pub struct DataplaneOptions {
+    /// Node name: pins go to `<pin_root>/<node>/` so several lab nodes can share one bpffs.
+    pub node: String,
+    pub interfaces: Vec<String>,
+    pub mode: XdpAttachMode,
+    pub conntrack_size: u32,
+    pub pin_root: PathBuf,
+}
+
+impl DataplaneOptions {
+    pub fn new(node: impl Into<String>, interfaces: Vec<String>) -> Self {
+        Self {
+            node: node.into(),
+            interfaces,
+            mode: XdpAttachMode::Auto,
+            conntrack_size: DEFAULT_CONNTRACK_SIZE,
+            pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedInterface {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mode: AttachedMode,
+}
+
+/// Result of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, ...).
+    pub action: u32,
+    pub frame: Vec<u8>,
+    /// Mean time per repetition, as measured by the kernel.
+    pub duration_ns: u64,
+}
+
+/// Size and memory of one map, as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapMemory {
+    pub name: &'static str,
+    pub max_entries: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    /// `max_entries * (key_size + value_size)`, times the CPU count for per-CPU maps.
+    pub bytes: u64,
+}
+
+/// A loaded balancer. Dropping it detaches the program and removes its pins.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    interfaces: Vec<AttachedInterface>,
+    pin_dir: Option<PathBuf>,
+    /// Configured services, to keep each address's marker entry right.
+    services: HashMap<ServiceKey, ServiceValue>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("interfaces", &self.interfaces)
+            .field("pin_dir", &self.pin_dir)
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
+
+const ALL_PROGRAMS: [&str; 3] = [programs::BALANCER, programs::PASS, programs::FLOOR];
+const ALL_MAPS: [&str; 8] = [
+    maps::SERVICES,
+    maps::MAGLEV,
+    maps::BACKENDS,
+    maps::CONNTRACK,
+    maps::TX_PORTS,
+    maps::SVC_STATS,
+    maps::BACKEND_STATS,
+    maps::REASONS,
+];
+
+fn require_root() -> Result<(), DataplaneError> {
+    match sys::euid() {
+        0 => Ok(()),
+        uid => Err(DataplaneError::NotRoot(uid)),
+    }
+}
+
+fn load_object(conntrack_size: u32) -> Result<Ebpf, DataplaneError> {
+    if conntrack_size == 0 {
+        return Err(DataplaneError::Invalid("conntrack_size must be > 0".into()));
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(maps::CONNTRACK, conntrack_size)
+        .load(OBJECT)?;
+    for name in ALL_PROGRAMS {
+        xdp_mut(&mut ebpf, name)?
+            .load()
+            .map_err(DataplaneError::program(name))?;
+    }
+    Ok(ebpf)
+}
+
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| DataplaneError::MissingProgram(name.into()))?
+        .try_into()
+        .map_err(DataplaneError::program(name))
+}
+
+/// Attaches `prog` by the requested mode; `Auto` tries native first, since aya does not.
+fn attach(
+    prog: &mut Xdp,
+    interface: &str,
+    mode: XdpAttachMode,
+) -> Result<(aya::programs::xdp::XdpLinkId, AttachedMode), DataplaneError> {
+    let native = match mode {
+        XdpAttachMode::Generic => None,
+        _ => match prog.attach(interface, XdpMode::Driver) {
+            Ok(id) => return Ok((id, AttachedMode::Native)),
+            Err(e) if mode == XdpAttachMode::Native => {
+                return Err(DataplaneError::Attach {
+                    interface: interface.into(),
+                    native: error_chain(&e),
+                    generic: "not tried".into(),
+                });
+            }
+            Err(e) => Some(error_chain(&e)),
+        },
+    };
+    match prog.attach(interface, XdpMode::Skb) {
+        Ok(id) => Ok((id, AttachedMode::Generic)),
+        Err(e) => Err(DataplaneError::Attach {
+            interface: interface.into(),
+            native: native.unwrap_or_else(|| "not tried".into()),
+            generic: error_chain(&e),
+        }),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Whether a pinned program at `path` is attached anywhere (through a BPF link).
+fn live_program(path: &Path) -> Option<u32> {
+    let info = aya::programs::ProgramInfo::from_pin(path).ok()?;
+    let id = info.id();
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .any(|l| l.program_id() == id)
+        .then_some(id)
+}
+
+impl Dataplane {
+    /// Loads, pins under `<pin_root>/<node>/` and attaches the balancer.
+    ///
+    /// An existing pin directory whose program is still attached belongs to a live instance:
+    /// that is refused. One whose program is attached nowhere is left over from a crash: its
+    /// pins are removed and replaced (state is not carried over yet).
+    pub fn load(opts: &DataplaneOptions) -> Result<Self, DataplaneError> {
+        require_root()?;
+        if opts.node.is_empty() || opts.node.contains('/') {
+            return Err(DataplaneError::Invalid(format!(
+                "bad node name {:?}",
+                opts.node
+            )));
+        }
+        if opts.pin_root.starts_with(BPFFS) {
+            sys::ensure_bpffs(Path::new(BPFFS))?;
+        }
+        let pin_dir = opts.pin_root.join(&opts.node);
+        if pin_dir.exists() {
+            if let Some(prog_id) = live_program(&pin_dir.join(programs::BALANCER)) {
+                return Err(DataplaneError::PinDirInUse {
+                    path: pin_dir,
+                    prog_id,
+                });
+            }
+            remove_pins(&pin_dir)?;
+        }
+        let ebpf = load_object(opts.conntrack_size)?;
+        let mut dp = Self {
+            ebpf,
+            interfaces: Vec::new(),
+            pin_dir: None,
+            services: HashMap::new(),
+        };
+
+        fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
+        // From here on, Drop cleans up whatever was pinned or attached.
+        dp.pin_dir = Some(pin_dir.clone());
+        for name in ALL_MAPS {
+            let path = pin_dir.join(name);
+            dp.ebpf
+                .map(name)
+                .ok_or(DataplaneError::MissingMap(name))?
+                .pin(&path)
+                .map_err(|source| DataplaneError::Pin { path, source })?;
+        }
+        let path = pin_dir.join(programs::BALANCER);
+        xdp_mut(&mut dp.ebpf, programs::BALANCER)?
+            .pin(&path)
+            .map_err(|source| DataplaneError::Pin { path, source })?;
+
+        for name in &opts.interfaces {
+            let ifindex = sys::ifindex(name)?;
+            let mac = sys::mac(name)?;
+            let (_, mode) = attach(xdp_mut(&mut dp.ebpf, programs::BALANCER)?, name, opts.mode)?;
+            dp.interfaces.push(AttachedInterface {
+                name: name.clone(),
+                ifindex,
+                mac,
+                mode,
+            });
+            let mut tx: DevMapHash<&mut MapData> = dp.typed_mut(maps::TX_PORTS)?;
+            tx.insert(ifindex, ifindex, None, 0)
+                .map_err(|source| DataplaneError::DevMap {
+                    name: maps::TX_PORTS,
+                    source,
+                })?;
+        }
+        Ok(dp)
+    }
+
+    /// Loaded but neither attached nor pinned: for `BPF_PROG_TEST_RUN`.
+    pub fn load_for_test(conntrack_size: u32) -> Result<Self, DataplaneError> {
+        require_root()?;
+        Ok(Self {
+            ebpf: load_object(conntrack_size)?,
+            interfaces: Vec::new(),
+            pin_dir: None,
+            services: HashMap::new(),
+        })
+    }
+
+    pub fn interfaces(&self) -> &[AttachedInterface] {
+        &self.interfaces
+    }
+
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    fn typed_mut<'a, M>(&'a mut self, name: &'static str) -> Result<M, DataplaneError>
+    where
+        M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        M::try_from(map).map_err(DataplaneError::map(name))
+    }
+
+    fn typed<'a, M>(&'a self, name: &'static str) -> Result<M, DataplaneError>
+    where
+        M: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        M::try_from(map).map_err(DataplaneError::map(name))
+    }
+
+    /// Installs or replaces service `id` for `key` with Maglev `table` (slot -> backend id,
+    /// `NO_BACKEND` for none; its length is the table size).
+    pub fn set_service(
+        &mut self,
+        key: ServiceKey,
+        id: u32,
+        table: &[u32],
+    ) -> Result<(), DataplaneError> {
+        validate_key(&key)?;
+        if id >= MAX_SERVICES {
+            return Err(DataplaneError::Invalid(format!(
+                "service id {id} >= {MAX_SERVICES}"
+            )));
+        }
+        let size = u32::try_from(table.len())
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| DataplaneError::Invalid(format!("table size {}", table.len())))?;
+        if let Some(&bad) = table
+            .iter()
+            .find(|&&b| b != NO_BACKEND && b >= MAX_BACKENDS)
+        {
+            return Err(DataplaneError::Invalid(format!(
+                "backend id {bad} >= {MAX_BACKENDS}"
+            )));
+        }
+
+        let mut inner: Array<MapData, u32> =
+            Array::create(size, BPF_F_INNER_MAP).map_err(DataplaneError::map(maps::MAGLEV))?;
+        for (slot, backend) in (0u32..).zip(table) {
+            inner
+                .set(slot, *backend, 0)
+                .map_err(DataplaneError::map(maps::MAGLEV))?;
+        }
+        {
+            let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, u32>> =
+                self.typed_mut(maps::MAGLEV)?;
+            outer
+                .set(id, &inner, 0)
+                .map_err(DataplaneError::map(maps::MAGLEV))?;
+        }
+        // The outer slot now holds its own reference; our fd can go.
+        drop(inner);
+
+        let value = ServiceValue {
+            id,
+            table_size: size,
+            flags: 0,
+            _pad: 0,
+        };
+        {
+            let mut services: BpfHashMap<&mut MapData, ServiceKey, ServiceValue> =
+                self.typed_mut(maps::SERVICES)?;
+            services
+                .insert(key, value, 0)
+                .map_err(DataplaneError::map(maps::SERVICES))?;
+        }
+        self.services.insert(key, value);
+        self.sync_marker(&key)
+    }
+
+    /// Removes a service: it stops matching first, then its table goes.
+    pub fn remove_service(&mut self, key: &ServiceKey, id: u32) -> Result<(), DataplaneError> {
+        validate_key(key)?;
+        if id >= MAX_SERVICES {
+            return Err(DataplaneError::Invalid(format!(
+                "service id {id} >= {MAX_SERVICES}"
+            )));
+        }
+        {
+            let mut services: BpfHashMap<&mut MapData, ServiceKey, ServiceValue> =
+                self.typed_mut(maps::SERVICES)?;
+            match services.remove(key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(DataplaneError::map(maps::SERVICES)(e)),
+            }
+        }
+        self.services.remove(key);
+        self.sync_marker(key)?;
+        // Another key may still use this id (e.g. the same table for TCP and UDP).
+        if self.services.values().all(|v| v.id != id) {
+            let map = self
+                .ebpf
+                .map(maps::MAGLEV)
+                .ok_or(DataplaneError::MissingMap(maps::MAGLEV))?;
+            let data: &MapData = match map {
+                aya::maps::Map::ArrayOfMaps(d) => d,
+                _ => return Err(DataplaneError::MissingMap(maps::MAGLEV)),
+            };
+            match sys::map_delete(data.fd().as_fd(), &id) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    return Err(DataplaneError::Io {
+                        path: maps::MAGLEV.into(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the address marker of `key.addr` from the configured services.
+    fn sync_marker(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        let flags = self
+            .services
+            .keys()
+            .filter(|k| k.addr == key.addr && k.family == key.family)
+            .fold(0u32, |f, k| {
+                f | match (k.proto, k.port) {
+                    (PROTO_TCP, 0) => SERVICE_F_WILDCARD_TCP,
+                    (PROTO_TCP, _) => SERVICE_F_EXACT_TCP,
+                    (PROTO_UDP, 0) => SERVICE_F_WILDCARD_UDP,
+                    (_, _) => SERVICE_F_EXACT_UDP,
+                }
+            });
+        let marker = ServiceKey {
+            addr: key.addr,
+            port: 0,
+            proto: PROTO_ADDR_MARKER,
+            family: key.family,
+        };
+        let mut services: BpfHashMap<&mut MapData, ServiceKey, ServiceValue> =
+            self.typed_mut(maps::SERVICES)?;
+        if flags == 0 {
+            match services.remove(&marker) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(DataplaneError::map(maps::SERVICES)(e)),
+            }
+        } else {
+            let value = ServiceValue {
+                id: 0,
+                table_size: 0,
+                flags: flags | SERVICE_F_ADDR_MARKER,
+                _pad: 0,
+            };
+            services
+                .insert(marker, value, 0)
+                .map_err(DataplaneError::map(maps::SERVICES))
+        }
+    }
+
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        let mut backends: Array<&mut MapData, Backend> = self.typed_mut(maps::BACKENDS)?;
+        backends
+            .set(id, backend, 0)
+            .map_err(DataplaneError::map(maps::BACKENDS))
+    }
+
+    /// Marks slot `id` invalid. Its generation is kept: flows pinned to it are re-balanced
+    /// because the slot is no longer valid, and a later `set_backend` decides the generation.
+    pub fn clear_backend(&mut self, id: u32) -> Result<(), DataplaneError> {
+        let mut backends: Array<&mut MapData, Backend> = self.typed_mut(maps::BACKENDS)?;
+        let mut b = backends
+            .get(&id, 0)
+            .map_err(DataplaneError::map(maps::BACKENDS))?;
+        b.flags &= !BACKEND_F_VALID;
+        backends
+            .set(id, b, 0)
+            .map_err(DataplaneError::map(maps::BACKENDS))
+    }
+
+    pub fn backend(&self, id: u32) -> Result<Backend, DataplaneError> {
+        let backends: Array<&MapData, Backend> = self.typed(maps::BACKENDS)?;
+        backends
+            .get(&id, 0)
+            .map_err(DataplaneError::map(maps::BACKENDS))
+    }
+
+    /// The connection-table entry of `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
+        let ct: aya::maps::HashMap<&MapData, FlowKey, FlowValue> = {
+            let map = self
+                .ebpf
+                .map(maps::CONNTRACK)
+                .ok_or(DataplaneError::MissingMap(maps::CONNTRACK))?;
+            aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(maps::CONNTRACK))?
+        };
+        match ct.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::map(maps::CONNTRACK)(e)),
+        }
+    }
+
+    fn sum_counters(&self, name: &'static str, id: u32) -> Result<Counters, DataplaneError> {
+        let map: PerCpuArray<&MapData, Counters> = self.typed(name)?;
+        let per_cpu = map.get(&id, 0).map_err(DataplaneError::map(name))?;
+        Ok(per_cpu.iter().fold(Counters::default(), |a, c| Counters {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+        }))
+    }
+
+    pub fn service_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
+        self.sum_counters(maps::SVC_STATS, id)
+    }
+
+    pub fn backend_counters(&self, id: u32) -> Result<Counters, DataplaneError> {
+        self.sum_counters(maps::BACKEND_STATS, id)
+    }
+
+    /// Every reason with its count, summed over CPUs, in `Reason::ALL` order.
+    pub fn reasons(&self) -> Result<Vec<(Reason, u64)>, DataplaneError> {
+        let map: PerCpuArray<&MapData, u64> = self.typed(maps::REASONS)?;
+        Reason::ALL
+            .iter()
+            .map(|&r| {
+                let v = map
+                    .get(&(r as u32), 0)
+                    .map_err(DataplaneError::map(maps::REASONS))?;
+                Ok((r, v.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// One reason's count, summed over CPUs.
+    pub fn reason(&self, reason: Reason) -> Result<u64, DataplaneError> {
+        let map: PerCpuArray<&MapData, u64> = self.typed(maps::REASONS)?;
+        let v = map
+            .get(&(reason as u32), 0)
+            .map_err(DataplaneError::map(maps::REASONS))?;
+        Ok(v.iter().sum())
+    }
+
+    /// Runs `program` on `frame` through `BPF_PROG_TEST_RUN`, `repeat` times.
+    pub fn test_run(
+        &self,
+        program: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutput, DataplaneError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(program)
+            .ok_or_else(|| DataplaneError::MissingProgram(program.into()))?
+            .try_into()
+            .map_err(DataplaneError::program(program))?;
+        // Room for programs that grow the frame; ours only rewrite it.
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: repeat.max(1),
+            ..TestRunOptions::new()
+        };
+        let r = prog
+            .test_run(opts)
+            .map_err(DataplaneError::program(program))?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestRunOutput {
+            action: r.return_value,
+            frame: out,
+            duration_ns: r.duration.as_nanos() as u64,
+        })
+    }
+
+    /// Memory of every map, from the kernel's map info.
+    pub fn map_memory(&self) -> Result<Vec<MapMemory>, DataplaneError> {
+        let cpus = aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1);
+        ALL_MAPS
+            .iter()
+            .map(|&name| {
+                let map = self
+                    .ebpf
+                    .map(name)
+                    .ok_or(DataplaneError::MissingMap(name))?;
+                let data = map_data(map).ok_or(DataplaneError::MissingMap(name))?;
+                let info = data.info().map_err(DataplaneError::map(name))?;
+                let per_cpu = matches!(map, aya::maps::Map::PerCpuArray(_));
+                let entry = u64::from(info.key_size())
+                    + u64::from(info.value_size()) * if per_cpu { cpus } else { 1 };
+                Ok(MapMemory {
+                    name,
+                    max_entries: info.max_entries(),
+                    key_size: info.key_size(),
+                    value_size: info.value_size(),
+                    bytes: u64::from(info.max_entries()) * entry,
+                })
+            })
+            .collect()
+    }
+}
+
+fn map_data(map: &aya::maps::Map) -> Option<&MapData> {
+    use aya::maps::Map;
+    Some(match map {
+        Map::Array(d)
+        | Map::ArrayOfMaps(d)
+        | Map::DevMapHash(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d) => d,
+        _ => return None,
+    })
+}
+
+fn validate_key(key: &ServiceKey) -> Result<(), DataplaneError> {
+    if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+        return Err(DataplaneError::Invalid(format!(
+            "service protocol {}",
+            key.proto
+        )));
+    }
+    if key.family != FAMILY_V4 && key.family != FAMILY_V6 {
+        return Err(DataplaneError::Invalid(format!(
+            "service family {}",
+            key.family
+        )));
+    }
+    if key.family == FAMILY_V4 && key.addr[4..].iter().any(|&b| b != 0) {
+        return Err(DataplaneError::Invalid(
+            "IPv4 service address with bytes past 4".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn remove_pins(dir: &Path) -> Result<(), DataplaneError> {
+    for entry in fs::read_dir(dir).map_err(DataplaneError::io(dir))? {
+        let path = entry.map_err(DataplaneError::io(dir))?.path();
+        fs::remove_file(&path).map_err(DataplaneError::io(&path))?;
+    }
+    fs::remove_dir(dir).map_err(DataplaneError::io(dir))
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        // Links are owned by the program and go with `ebpf`; pins would keep maps and the
+        // program alive, so they go too.
+        if let Some(dir) = &self.pin_dir {
+            if let Err(e) = remove_pins(dir) {
+                tracing::warn!(error = %e, "removing XDP pins");
+            }
+        }
+    }
+}
+
+/// Attaches `portier_pass` to `interface` (native, else generic) and pins the link at `pin`,
+/// so it outlives this process. Lab helper: the veth peer of an interface that sends with
+/// `XDP_TX` needs an XDP program to accept those frames. Removing the pin (and the interface)
+/// detaches it. An existing pin at `pin` is replaced.
+pub fn attach_pass(interface: &str, pin: &Path) -> Result<(), DataplaneError> {
+    require_root()?;
+    if pin.starts_with(BPFFS) {
+        sys::ensure_bpffs(Path::new(BPFFS))?;
+    }
+    if let Some(parent) = pin.parent() {
+        fs::create_dir_all(parent).map_err(DataplaneError::io(parent))?;
+    }
+    if pin.exists() {
+        fs::remove_file(pin).map_err(DataplaneError::io(pin))?;
+    }
+    let mut ebpf = Ebpf::load(OBJECT)?;
+    let prog = xdp_mut(&mut ebpf, programs::PASS)?;
+    prog.load()
+        .map_err(DataplaneError::program(programs::PASS))?;
+    let (id, _) = attach(prog, interface, XdpAttachMode::Auto)?;
+    let link = prog
+        .take_link(id)
+        .map_err(DataplaneError::program(programs::PASS))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Interface {
+        name: interface.into(),
+        reason: format!("attached without a BPF link, cannot pin it: {e}"),
+    })?;
+    fd_link.pin(pin).map_err(|source| DataplaneError::Pin {
+        path: pin.into(),
+        source,
+    })?;
+    Ok(())
+}
