@@ -69,7 +69,7 @@ pub mod programs {
 /// IPv4 addresses occupy the first four bytes of `addr`, the rest is zero. `port` 0 means
 /// every port of that address and protocol; the program tries the exact port first.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ServiceKey {
     pub addr: [u8; 16],
     /// Network byte order.

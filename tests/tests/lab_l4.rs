@@ -101,7 +101,11 @@ fn l4_balancer_end_to_end() -> Result<()> {
             let mut buf = [0u8; 512];
             let n = s.recv(&mut buf).with_context(|| format!("udp {i}"))?;
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let host = text.split_whitespace().next().unwrap_or_default().to_string();
+            let host = text
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
             assert!(text.ends_with(&format!("ping {i}")), "{text}");
             *seen.entry(host).or_insert(0) += 1;
         }
@@ -111,16 +115,17 @@ fn l4_balancer_end_to_end() -> Result<()> {
 
     // Reload without host3: live connections to host1/host2 keep going to the same host;
     // new connections never reach host3.
-    let (conns, first) = netns::in_netns(&client_ns, || -> Result<(Vec<TcpStream>, Vec<Reply>)> {
-        let mut conns = Vec::new();
-        let mut first = Vec::new();
-        for _ in 0..60 {
-            let mut s = client::connect(vip(80), None, Duration::from_secs(3))?;
-            first.push(client::get_on(&mut s, "lab", "/")?);
-            conns.push(s);
-        }
-        Ok((conns, first))
-    })??;
+    let (conns, first) =
+        netns::in_netns(&client_ns, || -> Result<(Vec<TcpStream>, Vec<Reply>)> {
+            let mut conns = Vec::new();
+            let mut first = Vec::new();
+            for _ in 0..60 {
+                let mut s = client::connect(vip(80), None, Duration::from_secs(3))?;
+                first.push(client::get_on(&mut s, "lab", "/")?);
+                conns.push(s);
+            }
+            Ok((conns, first))
+        })??;
     lb.reload(&config_without(&config, "10.0.0.23"))?;
     let mut kept = 0;
     for (mut s, r) in conns.into_iter().zip(&first) {

@@ -158,7 +158,9 @@ impl Daemon {
                 return;
             }
         };
-        if new.node != self.config.node || new.dataplane.conntrack_size != self.config.dataplane.conntrack_size {
+        if new.node != self.config.node
+            || new.dataplane.conntrack_size != self.config.dataplane.conntrack_size
+        {
             warn!("reload: [node] and dataplane.conntrack_size take effect on restart only");
         }
         match self.install(&new).await {
@@ -233,7 +235,10 @@ impl Daemon {
             }
             if unresolved == 0 || tokio::time::Instant::now() >= deadline {
                 if unresolved > 0 && !wait.is_zero() {
-                    warn!(unresolved, "some backends have no MAC address yet; their flows drop until they resolve");
+                    warn!(
+                        unresolved,
+                        "some backends have no MAC address yet; their flows drop until they resolve"
+                    );
                 }
                 return Ok(());
             }
@@ -255,7 +260,9 @@ impl Daemon {
             }
             self.routes.insert(addr, r);
         }
-        self.routes.get(&addr).and_then(|r| r.as_ref().ok().copied())
+        self.routes
+            .get(&addr)
+            .and_then(|r| r.as_ref().ok().copied())
     }
 
     async fn src_mac(&mut self, ifindex: u32) -> Result<[u8; 6]> {

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portier", version, about = "High-availability front door: XDP L4 balancing, L7 proxying, VRRP, OSPF")]
+#[command(
+    name = "portier",
+    version,
+    about = "High-availability front door: XDP L4 balancing, L7 proxying, VRRP, OSPF"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -57,7 +57,10 @@ fn every_problem_is_reported_not_just_the_first() {
     );
     assert!(!ok);
     assert!(msg.contains("two.toml:9:") && msg.contains("port"), "{msg}");
-    assert!(msg.contains("two.toml:12:") && msg.contains("address"), "{msg}");
+    assert!(
+        msg.contains("two.toml:12:") && msg.contains("address"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -17,7 +17,9 @@ pub enum NeighError {
     Netlink(#[from] rtnetlink::Error),
     #[error("no route to {0}")]
     NoRoute(IpAddr),
-    #[error("{addr} is reached through gateway {via}: L2 direct server return needs backends on a directly connected network")]
+    #[error(
+        "{addr} is reached through gateway {via}: L2 direct server return needs backends on a directly connected network"
+    )]
     NotOnLink { addr: IpAddr, via: IpAddr },
     #[error("interface {0} has no MAC address")]
     NoLinkAddress(u32),
@@ -90,7 +92,7 @@ pub async fn link_mac(handle: &Handle, ifindex: u32) -> Result<[u8; 6], NeighErr
 pub async fn dump(handle: &Handle) -> Result<HashMap<(u32, IpAddr), Lookup>, NeighError> {
     let mut table = HashMap::new();
     for version in [IpVersion::V4, IpVersion::V6] {
-        let mut entries = handle.neighbour().get().set_family(version).execute();
+        let mut entries = handle.neighbours().get().set_family(version).execute();
         while let Some(n) = entries.try_next().await? {
             let ifindex = n.header.ifindex;
             let mut dst = None;
@@ -132,7 +134,7 @@ pub async fn dump(handle: &Handle) -> Result<HashMap<(u32, IpAddr), Lookup>, Nei
 /// neighbour solicitation goes out, and no packet of ours has to.
 pub async fn solicit(handle: &Handle, ifindex: u32, addr: IpAddr) -> Result<(), NeighError> {
     handle
-        .neighbour()
+        .neighbours()
         .add(ifindex, addr)
         .flags(NeighbourFlags::Use)
         .state(NeighbourState::None)

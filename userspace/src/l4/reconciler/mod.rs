@@ -20,13 +20,19 @@ pub struct NextHop {
 /// One change to the dataplane maps, in the order it must be applied.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    SetBackend { id: u32, backend: Backend },
+    SetBackend {
+        id: u32,
+        backend: Backend,
+    },
     SetService {
         key: ServiceKey,
         id: u32,
         table: Arc<Vec<u32>>,
     },
-    RemoveService { key: ServiceKey, id: u32 },
+    RemoveService {
+        key: ServiceKey,
+        id: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,7 +169,10 @@ impl Reconciler {
         for key in &stale {
             if let Some(st) = self.services.remove(key) {
                 self.free_service_ids.insert(st.id);
-                ops.push(Op::RemoveService { key: *key, id: st.id });
+                ops.push(Op::RemoveService {
+                    key: *key,
+                    id: st.id,
+                });
             }
         }
         let table_size = config.dataplane.maglev_table_size;

@@ -153,7 +153,11 @@ fn all_drained_service_has_no_backend_slots() {
     );
     let ops = r.apply(&cfg(&drained)).unwrap();
     let t = tables(&ops);
-    assert!(t[0].1.iter().all(|&b| b == NO_BACKEND), "{:?}", &t[0].1[..5]);
+    assert!(
+        t[0].1.iter().all(|&b| b == NO_BACKEND),
+        "{:?}",
+        &t[0].1[..5]
+    );
 }
 
 #[test]
