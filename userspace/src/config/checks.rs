@@ -90,7 +90,7 @@ pub(super) fn services(report: &mut Report<'_>, services: &[ServiceDraft]) {
 /// Without an interface the balancer has nowhere to attach, so services would silently not
 /// be served.
 pub(super) fn interfaces(report: &mut Report<'_>, node: &NodeDraft, services: &[ServiceDraft]) {
-    if services.is_empty() {
+    if services.is_empty() || (node.interfaces_written && node.interfaces.is_none()) {
         return;
     }
     match &node.interfaces {

@@ -65,6 +65,10 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    pub(super) fn has(&self, name: &str) -> bool {
+        self.table.contains_key(name)
+    }
+
     fn get(&self, name: &str) -> Option<&'t Spanned<DeValue<'i>>> {
         self.table.get(name)
     }

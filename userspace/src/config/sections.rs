@@ -19,6 +19,8 @@ pub(super) struct NodeDraft {
     pub offset: usize,
     pub name: Option<String>,
     pub interfaces: Option<Located<Vec<String>>>,
+    /// Written, even if wrongly: its problems are already reported.
+    pub interfaces_written: bool,
     pub xdp_mode: Option<XdpMode>,
 }
 
@@ -71,6 +73,7 @@ pub(super) fn node(report: &mut Report<'_>, table: &Table<'_, '_>) -> NodeDraft 
     NodeDraft {
         offset: table.offset(),
         name,
+        interfaces_written: table.has("interfaces"),
         interfaces,
         xdp_mode,
     }
