@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use dataplane_common::{MAX_BACKENDS, MAX_SERVICES};
 
 use super::model::Protocol;
-use super::reader::Located;
 use super::report::Report;
 use super::sections::{NodeDraft, ServiceDraft};
 
@@ -90,20 +89,24 @@ pub(super) fn services(report: &mut Report<'_>, services: &[ServiceDraft]) {
 /// Without an interface the balancer has nowhere to attach, so services would silently not
 /// be served.
 pub(super) fn interfaces(report: &mut Report<'_>, node: &NodeDraft, services: &[ServiceDraft]) {
-    if services.is_empty() || (node.interfaces_written && node.interfaces.is_none()) {
+    if services.is_empty() {
         return;
     }
-    match &node.interfaces {
-        None => report.add(
+    if !node.interfaces_written {
+        report.add(
             node.offset,
             "node.interfaces",
             "missing required key (needed when services are configured)",
-        ),
-        Some(Located { value, offset, key }) if value.is_empty() => report.add(
-            *offset,
-            key.clone(),
+        );
+    } else if let Some(list) = node
+        .interfaces
+        .as_ref()
+        .filter(|_| node.interfaces_listed == 0)
+    {
+        report.add(
+            list.offset,
+            list.key.clone(),
             "must list at least one interface when services are configured",
-        ),
-        Some(_) => {}
+        );
     }
 }

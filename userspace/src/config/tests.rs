@@ -148,6 +148,18 @@ fn several_syntax_errors() {
 }
 
 #[test]
+fn syntax_error_outside_any_key() {
+    let found = problems("[node\nname = \"lb1\"\n");
+    assert!(!found.is_empty());
+    assert_eq!((found[0].line, found[0].key.as_str()), (1, ""));
+    assert!(
+        found[0].to_string().starts_with("portier.toml:1: "),
+        "{}",
+        found[0]
+    );
+}
+
+#[test]
 fn duplicate_key_is_a_syntax_error() {
     let text = base_with("port = 80", "port = 80\nport = 81");
     assert_one(&text, 9, "service[0].port", "duplicate");
@@ -241,6 +253,9 @@ fn interfaces_needed_once_services_exist() {
     assert_one(&text, 1, "node.interfaces", "missing required key");
     let text = base_with("interfaces = [\"eth0\"]", "interfaces = []");
     assert_one(&text, 3, "node.interfaces", "at least one interface");
+    // Only the bad name is reported, not also an empty list.
+    let text = base_with("interfaces = [\"eth0\"]", "interfaces = [\"a/b\"]");
+    assert_one(&text, 3, "node.interfaces[0]", "not an interface name");
 }
 
 #[test]
