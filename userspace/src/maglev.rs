@@ -6,7 +6,11 @@
 //!
 //! Weights use credits: each round every backend earns its weight and claims a slot only when
 //! its credit reaches the largest weight. The heaviest backend therefore claims one slot per
-//! round and the others in proportion, so shares match weights to within one round.
+//! round and the others in proportion, so shares match weights to within one round. Within a
+//! round backends go in key order.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// One backend as the table builder sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,45 +43,64 @@ pub fn build(backends: &[MaglevInput<'_>], table_size: u32) -> Option<Vec<u32>> 
 
     let mut walkers: Vec<Walker> = order
         .iter()
-        .map(|&index| {
-            let key = backends[index].key.as_bytes();
-            Walker {
-                // usize -> u32 cannot truncate in practice: the table holds u32 indices and
-                // a backend list longer than u32::MAX does not fit in memory anyway.
-                index: index as u32,
-                weight: u64::from(backends[index].weight),
-                credit: 0,
-                position: hash(OFFSET_SEED, key) % size,
-                skip: hash(SKIP_SEED, key) % (size - 1) + 1,
-            }
-        })
+        .map(|&index| Walker::new(index, &backends[index], size))
         .collect();
 
-    const EMPTY: u32 = u32::MAX;
-    let mut table = vec![EMPTY; table_size as usize];
-    let mut filled: u64 = 0;
     let max_weight = u64::from(max_weight);
+    // Round by round costs N per round; rounds ~ M * max / sum. When a few heavy backends sit
+    // among many light ones most rounds fill one slot, and the heap (O(M log N), but slower
+    // per slot) wins. Both fill in exactly the same order, so the choice is invisible.
+    let total: u64 = walkers.iter().map(|w| w.weight).sum();
+    let rounds = size.saturating_mul(max_weight) / total.max(1) + 1;
+    let table = if rounds.saturating_mul(walkers.len() as u64) <= 16 * size {
+        fill_by_rounds(&mut walkers, size, max_weight)
+    } else {
+        fill_by_heap(&mut walkers, size, max_weight)
+    };
+    Some(table)
+}
+
+const EMPTY: u32 = u32::MAX;
+
+fn fill_by_rounds(walkers: &mut [Walker], size: u64, max_weight: u64) -> Vec<u32> {
+    let mut table = vec![EMPTY; size as usize];
+    let mut filled: u64 = 0;
+    let mut round: u64 = 0;
     while filled < size {
-        for walker in &mut walkers {
-            walker.credit += walker.weight;
-            if walker.credit < max_weight {
+        round += 1;
+        for walker in walkers.iter_mut() {
+            if walker.next_round(max_weight) > round {
                 continue;
             }
-            walker.credit -= max_weight;
-            // Terminates: `skip` is in [1, size-1] and `size` is prime, so the walk visits
-            // every slot, and at least one is still free.
-            while table[walker.position as usize] != EMPTY {
-                walker.advance(size);
-            }
-            table[walker.position as usize] = walker.index;
-            walker.advance(size);
+            walker.claim(&mut table, size);
             filled += 1;
             if filled == size {
                 break;
             }
         }
     }
-    Some(table)
+    table
+}
+
+fn fill_by_heap(walkers: &mut [Walker], size: u64, max_weight: u64) -> Vec<u32> {
+    // Ties in round go by rank, i.e. key order, exactly as `fill_by_rounds` visits them.
+    let mut due: BinaryHeap<Reverse<(u64, usize)>> = walkers
+        .iter()
+        .enumerate()
+        .map(|(rank, walker)| Reverse((walker.next_round(max_weight), rank)))
+        .collect();
+    let mut table = vec![EMPTY; size as usize];
+    let mut filled: u64 = 0;
+    while filled < size {
+        let Some(Reverse((_, rank))) = due.pop() else {
+            break; // unreachable: every walker is always due again
+        };
+        let walker = &mut walkers[rank];
+        walker.claim(&mut table, size);
+        filled += 1;
+        due.push(Reverse((walker.next_round(max_weight), rank)));
+    }
+    table
 }
 
 /// Deterministic trial division; table sizes are at most a few million, so this is cheap.
@@ -102,16 +125,50 @@ pub fn is_prime(n: u32) -> bool {
     true
 }
 
-/// A backend's walk through its permutation, plus its weight credit.
+/// A backend's walk through its permutation, plus how many slots it has claimed.
 struct Walker {
     index: u32,
     weight: u64,
-    credit: u64,
+    fills: u64,
     position: u64,
     skip: u64,
 }
 
 impl Walker {
+    fn new(index: usize, backend: &MaglevInput<'_>, size: u64) -> Self {
+        let key = backend.key.as_bytes();
+        Self {
+            // usize -> u32 cannot truncate in practice: the table holds u32 indices and a
+            // backend list longer than u32::MAX does not fit in memory anyway.
+            index: index as u32,
+            weight: u64::from(backend.weight),
+            fills: 0,
+            position: hash(OFFSET_SEED, key) % size,
+            skip: hash(SKIP_SEED, key) % (size - 1) + 1,
+        }
+    }
+
+    /// The 1-based round in which the credit (`weight` per round, `max_weight` per slot)
+    /// pays for the next slot: the first `r` with `r * weight >= (fills + 1) * max_weight`.
+    fn next_round(&self, max_weight: u64) -> u64 {
+        let owed = u128::from(self.fills + 1) * u128::from(max_weight);
+        let round = owed.div_ceil(u128::from(self.weight));
+        // At most fills + 1 <= table_size <= u32::MAX times max_weight / 1: fits in u64.
+        u64::try_from(round).unwrap_or(u64::MAX)
+    }
+
+    /// Takes the next free slot on this walker's permutation.
+    fn claim(&mut self, table: &mut [u32], size: u64) {
+        // Terminates: `skip` is in [1, size-1] and `size` is prime, so the walk visits every
+        // slot, and the callers stop once none is free.
+        while table[self.position as usize] != EMPTY {
+            self.advance(size);
+        }
+        table[self.position as usize] = self.index;
+        self.advance(size);
+        self.fills += 1;
+    }
+
     fn advance(&mut self, size: u64) {
         self.position += self.skip;
         if self.position >= size {

@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use dataplane_common::{MAX_BACKENDS, MAX_SERVICES};
 
 use super::model::Protocol;
-use super::reader::Located;
 use super::report::Report;
 use super::sections::{NodeDraft, ServiceDraft};
 
@@ -93,17 +92,21 @@ pub(super) fn interfaces(report: &mut Report<'_>, node: &NodeDraft, services: &[
     if services.is_empty() {
         return;
     }
-    match &node.interfaces {
-        None => report.add(
+    if !node.interfaces_written {
+        report.add(
             node.offset,
             "node.interfaces",
             "missing required key (needed when services are configured)",
-        ),
-        Some(Located { value, offset, key }) if value.is_empty() => report.add(
-            *offset,
-            key.clone(),
+        );
+    } else if let Some(list) = node
+        .interfaces
+        .as_ref()
+        .filter(|_| node.interfaces_listed == 0)
+    {
+        report.add(
+            list.offset,
+            list.key.clone(),
             "must list at least one interface when services are configured",
-        ),
-        Some(_) => {}
+        );
     }
 }

@@ -65,6 +65,18 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    /// Entries of array `name` as written, valid or not; `None` when absent or not an array.
+    pub(super) fn array_len(&self, name: &str) -> Option<usize> {
+        self.get(name)?
+            .get_ref()
+            .as_array()
+            .map(|array| array.len())
+    }
+
+    pub(super) fn has(&self, name: &str) -> bool {
+        self.table.contains_key(name)
+    }
+
     fn get(&self, name: &str) -> Option<&'t Spanned<DeValue<'i>>> {
         self.table.get(name)
     }

@@ -19,6 +19,10 @@ pub(super) struct NodeDraft {
     pub offset: usize,
     pub name: Option<String>,
     pub interfaces: Option<Located<Vec<String>>>,
+    /// Whether the key is written at all, even wrongly (then its problems are reported).
+    pub interfaces_written: bool,
+    /// Entries written, valid or not, so an all-invalid list is not also called empty.
+    pub interfaces_listed: usize,
     pub xdp_mode: Option<XdpMode>,
 }
 
@@ -71,6 +75,8 @@ pub(super) fn node(report: &mut Report<'_>, table: &Table<'_, '_>) -> NodeDraft 
     NodeDraft {
         offset: table.offset(),
         name,
+        interfaces_written: table.has("interfaces"),
+        interfaces_listed: table.array_len("interfaces").unwrap_or(0),
         interfaces,
         xdp_mode,
     }

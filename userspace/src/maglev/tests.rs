@@ -301,3 +301,50 @@ fn large_table_builds_quickly() {
     assert_eq!(table.len(), M as usize);
     assert!(elapsed < std::time::Duration::from_secs(2));
 }
+
+#[test]
+fn skewed_weights_build_quickly() {
+    // One heavy backend among many light ones: most rounds fill a single slot, which a
+    // round-by-round loop would pay N times for. Release: a few ms.
+    let keys = keys(4096);
+    let mut backends = inputs(&keys, 1);
+    backends[0].weight = 65535;
+    let start = std::time::Instant::now();
+    let table = build(&backends, M).unwrap();
+    let elapsed = start.elapsed();
+    println!("build N=4096 skewed M={M}: {elapsed:?}");
+    // No share check: a weight-1 backend next to a 65535 one earns its first slot only in
+    // round 65535, so at this table size the light ones get 0 or 1 slot each.
+    assert_eq!(table.len(), M as usize);
+    assert!(elapsed < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn both_fill_strategies_agree() {
+    let keys = keys(50);
+    for weights in [vec![1u32; 50], (1..=50).collect(), {
+        let mut w = vec![1u32; 50];
+        w[7] = 65535;
+        w[20] = 300;
+        w
+    }] {
+        let backends: Vec<_> = keys
+            .iter()
+            .zip(&weights)
+            .map(|(key, &weight)| MaglevInput { key, weight })
+            .collect();
+        for size in [13u32, 251, M] {
+            let fresh = || {
+                backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| Walker::new(i, b, u64::from(size)))
+                    .collect::<Vec<_>>()
+            };
+            let max = u64::from(*weights.iter().max().unwrap());
+            let by_rounds = fill_by_rounds(&mut fresh(), u64::from(size), max);
+            let by_heap = fill_by_heap(&mut fresh(), u64::from(size), max);
+            assert_eq!(by_rounds, by_heap, "size {size} weights {weights:?}");
+        }
+    }
+}
