@@ -86,7 +86,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
             _ = int.recv() => break,
             _ = tick.tick() => {
                 d.ticks = d.ticks.wrapping_add(1);
-                if d.ticks % ROUTE_REFRESH_TICKS == 0 {
+                if d.ticks.is_multiple_of(ROUTE_REFRESH_TICKS) {
                     d.routes.clear();
                 }
                 if let Err(e) = d.refresh_next_hops(Duration::ZERO).await {

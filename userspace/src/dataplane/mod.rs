@@ -663,10 +663,10 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         // Links are owned by the program and go with `ebpf`; pins would keep maps and the
         // program alive, so they go too.
-        if let Some(dir) = &self.pin_dir {
-            if let Err(e) = remove_pins(dir) {
-                tracing::warn!(error = %e, "removing XDP pins");
-            }
+        if let Some(dir) = &self.pin_dir
+            && let Err(e) = remove_pins(dir)
+        {
+            tracing::warn!(error = %e, "removing XDP pins");
         }
     }
 }
