@@ -58,11 +58,16 @@ pub fn run() -> Result<()> {
         println!("   {host}: {n}");
     }
     println!("\n== Replies go from the hosts straight to the client (direct server return):");
-    let rx = |ns: &str| -> Result<u64> {
-        let out = netns::exec_in(ns, "cat", &["/sys/class/net/eth0/statistics/rx_bytes"])?;
-        out.trim().parse::<u64>().context("rx_bytes")
+    // Counted on the bridge: frames XDP handles never show in lb1's own counters.
+    let sent_to = |port: &str| -> Result<u64> {
+        let out = netns::exec_in(
+            &l.ns("lan"),
+            "cat",
+            &[&format!("/sys/class/net/{port}/statistics/tx_bytes")],
+        )?;
+        out.trim().parse::<u64>().context("tx_bytes")
     };
-    let before = rx(&l.ns("lb1"))?;
+    let (lb_before, router_before) = (sent_to("lb1")?, sent_to("router")?);
     let big = netns::in_netns(&l.ns("client"), || {
         let mut total = 0usize;
         for _ in 0..20 {
@@ -70,10 +75,10 @@ pub fn run() -> Result<()> {
         }
         Ok::<_, anyhow::Error>(total)
     })??;
-    let after = rx(&l.ns("lb1"))?;
     println!(
-        "   client received {big} bytes of replies; pt-lb1 received {} bytes in the meantime",
-        after - before
+        "   client received {big} bytes of replies; the LAN sent {} bytes to pt-lb1 (requests) and {} to the router",
+        sent_to("lb1")? - lb_before,
+        sent_to("router")? - router_before
     );
 
     println!(
