@@ -117,3 +117,13 @@ pub fn require_root() -> Result<()> {
     }
     Ok(())
 }
+
+/// One of an interface's statistics counters (e.g. `tx_bytes`) inside a namespace.
+/// `ip netns exec` because it remounts /sys for the namespace, which `nsenter --net` does not.
+pub fn link_counter(ns: &str, dev: &str, counter: &str) -> Result<u64> {
+    let path = format!("/sys/class/net/{dev}/statistics/{counter}");
+    run("ip", &["netns", "exec", ns, "cat", &path])?
+        .trim()
+        .parse()
+        .with_context(|| format!("{ns}: {path}"))
+}

@@ -25,12 +25,7 @@ fn client_addr(port: u16) -> SocketAddr {
 /// Bytes the LAN bridge sent out of its port towards `node`. Counted on the bridge side
 /// because frames an XDP program handles never show in the node's own rx counters.
 fn bridge_tx_to(l: &Lab, node: &str) -> Result<u64> {
-    let out = netns::exec_in(
-        &l.ns("lan"),
-        "cat",
-        &[&format!("/sys/class/net/{node}/statistics/tx_bytes")],
-    )?;
-    out.trim().parse().context("tx_bytes")
+    netns::link_counter(&l.ns("lan"), node, "tx_bytes")
 }
 
 fn config_without(config: &str, backend: &str) -> String {

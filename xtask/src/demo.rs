@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the lab, and portier doing its job in it, narrated.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use portier_tests::{client, lab, netns};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,14 +59,7 @@ pub fn run() -> Result<()> {
     }
     println!("\n== Replies go from the hosts straight to the client (direct server return):");
     // Counted on the bridge: frames XDP handles never show in lb1's own counters.
-    let sent_to = |port: &str| -> Result<u64> {
-        let out = netns::exec_in(
-            &l.ns("lan"),
-            "cat",
-            &[&format!("/sys/class/net/{port}/statistics/tx_bytes")],
-        )?;
-        out.trim().parse::<u64>().context("tx_bytes")
-    };
+    let sent_to = |port: &str| netns::link_counter(&l.ns("lan"), port, "tx_bytes");
     let (lb_before, router_before) = (sent_to("lb1")?, sent_to("router")?);
     let big = netns::in_netns(&l.ns("client"), || {
         let mut total = 0usize;
