@@ -6,4 +6,5 @@ pub mod dataplane;
 pub mod l4;
 pub mod maglev;
 pub mod net;
+pub mod ospf;
 pub mod stats;

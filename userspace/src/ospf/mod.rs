@@ -1,0 +1,7 @@
+//! OSPFv2 (RFC 2328): announces the VIPs this node should attract to the upstream routers.
+//!
+//! Pure codecs and state machines (bytes in, decisions out, time passed in); the socket
+//! I/O lives in `io`.
+
+pub mod lsa;
+pub mod packet;
