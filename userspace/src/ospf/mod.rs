@@ -3,5 +3,9 @@
 //! Pure codecs and state machines (bytes in, decisions out, time passed in); the socket
 //! I/O lives in `io`.
 
+pub mod instance;
+pub mod interface;
 pub mod lsa;
+pub mod lsdb;
+pub mod neighbor;
 pub mod packet;
