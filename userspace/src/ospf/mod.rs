@@ -5,6 +5,7 @@
 
 pub mod instance;
 pub mod interface;
+pub mod io;
 pub mod lsa;
 pub mod lsdb;
 pub mod neighbor;
