@@ -7,7 +7,7 @@
 //! each service's table have its own (prime) size.
 
 mod error;
-pub mod sys;
+mod sys;
 
 use std::{
     collections::HashMap,
@@ -31,6 +31,7 @@ use dataplane_common::{
     SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, maps, programs,
 };
 pub use error::DataplaneError;
+pub use sys::{parse_mac, pin_to_cpu};
 
 /// The compiled XDP object, built by `build.rs` through aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portier-xdp"));
@@ -663,10 +664,10 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         // Links are owned by the program and go with `ebpf`; pins would keep maps and the
         // program alive, so they go too.
-        if let Some(dir) = &self.pin_dir {
-            if let Err(e) = remove_pins(dir) {
-                tracing::warn!(error = %e, "removing XDP pins");
-            }
+        if let Some(dir) = &self.pin_dir
+            && let Err(e) = remove_pins(dir)
+        {
+            tracing::warn!(error = %e, "removing XDP pins");
         }
     }
 }
