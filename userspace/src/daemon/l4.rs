@@ -1,31 +1,30 @@
-//! `portier run`: load the config, attach the balancer, keep the maps in line with the config
-//! and the neighbour table, reload on SIGHUP, tear down on SIGTERM/SIGINT.
+//! The L4 part: attach the balancer, keep its maps in line with the config, runtime overrides
+//! (drain, weight) and the neighbour table; publish status and counters.
 
-use crate::config::{self, Config, XdpMode};
+use super::{Command, ConfigUpdate, PartContext};
+use crate::config::{Config, XdpMode};
 use crate::dataplane::{Dataplane, DataplaneOptions, XdpAttachMode};
-use crate::l4::{NextHop, Op, Reconciler};
+use crate::l4::{NextHop, Op, Overrides, Reconciler};
 use crate::net::neigh::{self, Lookup};
 use crate::stats::{IdNames, id_names_path};
 use anyhow::{Context, Result};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-/// How often next hops are re-read from the kernel.
-const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(1);
-/// Routes change rarely; re-read them every this many neighbour refreshes.
+/// How often next hops are re-read from the kernel and status is refreshed.
+const TICK: Duration = Duration::from_secs(1);
+/// Routes change rarely; re-read them every this many ticks.
 const ROUTE_REFRESH_TICKS: u32 = 10;
 /// How long a (re)load waits for new backends' MACs before publishing tables.
 const RESOLVE_WAIT: Duration = Duration::from_secs(3);
 
-pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/portier";
-
-struct Daemon {
-    config_path: PathBuf,
+struct L4 {
     config: Config,
+    overrides: Overrides,
     dataplane: Dataplane,
     reconciler: Reconciler,
     handle: rtnetlink::Handle,
@@ -33,15 +32,72 @@ struct Daemon {
     routes: HashMap<IpAddr, Result<u32, String>>,
     src_macs: HashMap<u32, [u8; 6]>,
     ticks: u32,
-    generation: u64,
 }
 
-pub async fn run(config_path: &Path) -> Result<()> {
-    let config = config::load(config_path)?;
+pub async fn run(mut ctx: PartContext) -> Result<()> {
+    let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
+    let mut l4 = match start(&config).await {
+        Ok(l4) => l4,
+        Err(e) => {
+            ctx.applied(generation, Err(format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    let first = l4.install(&config).await;
+    ctx.applied(
+        generation,
+        first.as_ref().map_err(|e| format!("{e:#}")).copied(),
+    );
+    first?;
+    l4.publish(&ctx);
+
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            changed = ctx.config.changed() => {
+                if changed.is_err() { break; }
+                let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
+                if config.node != l4.config.node
+                    || config.dataplane.conntrack_size != l4.config.dataplane.conntrack_size
+                {
+                    warn!("l4: [node] and dataplane.conntrack_size take effect on restart only");
+                }
+                let r = l4.install(&config).await;
+                if let Err(e) = &r {
+                    error!("l4: applying the new config failed: {e:#}");
+                }
+                ctx.applied(generation, r.map_err(|e| format!("{e:#}")));
+                l4.publish(&ctx);
+            }
+            Some(cmd) = ctx.commands.recv() => {
+                let answer = l4.command(&cmd).await;
+                let _ = cmd.reply.send(answer);
+                l4.publish(&ctx);
+            }
+            _ = ctx.shutdown.changed() => break,
+            _ = tick.tick() => {
+                l4.ticks = l4.ticks.wrapping_add(1);
+                if l4.ticks.is_multiple_of(ROUTE_REFRESH_TICKS) {
+                    l4.routes.clear();
+                }
+                if let Err(e) = l4.refresh_next_hops(Duration::ZERO).await {
+                    warn!("neighbour refresh failed: {e:#}");
+                }
+                l4.publish(&ctx);
+            }
+        }
+    }
+    info!("l4: detaching the balancer and removing its pins");
+    if let Some(dir) = id_names_path(&l4.config.node.name).parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+async fn start(config: &Config) -> Result<L4> {
     let (connection, handle, _) =
         rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
     tokio::spawn(connection);
-
     let opts = DataplaneOptions {
         node: config.node.name.clone(),
         interfaces: config.node.interfaces.clone(),
@@ -51,63 +107,33 @@ pub async fn run(config_path: &Path) -> Result<()> {
             XdpMode::Generic => XdpAttachMode::Generic,
         },
         conntrack_size: config.dataplane.conntrack_size,
-        pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
+        pin_root: PathBuf::from(crate::dataplane::DEFAULT_PIN_ROOT),
     };
     let dataplane = Dataplane::load(&opts).context("cannot set up the XDP dataplane")?;
     for i in dataplane.interfaces() {
         info!(interface = %i.name, ifindex = i.ifindex, mode = ?i.mode, "balancer attached");
     }
-    let mut d = Daemon {
-        config_path: config_path.to_path_buf(),
+    Ok(L4 {
         config: config.clone(),
+        overrides: Overrides::default(),
         dataplane,
         reconciler: Reconciler::new(),
         handle,
         routes: HashMap::new(),
         src_macs: HashMap::new(),
         ticks: 0,
-        generation: 0,
-    };
-    d.install(&config).await?;
-    info!(
-        node = %d.config.node.name,
-        services = d.config.services.len(),
-        "portier ready"
-    );
-
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);
-    loop {
-        tokio::select! {
-            _ = hup.recv() => d.reload().await,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = tick.tick() => {
-                d.ticks = d.ticks.wrapping_add(1);
-                if d.ticks.is_multiple_of(ROUTE_REFRESH_TICKS) {
-                    d.routes.clear();
-                }
-                if let Err(e) = d.refresh_next_hops(Duration::ZERO).await {
-                    warn!("neighbour refresh failed: {e:#}");
-                }
-            }
-        }
-    }
-    info!("shutting down: detaching the balancer and removing its pins");
-    if let Some(dir) = id_names_path(&d.config.node.name).parent() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    Ok(())
+    })
 }
 
-impl Daemon {
-    /// Applies `config`: new backends, then their MACs, then tables, then removals.
+impl L4 {
+    /// Applies `config` (with the runtime overrides): new backends, then their MACs, then
+    /// tables, then removals.
     async fn install(&mut self, config: &Config) -> Result<()> {
+        self.overrides.retain_existing(config);
+        let effective = self.overrides.apply_to(config);
         let ops = self
             .reconciler
-            .apply(config)
+            .apply(&effective)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let first_table = ops
             .iter()
@@ -115,58 +141,59 @@ impl Daemon {
             .unwrap_or(ops.len());
         let (new_backends, rest) = ops.split_at(first_table);
         self.apply_ops(new_backends)?;
-        self.routes.clear();
-        self.refresh_next_hops(RESOLVE_WAIT).await?;
+        if !new_backends.is_empty() {
+            self.routes.clear();
+            self.refresh_next_hops(RESOLVE_WAIT).await?;
+        }
         self.apply_ops(rest)?;
         self.config = config.clone();
-        self.generation += 1;
         self.write_id_names();
         Ok(())
     }
 
-    /// Lets `portier stats` name the ids it finds in the maps.
-    fn write_id_names(&self) {
-        let names = IdNames {
-            services: self
-                .reconciler
-                .service_ids()
-                .into_iter()
-                .map(|(n, id)| (id, n))
-                .collect(),
-            backends: self
-                .reconciler
-                .backend_ids()
-                .into_iter()
-                .map(|(a, id)| (id, a.to_string()))
-                .collect(),
+    /// Runtime commands: `drain`, `undrain`, `weight` (service=, backend=, weight=).
+    async fn command(&mut self, cmd: &Command) -> Result<serde_json::Value, String> {
+        let arg = |k: &str| {
+            cmd.args
+                .get(k)
+                .cloned()
+                .ok_or_else(|| format!("missing argument {k}"))
         };
-        let path = id_names_path(&self.config.node.name);
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&path, serde_json::to_vec(&names).unwrap_or_default()));
-        if let Err(e) = written {
-            warn!("cannot write {}: {e}", path.display());
+        let service = arg("service")?;
+        let backend: IpAddr = arg("backend")?
+            .parse()
+            .map_err(|_| "backend must be an IP address".to_string())?;
+        let exists = self
+            .config
+            .services
+            .iter()
+            .any(|s| s.name == service && s.backends.iter().any(|b| b.address == backend));
+        if !exists {
+            return Err(format!("service {service} has no backend {backend}"));
         }
-    }
-
-    async fn reload(&mut self) {
-        let new = match config::load(&self.config_path) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("reload refused, the running configuration stays:\n{e}");
-                return;
+        let weight = match cmd.verb.as_str() {
+            "drain" => Some(0),
+            "undrain" => None,
+            "weight" => Some(
+                arg("weight")?
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|w| *w <= 65535)
+                    .ok_or("weight must be 0..=65535")?,
+            ),
+            other => {
+                return Err(format!(
+                    "unknown l4 command {other} (drain, undrain, weight)"
+                ));
             }
         };
-        if new.node != self.config.node
-            || new.dataplane.conntrack_size != self.config.dataplane.conntrack_size
-        {
-            warn!("reload: [node] and dataplane.conntrack_size take effect on restart only");
-        }
-        match self.install(&new).await {
-            Ok(()) => info!(generation = self.generation, "reload applied"),
-            Err(e) => error!("reload failed: {e:#}"),
-        }
+        self.overrides.set(&service, backend, weight);
+        let config = self.config.clone();
+        self.install(&config).await.map_err(|e| format!("{e:#}"))?;
+        info!(%service, %backend, verb = %cmd.verb, ?weight, "runtime change applied");
+        Ok(
+            serde_json::json!({ "service": service, "backend": backend, "weight": self.overrides.effective_weight(&config, &service, backend) }),
+        )
     }
 
     fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
@@ -195,9 +222,8 @@ impl Daemon {
             let table = neigh::dump(&self.handle).await?;
             let mut unresolved = 0;
             for addr in self.reconciler.backend_addresses() {
-                let ifindex = match self.route(addr, &attached).await {
-                    Some(i) => i,
-                    None => continue,
+                let Some(ifindex) = self.route(addr, &attached).await else {
+                    continue;
                 };
                 let lookup = table
                     .get(&(ifindex, addr))
@@ -272,6 +298,138 @@ impl Daemon {
         let m = neigh::link_mac(&self.handle, ifindex).await?;
         self.src_macs.insert(ifindex, m);
         Ok(m)
+    }
+
+    /// Lets `portier stats` name the ids it finds in the maps.
+    fn write_id_names(&self) {
+        let names = IdNames {
+            services: self
+                .reconciler
+                .service_ids()
+                .into_iter()
+                .map(|(n, id)| (id, n))
+                .collect(),
+            backends: self
+                .reconciler
+                .backend_ids()
+                .into_iter()
+                .map(|(a, id)| (id, a.to_string()))
+                .collect(),
+        };
+        let path = id_names_path(&self.config.node.name);
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, serde_json::to_vec(&names).unwrap_or_default()));
+        if let Err(e) = written {
+            warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    /// Status JSON and metrics for the admin API.
+    fn publish(&self, ctx: &PartContext) {
+        let ids: HashMap<String, u32> = self.reconciler.service_ids().into_iter().collect();
+        let mut services = Vec::new();
+        let mut metrics = String::new();
+        let _ = writeln!(metrics, "# TYPE portier_l4_service_packets counter");
+        let _ = writeln!(metrics, "# TYPE portier_l4_service_bytes counter");
+        let _ = writeln!(metrics, "# TYPE portier_l4_backend_packets counter");
+        let _ = writeln!(metrics, "# TYPE portier_l4_backend_bytes counter");
+        let _ = writeln!(metrics, "# TYPE portier_l4_backend_weight gauge");
+        for s in &self.config.services {
+            let counters = ids
+                .get(&s.name)
+                .and_then(|id| self.dataplane.service_counters(*id).ok())
+                .unwrap_or_default();
+            let _ = writeln!(
+                metrics,
+                "portier_l4_service_packets{{service=\"{}\"}} {}",
+                s.name, counters.packets
+            );
+            let _ = writeln!(
+                metrics,
+                "portier_l4_service_bytes{{service=\"{}\"}} {}",
+                s.name, counters.bytes
+            );
+            let mut backends = Vec::new();
+            for b in &s.backends {
+                let weight = self
+                    .overrides
+                    .effective_weight(&self.config, &s.name, b.address);
+                let next_hop = self.reconciler.next_hop(&b.address);
+                let state = match (weight, next_hop) {
+                    (_, None) => "unresolved",
+                    (0, _) => "drained",
+                    _ => "active",
+                };
+                let labels = format!("service=\"{}\",backend=\"{}\"", s.name, b.address);
+                let _ = writeln!(metrics, "portier_l4_backend_weight{{{labels}}} {weight}");
+                backends.push(serde_json::json!({
+                    "address": b.address,
+                    "weight": weight,
+                    "configured_weight": b.weight,
+                    "state": state,
+                }));
+            }
+            services.push(serde_json::json!({
+                "name": s.name,
+                "vip": s.vip,
+                "port": s.port,
+                "protocol": format!("{:?}", s.protocol).to_lowercase(),
+                "packets": counters.packets,
+                "bytes": counters.bytes,
+                "backends": backends,
+            }));
+        }
+        // A host serving several services has one slot, so its counters cover all of them.
+        let mut hosts = Vec::new();
+        for (addr, id) in self.reconciler.backend_ids() {
+            let c = self.dataplane.backend_counters(id).unwrap_or_default();
+            let _ = writeln!(
+                metrics,
+                "portier_l4_backend_packets{{backend=\"{addr}\"}} {}",
+                c.packets
+            );
+            let _ = writeln!(
+                metrics,
+                "portier_l4_backend_bytes{{backend=\"{addr}\"}} {}",
+                c.bytes
+            );
+            hosts.push(serde_json::json!({
+                "address": addr,
+                "mac": self.reconciler.next_hop(&addr).map(|n| fmt_mac(&n.mac)),
+                "packets": c.packets,
+                "bytes": c.bytes,
+            }));
+        }
+        let mut reasons = serde_json::Map::new();
+        let _ = writeln!(metrics, "# TYPE portier_l4_packets_total counter");
+        if let Ok(rs) = self.dataplane.reasons() {
+            for (r, n) in rs {
+                reasons.insert(r.name().to_string(), n.into());
+                let _ = writeln!(
+                    metrics,
+                    "portier_l4_packets_total{{reason=\"{}\"}} {n}",
+                    r.name()
+                );
+            }
+        }
+        let interfaces: Vec<_> = self
+            .dataplane
+            .interfaces()
+            .iter()
+            .map(|i| serde_json::json!({ "name": i.name, "ifindex": i.ifindex, "mode": format!("{:?}", i.mode) }))
+            .collect();
+        ctx.status.set(
+            "l4",
+            serde_json::json!({
+                "interfaces": interfaces,
+                "services": services,
+                "backends": hosts,
+                "events": reasons,
+            }),
+        );
+        ctx.status.set_metrics("l4", metrics);
     }
 }
 
