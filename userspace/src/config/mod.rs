@@ -7,6 +7,7 @@
 mod admin;
 mod checks;
 mod error;
+mod health;
 mod model;
 mod reader;
 mod report;
@@ -20,8 +21,8 @@ use toml::de::DeTable;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, NodeConfig, Protocol,
-    ServiceConfig, XdpMode,
+    AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, HealthCheckConfig, HealthKind,
+    HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
 };
 
 use reader::Table;
@@ -105,6 +106,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
                     .iter()
                     .map(sections::BackendDraft::finish)
                     .collect::<Option<_>>()?,
+                health: s.health?,
             })
         })
         .collect::<Option<_>>()?;
