@@ -20,7 +20,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
     maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, xdp::DevMapHash},
-    programs::{Xdp, XdpMode, links::FdLink},
+    programs::{Xdp, XdpMode},
 };
 pub use dataplane_common::{
     BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FAMILY_V4,
@@ -295,7 +295,7 @@ impl Dataplane {
                 AttachedMode::Adopted
             } else {
                 let (id, mode) = attach(prog, name, opts.mode)?;
-                persist::pin_link(prog, id, name, &link)?;
+                persist::pin_link(prog, programs::BALANCER, id, name, &link)?;
                 mode
             };
             dp.interfaces.push(AttachedInterface {
@@ -765,16 +765,5 @@ pub fn attach_pass(interface: &str, pin: &Path) -> Result<(), DataplaneError> {
     prog.load()
         .map_err(DataplaneError::program(programs::PASS))?;
     let (id, _) = attach(prog, interface, XdpAttachMode::Auto)?;
-    let link = prog
-        .take_link(id)
-        .map_err(DataplaneError::program(programs::PASS))?;
-    let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Interface {
-        name: interface.into(),
-        reason: format!("attached without a BPF link, cannot pin it: {e}"),
-    })?;
-    fd_link.pin(pin).map_err(|source| DataplaneError::Pin {
-        path: pin.into(),
-        source,
-    })?;
-    Ok(())
+    persist::pin_link(prog, programs::PASS, id, interface, pin)
 }

@@ -69,13 +69,14 @@ pub fn adopt_link(prog: &mut Xdp, pin: &Path) -> Result<bool, DataplaneError> {
 /// Pins the link `prog` just got for `id`, so it outlives this process.
 pub fn pin_link(
     prog: &mut Xdp,
+    program: &str,
     id: aya::programs::xdp::XdpLinkId,
     interface: &str,
     pin: &Path,
 ) -> Result<(), DataplaneError> {
     let link = prog
         .take_link(id)
-        .map_err(DataplaneError::program(super::programs::BALANCER))?;
+        .map_err(DataplaneError::program(program))?;
     let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Interface {
         name: interface.into(),
         reason: format!("attached without a BPF link, cannot pin it: {e}"),
