@@ -9,6 +9,7 @@ mod checks;
 mod error;
 mod health;
 mod model;
+mod ospf;
 mod reader;
 mod report;
 mod rules;
@@ -24,6 +25,7 @@ pub use model::{
     AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, HealthCheckConfig, HealthKind,
     HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
 };
+pub use ospf::{AnnouncePolicy, OspfAnnounce, OspfAuth, OspfConfig, OspfInterface, OspfNetwork};
 
 use reader::Table;
 use report::Report;
@@ -70,7 +72,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
-    root.deny_unknown(report, &["node", "dataplane", "service", "admin"]);
+    root.deny_unknown(report, &["node", "dataplane", "service", "admin", "ospf"]);
     let node = root
         .required_table(report, "node")
         .map(|table| sections::node(report, &table));
@@ -88,6 +90,14 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .map(|table| sections::service(report, table))
         .collect();
     checks::services(report, &services);
+    let service_vips: Vec<_> = services
+        .iter()
+        .filter_map(|s| s.vip.as_ref().map(|v| v.value))
+        .collect();
+    let ospf = match root.optional_table(report, "ospf") {
+        Some(table) => ospf::ospf(report, &table, &service_vips).map(Some),
+        None => Some(None),
+    };
     if let Some(node) = &node {
         checks::interfaces(report, node, &services);
     }
@@ -115,6 +125,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         dataplane: dataplane?,
         services,
         admin: admin?,
+        ospf: ospf?,
     })
 }
 

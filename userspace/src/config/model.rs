@@ -12,6 +12,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `None`: no admin API.
     pub admin: Option<AdminConfig>,
+    /// `None`: OSPF does not run.
+    pub ospf: Option<super::ospf::OspfConfig>,
 }
 
 /// `[admin]`.

@@ -116,6 +116,14 @@ impl<'t, 'i> Table<'t, 'i> {
         self.optional_str(report, name)
     }
 
+    pub(super) fn optional_bool(
+        &self,
+        report: &mut Report<'_>,
+        name: &str,
+    ) -> Option<Located<bool>> {
+        self.typed(report, name, "a boolean", DeValue::as_bool)
+    }
+
     pub(super) fn optional_int(
         &self,
         report: &mut Report<'_>,
