@@ -84,11 +84,18 @@ struct PartSpec {
 }
 
 fn part_specs() -> Vec<PartSpec> {
-    vec![PartSpec {
-        name: "l4",
-        wanted: |c| !c.services.is_empty(),
-        run: |ctx| Box::pin(l4::run(ctx)),
-    }]
+    vec![
+        PartSpec {
+            name: "l4",
+            wanted: |c| !c.services.is_empty(),
+            run: |ctx| Box::pin(l4::run(ctx)),
+        },
+        PartSpec {
+            name: "ospf",
+            wanted: |c| c.ospf.is_some(),
+            run: |ctx| Box::pin(crate::ospf::part::run(ctx)),
+        },
+    ]
 }
 
 struct Running {

@@ -252,7 +252,7 @@ async fn read_loop(i: usize, sock: Arc<AsyncFd<Socket>>, tx: mpsc::Sender<Rx>) {
         let Ok(mut guard) = sock.readable().await else {
             return;
         };
-        let n = match guard.try_io(|s| (&*s.get_ref()).read(&mut buf)) {
+        let n = match guard.try_io(|s| s.get_ref().read(&mut buf)) {
             Ok(Ok(n)) => n,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(Err(_)) => return,

@@ -10,3 +10,4 @@ pub mod lsa;
 pub mod lsdb;
 pub mod neighbor;
 pub mod packet;
+pub mod part;
