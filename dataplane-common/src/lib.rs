@@ -42,6 +42,9 @@ pub const MAX_SERVICE_ENTRIES: u32 = MAX_SERVICES * 2;
 /// Slots of `VIP_FILTER` (a power of two).
 pub const VIP_FILTER_SIZE: u32 = 4096;
 
+/// Slots of `SERVICE_SLOTS` (a power of two).
+pub const SERVICE_SLOTS_SIZE: u32 = 4096;
+
 /// Entries of `TX_PORTS` (egress interfaces for devmap redirect).
 pub const MAX_TX_PORTS: u32 = 64;
 
@@ -60,6 +63,12 @@ pub mod maps {
     /// this keeps non-VIP traffic free of hash lookups and spares VIP traffic the marker
     /// lookup. A collision only costs a lookup that misses, never a wrong verdict.
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    /// `Array<ServiceSlot>` indexed by `service_slot_index`: a direct-mapped copy of
+    /// `SERVICES` for the fast path. A hash lookup is a chain of kernel calls (hash, bucket
+    /// walk, memcmp), each paying the return-thunk cost of the CPU's mitigations; an array
+    /// lookup is inlined. `SERVICES` stays the authority: a slot that is torn (mid-update),
+    /// or that spilled, sends the program there.
+    pub const SERVICE_SLOTS: &str = "SERVICE_SLOTS";
 }
 
 /// Program names in the object file.
@@ -76,7 +85,10 @@ pub mod programs {
 ///
 /// IPv4 addresses occupy the first four bytes of `addr`, the rest is zero. `port` 0 means
 /// every port of that address and protocol; the program tries the exact port first.
-#[repr(C)]
+///
+/// Aligned to 4 so the program can build it as five 32-bit words on its stack (the verifier
+/// refuses misaligned stack access).
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ServiceKey {
     pub addr: [u8; 16],
@@ -96,6 +108,113 @@ pub struct ServiceValue {
     pub table_size: u32,
     pub flags: u32,
     pub _pad: u32,
+}
+
+/// One slot of `SERVICE_SLOTS`.
+///
+/// Userspace writes a slot with a plain array update, which readers may see half done; `check`
+/// (`service_slot_check` of the words before it) lets the program tell a torn slot from a
+/// whole one, and a torn slot is answered from `SERVICES`, which is updated atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceSlot {
+    /// The service stored here (all zero in an empty slot).
+    pub key: ServiceKey,
+    pub value: ServiceValue,
+    /// Non-zero when some service hashing to this slot is not the one stored: look it up in
+    /// `SERVICES`.
+    pub spill: u32,
+    pub check: u32,
+}
+
+/// Words of a `ServiceSlot` covered by its check: key (5), value (4), spill (1).
+pub const SERVICE_SLOT_WORDS: usize = 10;
+
+impl ServiceKey {
+    /// The key as five native-endian words, as the program builds it.
+    #[inline(always)]
+    pub fn words(&self) -> [u32; 5] {
+        let a = addr_words(&self.addr);
+        let p = self.port.to_ne_bytes();
+        [
+            a[0],
+            a[1],
+            a[2],
+            a[3],
+            u32::from_ne_bytes([p[0], p[1], self.proto, self.family]),
+        ]
+    }
+}
+
+impl ServiceSlot {
+    /// A slot holding `key`/`value`, with its check.
+    pub fn new(key: ServiceKey, value: ServiceValue, spill: bool) -> Self {
+        let mut s = ServiceSlot {
+            key,
+            value,
+            spill: spill as u32,
+            check: 0,
+        };
+        s.check = service_slot_check(&s.words());
+        s
+    }
+
+    /// The slot of an address with no service but where others spilled.
+    pub fn spill_only() -> Self {
+        Self::new(ServiceKey::default(), ServiceValue::default(), true)
+    }
+
+    pub fn words(&self) -> [u32; SERVICE_SLOT_WORDS] {
+        let k = self.key.words();
+        [
+            k[0],
+            k[1],
+            k[2],
+            k[3],
+            k[4],
+            self.value.id,
+            self.value.table_size,
+            self.value.flags,
+            self.value._pad,
+            self.spill,
+        ]
+    }
+}
+
+/// Slot of a service key in `SERVICE_SLOTS`.
+#[inline(always)]
+pub fn service_slot_index(key: &[u32; 5]) -> u32 {
+    let a = (key[0] ^ key[1] ^ key[2] ^ key[3]).wrapping_mul(0x9e37_79b1);
+    let h = (a ^ key[4]).wrapping_mul(0x85eb_ca6b);
+    (h ^ (h >> 15)).wrapping_mul(0xc2b2_ae35) >> (32 - SERVICE_SLOTS_SIZE.trailing_zeros())
+}
+
+/// Check word of a slot's contents: a sum of the words times distinct odd constants. Any
+/// change to one word changes the sum (an odd factor is invertible mod 2^32), a tear across
+/// several words goes unseen with odds of about 2^-32, and the products are independent, so
+/// the program computes them in parallel instead of as a chain. An all-zero slot (never
+/// written) checks as 0, so an empty array is valid as created.
+#[inline(always)]
+pub fn service_slot_check(w: &[u32; SERVICE_SLOT_WORDS]) -> u32 {
+    const K: [u32; SERVICE_SLOT_WORDS] = [
+        0x9e37_79b1,
+        0x85eb_ca6b,
+        0xc2b2_ae35,
+        0x27d4_eb2f,
+        0x1656_67b1,
+        0xcc9e_2d51,
+        0x1b87_3593,
+        0xe654_6b65,
+        0x7fee_b3a5,
+        0x94d0_49bb,
+    ];
+    let mut h: u32 = 0;
+    let mut i = 0;
+    while i < SERVICE_SLOT_WORDS {
+        h = h.wrapping_add(w[i].wrapping_mul(K[i]));
+        i += 1;
+    }
+    h
 }
 
 /// A backend the balancer can send to.
@@ -122,7 +241,9 @@ pub struct Backend {
 pub const BACKEND_F_VALID: u32 = 1;
 
 /// Connection-table key: the flow as the client sent it.
-#[repr(C)]
+///
+/// Aligned to 4 for the same reason as `ServiceKey`: the program builds it as ten words.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -264,9 +385,44 @@ impl Reason {
 /// Slot of `addr` in `VIP_FILTER`.
 #[inline(always)]
 pub fn vip_filter_index(addr: &[u8; 16], family: u8) -> u32 {
-    let w = word(addr, 0) ^ word(addr, 4) ^ word(addr, 8) ^ word(addr, 12) ^ family as u32;
+    vip_filter_index_words(&addr_words(addr), family)
+}
+
+/// `vip_filter_index` over the address as four native-endian words, as the program reads it.
+#[inline(always)]
+pub fn vip_filter_index_words(addr: &[u32; 4], family: u8) -> u32 {
+    let w = addr[0] ^ addr[1] ^ addr[2] ^ addr[3] ^ family as u32;
     // Fibonacci hashing: the top bits of the product are well mixed.
     w.wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_SIZE.trailing_zeros())
+}
+
+/// An address as the four native-endian words the program loads from the packet.
+#[inline(always)]
+pub fn addr_words(b: &[u8; 16]) -> [u32; 4] {
+    [word(b, 0), word(b, 4), word(b, 8), word(b, 12)]
+}
+
+impl FlowKey {
+    /// The key as ten native-endian words: how the program builds it and hashes it.
+    #[inline(always)]
+    pub fn words(&self) -> [u32; 10] {
+        let s = addr_words(&self.src);
+        let d = addr_words(&self.dst);
+        let sp = self.sport.to_ne_bytes();
+        let dp = self.dport.to_ne_bytes();
+        [
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            u32::from_ne_bytes([sp[0], sp[1], dp[0], dp[1]]),
+            u32::from_ne_bytes([self.proto, self.family, self._pad[0], self._pad[1]]),
+        ]
+    }
 }
 
 /// The flow hash both the program and userspace tests use to pick a Maglev slot.
@@ -275,23 +431,29 @@ pub fn vip_filter_index(addr: &[u8; 16], family: u8) -> u32 {
 /// that ECMP moving a flow between nodes does not move it between hosts.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
-    // Murmur3-style mixing over the 36 meaningful bytes, as 9 little-endian words.
+    flow_hash_words(&key.words())
+}
+
+/// `flow_hash` over `FlowKey::words` (the padding word's upper half is ignored).
+#[inline(always)]
+pub fn flow_hash_words(w: &[u32; 10]) -> u32 {
+    // Murmur3-style mixing over the 36 meaningful bytes, as 9 words.
     let mut h: u32 = 0x9747_b28c;
     let mut i = 0;
     while i < 4 {
-        h = mix(h, word(&key.src, i * 4));
-        h = mix(h, word(&key.dst, i * 4));
+        h = mix(h, w[i]);
+        h = mix(h, w[4 + i]);
         i += 1;
     }
-    let ports = (key.sport as u32) | ((key.dport as u32) << 16);
-    h = mix(h, ports);
-    h = mix(h, (key.proto as u32) | ((key.family as u32) << 8));
+    h = mix(h, w[8]);
+    h = mix(h, w[9] & 0xffff);
     fmix(h ^ 36)
 }
 
+/// Native-endian, like a plain load from memory: the program and userspace agree on any host.
 #[inline(always)]
 fn word(b: &[u8; 16], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 #[inline(always)]
@@ -323,6 +485,7 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for ServiceSlot {}
 }
 
 #[cfg(test)]
@@ -338,6 +501,7 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 8);
         assert_eq!(size_of::<Counters>(), 16);
+        assert_eq!(size_of::<ServiceSlot>(), 44);
     }
 
     #[test]
@@ -368,7 +532,55 @@ mod tests {
         let mut k = base;
         k.proto = PROTO_UDP;
         assert_ne!(flow_hash(&k), h);
-        // Seedless: a fixed vector, so any change to the hash is a visible, deliberate one.
-        assert_eq!(flow_hash(&base), flow_hash(&base));
+    }
+
+    #[test]
+    fn slot_check_catches_any_single_changed_word() {
+        let key = ServiceKey {
+            addr: [203, 0, 113, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            port: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+        };
+        let value = ServiceValue {
+            id: 3,
+            table_size: 65537,
+            flags: 0,
+            _pad: 0,
+        };
+        let slot = ServiceSlot::new(key, value, false);
+        let w = slot.words();
+        assert_eq!(service_slot_check(&w), slot.check);
+        for i in 0..SERVICE_SLOT_WORDS {
+            for bit in [0, 7, 31] {
+                let mut t = w;
+                t[i] ^= 1 << bit;
+                assert_ne!(service_slot_check(&t), slot.check, "word {i} bit {bit}");
+            }
+            // Torn: this word still from an empty slot.
+            let mut t = w;
+            t[i] = 0;
+            if w[i] != 0 {
+                assert_ne!(service_slot_check(&t), slot.check, "word {i} zero");
+            }
+        }
+        assert_eq!(service_slot_check(&[0; SERVICE_SLOT_WORDS]), 0);
+    }
+
+    /// Seedless: fixed vectors, so any change to the hashes is a visible, deliberate one
+    /// (every LB node of a deployment must compute the same values).
+    #[test]
+    fn hash_vectors_are_pinned() {
+        let k = FlowKey {
+            src: [198, 51, 100, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst: [0x20, 1, 0xd, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        assert_eq!(flow_hash(&k), 0x6e1a_bc68);
+        assert_eq!(vip_filter_index(&k.dst, FAMILY_V6), 1930);
     }
 }

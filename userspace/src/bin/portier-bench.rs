@@ -33,6 +33,9 @@ enum Cmd {
         backends: u32,
         #[arg(long, default_value_t = 65536)]
         conntrack_size: u32,
+        /// Only the cases whose name contains this (the floor always runs); for profiling.
+        #[arg(long)]
+        only: Option<String>,
         /// Distinct flows per round for the new-flow case (one run of one packet each).
         #[arg(long, default_value_t = 20_000)]
         new_flows: u32,
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             backends,
             conntrack_size,
             new_flows,
+            only,
         } => xdp(&Params {
             repeat,
             rounds: rounds.max(1),
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             backends,
             ct: conntrack_size,
             new_flows: new_flows.max(1),
+            only,
         }),
     }
 }
@@ -168,6 +173,7 @@ struct Params {
     backends: u32,
     ct: u32,
     new_flows: u32,
+    only: Option<String>,
 }
 
 /// Mean ns per packet over `frames`, each run once (repeat = 1), so every packet is a
@@ -198,6 +204,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         backends,
         ct,
         new_flows,
+        ..
     } = *p;
     pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
     let mut dp = Dataplane::load_for_test(ct).context("loading the XDP object (root needed)")?;
@@ -293,6 +300,12 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             action: tx,
         },
     ];
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .enumerate()
+        .filter(|(i, c)| *i == 0 || p.only.as_ref().is_none_or(|o| c.name.contains(o.as_str())))
+        .map(|(_, c)| c)
+        .collect();
     // Warm: the established cases find their flow in the connection table.
     for c in &cases {
         let out = dp.test_run(c.program, &c.frame, 1)?;
@@ -341,7 +354,11 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
     };
     let floor_frames = vec![frames::v4(VIP, 40000, 80, Some(ACK)); new_flows as usize];
     let (mut syn1, mut floor1) = (Vec::new(), Vec::new());
-    for round in 0..rounds as u32 {
+    let new_flow_rounds = match &p.only {
+        Some(o) if !"TCP SYN, new flow each".contains(o.as_str()) => 0,
+        _ => rounds as u32,
+    };
+    for round in 0..new_flow_rounds {
         let batch = flows(round);
         floor1.push(single_runs(&dp, "portier_floor", &floor_frames, tx)?);
         syn1.push(single_runs(&dp, "portier_lb", &batch, tx)?);
@@ -350,6 +367,9 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         s.sort_unstable_by(f64::total_cmp);
         s[s.len() / 2]
     };
+    if floor1.is_empty() {
+        return Ok(());
+    }
     let (f1, s1) = (medf(&mut floor1), medf(&mut syn1));
     println!(
         "\nOne run per packet ({new_flows} packets per round, median of {rounds}; includes a \

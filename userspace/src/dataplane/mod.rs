@@ -24,7 +24,7 @@ use aya::{
 pub use dataplane_common::{
     BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FAMILY_V4,
     FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP,
-    REASON_COUNT, Reason, ServiceKey, ServiceValue, flow_hash,
+    REASON_COUNT, Reason, ServiceKey, ServiceSlot, ServiceValue, flow_hash, service_slot_index,
 };
 use dataplane_common::{
     PROTO_ADDR_MARKER, SERVICE_F_ADDR_MARKER, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP,
@@ -130,7 +130,7 @@ impl std::fmt::Debug for Dataplane {
 }
 
 const ALL_PROGRAMS: [&str; 3] = [programs::BALANCER, programs::PASS, programs::FLOOR];
-const ALL_MAPS: [&str; 9] = [
+const ALL_MAPS: [&str; 10] = [
     maps::SERVICES,
     maps::MAGLEV,
     maps::BACKENDS,
@@ -140,6 +140,7 @@ const ALL_MAPS: [&str; 9] = [
     maps::BACKEND_STATS,
     maps::REASONS,
     maps::VIP_FILTER,
+    maps::SERVICE_SLOTS,
 ];
 
 fn require_root() -> Result<(), DataplaneError> {
@@ -392,7 +393,8 @@ impl Dataplane {
                 .map_err(DataplaneError::map(maps::SERVICES))?;
         }
         self.services.insert(key, value);
-        self.sync_marker(&key)
+        self.sync_marker(&key)?;
+        self.sync_slot(&key)
     }
 
     /// Removes a service: it stops matching first, then its table goes.
@@ -403,6 +405,10 @@ impl Dataplane {
                 "service id {id} >= {MAX_SERVICES}"
             )));
         }
+        // The fast-path slot forgets the key before the authoritative map does, so no reader
+        // can find it in the slot once it is gone from `SERVICES`.
+        self.services.remove(key);
+        self.sync_slot(key)?;
         {
             let mut services: BpfHashMap<&mut MapData, ServiceKey, ServiceValue> =
                 self.typed_mut(maps::SERVICES)?;
@@ -411,7 +417,6 @@ impl Dataplane {
                 Err(e) => return Err(DataplaneError::map(maps::SERVICES)(e)),
             }
         }
-        self.services.remove(key);
         self.sync_marker(key)?;
         // Another key may still use this id (e.g. the same table for TCP and UDP).
         if self.services.values().all(|v| v.id != id) {
@@ -485,6 +490,46 @@ impl Dataplane {
         filter
             .set(slot, slot_flags, 0)
             .map_err(DataplaneError::map(maps::VIP_FILTER))
+    }
+
+    /// Rewrites the `SERVICE_SLOTS` slot of `key` from the configured services: it holds the
+    /// smallest key hashing there (any fixed choice would do), and `spill` when there are more.
+    fn sync_slot(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        let index = service_slot_index(&key.words());
+        let mut here = self
+            .services
+            .iter()
+            .filter(|(k, _)| service_slot_index(&k.words()) == index);
+        let slot = match here.clone().min_by_key(|(k, _)| **k) {
+            Some((k, v)) => ServiceSlot::new(*k, *v, here.nth(1).is_some()),
+            None => ServiceSlot::default(),
+        };
+        let mut slots: Array<&mut MapData, ServiceSlot> = self.typed_mut(maps::SERVICE_SLOTS)?;
+        slots
+            .set(index, slot, 0)
+            .map_err(DataplaneError::map(maps::SERVICE_SLOTS))
+    }
+
+    /// The `SERVICE_SLOTS` slot `key` maps to, as the program sees it.
+    pub fn service_slot(&self, key: &ServiceKey) -> Result<ServiceSlot, DataplaneError> {
+        let slots: Array<&MapData, ServiceSlot> = self.typed(maps::SERVICE_SLOTS)?;
+        slots
+            .get(&service_slot_index(&key.words()), 0)
+            .map_err(DataplaneError::map(maps::SERVICE_SLOTS))
+    }
+
+    /// Overwrites the raw `SERVICE_SLOTS` slot of `key`, bypassing the bookkeeping: lets
+    /// tests show what the program does with a torn or foreign slot. The next change to a
+    /// service of that slot rewrites it properly.
+    pub fn overwrite_service_slot(
+        &mut self,
+        key: &ServiceKey,
+        slot: &ServiceSlot,
+    ) -> Result<(), DataplaneError> {
+        let mut slots: Array<&mut MapData, ServiceSlot> = self.typed_mut(maps::SERVICE_SLOTS)?;
+        slots
+            .set(service_slot_index(&key.words()), slot, 0)
+            .map_err(DataplaneError::map(maps::SERVICE_SLOTS))
     }
 
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
