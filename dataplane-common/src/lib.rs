@@ -79,6 +79,8 @@ pub mod programs {
     pub const PASS: &str = "portier_pass";
     /// MAC swap + `XDP_TX`: the benchmark floor.
     pub const FLOOR: &str = "portier_floor";
+    /// The balancer behind a source-port bump: every test-run repetition a new flow.
+    pub const BENCH_NEW_FLOWS: &str = "portier_bench_new_flows";
 }
 
 /// Key of the service map: which VIP, port and protocol a packet is addressed to.

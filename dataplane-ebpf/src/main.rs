@@ -19,6 +19,31 @@ pub fn portier_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Benchmark only (loaded by `Dataplane::load_for_test`, never attached): the balancer, after
+/// bumping the TCP/UDP source port of an IPv4 frame without options, and the source address
+/// when the port wraps. `BPF_PROG_TEST_RUN` repeats one frame and keeps the program's changes,
+/// so every repetition is a flow the connection table has not seen: new-flow cost with warm
+/// caches, including the table's evictions once it is full.
+#[xdp]
+pub fn portier_bench_new_flows(ctx: XdpContext) -> u32 {
+    let data = ctx.data();
+    if data + 38 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: 38 bytes checked above: Ethernet, 20-byte IPv4 header, source port.
+    unsafe {
+        let sport = (data + 34) as *mut u16;
+        let next = u16::from_be(core::ptr::read_unaligned(sport)).wrapping_add(1);
+        core::ptr::write_unaligned(sport, next.to_be());
+        if next == 0 {
+            let src_lo = (data + 28) as *mut u16;
+            let lo = u16::from_be(core::ptr::read_unaligned(src_lo)).wrapping_add(1);
+            core::ptr::write_unaligned(src_lo, lo.to_be());
+        }
+    }
+    balancer::process(&ctx)
+}
+
 /// MAC swap + `XDP_TX`: the cheapest forwarding program, the benchmark floor.
 #[xdp]
 pub fn portier_floor(ctx: XdpContext) -> u32 {
@@ -26,10 +51,21 @@ pub fn portier_floor(ctx: XdpContext) -> u32 {
     if data + 12 > ctx.data_end() {
         return xdp_action::XDP_DROP;
     }
-    // SAFETY: 12 bytes checked above.
+    // SAFETY: 12 bytes checked above. Word loads and stores: array copies would become
+    // byte loops.
     unsafe {
-        let macs = core::ptr::read_unaligned(data as *const [[u8; 6]; 2]);
-        core::ptr::write_unaligned(data as *mut [[u8; 6]; 2], [macs[1], macs[0]]);
+        let (d0, d1) = (
+            core::ptr::read_unaligned(data as *const u32),
+            core::ptr::read_unaligned((data + 4) as *const u16),
+        );
+        let (s0, s1) = (
+            core::ptr::read_unaligned((data + 6) as *const u16),
+            core::ptr::read_unaligned((data + 8) as *const u32),
+        );
+        core::ptr::write_unaligned(data as *mut u16, s0);
+        core::ptr::write_unaligned((data + 2) as *mut u32, s1);
+        core::ptr::write_unaligned((data + 6) as *mut u32, d0);
+        core::ptr::write_unaligned((data + 10) as *mut u16, d1);
     }
     xdp_action::XDP_TX
 }

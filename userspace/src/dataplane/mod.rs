@@ -150,14 +150,17 @@ fn require_root() -> Result<(), DataplaneError> {
     }
 }
 
-fn load_object(conntrack_size: u32) -> Result<Ebpf, DataplaneError> {
+/// Programs only `load_for_test` loads.
+const TEST_PROGRAMS: [&str; 1] = [programs::BENCH_NEW_FLOWS];
+
+fn load_object(conntrack_size: u32, extra: &[&str]) -> Result<Ebpf, DataplaneError> {
     if conntrack_size == 0 {
         return Err(DataplaneError::Invalid("conntrack_size must be > 0".into()));
     }
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(maps::CONNTRACK, conntrack_size)
         .load(OBJECT)?;
-    for name in ALL_PROGRAMS {
+    for &name in ALL_PROGRAMS.iter().chain(extra) {
         xdp_mut(&mut ebpf, name)?
             .load()
             .map_err(DataplaneError::program(name))?;
@@ -250,7 +253,7 @@ impl Dataplane {
             }
             remove_pins(&pin_dir)?;
         }
-        let ebpf = load_object(opts.conntrack_size)?;
+        let ebpf = load_object(opts.conntrack_size, &[])?;
         let mut dp = Self {
             ebpf,
             interfaces: Vec::new(),
@@ -298,7 +301,7 @@ impl Dataplane {
     pub fn load_for_test(conntrack_size: u32) -> Result<Self, DataplaneError> {
         require_root()?;
         Ok(Self {
-            ebpf: load_object(conntrack_size)?,
+            ebpf: load_object(conntrack_size, &TEST_PROGRAMS)?,
             interfaces: Vec::new(),
             pin_dir: None,
             services: HashMap::new(),
