@@ -447,12 +447,17 @@ fn icmp_error(
 #[inline(always)]
 fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) -> u32 {
     let key = flow_key(words);
-    let mut stale = false;
+    // A SYN is balanced afresh, but the entry is still read: when it already names the
+    // backend Maglev picks (retransmitted SYN, reused port), the table is left alone. An LRU
+    // update costs several times a lookup (free-list pop, bucket lock, old node freed).
+    let recorded: Option<FlowValue> = match CONNTRACK.get_ptr(key) {
+        // SAFETY: copied out at once; LRU reuse of the slot can only make it stale, which
+        // the generation check catches.
+        Some(fv) => Some(unsafe { *fv }),
+        None => None,
+    };
     if kind != Kind::Syn {
-        if let Some(fv) = CONNTRACK.get_ptr(key) {
-            // SAFETY: copied out at once; LRU reuse of the slot can only make it stale, which
-            // the generation check below catches.
-            let fv: FlowValue = unsafe { *fv };
+        if let Some(fv) = recorded {
             if let Some(b) = BACKENDS.get(fv.backend) {
                 if b.generation == fv.generation && b.flags & BACKEND_F_VALID != 0 {
                     if kind != Kind::IcmpError {
@@ -461,7 +466,6 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
                     return emit(ctx, svc.id, fv.backend, b, kind);
                 }
             }
-            stale = true;
         }
     }
     let table_size = svc.table_size;
@@ -485,9 +489,11 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
             backend: id,
             generation: b.generation,
         };
-        if CONNTRACK.insert(key, value, 0).is_err() {
+        // Only a SYN can reach here with an entry that is still right.
+        let unchanged = kind == Kind::Syn && recorded == Some(value);
+        if !unchanged && CONNTRACK.insert(key, value, 0).is_err() {
             count(Reason::ConntrackInsertFailed);
-        } else if stale {
+        } else if kind != Kind::Syn && recorded.is_some() {
             count(Reason::ConntrackStale);
         } else if kind == Kind::TcpOther {
             count(Reason::ConntrackMissMidflow);

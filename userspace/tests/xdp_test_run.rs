@@ -765,3 +765,24 @@ fn torn_service_slot_falls_back_to_the_service_map() {
     let syn = tcp4(40002, VIP, 80, true);
     assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 1);
 }
+
+#[test]
+fn syn_of_a_recorded_flow_rewrites_the_entry_only_when_the_pick_changed() {
+    let mut dp = setup(1);
+    let syn = tcp4(40000, VIP, 80, true);
+    run(&dp, &syn, XDP_TX, Reason::ConntrackNew);
+    // Same pick: the SYN is new again (retransmit), the entry stays.
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 1);
+    let one = Some(FlowValue {
+        backend: 1,
+        generation: 1,
+    });
+    assert_eq!(dp.flow(&flow4(40000, 80, PROTO_TCP)).expect("ct"), one);
+    // The table moved on: a SYN on the same tuple is a new connection, balanced afresh, and
+    // the rest of it follows the new pick.
+    dp.set_service(svc4(80, PROTO_TCP), 0, &[2; 65537])
+        .expect("table");
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 2);
+    let ack = tcp4(40000, VIP, 80, false);
+    assert_forwarded(&ack, &run(&dp, &ack, XDP_TX, Reason::ConntrackHit), 2);
+}
