@@ -9,6 +9,9 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 /// The L4 balancer (see `balancer`).
 #[xdp]
+// Inlined into the entry point the macro generates: a BPF-to-BPF call costs a frame and a
+// return through the CPU's return thunk on every packet.
+#[inline(always)]
 pub fn portier_lb(ctx: XdpContext) -> u32 {
     balancer::process(&ctx)
 }
@@ -25,6 +28,7 @@ pub fn portier_pass(_ctx: XdpContext) -> u32 {
 /// so every repetition is a flow the connection table has not seen: new-flow cost with warm
 /// caches, including the table's evictions once it is full.
 #[xdp]
+#[inline(always)]
 pub fn portier_bench_new_flows(ctx: XdpContext) -> u32 {
     let data = ctx.data();
     if data + 38 > ctx.data_end() {
