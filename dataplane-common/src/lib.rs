@@ -81,6 +81,10 @@ pub mod programs {
     pub const FLOOR: &str = "portier_floor";
     /// The balancer behind a source-port bump: every test-run repetition a new flow.
     pub const BENCH_NEW_FLOWS: &str = "portier_bench_new_flows";
+    /// `XDP_TX` everything: the live-frames generator.
+    pub const BENCH_GEN: &str = "portier_bench_gen";
+    /// `XDP_DROP` everything: where forwarded benchmark frames end.
+    pub const BENCH_SINK: &str = "portier_bench_sink";
 }
 
 /// Key of the service map: which VIP, port and protocol a packet is addressed to.

@@ -48,6 +48,20 @@ pub fn portier_bench_new_flows(ctx: XdpContext) -> u32 {
     balancer::process(&ctx)
 }
 
+/// Benchmark only: the live-frames generator. `BPF_PROG_TEST_RUN` with
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` runs it on the template frame, and `XDP_TX` sends each copy
+/// out of the given interface, towards the program under test on its veth peer.
+#[xdp]
+pub fn portier_bench_gen(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// Benchmark only: drops what the program under test sends back, at the cheapest point.
+#[xdp]
+pub fn portier_bench_sink(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 /// MAC swap + `XDP_TX`: the cheapest forwarding program, the benchmark floor.
 #[xdp]
 pub fn portier_floor(ctx: XdpContext) -> u32 {

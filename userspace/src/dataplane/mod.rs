@@ -151,7 +151,7 @@ fn require_root() -> Result<(), DataplaneError> {
 }
 
 /// Programs only `load_for_test` loads.
-const TEST_PROGRAMS: [&str; 1] = [programs::BENCH_NEW_FLOWS];
+const TEST_PROGRAMS: [&str; 2] = [programs::BENCH_NEW_FLOWS, programs::BENCH_GEN];
 
 fn load_object(conntrack_size: u32, extra: &[&str]) -> Result<Ebpf, DataplaneError> {
     if conntrack_size == 0 {
@@ -650,6 +650,42 @@ impl Dataplane {
         })
     }
 
+    /// Runs `program` in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`): `repeat` copies of
+    /// `frame`, in batches of `batch`, with `ingress_ifindex` as the receiving interface, so
+    /// `XDP_TX` really transmits out of it. The interface is looked up in the calling
+    /// thread's network namespace. Returns the wall time of the whole run.
+    pub fn test_run_live(
+        &self,
+        program: &str,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        repeat: u32,
+        batch: u32,
+    ) -> Result<std::time::Duration, DataplaneError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(program)
+            .ok_or_else(|| DataplaneError::MissingProgram(program.into()))?
+            .try_into()
+            .map_err(DataplaneError::program(program))?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex. Live mode takes only the interface (and queue 0).
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: repeat.max(1),
+            attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(batch),
+            ..TestRunOptions::new()
+        };
+        let start = std::time::Instant::now();
+        prog.test_run(opts)
+            .map_err(DataplaneError::program(program))?;
+        Ok(start.elapsed())
+    }
+
     /// Memory of every map, from the kernel's map info.
     pub fn map_memory(&self) -> Result<Vec<MapMemory>, DataplaneError> {
         let cpus = aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1);
@@ -729,6 +765,29 @@ impl Drop for Dataplane {
             tracing::warn!(error = %e, "removing XDP pins");
         }
     }
+}
+
+/// A benchmark program attached to an interface (native mode); detached on drop.
+pub struct BenchAttachment {
+    _ebpf: Ebpf,
+}
+
+/// Attaches one of the programs that only benchmarks use (`portier_bench_sink`, or
+/// `portier_floor` in place of the balancer) to `interface` in the calling thread's network
+/// namespace, natively: a veth only transmits `XDP_TX` frames to a peer that runs XDP.
+pub fn attach_bench_program(
+    program: &str,
+    interface: &str,
+) -> Result<BenchAttachment, DataplaneError> {
+    require_root()?;
+    if ![programs::BENCH_SINK, programs::FLOOR].contains(&program) {
+        return Err(DataplaneError::MissingProgram(program.into()));
+    }
+    let mut ebpf = Ebpf::load(OBJECT)?;
+    let prog = xdp_mut(&mut ebpf, program)?;
+    prog.load().map_err(DataplaneError::program(program))?;
+    attach(prog, interface, XdpAttachMode::Native)?;
+    Ok(BenchAttachment { _ebpf: ebpf })
 }
 
 /// Attaches `portier_pass` to `interface` (native, else generic) and pins the link at `pin`,

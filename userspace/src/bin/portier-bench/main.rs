@@ -1,5 +1,6 @@
 //! Benchmarks. `portier-bench xdp`: ns per packet of the balancer's paths through
 //! `BPF_PROG_TEST_RUN`, next to the floor (MAC swap + `XDP_TX`) and a plain `XDP_PASS`.
+//! `portier-bench xdp-live`: packets per second forwarded between namespaces (see `live`).
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -15,8 +16,27 @@ struct Cli {
     cmd: Cmd,
 }
 
+mod live;
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Packets per second forwarded between two namespaces, generated in live-frames mode,
+    /// through the balancer and through the floor.
+    XdpLive {
+        /// Namespace prefix (namespaces <prefix>g and <prefix>l).
+        #[arg(long, default_value = "xl")]
+        prefix: String,
+        /// Frames generated per run.
+        #[arg(long, default_value_t = 2_000_000)]
+        packets: u32,
+        /// Live-frames batch size (at most 256).
+        #[arg(long, default_value_t = 64)]
+        batch: u32,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 0)]
+        cpu: usize,
+    },
     /// XDP cost per packet class, via BPF_PROG_TEST_RUN.
     Xdp {
         /// Repetitions per measurement (the kernel reports the mean).
@@ -73,6 +93,19 @@ fn main() -> anyhow::Result<()> {
             ct: conntrack_size,
             new_flows: new_flows.max(1),
             only,
+        }),
+        Cmd::XdpLive {
+            prefix,
+            packets,
+            batch,
+            rounds,
+            cpu,
+        } => live::run(&live::LiveParams {
+            prefix,
+            packets,
+            batch: batch.clamp(1, 256),
+            rounds: rounds.max(1),
+            cpu,
         }),
     }
 }
