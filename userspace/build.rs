@@ -45,11 +45,10 @@ fn build() -> Result<(), String> {
         "-Cdebuginfo=2".to_string(),
         "-Clink-arg=--btf".to_string(),
         // bpf-linker does the codegen. v3 gives 32-bit ALU and jumps (fewer zero-extensions).
-        // Misaligned loads are legal for packet and map pointers on the kernels we target
-        // (x86-64, arm64: HAVE_EFFICIENT_UNALIGNED_ACCESS); without this feature LLVM splits
-        // every `read_unaligned` of a header field into single-byte loads.
+        // Not `allows-misaligned-mem-access`: it also lets LLVM merge stack stores into
+        // misaligned 64-bit ones, which the verifier refuses; packet loads are written as
+        // BPF instructions instead (dataplane-ebpf/src/parse.rs).
         "-Ctarget-cpu=v3".to_string(),
-        "-Ctarget-feature=+allows-misaligned-mem-access".to_string(),
     ]
     .join("\x1f");
     let status = Command::new("rustup")

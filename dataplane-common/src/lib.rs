@@ -37,6 +37,18 @@ pub const SERVICE_F_EXACT_UDP: u32 = 1 << 2;
 pub const SERVICE_F_WILDCARD_TCP: u32 = 1 << 3;
 pub const SERVICE_F_WILDCARD_UDP: u32 = 1 << 4;
 
+/// `ServiceValue::flags` of a service (not a marker): forward by IPIP encapsulation (IPv4 in
+/// IPv4, IPv6 in IPv6) to the backend's address through the backend's next hop, instead of
+/// L2 DSR.
+pub const SERVICE_F_ENCAP_IPIP: u32 = 1 << 5;
+
+/// `EncapSource::flags`: the IPv4 / IPv6 source prefix is configured.
+pub const ENCAP_SOURCE_F_V4: u32 = 1;
+pub const ENCAP_SOURCE_F_V6: u32 = 2;
+
+/// Addresses `DECAP_ADDRS` can hold (the host's own tunnel endpoints).
+pub const MAX_DECAP_ADDRS: u32 = 64;
+
 /// Entries of `SERVICES`: every service plus one address marker per VIP address.
 pub const MAX_SERVICE_ENTRIES: u32 = MAX_SERVICES * 2;
 /// Slots of `VIP_FILTER` (a power of two).
@@ -69,6 +81,12 @@ pub mod maps {
     /// lookup is inlined. `SERVICES` stays the authority: a slot that is torn (mid-update),
     /// or that spilled, sends the program there.
     pub const SERVICE_SLOTS: &str = "SERVICE_SLOTS";
+    /// `Array<EncapSource>` of one entry: outer source addresses for IPIP services.
+    pub const ENCAP_SOURCE: &str = "ENCAP_SOURCE";
+    /// `HashMap<DecapKey, u32>`: addresses `portier_decap` strips tunnels addressed to.
+    pub const DECAP_ADDRS: &str = "DECAP_ADDRS";
+    /// `PerCpuArray<u64>` indexed by `DecapReason`.
+    pub const DECAP_REASONS: &str = "DECAP_REASONS";
 }
 
 /// Program names in the object file.
@@ -85,6 +103,8 @@ pub mod programs {
     pub const BENCH_GEN: &str = "portier_bench_gen";
     /// `XDP_DROP` everything: where forwarded benchmark frames end.
     pub const BENCH_SINK: &str = "portier_bench_sink";
+    /// Strips IPIP / IPv6-in-IPv6 addressed to the host and passes the inner packet up.
+    pub const DECAP: &str = "portier_decap";
 }
 
 /// Key of the service map: which VIP, port and protocol a packet is addressed to.
@@ -114,6 +134,74 @@ pub struct ServiceValue {
     pub table_size: u32,
     pub flags: u32,
     pub _pad: u32,
+}
+
+/// Outer source addresses for IPIP: `prefix | (flow hash & host_mask)`, so the flows of one
+/// backend spread over the source addresses, and with them over the backend's receive queues
+/// (RSS hashes the outer header). Bytes in network order.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EncapSource {
+    pub v4_prefix: [u8; 4],
+    pub v4_host_mask: [u8; 4],
+    pub v6_prefix: [u8; 16],
+    pub v6_host_mask: [u8; 16],
+    /// `ENCAP_SOURCE_F_*`.
+    pub flags: u32,
+}
+
+/// Key of `DECAP_ADDRS`.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DecapKey {
+    /// IPv4 in the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What `portier_decap` did with a packet: index into `DECAP_REASONS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapReason {
+    /// Outer header stripped, inner packet passed to the stack.
+    Decapsulated = 0,
+    /// Not IPIP / IPv6-in-IPv6 (everything else the host receives).
+    PassNotTunnel = 1,
+    /// A tunnel packet to an address not in `DECAP_ADDRS`: left to the stack.
+    PassNotLocal = 2,
+    /// A tunnel packet we do not strip (outer IPv4 options, a fragment, VLAN-tagged): left to
+    /// the stack, which has no tunnel module and drops it.
+    PassUnsupported = 3,
+    /// Frame ended inside a header.
+    DropTruncated = 4,
+    /// Inner packet is not the IP version the outer header announces.
+    DropBadInner = 5,
+}
+
+pub const DECAP_REASON_COUNT: u32 = 6;
+
+impl DecapReason {
+    pub const ALL: [DecapReason; DECAP_REASON_COUNT as usize] = [
+        DecapReason::Decapsulated,
+        DecapReason::PassNotTunnel,
+        DecapReason::PassNotLocal,
+        DecapReason::PassUnsupported,
+        DecapReason::DropTruncated,
+        DecapReason::DropBadInner,
+    ];
+
+    /// Stable metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DecapReason::Decapsulated => "decapsulated",
+            DecapReason::PassNotTunnel => "pass_not_tunnel",
+            DecapReason::PassNotLocal => "pass_not_local",
+            DecapReason::PassUnsupported => "pass_unsupported",
+            DecapReason::DropTruncated => "drop_truncated",
+            DecapReason::DropBadInner => "drop_bad_inner",
+        }
+    }
 }
 
 /// One slot of `SERVICE_SLOTS`.
@@ -325,9 +413,13 @@ pub enum Reason {
     ConntrackInsertFailed = 18,
     /// Backend's egress interface is not in `TX_PORTS` (redirect failed): dropped.
     DropNoTxPort = 19,
+    /// Forwarded inside an outer IP header (IPIP service); also counted as Tx or Redirect.
+    EncapIpip = 20,
+    /// IPIP service, but no source prefix for the family, or no room to grow the frame.
+    DropEncapFailed = 21,
 }
 
-pub const REASON_COUNT: u32 = 20;
+pub const REASON_COUNT: u32 = 22;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -351,6 +443,8 @@ impl Reason {
         Reason::PassVlanUnsupported,
         Reason::ConntrackInsertFailed,
         Reason::DropNoTxPort,
+        Reason::EncapIpip,
+        Reason::DropEncapFailed,
     ];
 
     pub const fn from_index(i: u32) -> Option<Reason> {
@@ -384,6 +478,8 @@ impl Reason {
             Reason::PassVlanUnsupported => "pass_vlan_unsupported",
             Reason::ConntrackInsertFailed => "conntrack_insert_failed",
             Reason::DropNoTxPort => "drop_no_tx_port",
+            Reason::EncapIpip => "encap_ipip",
+            Reason::DropEncapFailed => "drop_encap_failed",
         }
     }
 }
@@ -492,6 +588,8 @@ mod pod {
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for ServiceSlot {}
+    unsafe impl aya::Pod for EncapSource {}
+    unsafe impl aya::Pod for DecapKey {}
 }
 
 #[cfg(test)]
@@ -508,11 +606,16 @@ mod tests {
         assert_eq!(size_of::<FlowValue>(), 8);
         assert_eq!(size_of::<Counters>(), 16);
         assert_eq!(size_of::<ServiceSlot>(), 44);
+        assert_eq!(size_of::<EncapSource>(), 44);
+        assert_eq!(size_of::<DecapKey>(), 20);
     }
 
     #[test]
     fn reasons_are_indexed_in_order() {
         for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+        for (i, r) in DecapReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{}", r.name());
         }
     }

@@ -1,11 +1,16 @@
 #![no_std]
 #![no_main]
+// Packet loads and stores are written as BPF instructions (see `parse::read`).
+#![feature(asm_experimental_arch)]
 
 mod balancer;
+mod decap;
+mod encap;
 mod maps;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use parse::{read, write};
 
 /// The L4 balancer (see `balancer`).
 #[xdp]
@@ -14,6 +19,13 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 #[inline(always)]
 pub fn portier_lb(ctx: XdpContext) -> u32 {
     balancer::process(&ctx)
+}
+
+/// The host side of IPIP services (see `decap`).
+#[xdp]
+#[inline(always)]
+pub fn portier_decap(ctx: XdpContext) -> u32 {
+    decap::process(&ctx)
 }
 
 /// Plain pass: lets a veth peer accept frames its partner sends with `XDP_TX`.
@@ -36,13 +48,11 @@ pub fn portier_bench_new_flows(ctx: XdpContext) -> u32 {
     }
     // SAFETY: 38 bytes checked above: Ethernet, 20-byte IPv4 header, source port.
     unsafe {
-        let sport = (data + 34) as *mut u16;
-        let next = u16::from_be(core::ptr::read_unaligned(sport)).wrapping_add(1);
-        core::ptr::write_unaligned(sport, next.to_be());
+        let next = u16::from_be(read::<u16>(data + 34)).wrapping_add(1);
+        write::<u16>(data + 34, next.to_be());
         if next == 0 {
-            let src_lo = (data + 28) as *mut u16;
-            let lo = u16::from_be(core::ptr::read_unaligned(src_lo)).wrapping_add(1);
-            core::ptr::write_unaligned(src_lo, lo.to_be());
+            let lo = u16::from_be(read::<u16>(data + 28)).wrapping_add(1);
+            write::<u16>(data + 28, lo.to_be());
         }
     }
     balancer::process(&ctx)
@@ -72,18 +82,12 @@ pub fn portier_floor(ctx: XdpContext) -> u32 {
     // SAFETY: 12 bytes checked above. Word loads and stores: array copies would become
     // byte loops.
     unsafe {
-        let (d0, d1) = (
-            core::ptr::read_unaligned(data as *const u32),
-            core::ptr::read_unaligned((data + 4) as *const u16),
-        );
-        let (s0, s1) = (
-            core::ptr::read_unaligned((data + 6) as *const u16),
-            core::ptr::read_unaligned((data + 8) as *const u32),
-        );
-        core::ptr::write_unaligned(data as *mut u16, s0);
-        core::ptr::write_unaligned((data + 2) as *mut u32, s1);
-        core::ptr::write_unaligned((data + 6) as *mut u32, d0);
-        core::ptr::write_unaligned((data + 10) as *mut u16, d1);
+        let (d0, d1) = (read::<u32>(data), read::<u16>(data + 4));
+        let (s0, s1) = (read::<u16>(data + 6), read::<u32>(data + 8));
+        write::<u16>(data, s0);
+        write::<u32>(data + 2, s1);
+        write::<u32>(data + 6, d0);
+        write::<u16>(data + 10, d1);
     }
     xdp_action::XDP_TX
 }

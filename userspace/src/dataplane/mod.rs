@@ -6,6 +6,7 @@
 //! one, never a half-written mix. The inner map template carries `BPF_F_INNER_MAP`, which lets
 //! each service's table have its own (prime) size.
 
+mod decap;
 mod error;
 mod sys;
 
@@ -22,14 +23,16 @@ use aya::{
     programs::{Xdp, XdpMode, links::FdLink},
 };
 pub use dataplane_common::{
-    BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FAMILY_V4,
-    FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP,
-    REASON_COUNT, Reason, ServiceKey, ServiceSlot, ServiceValue, flow_hash, service_slot_index,
+    BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapReason,
+    EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
+    PROTO_TCP, PROTO_UDP, REASON_COUNT, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot,
+    ServiceValue, flow_hash, service_slot_index,
 };
 use dataplane_common::{
     PROTO_ADDR_MARKER, SERVICE_F_ADDR_MARKER, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP,
     SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, maps, programs, vip_filter_index,
 };
+pub use decap::{DecapOptions, Decapsulator};
 pub use error::DataplaneError;
 pub use sys::{parse_mac, pin_to_cpu};
 
@@ -130,7 +133,7 @@ impl std::fmt::Debug for Dataplane {
 }
 
 const ALL_PROGRAMS: [&str; 3] = [programs::BALANCER, programs::PASS, programs::FLOOR];
-const ALL_MAPS: [&str; 10] = [
+const ALL_MAPS: [&str; 11] = [
     maps::SERVICES,
     maps::MAGLEV,
     maps::BACKENDS,
@@ -141,7 +144,71 @@ const ALL_MAPS: [&str; 10] = [
     maps::REASONS,
     maps::VIP_FILTER,
     maps::SERVICE_SLOTS,
+    maps::ENCAP_SOURCE,
 ];
+
+/// How a service's packets reach its backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// L2 direct server return: only the MACs change; backends share the LB's LAN and hold
+    /// the VIP on a loopback.
+    #[default]
+    Dsr,
+    /// IPIP (IPv4 in IPv4, IPv6 in IPv6) to the backend's address, through the next hop in
+    /// the backend's `mac`; the backend runs `portier_decap` and holds the VIP locally.
+    /// Needs `set_encap_source` for the service's family. The outer header adds 20 / 40
+    /// bytes: the path MTU to the backends must allow for it.
+    Ipip,
+}
+
+/// Outer source addresses for IPIP services: one prefix per family, a flow hash picks the
+/// host part, so a backend's flows arrive from many sources and spread over its receive
+/// queues. `None` leaves that family without IPIP (its IPIP services drop, counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncapSourceConfig {
+    pub v4: Option<(std::net::Ipv4Addr, u8)>,
+    pub v6: Option<(std::net::Ipv6Addr, u8)>,
+}
+
+impl EncapSourceConfig {
+    /// The map value; errors on a prefix length past the address width.
+    pub fn to_map_value(&self) -> Result<EncapSource, DataplaneError> {
+        fn split<const N: usize>(
+            addr: [u8; N],
+            len: u8,
+        ) -> Result<([u8; N], [u8; N]), DataplaneError> {
+            let bits = N * 8;
+            if usize::from(len) > bits {
+                return Err(DataplaneError::Invalid(format!(
+                    "source prefix length {len} > {bits}"
+                )));
+            }
+            let mut prefix = addr;
+            let mut mask = [0u8; N];
+            for i in 0..N {
+                let net_bits = usize::from(len).saturating_sub(i * 8).min(8);
+                let net = if net_bits == 0 {
+                    0u8
+                } else {
+                    0xffu8 << (8 - net_bits)
+                };
+                prefix[i] &= net;
+                mask[i] = !net;
+            }
+            Ok((prefix, mask))
+        }
+        let mut v = EncapSource::default();
+        if let Some((a, len)) = self.v4 {
+            (v.v4_prefix, v.v4_host_mask) = split(a.octets(), len)?;
+            v.flags |= dataplane_common::ENCAP_SOURCE_F_V4;
+        }
+        if let Some((a, len)) = self.v6 {
+            (v.v6_prefix, v.v6_host_mask) = split(a.octets(), len)?;
+            v.flags |= dataplane_common::ENCAP_SOURCE_F_V6;
+        }
+        Ok(v)
+    }
+}
 
 fn require_root() -> Result<(), DataplaneError> {
     match sys::euid() {
@@ -339,12 +406,23 @@ impl Dataplane {
     }
 
     /// Installs or replaces service `id` for `key` with Maglev `table` (slot -> backend id,
-    /// `NO_BACKEND` for none; its length is the table size).
+    /// `NO_BACKEND` for none; its length is the table size), forwarding by L2 DSR.
     pub fn set_service(
         &mut self,
         key: ServiceKey,
         id: u32,
         table: &[u32],
+    ) -> Result<(), DataplaneError> {
+        self.set_service_with_mode(key, id, table, ForwardMode::Dsr)
+    }
+
+    /// `set_service` with the forwarding mode spelled out.
+    pub fn set_service_with_mode(
+        &mut self,
+        key: ServiceKey,
+        id: u32,
+        table: &[u32],
+        mode: ForwardMode,
     ) -> Result<(), DataplaneError> {
         validate_key(&key)?;
         if id >= MAX_SERVICES {
@@ -385,7 +463,10 @@ impl Dataplane {
         let value = ServiceValue {
             id,
             table_size: size,
-            flags: 0,
+            flags: match mode {
+                ForwardMode::Dsr => 0,
+                ForwardMode::Ipip => SERVICE_F_ENCAP_IPIP,
+            },
             _pad: 0,
         };
         {
@@ -519,6 +600,14 @@ impl Dataplane {
         slots
             .get(&service_slot_index(&key.words()), 0)
             .map_err(DataplaneError::map(maps::SERVICE_SLOTS))
+    }
+
+    /// Sets the outer source prefixes of IPIP services.
+    pub fn set_encap_source(&mut self, cfg: &EncapSourceConfig) -> Result<(), DataplaneError> {
+        let value = cfg.to_map_value()?;
+        let mut m: Array<&mut MapData, EncapSource> = self.typed_mut(maps::ENCAP_SOURCE)?;
+        m.set(0, value, 0)
+            .map_err(DataplaneError::map(maps::ENCAP_SOURCE))
     }
 
     /// Overwrites the raw `SERVICE_SLOTS` slot of `key`, bypassing the bookkeeping: lets
