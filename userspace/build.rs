@@ -44,6 +44,11 @@ fn build() -> Result<(), String> {
         format!("--cfg=bpf_target_arch=\"{arch}\""),
         "-Cdebuginfo=2".to_string(),
         "-Clink-arg=--btf".to_string(),
+        // bpf-linker does the codegen. v3 gives 32-bit ALU and jumps (fewer zero-extensions).
+        // Not `allows-misaligned-mem-access`: it also lets LLVM merge stack stores into
+        // misaligned 64-bit ones, which the verifier refuses; packet loads are written as
+        // BPF instructions instead (dataplane-ebpf/src/parse.rs).
+        "-Ctarget-cpu=v3".to_string(),
     ]
     .join("\x1f");
     let status = Command::new("rustup")

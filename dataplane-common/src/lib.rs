@@ -37,10 +37,25 @@ pub const SERVICE_F_EXACT_UDP: u32 = 1 << 2;
 pub const SERVICE_F_WILDCARD_TCP: u32 = 1 << 3;
 pub const SERVICE_F_WILDCARD_UDP: u32 = 1 << 4;
 
+/// `ServiceValue::flags` of a service (not a marker): forward by IPIP encapsulation (IPv4 in
+/// IPv4, IPv6 in IPv6) to the backend's address through the backend's next hop, instead of
+/// L2 DSR.
+pub const SERVICE_F_ENCAP_IPIP: u32 = 1 << 5;
+
+/// `EncapSource::flags`: the IPv4 / IPv6 source prefix is configured.
+pub const ENCAP_SOURCE_F_V4: u32 = 1;
+pub const ENCAP_SOURCE_F_V6: u32 = 2;
+
+/// Addresses `DECAP_ADDRS` can hold (the host's own tunnel endpoints).
+pub const MAX_DECAP_ADDRS: u32 = 64;
+
 /// Entries of `SERVICES`: every service plus one address marker per VIP address.
 pub const MAX_SERVICE_ENTRIES: u32 = MAX_SERVICES * 2;
 /// Slots of `VIP_FILTER` (a power of two).
 pub const VIP_FILTER_SIZE: u32 = 4096;
+
+/// Slots of `SERVICE_SLOTS` (a power of two).
+pub const SERVICE_SLOTS_SIZE: u32 = 4096;
 
 /// Entries of `TX_PORTS` (egress interfaces for devmap redirect).
 pub const MAX_TX_PORTS: u32 = 64;
@@ -60,6 +75,18 @@ pub mod maps {
     /// this keeps non-VIP traffic free of hash lookups and spares VIP traffic the marker
     /// lookup. A collision only costs a lookup that misses, never a wrong verdict.
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    /// `Array<ServiceSlot>` indexed by `service_slot_index`: a direct-mapped copy of
+    /// `SERVICES` for the fast path. A hash lookup is a chain of kernel calls (hash, bucket
+    /// walk, memcmp), each paying the return-thunk cost of the CPU's mitigations; an array
+    /// lookup is inlined. `SERVICES` stays the authority: a slot that is torn (mid-update),
+    /// or that spilled, sends the program there.
+    pub const SERVICE_SLOTS: &str = "SERVICE_SLOTS";
+    /// `Array<EncapSource>` of one entry: outer source addresses for IPIP services.
+    pub const ENCAP_SOURCE: &str = "ENCAP_SOURCE";
+    /// `HashMap<DecapKey, u32>`: addresses `portier_decap` strips tunnels addressed to.
+    pub const DECAP_ADDRS: &str = "DECAP_ADDRS";
+    /// `PerCpuArray<u64>` indexed by `DecapReason`.
+    pub const DECAP_REASONS: &str = "DECAP_REASONS";
 }
 
 /// Program names in the object file.
@@ -70,13 +97,24 @@ pub mod programs {
     pub const PASS: &str = "portier_pass";
     /// MAC swap + `XDP_TX`: the benchmark floor.
     pub const FLOOR: &str = "portier_floor";
+    /// The balancer behind a source-port bump: every test-run repetition a new flow.
+    pub const BENCH_NEW_FLOWS: &str = "portier_bench_new_flows";
+    /// `XDP_TX` everything: the live-frames generator.
+    pub const BENCH_GEN: &str = "portier_bench_gen";
+    /// `XDP_DROP` everything: where forwarded benchmark frames end.
+    pub const BENCH_SINK: &str = "portier_bench_sink";
+    /// Strips IPIP / IPv6-in-IPv6 addressed to the host and passes the inner packet up.
+    pub const DECAP: &str = "portier_decap";
 }
 
 /// Key of the service map: which VIP, port and protocol a packet is addressed to.
 ///
 /// IPv4 addresses occupy the first four bytes of `addr`, the rest is zero. `port` 0 means
 /// every port of that address and protocol; the program tries the exact port first.
-#[repr(C)]
+///
+/// Aligned to 4 so the program can build it as five 32-bit words on its stack (the verifier
+/// refuses misaligned stack access).
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ServiceKey {
     pub addr: [u8; 16],
@@ -96,6 +134,181 @@ pub struct ServiceValue {
     pub table_size: u32,
     pub flags: u32,
     pub _pad: u32,
+}
+
+/// Outer source addresses for IPIP: `prefix | (flow hash & host_mask)`, so the flows of one
+/// backend spread over the source addresses, and with them over the backend's receive queues
+/// (RSS hashes the outer header). Bytes in network order.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EncapSource {
+    pub v4_prefix: [u8; 4],
+    pub v4_host_mask: [u8; 4],
+    pub v6_prefix: [u8; 16],
+    pub v6_host_mask: [u8; 16],
+    /// `ENCAP_SOURCE_F_*`.
+    pub flags: u32,
+}
+
+/// Key of `DECAP_ADDRS`.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DecapKey {
+    /// IPv4 in the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What `portier_decap` did with a packet: index into `DECAP_REASONS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapReason {
+    /// Outer header stripped, inner packet passed to the stack.
+    Decapsulated = 0,
+    /// Not IPIP / IPv6-in-IPv6 (everything else the host receives).
+    PassNotTunnel = 1,
+    /// A tunnel packet to an address not in `DECAP_ADDRS`: left to the stack.
+    PassNotLocal = 2,
+    /// A tunnel packet we do not strip (outer IPv4 options, a fragment, VLAN-tagged): left to
+    /// the stack, which has no tunnel module and drops it.
+    PassUnsupported = 3,
+    /// Frame ended inside a header.
+    DropTruncated = 4,
+    /// Inner packet is not the IP version the outer header announces.
+    DropBadInner = 5,
+}
+
+pub const DECAP_REASON_COUNT: u32 = 6;
+
+impl DecapReason {
+    pub const ALL: [DecapReason; DECAP_REASON_COUNT as usize] = [
+        DecapReason::Decapsulated,
+        DecapReason::PassNotTunnel,
+        DecapReason::PassNotLocal,
+        DecapReason::PassUnsupported,
+        DecapReason::DropTruncated,
+        DecapReason::DropBadInner,
+    ];
+
+    /// Stable metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DecapReason::Decapsulated => "decapsulated",
+            DecapReason::PassNotTunnel => "pass_not_tunnel",
+            DecapReason::PassNotLocal => "pass_not_local",
+            DecapReason::PassUnsupported => "pass_unsupported",
+            DecapReason::DropTruncated => "drop_truncated",
+            DecapReason::DropBadInner => "drop_bad_inner",
+        }
+    }
+}
+
+/// One slot of `SERVICE_SLOTS`.
+///
+/// Userspace writes a slot with a plain array update, which readers may see half done; `check`
+/// (`service_slot_check` of the words before it) lets the program tell a torn slot from a
+/// whole one, and a torn slot is answered from `SERVICES`, which is updated atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceSlot {
+    /// The service stored here (all zero in an empty slot).
+    pub key: ServiceKey,
+    pub value: ServiceValue,
+    /// Non-zero when some service hashing to this slot is not the one stored: look it up in
+    /// `SERVICES`.
+    pub spill: u32,
+    pub check: u32,
+}
+
+/// Words of a `ServiceSlot` covered by its check: key (5), value (4), spill (1).
+pub const SERVICE_SLOT_WORDS: usize = 10;
+
+impl ServiceKey {
+    /// The key as five native-endian words, as the program builds it.
+    #[inline(always)]
+    pub fn words(&self) -> [u32; 5] {
+        let a = addr_words(&self.addr);
+        let p = self.port.to_ne_bytes();
+        [
+            a[0],
+            a[1],
+            a[2],
+            a[3],
+            u32::from_ne_bytes([p[0], p[1], self.proto, self.family]),
+        ]
+    }
+}
+
+impl ServiceSlot {
+    /// A slot holding `key`/`value`, with its check.
+    pub fn new(key: ServiceKey, value: ServiceValue, spill: bool) -> Self {
+        let mut s = ServiceSlot {
+            key,
+            value,
+            spill: spill as u32,
+            check: 0,
+        };
+        s.check = service_slot_check(&s.words());
+        s
+    }
+
+    /// The slot of an address with no service but where others spilled.
+    pub fn spill_only() -> Self {
+        Self::new(ServiceKey::default(), ServiceValue::default(), true)
+    }
+
+    pub fn words(&self) -> [u32; SERVICE_SLOT_WORDS] {
+        let k = self.key.words();
+        [
+            k[0],
+            k[1],
+            k[2],
+            k[3],
+            k[4],
+            self.value.id,
+            self.value.table_size,
+            self.value.flags,
+            self.value._pad,
+            self.spill,
+        ]
+    }
+}
+
+/// Slot of a service key in `SERVICE_SLOTS`.
+#[inline(always)]
+pub fn service_slot_index(key: &[u32; 5]) -> u32 {
+    let a = (key[0] ^ key[1] ^ key[2] ^ key[3]).wrapping_mul(0x9e37_79b1);
+    let h = (a ^ key[4]).wrapping_mul(0x85eb_ca6b);
+    (h ^ (h >> 15)).wrapping_mul(0xc2b2_ae35) >> (32 - SERVICE_SLOTS_SIZE.trailing_zeros())
+}
+
+/// Check word of a slot's contents: a sum of the words times distinct odd constants. Any
+/// change to one word changes the sum (an odd factor is invertible mod 2^32), a tear across
+/// several words goes unseen with odds of about 2^-32, and the products are independent, so
+/// the program computes them in parallel instead of as a chain. An all-zero slot (never
+/// written) checks as 0, so an empty array is valid as created.
+#[inline(always)]
+pub fn service_slot_check(w: &[u32; SERVICE_SLOT_WORDS]) -> u32 {
+    const K: [u32; SERVICE_SLOT_WORDS] = [
+        0x9e37_79b1,
+        0x85eb_ca6b,
+        0xc2b2_ae35,
+        0x27d4_eb2f,
+        0x1656_67b1,
+        0xcc9e_2d51,
+        0x1b87_3593,
+        0xe654_6b65,
+        0x7fee_b3a5,
+        0x94d0_49bb,
+    ];
+    let mut h: u32 = 0;
+    let mut i = 0;
+    while i < SERVICE_SLOT_WORDS {
+        h = h.wrapping_add(w[i].wrapping_mul(K[i]));
+        i += 1;
+    }
+    h
 }
 
 /// A backend the balancer can send to.
@@ -122,7 +335,9 @@ pub struct Backend {
 pub const BACKEND_F_VALID: u32 = 1;
 
 /// Connection-table key: the flow as the client sent it.
-#[repr(C)]
+///
+/// Aligned to 4 for the same reason as `ServiceKey`: the program builds it as ten words.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -198,9 +413,13 @@ pub enum Reason {
     ConntrackInsertFailed = 18,
     /// Backend's egress interface is not in `TX_PORTS` (redirect failed): dropped.
     DropNoTxPort = 19,
+    /// Forwarded inside an outer IP header (IPIP service); also counted as Tx or Redirect.
+    EncapIpip = 20,
+    /// IPIP service, but no source prefix for the family, or no room to grow the frame.
+    DropEncapFailed = 21,
 }
 
-pub const REASON_COUNT: u32 = 20;
+pub const REASON_COUNT: u32 = 22;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -224,6 +443,8 @@ impl Reason {
         Reason::PassVlanUnsupported,
         Reason::ConntrackInsertFailed,
         Reason::DropNoTxPort,
+        Reason::EncapIpip,
+        Reason::DropEncapFailed,
     ];
 
     pub const fn from_index(i: u32) -> Option<Reason> {
@@ -257,6 +478,8 @@ impl Reason {
             Reason::PassVlanUnsupported => "pass_vlan_unsupported",
             Reason::ConntrackInsertFailed => "conntrack_insert_failed",
             Reason::DropNoTxPort => "drop_no_tx_port",
+            Reason::EncapIpip => "encap_ipip",
+            Reason::DropEncapFailed => "drop_encap_failed",
         }
     }
 }
@@ -264,9 +487,44 @@ impl Reason {
 /// Slot of `addr` in `VIP_FILTER`.
 #[inline(always)]
 pub fn vip_filter_index(addr: &[u8; 16], family: u8) -> u32 {
-    let w = word(addr, 0) ^ word(addr, 4) ^ word(addr, 8) ^ word(addr, 12) ^ family as u32;
+    vip_filter_index_words(&addr_words(addr), family)
+}
+
+/// `vip_filter_index` over the address as four native-endian words, as the program reads it.
+#[inline(always)]
+pub fn vip_filter_index_words(addr: &[u32; 4], family: u8) -> u32 {
+    let w = addr[0] ^ addr[1] ^ addr[2] ^ addr[3] ^ family as u32;
     // Fibonacci hashing: the top bits of the product are well mixed.
     w.wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_SIZE.trailing_zeros())
+}
+
+/// An address as the four native-endian words the program loads from the packet.
+#[inline(always)]
+pub fn addr_words(b: &[u8; 16]) -> [u32; 4] {
+    [word(b, 0), word(b, 4), word(b, 8), word(b, 12)]
+}
+
+impl FlowKey {
+    /// The key as ten native-endian words: how the program builds it and hashes it.
+    #[inline(always)]
+    pub fn words(&self) -> [u32; 10] {
+        let s = addr_words(&self.src);
+        let d = addr_words(&self.dst);
+        let sp = self.sport.to_ne_bytes();
+        let dp = self.dport.to_ne_bytes();
+        [
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            u32::from_ne_bytes([sp[0], sp[1], dp[0], dp[1]]),
+            u32::from_ne_bytes([self.proto, self.family, self._pad[0], self._pad[1]]),
+        ]
+    }
 }
 
 /// The flow hash both the program and userspace tests use to pick a Maglev slot.
@@ -275,23 +533,29 @@ pub fn vip_filter_index(addr: &[u8; 16], family: u8) -> u32 {
 /// that ECMP moving a flow between nodes does not move it between hosts.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey) -> u32 {
-    // Murmur3-style mixing over the 36 meaningful bytes, as 9 little-endian words.
+    flow_hash_words(&key.words())
+}
+
+/// `flow_hash` over `FlowKey::words` (the padding word's upper half is ignored).
+#[inline(always)]
+pub fn flow_hash_words(w: &[u32; 10]) -> u32 {
+    // Murmur3-style mixing over the 36 meaningful bytes, as 9 words.
     let mut h: u32 = 0x9747_b28c;
     let mut i = 0;
     while i < 4 {
-        h = mix(h, word(&key.src, i * 4));
-        h = mix(h, word(&key.dst, i * 4));
+        h = mix(h, w[i]);
+        h = mix(h, w[4 + i]);
         i += 1;
     }
-    let ports = (key.sport as u32) | ((key.dport as u32) << 16);
-    h = mix(h, ports);
-    h = mix(h, (key.proto as u32) | ((key.family as u32) << 8));
+    h = mix(h, w[8]);
+    h = mix(h, w[9] & 0xffff);
     fmix(h ^ 36)
 }
 
+/// Native-endian, like a plain load from memory: the program and userspace agree on any host.
 #[inline(always)]
 fn word(b: &[u8; 16], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 #[inline(always)]
@@ -323,6 +587,9 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for ServiceSlot {}
+    unsafe impl aya::Pod for EncapSource {}
+    unsafe impl aya::Pod for DecapKey {}
 }
 
 #[cfg(test)]
@@ -338,11 +605,17 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 8);
         assert_eq!(size_of::<Counters>(), 16);
+        assert_eq!(size_of::<ServiceSlot>(), 44);
+        assert_eq!(size_of::<EncapSource>(), 44);
+        assert_eq!(size_of::<DecapKey>(), 20);
     }
 
     #[test]
     fn reasons_are_indexed_in_order() {
         for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+        for (i, r) in DecapReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "{}", r.name());
         }
     }
@@ -368,7 +641,55 @@ mod tests {
         let mut k = base;
         k.proto = PROTO_UDP;
         assert_ne!(flow_hash(&k), h);
-        // Seedless: a fixed vector, so any change to the hash is a visible, deliberate one.
-        assert_eq!(flow_hash(&base), flow_hash(&base));
+    }
+
+    #[test]
+    fn slot_check_catches_any_single_changed_word() {
+        let key = ServiceKey {
+            addr: [203, 0, 113, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            port: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+        };
+        let value = ServiceValue {
+            id: 3,
+            table_size: 65537,
+            flags: 0,
+            _pad: 0,
+        };
+        let slot = ServiceSlot::new(key, value, false);
+        let w = slot.words();
+        assert_eq!(service_slot_check(&w), slot.check);
+        for i in 0..SERVICE_SLOT_WORDS {
+            for bit in [0, 7, 31] {
+                let mut t = w;
+                t[i] ^= 1 << bit;
+                assert_ne!(service_slot_check(&t), slot.check, "word {i} bit {bit}");
+            }
+            // Torn: this word still from an empty slot.
+            let mut t = w;
+            t[i] = 0;
+            if w[i] != 0 {
+                assert_ne!(service_slot_check(&t), slot.check, "word {i} zero");
+            }
+        }
+        assert_eq!(service_slot_check(&[0; SERVICE_SLOT_WORDS]), 0);
+    }
+
+    /// Seedless: fixed vectors, so any change to the hashes is a visible, deliberate one
+    /// (every LB node of a deployment must compute the same values).
+    #[test]
+    fn hash_vectors_are_pinned() {
+        let k = FlowKey {
+            src: [198, 51, 100, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst: [0x20, 1, 0xd, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        assert_eq!(flow_hash(&k), 0x6e1a_bc68);
+        assert_eq!(vip_filter_index(&k.dst, FAMILY_V6), 1930);
     }
 }

@@ -1,22 +1,75 @@
 #![no_std]
 #![no_main]
+// Packet loads and stores are written as BPF instructions (see `parse::read`).
+#![feature(asm_experimental_arch)]
 
 mod balancer;
+mod decap;
+mod encap;
 mod maps;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use parse::{read, write};
 
 /// The L4 balancer (see `balancer`).
 #[xdp]
+// Inlined into the entry point the macro generates: a BPF-to-BPF call costs a frame and a
+// return through the CPU's return thunk on every packet.
+#[inline(always)]
 pub fn portier_lb(ctx: XdpContext) -> u32 {
     balancer::process(&ctx)
+}
+
+/// The host side of IPIP services (see `decap`).
+#[xdp]
+#[inline(always)]
+pub fn portier_decap(ctx: XdpContext) -> u32 {
+    decap::process(&ctx)
 }
 
 /// Plain pass: lets a veth peer accept frames its partner sends with `XDP_TX`.
 #[xdp]
 pub fn portier_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark only (loaded by `Dataplane::load_for_test`, never attached): the balancer, after
+/// bumping the TCP/UDP source port of an IPv4 frame without options, and the source address
+/// when the port wraps. `BPF_PROG_TEST_RUN` repeats one frame and keeps the program's changes,
+/// so every repetition is a flow the connection table has not seen: new-flow cost with warm
+/// caches, including the table's evictions once it is full.
+#[xdp]
+#[inline(always)]
+pub fn portier_bench_new_flows(ctx: XdpContext) -> u32 {
+    let data = ctx.data();
+    if data + 38 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: 38 bytes checked above: Ethernet, 20-byte IPv4 header, source port.
+    unsafe {
+        let next = u16::from_be(read::<u16>(data + 34)).wrapping_add(1);
+        write::<u16>(data + 34, next.to_be());
+        if next == 0 {
+            let lo = u16::from_be(read::<u16>(data + 28)).wrapping_add(1);
+            write::<u16>(data + 28, lo.to_be());
+        }
+    }
+    balancer::process(&ctx)
+}
+
+/// Benchmark only: the live-frames generator. `BPF_PROG_TEST_RUN` with
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` runs it on the template frame, and `XDP_TX` sends each copy
+/// out of the given interface, towards the program under test on its veth peer.
+#[xdp]
+pub fn portier_bench_gen(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// Benchmark only: drops what the program under test sends back, at the cheapest point.
+#[xdp]
+pub fn portier_bench_sink(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
 }
 
 /// MAC swap + `XDP_TX`: the cheapest forwarding program, the benchmark floor.
@@ -26,10 +79,15 @@ pub fn portier_floor(ctx: XdpContext) -> u32 {
     if data + 12 > ctx.data_end() {
         return xdp_action::XDP_DROP;
     }
-    // SAFETY: 12 bytes checked above.
+    // SAFETY: 12 bytes checked above. Word loads and stores: array copies would become
+    // byte loops.
     unsafe {
-        let macs = core::ptr::read_unaligned(data as *const [[u8; 6]; 2]);
-        core::ptr::write_unaligned(data as *mut [[u8; 6]; 2], [macs[1], macs[0]]);
+        let (d0, d1) = (read::<u32>(data), read::<u16>(data + 4));
+        let (s0, s1) = (read::<u16>(data + 6), read::<u32>(data + 8));
+        write::<u16>(data, s0);
+        write::<u32>(data + 2, s1);
+        write::<u32>(data + 6, d0);
+        write::<u16>(data + 10, d1);
     }
     xdp_action::XDP_TX
 }

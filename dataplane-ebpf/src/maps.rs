@@ -6,8 +6,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use dataplane_common::{
-    Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FlowKey, FlowValue,
-    MAX_BACKENDS, MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS, REASON_COUNT, ServiceKey,
+    Backend, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapKey,
+    EncapSource, FlowKey, FlowValue, MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_SERVICE_ENTRIES,
+    MAX_SERVICES, MAX_TX_PORTS, REASON_COUNT, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot,
     ServiceValue, VIP_FILTER_SIZE,
 };
 
@@ -43,3 +44,15 @@ pub static REASONS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::n
 
 #[btf_map]
 pub static VIP_FILTER: Array<u32, { VIP_FILTER_SIZE as usize }> = Array::new();
+
+#[btf_map]
+pub static SERVICE_SLOTS: Array<ServiceSlot, { SERVICE_SLOTS_SIZE as usize }> = Array::new();
+
+#[btf_map]
+pub static ENCAP_SOURCE: Array<EncapSource, 1> = Array::new();
+
+#[btf_map]
+pub static DECAP_ADDRS: HashMap<DecapKey, u32, { MAX_DECAP_ADDRS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static DECAP_REASONS: PerCpuArray<u64, { DECAP_REASON_COUNT as usize }> = PerCpuArray::new();

@@ -685,3 +685,104 @@ fn floor_and_pass_programs() {
     let out = dp.test_run("portier_pass", &f, 1).expect("pass");
     assert_eq!((out.action, out.frame), (XDP_PASS, f));
 }
+
+/// Two TCP ports of the VIP whose services share a `SERVICE_SLOTS` slot.
+fn colliding_ports() -> (u16, u16) {
+    let mut seen = std::collections::HashMap::new();
+    for port in 1..=u16::MAX {
+        let i = service_slot_index(&svc4(port, PROTO_TCP).words());
+        if let Some(first) = seen.insert(i, port) {
+            return (first, port);
+        }
+    }
+    unreachable!("65535 ports in 4096 slots must collide")
+}
+
+#[test]
+fn services_sharing_a_slot_are_both_found() {
+    let (p1, p2) = colliding_ports();
+    let mut dp = load();
+    dp.set_backend(1, &backend(1, 1)).expect("backend 1");
+    dp.set_backend(2, &backend(2, 1)).expect("backend 2");
+    dp.set_service(svc4(p1, PROTO_TCP), 0, &[1; 31])
+        .expect("p1");
+    dp.set_service(svc4(p2, PROTO_TCP), 1, &[2; 31])
+        .expect("p2");
+    let slot = dp.service_slot(&svc4(p2, PROTO_TCP)).expect("slot");
+    assert_ne!(slot.spill, 0, "two services in one slot must spill");
+    let syn = tcp4(40000, VIP, p1, true);
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 1);
+    let syn = tcp4(40000, VIP, p2, true);
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 2);
+    // Whichever of the two the slot held, removing it leaves the other reachable, and the
+    // removed one is gone.
+    let (gone, kept, to) = if u16::from_be(slot.key.port) == p1 {
+        (p1, p2, 2)
+    } else {
+        (p2, p1, 1)
+    };
+    let id = if gone == p1 { 0 } else { 1 };
+    dp.remove_service(&svc4(gone, PROTO_TCP), id)
+        .expect("remove");
+    let after = dp.service_slot(&svc4(kept, PROTO_TCP)).expect("slot");
+    assert_eq!(u16::from_be(after.key.port), kept);
+    assert_eq!(after.spill, 0);
+    let syn = tcp4(40001, VIP, kept, true);
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), to);
+    run(
+        &dp,
+        &tcp4(40002, VIP, gone, true),
+        XDP_PASS,
+        Reason::PassNotVip,
+    );
+}
+
+#[test]
+fn torn_service_slot_falls_back_to_the_service_map() {
+    let mut dp = setup(1);
+    let key = svc4(80, PROTO_TCP);
+    let whole = dp.service_slot(&key).expect("slot");
+    assert_eq!(whole.key, key);
+    // Half-written: the key and check of the real contents, a value from other ones (a
+    // service id with no table: used, it would drop).
+    let mut torn = whole;
+    torn.value.id = 5;
+    dp.overwrite_service_slot(&key, &torn).expect("overwrite");
+    let syn = tcp4(40000, VIP, 80, true);
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 1);
+    // An empty slot that checks out, without spill, means "no such service": the map is
+    // not consulted (this is what makes non-VIP ports cheap).
+    dp.overwrite_service_slot(&key, &ServiceSlot::default())
+        .expect("overwrite");
+    run(
+        &dp,
+        &tcp4(40001, VIP, 80, true),
+        XDP_PASS,
+        Reason::PassNotVip,
+    );
+    dp.overwrite_service_slot(&key, &ServiceSlot::spill_only())
+        .expect("overwrite");
+    let syn = tcp4(40002, VIP, 80, true);
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 1);
+}
+
+#[test]
+fn syn_of_a_recorded_flow_rewrites_the_entry_only_when_the_pick_changed() {
+    let mut dp = setup(1);
+    let syn = tcp4(40000, VIP, 80, true);
+    run(&dp, &syn, XDP_TX, Reason::ConntrackNew);
+    // Same pick: the SYN is new again (retransmit), the entry stays.
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 1);
+    let one = Some(FlowValue {
+        backend: 1,
+        generation: 1,
+    });
+    assert_eq!(dp.flow(&flow4(40000, 80, PROTO_TCP)).expect("ct"), one);
+    // The table moved on: a SYN on the same tuple is a new connection, balanced afresh, and
+    // the rest of it follows the new pick.
+    dp.set_service(svc4(80, PROTO_TCP), 0, &[2; 65537])
+        .expect("table");
+    assert_forwarded(&syn, &run(&dp, &syn, XDP_TX, Reason::ConntrackNew), 2);
+    let ack = tcp4(40000, VIP, 80, false);
+    assert_forwarded(&ack, &run(&dp, &ack, XDP_TX, Reason::ConntrackHit), 2);
+}

@@ -161,8 +161,8 @@ fn test(extra: &[String]) -> Result<()> {
 }
 
 fn bench(what: &str) -> Result<()> {
-    match what {
-        "xdp" => cargo(&[
+    let run = |sub: &str| {
+        cargo(&[
             "run",
             "--release",
             "-p",
@@ -170,8 +170,16 @@ fn bench(what: &str) -> Result<()> {
             "--bin",
             "portier-bench",
             "--",
-            "xdp",
-        ]),
+            sub,
+        ])
+    };
+    match what {
+        // ns per packet class (BPF_PROG_TEST_RUN), then packets per second between two
+        // namespaces with a live-frames generator, each next to its floor.
+        "xdp" => {
+            run("xdp")?;
+            run("xdp-live")
+        }
         other => bail!("unknown benchmark {other:?} (known: xdp)"),
     }
 }

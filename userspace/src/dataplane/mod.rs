@@ -6,6 +6,7 @@
 //! one, never a half-written mix. The inner map template carries `BPF_F_INNER_MAP`, which lets
 //! each service's table have its own (prime) size.
 
+mod decap;
 mod error;
 mod persist;
 mod sys;
@@ -23,14 +24,16 @@ use aya::{
     programs::{Xdp, XdpMode},
 };
 pub use dataplane_common::{
-    BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FAMILY_V4,
-    FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP,
-    REASON_COUNT, Reason, ServiceKey, ServiceValue, flow_hash,
+    BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapReason,
+    EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
+    PROTO_TCP, PROTO_UDP, REASON_COUNT, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot,
+    ServiceValue, flow_hash, service_slot_index,
 };
 use dataplane_common::{
     PROTO_ADDR_MARKER, SERVICE_F_ADDR_MARKER, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP,
     SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, maps, programs, vip_filter_index,
 };
+pub use decap::{DecapOptions, Decapsulator};
 pub use error::DataplaneError;
 pub use sys::{parse_mac, pin_to_cpu};
 
@@ -141,7 +144,7 @@ impl std::fmt::Debug for Dataplane {
 }
 
 const ALL_PROGRAMS: [&str; 3] = [programs::BALANCER, programs::PASS, programs::FLOOR];
-const ALL_MAPS: [&str; 9] = [
+const ALL_MAPS: [&str; 11] = [
     maps::SERVICES,
     maps::MAGLEV,
     maps::BACKENDS,
@@ -151,7 +154,72 @@ const ALL_MAPS: [&str; 9] = [
     maps::BACKEND_STATS,
     maps::REASONS,
     maps::VIP_FILTER,
+    maps::SERVICE_SLOTS,
+    maps::ENCAP_SOURCE,
 ];
+
+/// How a service's packets reach its backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardMode {
+    /// L2 direct server return: only the MACs change; backends share the LB's LAN and hold
+    /// the VIP on a loopback.
+    #[default]
+    Dsr,
+    /// IPIP (IPv4 in IPv4, IPv6 in IPv6) to the backend's address, through the next hop in
+    /// the backend's `mac`; the backend runs `portier_decap` and holds the VIP locally.
+    /// Needs `set_encap_source` for the service's family. The outer header adds 20 / 40
+    /// bytes: the path MTU to the backends must allow for it.
+    Ipip,
+}
+
+/// Outer source addresses for IPIP services: one prefix per family, a flow hash picks the
+/// host part, so a backend's flows arrive from many sources and spread over its receive
+/// queues. `None` leaves that family without IPIP (its IPIP services drop, counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncapSourceConfig {
+    pub v4: Option<(std::net::Ipv4Addr, u8)>,
+    pub v6: Option<(std::net::Ipv6Addr, u8)>,
+}
+
+impl EncapSourceConfig {
+    /// The map value; errors on a prefix length past the address width.
+    pub fn to_map_value(&self) -> Result<EncapSource, DataplaneError> {
+        fn split<const N: usize>(
+            addr: [u8; N],
+            len: u8,
+        ) -> Result<([u8; N], [u8; N]), DataplaneError> {
+            let bits = N * 8;
+            if usize::from(len) > bits {
+                return Err(DataplaneError::Invalid(format!(
+                    "source prefix length {len} > {bits}"
+                )));
+            }
+            let mut prefix = addr;
+            let mut mask = [0u8; N];
+            for i in 0..N {
+                let net_bits = usize::from(len).saturating_sub(i * 8).min(8);
+                let net = if net_bits == 0 {
+                    0u8
+                } else {
+                    0xffu8 << (8 - net_bits)
+                };
+                prefix[i] &= net;
+                mask[i] = !net;
+            }
+            Ok((prefix, mask))
+        }
+        let mut v = EncapSource::default();
+        if let Some((a, len)) = self.v4 {
+            (v.v4_prefix, v.v4_host_mask) = split(a.octets(), len)?;
+            v.flags |= dataplane_common::ENCAP_SOURCE_F_V4;
+        }
+        if let Some((a, len)) = self.v6 {
+            (v.v6_prefix, v.v6_host_mask) = split(a.octets(), len)?;
+            v.flags |= dataplane_common::ENCAP_SOURCE_F_V6;
+        }
+        Ok(v)
+    }
+}
 
 fn require_root() -> Result<(), DataplaneError> {
     match sys::euid() {
@@ -160,9 +228,16 @@ fn require_root() -> Result<(), DataplaneError> {
     }
 }
 
-/// Loads the object; with `pins`, every map is opened from (or created and pinned at)
-/// `<pins>/<MAP>`, which is how a restart keeps the state.
-fn load_object(conntrack_size: u32, pins: Option<&Path>) -> Result<Ebpf, DataplaneError> {
+/// Programs only `load_for_test` loads.
+const TEST_PROGRAMS: [&str; 2] = [programs::BENCH_NEW_FLOWS, programs::BENCH_GEN];
+
+/// Loads the object with `ALL_PROGRAMS` and `extra`; with `pins`, every map is opened from (or
+/// created and pinned at) `<pins>/<MAP>`, which is how a restart keeps the state.
+fn load_object(
+    conntrack_size: u32,
+    pins: Option<&Path>,
+    extra: &[&str],
+) -> Result<Ebpf, DataplaneError> {
     if conntrack_size == 0 {
         return Err(DataplaneError::Invalid("conntrack_size must be > 0".into()));
     }
@@ -174,7 +249,7 @@ fn load_object(conntrack_size: u32, pins: Option<&Path>) -> Result<Ebpf, Datapla
         }
     }
     let mut ebpf = loader.load(OBJECT)?;
-    for name in ALL_PROGRAMS {
+    for &name in ALL_PROGRAMS.iter().chain(extra) {
         xdp_mut(&mut ebpf, name)?
             .load()
             .map_err(DataplaneError::program(name))?;
@@ -230,6 +305,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Whether a pinned program at `path` is attached anywhere (through a BPF link).
+fn live_program(path: &Path) -> Option<u32> {
+    let info = aya::programs::ProgramInfo::from_pin(path).ok()?;
+    let id = info.id();
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .any(|l| l.program_id() == id)
+        .then_some(id)
+}
+
 impl Dataplane {
     /// Loads the balancer, pins it under `<pin_root>/<node>/` and attaches it.
     ///
@@ -252,7 +337,7 @@ impl Dataplane {
         let pin_dir = opts.pin_root.join(&opts.node);
         fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
         let adopted = ALL_MAPS.iter().all(|m| pin_dir.join(m).exists());
-        let ebpf = match load_object(opts.conntrack_size, Some(&pin_dir)) {
+        let ebpf = match load_object(opts.conntrack_size, Some(&pin_dir), &[]) {
             Ok(e) => e,
             Err(e) if pin_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) => {
                 tracing::warn!(
@@ -261,7 +346,7 @@ impl Dataplane {
                 );
                 remove_pins(&pin_dir)?;
                 fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
-                load_object(opts.conntrack_size, Some(&pin_dir))?
+                load_object(opts.conntrack_size, Some(&pin_dir), &[])?
             }
             Err(e) => return Err(e),
         };
@@ -352,7 +437,7 @@ impl Dataplane {
     pub fn load_for_test(conntrack_size: u32) -> Result<Self, DataplaneError> {
         require_root()?;
         Ok(Self {
-            ebpf: load_object(conntrack_size, None)?,
+            ebpf: load_object(conntrack_size, None, &TEST_PROGRAMS)?,
             interfaces: Vec::new(),
             pin_dir: None,
             services: HashMap::new(),
@@ -393,12 +478,23 @@ impl Dataplane {
     }
 
     /// Installs or replaces service `id` for `key` with Maglev `table` (slot -> backend id,
-    /// `NO_BACKEND` for none; its length is the table size).
+    /// `NO_BACKEND` for none; its length is the table size), forwarding by L2 DSR.
     pub fn set_service(
         &mut self,
         key: ServiceKey,
         id: u32,
         table: &[u32],
+    ) -> Result<(), DataplaneError> {
+        self.set_service_with_mode(key, id, table, ForwardMode::Dsr)
+    }
+
+    /// `set_service` with the forwarding mode spelled out.
+    pub fn set_service_with_mode(
+        &mut self,
+        key: ServiceKey,
+        id: u32,
+        table: &[u32],
+        mode: ForwardMode,
     ) -> Result<(), DataplaneError> {
         validate_key(&key)?;
         if id >= MAX_SERVICES {
@@ -439,7 +535,10 @@ impl Dataplane {
         let value = ServiceValue {
             id,
             table_size: size,
-            flags: 0,
+            flags: match mode {
+                ForwardMode::Dsr => 0,
+                ForwardMode::Ipip => SERVICE_F_ENCAP_IPIP,
+            },
             _pad: 0,
         };
         {
@@ -450,7 +549,8 @@ impl Dataplane {
                 .map_err(DataplaneError::map(maps::SERVICES))?;
         }
         self.services.insert(key, value);
-        self.sync_marker(&key)
+        self.sync_marker(&key)?;
+        self.sync_slot(&key)
     }
 
     /// Removes a service: it stops matching first, then its table goes.
@@ -461,6 +561,10 @@ impl Dataplane {
                 "service id {id} >= {MAX_SERVICES}"
             )));
         }
+        // The fast-path slot forgets the key before the authoritative map does, so no reader
+        // can find it in the slot once it is gone from `SERVICES`.
+        self.services.remove(key);
+        self.sync_slot(key)?;
         {
             let mut services: BpfHashMap<&mut MapData, ServiceKey, ServiceValue> =
                 self.typed_mut(maps::SERVICES)?;
@@ -469,7 +573,6 @@ impl Dataplane {
                 Err(e) => return Err(DataplaneError::map(maps::SERVICES)(e)),
             }
         }
-        self.services.remove(key);
         self.sync_marker(key)?;
         // Another key may still use this id (e.g. the same table for TCP and UDP).
         if self.services.values().all(|v| v.id != id) {
@@ -543,6 +646,54 @@ impl Dataplane {
         filter
             .set(slot, slot_flags, 0)
             .map_err(DataplaneError::map(maps::VIP_FILTER))
+    }
+
+    /// Rewrites the `SERVICE_SLOTS` slot of `key` from the configured services: it holds the
+    /// smallest key hashing there (any fixed choice would do), and `spill` when there are more.
+    fn sync_slot(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        let index = service_slot_index(&key.words());
+        let mut here = self
+            .services
+            .iter()
+            .filter(|(k, _)| service_slot_index(&k.words()) == index);
+        let slot = match here.clone().min_by_key(|(k, _)| **k) {
+            Some((k, v)) => ServiceSlot::new(*k, *v, here.nth(1).is_some()),
+            None => ServiceSlot::default(),
+        };
+        let mut slots: Array<&mut MapData, ServiceSlot> = self.typed_mut(maps::SERVICE_SLOTS)?;
+        slots
+            .set(index, slot, 0)
+            .map_err(DataplaneError::map(maps::SERVICE_SLOTS))
+    }
+
+    /// The `SERVICE_SLOTS` slot `key` maps to, as the program sees it.
+    pub fn service_slot(&self, key: &ServiceKey) -> Result<ServiceSlot, DataplaneError> {
+        let slots: Array<&MapData, ServiceSlot> = self.typed(maps::SERVICE_SLOTS)?;
+        slots
+            .get(&service_slot_index(&key.words()), 0)
+            .map_err(DataplaneError::map(maps::SERVICE_SLOTS))
+    }
+
+    /// Sets the outer source prefixes of IPIP services.
+    pub fn set_encap_source(&mut self, cfg: &EncapSourceConfig) -> Result<(), DataplaneError> {
+        let value = cfg.to_map_value()?;
+        let mut m: Array<&mut MapData, EncapSource> = self.typed_mut(maps::ENCAP_SOURCE)?;
+        m.set(0, value, 0)
+            .map_err(DataplaneError::map(maps::ENCAP_SOURCE))
+    }
+
+    /// Overwrites the raw `SERVICE_SLOTS` slot of `key`, bypassing the bookkeeping: lets
+    /// tests show what the program does with a torn or foreign slot. The next change to a
+    /// service of that slot rewrites it properly.
+    pub fn overwrite_service_slot(
+        &mut self,
+        key: &ServiceKey,
+        slot: &ServiceSlot,
+    ) -> Result<(), DataplaneError> {
+        let mut slots: Array<&mut MapData, ServiceSlot> = self.typed_mut(maps::SERVICE_SLOTS)?;
+        slots
+            .set(service_slot_index(&key.words()), slot, 0)
+            .map_err(DataplaneError::map(maps::SERVICE_SLOTS))
     }
 
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {
@@ -660,6 +811,42 @@ impl Dataplane {
         })
     }
 
+    /// Runs `program` in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`): `repeat` copies of
+    /// `frame`, in batches of `batch`, with `ingress_ifindex` as the receiving interface, so
+    /// `XDP_TX` really transmits out of it. The interface is looked up in the calling
+    /// thread's network namespace. Returns the wall time of the whole run.
+    pub fn test_run_live(
+        &self,
+        program: &str,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        repeat: u32,
+        batch: u32,
+    ) -> Result<std::time::Duration, DataplaneError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(program)
+            .ok_or_else(|| DataplaneError::MissingProgram(program.into()))?
+            .try_into()
+            .map_err(DataplaneError::program(program))?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex. Live mode takes only the interface (and queue 0).
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: repeat.max(1),
+            attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(batch),
+            ..TestRunOptions::new()
+        };
+        let start = std::time::Instant::now();
+        prog.test_run(opts)
+            .map_err(DataplaneError::program(program))?;
+        Ok(start.elapsed())
+    }
+
     /// Memory of every map, from the kernel's map info.
     pub fn map_memory(&self) -> Result<Vec<MapMemory>, DataplaneError> {
         let cpus = aya::util::nr_cpus().map(|n| n as u64).unwrap_or(1);
@@ -743,6 +930,29 @@ impl Drop for Dataplane {
             tracing::warn!(error = %e, "removing XDP pins");
         }
     }
+}
+
+/// A benchmark program attached to an interface (native mode); detached on drop.
+pub struct BenchAttachment {
+    _ebpf: Ebpf,
+}
+
+/// Attaches one of the programs that only benchmarks use (`portier_bench_sink`, or
+/// `portier_floor` in place of the balancer) to `interface` in the calling thread's network
+/// namespace, natively: a veth only transmits `XDP_TX` frames to a peer that runs XDP.
+pub fn attach_bench_program(
+    program: &str,
+    interface: &str,
+) -> Result<BenchAttachment, DataplaneError> {
+    require_root()?;
+    if ![programs::BENCH_SINK, programs::FLOOR].contains(&program) {
+        return Err(DataplaneError::MissingProgram(program.into()));
+    }
+    let mut ebpf = Ebpf::load(OBJECT)?;
+    let prog = xdp_mut(&mut ebpf, program)?;
+    prog.load().map_err(DataplaneError::program(program))?;
+    attach(prog, interface, XdpAttachMode::Native)?;
+    Ok(BenchAttachment { _ebpf: ebpf })
 }
 
 /// Attaches `portier_pass` to `interface` (native, else generic) and pins the link at `pin`,

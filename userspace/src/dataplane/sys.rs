@@ -61,13 +61,39 @@ pub fn ifindex(name: &str) -> Result<u32, DataplaneError> {
     Ok(idx)
 }
 
+/// The MAC address of `name` in the calling thread's network namespace. Asked of the kernel
+/// through a socket rather than read from /sys: sysfs shows the namespace it was mounted in,
+/// which is not ours after `nsenter --net` or `setns`.
 pub fn mac(name: &str) -> Result<[u8; 6], DataplaneError> {
-    let path = format!("/sys/class/net/{name}/address");
-    let text = fs::read_to_string(&path).map_err(DataplaneError::io(&path))?;
-    parse_mac(text.trim()).ok_or_else(|| DataplaneError::Interface {
+    const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(DataplaneError::Invalid(format!("interface name {name:?}")));
+    }
+    // struct ifreq: the name, then a union whose `struct sockaddr ifr_hwaddr` (family, then
+    // the address bytes) is the answer.
+    let mut ifreq = [0u8; 40];
+    ifreq[..bytes.len()].copy_from_slice(bytes);
+    let err = |reason: String| DataplaneError::Interface {
         name: name.into(),
-        reason: format!("unparsable MAC address {:?}", text.trim()),
-    })
+        reason,
+    };
+    // SAFETY: plain socket call; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err(io::Error::last_os_error().to_string()));
+    }
+    // SAFETY: ifreq is a 40-byte buffer the size of struct ifreq, valid for the call.
+    let rc = unsafe { libc::ioctl(fd, SIOCGIFHWADDR, ifreq.as_mut_ptr()) };
+    let ioctl_error = io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err(ioctl_error.to_string()));
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&ifreq[18..24]);
+    Ok(mac)
 }
 
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -128,4 +154,22 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
 pub fn euid() -> u32 {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_comes_from_the_kernel() {
+        assert_eq!(mac("lo").expect("lo"), [0; 6]);
+        assert!(matches!(
+            mac("nosuchif0"),
+            Err(DataplaneError::Interface { .. })
+        ));
+        assert!(matches!(
+            mac("a-name-far-too-long"),
+            Err(DataplaneError::Invalid(_))
+        ));
+    }
 }

@@ -1,0 +1,290 @@
+//! `portier-bench xdp-live`: packets per second forwarded between two namespaces.
+//!
+//! ```text
+//!  <prefix>g (generator)                      <prefix>l (load balancer)
+//!  portier_bench_gen --XDP_TX--> veth <-> veth --> portier_lb (or portier_floor)
+//!  portier_bench_sink (XDP_DROP) <------------------ XDP_TX
+//! ```
+//!
+//! The generator is `BPF_PROG_TEST_RUN` in live-frames mode with the generator veth as
+//! ingress, so each copy of the frame is really transmitted; the veth peer runs the program
+//! under test in native mode, which sends the frame back (L2 DSR to a backend behind the same
+//! port), where the sink drops it. All of it runs in softirq on the generator's CPU, so
+//! forwarded packets over the run's wall time is the single-core forwarding rate of the
+//! whole path; the floor (MAC swap + `XDP_TX` in place of the balancer) in the same run gives
+//! the ratio.
+
+use std::{fs::File, os::fd::AsRawFd as _, process::Command, thread, time::Duration};
+
+use anyhow::{Context as _, bail};
+use portier::dataplane::{
+    BACKEND_F_VALID, Backend, Dataplane, DataplaneOptions, FAMILY_V4, PROTO_TCP, Reason,
+    ServiceKey, XdpAttachMode, attach_bench_program, pin_to_cpu,
+};
+
+use super::{ACK, VIP, frames};
+
+pub struct LiveParams {
+    pub prefix: String,
+    pub packets: u32,
+    pub batch: u32,
+    pub rounds: usize,
+    pub cpu: usize,
+}
+
+/// Namespaces and veth pair; removed on drop, also on panic or error.
+struct Topology {
+    gen_ns: String,
+    lb_ns: String,
+    gen_if: String,
+    lb_if: String,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Topology {
+    fn up(prefix: &str) -> anyhow::Result<Self> {
+        let t = Topology {
+            gen_ns: format!("{prefix}g"),
+            lb_ns: format!("{prefix}l"),
+            gen_if: format!("{prefix}-gen"),
+            lb_if: format!("{prefix}-lb"),
+        };
+        // Left over from a run that was killed: start clean.
+        t.remove();
+        ip(&["netns", "add", &t.gen_ns])?;
+        ip(&["netns", "add", &t.lb_ns])?;
+        ip(&[
+            "link", "add", &t.gen_if, "netns", &t.gen_ns, "type", "veth", "peer", "name", &t.lb_if,
+            "netns", &t.lb_ns,
+        ])?;
+        for (ns, dev) in [(&t.gen_ns, &t.gen_if), (&t.lb_ns, &t.lb_if)] {
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        Ok(t)
+    }
+
+    fn remove(&self) {
+        for ns in [&self.gen_ns, &self.lb_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Moves the calling thread into namespace `ns` (network namespaces are per thread).
+fn enter(ns: &str) -> anyhow::Result<()> {
+    let path = format!("/run/netns/{ns}");
+    let f = File::open(&path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: a valid namespace fd, for the duration of the call.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("setns {ns}"));
+    }
+    Ok(())
+}
+
+fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()).with_context(|| format!("interface {name}")),
+        i => Ok(i),
+    }
+}
+
+/// `ethtool -S` counter `name` of `dev` in namespace `ns`.
+fn ethtool_stat(ns: &str, dev: &str, name: &str) -> anyhow::Result<u64> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["ethtool", "-S", dev])
+        .output()
+        .context("cannot run ethtool")?;
+    if !out.status.success() {
+        bail!("ethtool -S {dev}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            (k.trim() == name).then(|| v.trim().parse().ok())?
+        })
+        .with_context(|| format!("no {name} in ethtool -S {dev}"))
+}
+
+/// Runs the generator in the generator namespace on `cpu`; returns the run's wall time.
+fn generate(t: &Topology, p: &LiveParams, frame: &[u8]) -> anyhow::Result<Duration> {
+    let (ns, dev) = (t.gen_ns.clone(), t.gen_if.clone());
+    let (packets, batch, cpu) = (p.packets, p.batch, p.cpu);
+    let frame = frame.to_vec();
+    thread::scope(|s| {
+        s.spawn(move || -> anyhow::Result<Duration> {
+            pin_to_cpu(cpu)?;
+            enter(&ns)?;
+            let gen_dp = Dataplane::load_for_test(1024)?;
+            let idx = ifindex(&dev)?;
+            Ok(gen_dp.test_run_live("portier_bench_gen", &frame, idx, packets, batch)?)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
+    })
+}
+
+struct Sample {
+    pps: f64,
+    forwarded: u64,
+    /// Frames that made it back to the generator side (the sink's drops): proof that
+    /// `XDP_TX` really transmitted, not just returned the verdict.
+    returned: u64,
+}
+
+/// One timed run: forwarded counts from the LB veth's `xdp_tx` (and `count`, when given,
+/// from the balancer's own counters).
+fn sample(
+    t: &Topology,
+    p: &LiveParams,
+    frame: &[u8],
+    count: Option<&dyn Fn() -> anyhow::Result<u64>>,
+) -> anyhow::Result<(Sample, Option<u64>)> {
+    let tx0 = ethtool_stat(&t.lb_ns, &t.lb_if, "rx_queue_0_xdp_tx")?;
+    let rx0 = ethtool_stat(&t.gen_ns, &t.gen_if, "rx_queue_0_xdp_drops")?;
+    let c0 = count.map(|c| c()).transpose()?;
+    let wall = generate(t, p, frame)?;
+    // The last batches may still sit in a veth ring when the run returns: read until the
+    // far end stops moving.
+    let mut rx1 = ethtool_stat(&t.gen_ns, &t.gen_if, "rx_queue_0_xdp_drops")?;
+    let settle = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        thread::sleep(Duration::from_millis(20));
+        let now = ethtool_stat(&t.gen_ns, &t.gen_if, "rx_queue_0_xdp_drops")?;
+        if now == rx1 || std::time::Instant::now() > settle {
+            break;
+        }
+        rx1 = now;
+    }
+    let tx1 = ethtool_stat(&t.lb_ns, &t.lb_if, "rx_queue_0_xdp_tx")?;
+    let c1 = count.map(|c| c()).transpose()?;
+    let forwarded = tx1 - tx0;
+    Ok((
+        Sample {
+            pps: forwarded as f64 / wall.as_secs_f64(),
+            forwarded,
+            returned: rx1 - rx0,
+        },
+        c0.zip(c1).map(|(a, b)| b - a),
+    ))
+}
+
+pub fn run(p: &LiveParams) -> anyhow::Result<()> {
+    let t = Topology::up(&p.prefix)?;
+    // This thread lives in the LB namespace from here on: the balancer and floor are loaded
+    // and attached here, and their interface is looked up here.
+    enter(&t.lb_ns)?;
+    let lb_idx = ifindex(&t.lb_if)?;
+    let frame = frames::v4(VIP, 40002, 80, Some(ACK));
+
+    let mut floor = Vec::new();
+    let mut balancer = Vec::new();
+    let mut counted = Vec::new();
+    {
+        // Frames the LB sends back end here.
+        let _sink = {
+            let ns = t.gen_ns.clone();
+            let dev = t.gen_if.clone();
+            thread::scope(|s| {
+                s.spawn(move || -> anyhow::Result<_> {
+                    enter(&ns)?;
+                    Ok(attach_bench_program("portier_bench_sink", &dev)?)
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("sink thread panicked"))?
+            })?
+        };
+        for _ in 0..p.rounds {
+            let f = attach_bench_program("portier_floor", &t.lb_if)?;
+            floor.push(sample(&t, p, &frame, None)?.0);
+            drop(f);
+
+            let mut opts =
+                DataplaneOptions::new(format!("bench-{}", p.prefix), vec![t.lb_if.clone()]);
+            opts.mode = XdpAttachMode::Native;
+            opts.pin_root = "/sys/fs/bpf/portier-bench".into();
+            let mut dp = Dataplane::load(&opts)?;
+            let mut vip = [0u8; 16];
+            vip[..4].copy_from_slice(&VIP);
+            let backend = Backend {
+                mac: [0x02, 0, 0, 0, 0x21, 1],
+                src_mac: dp.interfaces()[0].mac,
+                ifindex: lb_idx,
+                generation: 1,
+                flags: BACKEND_F_VALID,
+                addr: [10, 0, 0, 21, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                family: FAMILY_V4,
+                _pad: [0; 3],
+            };
+            dp.set_backend(1, &backend)?;
+            let key = ServiceKey {
+                addr: vip,
+                port: 80u16.to_be(),
+                proto: PROTO_TCP,
+                family: FAMILY_V4,
+            };
+            dp.set_service(key, 0, &[1; 65537])?;
+            let forwarded_tx = || -> anyhow::Result<u64> { Ok(dp.reason(Reason::ForwardTx)?) };
+            let (s, c) = sample(&t, p, &frame, Some(&forwarded_tx))?;
+            counted.push((s.forwarded, c.unwrap_or(0)));
+            balancer.push(s);
+        }
+    }
+    let median = |v: &mut Vec<Sample>| {
+        v.sort_by(|a, b| a.pps.total_cmp(&b.pps));
+        let m = &v[v.len() / 2];
+        (m.pps, m.forwarded, m.returned)
+    };
+    let (fpps, ffwd, fret) = median(&mut floor);
+    let (bpps, bfwd, bret) = median(&mut balancer);
+    println!(
+        "XDP live frames: {} packets per run in batches of {}, cpu {}, median of {} \
+         (veth pair, native XDP; all in softirq on one core)",
+        p.packets, p.batch, p.cpu, p.rounds
+    );
+    println!(
+        "{:<30} {:>10} {:>10} {:>8} {:>8}",
+        "path", "forwarded", "returned", "Mpps", "x floor"
+    );
+    println!(
+        "{:<30} {:>10} {:>10} {:>8.3} {:>8.2}",
+        "floor (MAC swap + XDP_TX)",
+        ffwd,
+        fret,
+        fpps / 1e6,
+        1.0
+    );
+    println!(
+        "{:<30} {:>10} {:>10} {:>8.3} {:>8.2}",
+        "balancer, TCP established",
+        bfwd,
+        bret,
+        bpps / 1e6,
+        bpps / fpps.max(1.0)
+    );
+    println!("per balancer run, (veth xdp_tx, balancer's forward_tx counter): {counted:?}");
+    Ok(())
+}
