@@ -7,3 +7,4 @@ pub mod l4;
 pub mod maglev;
 pub mod net;
 pub mod stats;
+pub mod vrrp;
