@@ -12,6 +12,7 @@ mod report;
 mod rules;
 mod sections;
 mod syntax;
+mod vrrp;
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ pub use model::{
     BackendConfig, Config, DataplaneConfig, Forwarding, NodeConfig, Protocol, ServiceConfig,
     XdpMode,
 };
+pub use vrrp::{TrackConfig, TrackTarget, VrrpConfig, VrrpInstanceConfig, VrrpVersion};
 
 use reader::Table;
 use report::Report;
@@ -68,7 +70,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
-    root.deny_unknown(report, &["node", "dataplane", "service"]);
+    root.deny_unknown(report, &["node", "dataplane", "service", "vrrp"]);
     let node = root
         .required_table(report, "node")
         .map(|table| sections::node(report, &table));
@@ -82,6 +84,16 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .map(|table| sections::service(report, table))
         .collect();
     checks::services(report, &services);
+    let vrrp = root
+        .optional_table(report, "vrrp")
+        .map(|table| vrrp::section(report, &table));
+    if let Some(instances) = &vrrp {
+        let names: Vec<&str> = services
+            .iter()
+            .filter_map(|s| s.name.as_ref().map(|n| n.value.as_str()))
+            .collect();
+        vrrp::check(report, instances, &names);
+    }
     if let Some(node) = &node {
         checks::interfaces(report, node, &services);
     }
@@ -103,10 +115,20 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
             })
         })
         .collect::<Option<_>>()?;
+    let vrrp = match vrrp {
+        Some(instances) => Some(VrrpConfig {
+            instances: instances
+                .into_iter()
+                .map(vrrp::InstanceDraft::finish)
+                .collect::<Option<_>>()?,
+        }),
+        None => None,
+    };
     Some(Config {
         node: node?.finish()?,
         dataplane: dataplane?,
         services,
+        vrrp,
     })
 }
 

@@ -10,6 +10,8 @@ pub struct Config {
     pub node: NodeConfig,
     pub dataplane: DataplaneConfig,
     pub services: Vec<ServiceConfig>,
+    /// Present when the file has a `[vrrp]` section: the daemon runs the VRRP part.
+    pub vrrp: Option<super::VrrpConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -144,6 +144,14 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    pub(super) fn optional_bool(
+        &self,
+        report: &mut Report<'_>,
+        name: &str,
+    ) -> Option<Located<bool>> {
+        self.typed(report, name, "a boolean", DeValue::as_bool)
+    }
+
     /// An array of strings; each element keeps its own location (`key[i]`).
     pub(super) fn optional_str_array(
         &self,
