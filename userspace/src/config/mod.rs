@@ -4,8 +4,10 @@
 //! (`checks`) -> `Config`. Every stage keeps going after a problem so that one `portier check`
 //! lists everything wrong with the file.
 
+mod admin;
 mod checks;
 mod error;
+mod health;
 mod model;
 mod reader;
 mod report;
@@ -20,8 +22,8 @@ use toml::de::DeTable;
 
 pub use error::{ConfigError, Problem};
 pub use model::{
-    BackendConfig, Config, DataplaneConfig, Forwarding, NodeConfig, Protocol, ServiceConfig,
-    XdpMode,
+    AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, HealthCheckConfig, HealthKind,
+    HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
 };
 pub use vrrp::{TrackConfig, TrackTarget, VrrpConfig, VrrpInstanceConfig, VrrpVersion};
 
@@ -70,13 +72,17 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
-    root.deny_unknown(report, &["node", "dataplane", "service", "vrrp"]);
+    root.deny_unknown(report, &["node", "dataplane", "service", "admin", "vrrp"]);
     let node = root
         .required_table(report, "node")
         .map(|table| sections::node(report, &table));
     let dataplane = match root.optional_table(report, "dataplane") {
         Some(table) => sections::dataplane(report, &table),
         None => Some(DataplaneConfig::default()),
+    };
+    let admin = match root.optional_table(report, "admin") {
+        Some(table) => admin::admin(report, &table).map(Some),
+        None => Some(None),
     };
     let services: Vec<_> = root
         .array_of_tables(report, "service")
@@ -112,6 +118,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
                     .iter()
                     .map(sections::BackendDraft::finish)
                     .collect::<Option<_>>()?,
+                health: s.health?,
             })
         })
         .collect::<Option<_>>()?;
@@ -128,6 +135,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         node: node?.finish()?,
         dataplane: dataplane?,
         services,
+        admin: admin?,
         vrrp,
     })
 }
