@@ -443,14 +443,14 @@ pub(super) fn check(report: &mut Report<'_>, instances: &[InstanceDraft], servic
             }
         }
         for (_, service) in instance.track.iter().flatten() {
-            if let Some(service) = service {
-                if !services.contains(&service.value.as_str()) {
-                    report.add(
-                        service.offset,
-                        service.key.clone(),
-                        format!("no service is named \"{}\"", service.value),
-                    );
-                }
+            if let Some(service) = service
+                && !services.contains(&service.value.as_str())
+            {
+                report.add(
+                    service.offset,
+                    service.key.clone(),
+                    format!("no service is named \"{}\"", service.value),
+                );
             }
         }
     }

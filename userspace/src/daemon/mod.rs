@@ -81,11 +81,18 @@ struct PartSpec {
 }
 
 fn part_specs() -> Vec<PartSpec> {
-    vec![PartSpec {
-        name: "l4",
-        wanted: |c| !c.services.is_empty(),
-        run: |ctx| Box::pin(l4::run(ctx)),
-    }]
+    vec![
+        PartSpec {
+            name: "l4",
+            wanted: |c| !c.services.is_empty(),
+            run: |ctx| Box::pin(l4::run(ctx)),
+        },
+        PartSpec {
+            name: "vrrp",
+            wanted: |c| c.vrrp.is_some(),
+            run: |ctx| Box::pin(crate::vrrp::run(ctx)),
+        },
+    ]
 }
 
 struct Running {

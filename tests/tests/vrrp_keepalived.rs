@@ -1,0 +1,156 @@
+//! portier's VRRP against Debian's keepalived (VRRPv3 and VRRPv2), and against itself, on a
+//! LAN of namespaces. Needs root. Timings use short intervals so the file runs in seconds:
+//! master-down = 3 x interval + skew, and a clean shutdown hands over within skew.
+
+use std::time::Duration;
+
+use portier_tests::vrrp::{Kind, Lan, Router};
+
+const V3_MS: u32 = 500;
+/// Master_Down_Interval of a priority-100 backup at 500 ms: 1.5 s + 0.305 s.
+const V3_MASTER_DOWN: Duration = Duration::from_millis(1805);
+/// A resignation (priority 0) is taken over after skew (0.305 s): well under master-down.
+const V3_RESIGN_BOUND: Duration = Duration::from_millis(1000);
+/// Process start plus one master-down interval, with room for a loaded CI machine.
+const SETTLE: Duration = Duration::from_secs(8);
+/// Scheduling and polling slack on top of protocol timers.
+const SLACK: Duration = Duration::from_millis(700);
+
+fn portier(priority: u8, version: u8, ms: u32) -> Router {
+    Router::new(Kind::Portier, priority, version, ms)
+}
+
+fn keepalived(priority: u8, version: u8, ms: u32) -> Router {
+    Router::new(Kind::Keepalived, priority, version, ms)
+}
+
+/// `high` on node a (priority 150) and `low` on node b (priority 100): a wins, loses it on a
+/// kill, takes it back by preemption, and hands it over on a clean stop.
+fn master_backup_cycle(prefix: &str, high: Router, low: Router, master_down: Duration) {
+    let resign_bound = if high.version == 2 {
+        Duration::from_millis(1500)
+    } else {
+        V3_RESIGN_BOUND
+    };
+    let mut lan = Lan::up(prefix).unwrap();
+    lan.start("b", &low).unwrap();
+    lan.start("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+    // The backup accepts the master's adverts: it keeps off the VIP for longer than its
+    // master-down interval.
+    lan.holds("b", false, master_down + SLACK).unwrap();
+    assert!(lan.has_vip("a").unwrap());
+
+    // Hard failure of the master: the backup takes over within master-down.
+    lan.kill("a").unwrap();
+    let took = lan.wait_vip("b", true, SETTLE).unwrap();
+    assert!(
+        took <= master_down + SLACK,
+        "takeover after kill took {took:?}"
+    );
+
+    // The higher priority comes back and preempts.
+    lan.start("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+
+    // Clean shutdown: priority 0, taken over within skew, not master-down.
+    lan.stop("a").unwrap();
+    let took = lan.wait_vip("b", true, SETTLE).unwrap();
+    assert!(
+        took <= resign_bound,
+        "takeover after clean stop took {took:?}"
+    );
+    assert!(!lan.has_vip("a").unwrap(), "a clean stop removes the VIP");
+}
+
+#[test]
+fn v3_portier_master_keepalived_backup() {
+    master_backup_cycle(
+        "vk1",
+        portier(150, 3, V3_MS),
+        keepalived(100, 3, V3_MS),
+        V3_MASTER_DOWN,
+    );
+}
+
+#[test]
+fn v3_keepalived_master_portier_backup() {
+    master_backup_cycle(
+        "vk2",
+        keepalived(150, 3, V3_MS),
+        portier(100, 3, V3_MS),
+        V3_MASTER_DOWN,
+    );
+}
+
+/// VRRPv2 carries whole seconds: master-down of priority 100 at 1 s is 3.61 s.
+#[test]
+fn v2_portier_master_keepalived_backup() {
+    master_backup_cycle(
+        "vk3",
+        portier(150, 2, 1000),
+        keepalived(100, 2, 1000),
+        Duration::from_millis(3610),
+    );
+}
+
+#[test]
+fn v2_keepalived_master_portier_backup() {
+    master_backup_cycle(
+        "vk4",
+        keepalived(150, 2, 1000),
+        portier(100, 2, 1000),
+        Duration::from_millis(3610),
+    );
+}
+
+#[test]
+fn portier_pair() {
+    master_backup_cycle(
+        "vp1",
+        portier(150, 3, V3_MS),
+        portier(100, 3, V3_MS),
+        V3_MASTER_DOWN,
+    );
+}
+
+/// With preempt off, a higher priority that starts while another router is master stays
+/// backup; with preempt on (the cycles above) it takes over. Both directions of the pair.
+#[test]
+fn no_preempt_keeps_the_running_master() {
+    for (prefix, master, mut late) in [
+        ("vk5", keepalived(100, 3, V3_MS), portier(150, 3, V3_MS)),
+        ("vk6", portier(100, 3, V3_MS), keepalived(150, 3, V3_MS)),
+    ] {
+        late.preempt = false;
+        let mut lan = Lan::up(prefix).unwrap();
+        lan.start("b", &master).unwrap();
+        lan.wait_vip("b", true, SETTLE).unwrap();
+        lan.start("a", &late).unwrap();
+        lan.holds("a", false, V3_MASTER_DOWN * 2).unwrap();
+        assert!(
+            lan.has_vip("b").unwrap(),
+            "{prefix}: the master kept the VIP"
+        );
+    }
+}
+
+/// A tracked interface going down costs portier its VIP (150 - 60 < 100), and it takes the
+/// VIP back by preemption when the interface returns.
+#[test]
+fn tracking_makes_portier_yield_to_keepalived() {
+    let mut lan = Lan::up("vk7").unwrap();
+    let mut high = portier(150, 3, V3_MS);
+    high.track_interface = Some(("trk0".into(), 60));
+    lan.start("b", &keepalived(100, 3, V3_MS)).unwrap();
+    lan.start("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+
+    lan.set_link("a", "trk0", false).unwrap();
+    lan.owner_is("b", "a", SETTLE).unwrap();
+    lan.wait_log("a", "effective priority 90", 1, SETTLE)
+        .unwrap();
+
+    lan.set_link("a", "trk0", true).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+}
