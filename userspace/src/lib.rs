@@ -5,6 +5,7 @@ pub mod bus;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod health;
 pub mod l4;
 pub mod maglev;
 pub mod net;

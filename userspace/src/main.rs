@@ -22,6 +22,10 @@ enum Command {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Detach the XDP programs and remove their pins on exit. Without it they keep
+        /// forwarding, and the next `portier run` of this node adopts them without loss.
+        #[arg(long)]
+        teardown_on_exit: bool,
     },
     /// Validate a config file; every problem is reported with file, line and key.
     Check {
@@ -111,11 +115,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
+        Command::Run {
+            config,
+            teardown_on_exit,
+        } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?
-            .block_on(portier::daemon::run(&config)),
+            .block_on(portier::daemon::run(
+                &config,
+                portier::daemon::RunOptions { teardown_on_exit },
+            )),
         Command::Check { config } => {
             let c = portier::config::load(&config)?;
             println!(

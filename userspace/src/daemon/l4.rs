@@ -2,13 +2,15 @@
 //! (drain, weight) and the neighbour table; publish status and counters.
 
 use super::{Command, ConfigUpdate, PartContext};
+use crate::bus::Event;
 use crate::config::{Config, XdpMode};
 use crate::dataplane::{Dataplane, DataplaneOptions, XdpAttachMode};
+use crate::health::{Checker, Probe, Schedule};
 use crate::l4::{NextHop, Op, Overrides, Reconciler};
 use crate::net::neigh::{self, Lookup};
 use crate::stats::{IdNames, id_names_path};
 use anyhow::{Context, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -25,6 +27,10 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(3);
 struct L4 {
     config: Config,
     overrides: Overrides,
+    checker: Checker,
+    /// (service, backend) pairs whose health check failed: out of the Maglev table, while
+    /// their established flows keep going through the connection table.
+    down: BTreeSet<(String, IpAddr)>,
     dataplane: Dataplane,
     reconciler: Reconciler,
     handle: rtnetlink::Handle,
@@ -36,7 +42,8 @@ struct L4 {
 
 pub async fn run(mut ctx: PartContext) -> Result<()> {
     let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
-    let mut l4 = match start(&config).await {
+    let (checker, mut transitions) = Checker::new();
+    let mut l4 = match start(&config, checker, ctx.teardown_on_exit).await {
         Ok(l4) => l4,
         Err(e) => {
             ctx.applied(generation, Err(format!("{e:#}")));
@@ -49,6 +56,7 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
         first.as_ref().map_err(|e| format!("{e:#}")).copied(),
     );
     first?;
+    l4.announce_all(&ctx);
     l4.publish(&ctx);
 
     let mut tick = tokio::time::interval(TICK);
@@ -67,6 +75,24 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
                     error!("l4: applying the new config failed: {e:#}");
                 }
                 ctx.applied(generation, r.map_err(|e| format!("{e:#}")));
+                l4.announce_all(&ctx);
+                l4.publish(&ctx);
+            }
+            Some(t) = transitions.recv() => {
+                let key = (t.service.clone(), t.backend);
+                if t.healthy {
+                    l4.down.remove(&key);
+                } else {
+                    l4.down.insert(key);
+                }
+                let config = l4.config.clone();
+                match l4.install(&config).await {
+                    // Logged once the table is swapped: from here on no new flow goes there.
+                    Ok(()) if t.healthy => info!(service = %t.service, backend = %t.backend, "backend up: back in the table"),
+                    Ok(()) => warn!(service = %t.service, backend = %t.backend, reason = %t.reason, "backend down: out of the table, established flows continue"),
+                    Err(e) => error!("l4: applying a health change failed: {e:#}"),
+                }
+                l4.announce_health(&ctx, &t.service);
                 l4.publish(&ctx);
             }
             Some(cmd) = ctx.commands.recv() => {
@@ -87,14 +113,18 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
             }
         }
     }
-    info!("l4: detaching the balancer and removing its pins");
-    if let Some(dir) = id_names_path(&l4.config.node.name).parent() {
-        let _ = std::fs::remove_dir_all(dir);
+    if ctx.teardown_on_exit {
+        info!("l4: detaching the balancer and removing its pins");
+        if let Some(dir) = id_names_path(&l4.config.node.name).parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    } else {
+        info!("l4: leaving the balancer running for the next instance");
     }
     Ok(())
 }
 
-async fn start(config: &Config) -> Result<L4> {
+async fn start(config: &Config, checker: Checker, teardown_on_exit: bool) -> Result<L4> {
     let (connection, handle, _) =
         rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
     tokio::spawn(connection);
@@ -108,16 +138,31 @@ async fn start(config: &Config) -> Result<L4> {
         },
         conntrack_size: config.dataplane.conntrack_size,
         pin_root: PathBuf::from(crate::dataplane::DEFAULT_PIN_ROOT),
+        // Traffic keeps flowing in the kernel while the daemon restarts or is upgraded.
+        keep_pinned: !teardown_on_exit,
     };
     let dataplane = Dataplane::load(&opts).context("cannot set up the XDP dataplane")?;
     for i in dataplane.interfaces() {
         info!(interface = %i.name, ifindex = i.ifindex, mode = ?i.mode, "balancer attached");
     }
+    let reconciler = if dataplane.adopted() {
+        let services = dataplane.existing_services();
+        let backends = dataplane.existing_backends()?;
+        info!(
+            services = services.len(),
+            "adopted the running dataplane: connections, tables and counters carry over"
+        );
+        Reconciler::adopt(&backends, &services)
+    } else {
+        Reconciler::new()
+    };
     Ok(L4 {
         config: config.clone(),
         overrides: Overrides::default(),
+        checker,
+        down: BTreeSet::new(),
         dataplane,
-        reconciler: Reconciler::new(),
+        reconciler,
         handle,
         routes: HashMap::new(),
         src_macs: HashMap::new(),
@@ -130,7 +175,15 @@ impl L4 {
     /// tables, then removals.
     async fn install(&mut self, config: &Config) -> Result<()> {
         self.overrides.retain_existing(config);
-        let effective = self.overrides.apply_to(config);
+        self.sync_checks(config);
+        let mut effective = self.overrides.apply_to(config);
+        for s in &mut effective.services {
+            for b in &mut s.backends {
+                if self.down.contains(&(s.name.clone(), b.address)) {
+                    b.weight = 0;
+                }
+            }
+        }
         let ops = self
             .reconciler
             .apply(&effective)
@@ -149,6 +202,56 @@ impl L4 {
         self.config = config.clone();
         self.write_id_names();
         Ok(())
+    }
+
+    /// Checks exactly the backends of services that have a health check; a new or changed
+    /// check starts from healthy.
+    fn sync_checks(&mut self, config: &Config) {
+        let mut targets = BTreeMap::new();
+        for s in &config.services {
+            let Some(check) = &s.health else { continue };
+            for b in &s.backends {
+                targets.insert(
+                    (s.name.clone(), b.address),
+                    Schedule {
+                        probe: Probe::for_backend(check, b.address, s.port),
+                        interval: Duration::from_millis(check.interval_ms.into()),
+                        timeout: Duration::from_millis(check.timeout_ms.into()),
+                        rise: check.rise,
+                        fall: check.fall,
+                    },
+                );
+            }
+        }
+        for key in self.checker.sync(targets.clone()) {
+            self.down.remove(&key);
+        }
+        self.down.retain(|k| targets.contains_key(k));
+    }
+
+    fn announce_all(&self, ctx: &PartContext) {
+        for s in &self.config.services {
+            self.announce_health(ctx, &s.name);
+        }
+    }
+
+    /// Tells the other parts (VRRP tracking, OSPF announce policy) how healthy a service is.
+    fn announce_health(&self, ctx: &PartContext, service: &str) {
+        let Some(s) = self.config.services.iter().find(|s| s.name == service) else {
+            return;
+        };
+        let total = s.backends.len();
+        let healthy = s
+            .backends
+            .iter()
+            .filter(|b| !self.down.contains(&(s.name.clone(), b.address)))
+            .count();
+        ctx.bus.publish(Event::ServiceHealth {
+            service: s.name.clone(),
+            vip: Some(s.vip),
+            healthy,
+            total,
+        });
     }
 
     /// Runtime commands: `drain`, `undrain`, `weight` (service=, backend=, weight=).
@@ -357,9 +460,11 @@ impl L4 {
                     .overrides
                     .effective_weight(&self.config, &s.name, b.address);
                 let next_hop = self.reconciler.next_hop(&b.address);
-                let state = match (weight, next_hop) {
-                    (_, None) => "unresolved",
-                    (0, _) => "drained",
+                let down = self.down.contains(&(s.name.clone(), b.address));
+                let state = match (weight, next_hop, down) {
+                    (_, None, _) => "unresolved",
+                    (_, _, true) => "down",
+                    (0, _, _) => "drained",
                     _ => "active",
                 };
                 let labels = format!("service=\"{}\",backend=\"{}\"", s.name, b.address);
