@@ -37,6 +37,10 @@ pub struct Router {
     pub preempt: bool,
     /// Interface to track and the weight it takes away while down (portier only).
     pub track_interface: Option<(String, u8)>,
+    /// Service to track (portier only); `services` must define it.
+    pub track_service: Option<(String, u8)>,
+    /// Extra portier config: `[[service]]` tables (the node then attaches XDP to eth0).
+    pub services: String,
 }
 
 impl Router {
@@ -48,19 +52,31 @@ impl Router {
             advert_ms,
             preempt: true,
             track_interface: None,
+            track_service: None,
+            services: String::new(),
         }
     }
 
     fn portier_config(&self, node: &str) -> String {
+        let interfaces = if self.services.is_empty() {
+            ""
+        } else {
+            "interfaces = [\"eth0\"]\n"
+        };
         let mut text = format!(
-            "[node]\nname = \"{node}\"\n\n[[vrrp.instance]]\nname = \"vip{VRID}\"\ninterface = \"eth0\"\n\
+            "[node]\nname = \"{node}\"\n{interfaces}\n{}\n[[vrrp.instance]]\nname = \"vip{VRID}\"\ninterface = \"eth0\"\n\
              vrid = {VRID}\npriority = {}\nversion = {}\nadvert_interval_ms = {}\npreempt = {}\n\
              vips = [\"{VIP}\"]\ngarp_repeat_delay_ms = 1000\n",
-            self.priority, self.version, self.advert_ms, self.preempt
+            self.services, self.priority, self.version, self.advert_ms, self.preempt
         );
         if let Some((interface, weight)) = &self.track_interface {
             text.push_str(&format!(
                 "  [[vrrp.instance.track]]\n  interface = \"{interface}\"\n  weight = {weight}\n"
+            ));
+        }
+        if let Some((service, weight)) = &self.track_service {
+            text.push_str(&format!(
+                "  [[vrrp.instance.track]]\n  service = \"{service}\"\n  weight = {weight}\n"
             ));
         }
         text
@@ -313,6 +329,35 @@ impl Lan {
         Ok(())
     }
 
+    /// Starts an HTTP app on the client node (a backend for service tracking), listening on
+    /// `port`; stop it with [`Lan::kill`] on `"app"`.
+    pub fn start_app(&mut self, port: u16) -> Result<()> {
+        let log = self.dir.join("app.log");
+        let before = count(&log, "ready");
+        let child = spawn_in(
+            &self.ns("c"),
+            &bin_dir().join("portier-lab-app"),
+            &["--name", "app", "--http", &format!("{}:{port}", NODES[2].1)],
+            &log,
+        )?;
+        self.running.insert(
+            "app".to_string(),
+            Process {
+                kind: Kind::Portier,
+                child,
+                vrrp_pid_file: None,
+            },
+        );
+        let start = Instant::now();
+        while count(&log, "ready") <= before {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("the app on node c did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     pub fn set_link(&self, node: &str, dev: &str, up: bool) -> Result<()> {
         ip_in(
             &self.ns(node),
@@ -369,7 +414,10 @@ impl Drop for Lan {
             let _ = p.child.wait();
         }
         crate::lab::down(&self.prefix);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Logs stay for a failed test to be read; PORTIER_KEEP_LOGS keeps them always.
+        if !std::thread::panicking() && std::env::var_os("PORTIER_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -154,3 +154,31 @@ fn tracking_makes_portier_yield_to_keepalived() {
     lan.set_link("a", "trk0", true).unwrap();
     lan.owner_is("a", "b", SETTLE).unwrap();
 }
+
+/// A service without a healthy backend costs portier its VIP: the L4 part's health checks
+/// publish the service's health on the bus, VRRP tracking lowers the priority, keepalived
+/// (preempt on) takes over. The backend's return gives the VIP back.
+#[test]
+fn service_tracking_makes_portier_yield_to_keepalived() {
+    let mut lan = Lan::up("vk8").unwrap();
+    let mut high = portier(150, 3, V3_MS);
+    high.services = format!(
+        "[[service]]\nname = \"web\"\nvip = \"{}\"\nport = 8080\nprotocol = \"tcp\"\n\
+         \x20 [[service.backend]]\n  address = \"10.77.0.3\"\n\
+         \x20 [service.health]\n  kind = \"tcp\"\n  interval_ms = 200\n  timeout_ms = 100\n  rise = 1\n  fall = 1\n",
+        portier_tests::vrrp::VIP
+    );
+    high.track_service = Some(("web".into(), 60));
+    lan.start_app(8080).unwrap();
+    lan.start("b", &keepalived(100, 3, V3_MS)).unwrap();
+    lan.start("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+
+    lan.kill("app").unwrap();
+    lan.owner_is("b", "a", SETTLE).unwrap();
+    lan.wait_log("a", "effective priority 90", 1, SETTLE)
+        .unwrap();
+
+    lan.start_app(8080).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+}
