@@ -41,6 +41,8 @@ pub struct Router {
     pub track_service: Option<(String, u8)>,
     /// Extra portier config: `[[service]]` tables (the node then attaches XDP to eth0).
     pub services: String,
+    /// Serve the admin API on 127.0.0.1:9900 inside the node (portier only).
+    pub admin: bool,
 }
 
 impl Router {
@@ -54,6 +56,7 @@ impl Router {
             track_interface: None,
             track_service: None,
             services: String::new(),
+            admin: false,
         }
     }
 
@@ -69,6 +72,9 @@ impl Router {
              vips = [\"{VIP}\"]\ngarp_repeat_delay_ms = 1000\n",
             self.services, self.priority, self.version, self.advert_ms, self.preempt
         );
+        if self.admin {
+            text.insert_str(0, "[admin]\nlisten = \"127.0.0.1:9900\"\n\n");
+        }
         if let Some((interface, weight)) = &self.track_interface {
             text.push_str(&format!(
                 "  [[vrrp.instance.track]]\n  interface = \"{interface}\"\n  weight = {weight}\n"
@@ -356,6 +362,28 @@ impl Lan {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// `portier status` of a node (admin API on), as text or JSON.
+    pub fn portier_status(&self, node: &str, json: bool) -> Result<String> {
+        let portier = bin_dir().join("portier");
+        let mut args = vec!["status"];
+        if json {
+            args.push("--json");
+        }
+        netns::exec_in(&self.ns(node), &portier.to_string_lossy(), &args)
+    }
+
+    /// GET `path` from a node's admin API.
+    pub fn admin_get(&self, node: &str, path: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        netns::in_netns(&self.ns(node), || -> Result<String> {
+            let mut stream = std::net::TcpStream::connect("127.0.0.1:9900")?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })?
     }
 
     pub fn set_link(&self, node: &str, dev: &str, up: bool) -> Result<()> {

@@ -114,6 +114,65 @@ fn portier_pair() {
     );
 }
 
+/// State, transitions and counters in /status, /metrics and `portier status`.
+#[test]
+fn portier_pair_reports_state_and_counters() {
+    let mut lan = Lan::up("vp2").unwrap();
+    let mut high = portier(150, 3, V3_MS);
+    high.admin = true;
+    let mut low = portier(100, 3, V3_MS);
+    low.admin = true;
+    lan.start("b", &low).unwrap();
+    lan.start("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+    // The status board is refreshed every 500 ms: poll, do not sleep.
+    let deadline = std::time::Instant::now() + SETTLE;
+    let (a, b) = loop {
+        let a: serde_json::Value =
+            serde_json::from_str(&lan.portier_status("a", true).unwrap()).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(&lan.portier_status("b", true).unwrap()).unwrap();
+        let (ia, ib) = (&a["vrrp"]["instances"][0], &b["vrrp"]["instances"][0]);
+        if ia["state"] == "master"
+            && ib["state"] == "backup"
+            && ib["counters"]["adverts_received"].as_u64() > Some(2)
+        {
+            break (ia.clone(), ib.clone());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never settled:\n{a:#}\n{b:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(b["master"], "10.77.0.1");
+    assert_eq!(a["last_transition"]["to"], "master");
+    assert!(
+        a["last_transition"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no advertisement"),
+        "{a:#}"
+    );
+    assert_eq!(b["master_adver_interval_ms"], 500);
+    assert!(a["counters"]["adverts_sent"].as_u64() > Some(0));
+    assert_eq!(a["counters"]["became_master"], 1);
+
+    let metrics = lan.admin_get("a", "/metrics").unwrap();
+    assert!(
+        metrics.contains("portier_vrrp_master{instance=\"vip51\",vrid=\"51\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "portier_vrrp_drops_total{instance=\"vip51\",vrid=\"51\",reason=\"checksum\"} 0"
+    ));
+    let table = lan.portier_status("b", false).unwrap();
+    assert!(
+        table.contains("[vrrp]") && table.contains("backup"),
+        "{table}"
+    );
+}
+
 /// With preempt off, a higher priority that starts while another router is master stays
 /// backup; with preempt on (the cycles above) it takes over. Both directions of the pair.
 #[test]
