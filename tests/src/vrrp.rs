@@ -397,28 +397,34 @@ impl Lan {
     /// Pings the VIP from the client every `interval` for `duration`; returns the longest
     /// time between two replies (the failover gap a client sees).
     pub fn ping_gap(&self, interval: Duration, duration: Duration) -> Result<Duration> {
-        let count = (duration.as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
-        // ping exits 1 when replies were lost, which is the point here: read stdout anyway.
-        let out = std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns("c")))
-            .args([
-                "ping",
-                "-D",
-                "-n",
-                "-i",
-                &format!("{:.3}", interval.as_secs_f64()),
-                "-c",
-                &count.to_string(),
-                "-W",
-                "1",
-                VIP,
-            ])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .context("cannot run ping")?;
-        let out = String::from_utf8_lossy(&out.stdout).into_owned();
-        gap_from_ping(&out)
+        ping_gap(&self.ns("c"), interval, duration)
     }
+}
+
+/// Pings the VIP from namespace `ns` every `interval` for `duration`; returns the longest
+/// time between two replies (the failover gap a client sees).
+pub fn ping_gap(ns: &str, interval: Duration, duration: Duration) -> Result<Duration> {
+    let count = (duration.as_secs_f64() / interval.as_secs_f64()).ceil() as u64;
+    // ping exits 1 when replies were lost, which is the point here: read stdout anyway.
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args([
+            "ping",
+            "-D",
+            "-n",
+            "-i",
+            &format!("{:.3}", interval.as_secs_f64()),
+            "-c",
+            &count.to_string(),
+            "-W",
+            "1",
+            VIP,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run ping")?;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    gap_from_ping(&out)
 }
 
 /// Longest gap between `[timestamp] ... bytes from` lines of `ping -D` output.
