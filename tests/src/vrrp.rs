@@ -17,6 +17,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub const VIP: &str = "10.77.0.100";
+pub const VIP6: &str = "fd00:77::100";
 pub const NODES: [(&str, &str); 3] = [("a", "10.77.0.1"), ("b", "10.77.0.2"), ("c", "10.77.0.3")];
 pub const VRID: u8 = 51;
 
@@ -43,6 +44,10 @@ pub struct Router {
     pub services: String,
     /// Serve the admin API on 127.0.0.1:9900 inside the node (portier only).
     pub admin: bool,
+    /// An IPv6 virtual router (VRRPv3 over IPv6, VIP [`VIP6`]) instead of IPv4.
+    pub ipv6: bool,
+    /// Unicast adverts to these peers instead of multicast.
+    pub unicast_peers: Vec<String>,
 }
 
 impl Router {
@@ -57,6 +62,8 @@ impl Router {
             track_service: None,
             services: String::new(),
             admin: false,
+            ipv6: false,
+            unicast_peers: Vec::new(),
         }
     }
 
@@ -69,8 +76,18 @@ impl Router {
         let mut text = format!(
             "[node]\nname = \"{node}\"\n{interfaces}\n{}\n[[vrrp.instance]]\nname = \"vip{VRID}\"\ninterface = \"eth0\"\n\
              vrid = {VRID}\npriority = {}\nversion = {}\nadvert_interval_ms = {}\npreempt = {}\n\
-             vips = [\"{VIP}\"]\ngarp_repeat_delay_ms = 1000\n",
-            self.services, self.priority, self.version, self.advert_ms, self.preempt
+             vips = [\"{}\"]\ngarp_repeat_delay_ms = 1000\nunicast_peers = [{}]\n",
+            self.services,
+            self.priority,
+            self.version,
+            self.advert_ms,
+            self.preempt,
+            self.vip(),
+            self.unicast_peers
+                .iter()
+                .map(|p| format!("\"{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         if self.admin {
             text.insert_str(0, "[admin]\nlisten = \"127.0.0.1:9900\"\n\n");
@@ -88,6 +105,10 @@ impl Router {
         text
     }
 
+    fn vip(&self) -> &'static str {
+        if self.ipv6 { VIP6 } else { VIP }
+    }
+
     fn keepalived_config(&self, node: &str) -> String {
         let advert = if self.advert_ms.is_multiple_of(1000) {
             format!("{}", self.advert_ms / 1000)
@@ -95,10 +116,26 @@ impl Router {
             format!("{:.2}", f64::from(self.advert_ms) / 1000.0)
         };
         let preempt = if self.preempt { "" } else { "  nopreempt\n" };
+        let (vip, prefix) = if self.ipv6 { (VIP6, 128) } else { (VIP, 32) };
+        let unicast = if self.unicast_peers.is_empty() {
+            String::new()
+        } else {
+            let own = NODES
+                .iter()
+                .find(|(n, _)| node.ends_with(&format!("-{n}")))
+                .map_or("", |(_, a)| *a);
+            format!(
+                "  unicast_src_ip {own}\n  unicast_peer {{\n{}  }}\n",
+                self.unicast_peers
+                    .iter()
+                    .map(|p| format!("    {p}\n"))
+                    .collect::<String>()
+            )
+        };
         format!(
             "global_defs {{\n  router_id {node}\n  vrrp_version {}\n  vrrp_garp_master_delay 1\n}}\n\
              vrrp_instance V{VRID} {{\n  state BACKUP\n  interface eth0\n  virtual_router_id {VRID}\n\
-             priority {}\n  advert_int {advert}\n{preempt}  virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n",
+             priority {}\n  advert_int {advert}\n{preempt}{unicast}  virtual_ipaddress {{\n    {vip}/{prefix}\n  }}\n}}\n",
             self.version, self.priority
         )
     }
@@ -149,6 +186,14 @@ impl Lan {
             let ns = self.ns(node);
             ip(&["netns", "add", &ns])?;
             ip_in(&ns, &["link", "set", "lo", "up"])?;
+            // Link-local addresses usable at once: VRRPv3 over IPv6 sends from them.
+            for key in ["all", "default"] {
+                netns::exec_in(
+                    &ns,
+                    "sysctl",
+                    &["-qw", &format!("net.ipv6.conf.{key}.accept_dad=0")],
+                )?;
+            }
             ip(&[
                 "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", node, "netns",
                 &lan,
@@ -288,9 +333,10 @@ impl Lan {
         Ok(())
     }
 
+    /// Whether `node` holds the IPv4 or the IPv6 VIP.
     pub fn has_vip(&self, node: &str) -> Result<bool> {
-        let out = ip_in(&self.ns(node), &["-4", "-o", "addr", "show", "dev", "eth0"])?;
-        Ok(out.contains(&format!(" {VIP}/")))
+        let out = ip_in(&self.ns(node), &["-o", "addr", "show", "dev", "eth0"])?;
+        Ok(out.contains(&format!(" {VIP}/")) || out.contains(&format!(" {VIP6}/")))
     }
 
     /// Polls until `node` has (or lacks) the VIP; returns how long that took.

@@ -241,3 +241,27 @@ fn service_tracking_makes_portier_yield_to_keepalived() {
     lan.start_app(8080).unwrap();
     lan.owner_is("a", "b", SETTLE).unwrap();
 }
+
+/// VRRPv3 over IPv6: adverts from link-local addresses to ff02::12 with hop limit 255, the
+/// VIP taken over with unsolicited neighbour advertisements.
+#[test]
+fn v3_ipv6_portier_and_keepalived_both_ways() {
+    for (prefix, mut high, mut low) in [
+        ("vk9", portier(150, 3, V3_MS), keepalived(100, 3, V3_MS)),
+        ("vka", keepalived(150, 3, V3_MS), portier(100, 3, V3_MS)),
+    ] {
+        high.ipv6 = true;
+        low.ipv6 = true;
+        master_backup_cycle(prefix, high, low, V3_MASTER_DOWN);
+    }
+}
+
+/// Unicast peers instead of multicast, against keepalived's unicast_peer.
+#[test]
+fn v3_unicast_portier_and_keepalived() {
+    let mut high = portier(150, 3, V3_MS);
+    high.unicast_peers = vec!["10.77.0.2".into()];
+    let mut low = keepalived(100, 3, V3_MS);
+    low.unicast_peers = vec!["10.77.0.1".into()];
+    master_backup_cycle("vku", high, low, V3_MASTER_DOWN);
+}
