@@ -283,6 +283,19 @@ impl Lan {
         )
     }
 
+    /// Rewrites a running portier's config and sends SIGHUP; waits until it is applied.
+    pub fn reload(&self, node: &str, router: &Router) -> Result<()> {
+        let p = self.running.get(node).context("node not running")?;
+        let config = self.dir.join(format!("{node}.toml"));
+        std::fs::write(&config, router.portier_config(&self.ns(node)))?;
+        let before = count(&self.log(node), "reload applied");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p.child.id() as i32),
+            Signal::SIGHUP,
+        )?;
+        self.wait_log(node, "reload applied", before + 1, Duration::from_secs(10))
+    }
+
     pub fn log(&self, node: &str) -> PathBuf {
         self.dir.join(format!("{node}.log"))
     }

@@ -265,3 +265,25 @@ fn v3_unicast_portier_and_keepalived() {
     low.unicast_peers = vec!["10.77.0.1".into()];
     master_backup_cycle("vku", high, low, V3_MASTER_DOWN);
 }
+
+/// A reload applies only the difference: an unchanged instance keeps running (and stays
+/// master); a changed one resigns and restarts with its new settings.
+#[test]
+fn reload_applies_priority_changes() {
+    let mut lan = Lan::up("vkr").unwrap();
+    let mut high = portier(150, 3, V3_MS);
+    lan.start("b", &keepalived(100, 3, V3_MS)).unwrap();
+    lan.start("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+
+    lan.reload("a", &high).unwrap();
+    lan.holds("a", true, V3_MASTER_DOWN + SLACK).unwrap();
+
+    high.priority = 50;
+    lan.reload("a", &high).unwrap();
+    lan.owner_is("b", "a", SETTLE).unwrap();
+
+    high.priority = 150;
+    lan.reload("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+}

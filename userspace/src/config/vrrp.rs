@@ -33,7 +33,8 @@ pub struct VrrpInstanceConfig {
     pub advert_interval_cs: u16,
     pub preempt: bool,
     pub preempt_delay_ms: u32,
-    /// Whether the master accepts packets to VIPs it does not own (RFC 5798 Accept_Mode).
+    /// Whether the master accepts packets to VIPs it does not own (RFC 5798 Accept_Mode);
+    /// always on for now (the node serves the VIPs).
     pub accept: bool,
     pub vips: Vec<IpAddr>,
     /// Empty: multicast to 224.0.0.18 / ff02::12.
@@ -44,7 +45,8 @@ pub struct VrrpInstanceConfig {
     pub garp_burst: u32,
     /// ...and again this long after (0: no repeat).
     pub garp_repeat_delay_ms: u32,
-    /// Use 00-00-5E-00-01-{VRID} through a macvlan instead of the interface's own MAC.
+    /// Use 00-00-5E-00-01-{VRID} through a macvlan instead of the interface's own MAC;
+    /// always off for now.
     pub virtual_mac: bool,
     pub track: Vec<TrackConfig>,
 }
@@ -103,6 +105,24 @@ fn bool_or(report: &mut Report<'_>, table: &Table<'_, '_>, name: &str, default: 
     table
         .optional_bool(report, name)
         .map_or(default, |v| v.value)
+}
+
+/// A flag of which only `supported` is implemented: the other value is reported, so a config
+/// never silently asks for behaviour it does not get.
+fn unsupported_bool(
+    report: &mut Report<'_>,
+    table: &Table<'_, '_>,
+    name: &str,
+    supported: bool,
+    message: &str,
+) -> Option<bool> {
+    match table.optional_bool(report, name) {
+        Some(v) if v.value != supported => {
+            report.add(v.offset, v.key, message);
+            None
+        }
+        _ => Some(supported),
+    }
 }
 
 fn int_or<T: TryFrom<i128>>(
@@ -184,7 +204,15 @@ fn instance(report: &mut Report<'_>, table: &Table<'_, '_>) -> InstanceDraft {
         0..=MAX_PREEMPT_DELAY_MS,
         0u32,
     );
-    let accept = Some(bool_or(report, table, "accept", false));
+    // A node that serves the VIPs (XDP, L7) must accept their traffic while master, so the
+    // RFC's Accept_Mode is on; dropping VIP traffic when off is not implemented yet.
+    let accept = unsupported_bool(
+        report,
+        table,
+        "accept",
+        true,
+        "accept = false (drop traffic to the VIPs while master) is not supported yet",
+    );
     let vips = addresses(report, table, "vips", true, version)
         .map(|list| list.into_iter().map(|a| a.value).collect::<Vec<_>>());
     let family = vips
@@ -218,7 +246,13 @@ fn instance(report: &mut Report<'_>, table: &Table<'_, '_>) -> InstanceDraft {
         0..=MAX_GARP_REPEAT_MS,
         2000u32,
     );
-    let virtual_mac = Some(bool_or(report, table, "virtual_mac", false));
+    let virtual_mac = unsupported_bool(
+        report,
+        table,
+        "virtual_mac",
+        false,
+        "virtual_mac = true (00-00-5E-00-01-{VRID} through a macvlan) is not supported yet",
+    );
     let track = table
         .array_of_tables(report, "track")
         .iter()

@@ -68,7 +68,7 @@ fn defaults() {
             advert_interval_cs: 100,
             preempt: true,
             preempt_delay_ms: 0,
-            accept: false,
+            accept: true,
             vips: vec!["203.0.113.10".parse::<IpAddr>().unwrap()],
             unicast_peers: vec![],
             checksum_pseudo_header: true,
@@ -96,7 +96,7 @@ unicast_peers = ["10.0.0.12"]
 checksum_pseudo_header = false
 garp_burst = 3
 garp_repeat_delay_ms = 0
-virtual_mac = true
+virtual_mac = false
   [[vrrp.instance.track]]
   interface = "eth1"
   weight = 60
@@ -109,7 +109,7 @@ virtual_mac = true
     let i = &config.vrrp.unwrap().instances[0];
     assert_eq!(i.version, VrrpVersion::V2);
     assert_eq!(i.advert_interval_cs, 200);
-    assert!(!i.preempt && i.accept && i.virtual_mac && !i.checksum_pseudo_header);
+    assert!(!i.preempt && i.accept && !i.virtual_mac && !i.checksum_pseudo_header);
     assert_eq!(
         (i.preempt_delay_ms, i.garp_burst, i.garp_repeat_delay_ms),
         (1500, 3, 0)
@@ -209,6 +209,22 @@ fn ranges_and_types() {
         4,
         "vrrp.instances",
         "unknown key",
+    );
+}
+
+#[test]
+fn unimplemented_modes_are_refused() {
+    assert_one(
+        &with("priority = 150", "priority = 150\naccept = false"),
+        16,
+        "vrrp.instance[0].accept",
+        "not supported yet",
+    );
+    assert_one(
+        &with("priority = 150", "priority = 150\nvirtual_mac = true"),
+        16,
+        "vrrp.instance[0].virtual_mac",
+        "not supported yet",
     );
 }
 

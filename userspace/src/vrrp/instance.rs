@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rtnetlink::Handle;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -110,9 +110,6 @@ impl Instance {
         bus: Bus,
     ) -> Result<(Self, watch::Receiver<Snapshot>)> {
         let name = &cfg.name;
-        if cfg.virtual_mac {
-            bail!("vrrp instance {name}: virtual_mac is not supported yet");
-        }
         let link = addr::link_by_name(&handle, &cfg.interface)
             .await
             .with_context(|| format!("vrrp instance {name}"))?;
