@@ -48,6 +48,8 @@ pub struct Router {
     pub ipv6: bool,
     /// Unicast adverts to these peers instead of multicast.
     pub unicast_peers: Vec<String>,
+    /// Own the VIP with the virtual router MAC (portier `virtual_mac`, keepalived `use_vmac`).
+    pub virtual_mac: bool,
 }
 
 impl Router {
@@ -64,6 +66,7 @@ impl Router {
             admin: false,
             ipv6: false,
             unicast_peers: Vec::new(),
+            virtual_mac: false,
         }
     }
 
@@ -76,7 +79,7 @@ impl Router {
         let mut text = format!(
             "[node]\nname = \"{node}\"\n{interfaces}\n{}\n[[vrrp.instance]]\nname = \"vip{VRID}\"\ninterface = \"eth0\"\n\
              vrid = {VRID}\npriority = {}\nversion = {}\nadvert_interval_ms = {}\npreempt = {}\n\
-             vips = [\"{}\"]\ngarp_repeat_delay_ms = 1000\nunicast_peers = [{}]\n",
+             vips = [\"{}\"]\ngarp_repeat_delay_ms = 1000\nunicast_peers = [{}]\nvirtual_mac = {}\n",
             self.services,
             self.priority,
             self.version,
@@ -87,7 +90,8 @@ impl Router {
                 .iter()
                 .map(|p| format!("\"{p}\""))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            self.virtual_mac
         );
         if self.admin {
             text.insert_str(0, "[admin]\nlisten = \"127.0.0.1:9900\"\n\n");
@@ -115,7 +119,10 @@ impl Router {
         } else {
             format!("{:.2}", f64::from(self.advert_ms) / 1000.0)
         };
-        let preempt = if self.preempt { "" } else { "  nopreempt\n" };
+        let mut preempt = if self.preempt { "" } else { "  nopreempt\n" }.to_string();
+        if self.virtual_mac {
+            preempt.push_str("  use_vmac\n");
+        }
         let (vip, prefix) = if self.ipv6 { (VIP6, 128) } else { (VIP, 32) };
         let unicast = if self.unicast_peers.is_empty() {
             String::new()
@@ -161,6 +168,8 @@ impl Lan {
         netns::require_root()?;
         crate::lab::down(prefix);
         let dir = PathBuf::from(format!("/run/portier-vrrp/{prefix}"));
+        // Pid files of an earlier run would make keepalived think it is already running.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let lan = Lan {
             prefix: prefix.to_string(),
@@ -346,9 +355,9 @@ impl Lan {
         Ok(())
     }
 
-    /// Whether `node` holds the IPv4 or the IPv6 VIP.
+    /// Whether `node` holds the IPv4 or the IPv6 VIP (on eth0, or its virtual-MAC macvlan).
     pub fn has_vip(&self, node: &str) -> Result<bool> {
-        let out = ip_in(&self.ns(node), &["-o", "addr", "show", "dev", "eth0"])?;
+        let out = ip_in(&self.ns(node), &["-o", "addr", "show"])?;
         Ok(out.contains(&format!(" {VIP}/")) || out.contains(&format!(" {VIP6}/")))
     }
 

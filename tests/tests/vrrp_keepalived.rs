@@ -287,3 +287,62 @@ fn reload_applies_priority_changes() {
     lan.reload("a", &high).unwrap();
     lan.owner_is("a", "b", SETTLE).unwrap();
 }
+
+/// With virtual_mac, portier answers for the VIP at the virtual router MAC
+/// (00-00-5E-00-01-33 for VRID 51), also after taking it back from keepalived's use_vmac;
+/// failover both ways keeps the VIP reachable.
+#[test]
+fn virtual_mac_with_keepalived() {
+    const VMAC: &str = "00:00:5e:00:01:33";
+    let mut lan = Lan::up("vkv").unwrap();
+    let mut high = portier(150, 3, V3_MS);
+    high.virtual_mac = true;
+    let mut low = keepalived(100, 3, V3_MS);
+    low.virtual_mac = true;
+    lan.start("b", &low).unwrap();
+    lan.start("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+    let vmac_link =
+        portier_tests::netns::ip_in(&lan.ns("a"), &["-o", "link", "show", "vrrp.51"]).unwrap();
+    assert!(vmac_link.contains(VMAC), "{vmac_link}");
+    // Reachable within a deadline, not at once: when a vmac master hands over, the old one
+    // may still hold the VIP for a moment and answer the new master's gratuitous ARP from the
+    // same MAC, which the bridge then learns at the old master's port until the new master's
+    // next advert (sent from the vmac too) teaches it back; keepalived pairs race the same way.
+    let client_sees = |lan: &Lan, phase: &str| {
+        let deadline = std::time::Instant::now() + SETTLE;
+        while let Err(e) = portier_tests::netns::exec_in(
+            &lan.ns("c"),
+            "ping",
+            &["-c", "1", "-W", "1", portier_tests::vrrp::VIP],
+        ) {
+            if std::time::Instant::now() > deadline {
+                let fdb =
+                    portier_tests::netns::run("bridge", &["-n", &lan.ns("lan"), "fdb", "show"]);
+                let neigh = portier_tests::netns::ip_in(&lan.ns("c"), &["neigh"]);
+                panic!("{phase}: {e}\nfdb {fdb:?}\nclient neigh {neigh:?}");
+            }
+        }
+        portier_tests::netns::ip_in(&lan.ns("c"), &["neigh", "show", portier_tests::vrrp::VIP])
+            .unwrap()
+    };
+    let neigh = client_sees(&lan, "portier master");
+    assert!(neigh.contains(VMAC), "client: {neigh}");
+
+    // keepalived takes over on a clean stop and the client still reaches the VIP. (Which MAC
+    // the client then holds is keepalived's business: its base interface asks for the
+    // client's MAC with the VIP as sender address, which portier avoids by arp_announce.)
+    lan.stop("a").unwrap();
+    lan.wait_vip("b", true, SETTLE).unwrap();
+    client_sees(&lan, "keepalived master");
+    assert!(
+        portier_tests::netns::ip_in(&lan.ns("a"), &["link", "show", "vrrp.51"]).is_err(),
+        "portier removes its macvlan on exit"
+    );
+
+    // And portier preempts back, from the same MAC.
+    lan.start("a", &high).unwrap();
+    lan.owner_is("a", "b", SETTLE).unwrap();
+    let neigh = client_sees(&lan, "portier master again");
+    assert!(neigh.contains(VMAC), "client: {neigh}");
+}

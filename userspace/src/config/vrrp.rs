@@ -45,8 +45,8 @@ pub struct VrrpInstanceConfig {
     pub garp_burst: u32,
     /// ...and again this long after (0: no repeat).
     pub garp_repeat_delay_ms: u32,
-    /// Use 00-00-5E-00-01-{VRID} through a macvlan instead of the interface's own MAC;
-    /// always off for now.
+    /// Own the VIPs with 00-00-5E-00-01-{VRID} on a macvlan `vrrp.{VRID}` instead of the
+    /// interface's MAC (IPv4 instances).
     pub virtual_mac: bool,
     pub track: Vec<TrackConfig>,
 }
@@ -246,13 +246,18 @@ fn instance(report: &mut Report<'_>, table: &Table<'_, '_>) -> InstanceDraft {
         0..=MAX_GARP_REPEAT_MS,
         2000u32,
     );
-    let virtual_mac = unsupported_bool(
-        report,
-        table,
-        "virtual_mac",
-        false,
-        "virtual_mac = true (00-00-5E-00-01-{VRID} through a macvlan) is not supported yet",
-    );
+    let virtual_mac = match table.optional_bool(report, "virtual_mac") {
+        Some(v) if v.value && family == Some(false) => {
+            report.add(
+                v.offset,
+                v.key,
+                "virtual_mac is supported for IPv4 instances only",
+            );
+            None
+        }
+        Some(v) => Some(v.value),
+        None => Some(false),
+    };
     let track = table
         .array_of_tables(report, "track")
         .iter()

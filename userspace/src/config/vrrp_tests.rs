@@ -96,7 +96,7 @@ unicast_peers = ["10.0.0.12"]
 checksum_pseudo_header = false
 garp_burst = 3
 garp_repeat_delay_ms = 0
-virtual_mac = false
+virtual_mac = true
   [[vrrp.instance.track]]
   interface = "eth1"
   weight = 60
@@ -109,7 +109,7 @@ virtual_mac = false
     let i = &config.vrrp.unwrap().instances[0];
     assert_eq!(i.version, VrrpVersion::V2);
     assert_eq!(i.advert_interval_cs, 200);
-    assert!(!i.preempt && i.accept && !i.virtual_mac && !i.checksum_pseudo_header);
+    assert!(!i.preempt && i.accept && i.virtual_mac && !i.checksum_pseudo_header);
     assert_eq!(
         (i.preempt_delay_ms, i.garp_burst, i.garp_repeat_delay_ms),
         (1500, 3, 0)
@@ -221,10 +221,13 @@ fn unimplemented_modes_are_refused() {
         "not supported yet",
     );
     assert_one(
-        &with("priority = 150", "priority = 150\nvirtual_mac = true"),
-        16,
+        &with(
+            "vips = [\"203.0.113.10\"]",
+            "vips = [\"2001:db8::10\"]\nvirtual_mac = true",
+        ),
+        17,
         "vrrp.instance[0].virtual_mac",
-        "not supported yet",
+        "IPv4 instances only",
     );
 }
 

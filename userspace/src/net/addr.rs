@@ -145,3 +145,58 @@ pub async fn remove(handle: &Handle, index: u32, address: IpAddr) -> Result<(), 
     }
     Ok(())
 }
+
+/// A macvlan `name` on `parent` with address `mac` (private mode: it talks to the LAN, not to
+/// sibling macvlans), up, with IPv6 off so it never sends from `mac` on its own (no
+/// link-local address, router solicitations or DAD). Reused when it exists as wanted.
+pub async fn ensure_macvlan(
+    handle: &Handle,
+    name: &str,
+    parent: u32,
+    mac: [u8; 6],
+) -> Result<Link, AddrError> {
+    if let Ok(link) = link_by_name(handle, name).await {
+        if link.mac == mac {
+            set_up(handle, link.index).await?;
+            return link_by_name(handle, name).await;
+        }
+        handle.link().del(link.index).execute().await?;
+    }
+    handle
+        .link()
+        .add(
+            rtnetlink::LinkMacVlan::new(
+                name,
+                parent,
+                rtnetlink::packet_route::link::MacVlanMode::Private,
+            )
+            .address(mac.to_vec())
+            .build(),
+        )
+        .execute()
+        .await?;
+    // /proc/sys/net is the caller's network namespace.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+    let link = link_by_name(handle, name).await?;
+    set_up(handle, link.index).await?;
+    link_by_name(handle, name).await
+}
+
+pub async fn set_up(handle: &Handle, index: u32) -> Result<(), AddrError> {
+    handle
+        .link()
+        .set(rtnetlink::LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_link(handle: &Handle, index: u32) -> Result<(), AddrError> {
+    handle.link().del(index).execute().await?;
+    Ok(())
+}
+
+/// Sets an IPv4 per-interface sysctl (`/proc/sys/net/ipv4/conf/<interface>/<key>`).
+pub fn set_ipv4_conf(interface: &str, key: &str, value: &str) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/sys/net/ipv4/conf/{interface}/{key}"), value)
+}

@@ -85,7 +85,10 @@ pub struct Instance {
     bus: Bus,
     socket: AdvertSocket,
     announcer: Announcer,
+    /// Where the VIPs go and adverts leave: the interface, or its macvlan.
     ifindex: u32,
+    /// The macvlan made for the virtual MAC, removed when the instance stops.
+    macvlan: Option<u32>,
     src: IpAddr,
     expect: Expect,
     ident: u16,
@@ -135,12 +138,35 @@ impl Instance {
                 })?
                 .into()
         };
+        // With a virtual MAC the VIPs live on a macvlan that carries it, and adverts and
+        // announcements leave from it, so the LAN never has to relearn the VIPs' MAC.
+        let macvlan = if cfg.virtual_mac {
+            let mac = super::announce::virtual_mac(cfg.vrid, ipv6);
+            let vname = format!("vrrp.{}", cfg.vrid);
+            let vlink = addr::ensure_macvlan(&handle, &vname, link.index, mac)
+                .await
+                .with_context(|| format!("vrrp instance {name}: cannot set up {vname}"))?;
+            // The VIPs are on the macvlan but replies from them leave by the parent: it must
+            // neither answer ARP for them (arp_ignore) nor ask with a VIP as sender
+            // (arp_announce), or the LAN would learn the VIPs at the parent's own MAC.
+            for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                addr::set_ipv4_conf(&link.name, key, value)
+                    .with_context(|| format!("vrrp instance {name}: {key} on {}", link.name))?;
+            }
+            let _ = addr::set_ipv4_conf(&vname, "rp_filter", "0");
+            Some(vlink)
+        } else {
+            None
+        };
+        let out = macvlan.as_ref().unwrap_or(&link);
         for vip in &cfg.vips {
             addr::remove(&handle, link.index, *vip).await?;
+            addr::remove(&handle, out.index, *vip).await?;
         }
-        let socket = AdvertSocket::open(&link.name, link.index, ipv6, cfg.unicast_peers.is_empty())
-            .with_context(|| format!("vrrp instance {name}: cannot open the VRRP socket"))?;
-        let announcer = Announcer::open(link.index, link.mac, ipv6)
+        let socket =
+            AdvertSocket::open(&out.name, out.index, ipv6, cfg.unicast_peers.is_empty())
+                .with_context(|| format!("vrrp instance {name}: cannot open the VRRP socket"))?;
+        let announcer = Announcer::open(out.index, out.mac, ipv6)
             .with_context(|| format!("vrrp instance {name}: cannot open the announce socket"))?;
         let version = match cfg.version {
             VrrpVersion::V2 => Version::V2,
@@ -185,7 +211,8 @@ impl Instance {
                 bus,
                 socket,
                 announcer,
-                ifindex: link.index,
+                ifindex: out.index,
+                macvlan: macvlan.map(|m| m.index),
                 src,
                 ident: 0,
                 garp_repeat_at: None,
@@ -285,6 +312,11 @@ impl Instance {
                     Some(Control::Shutdown) | None => {
                         let actions = machine.shutdown();
                         self.execute(&machine, actions).await;
+                        if let Some(index) = self.macvlan
+                            && let Err(e) = addr::delete_link(&self.handle, index).await
+                        {
+                            warn!(instance = %self.cfg.name, "cannot remove the virtual MAC interface: {e}");
+                        }
                         self.publish(&machine);
                         return Ok(());
                     }
