@@ -9,5 +9,6 @@ pub mod health;
 pub mod l4;
 pub mod maglev;
 pub mod net;
+pub mod ospf;
 pub mod stats;
 pub mod vrrp;

@@ -9,6 +9,7 @@ mod checks;
 mod error;
 mod health;
 mod model;
+mod ospf;
 mod reader;
 mod report;
 mod rules;
@@ -25,6 +26,7 @@ pub use model::{
     AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, HealthCheckConfig, HealthKind,
     HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
 };
+pub use ospf::{AnnouncePolicy, OspfAnnounce, OspfAuth, OspfConfig, OspfInterface, OspfNetwork};
 pub use vrrp::{TrackConfig, TrackTarget, VrrpConfig, VrrpInstanceConfig, VrrpVersion};
 
 use reader::Table;
@@ -72,7 +74,10 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
-    root.deny_unknown(report, &["node", "dataplane", "service", "admin", "vrrp"]);
+    root.deny_unknown(
+        report,
+        &["node", "dataplane", "service", "admin", "ospf", "vrrp"],
+    );
     let node = root
         .required_table(report, "node")
         .map(|table| sections::node(report, &table));
@@ -100,6 +105,14 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
             .collect();
         vrrp::check(report, instances, &names);
     }
+    let service_vips: Vec<_> = services
+        .iter()
+        .filter_map(|s| s.vip.as_ref().map(|v| v.value))
+        .collect();
+    let ospf = match root.optional_table(report, "ospf") {
+        Some(table) => ospf::ospf(report, &table, &service_vips).map(Some),
+        None => Some(None),
+    };
     if let Some(node) = &node {
         checks::interfaces(report, node, &services);
     }
@@ -137,6 +150,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         services,
         admin: admin?,
         vrrp,
+        ospf: ospf?,
     })
 }
 

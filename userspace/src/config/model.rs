@@ -14,6 +14,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Present when the file has a `[vrrp]` section: the daemon runs the VRRP part.
     pub vrrp: Option<super::VrrpConfig>,
+    /// `None`: OSPF does not run.
+    pub ospf: Option<super::ospf::OspfConfig>,
 }
 
 /// `[admin]`.

@@ -95,6 +95,11 @@ fn part_specs() -> Vec<PartSpec> {
             wanted: |c| c.vrrp.is_some(),
             run: |ctx| Box::pin(crate::vrrp::run(ctx)),
         },
+        PartSpec {
+            name: "ospf",
+            wanted: |c| c.ospf.is_some(),
+            run: |ctx| Box::pin(crate::ospf::part::run(ctx)),
+        },
     ]
 }
 
