@@ -180,6 +180,7 @@ fn no_preempt_keeps_the_running_master() {
     for (prefix, master, mut late) in [
         ("vk5", keepalived(100, 3, V3_MS), portier(150, 3, V3_MS)),
         ("vk6", portier(100, 3, V3_MS), keepalived(150, 3, V3_MS)),
+        ("vp3", portier(100, 3, V3_MS), portier(150, 3, V3_MS)),
     ] {
         late.preempt = false;
         let mut lan = Lan::up(prefix).unwrap();
@@ -198,10 +199,19 @@ fn no_preempt_keeps_the_running_master() {
 /// VIP back by preemption when the interface returns.
 #[test]
 fn tracking_makes_portier_yield_to_keepalived() {
-    let mut lan = Lan::up("vk7").unwrap();
+    interface_tracking("vk7", keepalived(100, 3, V3_MS));
+}
+
+#[test]
+fn tracking_makes_portier_yield_to_portier() {
+    interface_tracking("vp4", portier(100, 3, V3_MS));
+}
+
+fn interface_tracking(prefix: &str, peer: Router) {
+    let mut lan = Lan::up(prefix).unwrap();
     let mut high = portier(150, 3, V3_MS);
     high.track_interface = Some(("trk0".into(), 60));
-    lan.start("b", &keepalived(100, 3, V3_MS)).unwrap();
+    lan.start("b", &peer).unwrap();
     lan.start("a", &high).unwrap();
     lan.owner_is("a", "b", SETTLE).unwrap();
 
