@@ -78,6 +78,18 @@ pub struct Snapshot {
     pub counters: Counters,
 }
 
+/// The configured priority less the weights of the tracked objects that are down, never
+/// below 1 (0 is reserved for resigning).
+pub fn effective_priority(configured: u8, tracks: &[TrackStatus]) -> u8 {
+    let lost: u32 = tracks
+        .iter()
+        .filter(|t| t.down)
+        .map(|t| u32::from(t.weight))
+        .sum();
+    let p = u32::from(configured).saturating_sub(lost).max(1);
+    u8::try_from(p).unwrap_or(u8::MAX)
+}
+
 /// A started instance: its socket is open, its loop not yet running.
 pub struct Instance {
     cfg: VrrpInstanceConfig,
@@ -225,14 +237,7 @@ impl Instance {
     }
 
     fn effective_priority(&self) -> u8 {
-        let lost: u32 = self
-            .tracks
-            .iter()
-            .filter(|t| t.down)
-            .map(|t| u32::from(t.weight))
-            .sum();
-        let p = u32::from(self.cfg.priority).saturating_sub(lost).max(1);
-        u8::try_from(p).unwrap_or(u8::MAX)
+        effective_priority(self.cfg.priority, &self.tracks)
     }
 
     fn params(&self) -> Params {
@@ -460,5 +465,29 @@ impl Instance {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(name: &str, weight: u8, down: bool) -> TrackStatus {
+        TrackStatus {
+            target: TrackTarget::Interface(name.into()),
+            weight,
+            down,
+        }
+    }
+
+    #[test]
+    fn tracked_weights_lower_the_priority_down_to_one() {
+        assert_eq!(effective_priority(150, &[]), 150);
+        let tracks = [track("eth1", 60, true), track("eth2", 30, false)];
+        assert_eq!(effective_priority(150, &tracks), 90);
+        let tracks = [track("eth1", 100, true), track("eth2", 100, true)];
+        assert_eq!(effective_priority(150, &tracks), 1);
+        // An owner that loses a tracked object is no longer the owner.
+        assert_eq!(effective_priority(255, &[track("eth1", 5, true)]), 250);
     }
 }

@@ -323,3 +323,52 @@ pub fn metrics(snapshots: &[Snapshot]) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::instance::{Counters, Snapshot};
+    use super::*;
+
+    #[test]
+    fn metrics_name_instance_state_and_every_drop_reason() {
+        let mut counters = Counters {
+            adverts_sent: 7,
+            ..Counters::default()
+        };
+        counters.drops.insert("ttl", 2);
+        let snapshot = Snapshot {
+            name: "vip51".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            version: 3,
+            state: State::Master,
+            priority: 150,
+            effective_priority: 90,
+            vips: vec!["203.0.113.10".parse().unwrap()],
+            source: None,
+            master: None,
+            master_adver_interval_ms: 1000,
+            last_transition: None,
+            tracks: vec![],
+            counters,
+        };
+        let text = metrics(&[snapshot]);
+        let label = "instance=\"vip51\",vrid=\"51\"";
+        for line in [
+            format!("portier_vrrp_master{{{label}}} 1"),
+            format!("portier_vrrp_state{{{label}}} 2"),
+            format!("portier_vrrp_effective_priority{{{label}}} 90"),
+            format!("portier_vrrp_adverts_sent_total{{{label}}} 7"),
+            format!("portier_vrrp_drops_total{{{label},reason=\"ttl\"}} 2"),
+            format!("portier_vrrp_drops_total{{{label},reason=\"checksum\"}} 0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("portier_vrrp_drops_total"))
+                .count(),
+            packet::Drop::ALL.len()
+        );
+    }
+}
