@@ -260,10 +260,32 @@ impl Lab {
         let path = examples_dir().join("lab-lb.toml");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(text.replace(
+        let text = text.replace(
             "name = \"pt-lb1\"",
             &format!("name = \"{}\"", self.ns(node)),
-        ))
+        );
+        // The lab's VRRP priorities: lb1 150 (the file's), lb2 100.
+        Ok(if node == "lb2" {
+            text.replace("priority = 150", "priority = 100")
+        } else {
+            text
+        })
+    }
+
+    /// Routes the VIP on-link from the router, so whichever LB is VRRP master (and answers
+    /// ARP for the VIP) attracts the traffic, instead of the static stand-in via lb1.
+    pub fn route_vip_on_link(&self) -> Result<()> {
+        ip_in(
+            &self.ns("router"),
+            &["route", "replace", &format!("{VIP}/32"), "dev", "eth1"],
+        )?;
+        Ok(())
+    }
+
+    /// Whether `node` holds the VIP on its LAN interface (VRRP master).
+    pub fn has_vip_on_lan(&self, node: &str) -> Result<bool> {
+        let out = ip_in(&self.ns(node), &["-4", "-o", "addr", "show", "dev", "eth0"])?;
+        Ok(out.contains(&format!(" {VIP}/")))
     }
 }
 

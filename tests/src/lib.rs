@@ -5,3 +5,4 @@ pub mod client;
 pub mod frr;
 pub mod lab;
 pub mod netns;
+pub mod vrrp;

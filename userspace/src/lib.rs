@@ -11,3 +11,4 @@ pub mod maglev;
 pub mod net;
 pub mod ospf;
 pub mod stats;
+pub mod vrrp;

@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "nghttp2-client",
     "varnish",
     "curl",
+    "iputils-ping",
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",

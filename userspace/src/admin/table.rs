@@ -18,6 +18,7 @@ pub fn print(status: &Value) {
     for (part, value) in parts {
         match part.as_str() {
             "l4" => print_l4(value),
+            "vrrp" => print_vrrp(value),
             _ => {
                 println!("[{part}]");
                 println!(
@@ -94,5 +95,49 @@ fn print_l4(l4: &Value) {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!("events: {}", nonzero.join(" "));
+    }
+}
+
+fn print_vrrp(vrrp: &Value) {
+    println!("[vrrp]");
+    println!(
+        "{:<12} {:<8} {:>4} {:<8} {:>8} {:<16} {:>9} {:>9} {:>6}  last transition",
+        "instance", "iface", "vrid", "state", "priority", "master", "adv sent", "adv rcvd", "drops"
+    );
+    for i in vrrp["instances"].as_array().into_iter().flatten() {
+        let drops: u64 = i["counters"]["drops"]
+            .as_object()
+            .map(|d| d.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        let priority = format!("{}/{}", s(&i["effective_priority"]), s(&i["priority"]));
+        let master = if i["state"] == "master" {
+            "(this node)".to_string()
+        } else {
+            s(&i["master"])
+        };
+        println!(
+            "{:<12} {:<8} {:>4} {:<8} {:>8} {:<16} {:>9} {:>9} {:>6}  {}",
+            s(&i["name"]),
+            s(&i["interface"]),
+            s(&i["vrid"]),
+            s(&i["state"]),
+            priority,
+            master,
+            s(&i["counters"]["adverts_sent"]),
+            s(&i["counters"]["adverts_received"]),
+            drops,
+            s(&i["last_transition"]["reason"]),
+        );
+        let vips: Vec<String> = i["vips"].as_array().into_iter().flatten().map(s).collect();
+        println!("{:<12} vips {}", "", vips.join(", "));
+        for t in i["tracks"].as_array().into_iter().flatten() {
+            println!(
+                "{:<12} track {} weight {}: {}",
+                "",
+                t["target"],
+                s(&t["weight"]),
+                if t["down"] == true { "DOWN" } else { "up" }
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@ mod report;
 mod rules;
 mod sections;
 mod syntax;
+mod vrrp;
 
 use std::path::Path;
 
@@ -26,6 +27,7 @@ pub use model::{
     HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
 };
 pub use ospf::{AnnouncePolicy, OspfAnnounce, OspfAuth, OspfConfig, OspfInterface, OspfNetwork};
+pub use vrrp::{TrackConfig, TrackTarget, VrrpConfig, VrrpInstanceConfig, VrrpVersion};
 
 use reader::Table;
 use report::Report;
@@ -72,7 +74,10 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
-    root.deny_unknown(report, &["node", "dataplane", "service", "admin", "ospf"]);
+    root.deny_unknown(
+        report,
+        &["node", "dataplane", "service", "admin", "ospf", "vrrp"],
+    );
     let node = root
         .required_table(report, "node")
         .map(|table| sections::node(report, &table));
@@ -90,6 +95,16 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .map(|table| sections::service(report, table))
         .collect();
     checks::services(report, &services);
+    let vrrp = root
+        .optional_table(report, "vrrp")
+        .map(|table| vrrp::section(report, &table));
+    if let Some(instances) = &vrrp {
+        let names: Vec<&str> = services
+            .iter()
+            .filter_map(|s| s.name.as_ref().map(|n| n.value.as_str()))
+            .collect();
+        vrrp::check(report, instances, &names);
+    }
     let service_vips: Vec<_> = services
         .iter()
         .filter_map(|s| s.vip.as_ref().map(|v| v.value))
@@ -120,11 +135,21 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
             })
         })
         .collect::<Option<_>>()?;
+    let vrrp = match vrrp {
+        Some(instances) => Some(VrrpConfig {
+            instances: instances
+                .into_iter()
+                .map(vrrp::InstanceDraft::finish)
+                .collect::<Option<_>>()?,
+        }),
+        None => None,
+    };
     Some(Config {
         node: node?.finish()?,
         dataplane: dataplane?,
         services,
         admin: admin?,
+        vrrp,
         ospf: ospf?,
     })
 }

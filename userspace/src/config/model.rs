@@ -12,6 +12,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// `None`: no admin API.
     pub admin: Option<AdminConfig>,
+    /// Present when the file has a `[vrrp]` section: the daemon runs the VRRP part.
+    pub vrrp: Option<super::VrrpConfig>,
     /// `None`: OSPF does not run.
     pub ospf: Option<super::ospf::OspfConfig>,
 }

@@ -91,6 +91,11 @@ fn part_specs() -> Vec<PartSpec> {
             run: |ctx| Box::pin(l4::run(ctx)),
         },
         PartSpec {
+            name: "vrrp",
+            wanted: |c| c.vrrp.is_some(),
+            run: |ctx| Box::pin(crate::vrrp::run(ctx)),
+        },
+        PartSpec {
             name: "ospf",
             wanted: |c| c.ospf.is_some(),
             run: |ctx| Box::pin(crate::ospf::part::run(ctx)),

@@ -1,3 +1,4 @@
 //! Kernel networking state through rtnetlink.
 
+pub mod addr;
 pub mod neigh;

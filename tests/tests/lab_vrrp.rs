@@ -1,0 +1,124 @@
+//! In the lab: pt-lb1 and pt-lb2 share the VIP by VRRP (examples/lab-lb.toml); stopping lb1
+//! under client traffic moves the VIP to lb2, and the traffic resumes through lb2's balancer
+//! (the same Maglev table, so to the same hosts).
+
+use anyhow::{Result, bail};
+use portier_tests::client::Traffic;
+use portier_tests::lab::{Lab, VIP};
+use portier_tests::netns;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const PREFIX: &str = "lv";
+
+fn vip() -> SocketAddr {
+    SocketAddr::from(([203, 0, 113, 10], 80))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    while !f()? {
+        if start.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+#[test]
+fn stopping_lb1_moves_the_vip_and_traffic_to_lb2() -> Result<()> {
+    let l = Lab::up(PREFIX)?;
+    let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
+    let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    // Master-down at priority 150 with 1 s adverts is 3.4 s.
+    wait_until("lb1 master, lb2 backup", Duration::from_secs(10), || {
+        Ok(l.has_vip_on_lan("lb1")? && !l.has_vip_on_lan("lb2")?)
+    })?;
+    l.route_vip_on_link()?;
+
+    let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(60))?;
+    let ok_count = |t: &Traffic, after: Instant| {
+        t.samples()
+            .iter()
+            .filter(|s| s.at > after && s.result.is_ok())
+            .count()
+    };
+    let began = Instant::now();
+    wait_until("traffic through lb1", Duration::from_secs(10), || {
+        Ok(ok_count(&traffic, began) >= 20)
+    })?;
+
+    let stopped = Instant::now();
+    lb1.stop()?;
+    // A clean stop sends priority 0: lb2 takes over after its skew time (0.61 s).
+    wait_until("lb2 takes the VIP", Duration::from_secs(3), || {
+        l.has_vip_on_lan("lb2")
+    })?;
+    let took_vip = stopped.elapsed();
+    assert!(!l.has_vip_on_lan("lb1")?, "lb1 released the VIP");
+    wait_until(
+        "traffic resumes through lb2",
+        Duration::from_secs(10),
+        || Ok(ok_count(&traffic, stopped + took_vip) >= 20),
+    )?;
+    // The router now sends the VIP to lb2's MAC (learnt from the gratuitous ARP), and the
+    // requests cross the bridge towards lb2, not lb1 (whose XDP program stays attached after
+    // its daemon exits, so only the ARP change can move the traffic).
+    let lb2_mac = mac_of(&l, "lb2")?;
+    let neigh = netns::ip_in(&l.ns("router"), &["neigh", "show", VIP])?;
+    assert!(
+        neigh.contains(&lb2_mac),
+        "router: {neigh} (lb2 is {lb2_mac})"
+    );
+    let before = (bridge_tx(&l, "lb1")?, bridge_tx(&l, "lb2")?);
+    let mark = Instant::now();
+    wait_until("more traffic through lb2", Duration::from_secs(10), || {
+        Ok(ok_count(&traffic, mark) >= 20)
+    })?;
+    let after = (bridge_tx(&l, "lb1")?, bridge_tx(&l, "lb2")?);
+    let (to_lb1, to_lb2) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        to_lb2 > 2000 && to_lb1 < to_lb2 / 4,
+        "bytes to lb1 {to_lb1}, to lb2 {to_lb2}"
+    );
+    let samples = traffic.stop();
+
+    let ok_times: Vec<Instant> = samples
+        .iter()
+        .filter(|s| s.result.is_ok())
+        .map(|s| s.at)
+        .collect();
+    let gap = ok_times
+        .windows(2)
+        .filter(|w| w[1] > stopped)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let failed = samples
+        .iter()
+        .filter(|s| s.at > stopped && s.result.is_err())
+        .count();
+    println!(
+        "lb1 stopped: lb2 had the VIP after {took_vip:?}; longest time without a completed request {gap:?}; {failed} failed requests"
+    );
+    // The takeover needs the skew (0.61 s) plus the router learning lb2's MAC from the
+    // gratuitous ARP; requests in flight at that moment may time out once.
+    assert!(gap < Duration::from_secs(3), "gap {gap:?}");
+    drop(lb2);
+    Ok(())
+}
+
+/// Bytes the LAN bridge sent out of its port towards `node`.
+fn bridge_tx(l: &Lab, node: &str) -> Result<u64> {
+    netns::link_counter(&l.ns("lan"), node, "tx_bytes")
+}
+
+fn mac_of(l: &Lab, node: &str) -> Result<String> {
+    let out = netns::ip_in(&l.ns(node), &["-o", "link", "show", "eth0"])?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no MAC in {out}"))
+}

@@ -1,0 +1,374 @@
+//! VRRP (RFC 5798 / RFC 9568, and RFC 3768 for v2): the codec and the pure state machine;
+//! the daemon part that runs the configured instances, feeds them tracked-object changes,
+//! and publishes their state and counters.
+
+pub mod announce;
+pub mod instance;
+pub mod io;
+pub mod machine;
+pub mod packet;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::bus::Event;
+use crate::config::{Config, TrackTarget, VrrpInstanceConfig};
+use crate::daemon::PartContext;
+use crate::net::addr;
+use instance::{Control, Instance, Snapshot};
+use machine::State;
+
+/// How often tracked interfaces are looked at; well under one advert interval.
+const LINK_POLL: Duration = Duration::from_millis(200);
+const PUBLISH: Duration = Duration::from_millis(500);
+/// A resigning instance has this long to send priority 0 and drop its VIPs.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+struct Running {
+    cfg: VrrpInstanceConfig,
+    control: mpsc::Sender<Control>,
+    snapshot: watch::Receiver<Snapshot>,
+    task: JoinHandle<Result<()>>,
+}
+
+/// The VRRP part: `[vrrp]` present in the config.
+pub async fn run(mut ctx: PartContext) -> Result<()> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
+    tokio::spawn(connection);
+    let mut bus = ctx.bus.subscribe();
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    // Down tracked objects, as last seen; unknown counts as up.
+    let mut down: HashMap<TrackTarget, bool> = HashMap::new();
+
+    let first = ctx.config.borrow_and_update().clone();
+    let result = apply(&first.config, &mut running, &handle, &ctx, &down).await;
+    ctx.applied(first.generation, result.map_err(|e| format!("{e:#}")));
+
+    let mut link_poll = tokio::time::interval(LINK_POLL);
+    let mut publish = tokio::time::interval(PUBLISH);
+    loop {
+        tokio::select! {
+            changed = ctx.config.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let update = ctx.config.borrow_and_update().clone();
+                let result = apply(&update.config, &mut running, &handle, &ctx, &down).await;
+                ctx.applied(update.generation, result.map_err(|e| format!("{e:#}")));
+            }
+            _ = ctx.shutdown.changed() => {
+                if *ctx.shutdown.borrow() {
+                    break;
+                }
+            }
+            event = bus.recv() => match event {
+                Ok(Event::ServiceHealth { service, healthy, .. }) => {
+                    let target = TrackTarget::Service(service);
+                    set_down(&mut down, &running, target, healthy == 0).await;
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!("vrrp missed {n} bus events");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = link_poll.tick() => {
+                let interfaces: Vec<String> = tracked_interfaces(&running);
+                for name in interfaces {
+                    // A missing interface is as down as a link without carrier.
+                    let is_down = match addr::link_by_name(&handle, &name).await {
+                        Ok(link) => !link.up,
+                        Err(_) => true,
+                    };
+                    set_down(&mut down, &running, TrackTarget::Interface(name), is_down).await;
+                }
+            }
+            _ = publish.tick() => publish_status(&ctx, &running),
+            Some(cmd) = ctx.commands.recv() => {
+                let _ = cmd.reply.send(Err(format!("vrrp has no command {:?}", cmd.verb)));
+            }
+        }
+    }
+
+    info!("vrrp: resigning every instance");
+    let names: Vec<String> = running.keys().cloned().collect();
+    for name in names {
+        stop(&mut running, &name).await;
+    }
+    publish_status(&ctx, &running);
+    Ok(())
+}
+
+fn tracked_interfaces(running: &BTreeMap<String, Running>) -> Vec<String> {
+    let mut names: Vec<String> = running
+        .values()
+        .flat_map(|r| &r.cfg.track)
+        .filter_map(|t| match &t.target {
+            TrackTarget::Interface(i) => Some(i.clone()),
+            TrackTarget::Service(_) => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn set_down(
+    down: &mut HashMap<TrackTarget, bool>,
+    running: &BTreeMap<String, Running>,
+    target: TrackTarget,
+    is_down: bool,
+) {
+    if down.get(&target) == Some(&is_down) {
+        return;
+    }
+    down.insert(target.clone(), is_down);
+    for r in running.values() {
+        if r.cfg.track.iter().any(|t| t.target == target) {
+            let _ = r
+                .control
+                .send(Control::Track {
+                    target: target.clone(),
+                    down: is_down,
+                })
+                .await;
+        }
+    }
+}
+
+/// Starts new and changed instances, resigns removed and changed ones; unchanged ones keep
+/// running untouched.
+async fn apply(
+    config: &Arc<Config>,
+    running: &mut BTreeMap<String, Running>,
+    handle: &rtnetlink::Handle,
+    ctx: &PartContext,
+    down: &HashMap<TrackTarget, bool>,
+) -> Result<()> {
+    let wanted: Vec<VrrpInstanceConfig> = config
+        .vrrp
+        .as_ref()
+        .map(|v| v.instances.clone())
+        .unwrap_or_default();
+    let stale: Vec<String> = running
+        .iter()
+        .filter(|(name, r)| !wanted.iter().any(|w| &w.name == *name && *w == r.cfg))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in stale {
+        stop(running, &name).await;
+    }
+    let mut first_error = None;
+    for cfg in wanted {
+        if running.contains_key(&cfg.name) {
+            continue;
+        }
+        let name = cfg.name.clone();
+        match Instance::start(cfg.clone(), handle.clone(), ctx.bus.clone()).await {
+            Ok((instance, snapshot)) => {
+                let (control, control_rx) = mpsc::channel(16);
+                for t in &cfg.track {
+                    if down.get(&t.target) == Some(&true) {
+                        let _ = control
+                            .send(Control::Track {
+                                target: t.target.clone(),
+                                down: true,
+                            })
+                            .await;
+                    }
+                }
+                let task = tokio::spawn(instance.run(control_rx));
+                info!(instance = %name, vrid = cfg.vrid, interface = %cfg.interface, "vrrp instance started");
+                running.insert(
+                    name,
+                    Running {
+                        cfg,
+                        control,
+                        snapshot,
+                        task,
+                    },
+                );
+            }
+            Err(e) => {
+                error!("{e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    publish_status(ctx, running);
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn stop(running: &mut BTreeMap<String, Running>, name: &str) {
+    let Some(r) = running.remove(name) else {
+        return;
+    };
+    let _ = r.control.send(Control::Shutdown).await;
+    match tokio::time::timeout(SHUTDOWN_GRACE, r.task).await {
+        Ok(Ok(Ok(()))) => info!(instance = %name, "vrrp instance stopped"),
+        Ok(Ok(Err(e))) => error!(instance = %name, "vrrp instance failed: {e:#}"),
+        Ok(Err(e)) => error!(instance = %name, "vrrp instance panicked: {e}"),
+        Err(_) => warn!(instance = %name, "vrrp instance did not stop in time"),
+    }
+}
+
+fn publish_status(ctx: &PartContext, running: &BTreeMap<String, Running>) {
+    let snapshots: Vec<Snapshot> = running
+        .values()
+        .map(|r| r.snapshot.borrow().clone())
+        .collect();
+    ctx.status.set(
+        "vrrp",
+        serde_json::json!({ "instances": serde_json::to_value(&snapshots).unwrap_or_default() }),
+    );
+    ctx.status.set_metrics("vrrp", metrics(&snapshots));
+}
+
+/// Prometheus text for the instances.
+pub fn metrics(snapshots: &[Snapshot]) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP portier_vrrp_{name} {help}");
+        let _ = writeln!(out, "# TYPE portier_vrrp_{name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "portier_vrrp_{name}{{{labels}}} {value}");
+        }
+    };
+    let label = |s: &Snapshot| format!("instance=\"{}\",vrid=\"{}\"", s.name, s.vrid);
+    let per = |f: &dyn Fn(&Snapshot) -> u64| -> Vec<(String, u64)> {
+        snapshots.iter().map(|s| (label(s), f(s))).collect()
+    };
+    family(
+        "master",
+        "gauge",
+        "1 while the instance is master.",
+        per(&|s| u64::from(s.state == State::Master)),
+    );
+    family(
+        "state",
+        "gauge",
+        "0 initialize, 1 backup, 2 master.",
+        per(&|s| match s.state {
+            State::Initialize => 0,
+            State::Backup => 1,
+            State::Master => 2,
+        }),
+    );
+    family(
+        "effective_priority",
+        "gauge",
+        "Priority after tracked objects' weights.",
+        per(&|s| u64::from(s.effective_priority)),
+    );
+    family(
+        "adverts_sent_total",
+        "counter",
+        "Advertisements sent.",
+        per(&|s| s.counters.adverts_sent),
+    );
+    family(
+        "adverts_received_total",
+        "counter",
+        "Advertisements accepted.",
+        per(&|s| s.counters.adverts_received),
+    );
+    family(
+        "priority_zero_received_total",
+        "counter",
+        "Priority 0 advertisements accepted (a master resigning).",
+        per(&|s| s.counters.priority_zero_received),
+    );
+    family(
+        "transitions_total",
+        "counter",
+        "State transitions.",
+        per(&|s| s.counters.transitions),
+    );
+    family(
+        "became_master_total",
+        "counter",
+        "Transitions to master.",
+        per(&|s| s.counters.became_master),
+    );
+    family(
+        "announcements_sent_total",
+        "counter",
+        "Gratuitous ARPs and unsolicited NAs sent.",
+        per(&|s| s.counters.announcements_sent),
+    );
+    let drops = snapshots
+        .iter()
+        .flat_map(|s| {
+            packet::Drop::ALL.iter().map(move |d| {
+                (
+                    format!("{},reason=\"{}\"", label(s), d.name()),
+                    s.counters.drops.get(d.name()).copied().unwrap_or(0),
+                )
+            })
+        })
+        .collect();
+    family(
+        "drops_total",
+        "counter",
+        "Received packets dropped, by failed check.",
+        drops,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instance::{Counters, Snapshot};
+    use super::*;
+
+    #[test]
+    fn metrics_name_instance_state_and_every_drop_reason() {
+        let mut counters = Counters {
+            adverts_sent: 7,
+            ..Counters::default()
+        };
+        counters.drops.insert("ttl", 2);
+        let snapshot = Snapshot {
+            name: "vip51".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            version: 3,
+            state: State::Master,
+            priority: 150,
+            effective_priority: 90,
+            vips: vec!["203.0.113.10".parse().unwrap()],
+            source: None,
+            master: None,
+            master_adver_interval_ms: 1000,
+            last_transition: None,
+            tracks: vec![],
+            counters,
+        };
+        let text = metrics(&[snapshot]);
+        let label = "instance=\"vip51\",vrid=\"51\"";
+        for line in [
+            format!("portier_vrrp_master{{{label}}} 1"),
+            format!("portier_vrrp_state{{{label}}} 2"),
+            format!("portier_vrrp_effective_priority{{{label}}} 90"),
+            format!("portier_vrrp_adverts_sent_total{{{label}}} 7"),
+            format!("portier_vrrp_drops_total{{{label},reason=\"ttl\"}} 2"),
+            format!("portier_vrrp_drops_total{{{label},reason=\"checksum\"}} 0"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("portier_vrrp_drops_total"))
+                .count(),
+            packet::Drop::ALL.len()
+        );
+    }
+}
