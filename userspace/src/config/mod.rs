@@ -6,6 +6,7 @@
 
 mod checks;
 mod error;
+pub mod l7;
 mod model;
 mod reader;
 mod report;
@@ -18,6 +19,10 @@ use std::path::Path;
 use toml::de::DeTable;
 
 pub use error::{ConfigError, Problem};
+pub use l7::{
+    Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
+    PoolConfig, RouteConfig, ServerConfig,
+};
 pub use model::{
     BackendConfig, Config, DataplaneConfig, Forwarding, NodeConfig, Protocol, ServiceConfig,
     XdpMode,
@@ -68,7 +73,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
-    root.deny_unknown(report, &["node", "dataplane", "service"]);
+    root.deny_unknown(report, &["node", "dataplane", "service", "l7"]);
     let node = root
         .required_table(report, "node")
         .map(|table| sections::node(report, &table));
@@ -81,6 +86,10 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .iter()
         .map(|table| sections::service(report, table))
         .collect();
+    let l7 = match root.optional_table(report, "l7") {
+        Some(table) => l7::read(report, &table).map(Some),
+        None => Some(None),
+    };
     checks::services(report, &services);
     if let Some(node) = &node {
         checks::interfaces(report, node, &services);
@@ -107,6 +116,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         node: node?.finish()?,
         dataplane: dataplane?,
         services,
+        l7: l7?,
     })
 }
 

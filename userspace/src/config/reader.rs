@@ -144,6 +144,11 @@ impl<'t, 'i> Table<'t, 'i> {
         }
     }
 
+    pub(super) fn optional_bool(&self, report: &mut Report<'_>, name: &str) -> Option<bool> {
+        self.typed(report, name, "a boolean", DeValue::as_bool)
+            .map(|v| v.value)
+    }
+
     /// An array of strings; each element keeps its own location (`key[i]`).
     pub(super) fn optional_str_array(
         &self,
