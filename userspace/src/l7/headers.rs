@@ -4,13 +4,13 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
-/// Fields that describe one connection, never the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
+/// Fields that describe one connection, never the message (RFC 9110 7.6.1). `Trailer` is
+/// end to end in RFC 9110 (it declares the trailer fields the next hop must pass on).
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
     "http2-settings",
@@ -178,7 +178,7 @@ mod tests {
             ("x-keep", "yes"),
         ]);
         let found = strip_hop_by_hop(&mut m);
-        assert_eq!(names(&m), ["host", "content-length", "x-keep"]);
+        assert_eq!(names(&m), ["host", "trailer", "content-length", "x-keep"]);
         assert_eq!(
             found,
             HopByHop {
