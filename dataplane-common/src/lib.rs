@@ -39,6 +39,9 @@ pub const SERVICE_F_WILDCARD_UDP: u32 = 1 << 4;
 
 /// Entries of `SERVICES`: every service plus one address marker per VIP address.
 pub const MAX_SERVICE_ENTRIES: u32 = MAX_SERVICES * 2;
+/// Slots of `VIP_FILTER` (a power of two).
+pub const VIP_FILTER_SIZE: u32 = 4096;
+
 /// Entries of `TX_PORTS` (egress interfaces for devmap redirect).
 pub const MAX_TX_PORTS: u32 = 64;
 
@@ -52,6 +55,11 @@ pub mod maps {
     pub const SVC_STATS: &str = "SVC_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const REASONS: &str = "REASONS";
+    /// `Array<u32>` indexed by `vip_filter_index`: the OR of the address-marker flags of every
+    /// VIP hashing there. Array lookups are inlined by the verifier, hash lookups are calls;
+    /// this keeps non-VIP traffic free of hash lookups and spares VIP traffic the marker
+    /// lookup. A collision only costs a lookup that misses, never a wrong verdict.
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 }
 
 /// Program names in the object file.
@@ -251,6 +259,14 @@ impl Reason {
             Reason::DropNoTxPort => "drop_no_tx_port",
         }
     }
+}
+
+/// Slot of `addr` in `VIP_FILTER`.
+#[inline(always)]
+pub fn vip_filter_index(addr: &[u8; 16], family: u8) -> u32 {
+    let w = word(addr, 0) ^ word(addr, 4) ^ word(addr, 8) ^ word(addr, 12) ^ family as u32;
+    // Fibonacci hashing: the top bits of the product are well mixed.
+    w.wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_SIZE.trailing_zeros())
 }
 
 /// The flow hash both the program and userspace tests use to pick a Maglev slot.

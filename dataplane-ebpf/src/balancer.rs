@@ -4,11 +4,14 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use dataplane_common::{
     BACKEND_F_VALID, Backend, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, NO_BACKEND,
     PROTO_ADDR_MARKER, Reason, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP,
-    SERVICE_F_WILDCARD_UDP, ServiceKey, ServiceValue, flow_hash,
+    SERVICE_F_WILDCARD_UDP, ServiceKey, ServiceValue, flow_hash, vip_filter_index,
 };
 
 use crate::{
-    maps::{BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REASONS, SERVICES, SVC_STATS, TX_PORTS},
+    maps::{
+        BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REASONS, SERVICES, SVC_STATS, TX_PORTS,
+        VIP_FILTER,
+    },
     parse::*,
 };
 
@@ -84,9 +87,21 @@ fn v4_addr(a: u32) -> [u8; 16] {
     [b[0], b[1], b[2], b[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
+/// Flags of the `VIP_FILTER` slot of `addr`: 0 means surely not a VIP.
+#[inline(always)]
+fn filter(addr: &[u8; 16], family: u8) -> u32 {
+    match VIP_FILTER.get(vip_filter_index(addr, family)) {
+        Some(f) => *f,
+        None => 0,
+    }
+}
+
 /// The address marker of `addr`, if it is a VIP.
 #[inline(always)]
 fn vip_marker(addr: &[u8; 16], family: u8) -> Option<u32> {
+    if filter(addr, family) == 0 {
+        return None;
+    }
     let key = ServiceKey {
         addr: *addr,
         port: 0,
@@ -110,7 +125,7 @@ fn not_balanced(addr: &[u8; 16], family: u8, vip_reason: Reason) -> u32 {
 /// Exact `(addr, port, proto)` then `(addr, 0, proto)`, skipping lookups the marker rules out.
 #[inline(always)]
 fn find_service(addr: &[u8; 16], port: u16, proto: u8, family: u8) -> Option<ServiceValue> {
-    let flags = vip_marker(addr, family)?;
+    let flags = filter(addr, family);
     let (exact, wild) = if proto == IPPROTO_TCP {
         (SERVICE_F_EXACT_TCP, SERVICE_F_WILDCARD_TCP)
     } else {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 use dataplane_common::{
     Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FlowKey, FlowValue,
     MAX_BACKENDS, MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS, REASON_COUNT, ServiceKey,
-    ServiceValue,
+    ServiceValue, VIP_FILTER_SIZE,
 };
 
 /// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any
@@ -40,3 +40,6 @@ pub static BACKEND_STATS: PerCpuArray<Counters, { MAX_BACKENDS as usize }> = Per
 
 #[btf_map]
 pub static REASONS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static VIP_FILTER: Array<u32, { VIP_FILTER_SIZE as usize }> = Array::new();

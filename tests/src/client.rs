@@ -85,3 +85,76 @@ fn read_reply(s: &mut TcpStream) -> Result<Reply> {
         bytes: head_bytes + len,
     })
 }
+
+/// One request of a [`Traffic`] run.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub at: std::time::Instant,
+    /// The host that answered, or the error.
+    pub result: std::result::Result<String, String>,
+}
+
+/// Continuous client traffic from a namespace: one request per new connection, back to back,
+/// until stopped (and never longer than `limit`, so a forgotten run ends by itself).
+pub struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<Sample>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(ns: &str, to: SocketAddr, limit: Duration) -> Result<Traffic> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s2, samples2) = (stop.clone(), samples.clone());
+        let ns = ns.to_string();
+        let thread = std::thread::spawn(move || {
+            let run = crate::netns::in_netns(&ns, || {
+                let start = std::time::Instant::now();
+                while !s2.load(Ordering::Relaxed) && start.elapsed() < limit {
+                    let result = get(to, None, "/")
+                        .map(|r| r.served_by)
+                        .map_err(|e| format!("{e:#}"));
+                    let sample = Sample {
+                        at: std::time::Instant::now(),
+                        result,
+                    };
+                    if let Ok(mut v) = samples2.lock() {
+                        v.push(sample);
+                    }
+                }
+            });
+            if let Err(e) = run {
+                eprintln!("traffic: {e:#}");
+            }
+        });
+        Ok(Traffic {
+            stop,
+            samples,
+            thread: Some(thread),
+        })
+    }
+
+    /// Samples so far.
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.samples()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

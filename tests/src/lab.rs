@@ -63,6 +63,7 @@ pub struct Lab {
     pub prefix: String,
     pub run_dir: PathBuf,
     keep: bool,
+    apps: std::sync::Mutex<std::collections::HashMap<String, Child>>,
 }
 
 /// A portier process started in a lab namespace.
@@ -86,6 +87,7 @@ impl Lab {
             prefix: prefix.to_string(),
             run_dir,
             keep: false,
+            apps: Default::default(),
         };
         lab.build_topology()
             .with_context(|| format!("building lab {prefix}"))?;
@@ -96,6 +98,7 @@ impl Lab {
     /// Leaves the lab running after this value is dropped (for `cargo xtask lab up`/demo).
     pub fn keep(mut self) {
         self.keep = true;
+        drop(self);
     }
 
     pub fn ns(&self, node: &str) -> String {
@@ -178,23 +181,55 @@ impl Lab {
     }
 
     fn start_apps(&self) -> Result<()> {
-        let app = bin("portier-lab-app")?;
-        for (name, addr) in HOSTS {
-            let log = self.run_dir.join(format!("{name}-app.log"));
-            let http = format!("0.0.0.0:{HTTP_PORT}");
-            let udp_vip = format!("{VIP}:{UDP_PORT}");
-            let udp_own = format!("{addr}:{UDP_PORT}");
-            let child = spawn_in(
-                &self.ns(name),
-                &app,
-                &[
-                    "--name", name, "--http", &http, "--udp", &udp_vip, "--udp", &udp_own,
-                ],
-                &log,
-            )?;
-            std::mem::forget(child);
-            wait_for_log(&log, "ready", Duration::from_secs(10))?;
+        for (name, _) in HOSTS {
+            self.start_app(name)?;
         }
+        Ok(())
+    }
+
+    /// Starts the app of host `name` (one of [`HOSTS`]) and waits until it listens.
+    pub fn start_app(&self, name: &str) -> Result<()> {
+        let addr = HOSTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
+            .with_context(|| format!("no host {name}"))?;
+        let app = bin("portier-lab-app")?;
+        let log = self.run_dir.join(format!("{name}-app.log"));
+        let before = count_in_log(&log, "ready");
+        let http = format!("0.0.0.0:{HTTP_PORT}");
+        let udp_vip = format!("{VIP}:{UDP_PORT}");
+        let udp_own = format!("{addr}:{UDP_PORT}");
+        let child = spawn_in(
+            &self.ns(name),
+            &app,
+            &[
+                "--name", name, "--http", &http, "--udp", &udp_vip, "--udp", &udp_own,
+            ],
+            &log,
+        )?;
+        if let Ok(mut apps) = self.apps.lock() {
+            apps.insert(name.to_string(), child);
+        }
+        let start = Instant::now();
+        while count_in_log(&log, "ready") <= before {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!(
+                    "{name}: app not ready; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Kills the app of host `name`: its connections are reset, new ones refused.
+    pub fn stop_app(&self, name: &str) -> Result<()> {
+        let child = self.apps.lock().ok().and_then(|mut a| a.remove(name));
+        let mut child = child.with_context(|| format!("{name}: app not running"))?;
+        child.kill()?;
+        child.wait()?;
         Ok(())
     }
 
@@ -234,6 +269,16 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Ok(mut apps) = self.apps.lock() {
+            for (_, mut c) in apps.drain() {
+                if self.keep {
+                    std::mem::forget(c);
+                } else {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
         if !self.keep {
             down(&self.prefix);
         }
@@ -247,6 +292,15 @@ impl Daemon {
         std::fs::write(&self.config, config)?;
         self.signal(nix::sys::signal::Signal::SIGHUP)?;
         self.wait_for("reload applied", before + 1, Duration::from_secs(20))
+    }
+
+    /// Runs `portier ARGS` in this daemon's namespace (admin API commands) and returns stdout.
+    pub fn cli(&self, ns: &str, args: &[&str]) -> Result<String> {
+        exec_in(ns, &bin("portier")?.to_string_lossy(), args)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
@@ -291,17 +345,6 @@ fn count_in_log(log: &Path, pattern: &str) -> usize {
     std::fs::read_to_string(log)
         .map(|t| t.matches(pattern).count())
         .unwrap_or(0)
-}
-
-fn wait_for_log(log: &Path, pattern: &str, timeout: Duration) -> Result<()> {
-    let start = Instant::now();
-    while count_in_log(log, pattern) == 0 {
-        if start.elapsed() > timeout {
-            bail!("no '{pattern}' in {} after {timeout:?}", log.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {

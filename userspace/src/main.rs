@@ -1,5 +1,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use portier::admin::client::request;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +36,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// State of a running node (services, backends, counters) from its admin API.
+    Status {
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        admin: SocketAddr,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read the config file of a running node (as SIGHUP); reports whether it was applied.
+    Reload {
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        admin: SocketAddr,
+    },
+    /// Stop sending new flows to a backend; established flows continue.
+    Drain(BackendArgs),
+    /// Undo drain or weight: the configured weight applies again.
+    Undrain(BackendArgs),
+    /// Set a backend's weight at runtime (0..=65535).
+    Weight {
+        #[command(flatten)]
+        backend: BackendArgs,
+        weight: u32,
+    },
     /// Attach a plain XDP_PASS program to an interface and pin the link (lab helper: the veth
     /// peer of an interface that sends with XDP_TX needs an XDP program to receive).
     #[command(hide = true)]
@@ -43,6 +67,25 @@ enum Command {
         #[arg(long)]
         pin: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct BackendArgs {
+    #[arg(long)]
+    service: String,
+    #[arg(long)]
+    backend: std::net::IpAddr,
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    admin: SocketAddr,
+}
+
+impl BackendArgs {
+    fn path(&self, verb: &str) -> String {
+        format!(
+            "/command/l4/{verb}?service={}&backend={}",
+            self.service, self.backend
+        )
+    }
 }
 
 fn main() -> ExitCode {
@@ -84,9 +127,35 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Stats { node, json } => portier::stats::print(
-            &PathBuf::from(portier::daemon::DEFAULT_PIN_ROOT).join(node),
+            &PathBuf::from(portier::dataplane::DEFAULT_PIN_ROOT).join(node),
             json,
         ),
+        Command::Status { admin, json } => {
+            let body = request(admin, "GET", "/status")?;
+            if json {
+                print!("{body}");
+            } else {
+                portier::admin::table::print(&serde_json::from_str(&body)?);
+            }
+            Ok(())
+        }
+        Command::Reload { admin } => {
+            print!("{}", request(admin, "POST", "/reload")?);
+            Ok(())
+        }
+        Command::Drain(b) => {
+            print!("{}", request(b.admin, "POST", &b.path("drain"))?);
+            Ok(())
+        }
+        Command::Undrain(b) => {
+            print!("{}", request(b.admin, "POST", &b.path("undrain"))?);
+            Ok(())
+        }
+        Command::Weight { backend, weight } => {
+            let path = format!("{}&weight={weight}", backend.path("weight"));
+            print!("{}", request(backend.admin, "POST", &path)?);
+            Ok(())
+        }
         Command::XdpPass { interface, pin } => {
             portier::dataplane::attach_pass(&interface, &pin)?;
             Ok(())

@@ -4,8 +4,10 @@
 //! (`checks`) -> `Config`. Every stage keeps going after a problem so that one `portier check`
 //! lists everything wrong with the file.
 
+mod admin;
 mod checks;
 mod error;
+mod health;
 pub mod l7;
 mod model;
 mod reader;
@@ -24,8 +26,8 @@ pub use l7::{
     PoolConfig, RouteConfig, ServerConfig,
 };
 pub use model::{
-    BackendConfig, Config, DataplaneConfig, Forwarding, NodeConfig, Protocol, ServiceConfig,
-    XdpMode,
+    AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, HealthCheckConfig, HealthKind,
+    HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
 };
 
 use reader::Table;
@@ -73,13 +75,17 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
-    root.deny_unknown(report, &["node", "dataplane", "service", "l7"]);
+    root.deny_unknown(report, &["node", "dataplane", "service", "l7", "admin"]);
     let node = root
         .required_table(report, "node")
         .map(|table| sections::node(report, &table));
     let dataplane = match root.optional_table(report, "dataplane") {
         Some(table) => sections::dataplane(report, &table),
         None => Some(DataplaneConfig::default()),
+    };
+    let admin = match root.optional_table(report, "admin") {
+        Some(table) => admin::admin(report, &table).map(Some),
+        None => Some(None),
     };
     let services: Vec<_> = root
         .array_of_tables(report, "service")
@@ -109,6 +115,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
                     .iter()
                     .map(sections::BackendDraft::finish)
                     .collect::<Option<_>>()?,
+                health: s.health?,
             })
         })
         .collect::<Option<_>>()?;
@@ -117,6 +124,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         dataplane: dataplane?,
         services,
         l7: l7?,
+        admin: admin?,
     })
 }
 

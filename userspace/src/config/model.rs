@@ -12,6 +12,22 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// The HTTP proxy; absent when the node runs no L7 listener.
     pub l7: Option<super::l7::L7Config>,
+    /// `None`: no admin API.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminConfig {
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9900)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,6 +74,66 @@ pub struct ServiceConfig {
     pub protocol: Protocol,
     pub forwarding: Forwarding,
     pub backends: Vec<BackendConfig>,
+    /// `None`: no active check, every backend counts as healthy.
+    pub health: Option<HealthCheckConfig>,
+}
+
+/// An active health check: a backend leaves after `fall` failures in a row and returns after
+/// `rise` successes in a row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthCheckConfig {
+    pub kind: HealthKind,
+    /// `None`: the service's port.
+    pub port: Option<u16>,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    pub rise: u32,
+    pub fall: u32,
+    /// Set exactly when `kind` is `Http`.
+    pub http: Option<HttpCheck>,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            kind: HealthKind::Tcp,
+            port: None,
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+            http: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// The check passes when a TCP connection is established.
+    Tcp,
+    /// The check passes when a request gets the expected status.
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpCheck {
+    pub method: String,
+    pub path: String,
+    /// `Host` header; `None`: the backend's address.
+    pub host: Option<String>,
+    pub expect_status: u16,
+}
+
+impl Default for HttpCheck {
+    fn default() -> Self {
+        Self {
+            method: "GET".into(),
+            path: "/".into(),
+            host: None,
+            expect_status: 200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::model::{BackendConfig, DataplaneConfig, Forwarding, NodeConfig, Protocol, XdpMode};
+use super::model::{
+    BackendConfig, DataplaneConfig, Forwarding, HealthCheckConfig, NodeConfig, Protocol, XdpMode,
+};
 use super::reader::{Located, Table};
 use super::report::Report;
 use super::rules;
@@ -120,6 +122,7 @@ pub(super) struct ServiceDraft {
     pub protocol: Option<Protocol>,
     pub forwarding: Option<Forwarding>,
     pub backends: Vec<BackendDraft>,
+    pub health: Option<Option<HealthCheckConfig>>,
 }
 
 pub(super) struct BackendDraft {
@@ -130,7 +133,15 @@ pub(super) struct BackendDraft {
 pub(super) fn service(report: &mut Report<'_>, table: &Table<'_, '_>) -> ServiceDraft {
     table.deny_unknown(
         report,
-        &["name", "vip", "port", "protocol", "forwarding", "backend"],
+        &[
+            "name",
+            "vip",
+            "port",
+            "protocol",
+            "forwarding",
+            "backend",
+            "health",
+        ],
     );
     let name = table.required_str(report, "name").and_then(|v| {
         let (offset, key) = (v.offset, v.key.clone());
@@ -149,6 +160,11 @@ pub(super) fn service(report: &mut Report<'_>, table: &Table<'_, '_>) -> Service
     let forwarding = match table.optional_str(report, "forwarding") {
         Some(v) => rules::choice(report, v),
         None => Some(Forwarding::default()),
+    };
+
+    let health = match table.optional_table(report, "health") {
+        Some(t) => super::health::health(report, &t, port).map(Some),
+        None => Some(None),
     };
 
     let mut backends = Vec::new();
@@ -194,6 +210,7 @@ pub(super) fn service(report: &mut Report<'_>, table: &Table<'_, '_>) -> Service
         protocol,
         forwarding,
         backends,
+        health,
     }
 }
 

@@ -96,6 +96,7 @@ fn example_parses() {
                     weight: 0
                 },
             ],
+            health: None,
         }
     );
     assert_eq!(config.services[1].port, 0);
@@ -169,7 +170,7 @@ fn duplicate_key_is_a_syntax_error() {
 fn unknown_keys_everywhere() {
     let text = format!("{BASE}  wieght = 2\n[services]\n")
         .replace("[node]\n", "[node]\nnmae = \"x\"\n")
-        .replace("protocol = \"tcp\"", "protocol = \"tcp\"\nhealth = true");
+        .replace("protocol = \"tcp\"", "protocol = \"tcp\"\nhelth = true");
     let found = problems(&text);
     assert_eq!(found.len(), 4, "{found:#?}");
     assert_problem(
@@ -178,7 +179,7 @@ fn unknown_keys_everywhere() {
         "node.nmae",
         "expected one of: name, interfaces, xdp_mode",
     );
-    assert_problem(&found[1], 11, "service[0].health", "unknown key \"health\"");
+    assert_problem(&found[1], 11, "service[0].helth", "unknown key \"helth\"");
     assert_problem(
         &found[2],
         15,
@@ -613,4 +614,72 @@ fn configs_compare_for_reload() {
     let after = parse(&format!("{BASE}  weight = 0\n"), FILE).unwrap();
     assert_ne!(before, after);
     assert_eq!(after.services[0].backends[0].weight, 0);
+}
+
+#[test]
+fn health_check_defaults_and_http_fields() {
+    let text = format!(
+        "{BASE}\n[service.health]\nkind = \"http\"\npath = \"/healthz\"\nhost = \"todo.example\"\nexpect_status = 204\nrise = 1\n"
+    );
+    let c = parse(&text, FILE).unwrap();
+    let h = c.services[0].health.clone().unwrap();
+    assert_eq!(h.kind, HealthKind::Http);
+    assert_eq!(
+        (h.interval_ms, h.timeout_ms, h.rise, h.fall),
+        (2000, 1000, 1, 3)
+    );
+    let http = h.http.unwrap();
+    assert_eq!(http.method, "GET");
+    assert_eq!(http.path, "/healthz");
+    assert_eq!(http.host.as_deref(), Some("todo.example"));
+    assert_eq!(http.expect_status, 204);
+    assert_eq!(parse(BASE, FILE).unwrap().services[0].health, None);
+}
+
+#[test]
+fn health_check_errors_name_their_keys() {
+    // Lines: BASE is 12 lines, then a blank line, the table header at 14.
+    let text = format!("{BASE}\n[service.health]\nkind = \"icmp\"\n");
+    assert_one(&text, 15, "service[0].health.kind", "allowed: tcp, http");
+    let text = format!("{BASE}\n[service.health]\npath = \"/x\"\n");
+    assert_one(
+        &text,
+        14,
+        "service[0].health.path",
+        "only applies to kind = \"http\"",
+    );
+    let text = format!("{BASE}\n[service.health]\nkind = \"http\"\npath = \"no-slash\"\n");
+    assert_one(&text, 16, "service[0].health.path", "not a request path");
+    let text = format!("{BASE}\n[service.health]\ninterval_ms = 100\ntimeout_ms = 200\n");
+    assert_one(
+        &text,
+        14,
+        "service[0].health.timeout_ms",
+        "longer than interval_ms",
+    );
+    let text = format!("{BASE}\n[service.health]\nfall = 0\n");
+    assert_one(&text, 15, "service[0].health.fall", "out of range");
+    let text = format!("{BASE}\n[service.health]\nbogus = 1\n");
+    assert_one(&text, 15, "service[0].health.bogus", "unknown key");
+}
+
+#[test]
+fn health_check_of_an_every_port_service_needs_a_port() {
+    let text = format!(
+        "{}\n[service.health]\nkind = \"tcp\"\n",
+        base_with("port = 80\n", "")
+    );
+    assert_one(&text, 13, "service[0].health.port", "must name one");
+    let text = format!(
+        "{}\n[service.health]\nkind = \"tcp\"\nport = 80\n",
+        base_with("port = 80\n", "")
+    );
+    assert_eq!(
+        parse(&text, FILE).unwrap().services[0]
+            .health
+            .as_ref()
+            .unwrap()
+            .port,
+        Some(80)
+    );
 }

@@ -7,7 +7,7 @@
 //! each service's table have its own (prime) size.
 
 mod error;
-pub mod sys;
+mod sys;
 
 use std::{
     collections::HashMap,
@@ -28,9 +28,10 @@ pub use dataplane_common::{
 };
 use dataplane_common::{
     PROTO_ADDR_MARKER, SERVICE_F_ADDR_MARKER, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP,
-    SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, maps, programs,
+    SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, maps, programs, vip_filter_index,
 };
 pub use error::DataplaneError;
+pub use sys::{parse_mac, pin_to_cpu};
 
 /// The compiled XDP object, built by `build.rs` through aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portier-xdp"));
@@ -129,7 +130,7 @@ impl std::fmt::Debug for Dataplane {
 }
 
 const ALL_PROGRAMS: [&str; 3] = [programs::BALANCER, programs::PASS, programs::FLOOR];
-const ALL_MAPS: [&str; 8] = [
+const ALL_MAPS: [&str; 9] = [
     maps::SERVICES,
     maps::MAGLEV,
     maps::BACKENDS,
@@ -138,6 +139,7 @@ const ALL_MAPS: [&str; 8] = [
     maps::SVC_STATS,
     maps::BACKEND_STATS,
     maps::REASONS,
+    maps::VIP_FILTER,
 ];
 
 fn require_root() -> Result<(), DataplaneError> {
@@ -435,20 +437,26 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Rewrites the address marker of `key.addr` from the configured services.
-    fn sync_marker(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
-        let flags = self
-            .services
-            .keys()
-            .filter(|k| k.addr == key.addr && k.family == key.family)
-            .fold(0u32, |f, k| {
-                f | match (k.proto, k.port) {
+    /// Marker flags of the services matching `pred`.
+    fn marker_flags(&self, pred: impl Fn(&ServiceKey) -> bool) -> u32 {
+        self.services.keys().filter(|k| pred(k)).fold(0u32, |f, k| {
+            f | SERVICE_F_ADDR_MARKER
+                | match (k.proto, k.port) {
                     (PROTO_TCP, 0) => SERVICE_F_WILDCARD_TCP,
                     (PROTO_TCP, _) => SERVICE_F_EXACT_TCP,
                     (PROTO_UDP, 0) => SERVICE_F_WILDCARD_UDP,
                     (_, _) => SERVICE_F_EXACT_UDP,
                 }
-            });
+        })
+    }
+
+    /// Rewrites the address marker of `key.addr` and its `VIP_FILTER` slot from the configured
+    /// services. The two may disagree for a moment: a filter hit without a marker reads as
+    /// not a VIP, which the address is about to be or just was.
+    fn sync_marker(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        let flags = self.marker_flags(|k| k.addr == key.addr && k.family == key.family);
+        let slot = vip_filter_index(&key.addr, key.family);
+        let slot_flags = self.marker_flags(|k| vip_filter_index(&k.addr, k.family) == slot);
         let marker = ServiceKey {
             addr: key.addr,
             port: 0,
@@ -459,20 +467,24 @@ impl Dataplane {
             self.typed_mut(maps::SERVICES)?;
         if flags == 0 {
             match services.remove(&marker) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(e) => Err(DataplaneError::map(maps::SERVICES)(e)),
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(DataplaneError::map(maps::SERVICES)(e)),
             }
         } else {
             let value = ServiceValue {
                 id: 0,
                 table_size: 0,
-                flags: flags | SERVICE_F_ADDR_MARKER,
+                flags,
                 _pad: 0,
             };
             services
                 .insert(marker, value, 0)
-                .map_err(DataplaneError::map(maps::SERVICES))
+                .map_err(DataplaneError::map(maps::SERVICES))?;
         }
+        let mut filter: Array<&mut MapData, u32> = self.typed_mut(maps::VIP_FILTER)?;
+        filter
+            .set(slot, slot_flags, 0)
+            .map_err(DataplaneError::map(maps::VIP_FILTER))
     }
 
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DataplaneError> {

@@ -1,8 +1,11 @@
-//! Active health checks shared by the L4 and L7 parts: a pure rise/fall tracker and the
-//! probes (TCP connect, HTTP GET) that feed it.
+//! Active health checks, shared by every part that has backends: a pure rise/fall state per
+//! target, probes (TCP connect, HTTP request) at the edge, and a checker task per target that
+//! reports only transitions.
 
+mod checker;
 mod probe;
-mod tracker;
+mod state;
 
-pub use probe::{Probe, run_probe};
-pub use tracker::Tracker;
+pub use checker::{Checker, Schedule, Transition};
+pub use probe::{Probe, ProbeError, run_probe};
+pub use state::HealthState;

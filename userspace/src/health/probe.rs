@@ -1,70 +1,129 @@
-//! One probe against one server, bounded by a timeout.
-
-use std::net::SocketAddr;
+use crate::config::{HealthCheckConfig, HealthKind};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// One check of one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// Passes when a TCP connection is accepted.
-    Tcp,
-    /// Passes when `GET path` is answered with `status`.
+    Tcp {
+        addr: SocketAddr,
+    },
     Http {
+        addr: SocketAddr,
+        method: String,
         path: String,
         host: String,
-        status: u16,
+        expect_status: u16,
     },
 }
 
-/// Runs `probe` against `addr`; `Err` says why it failed (for logs on state changes).
-pub async fn run_probe(probe: &Probe, addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, attempt(probe, addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProbeError {
+    #[error("timed out")]
+    Timeout,
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("i/o: {0}")]
+    Io(String),
+    #[error("malformed response")]
+    Malformed,
+    #[error("status {got}, expected {expected}")]
+    Status { got: u16, expected: u16 },
+}
+
+impl Probe {
+    /// The probe a health-check config describes for `backend` (whose service listens on
+    /// `service_port`).
+    pub fn for_backend(check: &HealthCheckConfig, backend: IpAddr, service_port: u16) -> Probe {
+        let addr = SocketAddr::new(backend, check.port.unwrap_or(service_port));
+        match (&check.kind, &check.http) {
+            (HealthKind::Http, Some(h)) => Probe::Http {
+                addr,
+                method: h.method.clone(),
+                path: h.path.clone(),
+                host: h.host.clone().unwrap_or_else(|| match backend {
+                    IpAddr::V4(a) => a.to_string(),
+                    IpAddr::V6(a) => format!("[{a}]"),
+                }),
+                expect_status: h.expect_status,
+            },
+            _ => Probe::Tcp { addr },
+        }
     }
 }
 
-async fn attempt(probe: &Probe, addr: SocketAddr) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
+/// Largest response head we read: a status line is all we need.
+const MAX_HEAD: usize = 8192;
+
+pub async fn run_probe(probe: &Probe, timeout: Duration) -> Result<(), ProbeError> {
+    tokio::time::timeout(timeout, probe_inner(probe))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let Probe::Http { path, host, status } = probe else {
-        return Ok(());
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portier-health\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    // The status line is all we need: "HTTP/1.1 200 ...".
-    let mut head = [0u8; 64];
-    let mut filled = 0;
-    while filled < 12 {
-        let n = stream
-            .read(&mut head[filled..])
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("closed before a status line".into());
+        .map_err(|_| ProbeError::Timeout)?
+}
+
+async fn probe_inner(probe: &Probe) -> Result<(), ProbeError> {
+    match probe {
+        Probe::Tcp { addr } => {
+            TcpStream::connect(addr)
+                .await
+                .map_err(|e| ProbeError::Connect(e.to_string()))?;
+            Ok(())
         }
-        filled += n;
+        Probe::Http {
+            addr,
+            method,
+            path,
+            host,
+            expect_status,
+        } => {
+            let mut s = TcpStream::connect(addr)
+                .await
+                .map_err(|e| ProbeError::Connect(e.to_string()))?;
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portier-health\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| ProbeError::Io(e.to_string()))?;
+            let mut head = Vec::with_capacity(256);
+            let mut buf = [0u8; 1024];
+            while !head.windows(2).any(|w| w == b"\r\n") {
+                let n = s
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| ProbeError::Io(e.to_string()))?;
+                if n == 0 || head.len() + n > MAX_HEAD {
+                    return Err(ProbeError::Malformed);
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let got = parse_status(&head).ok_or(ProbeError::Malformed)?;
+            if got != *expect_status {
+                return Err(ProbeError::Status {
+                    got,
+                    expected: *expect_status,
+                });
+            }
+            Ok(())
+        }
     }
-    let line = &head[..filled];
-    if !line.starts_with(b"HTTP/1.") || line[8] != b' ' {
-        return Err("not an HTTP/1 response".into());
+}
+
+/// The status code of an HTTP/1.x status line.
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let mut parts = line.split(|&b| b == b' ');
+    let version = parts.next()?;
+    if !version.starts_with(b"HTTP/1.") {
+        return None;
     }
-    let got = std::str::from_utf8(&line[9..12])
-        .ok()
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or("bad status code")?;
-    if got == *status {
-        Ok(())
-    } else {
-        Err(format!("status {got}, expected {status}"))
+    let code = parts.next()?;
+    if code.len() != 3 {
+        return None;
     }
+    std::str::from_utf8(code).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -72,82 +131,81 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
-    async fn server(reply: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut buf = vec![0u8; 1024];
-            let mut got = Vec::new();
-            while !got.ends_with(b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            s.write_all(reply).await.unwrap();
-            got
-        });
-        (addr, task)
+    #[test]
+    fn status_lines() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(
+            parse_status(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
+        assert_eq!(parse_status(b"HTTP/2 200\r\n"), None);
+        assert_eq!(parse_status(b"HTTP/1.1 20 OK\r\n"), None);
+        assert_eq!(parse_status(b"garbage"), None);
     }
 
-    fn http(status: u16) -> Probe {
+    async fn server(response: &'static [u8]) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(response).await;
+            }
+        });
+        addr
+    }
+
+    fn http(addr: SocketAddr, expect_status: u16) -> Probe {
         Probe::Http {
+            addr,
+            method: "GET".into(),
             path: "/health".into(),
-            host: "todo.example".into(),
-            status,
+            host: "h".into(),
+            expect_status,
         }
     }
 
     #[tokio::test]
-    async fn http_probe_sends_exact_request_and_checks_status() {
-        let (addr, task) = server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+    async fn http_probe_checks_the_status() {
+        let ok = server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
-            run_probe(&http(200), addr, Duration::from_secs(2)).await,
+            run_probe(&http(ok, 200), Duration::from_secs(2)).await,
             Ok(())
         );
         assert_eq!(
-            task.await.unwrap(),
-            b"GET /health HTTP/1.1\r\nHost: todo.example\r\nUser-Agent: portier-health\r\nConnection: close\r\n\r\n"
+            run_probe(&http(ok, 204), Duration::from_secs(2)).await,
+            Err(ProbeError::Status {
+                got: 200,
+                expected: 204
+            })
         );
-        let (addr, _) = server(b"HTTP/1.1 503 Unavailable\r\n\r\n").await;
-        let err = run_probe(&http(200), addr, Duration::from_secs(2))
-            .await
-            .unwrap_err();
-        assert!(err.contains("503"), "{err}");
-        let (addr, _) = server(b"SSH-2.0-OpenSSH\r\n\r\n").await;
-        assert!(
-            run_probe(&http(200), addr, Duration::from_secs(2))
-                .await
-                .is_err()
-        );
-        let (addr, _) = server(b"HTTP/1.1").await;
-        assert!(
-            run_probe(&http(200), addr, Duration::from_secs(2))
-                .await
-                .is_err()
+        let bad = server(b"SSH-2.0-OpenSSH\r\n").await;
+        assert_eq!(
+            run_probe(&http(bad, 200), Duration::from_secs(2)).await,
+            Err(ProbeError::Malformed)
         );
     }
 
     #[tokio::test]
-    async fn timeouts_and_refusals_fail() {
-        // Accepts but never answers.
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let err = run_probe(&http(200), addr, Duration::from_millis(100))
-            .await
-            .unwrap_err();
-        assert!(err.contains("no answer"), "{err}");
+    async fn tcp_probe_fails_on_a_closed_port_and_times_out_on_silence() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
         assert_eq!(
-            run_probe(&Probe::Tcp, addr, Duration::from_secs(1)).await,
+            run_probe(&Probe::Tcp { addr }, Duration::from_secs(2)).await,
             Ok(())
         );
         drop(l);
-        assert!(
-            run_probe(&Probe::Tcp, addr, Duration::from_secs(1))
-                .await
-                .is_err()
+        assert!(matches!(
+            run_probe(&Probe::Tcp { addr }, Duration::from_secs(2)).await,
+            Err(ProbeError::Connect(_))
+        ));
+        // Accepts, never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        assert_eq!(
+            run_probe(&http(addr, 200), Duration::from_millis(200)).await,
+            Err(ProbeError::Timeout)
         );
     }
 }

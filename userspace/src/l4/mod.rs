@@ -4,6 +4,8 @@
 //! operations ([`Op`]), keeping ids stable across reloads so that anything a change does not
 //! touch stays byte-identical in the kernel (a flow whose backend is unchanged never moves).
 
+mod overrides;
 mod reconciler;
 
+pub use overrides::Overrides;
 pub use reconciler::{NextHop, Op, Reconciler, service_key};

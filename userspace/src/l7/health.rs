@@ -2,7 +2,7 @@
 //! shared checker in `crate::health`.
 
 use crate::config::HttpHealthConfig;
-use crate::health::{Probe, Tracker, run_probe};
+use crate::health::{HealthState, Probe, run_probe};
 use crate::l7::pool::Server;
 use crate::l7::snapshot::Snapshot;
 use std::collections::HashMap;
@@ -81,22 +81,30 @@ impl Drop for HealthChecks {
 
 async fn check_loop(pool: String, server: Arc<Server>, config: HttpHealthConfig) {
     let probe = Probe::Http {
+        addr: server.address,
+        method: "GET".into(),
         path: config.path.clone(),
         host: server.address.to_string(),
-        status: config.status,
+        expect_status: config.status,
     };
     let timeout = Duration::from_millis(config.timeout_ms);
-    let mut tracker = Tracker::new(config.rise, config.fall, server.healthy());
+    let mut state = HealthState::new();
+    if !server.healthy() {
+        // A server carried over from the previous config as down stays down until it rises.
+        state.record(false, 1, 1);
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(config.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = run_probe(&probe, server.address, timeout).await;
-        if let Some(up) = tracker.observe(result.is_ok()) {
+        let result = run_probe(&probe, timeout).await;
+        if let Some(up) = state.record(result.is_ok(), config.rise, config.fall) {
             server.set_healthy(up);
             match result {
                 Ok(()) => tracing::info!(%pool, server = %server.address, "server up"),
-                Err(why) => tracing::warn!(%pool, server = %server.address, "server down: {why}"),
+                Err(why) => {
+                    tracing::warn!(%pool, server = %server.address, "server down: {why}")
+                }
             }
         }
     }

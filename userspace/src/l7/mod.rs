@@ -18,7 +18,8 @@ pub mod router;
 pub mod snapshot;
 pub mod tls;
 
-use crate::config::{Config, L7Config, ListenerConfig};
+use crate::config::{L7Config, ListenerConfig};
+use crate::daemon::{ConfigUpdate, PartContext};
 use listener::Listener;
 use metrics::ListenerMetrics;
 use snapshot::{Shared, Snapshot};
@@ -26,7 +27,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -207,37 +207,54 @@ fn same_socket(a: &ListenerConfig, b: &ListenerConfig) -> bool {
     }
 }
 
-/// The L7 part: follows config reloads until `shutdown` turns true, then drains.
-pub async fn run(
-    mut config: watch::Receiver<Arc<Config>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+/// How often metrics and status are published to the admin board.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// The L7 part: follows config reloads until shutdown, then stops accepting and drains.
+pub async fn run(mut ctx: PartContext) -> anyhow::Result<()> {
+    let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
     let mut l7 = L7::new();
-    let first = config.borrow_and_update().l7.clone().unwrap_or_default();
-    l7.apply(&first)?;
+    let first = l7.apply(&config.l7.clone().unwrap_or_default());
+    ctx.applied(
+        generation,
+        first.as_ref().map_err(|e| e.to_string()).copied(),
+    );
+    first?;
+    publish(&ctx, &l7);
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
     loop {
         tokio::select! {
-            changed = config.changed() => {
+            changed = ctx.config.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                let next = config.borrow_and_update().l7.clone().unwrap_or_default();
-                if next == l7.config {
-                    continue;
+                let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
+                let next = config.l7.clone().unwrap_or_default();
+                let r = if next == l7.config { Ok(()) } else { l7.apply(&next) };
+                match &r {
+                    Ok(()) => tracing::info!(generation, "l7: configuration applied"),
+                    Err(e) => tracing::error!("l7: reload failed, the running routes stay: {e}"),
                 }
-                match l7.apply(&next) {
-                    Ok(()) => tracing::info!("L7 configuration applied"),
-                    Err(e) => tracing::error!("L7 reload failed, the running routes stay: {e}"),
-                }
+                ctx.applied(generation, r.map_err(|e| e.to_string()));
+                publish(&ctx, &l7);
             }
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
+            Some(cmd) = ctx.commands.recv() => {
+                let _ = cmd.reply.send(Err(format!("l7 has no command {:?}", cmd.verb)));
+            }
+            _ = tick.tick() => publish(&ctx, &l7),
+            _ = ctx.shutdown.changed() => {
+                if *ctx.shutdown.borrow() {
                     break;
                 }
             }
         }
     }
-    tracing::info!("L7: draining in-flight requests");
+    tracing::info!("l7: stopped accepting, draining in-flight requests");
     l7.shutdown().await;
     Ok(())
+}
+
+fn publish(ctx: &PartContext, l7: &L7) {
+    ctx.status.set("l7", l7.status());
+    ctx.status.set_metrics("l7", l7.metrics());
 }

@@ -24,7 +24,7 @@ struct Prefixes(Vec<(String, RouteId)>);
 impl Prefixes {
     fn add(&mut self, prefix: &str, id: RouteId) {
         self.0.push((prefix.to_owned(), id));
-        self.0.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.0.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
     fn find(&self, path: &str) -> Option<RouteId> {
@@ -64,7 +64,7 @@ impl Router {
                 r.exact.entry(host.to_owned()).or_default().add(prefix, id);
             }
         }
-        r.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        r.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         r
     }
 

@@ -1,0 +1,160 @@
+//! The admin API, on a loopback address: status, metrics and runtime commands.
+//!
+//! - `GET /status`: JSON, one entry per running part.
+//! - `GET /metrics`: Prometheus text.
+//! - `POST /reload`: re-read the config file (as SIGHUP), answers once applied or refused.
+//! - `POST /command/<part>/<verb>?key=value&...`: a runtime command for one part, e.g.
+//!   `/command/l4/drain?service=web&backend=10.0.0.21`.
+
+pub mod client;
+pub mod table;
+
+use crate::daemon::{Control, StatusBoard};
+use anyhow::{Context, Result};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub async fn serve(
+    listen: SocketAddr,
+    status: StatusBoard,
+    control: Control,
+) -> Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("admin API cannot listen on {listen}"))?;
+    info!(%listen, "admin API listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("admin accept: {e}");
+                    continue;
+                }
+            };
+            let status = status.clone();
+            let control = control.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let status = status.clone();
+                    let control = control.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(handle(req, &status, &control).await)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }))
+}
+
+fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn json(code: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_string_pretty(v).unwrap_or_default();
+    body.push('\n');
+    reply(code, "application/json", body)
+}
+
+fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = (b[i] == b'%')
+            .then(|| b.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (escaped, b[i]) {
+            (Some(v), _) => {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, c) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    status: &StatusBoard,
+    control: &Control,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["status"]) => json(StatusCode::OK, &status.status()),
+        (&Method::GET, ["metrics"]) => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            status.metrics(),
+        ),
+        (&Method::POST, ["reload"]) => match control.reload().await {
+            Ok(g) => json(StatusCode::OK, &serde_json::json!({ "applied": g })),
+            Err(e) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({ "error": e }),
+            ),
+        },
+        (&Method::POST, ["command", part, verb]) => {
+            let args = query(&req);
+            match control.command(part, verb, args).await {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
+            }
+        }
+        (_, ["status"] | ["metrics"] | ["reload"] | ["command", _, _]) => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("2001%3Adb8%3A%3A1"), "2001:db8::1");
+        assert_eq!(percent_decode("a+b"), "a b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,291 @@
+//! Benchmarks. `portier-bench xdp`: ns per packet of the balancer's paths through
+//! `BPF_PROG_TEST_RUN`, next to the floor (MAC swap + `XDP_TX`) and a plain `XDP_PASS`.
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use portier::dataplane::{
+    BACKEND_F_VALID, Backend, DEFAULT_MAGLEV_SIZE, Dataplane, FAMILY_V4, FAMILY_V6, PROTO_TCP,
+    PROTO_UDP, ServiceKey, pin_to_cpu,
+};
+
+#[derive(Parser)]
+#[command(about = "portier benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// XDP cost per packet class, via BPF_PROG_TEST_RUN.
+    Xdp {
+        /// Repetitions per measurement (the kernel reports the mean).
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        /// Measurements per case; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// CPU to pin to (per-CPU maps, stable caches).
+        #[arg(long, default_value_t = 0)]
+        cpu: usize,
+        /// Backends in the Maglev table.
+        #[arg(long, default_value_t = 100)]
+        backends: u32,
+        #[arg(long, default_value_t = 65536)]
+        conntrack_size: u32,
+    },
+}
+
+const LO: u32 = 1;
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+const MAC_LB: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+const CLIENT: [u8; 4] = [198, 51, 100, 10];
+const VIP: [u8; 4] = [203, 0, 113, 10];
+const OTHER: [u8; 4] = [10, 0, 0, 11];
+const CLIENT6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Xdp {
+            repeat,
+            rounds,
+            cpu,
+            backends,
+            conntrack_size,
+        } => xdp(repeat, rounds.max(1), cpu, backends, conntrack_size),
+    }
+}
+
+/// Hand-built frames: the benchmark binary does not depend on a packet library.
+mod frames {
+    fn sum16(data: &[u8]) -> u16 {
+        let mut s: u32 = data
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    fn eth(ethertype: u16) -> Vec<u8> {
+        let mut f = Vec::with_capacity(128);
+        f.extend_from_slice(&super::MAC_LB);
+        f.extend_from_slice(&super::MAC_A);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f
+    }
+
+    /// TCP (flags) or UDP (flags = None) header plus `payload` bytes of zeros.
+    fn l4(sport: u16, dport: u16, tcp_flags: Option<u8>, payload: usize) -> Vec<u8> {
+        let mut h = Vec::new();
+        h.extend_from_slice(&sport.to_be_bytes());
+        h.extend_from_slice(&dport.to_be_bytes());
+        match tcp_flags {
+            Some(flags) => {
+                h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+            }
+            None => {
+                h.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+                h.extend_from_slice(&[0, 0]);
+            }
+        }
+        h.resize(h.len() + payload, 0);
+        h
+    }
+
+    pub fn v4(dst: [u8; 4], sport: u16, dport: u16, tcp_flags: Option<u8>) -> Vec<u8> {
+        let body = l4(sport, dport, tcp_flags, 18);
+        let proto = if tcp_flags.is_some() { 6 } else { 17 };
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&((20 + body.len()) as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+        ip.extend_from_slice(&super::CLIENT);
+        ip.extend_from_slice(&dst);
+        let c = sum16(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut f = eth(0x0800);
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&body);
+        f
+    }
+
+    pub fn v6(sport: u16, dport: u16, tcp_flags: Option<u8>) -> Vec<u8> {
+        let body = l4(sport, dport, tcp_flags, 18);
+        let mut f = eth(0x86dd);
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[6, 64]);
+        f.extend_from_slice(&super::CLIENT6);
+        f.extend_from_slice(&super::VIP6);
+        f.extend_from_slice(&body);
+        f
+    }
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+
+struct Case {
+    name: &'static str,
+    program: &'static str,
+    frame: Vec<u8>,
+    /// Expected XDP action, so a misconfigured run cannot report a wrong path's cost.
+    action: u32,
+}
+
+fn xdp(repeat: u32, rounds: usize, cpu: usize, backends: u32, ct: u32) -> anyhow::Result<()> {
+    pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+    let mut dp = Dataplane::load_for_test(ct).context("loading the XDP object (root needed)")?;
+    for id in 0..backends {
+        let b = Backend {
+            mac: [0x02, 0, 0, 0, (id >> 8) as u8, id as u8],
+            src_mac: MAC_LB,
+            ifindex: LO,
+            generation: 1,
+            flags: BACKEND_F_VALID,
+            addr: [
+                10,
+                0,
+                (id >> 8) as u8,
+                id as u8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
+            family: FAMILY_V4,
+            _pad: [0; 3],
+        };
+        dp.set_backend(id, &b)?;
+    }
+    // Stand-in for a Maglev table: every backend equally often. Cost does not depend on the
+    // permutation, only on the table being a real, full-size inner map.
+    let table: Vec<u32> = (0..DEFAULT_MAGLEV_SIZE)
+        .map(|s| s % backends.max(1))
+        .collect();
+    let mut v4 = [0u8; 16];
+    v4[..4].copy_from_slice(&VIP);
+    let key = |addr, port: u16, proto, family| ServiceKey {
+        addr,
+        port: port.to_be(),
+        proto,
+        family,
+    };
+    dp.set_service(key(v4, 80, PROTO_TCP, FAMILY_V4), 0, &table)?;
+    dp.set_service(key(v4, 53, PROTO_UDP, FAMILY_V4), 1, &table)?;
+    dp.set_service(key(VIP6, 443, PROTO_TCP, FAMILY_V6), 2, &table)?;
+
+    let (pass, tx) = (2, 3);
+    let cases = [
+        Case {
+            name: "floor (MAC swap + XDP_TX)",
+            program: "portier_floor",
+            frame: frames::v4(VIP, 40000, 80, Some(ACK)),
+            action: tx,
+        },
+        Case {
+            name: "XDP_PASS program",
+            program: "portier_pass",
+            frame: frames::v4(VIP, 40000, 80, Some(ACK)),
+            action: pass,
+        },
+        Case {
+            name: "non-VIP pass",
+            program: "portier_lb",
+            frame: frames::v4(OTHER, 40000, 80, Some(ACK)),
+            action: pass,
+        },
+        Case {
+            name: "TCP SYN to VIP (new flow)",
+            program: "portier_lb",
+            frame: frames::v4(VIP, 40001, 80, Some(SYN)),
+            action: tx,
+        },
+        Case {
+            name: "TCP established",
+            program: "portier_lb",
+            frame: frames::v4(VIP, 40002, 80, Some(ACK)),
+            action: tx,
+        },
+        Case {
+            name: "UDP established",
+            program: "portier_lb",
+            frame: frames::v4(VIP, 40003, 53, None),
+            action: tx,
+        },
+        Case {
+            name: "IPv6 TCP established",
+            program: "portier_lb",
+            frame: frames::v6(40004, 443, Some(ACK)),
+            action: tx,
+        },
+    ];
+    // Warm: the established cases find their flow in the connection table.
+    for c in &cases {
+        let out = dp.test_run(c.program, &c.frame, 1)?;
+        if out.action != c.action {
+            bail!("{}: action {} instead of {}", c.name, out.action, c.action);
+        }
+    }
+    let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
+    for _ in 0..rounds {
+        // Interleaved, so drift (frequency, neighbours) hits every case alike.
+        for (c, s) in cases.iter().zip(&mut samples) {
+            s.push(dp.test_run(c.program, &c.frame, repeat)?.duration_ns);
+        }
+    }
+    let median = |s: &mut Vec<u64>| {
+        s.sort_unstable();
+        s[s.len() / 2]
+    };
+    let ns: Vec<u64> = samples.iter_mut().map(median).collect();
+    let floor = ns[0].max(1) as f64;
+
+    println!(
+        "XDP via BPF_PROG_TEST_RUN: cpu {cpu}, repeat {repeat}, median of {rounds}, \
+         {backends} backends, Maglev {DEFAULT_MAGLEV_SIZE}, conntrack {ct}"
+    );
+    println!("{:<30} {:>8} {:>10}", "case", "ns/pkt", "x floor");
+    for (c, n) in cases.iter().zip(&ns) {
+        println!("{:<30} {:>8} {:>10.2}", c.name, n, *n as f64 / floor);
+    }
+    let reasons = dp.reasons()?;
+    let hits: Vec<String> = reasons
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{}={n}", r.name()))
+        .collect();
+    println!("reasons: {}", hits.join(" "));
+
+    println!("\nmap memory (max_entries x (key + value); per-CPU values x CPUs)");
+    let mut total = 0u64;
+    for m in dp.map_memory()? {
+        println!(
+            "{:<14} {:>8} x ({:>2} + {:>3}) = {:>12} bytes",
+            m.name, m.max_entries, m.key_size, m.value_size, m.bytes
+        );
+        total += m.bytes;
+    }
+    let inner = u64::from(DEFAULT_MAGLEV_SIZE) * 8;
+    println!(
+        "{:<14} {:>8} x ( 4 +   4) = {:>12} bytes per service (3 here)",
+        "MAGLEV inner", DEFAULT_MAGLEV_SIZE, inner
+    );
+    println!("total {} bytes (+ {} for the 3 tables)", total, 3 * inner);
+    Ok(())
+}

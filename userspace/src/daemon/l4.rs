@@ -1,0 +1,529 @@
+//! The L4 part: attach the balancer, keep its maps in line with the config, runtime overrides
+//! (drain, weight) and the neighbour table; publish status and counters.
+
+use super::{Command, ConfigUpdate, PartContext};
+use crate::bus::Event;
+use crate::config::{Config, XdpMode};
+use crate::dataplane::{Dataplane, DataplaneOptions, XdpAttachMode};
+use crate::health::{Checker, Probe, Schedule};
+use crate::l4::{NextHop, Op, Overrides, Reconciler};
+use crate::net::neigh::{self, Lookup};
+use crate::stats::{IdNames, id_names_path};
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::{error, info, warn};
+
+/// How often next hops are re-read from the kernel and status is refreshed.
+const TICK: Duration = Duration::from_secs(1);
+/// Routes change rarely; re-read them every this many ticks.
+const ROUTE_REFRESH_TICKS: u32 = 10;
+/// How long a (re)load waits for new backends' MACs before publishing tables.
+const RESOLVE_WAIT: Duration = Duration::from_secs(3);
+
+struct L4 {
+    config: Config,
+    overrides: Overrides,
+    checker: Checker,
+    /// (service, backend) pairs whose health check failed: out of the Maglev table, while
+    /// their established flows keep going through the connection table.
+    down: BTreeSet<(String, IpAddr)>,
+    dataplane: Dataplane,
+    reconciler: Reconciler,
+    handle: rtnetlink::Handle,
+    /// Backend address -> egress interface, or why there is none (logged once per change).
+    routes: HashMap<IpAddr, Result<u32, String>>,
+    src_macs: HashMap<u32, [u8; 6]>,
+    ticks: u32,
+}
+
+pub async fn run(mut ctx: PartContext) -> Result<()> {
+    let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
+    let (checker, mut transitions) = Checker::new();
+    let mut l4 = match start(&config, checker).await {
+        Ok(l4) => l4,
+        Err(e) => {
+            ctx.applied(generation, Err(format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    let first = l4.install(&config).await;
+    ctx.applied(
+        generation,
+        first.as_ref().map_err(|e| format!("{e:#}")).copied(),
+    );
+    first?;
+    l4.announce_all(&ctx);
+    l4.publish(&ctx);
+
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            changed = ctx.config.changed() => {
+                if changed.is_err() { break; }
+                let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
+                if config.node != l4.config.node
+                    || config.dataplane.conntrack_size != l4.config.dataplane.conntrack_size
+                {
+                    warn!("l4: [node] and dataplane.conntrack_size take effect on restart only");
+                }
+                let r = l4.install(&config).await;
+                if let Err(e) = &r {
+                    error!("l4: applying the new config failed: {e:#}");
+                }
+                ctx.applied(generation, r.map_err(|e| format!("{e:#}")));
+                l4.announce_all(&ctx);
+                l4.publish(&ctx);
+            }
+            Some(t) = transitions.recv() => {
+                let key = (t.service.clone(), t.backend);
+                if t.healthy {
+                    l4.down.remove(&key);
+                } else {
+                    l4.down.insert(key);
+                }
+                let config = l4.config.clone();
+                match l4.install(&config).await {
+                    // Logged once the table is swapped: from here on no new flow goes there.
+                    Ok(()) if t.healthy => info!(service = %t.service, backend = %t.backend, "backend up: back in the table"),
+                    Ok(()) => warn!(service = %t.service, backend = %t.backend, reason = %t.reason, "backend down: out of the table, established flows continue"),
+                    Err(e) => error!("l4: applying a health change failed: {e:#}"),
+                }
+                l4.announce_health(&ctx, &t.service);
+                l4.publish(&ctx);
+            }
+            Some(cmd) = ctx.commands.recv() => {
+                let answer = l4.command(&cmd).await;
+                let _ = cmd.reply.send(answer);
+                l4.publish(&ctx);
+            }
+            _ = ctx.shutdown.changed() => break,
+            _ = tick.tick() => {
+                l4.ticks = l4.ticks.wrapping_add(1);
+                if l4.ticks.is_multiple_of(ROUTE_REFRESH_TICKS) {
+                    l4.routes.clear();
+                }
+                if let Err(e) = l4.refresh_next_hops(Duration::ZERO).await {
+                    warn!("neighbour refresh failed: {e:#}");
+                }
+                l4.publish(&ctx);
+            }
+        }
+    }
+    info!("l4: detaching the balancer and removing its pins");
+    if let Some(dir) = id_names_path(&l4.config.node.name).parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(())
+}
+
+async fn start(config: &Config, checker: Checker) -> Result<L4> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
+    tokio::spawn(connection);
+    let opts = DataplaneOptions {
+        node: config.node.name.clone(),
+        interfaces: config.node.interfaces.clone(),
+        mode: match config.node.xdp_mode {
+            XdpMode::Auto => XdpAttachMode::Auto,
+            XdpMode::Native => XdpAttachMode::Native,
+            XdpMode::Generic => XdpAttachMode::Generic,
+        },
+        conntrack_size: config.dataplane.conntrack_size,
+        pin_root: PathBuf::from(crate::dataplane::DEFAULT_PIN_ROOT),
+    };
+    let dataplane = Dataplane::load(&opts).context("cannot set up the XDP dataplane")?;
+    for i in dataplane.interfaces() {
+        info!(interface = %i.name, ifindex = i.ifindex, mode = ?i.mode, "balancer attached");
+    }
+    Ok(L4 {
+        config: config.clone(),
+        overrides: Overrides::default(),
+        checker,
+        down: BTreeSet::new(),
+        dataplane,
+        reconciler: Reconciler::new(),
+        handle,
+        routes: HashMap::new(),
+        src_macs: HashMap::new(),
+        ticks: 0,
+    })
+}
+
+impl L4 {
+    /// Applies `config` (with the runtime overrides): new backends, then their MACs, then
+    /// tables, then removals.
+    async fn install(&mut self, config: &Config) -> Result<()> {
+        self.overrides.retain_existing(config);
+        self.sync_checks(config);
+        let mut effective = self.overrides.apply_to(config);
+        for s in &mut effective.services {
+            for b in &mut s.backends {
+                if self.down.contains(&(s.name.clone(), b.address)) {
+                    b.weight = 0;
+                }
+            }
+        }
+        let ops = self
+            .reconciler
+            .apply(&effective)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let first_table = ops
+            .iter()
+            .position(|o| !matches!(o, Op::SetBackend { .. }))
+            .unwrap_or(ops.len());
+        let (new_backends, rest) = ops.split_at(first_table);
+        self.apply_ops(new_backends)?;
+        if !new_backends.is_empty() {
+            self.routes.clear();
+            self.refresh_next_hops(RESOLVE_WAIT).await?;
+        }
+        self.apply_ops(rest)?;
+        self.config = config.clone();
+        self.write_id_names();
+        Ok(())
+    }
+
+    /// Checks exactly the backends of services that have a health check; a new or changed
+    /// check starts from healthy.
+    fn sync_checks(&mut self, config: &Config) {
+        let mut targets = BTreeMap::new();
+        for s in &config.services {
+            let Some(check) = &s.health else { continue };
+            for b in &s.backends {
+                targets.insert(
+                    (s.name.clone(), b.address),
+                    Schedule {
+                        probe: Probe::for_backend(check, b.address, s.port),
+                        interval: Duration::from_millis(check.interval_ms.into()),
+                        timeout: Duration::from_millis(check.timeout_ms.into()),
+                        rise: check.rise,
+                        fall: check.fall,
+                    },
+                );
+            }
+        }
+        for key in self.checker.sync(targets.clone()) {
+            self.down.remove(&key);
+        }
+        self.down.retain(|k| targets.contains_key(k));
+    }
+
+    fn announce_all(&self, ctx: &PartContext) {
+        for s in &self.config.services {
+            self.announce_health(ctx, &s.name);
+        }
+    }
+
+    /// Tells the other parts (VRRP tracking, OSPF announce policy) how healthy a service is.
+    fn announce_health(&self, ctx: &PartContext, service: &str) {
+        let Some(s) = self.config.services.iter().find(|s| s.name == service) else {
+            return;
+        };
+        let total = s.backends.len();
+        let healthy = s
+            .backends
+            .iter()
+            .filter(|b| !self.down.contains(&(s.name.clone(), b.address)))
+            .count();
+        ctx.bus.publish(Event::ServiceHealth {
+            service: s.name.clone(),
+            vip: Some(s.vip),
+            healthy,
+            total,
+        });
+    }
+
+    /// Runtime commands: `drain`, `undrain`, `weight` (service=, backend=, weight=).
+    async fn command(&mut self, cmd: &Command) -> Result<serde_json::Value, String> {
+        let arg = |k: &str| {
+            cmd.args
+                .get(k)
+                .cloned()
+                .ok_or_else(|| format!("missing argument {k}"))
+        };
+        let service = arg("service")?;
+        let backend: IpAddr = arg("backend")?
+            .parse()
+            .map_err(|_| "backend must be an IP address".to_string())?;
+        let exists = self
+            .config
+            .services
+            .iter()
+            .any(|s| s.name == service && s.backends.iter().any(|b| b.address == backend));
+        if !exists {
+            return Err(format!("service {service} has no backend {backend}"));
+        }
+        let weight = match cmd.verb.as_str() {
+            "drain" => Some(0),
+            "undrain" => None,
+            "weight" => Some(
+                arg("weight")?
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|w| *w <= 65535)
+                    .ok_or("weight must be 0..=65535")?,
+            ),
+            other => {
+                return Err(format!(
+                    "unknown l4 command {other} (drain, undrain, weight)"
+                ));
+            }
+        };
+        self.overrides.set(&service, backend, weight);
+        let config = self.config.clone();
+        self.install(&config).await.map_err(|e| format!("{e:#}"))?;
+        info!(%service, %backend, verb = %cmd.verb, ?weight, "runtime change applied");
+        Ok(
+            serde_json::json!({ "service": service, "backend": backend, "weight": self.overrides.effective_weight(&config, &service, backend) }),
+        )
+    }
+
+    fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
+        for op in ops {
+            match op {
+                Op::SetBackend { id, backend } => self.dataplane.set_backend(*id, backend)?,
+                Op::SetService { key, id, table } => {
+                    self.dataplane.set_service(*key, *id, table)?
+                }
+                Op::RemoveService { key, id } => self.dataplane.remove_service(key, *id)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads every backend's next hop; waits up to `wait` for unresolved ones.
+    async fn refresh_next_hops(&mut self, wait: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let attached: Vec<u32> = self
+            .dataplane
+            .interfaces()
+            .iter()
+            .map(|i| i.ifindex)
+            .collect();
+        loop {
+            let table = neigh::dump(&self.handle).await?;
+            let mut unresolved = 0;
+            for addr in self.reconciler.backend_addresses() {
+                let Some(ifindex) = self.route(addr, &attached).await else {
+                    continue;
+                };
+                let lookup = table
+                    .get(&(ifindex, addr))
+                    .copied()
+                    .unwrap_or(Lookup::Unknown { ifindex });
+                let mac = match lookup {
+                    Lookup::Known { mac, .. } => Some(mac),
+                    Lookup::Stale { mac, .. } => {
+                        // Still usable; a probe notices a host that was replaced.
+                        let _ = neigh::solicit(&self.handle, ifindex, addr).await;
+                        Some(mac)
+                    }
+                    Lookup::Unknown { .. } => {
+                        unresolved += 1;
+                        if let Err(e) = neigh::solicit(&self.handle, ifindex, addr).await {
+                            warn!(backend = %addr, "cannot trigger neighbour resolution: {e}");
+                        }
+                        None
+                    }
+                };
+                let next_hop = match mac {
+                    Some(mac) => Some(NextHop {
+                        ifindex,
+                        mac,
+                        src_mac: self.src_mac(ifindex).await?,
+                    }),
+                    None => self.reconciler.next_hop(&addr),
+                };
+                if let Some(op) = self.reconciler.set_next_hop(addr, next_hop) {
+                    if let Some(nh) = next_hop {
+                        info!(backend = %addr, mac = %fmt_mac(&nh.mac), ifindex, "backend next hop");
+                    }
+                    self.apply_ops(&[op])?;
+                }
+            }
+            if unresolved == 0 || tokio::time::Instant::now() >= deadline {
+                if unresolved > 0 && !wait.is_zero() {
+                    warn!(
+                        unresolved,
+                        "some backends have no MAC address yet; their flows drop until they resolve"
+                    );
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn route(&mut self, addr: IpAddr, attached: &[u32]) -> Option<u32> {
+        if !self.routes.contains_key(&addr) {
+            let r = match neigh::route_ifindex(&self.handle, addr).await {
+                Ok(i) if attached.contains(&i) => Ok(i),
+                Ok(i) => Err(format!(
+                    "backend {addr} is reached through ifindex {i}, where the balancer is not attached"
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = &r {
+                error!("{e}");
+            }
+            self.routes.insert(addr, r);
+        }
+        self.routes
+            .get(&addr)
+            .and_then(|r| r.as_ref().ok().copied())
+    }
+
+    async fn src_mac(&mut self, ifindex: u32) -> Result<[u8; 6]> {
+        if let Some(m) = self.src_macs.get(&ifindex) {
+            return Ok(*m);
+        }
+        let m = neigh::link_mac(&self.handle, ifindex).await?;
+        self.src_macs.insert(ifindex, m);
+        Ok(m)
+    }
+
+    /// Lets `portier stats` name the ids it finds in the maps.
+    fn write_id_names(&self) {
+        let names = IdNames {
+            services: self
+                .reconciler
+                .service_ids()
+                .into_iter()
+                .map(|(n, id)| (id, n))
+                .collect(),
+            backends: self
+                .reconciler
+                .backend_ids()
+                .into_iter()
+                .map(|(a, id)| (id, a.to_string()))
+                .collect(),
+        };
+        let path = id_names_path(&self.config.node.name);
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, serde_json::to_vec(&names).unwrap_or_default()));
+        if let Err(e) = written {
+            warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    /// Status JSON and metrics for the admin API.
+    fn publish(&self, ctx: &PartContext) {
+        let ids: HashMap<String, u32> = self.reconciler.service_ids().into_iter().collect();
+        let mut services = Vec::new();
+        let mut metrics = String::new();
+        let _ = writeln!(metrics, "# TYPE portier_l4_service_packets counter");
+        let _ = writeln!(metrics, "# TYPE portier_l4_service_bytes counter");
+        let _ = writeln!(metrics, "# TYPE portier_l4_backend_packets counter");
+        let _ = writeln!(metrics, "# TYPE portier_l4_backend_bytes counter");
+        let _ = writeln!(metrics, "# TYPE portier_l4_backend_weight gauge");
+        for s in &self.config.services {
+            let counters = ids
+                .get(&s.name)
+                .and_then(|id| self.dataplane.service_counters(*id).ok())
+                .unwrap_or_default();
+            let _ = writeln!(
+                metrics,
+                "portier_l4_service_packets{{service=\"{}\"}} {}",
+                s.name, counters.packets
+            );
+            let _ = writeln!(
+                metrics,
+                "portier_l4_service_bytes{{service=\"{}\"}} {}",
+                s.name, counters.bytes
+            );
+            let mut backends = Vec::new();
+            for b in &s.backends {
+                let weight = self
+                    .overrides
+                    .effective_weight(&self.config, &s.name, b.address);
+                let next_hop = self.reconciler.next_hop(&b.address);
+                let down = self.down.contains(&(s.name.clone(), b.address));
+                let state = match (weight, next_hop, down) {
+                    (_, None, _) => "unresolved",
+                    (_, _, true) => "down",
+                    (0, _, _) => "drained",
+                    _ => "active",
+                };
+                let labels = format!("service=\"{}\",backend=\"{}\"", s.name, b.address);
+                let _ = writeln!(metrics, "portier_l4_backend_weight{{{labels}}} {weight}");
+                backends.push(serde_json::json!({
+                    "address": b.address,
+                    "weight": weight,
+                    "configured_weight": b.weight,
+                    "state": state,
+                }));
+            }
+            services.push(serde_json::json!({
+                "name": s.name,
+                "vip": s.vip,
+                "port": s.port,
+                "protocol": format!("{:?}", s.protocol).to_lowercase(),
+                "packets": counters.packets,
+                "bytes": counters.bytes,
+                "backends": backends,
+            }));
+        }
+        // A host serving several services has one slot, so its counters cover all of them.
+        let mut hosts = Vec::new();
+        for (addr, id) in self.reconciler.backend_ids() {
+            let c = self.dataplane.backend_counters(id).unwrap_or_default();
+            let _ = writeln!(
+                metrics,
+                "portier_l4_backend_packets{{backend=\"{addr}\"}} {}",
+                c.packets
+            );
+            let _ = writeln!(
+                metrics,
+                "portier_l4_backend_bytes{{backend=\"{addr}\"}} {}",
+                c.bytes
+            );
+            hosts.push(serde_json::json!({
+                "address": addr,
+                "mac": self.reconciler.next_hop(&addr).map(|n| fmt_mac(&n.mac)),
+                "packets": c.packets,
+                "bytes": c.bytes,
+            }));
+        }
+        let mut reasons = serde_json::Map::new();
+        let _ = writeln!(metrics, "# TYPE portier_l4_packets_total counter");
+        if let Ok(rs) = self.dataplane.reasons() {
+            for (r, n) in rs {
+                reasons.insert(r.name().to_string(), n.into());
+                let _ = writeln!(
+                    metrics,
+                    "portier_l4_packets_total{{reason=\"{}\"}} {n}",
+                    r.name()
+                );
+            }
+        }
+        let interfaces: Vec<_> = self
+            .dataplane
+            .interfaces()
+            .iter()
+            .map(|i| serde_json::json!({ "name": i.name, "ifindex": i.ifindex, "mode": format!("{:?}", i.mode) }))
+            .collect();
+        ctx.status.set(
+            "l4",
+            serde_json::json!({
+                "interfaces": interfaces,
+                "services": services,
+                "backends": hosts,
+                "events": reasons,
+            }),
+        );
+        ctx.status.set_metrics("l4", metrics);
+    }
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
