@@ -694,3 +694,7 @@ fn pool(
     })();
     (name, rest)
 }
+
+#[cfg(test)]
+#[path = "l7_tests.rs"]
+mod tests;
