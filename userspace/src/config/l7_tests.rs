@@ -440,3 +440,15 @@ fn pool_problems() {
         "pool name \"todo\" is already used (line 13)",
     );
 }
+
+#[test]
+fn lab_host_example_parses() {
+    let c = parse(
+        include_str!("../../../examples/lab-host.toml"),
+        "lab-host.toml",
+    )
+    .unwrap();
+    let l7 = c.l7.unwrap();
+    assert_eq!(l7.routes.len(), 2);
+    assert_eq!(l7.pools[0].balance, Balance::LeastOutstanding);
+}
