@@ -112,7 +112,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            // One worker per CPU this process may use (affinity and cpusets count), so a
+            // node pinned to one core does not switch between two busy workers.
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
             .enable_all()
             .build()?
             .block_on(portier::daemon::run(&config)),
