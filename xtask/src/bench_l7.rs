@@ -234,7 +234,7 @@ fn write_configs(dir: &Path) -> Result<()> {
     std::fs::write(
         dir.join("haproxy.cfg"),
         format!(
-            "global\n  nbthread 1\n  maxconn 10000\n\n\
+            "global\n  nbthread 1\n  maxconn 4096\n\n\
              defaults\n  mode http\n  timeout connect 3s\n  timeout client 60s\n  timeout server 60s\n\
              option http-keep-alive\n  option forwardfor\n  http-reuse always\n\n\
              frontend fe\n  bind 127.0.0.1:{HAPROXY_H1}\n  bind 127.0.0.1:{HAPROXY_H2} proto h2\n\

@@ -73,18 +73,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> HopByHop {
     }
 }
 
-/// The client as seen on this hop, for the forwarding fields.
+/// The client as seen on this hop, formatted once per connection for the forwarding fields.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
-    pub ip: IpAddr,
+    /// The address as `X-Forwarded-For` shows it (v4-mapped addresses as IPv4).
+    pub ip: String,
+    /// The address as a `Forwarded` node (IPv6 bracketed and quoted).
+    pub node: String,
     pub tls: bool,
+}
+
+impl ClientInfo {
+    pub fn new(ip: IpAddr, tls: bool) -> ClientInfo {
+        let ip = ip.to_canonical();
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        ClientInfo {
+            ip: ip.to_string(),
+            node,
+            tls,
+        }
+    }
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded`; sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (to the `Host` the client sent, `host`).
 pub fn add_forwarding(headers: &mut HeaderMap, client: &ClientInfo, host: &str) {
     let proto = if client.tls { "https" } else { "http" };
-    let ip = client.ip.to_canonical();
+    let ip = &client.ip;
     let xff = {
         let previous: Vec<&str> = headers
             .get_all("x-forwarded-for")
@@ -92,15 +110,12 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: &ClientInfo, host: &str) 
             .filter_map(|v| v.to_str().ok())
             .collect();
         if previous.is_empty() {
-            ip.to_string()
+            ip.clone()
         } else {
             format!("{}, {ip}", previous.join(", "))
         }
     };
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
+    let node = &client.node;
     let host_param = if host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
@@ -220,10 +235,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=192.0.2.1"),
         ]);
-        let client = ClientInfo {
-            ip: "198.51.100.10".parse().unwrap(),
-            tls: false,
-        };
+        let client = ClientInfo::new("198.51.100.10".parse().unwrap(), false);
         add_forwarding(&mut m, &client, "todo.example:8080");
         assert_eq!(m["x-forwarded-for"], "192.0.2.1, 192.0.2.2, 198.51.100.10");
         assert_eq!(m["x-forwarded-proto"], "http");
@@ -236,10 +248,7 @@ mod tests {
         );
 
         let mut m = HeaderMap::new();
-        let v6 = ClientInfo {
-            ip: "2001:db8::7".parse().unwrap(),
-            tls: true,
-        };
+        let v6 = ClientInfo::new("2001:db8::7".parse().unwrap(), true);
         add_forwarding(&mut m, &v6, "shop.example");
         assert_eq!(m["x-forwarded-for"], "2001:db8::7");
         assert_eq!(
@@ -248,10 +257,7 @@ mod tests {
         );
         // A v4-mapped address (dual-stack listener) is shown as IPv4.
         let mut m = HeaderMap::new();
-        let mapped = ClientInfo {
-            ip: "::ffff:192.0.2.9".parse().unwrap(),
-            tls: false,
-        };
+        let mapped = ClientInfo::new("::ffff:192.0.2.9".parse().unwrap(), false);
         add_forwarding(&mut m, &mapped, "a");
         assert_eq!(m["x-forwarded-for"], "192.0.2.9");
     }

@@ -255,6 +255,7 @@ impl Conn {
             listener: self.name.clone(),
             client,
             tls,
+            forwarding: crate::l7::headers::ClientInfo::new(client.ip(), tls),
             metrics: self.metrics.clone(),
         })
     }

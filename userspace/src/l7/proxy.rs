@@ -23,6 +23,8 @@ pub struct ConnInfo {
     /// The client: from PROXY protocol when the listener expects it, else the peer.
     pub client: SocketAddr,
     pub tls: bool,
+    /// The client formatted for the forwarding fields, once per connection.
+    pub forwarding: ClientInfo,
     pub metrics: Arc<ListenerMetrics>,
 }
 
@@ -172,8 +174,9 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let down_version = parts.version;
     // For HTTP/2 the authority is in the URI; HTTP/1 backends need it as Host.
+    // The authority of an absolute-form target (or HTTP/2's :authority) wins over Host
+    // (RFC 9112 3.2.2), and is what the next hop sees as Host.
     let host_value = match (parts.uri.authority(), parts.headers.get(header::HOST)) {
-        (_, Some(h)) if down_version != Version::HTTP_2 => h.clone(),
         (Some(a), _) => HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static("")),
         (None, Some(h)) => h.clone(),
         (None, None) => HeaderValue::from_static(""),
@@ -183,12 +186,8 @@ async fn forward(
         (Some(_), Version::HTTP_11) => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         _ => None,
     };
-    let client = ClientInfo {
-        ip: conn.client.ip(),
-        tls: conn.tls,
-    };
     let host_text = host_value.to_str().unwrap_or("").to_owned();
-    headers::add_forwarding(&mut parts.headers, &client, &host_text);
+    headers::add_forwarding(&mut parts.headers, &conn.forwarding, &host_text);
     if let (Some(u), Some(_)) = (hop.upgrade, &down_upgrade) {
         headers::restore_upgrade(&mut parts.headers, u);
     }
@@ -197,12 +196,17 @@ async fn forward(
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
     let h2_upstream = !matches!(pool.config.protocol, crate::config::HttpProtocol::Http1);
+    let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+    let path = if h2_upstream || !origin_form {
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned()
+    } else {
+        String::new()
+    };
     if h2_upstream {
         parts.headers.remove(header::HOST);
         parts.uri = Uri::builder()
@@ -220,7 +224,13 @@ async fn forward(
             with_host.extend(parts.headers.drain());
             parts.headers = with_host;
         }
-        parts.uri = Uri::try_from(path.as_str()).unwrap_or_default();
+        // Origin-form already (the usual HTTP/1 case): keep it rather than re-parse.
+        if !origin_form {
+            parts.uri = Uri::try_from(path.as_str()).unwrap_or_default();
+            if down_version != Version::HTTP_2 {
+                parts.headers.insert(header::HOST, host_value.clone());
+            }
+        }
         parts.version = Version::HTTP_11;
     }
     let template = (pool.config.retries > 0

@@ -117,6 +117,28 @@ async fn exact_request_bytes_at_the_backend() {
 }
 
 #[tokio::test]
+async fn absolute_form_target_overrides_host() {
+    let mut todo = Backend::named("todo").await;
+    let mut shop = Backend::named("shop").await;
+    let mut api = Backend::named("api").await;
+    let mut fallback = Backend::named("fallback").await;
+    let (_p, addr) = proxy(&routes(&todo, &shop, &api, &fallback, ""));
+    let r = exchange(
+        addr,
+        b"GET http://todo.example:80/api/x?q=1 HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(body(&r), "api", "{r}");
+    assert_eq!(
+        api.request().await,
+        "GET /api/x?q=1 HTTP/1.1\r\nHost: todo.example:80\r\nx-forwarded-for: 127.0.0.1\r\n\
+         x-forwarded-proto: http\r\nx-forwarded-host: todo.example:80\r\n\
+         forwarded: for=127.0.0.1;proto=http;host=\"todo.example:80\"\r\n\r\n"
+    );
+    assert_eq!(todo.drain() + shop.drain() + fallback.drain(), 0);
+}
+
+#[tokio::test]
 async fn http10_client_gets_http11_upstream_and_a_closed_connection() {
     let mut b = Backend::named("b").await;
     let (_p, addr) = proxy(&simple(&[&b], "", ""));
