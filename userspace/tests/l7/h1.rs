@@ -569,3 +569,53 @@ async fn shutdown_drains_in_flight_requests() {
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// Collects what the tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn access_log_is_one_structured_line_per_request() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .with_env_filter("portier::access=info")
+        .finish();
+    // Thread-local: this test's runtime is single-threaded, so the proxy logs here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let b = Backend::named("b").await;
+    let (_p, addr) = proxy(&simple(&[&b], "", "access_log = true"));
+    assert_eq!(
+        status(&exchange(addr, &get("todo.example", "/a?secret=1")).await),
+        200
+    );
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    for field in [
+        "listener=http",
+        "method=GET",
+        "host=\"todo.example\"",
+        "path=\"/a\"",
+        "status=200",
+        "pool=p",
+    ] {
+        assert!(lines[0].contains(field), "{field} not in {}", lines[0]);
+    }
+    // The query string is not logged.
+    assert!(!lines[0].contains("secret"), "{}", lines[0]);
+}
