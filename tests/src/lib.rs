@@ -2,5 +2,6 @@
 //! Used by `cargo xtask lab|demo` and by the end-to-end tests.
 
 pub mod client;
+pub mod frr;
 pub mod lab;
 pub mod netns;

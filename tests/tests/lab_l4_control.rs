@@ -197,6 +197,37 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     }
     assert_eq!(fixed_port_hosts(&l)?, before, "flows moved");
 
+    // --- kill -9 and start again: the kernel keeps forwarding, the new process adopts it.
+    std::fs::write(&lb.config, &config)?;
+    let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(120))?;
+    wait_until("traffic", Duration::from_secs(10), || {
+        traffic.samples().len() > 50
+    })?;
+    lb.signal(nix::sys::signal::Signal::SIGKILL)?;
+    let mark = traffic.samples().len();
+    wait_until(
+        "traffic while no daemon runs",
+        Duration::from_secs(10),
+        || traffic.samples().len() > mark + 100,
+    )?;
+    drop(lb);
+    let lb = l.start_portier("lb1", &config)?;
+    lb.wait_for("adopted the running dataplane", 1, Duration::from_secs(5))?;
+    let mark = traffic.samples().len();
+    wait_until("traffic after the restart", Duration::from_secs(10), || {
+        traffic.samples().len() > mark + 100
+    })?;
+    let samples = traffic.stop();
+    assert!(failures(&samples).is_empty(), "{:?}", failures(&samples));
+    for (s, host) in &mut keepalive {
+        assert_eq!(&client::get_on(s, "lab", "/")?.served_by, host);
+    }
+    assert_eq!(
+        fixed_port_hosts(&l)?,
+        before,
+        "flows moved across the restart"
+    );
+
     lb.stop()?;
     Ok(())
 }

@@ -10,4 +10,5 @@ pub mod l4;
 pub mod l7;
 pub mod maglev;
 pub mod net;
+pub mod ospf;
 pub mod stats;

@@ -28,6 +28,10 @@ enum Command {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Detach the XDP programs and remove their pins on exit. Without it they keep
+        /// forwarding, and the next `portier run` of this node adopts them without loss.
+        #[arg(long)]
+        teardown_on_exit: bool,
     },
     /// Validate a config file; every problem is reported with file, line and key.
     Check {
@@ -117,13 +121,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config } => tokio::runtime::Builder::new_multi_thread()
+        Command::Run {
+            config,
+            teardown_on_exit,
+        } => tokio::runtime::Builder::new_multi_thread()
             // One worker per CPU this process may use (affinity and cpusets count), so a
             // node pinned to one core does not switch between two busy workers.
             .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
             .enable_all()
             .build()?
-            .block_on(portier::daemon::run(&config)),
+            .block_on(portier::daemon::run(
+                &config,
+                portier::daemon::RunOptions { teardown_on_exit },
+            )),
         Command::Check { config } => {
             let c = portier::config::load(&config)?;
             println!(

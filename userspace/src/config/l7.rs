@@ -414,8 +414,10 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
         }
         None => Some(vec![HttpProtocol::Http1]),
     };
-    let proxy_protocol = table.optional_bool(report, "proxy_protocol");
-    let access_log = table.optional_bool(report, "access_log");
+    let proxy_protocol = table
+        .optional_bool(report, "proxy_protocol")
+        .map(|v| v.value);
+    let access_log = table.optional_bool(report, "access_log").map(|v| v.value);
     let max_connections = int(report, table, "max_connections", 1..=1_000_000, 10_000);
     let header_timeout_ms = ms(report, table, "header_timeout_ms", 10_000);
     // hyper's read buffer cannot be smaller than 8 KiB.

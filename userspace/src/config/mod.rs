@@ -10,6 +10,7 @@ mod error;
 mod health;
 pub mod l7;
 mod model;
+mod ospf;
 mod reader;
 mod report;
 mod rules;
@@ -29,6 +30,7 @@ pub use model::{
     AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, HealthCheckConfig, HealthKind,
     HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
 };
+pub use ospf::{AnnouncePolicy, OspfAnnounce, OspfAuth, OspfConfig, OspfInterface, OspfNetwork};
 
 use reader::Table;
 use report::Report;
@@ -75,7 +77,10 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 }
 
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
-    root.deny_unknown(report, &["node", "dataplane", "service", "l7", "admin"]);
+    root.deny_unknown(
+        report,
+        &["node", "dataplane", "service", "l7", "admin", "ospf"],
+    );
     let node = root
         .required_table(report, "node")
         .map(|table| sections::node(report, &table));
@@ -97,6 +102,14 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         None => Some(None),
     };
     checks::services(report, &services);
+    let service_vips: Vec<_> = services
+        .iter()
+        .filter_map(|s| s.vip.as_ref().map(|v| v.value))
+        .collect();
+    let ospf = match root.optional_table(report, "ospf") {
+        Some(table) => ospf::ospf(report, &table, &service_vips).map(Some),
+        None => Some(None),
+    };
     if let Some(node) = &node {
         checks::interfaces(report, node, &services);
     }
@@ -125,6 +138,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         services,
         l7: l7?,
         admin: admin?,
+        ospf: ospf?,
     })
 }
 

@@ -14,6 +14,8 @@ pub struct Config {
     pub l7: Option<super::l7::L7Config>,
     /// `None`: no admin API.
     pub admin: Option<AdminConfig>,
+    /// `None`: OSPF does not run.
+    pub ospf: Option<super::ospf::OspfConfig>,
 }
 
 /// `[admin]`.

@@ -116,6 +116,14 @@ impl<'t, 'i> Table<'t, 'i> {
         self.optional_str(report, name)
     }
 
+    pub(super) fn optional_bool(
+        &self,
+        report: &mut Report<'_>,
+        name: &str,
+    ) -> Option<Located<bool>> {
+        self.typed(report, name, "a boolean", DeValue::as_bool)
+    }
+
     pub(super) fn optional_int(
         &self,
         report: &mut Report<'_>,
@@ -142,11 +150,6 @@ impl<'t, 'i> Table<'t, 'i> {
                 None
             }
         }
-    }
-
-    pub(super) fn optional_bool(&self, report: &mut Report<'_>, name: &str) -> Option<bool> {
-        self.typed(report, name, "a boolean", DeValue::as_bool)
-            .map(|v| v.value)
     }
 
     /// An array of strings; each element keeps its own location (`key[i]`).

@@ -170,7 +170,10 @@ fn duplicate_key_is_a_syntax_error() {
 fn unknown_keys_everywhere() {
     let text = format!("{BASE}  wieght = 2\n[services]\n")
         .replace("[node]\n", "[node]\nnmae = \"x\"\n")
-        .replace("protocol = \"tcp\"", "protocol = \"tcp\"\nhelth = true");
+        .replace(
+            "protocol = \"tcp\"",
+            "protocol = \"tcp\"\nhealthcheck = true",
+        );
     let found = problems(&text);
     assert_eq!(found.len(), 4, "{found:#?}");
     assert_problem(
@@ -179,7 +182,12 @@ fn unknown_keys_everywhere() {
         "node.nmae",
         "expected one of: name, interfaces, xdp_mode",
     );
-    assert_problem(&found[1], 11, "service[0].helth", "unknown key \"helth\"");
+    assert_problem(
+        &found[1],
+        11,
+        "service[0].healthcheck",
+        "unknown key \"healthcheck\"",
+    );
     assert_problem(
         &found[2],
         15,

@@ -43,7 +43,7 @@ struct L4 {
 pub async fn run(mut ctx: PartContext) -> Result<()> {
     let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
     let (checker, mut transitions) = Checker::new();
-    let mut l4 = match start(&config, checker).await {
+    let mut l4 = match start(&config, checker, ctx.teardown_on_exit).await {
         Ok(l4) => l4,
         Err(e) => {
             ctx.applied(generation, Err(format!("{e:#}")));
@@ -113,14 +113,18 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
             }
         }
     }
-    info!("l4: detaching the balancer and removing its pins");
-    if let Some(dir) = id_names_path(&l4.config.node.name).parent() {
-        let _ = std::fs::remove_dir_all(dir);
+    if ctx.teardown_on_exit {
+        info!("l4: detaching the balancer and removing its pins");
+        if let Some(dir) = id_names_path(&l4.config.node.name).parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    } else {
+        info!("l4: leaving the balancer running for the next instance");
     }
     Ok(())
 }
 
-async fn start(config: &Config, checker: Checker) -> Result<L4> {
+async fn start(config: &Config, checker: Checker, teardown_on_exit: bool) -> Result<L4> {
     let (connection, handle, _) =
         rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
     tokio::spawn(connection);
@@ -134,18 +138,31 @@ async fn start(config: &Config, checker: Checker) -> Result<L4> {
         },
         conntrack_size: config.dataplane.conntrack_size,
         pin_root: PathBuf::from(crate::dataplane::DEFAULT_PIN_ROOT),
+        // Traffic keeps flowing in the kernel while the daemon restarts or is upgraded.
+        keep_pinned: !teardown_on_exit,
     };
     let dataplane = Dataplane::load(&opts).context("cannot set up the XDP dataplane")?;
     for i in dataplane.interfaces() {
         info!(interface = %i.name, ifindex = i.ifindex, mode = ?i.mode, "balancer attached");
     }
+    let reconciler = if dataplane.adopted() {
+        let services = dataplane.existing_services();
+        let backends = dataplane.existing_backends()?;
+        info!(
+            services = services.len(),
+            "adopted the running dataplane: connections, tables and counters carry over"
+        );
+        Reconciler::adopt(&backends, &services)
+    } else {
+        Reconciler::new()
+    };
     Ok(L4 {
         config: config.clone(),
         overrides: Overrides::default(),
         checker,
         down: BTreeSet::new(),
         dataplane,
-        reconciler: Reconciler::new(),
+        reconciler,
         handle,
         routes: HashMap::new(),
         src_macs: HashMap::new(),

@@ -37,6 +37,9 @@ pub struct PartContext {
     pub status: StatusBoard,
     /// Runtime commands addressed to this part (from the admin API).
     pub commands: mpsc::Receiver<Command>,
+    /// Undo everything in the kernel on exit (XDP programs, pins) instead of leaving the
+    /// dataplane running for the next instance.
+    pub teardown_on_exit: bool,
     acks: mpsc::UnboundedSender<Ack>,
     name: &'static str,
 }
@@ -92,6 +95,11 @@ fn part_specs() -> Vec<PartSpec> {
             wanted: |c| c.l7.is_some(),
             run: |ctx| Box::pin(crate::l7::run(ctx)),
         },
+        PartSpec {
+            name: "ospf",
+            wanted: |c| c.ospf.is_some(),
+            run: |ctx| Box::pin(crate::ospf::part::run(ctx)),
+        },
     ]
 }
 
@@ -142,7 +150,13 @@ impl Control {
     }
 }
 
-pub async fn run(config_path: &Path) -> Result<()> {
+/// How this process runs, from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub teardown_on_exit: bool,
+}
+
+pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     let config = config::load(config_path)?;
     let bus = Bus::new();
     let status = StatusBoard::new();
@@ -167,6 +181,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         control: control.clone(),
         running: BTreeMap::new(),
         generation: 1,
+        options,
     };
     d.start_wanted_parts(&config)?;
     // Every part must have applied the first config before the node is "ready".
@@ -215,6 +230,7 @@ struct Orchestrator {
     control: Control,
     running: BTreeMap<&'static str, Running>,
     generation: u64,
+    options: RunOptions,
 }
 
 impl Orchestrator {
@@ -230,6 +246,7 @@ impl Orchestrator {
                 shutdown: self.shutdown_rx.clone(),
                 status: self.status.clone(),
                 commands: cmd_rx,
+                teardown_on_exit: self.options.teardown_on_exit,
                 acks: self.ack_tx.clone(),
                 name: spec.name,
             };

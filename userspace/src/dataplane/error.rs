@@ -49,6 +49,11 @@ pub enum DataplaneError {
          stop it or pick another node name"
     )]
     PinDirInUse { path: PathBuf, prog_id: u32 },
+    #[error(
+        "node {node} is already run by another portier process (lock {path} is held); \
+         stop it or pick another node name"
+    )]
+    NodeLocked { node: String, path: PathBuf },
     #[error("pinning {path}: {source}")]
     Pin {
         path: PathBuf,

@@ -7,6 +7,7 @@
 //! each service's table have its own (prime) size.
 
 mod error;
+mod persist;
 mod sys;
 
 use std::{
@@ -19,7 +20,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
     maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, xdp::DevMapHash},
-    programs::{Xdp, XdpMode, links::FdLink},
+    programs::{Xdp, XdpMode},
 };
 pub use dataplane_common::{
     BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, FAMILY_V4,
@@ -57,6 +58,8 @@ pub enum XdpAttachMode {
 pub enum AttachedMode {
     Native,
     Generic,
+    /// A pinned link of a previous instance now runs this program (its mode is unchanged).
+    Adopted,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +70,9 @@ pub struct DataplaneOptions {
     pub mode: XdpAttachMode,
     pub conntrack_size: u32,
     pub pin_root: PathBuf,
+    /// Leave program, maps and links pinned (and forwarding) when this value is dropped, for
+    /// the next instance to adopt. `false`: detach and remove every pin.
+    pub keep_pinned: bool,
 }
 
 impl DataplaneOptions {
@@ -77,6 +83,7 @@ impl DataplaneOptions {
             mode: XdpAttachMode::Auto,
             conntrack_size: DEFAULT_CONNTRACK_SIZE,
             pin_root: PathBuf::from(DEFAULT_PIN_ROOT),
+            keep_pinned: false,
         }
     }
 }
@@ -117,6 +124,10 @@ pub struct Dataplane {
     pin_dir: Option<PathBuf>,
     /// Configured services, to keep each address's marker entry right.
     services: HashMap<ServiceKey, ServiceValue>,
+    keep_pinned: bool,
+    /// The maps were adopted from a previous instance (their content is live state).
+    adopted: bool,
+    _lock: Option<persist::NodeLock>,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -149,13 +160,20 @@ fn require_root() -> Result<(), DataplaneError> {
     }
 }
 
-fn load_object(conntrack_size: u32) -> Result<Ebpf, DataplaneError> {
+/// Loads the object; with `pins`, every map is opened from (or created and pinned at)
+/// `<pins>/<MAP>`, which is how a restart keeps the state.
+fn load_object(conntrack_size: u32, pins: Option<&Path>) -> Result<Ebpf, DataplaneError> {
     if conntrack_size == 0 {
         return Err(DataplaneError::Invalid("conntrack_size must be > 0".into()));
     }
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(maps::CONNTRACK, conntrack_size)
-        .load(OBJECT)?;
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(maps::CONNTRACK, conntrack_size);
+    if let Some(dir) = pins {
+        for name in ALL_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader.load(OBJECT)?;
     for name in ALL_PROGRAMS {
         xdp_mut(&mut ebpf, name)?
             .load()
@@ -212,22 +230,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Whether a pinned program at `path` is attached anywhere (through a BPF link).
-fn live_program(path: &Path) -> Option<u32> {
-    let info = aya::programs::ProgramInfo::from_pin(path).ok()?;
-    let id = info.id();
-    aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .any(|l| l.program_id() == id)
-        .then_some(id)
-}
-
 impl Dataplane {
-    /// Loads, pins under `<pin_root>/<node>/` and attaches the balancer.
+    /// Loads the balancer, pins it under `<pin_root>/<node>/` and attaches it.
     ///
-    /// An existing pin directory whose program is still attached belongs to a live instance:
-    /// that is refused. One whose program is attached nowhere is left over from a crash: its
-    /// pins are removed and replaced (state is not carried over yet).
+    /// Pins left by an earlier instance of this node (exited or killed) are adopted: the maps
+    /// keep their content (connections, tables, counters), the XDP links are pointed at the new
+    /// program atomically. Pins that cannot be adopted (an incompatible upgrade) are replaced,
+    /// with a warning. A node name held by a running instance is refused.
     pub fn load(opts: &DataplaneOptions) -> Result<Self, DataplaneError> {
         require_root()?;
         if opts.node.is_empty() || opts.node.contains('/') {
@@ -239,36 +248,40 @@ impl Dataplane {
         if opts.pin_root.starts_with(BPFFS) {
             sys::ensure_bpffs(Path::new(BPFFS))?;
         }
+        let lock = persist::NodeLock::acquire(&opts.node)?;
         let pin_dir = opts.pin_root.join(&opts.node);
-        if pin_dir.exists() {
-            if let Some(prog_id) = live_program(&pin_dir.join(programs::BALANCER)) {
-                return Err(DataplaneError::PinDirInUse {
-                    path: pin_dir,
-                    prog_id,
-                });
+        fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
+        let adopted = ALL_MAPS.iter().all(|m| pin_dir.join(m).exists());
+        let ebpf = match load_object(opts.conntrack_size, Some(&pin_dir)) {
+            Ok(e) => e,
+            Err(e) if pin_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) => {
+                tracing::warn!(
+                    pin_dir = %pin_dir.display(),
+                    "pinned state cannot be adopted, starting fresh: {e}"
+                );
+                remove_pins(&pin_dir)?;
+                fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
+                load_object(opts.conntrack_size, Some(&pin_dir))?
             }
-            remove_pins(&pin_dir)?;
-        }
-        let ebpf = load_object(opts.conntrack_size)?;
+            Err(e) => return Err(e),
+        };
         let mut dp = Self {
             ebpf,
             interfaces: Vec::new(),
-            pin_dir: None,
+            pin_dir: Some(pin_dir.clone()),
             services: HashMap::new(),
+            keep_pinned: opts.keep_pinned,
+            adopted,
+            _lock: Some(lock),
         };
-
-        fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
-        // From here on, Drop cleans up whatever was pinned or attached.
-        dp.pin_dir = Some(pin_dir.clone());
-        for name in ALL_MAPS {
-            let path = pin_dir.join(name);
-            dp.ebpf
-                .map(name)
-                .ok_or(DataplaneError::MissingMap(name))?
-                .pin(&path)
-                .map_err(|source| DataplaneError::Pin { path, source })?;
+        if adopted {
+            dp.services = dp.read_services()?;
         }
+
         let path = pin_dir.join(programs::BALANCER);
+        if path.exists() {
+            fs::remove_file(&path).map_err(DataplaneError::io(&path))?;
+        }
         xdp_mut(&mut dp.ebpf, programs::BALANCER)?
             .pin(&path)
             .map_err(|source| DataplaneError::Pin { path, source })?;
@@ -276,7 +289,15 @@ impl Dataplane {
         for name in &opts.interfaces {
             let ifindex = sys::ifindex(name)?;
             let mac = sys::mac(name)?;
-            let (_, mode) = attach(xdp_mut(&mut dp.ebpf, programs::BALANCER)?, name, opts.mode)?;
+            let link = persist::link_pin(&pin_dir, name);
+            let prog = xdp_mut(&mut dp.ebpf, programs::BALANCER)?;
+            let mode = if persist::adopt_link(prog, &link)? {
+                AttachedMode::Adopted
+            } else {
+                let (id, mode) = attach(prog, name, opts.mode)?;
+                persist::pin_link(prog, programs::BALANCER, id, name, &link)?;
+                mode
+            };
             dp.interfaces.push(AttachedInterface {
                 name: name.clone(),
                 ifindex,
@@ -290,17 +311,54 @@ impl Dataplane {
                     source,
                 })?;
         }
+        persist::drop_other_links(&pin_dir, &opts.interfaces)?;
         Ok(dp)
+    }
+
+    /// Whether the maps came from a previous instance.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Services in the map (without the per-address markers), for adopting a previous
+    /// instance's state.
+    pub fn existing_services(&self) -> Vec<(ServiceKey, ServiceValue)> {
+        self.services.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    fn read_services(&self) -> Result<HashMap<ServiceKey, ServiceValue>, DataplaneError> {
+        let services: BpfHashMap<&MapData, ServiceKey, ServiceValue> =
+            self.typed(maps::SERVICES)?;
+        let mut out = HashMap::new();
+        for entry in services.iter() {
+            let (k, v) = entry.map_err(DataplaneError::map(maps::SERVICES))?;
+            if v.flags & SERVICE_F_ADDR_MARKER == 0 {
+                out.insert(k, v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every backend slot as the map holds it (index = slot id).
+    pub fn existing_backends(&self) -> Result<Vec<Backend>, DataplaneError> {
+        let backends: Array<&MapData, Backend> = self.typed(maps::BACKENDS)?;
+        backends
+            .iter()
+            .map(|b| b.map_err(DataplaneError::map(maps::BACKENDS)))
+            .collect()
     }
 
     /// Loaded but neither attached nor pinned: for `BPF_PROG_TEST_RUN`.
     pub fn load_for_test(conntrack_size: u32) -> Result<Self, DataplaneError> {
         require_root()?;
         Ok(Self {
-            ebpf: load_object(conntrack_size)?,
+            ebpf: load_object(conntrack_size, None)?,
             interfaces: Vec::new(),
             pin_dir: None,
             services: HashMap::new(),
+            keep_pinned: false,
+            adopted: false,
+            _lock: None,
         })
     }
 
@@ -673,8 +731,12 @@ fn remove_pins(dir: &Path) -> Result<(), DataplaneError> {
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        // Links are owned by the program and go with `ebpf`; pins would keep maps and the
-        // program alive, so they go too.
+        // Kept pins keep the program attached and the maps alive for the next instance.
+        // Otherwise the pins go, and with the last fd (ours, closed after this) the links
+        // detach.
+        if self.keep_pinned {
+            return;
+        }
         if let Some(dir) = &self.pin_dir
             && let Err(e) = remove_pins(dir)
         {
@@ -703,16 +765,5 @@ pub fn attach_pass(interface: &str, pin: &Path) -> Result<(), DataplaneError> {
     prog.load()
         .map_err(DataplaneError::program(programs::PASS))?;
     let (id, _) = attach(prog, interface, XdpAttachMode::Auto)?;
-    let link = prog
-        .take_link(id)
-        .map_err(DataplaneError::program(programs::PASS))?;
-    let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Interface {
-        name: interface.into(),
-        reason: format!("attached without a BPF link, cannot pin it: {e}"),
-    })?;
-    fd_link.pin(pin).map_err(|source| DataplaneError::Pin {
-        path: pin.into(),
-        source,
-    })?;
-    Ok(())
+    persist::pin_link(prog, programs::PASS, id, interface, pin)
 }

@@ -2,7 +2,7 @@ use crate::config::{Config, Protocol, ServiceConfig};
 use crate::maglev::{self, MaglevInput};
 use dataplane_common::{
     BACKEND_F_VALID, Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
-    PROTO_TCP, PROTO_UDP, ServiceKey,
+    PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -92,6 +92,60 @@ fn addr_bytes(ip: IpAddr) -> ([u8; 16], u8) {
 impl Reconciler {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Starts from what a previous instance left in the maps (`backends`: every slot, index =
+    /// id), so that ids and generations carry over and live flows keep their backend.
+    pub fn adopt(backends: &[Backend], services: &[(ServiceKey, ServiceValue)]) -> Self {
+        let mut r = Self::new();
+        r.slot_generations = backends.iter().map(|b| b.generation).collect();
+        for (id, b) in (0u32..).zip(backends) {
+            let addr = match b.family {
+                FAMILY_V4 => Some(IpAddr::from([b.addr[0], b.addr[1], b.addr[2], b.addr[3]])),
+                FAMILY_V6 => Some(IpAddr::from(b.addr)),
+                _ => None,
+            };
+            match addr {
+                Some(addr) if !r.backends.contains_key(&addr) => {
+                    let next_hop = (b.flags & BACKEND_F_VALID != 0).then_some(NextHop {
+                        ifindex: b.ifindex,
+                        mac: b.mac,
+                        src_mac: b.src_mac,
+                    });
+                    r.backends.insert(
+                        addr,
+                        BackendState {
+                            id,
+                            generation: b.generation,
+                            next_hop,
+                        },
+                    );
+                }
+                _ => {
+                    r.free_slots.insert(id);
+                }
+            }
+        }
+        let mut used = BTreeSet::new();
+        for (key, value) in services {
+            used.insert(value.id);
+            r.services.insert(
+                *key,
+                ServiceState {
+                    id: value.id,
+                    name: String::new(),
+                    // Unknown until the config is applied: the table is rewritten once, with
+                    // the same content for an unchanged config.
+                    members: Vec::new(),
+                    table_size: 0,
+                },
+            );
+        }
+        r.next_service_id = used.last().map_or(0, |m| m + 1);
+        r.free_service_ids = (0..r.next_service_id)
+            .filter(|i| !used.contains(i))
+            .collect();
+        r
     }
 
     /// Addresses of every configured backend.

@@ -170,3 +170,83 @@ fn service_key_is_in_network_order() {
     assert_eq!(&k.addr[..4], &[203, 0, 113, 10]);
     assert_eq!(service_key(&c.services[1]).port, 0);
 }
+
+/// What `apply` wrote, as the maps would hold it.
+fn maps_after(ops: &[Op]) -> (Vec<Backend>, Vec<(ServiceKey, ServiceValue)>) {
+    let mut backends = vec![Backend::default(); 8];
+    let mut services = Vec::new();
+    for op in ops {
+        match op {
+            Op::SetBackend { id, backend } => backends[*id as usize] = *backend,
+            Op::SetService { key, id, table } => services.push((
+                *key,
+                ServiceValue {
+                    id: *id,
+                    table_size: table.len() as u32,
+                    flags: 0,
+                    _pad: 0,
+                },
+            )),
+            Op::RemoveService { .. } => {}
+        }
+    }
+    (backends, services)
+}
+
+#[test]
+fn adopting_the_maps_keeps_ids_generations_and_tables() {
+    let mut first = Reconciler::new();
+    let mut ops = first.apply(&cfg(TWO)).unwrap();
+    let nh = NextHop {
+        ifindex: 2,
+        mac: [2, 0, 0, 0, 0, 21],
+        src_mac: [2, 0, 0, 0, 0, 11],
+    };
+    ops.extend(first.set_next_hop("10.0.0.21".parse().unwrap(), Some(nh)));
+    let (backends, services) = maps_after(&ops);
+
+    let mut second = Reconciler::adopt(&backends, &services);
+    assert_eq!(second.backend_ids(), first.backend_ids());
+    assert_eq!(second.next_hop(&"10.0.0.21".parse().unwrap()), Some(nh));
+    let again = second.apply(&cfg(TWO)).unwrap();
+    // No backend is touched; each table is rewritten once, identical.
+    assert!(
+        again.iter().all(|o| matches!(o, Op::SetService { .. })),
+        "{again:?}"
+    );
+    assert_eq!(tables(&again), tables(&ops));
+    assert!(second.apply(&cfg(TWO)).unwrap().is_empty());
+}
+
+#[test]
+fn adopting_then_removing_a_backend_invalidates_its_flows() {
+    let mut first = Reconciler::new();
+    let ops = first.apply(&cfg(TWO)).unwrap();
+    let (backends, services) = maps_after(&ops);
+    let mut second = Reconciler::adopt(&backends, &services);
+    let without = TWO.replace("  [[service.backend]]\n  address = \"10.0.0.21\"\n", "");
+    let ops = second.apply(&cfg(&without)).unwrap();
+    let gone = first.backends[&"10.0.0.21".parse::<IpAddr>().unwrap()].clone();
+    assert!(ops.iter().any(|o| matches!(o, Op::SetBackend { id, backend } if *id == gone.id && backend.generation > gone.generation && backend.flags == 0)));
+}
+
+#[test]
+fn adopting_stale_services_removes_them() {
+    let mut first = Reconciler::new();
+    let ops = first.apply(&cfg(TWO)).unwrap();
+    let (backends, services) = maps_after(&ops);
+    let mut second = Reconciler::adopt(&backends, &services);
+    let only_web = TWO
+        .split("[[service]]\nname = \"dns\"")
+        .next()
+        .unwrap()
+        .to_string();
+    let ops = second.apply(&cfg(&only_web)).unwrap();
+    assert_eq!(
+        ops.iter()
+            .filter(|o| matches!(o, Op::RemoveService { .. }))
+            .count(),
+        1,
+        "{ops:?}"
+    );
+}

@@ -1,0 +1,297 @@
+//! Receiving updates (RFC 2328 13), flooding (13.3), acknowledgments (13.5, 13.7) and
+//! aging out MaxAge LSAs (14).
+
+use std::time::{Duration, Instant};
+
+use super::{Instance, MIN_LS_ARRIVAL};
+use crate::ospf::interface::IfState;
+use crate::ospf::lsa::{self, Lsa, LsaHeader, LsaKey, MAX_AGE, MAX_SEQ};
+use crate::ospf::neighbor::{NbrEvent, NbrState};
+use crate::ospf::packet::{Body, LsAck, LsUpdate};
+
+impl Instance {
+    pub(super) fn on_lsu(
+        &mut self,
+        i: usize,
+        n: usize,
+        update: LsUpdate,
+        now: Instant,
+    ) -> Result<(), &'static str> {
+        if self.ifaces[i].neighbors[n].state < NbrState::Exchange {
+            return Err("lsu-state");
+        }
+        let mut direct_acks = Vec::new();
+        let mut result = Ok(());
+        for lsa in update.lsas {
+            let lsa = match lsa {
+                Ok(lsa) => lsa,
+                Err(_) => {
+                    *self.counters.dropped.entry("lsa-checksum").or_default() += 1;
+                    continue;
+                }
+            };
+            if !lsa::known_type(lsa.header.ls_type) {
+                *self.counters.dropped.entry("lsa-type").or_default() += 1;
+                continue;
+            }
+            if self.on_lsa(i, n, lsa, &mut direct_acks, now).is_err() {
+                result = Err("bad-ls-req");
+                break;
+            }
+        }
+        if !direct_acks.is_empty() {
+            let dst = self.ifaces[i].neighbors[n].addr;
+            self.send(
+                i,
+                dst,
+                Body::LsAck(LsAck {
+                    lsa_headers: direct_acks,
+                }),
+            );
+        }
+        for j in 0..self.ifaces.len() {
+            for m in 0..self.ifaces[j].neighbors.len() {
+                self.check_requests(j, m, now);
+            }
+        }
+        result
+    }
+
+    /// Steps 4 to 8 of section 13 for one valid LSA; `Err` is BadLSReq.
+    fn on_lsa(
+        &mut self,
+        i: usize,
+        n: usize,
+        lsa: Lsa,
+        direct_acks: &mut Vec<LsaHeader>,
+        now: Instant,
+    ) -> Result<(), ()> {
+        let key = lsa.key();
+        let current = self.lsdb.get(&key).map(|e| (e.header(now), e.received));
+        if lsa.header.age == MAX_AGE && current.is_none() && !self.any_exchanging() {
+            direct_acks.push(lsa.header);
+            return Ok(());
+        }
+        let newer = current
+            .as_ref()
+            .is_none_or(|(h, _)| lsa.header.compare(h).is_gt());
+        if newer {
+            if let Some((_, Some(received))) = current
+                && now.saturating_duration_since(received) < MIN_LS_ARRIVAL
+            {
+                *self.counters.dropped.entry("min-ls-arrival").or_default() += 1;
+                return Ok(());
+            }
+            let flooded_back = self.flood(&lsa, Some((i, n)), now);
+            self.drop_older_from_retransmit(&lsa.header);
+            let maxage = lsa.header.age == MAX_AGE;
+            self.lsdb.install(lsa.clone(), now, true);
+            if maxage {
+                self.lsdb.mark_maxage_flooded(&key);
+            }
+            self.counters.lsa_installed += 1;
+            if !flooded_back {
+                let iface = &self.ifaces[i];
+                let from_dr = iface.neighbors[n].addr == iface.dr;
+                if iface.state != IfState::Backup || from_dr {
+                    self.ifaces[i].delayed_acks.push(lsa.header);
+                }
+            }
+            self.self_originated_received(&lsa, now);
+            return Ok(());
+        }
+        let Some((db_header, _)) = current else {
+            return Ok(());
+        };
+        if self.ifaces[i].neighbors[n].requests.contains_key(&key) {
+            self.nbr_event(i, n, NbrEvent::BadLsReq, now);
+            return Err(());
+        }
+        if lsa.header.compare(&db_header).is_eq() {
+            let nbr = &mut self.ifaces[i].neighbors[n];
+            if nbr.retransmit.remove(&key).is_some() {
+                // An implied acknowledgment.
+                let iface = &self.ifaces[i];
+                if iface.state == IfState::Backup && iface.neighbors[n].addr == iface.dr {
+                    self.ifaces[i].delayed_acks.push(lsa.header);
+                }
+            } else {
+                direct_acks.push(lsa.header);
+            }
+            return Ok(());
+        }
+        // Our copy is newer: send it back unless it is a wrapping MaxAge instance.
+        if db_header.age == MAX_AGE && db_header.seq == MAX_SEQ {
+            return Ok(());
+        }
+        let nbr = &mut self.ifaces[i].neighbors[n];
+        let recently = nbr
+            .sent_back
+            .get(&key)
+            .is_some_and(|t| now.saturating_duration_since(*t) < MIN_LS_ARRIVAL);
+        if !recently {
+            nbr.sent_back.insert(key, now);
+            let dst = nbr.addr;
+            if let Some(e) = self.lsdb.get(&key) {
+                let copy = e.lsa(now);
+                self.send_lsas(i, dst, vec![copy]);
+            }
+        }
+        Ok(())
+    }
+
+    fn any_exchanging(&self) -> bool {
+        self.ifaces
+            .iter()
+            .flat_map(|i| &i.neighbors)
+            .any(|n| n.exchanging())
+    }
+
+    /// 13 step 5c: a newer instance replaces the old one on every retransmission list.
+    fn drop_older_from_retransmit(&mut self, new: &LsaHeader) {
+        let key = new.key();
+        for nbr in self.ifaces.iter_mut().flat_map(|i| &mut i.neighbors) {
+            if nbr
+                .retransmit
+                .get(&key)
+                .is_some_and(|h| !h.compare(new).is_eq())
+            {
+                nbr.retransmit.remove(&key);
+            }
+        }
+    }
+
+    /// 13.3: puts `lsa` on the retransmission lists of the adjacent neighbours that need it
+    /// and sends it on each interface where one does. Returns whether it went back out of
+    /// the interface it came in on.
+    pub(super) fn flood(&mut self, lsa: &Lsa, from: Option<(usize, usize)>, now: Instant) -> bool {
+        let key = lsa.key();
+        let mut flooded_back = false;
+        for i in 0..self.ifaces.len() {
+            if self.ifaces[i].state == IfState::Down {
+                continue;
+            }
+            let rxmt =
+                Duration::from_secs(u64::from(self.ifaces[i].cfg.retransmit_interval.max(1)));
+            let mut added = false;
+            for (m, nbr) in self.ifaces[i].neighbors.iter_mut().enumerate() {
+                if nbr.state < NbrState::Exchange {
+                    continue;
+                }
+                if nbr.exchanging()
+                    && let Some(requested) = nbr.requests.get(&key).copied()
+                {
+                    let order = lsa.header.compare(&requested);
+                    if order.is_lt() {
+                        continue;
+                    }
+                    nbr.requests.remove(&key);
+                    if order.is_eq() {
+                        continue;
+                    }
+                }
+                if from == Some((i, m)) {
+                    continue;
+                }
+                nbr.retransmit.insert(key, lsa.header);
+                nbr.rxmt_at.get_or_insert(now + rxmt);
+                added = true;
+            }
+            if !added {
+                continue;
+            }
+            let iface = &self.ifaces[i];
+            if let Some((fi, fnbr)) = from
+                && fi == i
+            {
+                let sender = iface.neighbors[fnbr].addr;
+                if iface.is_broadcast() && (sender == iface.dr || sender == iface.bdr) {
+                    continue;
+                }
+                if iface.state == IfState::Backup {
+                    continue;
+                }
+                flooded_back = true;
+            }
+            let dst = iface.flood_dst();
+            self.send_lsas(i, dst, vec![lsa.clone()]);
+        }
+        flooded_back
+    }
+
+    pub(super) fn on_ack(&mut self, i: usize, n: usize, ack: LsAck) -> Result<(), &'static str> {
+        let nbr = &mut self.ifaces[i].neighbors[n];
+        if nbr.state < NbrState::Exchange {
+            return Err("ack-state");
+        }
+        for header in ack.lsa_headers {
+            let key = header.key();
+            if nbr
+                .retransmit
+                .get(&key)
+                .is_some_and(|h| h.compare(&header).is_eq())
+            {
+                nbr.retransmit.remove(&key);
+            }
+        }
+        if nbr.retransmit.is_empty() {
+            nbr.rxmt_at = None;
+        }
+        Ok(())
+    }
+
+    pub(super) fn flush_delayed_acks(&mut self, i: usize) {
+        if self.ifaces[i].delayed_acks.is_empty() {
+            return;
+        }
+        let headers = std::mem::take(&mut self.ifaces[i].delayed_acks);
+        let dst = self.ifaces[i].flood_dst();
+        let per_packet = (self.ifaces[i].budget() - crate::ospf::packet::HEADER_LEN) / 20;
+        for chunk in headers.chunks(per_packet.max(1)) {
+            self.send(
+                i,
+                dst,
+                Body::LsAck(LsAck {
+                    lsa_headers: chunk.to_vec(),
+                }),
+            );
+        }
+    }
+
+    /// Premature aging (14.1): floods our instance at MaxAge.
+    pub(super) fn flush(&mut self, key: LsaKey, now: Instant) {
+        let Some(entry) = self.lsdb.get(&key) else {
+            return;
+        };
+        let lsa = entry.lsa(now).with_age(MAX_AGE);
+        self.lsdb.install(lsa.clone(), now, false);
+        self.lsdb.mark_maxage_flooded(&key);
+        self.counters.lsa_flushed += 1;
+        self.drop_older_from_retransmit(&lsa.header);
+        self.flood(&lsa, None, now);
+    }
+
+    /// 14: floods LSAs that aged out, and removes MaxAge LSAs nobody still needs.
+    pub(super) fn age(&mut self, now: Instant) {
+        for key in self.lsdb.at_max_age(now) {
+            let Some(entry) = self.lsdb.get(&key) else {
+                continue;
+            };
+            if !entry.maxage_flooded {
+                let lsa = entry.lsa(now);
+                self.lsdb.mark_maxage_flooded(&key);
+                self.drop_older_from_retransmit(&lsa.header);
+                self.flood(&lsa, None, now);
+                continue;
+            }
+            let listed = self
+                .ifaces
+                .iter()
+                .flat_map(|i| &i.neighbors)
+                .any(|n| n.retransmit.contains_key(&key));
+            if !listed && !self.any_exchanging() {
+                self.lsdb.remove(&key);
+            }
+        }
+    }
+}

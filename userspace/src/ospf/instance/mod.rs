@@ -1,0 +1,567 @@
+//! One OSPFv2 router: interfaces, neighbours, the LSDB and this router's own LSAs, driven
+//! by received packets, timer ticks and announcement changes; it queues packets to send.
+//! Pure: time is passed in, nothing here touches a socket.
+//!
+//! All interfaces belong to one area, so one database holds area- and AS-scoped LSAs alike.
+
+mod exchange;
+mod flood;
+mod hello;
+mod origin;
+mod status;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::interface::{Candidate, IfState, NetworkType, elect};
+use super::lsa::{LsaHeader, LsaKey};
+use super::lsdb::Lsdb;
+use super::neighbor::{NbrEvent, NbrState, Neighbor, next_state};
+use super::packet::{self, Auth, Body, Header, Packet};
+
+pub use status::{Counters, InstanceStatus};
+
+/// RFC 2328 appendix B.
+pub const MIN_LS_INTERVAL: Duration = Duration::from_secs(5);
+pub const MIN_LS_ARRIVAL: Duration = Duration::from_secs(1);
+/// IP header (20) plus room for an MD5 digest, taken off the MTU when sizing packets.
+const PACKET_OVERHEAD: usize = 20 + 16;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceConfig {
+    pub name: String,
+    pub area: Ipv4Addr,
+    pub network: NetworkType,
+    pub hello_interval: u16,
+    pub dead_interval: u32,
+    pub retransmit_interval: u16,
+    pub transmit_delay: u16,
+    pub priority: u8,
+    pub cost: u16,
+    pub auth: Auth,
+}
+
+/// The address an interface runs OSPF on, learned from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfaceAddr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mtu: u16,
+}
+
+impl IfaceAddr {
+    pub fn mask(&self) -> Ipv4Addr {
+        let bits = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len.min(32)))
+            .unwrap_or(0);
+        Ipv4Addr::from(bits)
+    }
+
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & u32::from(self.mask()))
+    }
+
+    pub fn contains(&self, other: Ipv4Addr) -> bool {
+        u32::from(other) & u32::from(self.mask()) == u32::from(self.network())
+    }
+}
+
+/// How one VIP is announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "as", rename_all = "kebab-case")]
+pub enum Announce {
+    /// A /32 stub link in the Router-LSA.
+    Stub { metric: u16 },
+    /// An AS-external LSA for the /32.
+    External { metric: u32, type2: bool },
+}
+
+/// A packet to send on interface `iface` to `dst`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub iface: usize,
+    pub dst: Ipv4Addr,
+    pub data: Vec<u8>,
+}
+
+struct Iface {
+    cfg: IfaceConfig,
+    addr: Option<IfaceAddr>,
+    state: IfState,
+    dr: Ipv4Addr,
+    bdr: Ipv4Addr,
+    hello_at: Instant,
+    wait_until: Option<Instant>,
+    neighbors: Vec<Neighbor>,
+    delayed_acks: Vec<LsaHeader>,
+}
+
+impl Iface {
+    fn is_broadcast(&self) -> bool {
+        self.cfg.network == NetworkType::Broadcast
+    }
+
+    fn mtu(&self) -> u16 {
+        self.addr.map_or(1500, |a| a.mtu)
+    }
+
+    fn budget(&self) -> usize {
+        usize::from(self.mtu())
+            .saturating_sub(PACKET_OVERHEAD)
+            .max(256)
+    }
+
+    fn my_addr(&self) -> Ipv4Addr {
+        self.addr.map_or(Ipv4Addr::UNSPECIFIED, |a| a.addr)
+    }
+
+    /// Destination for floods and delayed acks (13.3 step 5, 13.5).
+    fn flood_dst(&self) -> Ipv4Addr {
+        if self.is_broadcast() && !matches!(self.state, IfState::Dr | IfState::Backup) {
+            packet::ALL_D_ROUTERS
+        } else {
+            packet::ALL_SPF_ROUTERS
+        }
+    }
+}
+
+pub struct Instance {
+    router_id: Ipv4Addr,
+    ifaces: Vec<Iface>,
+    lsdb: Lsdb,
+    announced: BTreeMap<Ipv4Addr, Announce>,
+    last_originated: HashMap<LsaKey, Instant>,
+    /// Own LSAs seen with a higher sequence number (13.4): originate past them.
+    force_originate: HashSet<LsaKey>,
+    min_ls_interval: Duration,
+    crypto_seq: u32,
+    wall_secs: u32,
+    dd_seed: u32,
+    shutting_down: bool,
+    out: Vec<Transmit>,
+    counters: Counters,
+}
+
+impl Instance {
+    /// `wall_secs` (seconds since the epoch) seeds the MD5 sequence number so it keeps
+    /// increasing across restarts, and the DD sequence numbers.
+    pub fn new(
+        router_id: Ipv4Addr,
+        interfaces: Vec<IfaceConfig>,
+        wall_secs: u32,
+        now: Instant,
+    ) -> Self {
+        Self {
+            router_id,
+            ifaces: interfaces
+                .into_iter()
+                .map(|cfg| Iface {
+                    cfg,
+                    addr: None,
+                    state: IfState::Down,
+                    dr: Ipv4Addr::UNSPECIFIED,
+                    bdr: Ipv4Addr::UNSPECIFIED,
+                    hello_at: now,
+                    wait_until: None,
+                    neighbors: Vec::new(),
+                    delayed_acks: Vec::new(),
+                })
+                .collect(),
+            lsdb: Lsdb::default(),
+            announced: BTreeMap::new(),
+            last_originated: HashMap::new(),
+            force_originate: HashSet::new(),
+            min_ls_interval: MIN_LS_INTERVAL,
+            crypto_seq: wall_secs,
+            wall_secs,
+            dd_seed: wall_secs,
+            shutting_down: false,
+            out: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn router_id(&self) -> Ipv4Addr {
+        self.router_id
+    }
+
+    /// Packets queued since the last call.
+    pub fn take_output(&mut self) -> Vec<Transmit> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn set_wall_clock(&mut self, wall_secs: u32) {
+        self.wall_secs = wall_secs;
+    }
+
+    pub fn set_min_ls_interval(&mut self, interval: Duration) {
+        self.min_ls_interval = interval;
+    }
+
+    /// Replaces the announced VIPs; new ones and withdrawals are originated or flushed now
+    /// (a Router-LSA change still waits out MinLSInterval).
+    pub fn set_announcements(&mut self, announced: BTreeMap<Ipv4Addr, Announce>, now: Instant) {
+        if announced != self.announced {
+            self.announced = announced;
+            self.originate(now);
+        }
+    }
+
+    pub fn announced(&self) -> &BTreeMap<Ipv4Addr, Announce> {
+        &self.announced
+    }
+
+    /// Updates the configuration of interface `i` in place (timers, cost, auth, priority).
+    /// A change of area or network type restarts the interface.
+    pub fn reconfigure_interface(&mut self, i: usize, cfg: IfaceConfig, now: Instant) {
+        let Some(iface) = self.ifaces.get_mut(i) else {
+            return;
+        };
+        let restart = iface.cfg.area != cfg.area
+            || iface.cfg.network != cfg.network
+            || iface.cfg.hello_interval != cfg.hello_interval
+            || iface.cfg.dead_interval != cfg.dead_interval
+            || iface.cfg.priority != cfg.priority;
+        iface.cfg = cfg;
+        if restart && let Some(addr) = iface.addr {
+            self.interface_down(i, now);
+            self.interface_up(i, addr, now);
+        } else {
+            self.originate(now);
+        }
+    }
+
+    /// InterfaceUp (9.3), or an address/MTU change.
+    pub fn interface_up(&mut self, i: usize, addr: IfaceAddr, now: Instant) {
+        let Some(iface) = self.ifaces.get_mut(i) else {
+            return;
+        };
+        if iface.state != IfState::Down {
+            if iface.addr == Some(addr) {
+                return;
+            }
+            self.interface_down(i, now);
+        }
+        let iface = &mut self.ifaces[i];
+        iface.addr = Some(addr);
+        iface.hello_at = now;
+        iface.state = match iface.cfg.network {
+            NetworkType::PointToPoint => IfState::PointToPoint,
+            NetworkType::Broadcast if iface.cfg.priority == 0 => IfState::DrOther,
+            NetworkType::Broadcast => {
+                iface.wait_until =
+                    Some(now + Duration::from_secs(u64::from(iface.cfg.dead_interval)));
+                IfState::Waiting
+            }
+        };
+        self.originate(now);
+    }
+
+    /// InterfaceDown (9.3): every neighbour is killed.
+    pub fn interface_down(&mut self, i: usize, now: Instant) {
+        let Some(iface) = self.ifaces.get(i) else {
+            return;
+        };
+        for n in 0..iface.neighbors.len() {
+            self.nbr_event(i, n, NbrEvent::KillNbr, now);
+        }
+        let iface = &mut self.ifaces[i];
+        iface.neighbors.clear();
+        iface.state = IfState::Down;
+        iface.addr = None;
+        iface.dr = Ipv4Addr::UNSPECIFIED;
+        iface.bdr = Ipv4Addr::UNSPECIFIED;
+        iface.wait_until = None;
+        iface.delayed_acks.clear();
+        self.originate(now);
+    }
+
+    /// Handles one received OSPF packet (the IP payload) on interface `i`.
+    pub fn receive(&mut self, i: usize, src: Ipv4Addr, dst: Ipv4Addr, data: &[u8], now: Instant) {
+        self.counters.rx_packets += 1;
+        if let Err(reason) = self.receive_inner(i, src, dst, data, now) {
+            *self.counters.dropped.entry(reason).or_default() += 1;
+        }
+    }
+
+    fn receive_inner(
+        &mut self,
+        i: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), &'static str> {
+        let iface = self.ifaces.get(i).ok_or("interface")?;
+        let Some(addr) = iface.addr.filter(|_| iface.state != IfState::Down) else {
+            return Err("interface-down");
+        };
+        if src == addr.addr {
+            return Err("own");
+        }
+        let dst_ok = dst == addr.addr
+            || dst == packet::ALL_SPF_ROUTERS
+            || (dst == packet::ALL_D_ROUTERS
+                && matches!(iface.state, IfState::Dr | IfState::Backup));
+        if !dst_ok {
+            return Err("destination");
+        }
+        let (packet, received) = packet::decode(data, &iface.cfg.auth).map_err(|e| e.label())?;
+        let Packet { header, body } = packet;
+        if header.router_id == self.router_id {
+            return Err("own");
+        }
+        if header.area_id != iface.cfg.area {
+            return Err("area");
+        }
+        if iface.is_broadcast() && !addr.contains(src) {
+            return Err("subnet");
+        }
+        *self
+            .counters
+            .rx
+            .entry(body.packet_type().name())
+            .or_default() += 1;
+        let found = self.find_neighbor(i, src, header.router_id);
+        if let (Some(seq), Some(n)) = (received.crypto_seq, found) {
+            let nbr = &mut self.ifaces[i].neighbors[n];
+            if nbr.crypto_seq.is_some_and(|last| seq < last) {
+                return Err("auth-replay");
+            }
+            nbr.crypto_seq = Some(seq);
+        }
+        match body {
+            Body::Hello(h) => self.on_hello(i, src, header, h, received.crypto_seq, now),
+            other => {
+                let n = found.ok_or("unknown-neighbor")?;
+                match other {
+                    Body::DbDescription(dd) => self.on_dd(i, n, dd, now),
+                    Body::LsRequest(lsr) => self.on_lsr(i, n, lsr, now),
+                    Body::LsUpdate(lsu) => self.on_lsu(i, n, lsu, now),
+                    Body::LsAck(ack) => self.on_ack(i, n, ack),
+                    Body::Hello(_) => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// On broadcast networks neighbours are known by address, on point-to-point by ID.
+    fn find_neighbor(&self, i: usize, src: Ipv4Addr, router_id: Ipv4Addr) -> Option<usize> {
+        let iface = &self.ifaces[i];
+        iface.neighbors.iter().position(|n| {
+            if iface.is_broadcast() {
+                n.addr == src
+            } else {
+                n.router_id == router_id
+            }
+        })
+    }
+
+    /// Timers: hellos, wait timer, inactivity, retransmissions, delayed acks, aging,
+    /// pending and refreshed originations.
+    pub fn tick(&mut self, now: Instant) {
+        for i in 0..self.ifaces.len() {
+            if self.ifaces[i].state == IfState::Down {
+                continue;
+            }
+            if self.ifaces[i].wait_until.is_some_and(|t| now >= t) {
+                self.ifaces[i].wait_until = None;
+                if self.ifaces[i].state == IfState::Waiting {
+                    self.run_election(i, now);
+                }
+            }
+            if now >= self.ifaces[i].hello_at {
+                self.send_hello(i, false);
+                let interval = Duration::from_secs(u64::from(self.ifaces[i].cfg.hello_interval));
+                self.ifaces[i].hello_at = now + interval;
+            }
+            for n in 0..self.ifaces[i].neighbors.len() {
+                let nbr = &self.ifaces[i].neighbors[n];
+                if nbr.state == NbrState::Down {
+                    continue;
+                }
+                if now >= nbr.inactivity_deadline {
+                    self.nbr_event(i, n, NbrEvent::InactivityTimer, now);
+                    continue;
+                }
+                self.retransmit(i, n, now);
+            }
+            self.ifaces[i]
+                .neighbors
+                .retain(|n| n.state != NbrState::Down);
+            self.flush_delayed_acks(i);
+        }
+        self.age(now);
+        self.originate(now);
+    }
+
+    /// Graceful stop: every own LSA is flushed (premature aging), so the VIPs leave the
+    /// routers' tables before this router goes silent. Call `tick` until
+    /// `flush_acknowledged`, then `say_goodbye`.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let own: Vec<LsaKey> = self
+            .lsdb
+            .iter()
+            .filter(|(k, e)| {
+                k.advertising_router == self.router_id && e.age(now) < super::lsa::MAX_AGE
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in own {
+            self.flush(key, now);
+        }
+    }
+
+    /// Whether every neighbour acknowledged everything we flooded.
+    pub fn flush_acknowledged(&self) -> bool {
+        self.ifaces
+            .iter()
+            .flat_map(|i| &i.neighbors)
+            .all(|n| n.retransmit.is_empty())
+    }
+
+    /// A last Hello listing no neighbours: they see 1-Way and drop the adjacency at once
+    /// instead of waiting out the dead interval.
+    pub fn say_goodbye(&mut self) {
+        for i in 0..self.ifaces.len() {
+            if self.ifaces[i].state != IfState::Down {
+                self.send_hello(i, true);
+            }
+        }
+    }
+
+    /// Applies a neighbour event and its side effects (10.3).
+    fn nbr_event(&mut self, i: usize, n: usize, event: NbrEvent, now: Instant) {
+        let adjacency = self.adjacency_wanted(i, n);
+        let old = self.ifaces[i].neighbors[n].state;
+        let new = next_state(old, event, adjacency);
+        let restart = new == NbrState::ExStart && old >= NbrState::Exchange;
+        if new == old && !restart {
+            return;
+        }
+        self.counters.nbr_transitions += 1;
+        let nbr = &mut self.ifaces[i].neighbors[n];
+        nbr.state = new;
+        if new <= NbrState::ExStart {
+            nbr.clear_lists();
+        }
+        if new == NbrState::Down {
+            nbr.crypto_seq = None;
+        }
+        match new {
+            NbrState::ExStart => self.start_exstart(i, n, now),
+            NbrState::Exchange => {
+                let nbr = &mut self.ifaces[i].neighbors[n];
+                for header in self.lsdb.headers(now) {
+                    if header.age >= super::lsa::MAX_AGE {
+                        nbr.retransmit.insert(header.key(), header);
+                    } else {
+                        nbr.summary.push_back(header);
+                    }
+                }
+            }
+            NbrState::Loading => self.send_lsr(i, n, now),
+            _ => {}
+        }
+        if (old == NbrState::Full) != (new == NbrState::Full) {
+            self.ifaces[i].neighbors[n].since = now;
+            self.originate(now);
+        }
+        if (old >= NbrState::TwoWay) != (new >= NbrState::TwoWay) {
+            self.neighbor_change(i, now);
+        }
+    }
+
+    /// 10.4: adjacencies form on point-to-point links and with the DR and BDR.
+    fn adjacency_wanted(&self, i: usize, n: usize) -> bool {
+        let iface = &self.ifaces[i];
+        if !iface.is_broadcast() {
+            return true;
+        }
+        let nbr = &iface.neighbors[n];
+        matches!(iface.state, IfState::Dr | IfState::Backup)
+            || nbr.addr == iface.dr
+            || nbr.addr == iface.bdr
+    }
+
+    /// The NeighborChange event (9.3).
+    fn neighbor_change(&mut self, i: usize, now: Instant) {
+        if matches!(
+            self.ifaces[i].state,
+            IfState::DrOther | IfState::Backup | IfState::Dr
+        ) && self.ifaces[i].is_broadcast()
+        {
+            self.run_election(i, now);
+        }
+    }
+
+    fn run_election(&mut self, i: usize, now: Instant) {
+        let iface = &self.ifaces[i];
+        let me = Candidate {
+            router_id: self.router_id,
+            addr: iface.my_addr(),
+            priority: iface.cfg.priority,
+            dr: iface.dr,
+            bdr: iface.bdr,
+        };
+        let others: Vec<Candidate> = iface
+            .neighbors
+            .iter()
+            .filter(|n| n.state >= NbrState::TwoWay)
+            .map(|n| Candidate {
+                router_id: n.router_id,
+                addr: n.addr,
+                priority: n.priority,
+                dr: n.dr,
+                bdr: n.bdr,
+            })
+            .collect();
+        let result = elect(me, &others);
+        let changed = (result.dr, result.bdr) != (iface.dr, iface.bdr);
+        let iface = &mut self.ifaces[i];
+        iface.dr = result.dr;
+        iface.bdr = result.bdr;
+        iface.state = result.state_of(me.addr);
+        if changed {
+            for n in 0..iface.neighbors.len() {
+                if self.ifaces[i].neighbors[n].state >= NbrState::TwoWay {
+                    self.nbr_event(i, n, NbrEvent::AdjOk, now);
+                }
+            }
+            // Tell the others at once rather than at the next hello.
+            self.send_hello(i, false);
+        }
+        self.originate(now);
+    }
+
+    fn send(&mut self, i: usize, dst: Ipv4Addr, body: Body) {
+        let packet = Packet {
+            header: Header {
+                packet_type: body.packet_type(),
+                router_id: self.router_id,
+                area_id: self.ifaces[i].cfg.area,
+            },
+            body,
+        };
+        // Non-decreasing and ahead of any earlier run: the larger of wall time and last + 1.
+        self.crypto_seq = self.wall_secs.max(self.crypto_seq.wrapping_add(1));
+        let data = packet.encode(&self.ifaces[i].cfg.auth, self.crypto_seq);
+        *self
+            .counters
+            .tx
+            .entry(packet.header.packet_type.name())
+            .or_default() += 1;
+        self.out.push(Transmit {
+            iface: i,
+            dst,
+            data,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
