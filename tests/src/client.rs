@@ -100,6 +100,9 @@ fn read_reply(s: &mut TcpStream) -> Result<Reply> {
 /// One request of a [`Traffic`] run.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// When the request was sent.
+    pub started: std::time::Instant,
+    /// When it completed.
     pub at: std::time::Instant,
     /// The host that answered, or the error.
     pub result: std::result::Result<String, String>,
@@ -132,8 +135,10 @@ impl Traffic {
             let run = crate::netns::in_netns(&ns, || {
                 let start = std::time::Instant::now();
                 while !s2.load(Ordering::Relaxed) && start.elapsed() < limit {
+                    let started = std::time::Instant::now();
                     let reply = get_host(to, None, &host, "/").map_err(|e| format!("{e:#}"));
                     let sample = Sample {
+                        started,
                         at: std::time::Instant::now(),
                         container: reply.as_ref().ok().map(|r| r.container.clone()),
                         result: reply.map(|r| r.served_by),

@@ -102,7 +102,7 @@ fn l7_routing_end_to_end() -> Result<()> {
     let samples = traffic.stop();
     let failed = failures(&samples);
     assert!(failed.len() <= 1, "failed requests: {failed:?}");
-    let after: Vec<&Sample> = samples.iter().filter(|s| s.at > stopped_at).collect();
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.started > stopped_at).collect();
     assert!(
         !after
             .iter()
