@@ -7,10 +7,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// A reply from a lab app: which host served it, and how many bytes came back.
+/// A reply from a lab app: which host and container served it, and how many bytes came back.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The host part of the app's name (`host1` of `host1-todo2`).
     pub served_by: String,
+    /// The app's full name, e.g. `host1-todo2`.
+    pub container: String,
     pub bytes: usize,
 }
 
@@ -42,10 +45,15 @@ pub fn get_on(s: &mut TcpStream, host: &str, path: &str) -> Result<Reply> {
     read_reply(s)
 }
 
-/// One request on a new connection, closed by RST afterwards.
+/// One request for `todo.example` on a new connection, closed by RST afterwards.
 pub fn get(to: SocketAddr, from: Option<SocketAddr>, path: &str) -> Result<Reply> {
+    get_host(to, from, crate::lab::TODO_HOST, path)
+}
+
+/// One request for `host` on a new connection, closed by RST afterwards.
+pub fn get_host(to: SocketAddr, from: Option<SocketAddr>, host: &str, path: &str) -> Result<Reply> {
     let mut s = connect(to, from, Duration::from_secs(3))?;
-    let r = get_on(&mut s, "lab", path);
+    let r = get_on(&mut s, host, path);
     abort(s);
     r
 }
@@ -80,8 +88,11 @@ fn read_reply(s: &mut TcpStream) -> Result<Reply> {
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
+    let container = served_by;
+    let served_by = container.split('-').next().unwrap_or_default().to_string();
     Ok(Reply {
         served_by,
+        container,
         bytes: head_bytes + len,
     })
 }
@@ -89,9 +100,14 @@ fn read_reply(s: &mut TcpStream) -> Result<Reply> {
 /// One request of a [`Traffic`] run.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// When the request was sent.
+    pub started: std::time::Instant,
+    /// When it completed.
     pub at: std::time::Instant,
     /// The host that answered, or the error.
     pub result: std::result::Result<String, String>,
+    /// The container that answered (`host1-todo2`), when one did.
+    pub container: Option<String>,
 }
 
 /// Continuous client traffic from a namespace: one request per new connection, back to back,
@@ -104,21 +120,28 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn start(ns: &str, to: SocketAddr, limit: Duration) -> Result<Traffic> {
+        Self::start_for(ns, to, crate::lab::TODO_HOST, limit)
+    }
+
+    /// Like [`Traffic::start`], for the HTTP host name `host`.
+    pub fn start_for(ns: &str, to: SocketAddr, host: &str, limit: Duration) -> Result<Traffic> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (s2, samples2) = (stop.clone(), samples.clone());
         let ns = ns.to_string();
+        let host = host.to_string();
         let thread = std::thread::spawn(move || {
             let run = crate::netns::in_netns(&ns, || {
                 let start = std::time::Instant::now();
                 while !s2.load(Ordering::Relaxed) && start.elapsed() < limit {
-                    let result = get(to, None, "/")
-                        .map(|r| r.served_by)
-                        .map_err(|e| format!("{e:#}"));
+                    let started = std::time::Instant::now();
+                    let reply = get_host(to, None, &host, "/").map_err(|e| format!("{e:#}"));
                     let sample = Sample {
+                        started,
                         at: std::time::Instant::now(),
-                        result,
+                        container: reply.as_ref().ok().map(|r| r.container.clone()),
+                        result: reply.map(|r| r.served_by),
                     };
                     if let Ok(mut v) = samples2.lock() {
                         v.push(sample);

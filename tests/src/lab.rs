@@ -6,8 +6,12 @@
 //!  <p>-router eth0 198.51.100.1/24, eth1 10.0.0.1/24
 //!      |  LAN 10.0.0.0/24: bridge br0 in namespace <p>-lan
 //!      +-- <p>-lb1 10.0.0.11, <p>-lb2 10.0.0.12      portier
-//!      +-- <p>-host1..3 10.0.0.21..23                VIP on lo, HTTP app
+//!      +-- <p>-host1..3 10.0.0.21..23                VIP on lo, portier L7 on :80
+//!             br0 172.17.0.1/16 (not routed)
+//!               +-- <p>-hostN-todo1 172.17.0.10, -todo2 .11, -shop1 .12   lab app :8080
 //! ```
+//! Each host's portier (examples/lab-host.toml) routes `todo.example` and `shop.example` to
+//! its own containers; a small app per host answers UDP on port 9000.
 //! Until OSPF lands, the router reaches the VIP through a static route to lb1.
 
 use crate::netns::{self, exec_in, ip, ip_in, spawn_in};
@@ -22,6 +26,16 @@ pub const HTTP_PORT: u16 = 80;
 /// UDP service port of the lab apps (the UDP service is a wildcard-port one).
 pub const UDP_PORT: u16 = 9000;
 pub const LBS: [(&str, &str); 2] = [("lb1", "10.0.0.11"), ("lb2", "10.0.0.12")];
+/// Containers on every host's bridge: (name suffix, address).
+pub const CONTAINERS: [(&str, &str); 3] = [
+    ("todo1", "172.17.0.10"),
+    ("todo2", "172.17.0.11"),
+    ("shop1", "172.17.0.12"),
+];
+/// The port the container apps listen on.
+pub const APP_PORT: u16 = 8080;
+pub const TODO_HOST: &str = "todo.example";
+pub const SHOP_HOST: &str = "shop.example";
 pub const HOSTS: [(&str, &str); 3] = [
     ("host1", "10.0.0.21"),
     ("host2", "10.0.0.22"),
@@ -64,6 +78,8 @@ pub struct Lab {
     pub run_dir: PathBuf,
     keep: bool,
     apps: std::sync::Mutex<std::collections::HashMap<String, Child>>,
+    /// Each host's portier (its front door), by host name.
+    doors: std::sync::Mutex<std::collections::HashMap<String, Daemon>>,
 }
 
 /// A portier process started in a lab namespace.
@@ -88,6 +104,7 @@ impl Lab {
             run_dir,
             keep: false,
             apps: Default::default(),
+            doors: Default::default(),
         };
         lab.build_topology()
             .with_context(|| format!("building lab {prefix}"))?;
@@ -154,6 +171,9 @@ impl Lab {
             ip_in(&ns, &["route", "add", "default", "via", "10.0.0.1"])?;
         }
         for (name, _) in HOSTS {
+            self.build_containers(name)?;
+        }
+        for (name, _) in HOSTS {
             let ns = self.ns(name);
             // DSR: the host accepts the VIP but must never answer ARP for it.
             ip_in(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
@@ -180,42 +200,55 @@ impl Lab {
         Ok(())
     }
 
-    fn start_apps(&self) -> Result<()> {
-        for (name, _) in HOSTS {
-            self.start_app(name)?;
+    /// A bridge inside `host` with its containers, each a namespace on a veth.
+    fn build_containers(&self, host: &str) -> Result<()> {
+        let ns = self.ns(host);
+        ip_in(&ns, &["link", "add", "br0", "type", "bridge"])?;
+        addr_up(&ns, "br0", "172.17.0.1/16")?;
+        for (c, addr) in CONTAINERS {
+            let cns = self.ns(&format!("{host}-{c}"));
+            ip(&["netns", "add", &cns])?;
+            ip_in(&cns, &["link", "set", "lo", "up"])?;
+            let port = format!("v-{c}");
+            veth(&cns, "eth0", &ns, &port)?;
+            ip_in(&ns, &["link", "set", &port, "master", "br0", "up"])?;
+            addr_up(&cns, "eth0", &format!("{addr}/16"))?;
+            ip_in(&cns, &["route", "add", "default", "via", "172.17.0.1"])?;
         }
         Ok(())
     }
 
-    /// Starts the app of host `name` (one of [`HOSTS`]) and waits until it listens.
-    pub fn start_app(&self, name: &str) -> Result<()> {
-        let addr = HOSTS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, a)| *a)
-            .with_context(|| format!("no host {name}"))?;
+    fn start_apps(&self) -> Result<()> {
+        for (host, addr) in HOSTS {
+            for (c, _) in CONTAINERS {
+                self.start_container(host, c)?;
+            }
+            // UDP stand-in: answers on the VIP and the host's own address.
+            let udp_vip = format!("{VIP}:{UDP_PORT}");
+            let udp_own = format!("{addr}:{UDP_PORT}");
+            self.spawn_app(
+                &format!("{host}-udp"),
+                &self.ns(host),
+                &["--name", host, "--udp", &udp_vip, "--udp", &udp_own],
+            )?;
+            self.start_app(host)?;
+        }
+        Ok(())
+    }
+
+    fn spawn_app(&self, key: &str, ns: &str, args: &[&str]) -> Result<()> {
         let app = bin("portier-lab-app")?;
-        let log = self.run_dir.join(format!("{name}-app.log"));
+        let log = self.run_dir.join(format!("{key}-app.log"));
         let before = count_in_log(&log, "ready");
-        let http = format!("0.0.0.0:{HTTP_PORT}");
-        let udp_vip = format!("{VIP}:{UDP_PORT}");
-        let udp_own = format!("{addr}:{UDP_PORT}");
-        let child = spawn_in(
-            &self.ns(name),
-            &app,
-            &[
-                "--name", name, "--http", &http, "--udp", &udp_vip, "--udp", &udp_own,
-            ],
-            &log,
-        )?;
+        let child = spawn_in(ns, &app, args, &log)?;
         if let Ok(mut apps) = self.apps.lock() {
-            apps.insert(name.to_string(), child);
+            apps.insert(key.to_string(), child);
         }
         let start = Instant::now();
         while count_in_log(&log, "ready") <= before {
             if start.elapsed() > Duration::from_secs(10) {
                 bail!(
-                    "{name}: app not ready; log:\n{}",
+                    "{key}: app not ready; log:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
@@ -224,13 +257,65 @@ impl Lab {
         Ok(())
     }
 
-    /// Kills the app of host `name`: its connections are reset, new ones refused.
-    pub fn stop_app(&self, name: &str) -> Result<()> {
-        let child = self.apps.lock().ok().and_then(|mut a| a.remove(name));
-        let mut child = child.with_context(|| format!("{name}: app not running"))?;
+    /// Starts the app of container `container` (e.g. `todo1`) on `host`; its body and
+    /// X-Served-By name it `host-container`.
+    pub fn start_container(&self, host: &str, container: &str) -> Result<()> {
+        let name = format!("{host}-{container}");
+        let http = format!("0.0.0.0:{APP_PORT}");
+        self.spawn_app(&name, &self.ns(&name), &["--name", &name, "--http", &http])
+    }
+
+    /// Kills a container's app: its connections are reset, new ones refused.
+    pub fn stop_container(&self, host: &str, container: &str) -> Result<()> {
+        self.kill_app(&format!("{host}-{container}"))
+    }
+
+    fn kill_app(&self, key: &str) -> Result<()> {
+        let child = self.apps.lock().ok().and_then(|mut a| a.remove(key));
+        let mut child = child.with_context(|| format!("{key}: not running"))?;
         child.kill()?;
         child.wait()?;
         Ok(())
+    }
+
+    /// The config of `host`'s portier (examples/lab-host.toml with this lab's node name).
+    pub fn host_config(&self, host: &str) -> Result<String> {
+        let path = examples_dir().join("lab-host.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(text.replace(
+            "name = \"pt-host1\"",
+            &format!("name = \"{}\"", self.ns(host)),
+        ))
+    }
+
+    /// Starts the front door of host `name` (one of [`HOSTS`]): its portier, serving HTTP on
+    /// port 80 for its containers. Waits until it is ready.
+    pub fn start_app(&self, name: &str) -> Result<()> {
+        let d = self.start_portier(name, &self.host_config(name)?)?;
+        if let Ok(mut doors) = self.doors.lock() {
+            doors.insert(name.to_string(), d);
+        }
+        Ok(())
+    }
+
+    /// Kills the front door of host `name`: its connections are reset, new ones refused.
+    pub fn stop_app(&self, name: &str) -> Result<()> {
+        let d = self.doors.lock().ok().and_then(|mut d| d.remove(name));
+        drop(d.with_context(|| format!("{name}: front door not running"))?);
+        Ok(())
+    }
+
+    /// Rewrites `host`'s portier config and reloads it (SIGHUP); waits until applied.
+    pub fn reload_host(&self, host: &str, config: &str) -> Result<()> {
+        let doors = self
+            .doors
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lab state poisoned"))?;
+        let d = doors
+            .get(host)
+            .with_context(|| format!("{host}: front door not running"))?;
+        d.reload(config)
     }
 
     /// Starts portier on `node` with `config` (a TOML text), and waits until it reports ready.
@@ -291,6 +376,13 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Ok(mut doors) = self.doors.lock() {
+            for (_, d) in doors.drain() {
+                if self.keep {
+                    std::mem::forget(d);
+                }
+            }
+        }
         if let Ok(mut apps) = self.apps.lock() {
             for (_, mut c) in apps.drain() {
                 if self.keep {

@@ -123,7 +123,7 @@ fn l4_balancer_end_to_end() -> Result<()> {
             let mut first = Vec::new();
             for _ in 0..60 {
                 let mut s = client::connect(vip(80), None, Duration::from_secs(3))?;
-                first.push(client::get_on(&mut s, "lab", "/")?);
+                first.push(client::get_on(&mut s, lab::TODO_HOST, "/")?);
                 conns.push(s);
             }
             Ok((conns, first))
@@ -134,7 +134,7 @@ fn l4_balancer_end_to_end() -> Result<()> {
         if r.served_by == "host3" {
             continue;
         }
-        let again = client::get_on(&mut s, "lab", "/")
+        let again = client::get_on(&mut s, lab::TODO_HOST, "/")
             .with_context(|| format!("connection to {} broke on reload", r.served_by))?;
         assert_eq!(again.served_by, r.served_by);
         kept += 1;

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use portier_tests::client::{self, Sample, Traffic};
-use portier_tests::lab::Lab;
+use portier_tests::lab::{self, Lab};
 use portier_tests::netns;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -103,7 +103,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
             let mut v = Vec::new();
             for _ in 0..30 {
                 let mut s = client::connect(vip(), None, Duration::from_secs(3))?;
-                let host = client::get_on(&mut s, "lab", "/")?.served_by;
+                let host = client::get_on(&mut s, lab::TODO_HOST, "/")?.served_by;
                 v.push((s, host));
             }
             Ok(v)
@@ -123,7 +123,8 @@ fn l4_control_plane_under_traffic() -> Result<()> {
         traffic.samples().len() > mark + 100
     })?;
     for (s, host) in &mut long_lived {
-        let again = client::get_on(s, "lab", "/").context("established connection broke")?;
+        let again =
+            client::get_on(s, lab::TODO_HOST, "/").context("established connection broke")?;
         assert_eq!(&again.served_by, host);
     }
     let samples = traffic.stop();
@@ -159,7 +160,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
             (0..20)
                 .map(|_| {
                     let mut s = client::connect(vip(), None, Duration::from_secs(3))?;
-                    let host = client::get_on(&mut s, "lab", "/")?.served_by;
+                    let host = client::get_on(&mut s, lab::TODO_HOST, "/")?.served_by;
                     Ok((s, host))
                 })
                 .collect()
@@ -192,7 +193,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     );
     let mut keepalive = keepalive;
     for (s, host) in &mut keepalive {
-        assert_eq!(&client::get_on(s, "lab", "/")?.served_by, host);
+        assert_eq!(&client::get_on(s, lab::TODO_HOST, "/")?.served_by, host);
     }
     assert_eq!(fixed_port_hosts(&l)?, before, "flows moved");
 

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod health;
 pub mod l4;
+pub mod l7;
 pub mod maglev;
 pub mod net;
 pub mod ospf;

@@ -2,6 +2,7 @@
 //!
 //! Every task runs `setup` first, so a fresh Debian machine needs nothing but this repository.
 
+mod bench_l7;
 mod demo;
 mod setup;
 
@@ -47,7 +48,8 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Benchmarks: `xdp` (ns per packet against a floor program).
+    /// Benchmarks: `xdp` (ns per packet against a floor program), `l7` (portier vs HAProxy vs
+    /// direct: requests/s, p99, CPU per request).
     Bench {
         #[arg(default_value = "xdp")]
         what: String,
@@ -180,6 +182,7 @@ fn bench(what: &str) -> Result<()> {
             run("xdp")?;
             run("xdp-live")
         }
-        other => bail!("unknown benchmark {other:?} (known: xdp)"),
+        "l7" => bench_l7::run(&workspace_root()),
+        other => bail!("unknown benchmark {other:?} (known: xdp, l7)"),
     }
 }

@@ -8,6 +8,7 @@ mod admin;
 mod checks;
 mod error;
 mod health;
+pub mod l7;
 mod model;
 mod ospf;
 mod reader;
@@ -22,6 +23,10 @@ use std::path::Path;
 use toml::de::DeTable;
 
 pub use error::{ConfigError, Problem};
+pub use l7::{
+    Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
+    PoolConfig, RouteConfig, ServerConfig,
+};
 pub use model::{
     AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, HealthCheckConfig, HealthKind,
     HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
@@ -76,7 +81,7 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
     root.deny_unknown(
         report,
-        &["node", "dataplane", "service", "admin", "ospf", "vrrp"],
+        &["node", "dataplane", "service", "l7", "admin", "ospf", "vrrp"],
     );
     let node = root
         .required_table(report, "node")
@@ -94,6 +99,10 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .iter()
         .map(|table| sections::service(report, table))
         .collect();
+    let l7 = match root.optional_table(report, "l7") {
+        Some(table) => l7::read(report, &table).map(Some),
+        None => Some(None),
+    };
     checks::services(report, &services);
     let vrrp = root
         .optional_table(report, "vrrp")
@@ -148,6 +157,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         node: node?.finish()?,
         dataplane: dataplane?,
         services,
+        l7: l7?,
         admin: admin?,
         vrrp,
         ospf: ospf?,

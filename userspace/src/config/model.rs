@@ -10,6 +10,8 @@ pub struct Config {
     pub node: NodeConfig,
     pub dataplane: DataplaneConfig,
     pub services: Vec<ServiceConfig>,
+    /// The HTTP proxy; absent when the node runs no L7 listener.
+    pub l7: Option<super::l7::L7Config>,
     /// `None`: no admin API.
     pub admin: Option<AdminConfig>,
     /// Present when the file has a `[vrrp]` section: the daemon runs the VRRP part.

@@ -96,6 +96,11 @@ fn part_specs() -> Vec<PartSpec> {
             run: |ctx| Box::pin(crate::vrrp::run(ctx)),
         },
         PartSpec {
+            name: "l7",
+            wanted: |c| c.l7.is_some(),
+            run: |ctx| Box::pin(crate::l7::run(ctx)),
+        },
+        PartSpec {
             name: "ospf",
             wanted: |c| c.ospf.is_some(),
             run: |ctx| Box::pin(crate::ospf::part::run(ctx)),

@@ -1,0 +1,702 @@
+//! The `[l7]` section: HTTP listeners, routes and backend pools.
+//!
+//! ```toml
+//! [[l7.listener]]
+//! name = "http"
+//! bind = "0.0.0.0:80"
+//! [[l7.route]]
+//! host = "todo.example"
+//! pool = "todo"
+//! [[l7.pool]]
+//! name = "todo"
+//! servers = [{ address = "172.17.0.2:8080" }]
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::model::Choice;
+use super::reader::{Located, Table};
+use super::report::Report;
+use super::rules;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct L7Config {
+    pub listeners: Vec<ListenerConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub pools: Vec<PoolConfig>,
+    /// How long shutdown waits for in-flight requests before closing connections.
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpProtocol {
+    Http1,
+    /// HTTP/2 with prior knowledge on a plain listener (or to a plain upstream).
+    H2c,
+    /// HTTP/2 negotiated by ALPN on a TLS listener.
+    H2,
+}
+
+impl Choice for HttpProtocol {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("http1", HttpProtocol::Http1),
+        ("h2c", HttpProtocol::H2c),
+        ("h2", HttpProtocol::H2),
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertificateConfig {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocols: Vec<HttpProtocol>,
+    /// TLS is terminated when certificates are given; chosen by SNI.
+    pub certificates: Vec<CertificateConfig>,
+    /// Expect a PROXY protocol v2 header before each connection's first byte.
+    pub proxy_protocol: bool,
+    pub max_connections: u32,
+    /// Time allowed for a request head to arrive (slowloris defence); on HTTP/1 it also
+    /// bounds how long an idle keep-alive connection waits for its next request.
+    pub header_timeout_ms: u64,
+    pub max_header_bytes: usize,
+    /// Status sent when no route matches (404, or 421 Misdirected Request).
+    pub no_route_status: u16,
+    /// One structured log line per request (target `portier::access`).
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteConfig {
+    /// `name`, `*.suffix` or `*`, lowercase, without port.
+    pub host: String,
+    pub path_prefix: String,
+    pub pool: String,
+    /// Only on this listener; every listener when absent.
+    pub listener: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    RoundRobin,
+    /// Power of two choices on outstanding requests.
+    LeastOutstanding,
+    /// Consistent hash of a header's value.
+    HashHeader(String),
+    /// Consistent hash of a cookie's value.
+    HashCookie(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    /// 0 drains the server: no new requests.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpHealthConfig {
+    pub path: String,
+    pub status: u16,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub servers: Vec<ServerConfig>,
+    pub health: Option<HttpHealthConfig>,
+    pub protocol: HttpProtocol,
+    pub connect_timeout_ms: u64,
+    /// Time from the request's last byte sent to the response head.
+    pub response_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    /// Whole exchange, head to end of response body; 0 for none.
+    pub total_timeout_ms: u64,
+    /// Per server; requests beyond it wait in a queue up to `queue_timeout_ms`.
+    pub max_connections: u32,
+    pub queue_timeout_ms: u64,
+    pub retries: u32,
+    /// Consecutive connect errors or 5xx responses that eject a server; 0 disables.
+    pub eject_after: u32,
+    pub eject_ms: u64,
+}
+
+pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7Config> {
+    table.deny_unknown(report, &["listener", "route", "pool", "drain_timeout_ms"]);
+    let drain_timeout_ms = ms(report, table, "drain_timeout_ms", 10_000);
+    let listeners: Vec<_> = table
+        .array_of_tables(report, "listener")
+        .iter()
+        .map(|t| listener(report, t))
+        .collect();
+    let pools: Vec<_> = table
+        .array_of_tables(report, "pool")
+        .iter()
+        .map(|t| pool(report, t))
+        .collect();
+    let routes: Vec<_> = table
+        .array_of_tables(report, "route")
+        .iter()
+        .map(|t| route(report, t))
+        .collect();
+
+    unique(
+        report,
+        listeners.iter().filter_map(|l| l.0.as_ref()),
+        "listener",
+    );
+    unique(report, pools.iter().filter_map(|p| p.0.as_ref()), "pool");
+    let mut binds: HashMap<SocketAddr, usize> = HashMap::new();
+    for bind in listeners.iter().filter_map(|l| l.1.as_ref()) {
+        if let Some(&first) = binds.get(&bind.value) {
+            let line = report.line_of(first);
+            report.add(
+                bind.offset,
+                bind.key.clone(),
+                format!(
+                    "{} is already bound by a listener (line {line})",
+                    bind.value
+                ),
+            );
+        } else {
+            binds.insert(bind.value, bind.offset);
+        }
+    }
+    let pool_names: HashSet<&str> = pools
+        .iter()
+        .filter_map(|p| p.0.as_ref())
+        .map(|n| n.value.as_str())
+        .collect();
+    let listener_names: HashSet<&str> = listeners
+        .iter()
+        .filter_map(|l| l.0.as_ref())
+        .map(|n| n.value.as_str())
+        .collect();
+    let mut seen_routes: HashMap<(Option<String>, String, String), usize> = HashMap::new();
+    for r in &routes {
+        if let Some(pool) = &r.pool
+            && !pool_names.contains(pool.value.as_str())
+        {
+            report.add(
+                pool.offset,
+                pool.key.clone(),
+                format!("no pool named \"{}\"", pool.value),
+            );
+        }
+        if let Some(Some(l)) = &r.listener
+            && !listener_names.contains(l.value.as_str())
+        {
+            report.add(
+                l.offset,
+                l.key.clone(),
+                format!("no listener named \"{}\"", l.value),
+            );
+        }
+        if let (Some(host), Some(path), Some(listener)) = (&r.host, &r.path_prefix, &r.listener) {
+            let key = (
+                listener.as_ref().map(|l| l.value.clone()),
+                host.value.clone(),
+                path.clone(),
+            );
+            if let Some(&first) = seen_routes.get(&key) {
+                let line = report.line_of(first);
+                report.add(
+                    host.offset,
+                    host.key.clone(),
+                    format!(
+                        "route {}{} is already defined (line {line})",
+                        host.value, path
+                    ),
+                );
+            } else {
+                seen_routes.insert(key, host.offset);
+            }
+        }
+    }
+
+    let listeners = listeners
+        .into_iter()
+        .map(|(name, bind, rest)| {
+            let mut l = rest?;
+            l.name = name?.value;
+            l.bind = bind?.value;
+            Some(l)
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let pools = pools
+        .into_iter()
+        .map(|(name, rest)| {
+            let mut p = rest?;
+            p.name = name?.value;
+            Some(p)
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let routes = routes
+        .into_iter()
+        .map(|r| {
+            Some(RouteConfig {
+                host: r.host?.value,
+                path_prefix: r.path_prefix?,
+                pool: r.pool?.value,
+                listener: r.listener?.map(|l| l.value),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(L7Config {
+        listeners,
+        routes,
+        pools,
+        drain_timeout_ms: drain_timeout_ms?,
+    })
+}
+
+fn unique<'a>(
+    report: &mut Report<'_>,
+    names: impl Iterator<Item = &'a Located<String>>,
+    what: &str,
+) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for name in names {
+        if let Some(&first) = seen.get(name.value.as_str()) {
+            let line = report.line_of(first);
+            report.add(
+                name.offset,
+                name.key.clone(),
+                format!(
+                    "{what} name \"{}\" is already used (line {line})",
+                    name.value
+                ),
+            );
+        } else {
+            seen.insert(&name.value, name.offset);
+        }
+    }
+}
+
+fn ms(report: &mut Report<'_>, table: &Table<'_, '_>, key: &str, default: u64) -> Option<u64> {
+    match table.optional_int(report, key) {
+        Some(v) => rules::in_range(report, v, 1..=3_600_000),
+        None => Some(default),
+    }
+}
+
+fn int<T: TryFrom<i128>>(
+    report: &mut Report<'_>,
+    table: &Table<'_, '_>,
+    key: &str,
+    range: std::ops::RangeInclusive<i128>,
+    default: T,
+) -> Option<T> {
+    match table.optional_int(report, key) {
+        Some(v) => rules::in_range(report, v, range),
+        None => Some(default),
+    }
+}
+
+fn name(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<Located<String>> {
+    table.required_str(report, "name").and_then(|v| {
+        let (offset, key) = (v.offset, v.key.clone());
+        rules::service_name(report, v).map(|value| Located { value, offset, key })
+    })
+}
+
+fn socket_addr(report: &mut Report<'_>, v: Located<&str>) -> Option<Located<SocketAddr>> {
+    match v.value.parse::<SocketAddr>() {
+        Ok(value) => Some(Located {
+            value,
+            offset: v.offset,
+            key: v.key,
+        }),
+        Err(_) => {
+            report.add(
+                v.offset,
+                v.key,
+                format!(
+                    "\"{}\" is not an address with a port (e.g. 0.0.0.0:80 or [::]:80)",
+                    v.value
+                ),
+            );
+            None
+        }
+    }
+}
+
+type ListenerDraft = (
+    Option<Located<String>>,
+    Option<Located<SocketAddr>>,
+    Option<ListenerConfig>,
+);
+
+fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
+    table.deny_unknown(
+        report,
+        &[
+            "name",
+            "bind",
+            "protocols",
+            "certificate",
+            "proxy_protocol",
+            "max_connections",
+            "header_timeout_ms",
+            "max_header_bytes",
+            "no_route_status",
+            "access_log",
+        ],
+    );
+    let name = name(report, table);
+    let bind = table
+        .required_str(report, "bind")
+        .and_then(|v| socket_addr(report, v));
+    let certificates: Vec<_> = table
+        .array_of_tables(report, "certificate")
+        .iter()
+        .map(|t| {
+            t.deny_unknown(report, &["cert", "key"]);
+            let cert = t.required_str(report, "cert");
+            let key = t.required_str(report, "key");
+            Some(CertificateConfig {
+                cert: PathBuf::from(cert?.value),
+                key: PathBuf::from(key?.value),
+            })
+        })
+        .collect();
+    let tls = table.has("certificate");
+    let protocols = match table.optional_str_array(report, "protocols") {
+        Some(list) => {
+            if list.value.is_empty() {
+                report.add(
+                    list.offset,
+                    list.key.clone(),
+                    "must list at least one protocol",
+                );
+            }
+            let mut out = Vec::new();
+            for item in list.value {
+                let (offset, key) = (item.offset, item.key.clone());
+                let Some(p) = rules::choice::<HttpProtocol>(report, item) else {
+                    continue;
+                };
+                match (p, tls) {
+                    (HttpProtocol::H2c, true) => report.add(
+                        offset,
+                        key,
+                        "h2c is HTTP/2 without TLS; on a listener with certificates use h2",
+                    ),
+                    (HttpProtocol::H2, false) => report.add(
+                        offset,
+                        key,
+                        "h2 is negotiated by TLS ALPN and needs [[l7.listener.certificate]]; \
+                         use h2c for HTTP/2 without TLS",
+                    ),
+                    _ if out.contains(&p) => report.add(offset, key, "listed twice"),
+                    _ => out.push(p),
+                }
+            }
+            Some(out)
+        }
+        None => Some(vec![HttpProtocol::Http1]),
+    };
+    let proxy_protocol = table
+        .optional_bool(report, "proxy_protocol")
+        .map(|v| v.value);
+    let access_log = table.optional_bool(report, "access_log").map(|v| v.value);
+    let max_connections = int(report, table, "max_connections", 1..=1_000_000, 10_000);
+    let header_timeout_ms = ms(report, table, "header_timeout_ms", 10_000);
+    // hyper's read buffer cannot be smaller than 8 KiB.
+    let max_header_bytes = int(report, table, "max_header_bytes", 8192..=1 << 20, 65_536);
+    let no_route_status = int(report, table, "no_route_status", 400..=599, 404);
+    let rest = (|| {
+        Some(ListenerConfig {
+            name: String::new(),
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            protocols: protocols?,
+            certificates: certificates.into_iter().collect::<Option<_>>()?,
+            proxy_protocol: proxy_protocol.unwrap_or(false),
+            max_connections: max_connections?,
+            header_timeout_ms: header_timeout_ms?,
+            max_header_bytes: max_header_bytes?,
+            no_route_status: no_route_status?,
+            access_log: access_log.unwrap_or(false),
+        })
+    })();
+    (name, bind, rest)
+}
+
+struct RouteDraft {
+    host: Option<Located<String>>,
+    path_prefix: Option<String>,
+    pool: Option<Located<String>>,
+    /// `Some(None)`: every listener.
+    listener: Option<Option<Located<String>>>,
+}
+
+fn route(report: &mut Report<'_>, table: &Table<'_, '_>) -> RouteDraft {
+    table.deny_unknown(report, &["host", "path_prefix", "pool", "listener"]);
+    let host = table.required_str(report, "host").and_then(|v| {
+        let normal = crate::l7::router::normalise_pattern(v.value);
+        if normal.is_none() {
+            report.add(
+                v.offset,
+                v.key.clone(),
+                format!(
+                    "\"{}\" is not a host name, \"*.suffix\" or \"*\" (no port, no scheme)",
+                    v.value
+                ),
+            );
+        }
+        normal.map(|value| Located {
+            value,
+            offset: v.offset,
+            key: v.key,
+        })
+    });
+    let path_prefix = match table.optional_str(report, "path_prefix") {
+        Some(v) if v.value.starts_with('/') && !v.value.contains(['?', '#', ' ']) => {
+            Some(v.value.to_owned())
+        }
+        Some(v) => {
+            report.add(
+                v.offset,
+                v.key,
+                format!(
+                    "\"{}\" must start with '/' and hold no '?', '#' or space",
+                    v.value
+                ),
+            );
+            None
+        }
+        None => Some("/".to_owned()),
+    };
+    let pool = table.required_str(report, "pool").map(|v| Located {
+        value: v.value.to_owned(),
+        offset: v.offset,
+        key: v.key,
+    });
+    let listener = if table.has("listener") {
+        table.optional_str(report, "listener").map(|v| {
+            Some(Located {
+                value: v.value.to_owned(),
+                offset: v.offset,
+                key: v.key,
+            })
+        })
+    } else {
+        Some(None)
+    };
+    RouteDraft {
+        host,
+        path_prefix,
+        pool,
+        listener,
+    }
+}
+
+fn balance(report: &mut Report<'_>, v: Located<&str>) -> Option<Balance> {
+    let b = match v.value {
+        "round-robin" => Some(Balance::RoundRobin),
+        "least-outstanding" => Some(Balance::LeastOutstanding),
+        other => match other.split_once(':') {
+            Some(("hash-header", h)) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                Some(Balance::HashHeader(h.to_ascii_lowercase()))
+            }
+            Some(("hash-cookie", c)) if !c.is_empty() && c.bytes().all(is_token_byte) => {
+                Some(Balance::HashCookie(c.to_owned()))
+            }
+            _ => None,
+        },
+    };
+    if b.is_none() {
+        report.add(
+            v.offset,
+            v.key,
+            format!(
+                "unknown value \"{}\" (allowed: round-robin, least-outstanding, \
+                 hash-header:NAME, hash-cookie:NAME)",
+                v.value
+            ),
+        );
+    }
+    b
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn pool(
+    report: &mut Report<'_>,
+    table: &Table<'_, '_>,
+) -> (Option<Located<String>>, Option<PoolConfig>) {
+    table.deny_unknown(
+        report,
+        &[
+            "name",
+            "balance",
+            "servers",
+            "health",
+            "protocol",
+            "connect_timeout_ms",
+            "response_timeout_ms",
+            "idle_timeout_ms",
+            "total_timeout_ms",
+            "max_connections",
+            "queue_timeout_ms",
+            "retries",
+            "eject_after",
+            "eject_ms",
+        ],
+    );
+    let name = name(report, table);
+    let balance = match table.optional_str(report, "balance") {
+        Some(v) => balance(report, v),
+        None => Some(Balance::RoundRobin),
+    };
+    let protocol = match table.optional_str(report, "protocol") {
+        Some(v) => {
+            let (offset, key) = (v.offset, v.key.clone());
+            rules::choice::<HttpProtocol>(report, v).filter(|p| {
+                let ok = *p != HttpProtocol::H2;
+                if !ok {
+                    report.add(
+                        offset,
+                        key,
+                        "upstream TLS is not supported: use http1 or h2c",
+                    );
+                }
+                ok
+            })
+        }
+        None => Some(HttpProtocol::Http1),
+    };
+    if !table.has("servers") {
+        report.add(
+            table.offset(),
+            table.key_path("servers"),
+            "missing required key",
+        );
+    }
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let servers: Vec<Option<ServerConfig>> = table
+        .array_of_tables(report, "servers")
+        .iter()
+        .map(|t| {
+            t.deny_unknown(report, &["address", "weight"]);
+            let address = t
+                .required_str(report, "address")
+                .and_then(|v| socket_addr(report, v))
+                .filter(|a| {
+                    if let Some(&first) = seen.get(&a.value) {
+                        let line = report.line_of(first);
+                        report.add(
+                            a.offset,
+                            a.key.clone(),
+                            format!("server {} is already in this pool (line {line})", a.value),
+                        );
+                        return false;
+                    }
+                    seen.insert(a.value, a.offset);
+                    true
+                });
+            let weight = int(report, t, "weight", 0..=256, 1u32);
+            Some(ServerConfig {
+                address: address?.value,
+                weight: weight?,
+            })
+        })
+        .collect();
+    let health = match table.optional_table(report, "health") {
+        Some(t) => {
+            t.deny_unknown(
+                report,
+                &[
+                    "path",
+                    "status",
+                    "interval_ms",
+                    "timeout_ms",
+                    "rise",
+                    "fall",
+                ],
+            );
+            let path = match t.optional_str(report, "path") {
+                Some(v) if v.value.starts_with('/') && !v.value.contains([' ', '\r', '\n']) => {
+                    Some(v.value.to_owned())
+                }
+                Some(v) => {
+                    report.add(
+                        v.offset,
+                        v.key,
+                        "must start with '/' and hold no whitespace",
+                    );
+                    None
+                }
+                None => Some("/".to_owned()),
+            };
+            let status = int(report, &t, "status", 100..=599, 200u16);
+            let interval_ms = ms(report, &t, "interval_ms", 2000);
+            let timeout_ms = ms(report, &t, "timeout_ms", 1000);
+            let rise = int(report, &t, "rise", 1..=100, 2u32);
+            let fall = int(report, &t, "fall", 1..=100, 3u32);
+            (|| {
+                Some(Some(HttpHealthConfig {
+                    path: path?,
+                    status: status?,
+                    interval_ms: interval_ms?,
+                    timeout_ms: timeout_ms?,
+                    rise: rise?,
+                    fall: fall?,
+                }))
+            })()
+        }
+        None => Some(None),
+    };
+    let connect_timeout_ms = ms(report, table, "connect_timeout_ms", 3000);
+    let response_timeout_ms = ms(report, table, "response_timeout_ms", 30_000);
+    let idle_timeout_ms = ms(report, table, "idle_timeout_ms", 30_000);
+    let total_timeout_ms = int(report, table, "total_timeout_ms", 0..=86_400_000, 0u64);
+    let max_connections = int(report, table, "max_connections", 1..=1_000_000, 1000u32);
+    let queue_timeout_ms = ms(report, table, "queue_timeout_ms", 5000);
+    let retries = int(report, table, "retries", 0..=10, 2u32);
+    let eject_after = int(report, table, "eject_after", 0..=1000, 5u32);
+    let eject_ms = ms(report, table, "eject_ms", 10_000);
+    let rest = (|| {
+        Some(PoolConfig {
+            name: String::new(),
+            balance: balance?,
+            servers: servers.into_iter().collect::<Option<_>>()?,
+            health: health?,
+            protocol: protocol?,
+            connect_timeout_ms: connect_timeout_ms?,
+            response_timeout_ms: response_timeout_ms?,
+            idle_timeout_ms: idle_timeout_ms?,
+            total_timeout_ms: total_timeout_ms?,
+            max_connections: max_connections?,
+            queue_timeout_ms: queue_timeout_ms?,
+            retries: retries?,
+            eject_after: eject_after?,
+            eject_ms: eject_ms?,
+        })
+    })();
+    (name, rest)
+}
+
+#[cfg(test)]
+#[path = "l7_tests.rs"]
+mod tests;

@@ -1,0 +1,454 @@
+//! `[l7]` errors: each names the file, line and key.
+
+use super::super::{Problem, parse};
+use super::*;
+
+const FILE: &str = "portier.toml";
+
+const BASE: &str = r#"[node]
+name = "host1"
+
+[[l7.listener]]
+name = "http"
+bind = "0.0.0.0:80"
+
+[[l7.route]]
+host = "todo.example"
+pool = "todo"
+
+[[l7.pool]]
+name = "todo"
+servers = [{ address = "172.17.0.2:8080" }]
+"#;
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text, FILE) {
+        Ok(c) => panic!("expected problems, got {c:?}"),
+        Err(e) => e.problems().to_vec(),
+    }
+}
+
+#[track_caller]
+fn assert_one(text: &str, line: usize, key: &str, fragment: &str) {
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let p = &found[0];
+    assert_eq!(
+        (p.file.as_str(), p.line, p.key.as_str()),
+        (FILE, line, key),
+        "{p:?}"
+    );
+    assert!(
+        p.message.contains(fragment),
+        "{:?} lacks {fragment:?}",
+        p.message
+    );
+}
+
+fn with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+#[test]
+fn defaults() {
+    let c = parse(BASE, FILE).unwrap().l7.unwrap();
+    assert_eq!(c.drain_timeout_ms, 10_000);
+    let l = &c.listeners[0];
+    assert_eq!(l.bind, "0.0.0.0:80".parse().unwrap());
+    assert_eq!(l.protocols, vec![HttpProtocol::Http1]);
+    assert!(l.certificates.is_empty() && !l.proxy_protocol && !l.access_log);
+    assert_eq!(
+        (
+            l.max_connections,
+            l.header_timeout_ms,
+            l.max_header_bytes,
+            l.no_route_status
+        ),
+        (10_000, 10_000, 65_536, 404)
+    );
+    assert_eq!(
+        c.routes[0],
+        RouteConfig {
+            host: "todo.example".into(),
+            path_prefix: "/".into(),
+            pool: "todo".into(),
+            listener: None
+        }
+    );
+    let p = &c.pools[0];
+    assert_eq!(p.balance, Balance::RoundRobin);
+    assert_eq!(p.protocol, HttpProtocol::Http1);
+    assert_eq!(
+        p.servers,
+        vec![ServerConfig {
+            address: "172.17.0.2:8080".parse().unwrap(),
+            weight: 1
+        }]
+    );
+    assert_eq!(p.health, None);
+    assert_eq!((p.retries, p.max_connections, p.eject_after), (2, 1000, 5));
+    // No [l7]: no proxy.
+    assert_eq!(parse("[node]\nname = \"a\"\n", FILE).unwrap().l7, None);
+}
+
+#[test]
+fn everything_set() {
+    let text = r#"[node]
+name = "host1"
+
+[l7]
+drain_timeout_ms = 500
+
+[[l7.listener]]
+name = "https"
+bind = "[::]:443"
+protocols = ["h2", "http1"]
+proxy_protocol = true
+max_connections = 5
+header_timeout_ms = 1000
+max_header_bytes = 8192
+no_route_status = 421
+access_log = true
+  [[l7.listener.certificate]]
+  cert = "/etc/portier/a.pem"
+  key = "/etc/portier/a.key"
+
+[[l7.route]]
+host = "*.Example"
+path_prefix = "/api"
+pool = "api"
+listener = "https"
+
+[[l7.pool]]
+name = "api"
+balance = "hash-cookie:session"
+protocol = "h2c"
+servers = [{ address = "172.17.0.2:8080", weight = 3 }, { address = "[fd00::2]:80", weight = 0 }]
+health = { path = "/health", status = 204, interval_ms = 100, timeout_ms = 50, rise = 1, fall = 4 }
+connect_timeout_ms = 1
+response_timeout_ms = 2
+idle_timeout_ms = 3
+total_timeout_ms = 4
+max_connections = 5
+queue_timeout_ms = 6
+retries = 0
+eject_after = 0
+eject_ms = 7
+"#;
+    let c = parse(text, FILE).unwrap().l7.unwrap();
+    assert_eq!(c.drain_timeout_ms, 500);
+    let l = &c.listeners[0];
+    assert_eq!(l.protocols, vec![HttpProtocol::H2, HttpProtocol::Http1]);
+    assert!(l.proxy_protocol && l.access_log);
+    assert_eq!(
+        l.certificates[0].key,
+        std::path::PathBuf::from("/etc/portier/a.key")
+    );
+    assert_eq!(l.no_route_status, 421);
+    assert_eq!(c.routes[0].host, "*.example");
+    assert_eq!(c.routes[0].listener.as_deref(), Some("https"));
+    let p = &c.pools[0];
+    assert_eq!(p.balance, Balance::HashCookie("session".into()));
+    assert_eq!(p.servers[1].weight, 0);
+    assert_eq!(p.health.as_ref().unwrap().status, 204);
+    assert_eq!(
+        (
+            p.connect_timeout_ms,
+            p.response_timeout_ms,
+            p.idle_timeout_ms,
+            p.total_timeout_ms
+        ),
+        (1, 2, 3, 4)
+    );
+    assert_eq!(
+        (
+            p.max_connections,
+            p.queue_timeout_ms,
+            p.retries,
+            p.eject_after,
+            p.eject_ms
+        ),
+        (5, 6, 0, 0, 7)
+    );
+}
+
+#[test]
+fn unknown_keys() {
+    assert_one(
+        &with("bind = \"0.0.0.0:80\"", "bind = \"0.0.0.0:80\"\nbnid = 1"),
+        7,
+        "l7.listener[0].bnid",
+        "unknown key",
+    );
+    assert_one(
+        &with("pool = \"todo\"\n", "pool = \"todo\"\nweight = 1\n"),
+        11,
+        "l7.route[0].weight",
+        "unknown key",
+    );
+    assert_one(
+        &with(
+            "{ address = \"172.17.0.2:8080\" }",
+            "{ address = \"172.17.0.2:8080\", wieght = 2 }",
+        ),
+        14,
+        "l7.pool[0].servers[0].wieght",
+        "unknown key",
+    );
+    assert_one(
+        &format!("{BASE}health = {{ paht = \"/\" }}\n"),
+        15,
+        "l7.pool[0].health.paht",
+        "unknown key",
+    );
+}
+
+#[test]
+fn listener_problems() {
+    assert_one(
+        &with("0.0.0.0:80", "0.0.0.0"),
+        6,
+        "l7.listener[0].bind",
+        "not an address with a port",
+    );
+    assert_one(
+        &with("name = \"http\"", "name = \"h t\""),
+        5,
+        "l7.listener[0].name",
+        "1 to 64 characters",
+    );
+    let two = format!("{BASE}\n[[l7.listener]]\nname = \"http\"\nbind = \"0.0.0.0:80\"\n");
+    let found = problems(&two);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(
+        (found[0].line, found[0].key.as_str()),
+        (17, "l7.listener[1].name")
+    );
+    assert!(found[0].message.contains("already used (line 5)"));
+    assert_eq!(
+        (found[1].line, found[1].key.as_str()),
+        (18, "l7.listener[1].bind")
+    );
+    assert!(
+        found[1]
+            .message
+            .contains("already bound by a listener (line 6)")
+    );
+    let p = |v: &str| {
+        with(
+            "bind = \"0.0.0.0:80\"",
+            &format!("bind = \"0.0.0.0:80\"\n{v}"),
+        )
+    };
+    assert_one(
+        &p("protocols = [\"h2\"]"),
+        7,
+        "l7.listener[0].protocols[0]",
+        "needs [[l7.listener.certificate]]",
+    );
+    assert_one(
+        &p("protocols = [\"http3\"]"),
+        7,
+        "l7.listener[0].protocols[0]",
+        "allowed: http1, h2c, h2",
+    );
+    assert_one(
+        &p("protocols = []"),
+        7,
+        "l7.listener[0].protocols",
+        "at least one",
+    );
+    assert_one(
+        &p("protocols = [\"h2c\", \"h2c\"]"),
+        7,
+        "l7.listener[0].protocols[1]",
+        "listed twice",
+    );
+    assert_one(
+        &p("protocols = [\"h2c\"]\n[[l7.listener.certificate]]\ncert = \"a\"\nkey = \"b\""),
+        7,
+        "l7.listener[0].protocols[0]",
+        "use h2",
+    );
+    assert_one(
+        &p("[[l7.listener.certificate]]\ncert = \"a\""),
+        7,
+        "l7.listener[0].certificate[0].key",
+        "missing",
+    );
+    assert_one(
+        &p("max_header_bytes = 100"),
+        7,
+        "l7.listener[0].max_header_bytes",
+        "out of range 8192..=1048576",
+    );
+    assert_one(
+        &p("no_route_status = 200"),
+        7,
+        "l7.listener[0].no_route_status",
+        "out of range 400..=599",
+    );
+    assert_one(
+        &p("header_timeout_ms = 0"),
+        7,
+        "l7.listener[0].header_timeout_ms",
+        "out of range",
+    );
+    assert_one(
+        &p("proxy_protocol = \"yes\""),
+        7,
+        "l7.listener[0].proxy_protocol",
+        "expected a boolean",
+    );
+}
+
+#[test]
+fn route_problems() {
+    assert_one(
+        &with("pool = \"todo\"\n\n", "pool = \"shop\"\n\n"),
+        10,
+        "l7.route[0].pool",
+        "no pool named \"shop\"",
+    );
+    assert_one(
+        &with("host = \"todo.example\"", "host = \"todo.example:80\""),
+        9,
+        "l7.route[0].host",
+        "not a host name",
+    );
+    assert_one(
+        &with("host = \"todo.example\"", "host = \"*todo\""),
+        9,
+        "l7.route[0].host",
+        "\"*.suffix\"",
+    );
+    assert_one(
+        &with(
+            "pool = \"todo\"\n\n",
+            "pool = \"todo\"\npath_prefix = \"api\"\n\n",
+        ),
+        11,
+        "l7.route[0].path_prefix",
+        "must start with '/'",
+    );
+    assert_one(
+        &with(
+            "pool = \"todo\"\n\n",
+            "pool = \"todo\"\nlistener = \"https\"\n\n",
+        ),
+        11,
+        "l7.route[0].listener",
+        "no listener named",
+    );
+    assert_one(
+        &with(
+            "pool = \"todo\"\n\n",
+            "pool = \"todo\"\n\n[[l7.route]]\nhost = \"TODO.example\"\npool = \"todo\"\n\n",
+        ),
+        13,
+        "l7.route[1].host",
+        "already defined (line 9)",
+    );
+    assert_one(
+        &with("host = \"todo.example\"\n", ""),
+        8,
+        "l7.route[0].host",
+        "missing required key",
+    );
+}
+
+#[test]
+fn pool_problems() {
+    let p = |v: &str| format!("{BASE}{v}\n");
+    assert_one(
+        &p("balance = \"random\""),
+        15,
+        "l7.pool[0].balance",
+        "hash-header:NAME",
+    );
+    assert_one(
+        &p("balance = \"hash-header:bad header\""),
+        15,
+        "l7.pool[0].balance",
+        "unknown value",
+    );
+    assert_one(
+        &p("balance = \"hash-cookie:\""),
+        15,
+        "l7.pool[0].balance",
+        "unknown value",
+    );
+    assert_one(
+        &p("protocol = \"h2\""),
+        15,
+        "l7.pool[0].protocol",
+        "upstream TLS is not supported",
+    );
+    assert_one(
+        &p("retries = 11"),
+        15,
+        "l7.pool[0].retries",
+        "out of range 0..=10",
+    );
+    assert_one(
+        &p("health = { status = 99 }"),
+        15,
+        "l7.pool[0].health.status",
+        "out of range 100..=599",
+    );
+    assert_one(
+        &p("health = { path = \"health\" }"),
+        15,
+        "l7.pool[0].health.path",
+        "must start with '/'",
+    );
+    assert_one(
+        &with(
+            "{ address = \"172.17.0.2:8080\" }",
+            "{ address = \"172.17.0.2:8080\" }, { address = \"172.17.0.2:8080\" }",
+        ),
+        14,
+        "l7.pool[0].servers[1].address",
+        "already in this pool (line 14)",
+    );
+    assert_one(
+        &with(
+            "\"172.17.0.2:8080\" }",
+            "\"172.17.0.2:8080\", weight = 257 }",
+        ),
+        14,
+        "l7.pool[0].servers[0].weight",
+        "out of range 0..=256",
+    );
+    assert_one(
+        &with("172.17.0.2:8080", "172.17.0.2"),
+        14,
+        "l7.pool[0].servers[0].address",
+        "not an address with a port",
+    );
+    assert_one(
+        &with("servers = [{ address = \"172.17.0.2:8080\" }]\n", ""),
+        12,
+        "l7.pool[0].servers",
+        "missing required key",
+    );
+    assert_one(
+        &format!("{BASE}\n[[l7.pool]]\nname = \"todo\"\nservers = []\n"),
+        17,
+        "l7.pool[1].name",
+        "pool name \"todo\" is already used (line 13)",
+    );
+}
+
+#[test]
+fn lab_host_example_parses() {
+    let c = parse(
+        include_str!("../../../examples/lab-host.toml"),
+        "lab-host.toml",
+    )
+    .unwrap();
+    let l7 = c.l7.unwrap();
+    assert_eq!(l7.routes.len(), 2);
+    assert_eq!(l7.pools[0].balance, Balance::LeastOutstanding);
+}

@@ -1,0 +1,278 @@
+//! One listening socket: accepts within the connection limit, reads the PROXY header and the
+//! TLS handshake when configured, and serves HTTP/1 and HTTP/2 on each connection with hyper.
+
+use crate::config::{HttpProtocol, ListenerConfig};
+use crate::l7::metrics::ListenerMetrics;
+use crate::l7::proxy::{self, ConnInfo};
+use crate::l7::proxy_protocol::{self, Header};
+use crate::l7::snapshot::Shared;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+/// HTTP/2 streams a client may reset before the server waits for the acknowledgement of its
+/// own resets: the rapid reset (CVE-2023-44487) bound.
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams a client may make the server reset on its behalf before the connection goes.
+const H2_MAX_LOCAL_RESETS: usize = 200;
+const H2_MAX_STREAMS: u32 = 256;
+
+/// Binds with SO_REUSEPORT so a reconfigured listener can bind before the old one stops:
+/// no moment without a socket accepting.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+pub struct Listener {
+    pub config: ListenerConfig,
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    pub fn start(
+        config: ListenerConfig,
+        shared: Arc<Shared>,
+        metrics: Arc<ListenerMetrics>,
+        drain: Duration,
+    ) -> Result<Listener, String> {
+        let tls = if config.certificates.is_empty() {
+            None
+        } else {
+            let c = crate::l7::tls::server_config(&config.certificates, &config.protocols)
+                .map_err(|e| format!("listener {}: {e}", config.name))?;
+            Some(TlsAcceptor::from(c))
+        };
+        let socket = bind(config.bind)
+            .map_err(|e| format!("listener {}: bind {}: {e}", config.name, config.bind))?;
+        let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            socket,
+            config.clone(),
+            tls,
+            shared,
+            metrics,
+            stopped,
+            drain,
+        ));
+        tracing::info!(listener = %config.name, address = %local_addr, "L7 listener up");
+        Ok(Listener {
+            config,
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops accepting at once; in-flight requests get up to the drain time.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Stops accepting and drains in the background (reload: the new listener is up already).
+    pub fn retire(self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    let header_timeout = Duration::from_millis(config.header_timeout_ms);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(config.max_header_bytes)
+        .preserve_header_case(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes as u32)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
+    let h1 = config.protocols.contains(&HttpProtocol::Http1);
+    let h2 = config.protocols.contains(&HttpProtocol::H2c);
+    match (h1, h2) {
+        (true, false) => b.http1_only(),
+        (false, true) => b.http2_only(),
+        _ => b,
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    config: ListenerConfig,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    metrics: Arc<ListenerMetrics>,
+    mut stopped: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let name: Arc<str> = Arc::from(config.name.as_str());
+    let limit = Arc::new(Semaphore::new(config.max_connections as usize));
+    let graceful = GracefulShutdown::new();
+    let plain = Arc::new(builder(&config));
+    // A TLS connection that negotiated h2 gets HTTP/2 whatever the plain-text setting is.
+    let mut tls_config = config.clone();
+    tls_config.protocols = vec![HttpProtocol::Http1, HttpProtocol::H2c];
+    let over_tls = Arc::new(builder(&tls_config));
+    let mut h1_only = config.clone();
+    h1_only.protocols = vec![HttpProtocol::Http1];
+    let h1_only = Arc::new(builder(&h1_only));
+    let header_timeout = Duration::from_millis(config.header_timeout_ms);
+    loop {
+        // At the limit, stop accepting: new clients wait in the kernel's backlog.
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stopped.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = socket.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(listener = %name, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let conn = Conn {
+            name: name.clone(),
+            shared: shared.clone(),
+            metrics: metrics.clone(),
+            proxy_protocol: config.proxy_protocol,
+            header_timeout,
+        };
+        let builder = if tls.is_some() {
+            over_tls.clone()
+        } else {
+            plain.clone()
+        };
+        let h1_only = h1_only.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let m = conn.metrics.clone();
+            m.active.fetch_add(1, Ordering::Relaxed);
+            conn.serve(stream, peer, tls, builder, h1_only, watcher)
+                .await;
+            m.active.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(socket);
+    tracing::info!(listener = %name, "L7 listener stopped accepting; draining");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = %name, "drain time over: closing remaining connections");
+    }
+}
+
+struct Conn {
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    metrics: Arc<ListenerMetrics>,
+    proxy_protocol: bool,
+    header_timeout: Duration,
+}
+
+impl Conn {
+    async fn serve(
+        self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        h1_only: Arc<auto::Builder<TokioExecutor>>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let mut client = peer;
+        if self.proxy_protocol {
+            match proxy_protocol::read(&mut stream, self.header_timeout).await {
+                Ok(Header::Proxy { source, .. }) => client = source,
+                Ok(Header::Local | Header::Unsupported) => {}
+                Err(e) => {
+                    self.metrics
+                        .proxy_protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(listener = %self.name, %peer, "PROXY header refused: {e}");
+                    return;
+                }
+            }
+        }
+        match tls {
+            None => {
+                let info = self.info(client, false);
+                run_http(stream, info, self.shared, &builder, watcher).await
+            }
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(self.header_timeout, acceptor.accept(stream));
+                let tls_stream = match handshake.await {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        self.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                };
+                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let info = self.info(client, true);
+                let b = if h2 { &builder } else { &h1_only };
+                run_http(tls_stream, info, self.shared, b, watcher).await
+            }
+        }
+    }
+
+    fn info(&self, client: SocketAddr, tls: bool) -> Arc<ConnInfo> {
+        Arc::new(ConnInfo {
+            listener: self.name.clone(),
+            client,
+            tls,
+            forwarding: crate::l7::headers::ClientInfo::new(client.ip(), tls),
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+async fn run_http<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| proxy::handle(req, info.clone(), shared.clone()));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}

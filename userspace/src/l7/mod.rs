@@ -1,0 +1,260 @@
+//! The L7 HTTP proxy: listeners terminate HTTP/1.x and HTTP/2 (plain or TLS), route each
+//! request by host and path to a pool, and forward it to one of the pool's servers.
+//!
+//! Requests read an immutable [`snapshot::Snapshot`] swapped atomically on reload; listeners
+//! are restarted only when their own settings change, and then the new socket is bound (with
+//! SO_REUSEPORT) before the old one stops, so a reload never refuses a connection.
+
+pub mod balance;
+pub mod body;
+pub mod headers;
+pub mod health;
+pub mod listener;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod proxy_protocol;
+pub mod router;
+pub mod snapshot;
+pub mod tls;
+
+use crate::config::{L7Config, ListenerConfig};
+use crate::daemon::{ConfigUpdate, PartContext};
+use listener::Listener;
+use metrics::ListenerMetrics;
+use snapshot::{Shared, Snapshot};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct L7Error(String);
+
+pub struct L7 {
+    shared: Arc<Shared>,
+    listeners: HashMap<String, Listener>,
+    listener_metrics: HashMap<String, Arc<ListenerMetrics>>,
+    health: health::HealthChecks,
+    config: L7Config,
+}
+
+impl Default for L7 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl L7 {
+    pub fn new() -> L7 {
+        L7 {
+            shared: Arc::new(Shared::default()),
+            listeners: HashMap::new(),
+            listener_metrics: HashMap::new(),
+            health: health::HealthChecks::default(),
+            config: L7Config::default(),
+        }
+    }
+
+    /// Applies a config: routes and pools by swapping the snapshot, listeners by starting
+    /// new and changed ones before retiring the old. On error nothing changes.
+    pub fn apply(&mut self, config: &L7Config) -> Result<(), L7Error> {
+        let previous = self.shared.load();
+        let next = Snapshot::build(config, &previous);
+        let drain = Duration::from_millis(config.drain_timeout_ms);
+        self.shared.store(next);
+
+        let mut started: Vec<Listener> = Vec::new();
+        for l in &config.listeners {
+            if self
+                .listeners
+                .get(&l.name)
+                .is_some_and(|old| same_socket(&old.config, l))
+            {
+                continue;
+            }
+            let metrics = self
+                .listener_metrics
+                .entry(l.name.clone())
+                .or_default()
+                .clone();
+            // Changing the address of a listener: the old one goes first, or a wildcard and
+            // a specific bind on the same port would both take connections.
+            match Listener::start(l.clone(), self.shared.clone(), metrics, drain) {
+                Ok(new) => started.push(new),
+                Err(e) => {
+                    for s in started {
+                        s.retire();
+                    }
+                    self.shared.restore(previous);
+                    return Err(L7Error(e));
+                }
+            }
+        }
+        for new in started {
+            if let Some(old) = self.listeners.insert(new.config.name.clone(), new) {
+                old.retire();
+            }
+        }
+        let names: Vec<String> = self.listeners.keys().cloned().collect();
+        for name in names {
+            if !config.listeners.iter().any(|l| l.name == name)
+                && let Some(old) = self.listeners.remove(&name)
+            {
+                tracing::info!(listener = %name, "L7 listener removed");
+                old.retire();
+                self.listener_metrics.remove(&name);
+            }
+        }
+        self.health.apply(&self.shared.load());
+        self.config = config.clone();
+        Ok(())
+    }
+
+    /// The bound address of a listener (useful with port 0).
+    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.listeners.get(listener).map(|l| l.local_addr)
+    }
+
+    /// Prometheus text for every listener, route, pool and server.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<_> = self.listener_metrics.keys().collect();
+        names.sort();
+        for n in names {
+            metrics::render_listener(&mut out, n, &self.listener_metrics[n]);
+        }
+        let snap = self.shared.load();
+        for r in &snap.routes {
+            metrics::render_route(&mut out, &r.host, &r.path_prefix, &r.pool.name, &r.metrics);
+        }
+        let mut pools: Vec<_> = snap.pools.values().collect();
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        for p in pools {
+            metrics::render_pool(&mut out, &p.name, &p.metrics);
+            for s in &p.servers {
+                metrics::render_server(
+                    &mut out,
+                    &p.name,
+                    &s.address.to_string(),
+                    &s.metrics,
+                    s.outstanding(),
+                    s.available(),
+                );
+            }
+        }
+        out
+    }
+
+    /// For `/status`: listeners and each server's state.
+    pub fn status(&self) -> serde_json::Value {
+        let snap = self.shared.load();
+        let pools: serde_json::Map<String, serde_json::Value> = snap
+            .pools
+            .values()
+            .map(|p| {
+                let servers: Vec<_> = p
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "address": s.address.to_string(),
+                            "weight": s.weight,
+                            "healthy": s.healthy(),
+                            "ejected": s.ejected(),
+                            "outstanding": s.outstanding(),
+                        })
+                    })
+                    .collect();
+                (p.name.clone(), serde_json::json!({ "servers": servers }))
+            })
+            .collect();
+        let listeners: serde_json::Map<String, serde_json::Value> = self
+            .listeners
+            .iter()
+            .map(|(n, l)| {
+                (
+                    n.clone(),
+                    serde_json::json!({ "address": l.local_addr.to_string() }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "generation": snap.generation,
+            "listeners": listeners,
+            "pools": pools,
+        })
+    }
+
+    /// Stops accepting everywhere, then waits for in-flight requests (up to the drain time).
+    pub async fn shutdown(mut self) {
+        self.health.stop();
+        let listeners: Vec<Listener> = self.listeners.drain().map(|(_, l)| l).collect();
+        futures::future::join_all(listeners.into_iter().map(Listener::stop)).await;
+    }
+}
+
+/// Settings that need a new socket or a new accept loop when they change.
+fn same_socket(a: &ListenerConfig, b: &ListenerConfig) -> bool {
+    a == b || {
+        let strip = |l: &ListenerConfig| ListenerConfig {
+            no_route_status: 0,
+            access_log: false,
+            ..l.clone()
+        };
+        strip(a) == strip(b)
+    }
+}
+
+/// How often metrics and status are published to the admin board.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// The L7 part: follows config reloads until shutdown, then stops accepting and drains.
+pub async fn run(mut ctx: PartContext) -> anyhow::Result<()> {
+    let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
+    let mut l7 = L7::new();
+    let first = l7.apply(&config.l7.clone().unwrap_or_default());
+    ctx.applied(
+        generation,
+        first.as_ref().map_err(|e| e.to_string()).copied(),
+    );
+    first?;
+    publish(&ctx, &l7);
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    loop {
+        tokio::select! {
+            changed = ctx.config.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
+                let next = config.l7.clone().unwrap_or_default();
+                let r = if next == l7.config { Ok(()) } else { l7.apply(&next) };
+                match &r {
+                    Ok(()) => tracing::info!(generation, "l7: configuration applied"),
+                    Err(e) => tracing::error!("l7: reload failed, the running routes stay: {e}"),
+                }
+                ctx.applied(generation, r.map_err(|e| e.to_string()));
+                publish(&ctx, &l7);
+            }
+            Some(cmd) = ctx.commands.recv() => {
+                let _ = cmd.reply.send(Err(format!("l7 has no command {:?}", cmd.verb)));
+            }
+            _ = tick.tick() => publish(&ctx, &l7),
+            _ = ctx.shutdown.changed() => {
+                if *ctx.shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("l7: stopped accepting, draining in-flight requests");
+    l7.shutdown().await;
+    Ok(())
+}
+
+fn publish(ctx: &PartContext, l7: &L7) {
+    ctx.status.set("l7", l7.status());
+    ctx.status.set_metrics("l7", l7.metrics());
+}

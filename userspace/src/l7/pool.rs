@@ -1,0 +1,427 @@
+//! Backend pools: servers with their state (health, ejection, load), the choice among them,
+//! and upstream connections kept alive in per-worker idle lists.
+
+use crate::config::{Balance, HttpProtocol, PoolConfig};
+use crate::l7::balance::{self, Candidate};
+use crate::l7::body::{Body, EndGuard};
+use crate::l7::headers;
+use crate::l7::metrics::{PoolMetrics, ServerMetrics};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Idle connections kept per server and worker shard; more are closed on return.
+const MAX_IDLE_PER_SHARD: usize = 128;
+
+/// Milliseconds since the first call: a cheap clock for atomics.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// This thread's idle-list shard: tokio workers each get their own, so returning and taking
+/// connections rarely contends.
+fn shard_index(shards: usize) -> usize {
+    use std::cell::Cell;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<usize> = Cell::new(NEXT.fetch_add(1, Ordering::Relaxed));
+    }
+    INDEX.with(Cell::get) % shards
+}
+
+enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Upstream timeouts and limits, from the pool's config.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+    pub idle: Duration,
+    pub queue: Duration,
+}
+
+pub struct Server {
+    pub address: SocketAddr,
+    pub weight: u32,
+    id: u64,
+    protocol: HttpProtocol,
+    healthy: AtomicBool,
+    ejected_until: AtomicU64,
+    failures: AtomicU32,
+    outstanding: AtomicUsize,
+    slots: Arc<Semaphore>,
+    max_connections: u32,
+    idle: Box<[Mutex<Vec<Idle>>]>,
+    /// The HTTP/2 connection shared by all requests to this server.
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    pub metrics: ServerMetrics,
+}
+
+/// Why a request did not get a response head from a server.
+pub enum SendError {
+    /// Nothing reached the server; the request comes back for another try.
+    NotSent(Request<Body>, String),
+    /// Every connection slot stayed taken for the queue timeout (not the server's fault).
+    Busy(Request<Body>),
+    /// The request (or part of it) was sent; whether it can be retried depends on it.
+    Sent(String),
+    /// No response head within the response timeout.
+    Timeout,
+}
+
+impl Server {
+    fn new(address: SocketAddr, weight: u32, config: &PoolConfig) -> Server {
+        let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Server {
+            address,
+            weight,
+            id: balance::hash_bytes(address.to_string().as_bytes()),
+            protocol: config.protocol,
+            healthy: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            outstanding: AtomicUsize::new(0),
+            slots: Arc::new(Semaphore::new(config.max_connections as usize)),
+            max_connections: config.max_connections,
+            idle: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            h2: Mutex::new(None),
+            metrics: ServerMetrics::default(),
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+        if !healthy {
+            self.drop_idle();
+        }
+    }
+
+    pub fn ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ms()
+    }
+
+    pub fn available(&self) -> bool {
+        self.weight > 0 && self.healthy() && !self.ejected()
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    fn candidate(&self) -> Candidate {
+        Candidate {
+            available: self.available(),
+            weight: self.weight,
+            outstanding: self.outstanding(),
+            id: self.id,
+        }
+    }
+
+    /// Passive health: a run of `eject_after` connect errors or 5xx ejects the server for
+    /// `eject_ms`; any good answer ends the run.
+    pub fn record(&self, ok: bool, eject_after: u32, eject_ms: u64) {
+        if ok {
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if eject_after > 0 && n >= eject_after {
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejected_until
+                .store(now_ms() + eject_ms, Ordering::Relaxed);
+            self.metrics.ejections.fetch_add(1, Ordering::Relaxed);
+            self.drop_idle();
+            tracing::warn!(server = %self.address, eject_ms, "server ejected after {n} failures in a row");
+        }
+    }
+
+    fn drop_idle(&self) {
+        for shard in self.idle.iter() {
+            if let Ok(mut list) = shard.lock() {
+                list.clear();
+            }
+        }
+        if let Ok(mut h2) = self.h2.lock() {
+            *h2 = None;
+        }
+    }
+
+    fn take_idle(&self, max_idle: Duration) -> Option<Sender> {
+        let shard = &self.idle[shard_index(self.idle.len())];
+        let mut list = shard.lock().ok()?;
+        while let Some(idle) = list.pop() {
+            if idle.since.elapsed() < max_idle && !idle.sender.is_closed() {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: Sender) {
+        if sender.is_closed() || !self.available() {
+            return;
+        }
+        let shard = &self.idle[shard_index(self.idle.len())];
+        if let Ok(mut list) = shard.lock()
+            && list.len() < MAX_IDLE_PER_SHARD
+        {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self, t: &Timeouts) -> Result<Sender, String> {
+        let stream = match tokio::time::timeout(t.connect, TcpStream::connect(self.address)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(format!("connect to {}: {e}", self.address)),
+            Err(_) => return Err(format!("connect to {}: timed out", self.address)),
+        };
+        let _ = stream.set_nodelay(true);
+        self.metrics.connects.fetch_add(1, Ordering::Relaxed);
+        let io = TokioIo::new(stream);
+        match self.protocol {
+            HttpProtocol::Http1 => {
+                let (sender, conn) = http1::Builder::new()
+                    .preserve_header_case(true)
+                    .handshake(io)
+                    .await
+                    .map_err(|e| format!("handshake with {}: {e}", self.address))?;
+                tokio::spawn(conn.with_upgrades());
+                Ok(Sender::H1(sender))
+            }
+            HttpProtocol::H2c | HttpProtocol::H2 => {
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(io)
+                    .await
+                    .map_err(|e| format!("h2 handshake with {}: {e}", self.address))?;
+                tokio::spawn(conn);
+                Ok(Sender::H2(sender))
+            }
+        }
+    }
+
+    async fn sender(&self, t: &Timeouts) -> Result<Sender, String> {
+        if matches!(self.protocol, HttpProtocol::H2c | HttpProtocol::H2) {
+            let shared = self.h2.lock().ok().and_then(|h| h.clone());
+            if let Some(s) = shared.filter(|s| !s.is_closed()) {
+                return Ok(Sender::H2(s));
+            }
+            let s = self.connect(t).await?;
+            if let (Sender::H2(h2), Ok(mut slot)) = (&s, self.h2.lock()) {
+                *slot = Some(h2.clone());
+            }
+            return Ok(s);
+        }
+        while let Some(mut s) = self.take_idle(t.idle) {
+            // An idle HTTP/1 connection is ready at once unless the server closed it.
+            if let Ok(Ok(())) = tokio::time::timeout(t.connect, s.ready()).await {
+                self.metrics.reuses.fetch_add(1, Ordering::Relaxed);
+                return Ok(s);
+            }
+        }
+        self.connect(t).await
+    }
+
+    /// Sends `req` and waits for the response head. The returned lease must travel with the
+    /// response body: it keeps the server's slot and returns the connection when the body
+    /// ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        t: &Timeouts,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        let permit = match tokio::time::timeout(t.queue, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(SendError::Busy(req)),
+        };
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        let mut lease = Lease {
+            server: self.clone(),
+            sender: None,
+            _permit: permit,
+        };
+        let mut sender = match self.sender(t).await {
+            Ok(s) => s,
+            Err(e) => return Err(SendError::NotSent(req, e)),
+        };
+        let fut = async {
+            match &mut sender {
+                Sender::H1(s) => s.try_send_request(req).await,
+                Sender::H2(s) => s.try_send_request(req).await,
+            }
+        };
+        let result = tokio::time::timeout(t.response, fut).await;
+        match result {
+            Ok(Ok(resp)) => {
+                // HTTP/1: reusable once the response body ends; HTTP/2 multiplexes anyway.
+                if matches!(sender, Sender::H1(_))
+                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    lease.sender = Some(sender);
+                }
+                Ok((resp, lease))
+            }
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(req) => Err(SendError::NotSent(req, e.into_error().to_string())),
+                None => Err(SendError::Sent(e.into_error().to_string())),
+            },
+            Err(_) => Err(SendError::Timeout),
+        }
+    }
+}
+
+/// A request's claim on a server: outstanding count, connection slot, and the connection to
+/// give back when the response body ends cleanly.
+pub struct Lease {
+    server: Arc<Server>,
+    sender: Option<Sender>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl EndGuard for Lease {
+    fn finish(&mut self, complete: bool) {
+        if let Some(s) = self.sender.take()
+            && complete
+        {
+            self.server.put_idle(s);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.server.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct Pool {
+    pub name: String,
+    pub config: PoolConfig,
+    pub servers: Vec<Arc<Server>>,
+    pub timeouts: Timeouts,
+    sequence: Vec<usize>,
+    tick: AtomicUsize,
+    pub metrics: Arc<PoolMetrics>,
+}
+
+impl Pool {
+    /// Builds a pool; servers in `previous` with the same address and limits keep their state
+    /// and connections, so a reload does not reset health or drop keep-alives.
+    pub fn new(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
+        let servers: Vec<Arc<Server>> = config
+            .servers
+            .iter()
+            .map(|s| {
+                let reused = previous.and_then(|p| {
+                    p.servers.iter().find(|old| {
+                        old.address == s.address
+                            && old.weight == s.weight
+                            && old.protocol == config.protocol
+                            && old.max_connections == config.max_connections
+                    })
+                });
+                match reused {
+                    Some(old) => old.clone(),
+                    None => Arc::new(Server::new(s.address, s.weight, config)),
+                }
+            })
+            .collect();
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        Pool {
+            name: config.name.clone(),
+            config: config.clone(),
+            timeouts: Timeouts {
+                connect: Duration::from_millis(config.connect_timeout_ms),
+                response: Duration::from_millis(config.response_timeout_ms),
+                idle: Duration::from_millis(config.idle_timeout_ms),
+                queue: Duration::from_millis(config.queue_timeout_ms),
+            },
+            sequence: balance::round_robin_sequence(&weights),
+            tick: AtomicUsize::new(0),
+            metrics: previous
+                .filter(|p| p.name == config.name)
+                .map(|p| p.metrics.clone())
+                .unwrap_or_default(),
+            servers,
+        }
+    }
+
+    /// Chooses a server for a request, skipping those in `tried`.
+    pub fn pick(&self, headers: &http::HeaderMap, tried: &[usize]) -> Option<usize> {
+        let mut view: Vec<Candidate> = self.servers.iter().map(|s| s.candidate()).collect();
+        for &t in tried {
+            if let Some(c) = view.get_mut(t) {
+                c.available = false;
+            }
+        }
+        match &self.config.balance {
+            Balance::RoundRobin => {
+                let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+                balance::round_robin(&self.sequence, tick, &view)
+            }
+            Balance::LeastOutstanding => {
+                balance::least_outstanding(&view, (balance::random(), balance::random()))
+            }
+            Balance::HashHeader(name) => {
+                let key = headers.get(name.as_str()).map(|v| v.as_bytes());
+                self.hashed(&view, key)
+            }
+            Balance::HashCookie(name) => {
+                let key = headers::cookie(headers, name);
+                self.hashed(&view, key)
+            }
+        }
+    }
+
+    /// Requests without the key spread by round robin rather than piling onto one server.
+    fn hashed(&self, view: &[Candidate], key: Option<&[u8]>) -> Option<usize> {
+        match key {
+            Some(k) => balance::consistent_hash(view, balance::hash_bytes(k)),
+            None => {
+                let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+                balance::round_robin(&self.sequence, tick, view)
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! One request through the proxy: validate the host, route, pick a server, rewrite headers,
+//! send with bounded retries, and relay the response (or tunnel an upgrade).
+
+use crate::l7::body::Body;
+use crate::l7::headers::{self, ClientInfo};
+use crate::l7::metrics::ListenerMetrics;
+use crate::l7::pool::{Pool, SendError, Server};
+use crate::l7::router::normalise_host;
+use crate::l7::snapshot::Shared;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// What the proxy knows about the downstream connection a request came on.
+pub struct ConnInfo {
+    pub listener: Arc<str>,
+    /// The client: from PROXY protocol when the listener expects it, else the peer.
+    pub client: SocketAddr,
+    pub tls: bool,
+    /// The client formatted for the forwarding fields, once per connection.
+    pub forwarding: ClientInfo,
+    pub metrics: Arc<ListenerMetrics>,
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    conn.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let snap = shared.load();
+    let Some(view) = snap.listeners.get(&*conn.listener) else {
+        return Ok(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "listener is being removed\n",
+        ));
+    };
+    let host = match request_host(&req) {
+        Ok(h) => h,
+        Err(why) => {
+            conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+            let mut r = local(StatusCode::BAD_REQUEST, why);
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(r);
+        }
+    };
+    if req.method() == Method::CONNECT {
+        return Ok(local(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not proxied\n",
+        ));
+    }
+    let Some(route_id) = view.router.route(&host, req.uri().path()) else {
+        conn.metrics.no_route.fetch_add(1, Ordering::Relaxed);
+        return Ok(local(
+            view.no_route_status,
+            "no route for this host and path\n",
+        ));
+    };
+    let route = &snap.routes[route_id];
+    route.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let pool = route.pool.clone();
+    let access = view.access_log.then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_owned(),
+            host.clone(),
+        )
+    });
+    drop(snap);
+    let (resp, server) = forward(req, &conn, &pool).await;
+    if let Some((method, path, host)) = access {
+        tracing::info!(
+            target: "portier::access",
+            listener = %conn.listener,
+            client = %conn.client,
+            %method,
+            host,
+            path,
+            status = resp.status().as_u16(),
+            pool = %pool.name,
+            server = server.map(|s| s.to_string()).unwrap_or_default(),
+            micros = start.elapsed().as_micros() as u64,
+        );
+    }
+    Ok(resp)
+}
+
+/// The host a request is for, normalised; the reason for a 400 otherwise.
+fn request_host(req: &Request<Incoming>) -> Result<String, &'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header\n");
+    }
+    let raw: &[u8] = if req.version() == Version::HTTP_2 {
+        // :authority stands in for Host; a Host field, if any, must not contradict it.
+        match (req.uri().authority(), first) {
+            (Some(a), Some(h)) if a.as_str().as_bytes() != h.as_bytes() => {
+                return Err(":authority and Host disagree\n");
+            }
+            (Some(a), _) => a.as_str().as_bytes(),
+            (None, Some(h)) => h.as_bytes(),
+            (None, None) => return Err("no :authority or Host\n"),
+        }
+    } else {
+        let Some(h) = first else {
+            return Err("no Host header\n");
+        };
+        // An absolute-form target overrides Host (RFC 9112 3.2.2).
+        match req.uri().authority() {
+            Some(a) => a.as_str().as_bytes(),
+            None => h.as_bytes(),
+        }
+    };
+    if raw.contains(&b'@') {
+        return Err("invalid Host\n");
+    }
+    normalise_host(raw).ok_or("invalid Host\n")
+}
+
+pub fn local(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::full(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The upstream request's parts, kept when the request may be sent again after a failure
+/// that happened once it was on the wire (idempotent and without a body).
+struct Template {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Template {
+    fn build(&self) -> Request<Body> {
+        let mut r = Request::new(Body::empty());
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    pool: &Arc<Pool>,
+) -> (Response<Body>, Option<SocketAddr>) {
+    let m = &pool.metrics;
+    m.requests.fetch_add(1, Ordering::Relaxed);
+    let (mut parts, body) = req.into_parts();
+    let down_version = parts.version;
+    // For HTTP/2 the authority is in the URI; HTTP/1 backends need it as Host.
+    // The authority of an absolute-form target (or HTTP/2's :authority) wins over Host
+    // (RFC 9112 3.2.2), and is what the next hop sees as Host.
+    let host_value = match (parts.uri.authority(), parts.headers.get(header::HOST)) {
+        (Some(a), _) => HeaderValue::from_str(a.as_str()).unwrap_or(HeaderValue::from_static("")),
+        (None, Some(h)) => h.clone(),
+        (None, None) => HeaderValue::from_static(""),
+    };
+    let hop = headers::strip_hop_by_hop(&mut parts.headers);
+    let down_upgrade = match (&hop.upgrade, down_version) {
+        (Some(_), Version::HTTP_11) => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        _ => None,
+    };
+    let host_text = host_value.to_str().unwrap_or("").to_owned();
+    headers::add_forwarding(&mut parts.headers, &conn.forwarding, &host_text);
+    if let (Some(u), Some(_)) = (hop.upgrade, &down_upgrade) {
+        headers::restore_upgrade(&mut parts.headers, u);
+    }
+    if hop.te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let h2_upstream = !matches!(pool.config.protocol, crate::config::HttpProtocol::Http1);
+    let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+    let path = if h2_upstream || !origin_form {
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned()
+    } else {
+        String::new()
+    };
+    if h2_upstream {
+        parts.headers.remove(header::HOST);
+        parts.uri = Uri::builder()
+            .scheme("http")
+            .authority(host_text.as_str())
+            .path_and_query(path.as_str())
+            .build()
+            .unwrap_or_default();
+        parts.version = Version::HTTP_2;
+    } else {
+        if !parts.headers.contains_key(header::HOST) {
+            // Host goes first, where an HTTP/1 request normally has it.
+            let mut with_host = HeaderMap::with_capacity(parts.headers.len() + 1);
+            with_host.insert(header::HOST, host_value.clone());
+            with_host.extend(parts.headers.drain());
+            parts.headers = with_host;
+        }
+        // Origin-form already (the usual HTTP/1 case): keep it rather than re-parse.
+        if !origin_form {
+            parts.uri = Uri::try_from(path.as_str()).unwrap_or_default();
+            if down_version != Version::HTTP_2 {
+                parts.headers.insert(header::HOST, host_value.clone());
+            }
+        }
+        parts.version = Version::HTTP_11;
+    }
+    let template = (pool.config.retries > 0
+        && idempotent(&parts.method)
+        && http_body::Body::is_end_stream(&body))
+    .then(|| Template {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+    });
+    let deadline = (pool.config.total_timeout_ms > 0).then(|| {
+        tokio::time::Instant::now() + std::time::Duration::from_millis(pool.config.total_timeout_ms)
+    });
+    let mut pending = Some(Request::from_parts(parts, Body::incoming(body)));
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = (StatusCode::SERVICE_UNAVAILABLE, "no server available\n");
+    let mut last_server = None;
+    for attempt in 0..=pool.config.retries {
+        let Some(req) = pending
+            .take()
+            .or_else(|| template.as_ref().map(Template::build))
+        else {
+            break;
+        };
+        let Some(idx) = pool.pick(req.headers(), &tried) else {
+            break;
+        };
+        if attempt > 0 {
+            m.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        tried.push(idx);
+        let server = &pool.servers[idx];
+        last_server = Some(server.address);
+        server.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        let sent = server.send(req, &pool.timeouts).await;
+        let (eject_after, eject_ms) = (pool.config.eject_after, pool.config.eject_ms);
+        match sent {
+            Ok((mut resp, lease)) => {
+                let status = resp.status();
+                server.record(status.as_u16() < 500, eject_after, eject_ms);
+                if status.is_server_error() {
+                    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                m.response(status.as_u16());
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    return (tunnel(resp, down_upgrade, lease), last_server);
+                }
+                let rh = resp.headers_mut();
+                headers::strip_hop_by_hop(rh);
+                let (mut rparts, rbody) = resp.into_parts();
+                rparts.version = if down_version == Version::HTTP_2 {
+                    Version::HTTP_2
+                } else {
+                    Version::HTTP_11
+                };
+                let body = Body::incoming(rbody)
+                    .with_deadline(deadline)
+                    .with_guard(Box::new(lease));
+                return (Response::from_parts(rparts, body), last_server);
+            }
+            Err(SendError::NotSent(back, why)) => {
+                note_failure(server, &why, eject_after, eject_ms);
+                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                last = (StatusCode::BAD_GATEWAY, "upstream connection failed\n");
+                pending = Some(back);
+            }
+            Err(SendError::Busy(back)) => {
+                last = (StatusCode::SERVICE_UNAVAILABLE, "all servers busy\n");
+                pending = Some(back);
+            }
+            Err(SendError::Sent(why)) => {
+                note_failure(server, &why, eject_after, eject_ms);
+                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                last = (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream failed during the exchange\n",
+                );
+            }
+            Err(SendError::Timeout) => {
+                note_failure(server, "response timeout", eject_after, eject_ms);
+                m.timeouts.fetch_add(1, Ordering::Relaxed);
+                last = (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout\n");
+            }
+        }
+    }
+    m.no_server.fetch_add(1, Ordering::Relaxed);
+    m.response(last.0.as_u16());
+    (local(last.0, last.1), last_server)
+}
+
+fn note_failure(server: &Server, why: &str, eject_after: u32, eject_ms: u64) {
+    tracing::debug!(server = %server.address, "upstream failure: {why}");
+    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
+    server.record(false, eject_after, eject_ms);
+}
+
+/// Answers 101 to the client and splices the two upgraded connections together.
+fn tunnel(
+    mut resp: Response<Incoming>,
+    down: Option<hyper::upgrade::OnUpgrade>,
+    lease: crate::l7::pool::Lease,
+) -> Response<Body> {
+    let Some(down) = down else {
+        // The backend switched protocols without being asked: nothing to splice.
+        return local(StatusCode::BAD_GATEWAY, "unexpected 101 from upstream\n");
+    };
+    let up = hyper::upgrade::on(&mut resp);
+    let upgrade = resp.headers().get(header::UPGRADE).cloned();
+    tokio::spawn(async move {
+        // The lease keeps the server's slot for the tunnel's life.
+        let _lease = lease;
+        if let (Ok(d), Ok(u)) = tokio::join!(down, up) {
+            let mut d = TokioIo::new(d);
+            let mut u = TokioIo::new(u);
+            let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+        }
+    });
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = out.headers_mut();
+    for (name, value) in resp.headers() {
+        h.append(name, value.clone());
+    }
+    headers::strip_hop_by_hop(h);
+    if let Some(u) = upgrade {
+        headers::restore_upgrade(h, u);
+    }
+    out
+}

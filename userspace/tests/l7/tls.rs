@@ -1,0 +1,170 @@
+//! TLS termination: certificate chosen by SNI (exact and wildcard names), ALPN h2 and
+//! http/1.1, and X-Forwarded-Proto https.
+
+use crate::harness::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Pki {
+    dir: PathBuf,
+    ca: CertificateDer<'static>,
+    wildcard: CertificateDer<'static>,
+    other: CertificateDer<'static>,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pki() -> Pki {
+    let dir = std::env::temp_dir().join(format!("portier-l7-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |name: &str, file: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+        cert.der().clone()
+    };
+    let other = leaf("other.test", "other");
+    let wildcard = leaf("*.lab.example", "wildcard");
+    Pki {
+        ca: ca.der().clone(),
+        dir,
+        wildcard,
+        other,
+    }
+}
+
+fn client(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_alpn_the_protocol() {
+    let pki = pki();
+    let mut b = Backend::named("b").await;
+    let d = pki.dir.display();
+    let listener = format!(
+        "protocols = [\"http1\", \"h2\"]\n\
+         [[l7.listener.certificate]]\ncert = \"{d}/other.pem\"\nkey = \"{d}/other.key\"\n\
+         [[l7.listener.certificate]]\ncert = \"{d}/wildcard.pem\"\nkey = \"{d}/wildcard.key\"\n"
+    );
+    let (_p, addr) = proxy(&simple(&[&b], "", &listener));
+
+    // HTTP/1.1 to todo.lab.example: the wildcard certificate (verified by the client).
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = client(&pki.ca, &[b"http/1.1"])
+        .connect(ServerName::try_from("todo.lab.example").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.peer_certificates().unwrap()[0],
+        pki.wildcard
+    );
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: todo.lab.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    tls.read_to_end(&mut resp).await.unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    let got = b.request().await;
+    assert!(got.contains("x-forwarded-proto: https\r\n"), "{got}");
+    assert!(
+        got.contains("forwarded: for=127.0.0.1;proto=https;host=todo.lab.example\r\n"),
+        "{got}"
+    );
+
+    // other.test: the exact certificate.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = client(&pki.ca, &[b"http/1.1"])
+        .connect(ServerName::try_from("other.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0], pki.other);
+
+    // h2 by ALPN.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = client(&pki.ca, &[b"h2", b"http/1.1"])
+        .connect(ServerName::try_from("shop.lab.example").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("https://shop.lab.example/h2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "b");
+    let got = b.request().await;
+    assert!(
+        got.starts_with("GET /h2 HTTP/1.1\r\nhost: shop.lab.example\r\n"),
+        "{got}"
+    );
+
+    // A name no certificate covers: the first (default) certificate, which the client refuses.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let refused = client(&pki.ca, &[b"http/1.1"])
+        .connect(ServerName::try_from("nothing.test").unwrap(), tcp)
+        .await;
+    assert!(refused.is_err());
+}
+
+#[test]
+fn bad_certificate_files_are_reported() {
+    let pki = pki();
+    let d = pki.dir.display();
+    let text = format!(
+        "[node]\nname = \"t\"\n[[l7.listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         [[l7.listener.certificate]]\ncert = \"{d}/missing.pem\"\nkey = \"{d}/other.key\"\n\
+         [[l7.pool]]\nname = \"p\"\nservers = []\n"
+    );
+    let config = portier::config::parse(&text, "t.toml").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _g = rt.enter();
+    let mut p = portier::l7::L7::new();
+    let err = p
+        .apply(config.l7.as_ref().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing.pem"), "{err}");
+    // Mismatched key.
+    let text = text.replace("missing.pem", "wildcard.pem");
+    let config = portier::config::parse(&text, "t.toml").unwrap();
+    let err = p
+        .apply(config.l7.as_ref().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not match"), "{err}");
+}

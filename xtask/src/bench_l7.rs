@@ -1,0 +1,348 @@
+//! `cargo xtask bench l7`: requests/s, p99 latency and CPU time per request of portier's L7
+//! proxy against Debian's HAProxy with the same routes, and straight to the backend, in one
+//! run on the same cores.
+//!
+//! Everything runs on loopback. CPU 1 holds the proxy under test (portier with its tokio
+//! workers, or HAProxy with one thread); CPU 0 holds the load generator and the backend
+//! (nginx, one worker), the same for all three targets. HTTP/1.1: wrk, 64 keep-alive
+//! connections. HTTP/2: h2load, 64 connections with 10 streams each, prior knowledge.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BACKEND_H1: u16 = 18080;
+const BACKEND_H2: u16 = 18081;
+const PORTIER_H1: u16 = 28080;
+const PORTIER_H2: u16 = 28081;
+const HAPROXY_H1: u16 = 38080;
+const HAPROXY_H2: u16 = 38081;
+const PROXY_CPU: &str = "1";
+const LOAD_CPU: &str = "0";
+const DURATION_S: u32 = 10;
+const CONNECTIONS: u32 = 64;
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(name: &'static str, dir: &Path, cpu: &str, program: &str, args: &[&str]) -> Result<Proc> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let child = Command::new("taskset")
+        .args(["-c", cpu, program])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))?;
+    Ok(Proc { name, child })
+}
+
+fn wait_port(port: u16, proc: &mut Proc, dir: &Path) -> Result<()> {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            bail!(
+                "{} exited ({status}); log:\n{}",
+                proc.name,
+                std::fs::read_to_string(dir.join(format!("{}.log", proc.name))).unwrap_or_default()
+            );
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("{} does not listen on {port}", proc.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// User + system CPU seconds a process has used so far.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .zip(fields.get(12))
+        .and_then(|(u, s)| Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?))
+        .context("cannot read utime/stime")?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    Ok(ticks / hz)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Result1 {
+    rps: f64,
+    p99_ms: f64,
+    requests: f64,
+    /// CPU microseconds the proxy spent per request; None for the direct run.
+    cpu_us: Option<f64>,
+}
+
+fn parse_ms(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let (num, factor) = if let Some(v) = t.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = t.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = t.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        (t, 1.0)
+    };
+    num.parse::<f64>().ok().map(|n| n * factor)
+}
+
+fn wrk(port: u16) -> Result<Result1> {
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = Command::new("taskset")
+        .args(["-c", LOAD_CPU, "wrk", "-t1"])
+        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-d{DURATION_S}s"))
+        .args(["--latency", "-H", "Host: todo.example", &url])
+        .output()
+        .context("cannot run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(parse_ms)
+        .with_context(|| format!("no 99% in wrk output:\n{text}"))?;
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    if let Some(e) = errors {
+        eprintln!("   wrk: {}", e.trim());
+    }
+    Ok(Result1 {
+        rps,
+        p99_ms,
+        requests,
+        cpu_us: None,
+    })
+}
+
+fn h2load(port: u16, dir: &Path) -> Result<Result1> {
+    let log = dir.join("h2load.tsv");
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = Command::new("taskset")
+        .args(["-c", LOAD_CPU, "h2load", "-t1"])
+        .arg(format!("-c{CONNECTIONS}"))
+        .args(["-m10", &format!("-D{DURATION_S}")])
+        .arg(format!("--log-file={}", log.display()))
+        .args(["-H", ":authority: todo.example", &url])
+        .output()
+        .context("cannot run h2load")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim().strip_suffix("req/s"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no req/s in h2load output:\n{text}"))?;
+    let mut lat: Vec<f64> = std::fs::read_to_string(&log)?
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<f64>().ok())
+        .collect();
+    if lat.is_empty() {
+        bail!("h2load logged no request:\n{text}");
+    }
+    lat.sort_by(f64::total_cmp);
+    let p99_ms = lat[(lat.len() * 99 / 100).min(lat.len() - 1)] / 1000.0;
+    if let Some(l) = text.lines().find(|l| l.starts_with("status codes:"))
+        && !l.contains(" 0 3xx, 0 4xx, 0 5xx")
+    {
+        eprintln!("   h2load: {}", l.trim());
+    }
+    Ok(Result1 {
+        rps,
+        p99_ms,
+        requests: lat.len() as f64,
+        cpu_us: None,
+    })
+}
+
+fn measure(proxy: Option<&Proc>, run: impl Fn() -> Result<Result1>) -> Result<Result1> {
+    let pid = proxy.map(|p| p.child.id());
+    let before = pid.map(cpu_seconds).transpose()?;
+    let mut r = run()?;
+    if let (Some(pid), Some(before)) = (pid, before) {
+        let used = cpu_seconds(pid)? - before;
+        if r.requests > 0.0 {
+            r.cpu_us = Some(used * 1e6 / r.requests);
+        }
+    }
+    Ok(r)
+}
+
+fn write_configs(dir: &Path) -> Result<()> {
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log stderr warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 10000000;\n\
+             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             server {{\n    listen 127.0.0.1:{BACKEND_H1};\n    listen 127.0.0.1:{BACKEND_H2} http2;\n\
+             location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+            d = dir.display()
+        ),
+    )?;
+    let routes = format!(
+        "[[l7.route]]\nhost = \"todo.example\"\npool = \"todo\"\n\n\
+         [[l7.route]]\nhost = \"shop.example\"\npool = \"shop\"\n\n\
+         [[l7.route]]\nhost = \"*\"\npool = \"todo\"\n\n\
+         [[l7.pool]]\nname = \"todo\"\nservers = [{{ address = \"127.0.0.1:{BACKEND_H1}\" }}]\n\n\
+         [[l7.pool]]\nname = \"shop\"\nservers = [{{ address = \"127.0.0.1:{BACKEND_H1}\" }}]\n"
+    );
+    std::fs::write(
+        dir.join("portier.toml"),
+        format!(
+            "[node]\nname = \"bench\"\n\n\
+             [[l7.listener]]\nname = \"h1\"\nbind = \"127.0.0.1:{PORTIER_H1}\"\n\n\
+             [[l7.listener]]\nname = \"h2\"\nbind = \"127.0.0.1:{PORTIER_H2}\"\nprotocols = [\"h2c\"]\n\n\
+             {routes}"
+        ),
+    )?;
+    std::fs::write(
+        dir.join("haproxy.cfg"),
+        format!(
+            "global\n  nbthread 1\n  maxconn 4096\n\n\
+             defaults\n  mode http\n  timeout connect 3s\n  timeout client 60s\n  timeout server 60s\n\
+             option http-keep-alive\n  option forwardfor\n  http-reuse always\n\n\
+             frontend fe\n  bind 127.0.0.1:{HAPROXY_H1}\n  bind 127.0.0.1:{HAPROXY_H2} proto h2\n\
+             http-request set-var(txn.host) req.hdr(host),field(1,:),lower\n\
+             use_backend todo if {{ var(txn.host) -m str todo.example }}\n\
+             use_backend shop if {{ var(txn.host) -m str shop.example }}\n\
+             default_backend todo\n\n\
+             backend todo\n  balance roundrobin\n  server s1 127.0.0.1:{BACKEND_H1}\n\n\
+             backend shop\n  balance roundrobin\n  server s1 127.0.0.1:{BACKEND_H1}\n"
+        ),
+    )?;
+    Ok(())
+}
+
+pub fn run(root: &Path) -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        bail!("the L7 benchmark needs 2 CPUs (proxy on one, load and backend on the other)");
+    }
+    crate::cargo(&["build", "--release", "-p", "portier", "--bin", "portier"])?;
+    let portier_bin: PathBuf = root.join("target/release/portier");
+    let dir = PathBuf::from("/tmp/portier-bench-l7");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    write_configs(&dir)?;
+
+    let mut nginx = spawn(
+        "nginx",
+        &dir,
+        LOAD_CPU,
+        "nginx",
+        &[
+            "-p",
+            &dir.to_string_lossy(),
+            "-e",
+            "stderr",
+            "-c",
+            &dir.join("nginx.conf").to_string_lossy(),
+        ],
+    )?;
+    wait_port(BACKEND_H1, &mut nginx, &dir)?;
+    let mut portier = spawn(
+        "portier",
+        &dir,
+        PROXY_CPU,
+        &portier_bin.to_string_lossy(),
+        &["run", "-c", &dir.join("portier.toml").to_string_lossy()],
+    )?;
+    wait_port(PORTIER_H1, &mut portier, &dir)?;
+    let mut haproxy = spawn(
+        "haproxy",
+        &dir,
+        PROXY_CPU,
+        "haproxy",
+        &["-db", "-f", &dir.join("haproxy.cfg").to_string_lossy()],
+    )?;
+    wait_port(HAPROXY_H1, &mut haproxy, &dir)?;
+
+    println!(
+        "L7 benchmark: {DURATION_S} s per run, {CONNECTIONS} connections; proxy on CPU {PROXY_CPU}, \
+         load generator and nginx backend on CPU {LOAD_CPU}"
+    );
+    let mut table = Vec::new();
+    for (proto, h2) in [
+        ("HTTP/1.1 (wrk)", false),
+        ("HTTP/2 h2c (h2load, 10 streams)", true),
+    ] {
+        let (pp, hp, dp) = if h2 {
+            (PORTIER_H2, HAPROXY_H2, BACKEND_H2)
+        } else {
+            (PORTIER_H1, HAPROXY_H1, BACKEND_H1)
+        };
+        let run = |port: u16| if h2 { h2load(port, &dir) } else { wrk(port) };
+        // A short warm-up so connection pools and caches are in place for every target.
+        for port in [pp, hp, dp] {
+            let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+        }
+        let direct = measure(None, || run(dp))?;
+        let haproxy_r = measure(Some(&haproxy), || run(hp))?;
+        let portier_r = measure(Some(&portier), || run(pp))?;
+        table.push((proto, portier_r, haproxy_r, direct));
+    }
+
+    println!();
+    println!(
+        "{:<34} {:>12} {:>10} {:>14}",
+        "target", "requests/s", "p99 ms", "CPU us/req"
+    );
+    for (proto, p, h, d) in &table {
+        println!("{proto}");
+        for (name, r) in [("  portier", p), ("  haproxy", h), ("  direct (nginx)", d)] {
+            let cpu = r.cpu_us.map_or("-".to_string(), |c| format!("{c:.1}"));
+            println!("{name:<34} {:>12.0} {:>10.2} {:>14}", r.rps, r.p99_ms, cpu);
+        }
+        println!(
+            "  ratios: portier/haproxy requests/s {:.2}, p99 {:.2}, CPU/req {}; portier/direct requests/s {:.2}, p99 {:.2}",
+            p.rps / h.rps,
+            p.p99_ms / h.p99_ms,
+            match (p.cpu_us, h.cpu_us) {
+                (Some(a), Some(b)) => format!("{:.2}", a / b),
+                _ => "-".into(),
+            },
+            p.rps / d.rps,
+            p.p99_ms / d.p99_ms,
+        );
+    }
+    drop(haproxy);
+    drop(portier);
+    drop(nginx);
+    Ok(())
+}
