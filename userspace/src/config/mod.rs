@@ -81,7 +81,15 @@ pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
 fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
     root.deny_unknown(
         report,
-        &["node", "dataplane", "service", "l7", "admin", "ospf", "vrrp"],
+        &[
+            "node",
+            "dataplane",
+            "service",
+            "l7",
+            "admin",
+            "ospf",
+            "vrrp",
+        ],
     );
     let node = root
         .required_table(report, "node")
