@@ -127,7 +127,7 @@ impl Lab {
         nodes.extend(LBS.iter().map(|(n, _)| *n));
         nodes.extend(HOSTS.iter().map(|(n, _)| *n));
         for n in &nodes {
-            ip(&["netns", "add", &self.ns(n)])?;
+            netns::add(&self.ns(n))?;
             ip_in(&self.ns(n), &["link", "set", "lo", "up"])?;
             // Explicit, so a host's defaults never change what the lab does.
             for key in [
@@ -207,7 +207,7 @@ impl Lab {
         addr_up(&ns, "br0", "172.17.0.1/16")?;
         for (c, addr) in CONTAINERS {
             let cns = self.ns(&format!("{host}-{c}"));
-            ip(&["netns", "add", &cns])?;
+            netns::add(&cns)?;
             ip_in(&cns, &["link", "set", "lo", "up"])?;
             let port = format!("v-{c}");
             veth(&cns, "eth0", &ns, &port)?;

@@ -127,3 +127,20 @@ pub fn link_counter(ns: &str, dev: &str, counter: &str) -> Result<u64> {
         .parse()
         .with_context(|| format!("{ns}: {path}"))
 }
+
+/// `ip netns add NAME`, retried: concurrent `ip netns add/del` (tests run in parallel) race on
+/// setting up the shared /run/netns mount, and the loser fails with ENOENT.
+pub fn add(name: &str) -> Result<()> {
+    let mut last = None;
+    for attempt in 0..5u64 {
+        match ip(&["netns", "add", name]) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let _ = ip(&["netns", "del", name]);
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(20 * (attempt + 1)));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("ip netns add {name} failed")))
+}

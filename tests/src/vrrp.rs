@@ -188,12 +188,12 @@ impl Lan {
 
     fn build(&self) -> Result<()> {
         let lan = self.ns("lan");
-        ip(&["netns", "add", &lan])?;
+        crate::netns::add(&lan)?;
         ip_in(&lan, &["link", "add", "br0", "type", "bridge"])?;
         ip_in(&lan, &["link", "set", "br0", "up"])?;
         for (node, address) in NODES {
             let ns = self.ns(node);
-            ip(&["netns", "add", &ns])?;
+            crate::netns::add(&ns)?;
             ip_in(&ns, &["link", "set", "lo", "up"])?;
             // Link-local addresses usable at once: VRRPv3 over IPv6 sends from them.
             for key in ["all", "default"] {

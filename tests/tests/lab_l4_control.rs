@@ -220,7 +220,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     let samples = traffic.stop();
     assert!(failures(&samples).is_empty(), "{:?}", failures(&samples));
     for (s, host) in &mut keepalive {
-        assert_eq!(&client::get_on(s, "lab", "/")?.served_by, host);
+        assert_eq!(&client::get_on(s, lab::TODO_HOST, "/")?.served_by, host);
     }
     assert_eq!(
         fixed_port_hosts(&l)?,

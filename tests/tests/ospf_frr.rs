@@ -34,8 +34,8 @@ impl Pair {
         };
         pair.cleanup();
         let (r, p) = (pair.ns("r"), pair.ns("p"));
-        ip(&["netns", "add", &r])?;
-        ip(&["netns", "add", &p])?;
+        portier_tests::netns::add(&r)?;
+        portier_tests::netns::add(&p)?;
         ip(&[
             "link", "add", "eth0", "netns", &r, "type", "veth", "peer", "name", "eth0", "netns", &p,
         ])?;
