@@ -40,7 +40,7 @@ pub static SVC_STATS: PerCpuArray<Counters, { MAX_SERVICES as usize }> = PerCpuA
 pub static BACKEND_STATS: PerCpuArray<Counters, { MAX_BACKENDS as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static REASONS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
+pub static REASONS: PerCpuArray<[u64; REASON_COUNT as usize], 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static VIP_FILTER: Array<u32, { VIP_FILTER_SIZE as usize }> = Array::new();
