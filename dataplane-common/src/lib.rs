@@ -69,6 +69,7 @@ pub mod maps {
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const SVC_STATS: &str = "SVC_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// `PerCpuArray<[u64; REASON_COUNT]>` of one entry, indexed inside by `Reason`.
     pub const REASONS: &str = "REASONS";
     /// `Array<u32>` indexed by `vip_filter_index`: the OR of the address-marker flags of every
     /// VIP hashing there. Array lookups are inlined by the verifier, hash lookups are calls;

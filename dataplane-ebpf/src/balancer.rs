@@ -3,9 +3,10 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use dataplane_common::{
     BACKEND_F_VALID, Backend, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, NO_BACKEND,
-    PROTO_ADDR_MARKER, Reason, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP,
-    SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, SERVICE_SLOT_WORDS, ServiceKey, ServiceValue,
-    flow_hash_words, service_slot_check, service_slot_index, vip_filter_index_words,
+    PROTO_ADDR_MARKER, REASON_COUNT, Reason, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
+    SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, SERVICE_SLOT_WORDS,
+    ServiceKey, ServiceValue, flow_hash_words, service_slot_check, service_slot_index,
+    vip_filter_index_words,
 };
 
 /// An address as four native-endian words, as loaded from the packet (IPv4: `[a, 0, 0, 0]`).
@@ -33,12 +34,29 @@ enum Kind {
     IcmpError,
 }
 
+/// The per-CPU reason counters, looked up once per packet where several reasons are
+/// counted (a forwarded packet counts its connection-table outcome and its verdict).
+struct Tally(Option<*mut [u64; REASON_COUNT as usize]>);
+
+impl Tally {
+    #[inline(always)]
+    fn get() -> Self {
+        Tally(REASONS.get_ptr_mut(0))
+    }
+
+    #[inline(always)]
+    fn add(&self, reason: Reason) {
+        if let Some(p) = self.0 {
+            // SAFETY: per-CPU value, only this program on this CPU writes it; `reason` is
+            // below REASON_COUNT by construction.
+            unsafe { (*p)[reason as usize] += 1 };
+        }
+    }
+}
+
 #[inline(always)]
 fn count(reason: Reason) {
-    if let Some(p) = REASONS.get_ptr_mut(reason as u32) {
-        // SAFETY: per-CPU slot, only this program on this CPU writes it.
-        unsafe { *p += 1 };
-    }
+    Tally::get().add(reason);
 }
 
 #[inline(always)]
@@ -467,10 +485,8 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
         if let Some(fv) = recorded {
             if let Some(b) = BACKENDS.get(fv.backend) {
                 if b.generation == fv.generation && b.flags & BACKEND_F_VALID != 0 {
-                    if kind != Kind::IcmpError {
-                        count(Reason::ConntrackHit);
-                    }
-                    return emit(ctx, svc, fv.backend, b, kind, words);
+                    let ct = (kind != Kind::IcmpError).then_some(Reason::ConntrackHit);
+                    return emit(ctx, svc, fv.backend, b, kind, words, ct);
                 }
             }
         }
@@ -491,6 +507,7 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
         Some(b) if b.flags & BACKEND_F_VALID != 0 => b,
         _ => return drop(Reason::DropBackendInvalid),
     };
+    let mut ct = None;
     if kind != Kind::IcmpError {
         let value = FlowValue {
             backend: id,
@@ -498,17 +515,17 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
         };
         // Only a SYN can reach here with an entry that is still right.
         let unchanged = kind == Kind::Syn && recorded == Some(value);
-        if !unchanged && CONNTRACK.insert(key, value, 0).is_err() {
-            count(Reason::ConntrackInsertFailed);
+        ct = Some(if !unchanged && CONNTRACK.insert(key, value, 0).is_err() {
+            Reason::ConntrackInsertFailed
         } else if kind != Kind::Syn && recorded.is_some() {
-            count(Reason::ConntrackStale);
+            Reason::ConntrackStale
         } else if kind == Kind::TcpOther {
-            count(Reason::ConntrackMissMidflow);
+            Reason::ConntrackMissMidflow
         } else {
-            count(Reason::ConntrackNew);
-        }
+            Reason::ConntrackNew
+        });
     }
-    emit(ctx, svc, id, b, kind, words)
+    emit(ctx, svc, id, b, kind, words, ct)
 }
 
 #[inline(always)]
@@ -532,6 +549,7 @@ fn emit(
     b: &Backend,
     kind: Kind,
     words: &[u32; 10],
+    ct: Option<Reason>,
 ) -> u32 {
     let svc_id = svc.id;
     let data = ctx.data();
@@ -540,6 +558,10 @@ fn emit(
         return xdp_action::XDP_ABORTED;
     }
     let bytes = (end - data) as u64;
+    let tally = Tally::get();
+    if let Some(r) = ct {
+        tally.add(r);
+    }
     if svc.flags & SERVICE_F_ENCAP_IPIP != 0 {
         // SAFETY: the Ethernet header is inside the frame, checked above.
         let ethertype: u16 = unsafe { read(data + 12) };
@@ -550,9 +572,10 @@ fn emit(
         };
         let family = words[9].to_ne_bytes()[1];
         if encapsulate(ctx, b, family, l2len, flow_hash_words(words)).is_err() {
-            return drop(Reason::DropEncapFailed);
+            tally.add(Reason::DropEncapFailed);
+            return xdp_action::XDP_DROP;
         }
-        count(Reason::EncapIpip);
+        tally.add(Reason::EncapIpip);
     } else {
         // SAFETY: 12 bytes checked above; `mac` and `src_mac` are adjacent at the start of
         // `Backend` (repr(C)), which is exactly the dst+src layout of the Ethernet header.
@@ -565,7 +588,7 @@ fn emit(
         }
     }
     // One call site, so each path that emits carries one copy of the sending code.
-    send(ctx, svc_id, backend_id, b, kind, bytes)
+    send(ctx, svc_id, backend_id, b, kind, bytes, &tally)
 }
 
 /// Counts the frame (`bytes` as received) and sends it out of the backend's interface.
@@ -577,17 +600,25 @@ fn send(
     b: &Backend,
     kind: Kind,
     bytes: u64,
+    tally: &Tally,
 ) -> u32 {
     add(SVC_STATS.get_ptr_mut(svc_id), bytes);
     add(BACKEND_STATS.get_ptr_mut(backend_id), bytes);
     if kind == Kind::IcmpError {
-        count(Reason::IcmpErrorForwarded);
+        tally.add(Reason::IcmpErrorForwarded);
     }
     if b.ifindex == ctx.ingress_ifindex() as u32 {
-        return verdict(Reason::ForwardTx, xdp_action::XDP_TX);
+        tally.add(Reason::ForwardTx);
+        return xdp_action::XDP_TX;
     }
     match TX_PORTS.redirect(b.ifindex, 0) {
-        Ok(action) => verdict(Reason::ForwardRedirect, action),
-        Err(_) => drop(Reason::DropNoTxPort),
+        Ok(action) => {
+            tally.add(Reason::ForwardRedirect);
+            action
+        }
+        Err(_) => {
+            tally.add(Reason::DropNoTxPort);
+            xdp_action::XDP_DROP
+        }
     }
 }

@@ -26,6 +26,14 @@ pub static MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = ArrayOf
 #[btf_map]
 pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
 
+/// One LRU shared by all CPUs, on purpose. With `BPF_F_NO_COMMON_LRU` the hash table is
+/// still shared, but every CPU evicts only from its own slice of max_entries / CPUs: when
+/// flows do not spread evenly over CPUs (one NIC queue, veth and generic XDP run on the
+/// sender's CPU, an RSS imbalance) that CPU's flows are evicted while the table is mostly
+/// empty, and an evicted established flow is re-balanced by Maglev, which moves it if the
+/// table changed meanwhile. Katran's per-CPU LRU maps go further and never see a flow that
+/// switches CPU. Measured here it was not even faster: SYN same flow 507 vs 367 ns, SYN new
+/// flow each 1131 vs 944 ns (portier-bench xdp).
 #[btf_map]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowValue, { DEFAULT_CONNTRACK_SIZE as usize }> =
     LruHashMap::new();
@@ -40,7 +48,7 @@ pub static SVC_STATS: PerCpuArray<Counters, { MAX_SERVICES as usize }> = PerCpuA
 pub static BACKEND_STATS: PerCpuArray<Counters, { MAX_BACKENDS as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static REASONS: PerCpuArray<u64, { REASON_COUNT as usize }> = PerCpuArray::new();
+pub static REASONS: PerCpuArray<[u64; REASON_COUNT as usize], 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static VIP_FILTER: Array<u32, { VIP_FILTER_SIZE as usize }> = Array::new();

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
-use dataplane_common::{Counters, Reason, maps};
+use dataplane_common::{Counters, REASON_COUNT, Reason, maps};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,10 +63,13 @@ pub fn print(pin_dir: &Path, json: bool) -> Result<()> {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
 
-    let reasons_map: PerCpuArray<MapData, u64> = open(pin_dir, maps::REASONS)?.try_into()?;
+    // One per-CPU value holding every reason's count (one lookup per packet in the program).
+    let reasons_map: PerCpuArray<MapData, [u64; REASON_COUNT as usize]> =
+        open(pin_dir, maps::REASONS)?.try_into()?;
+    let per_cpu = reasons_map.get(&0, 0)?;
     let mut reasons = BTreeMap::new();
     for r in Reason::ALL {
-        let total: u64 = reasons_map.get(&(r as u32), 0)?.iter().sum();
+        let total: u64 = per_cpu.iter().map(|c| c[r as usize]).sum();
         reasons.insert(r.name(), total);
     }
     let svc: PerCpuArray<MapData, Counters> = open(pin_dir, maps::SVC_STATS)?.try_into()?;

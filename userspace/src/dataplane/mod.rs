@@ -758,25 +758,21 @@ impl Dataplane {
 
     /// Every reason with its count, summed over CPUs, in `Reason::ALL` order.
     pub fn reasons(&self) -> Result<Vec<(Reason, u64)>, DataplaneError> {
-        let map: PerCpuArray<&MapData, u64> = self.typed(maps::REASONS)?;
-        Reason::ALL
+        let map: PerCpuArray<&MapData, [u64; REASON_COUNT as usize]> = self.typed(maps::REASONS)?;
+        let per_cpu = map.get(&0, 0).map_err(DataplaneError::map(maps::REASONS))?;
+        Ok(Reason::ALL
             .iter()
-            .map(|&r| {
-                let v = map
-                    .get(&(r as u32), 0)
-                    .map_err(DataplaneError::map(maps::REASONS))?;
-                Ok((r, v.iter().sum()))
-            })
-            .collect()
+            .map(|&r| (r, per_cpu.iter().map(|c| c[r as usize]).sum()))
+            .collect())
     }
 
     /// One reason's count, summed over CPUs.
     pub fn reason(&self, reason: Reason) -> Result<u64, DataplaneError> {
-        let map: PerCpuArray<&MapData, u64> = self.typed(maps::REASONS)?;
-        let v = map
-            .get(&(reason as u32), 0)
-            .map_err(DataplaneError::map(maps::REASONS))?;
-        Ok(v.iter().sum())
+        Ok(self
+            .reasons()?
+            .into_iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| n))
     }
 
     /// Runs `program` on `frame` through `BPF_PROG_TEST_RUN`, `repeat` times.
