@@ -76,7 +76,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     let after: Vec<Sample> = traffic
         .samples()
         .into_iter()
-        .filter(|s| s.at > detected_at)
+        .filter(|s| s.started > detected_at)
         .collect();
     assert!(
         failures(&after).is_empty(),
@@ -131,7 +131,8 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     assert!(failures(&samples).is_empty(), "{:?}", failures(&samples));
     let after: Vec<_> = samples
         .iter()
-        .filter(|s| s.at > drained_at)
+        // New flows: requests whose connection began after the drain.
+        .filter(|s| s.started > drained_at)
         .cloned()
         .collect();
     assert_eq!(served_by(&after, "host1"), 0, "drained host got new flows");

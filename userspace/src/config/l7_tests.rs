@@ -452,3 +452,16 @@ fn lab_host_example_parses() {
     assert_eq!(l7.routes.len(), 2);
     assert_eq!(l7.pools[0].balance, Balance::LeastOutstanding);
 }
+
+#[test]
+fn example_l7_section_parses() {
+    let c = parse(include_str!("example.toml"), "example.toml").unwrap();
+    let l7 = c.l7.unwrap();
+    assert_eq!(l7.listeners.len(), 2);
+    assert_eq!(
+        l7.listeners[1].protocols,
+        vec![HttpProtocol::H2, HttpProtocol::Http1]
+    );
+    assert_eq!(l7.routes[1].host, "*.shop.example");
+    assert_eq!(l7.pools[0].health.as_ref().map(|h| h.fall), Some(3));
+}
