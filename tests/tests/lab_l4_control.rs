@@ -63,6 +63,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     l.stop_app("host2")?;
     lb.wait_for("backend down", 1, Duration::from_secs(10))?;
     let detected = stopped_at.elapsed();
+    println!("dead backend out of the table after {detected:?} (fall 2 x interval 500 ms)");
     // fall 2 x interval 500 ms (+ a probe timeout and scheduling).
     assert!(detected < Duration::from_secs(3), "down after {detected:?}");
     let detected_at = Instant::now();
