@@ -125,17 +125,7 @@ pub fn run() -> Result<()> {
             > 50)
     })?;
     let samples = traffic.stop();
-    let ok: Vec<Instant> = samples
-        .iter()
-        .filter(|s| s.result.is_ok())
-        .map(|s| s.at)
-        .collect();
-    let gap = ok
-        .windows(2)
-        .filter(|w| w[1] > stopped)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
+    let gap = client::longest_pause_after(&samples, stopped);
     let failed = samples
         .iter()
         .filter(|s| s.at > stopped && s.result.is_err())

@@ -1,9 +1,8 @@
 //! `[l7]` errors: each names the file, line and key.
 
-use super::super::{Problem, parse};
+use super::super::parse;
+use super::super::test_support::{FILE, assert_one, problems};
 use super::*;
-
-const FILE: &str = "portier.toml";
 
 const BASE: &str = r#"[node]
 name = "host1"
@@ -20,30 +19,6 @@ pool = "todo"
 name = "todo"
 servers = [{ address = "172.17.0.2:8080" }]
 "#;
-
-fn problems(text: &str) -> Vec<Problem> {
-    match parse(text, FILE) {
-        Ok(c) => panic!("expected problems, got {c:?}"),
-        Err(e) => e.problems().to_vec(),
-    }
-}
-
-#[track_caller]
-fn assert_one(text: &str, line: usize, key: &str, fragment: &str) {
-    let found = problems(text);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    let p = &found[0];
-    assert_eq!(
-        (p.file.as_str(), p.line, p.key.as_str()),
-        (FILE, line, key),
-        "{p:?}"
-    );
-    assert!(
-        p.message.contains(fragment),
-        "{:?} lacks {fragment:?}",
-        p.message
-    );
-}
 
 fn with(from: &str, to: &str) -> String {
     assert!(BASE.contains(from), "{from:?}");
