@@ -9,6 +9,7 @@ pub fn lab_up(prefix: &str) -> Result<()> {
     let l = lab::Lab::up(prefix)?;
     let config = l.lb_config("lb1")?;
     let d = l.start_portier("lb1", &config)?;
+    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
     std::mem::forget(d);
     l.keep();
     Ok(())
@@ -37,6 +38,14 @@ pub fn run() -> Result<()> {
     let l = lab::Lab::up(prefix)?;
     let config = l.lb_config("lb1")?;
     let d = l.start_portier("lb1", &config)?;
+    let took = l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
+    println!(
+        "== pt-lb1 is VRRP master and announces the VIP by OSPF; pt-router (FRR) learnt it after {took:.1?}:"
+    );
+    println!(
+        "   {}",
+        netns::ip_in(&l.ns("router"), &["route", "show", &format!("{}/32", lab::VIP)])?.trim()
+    );
     println!(
         "== portier runs on pt-lb1: XDP balancer on eth0, VIP {} TCP 80 + UDP",
         lab::VIP
