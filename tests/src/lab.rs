@@ -364,10 +364,8 @@ impl Lab {
         // The lab's VRRP priorities: lb1 150 (the file's), lb2 100; the OSPF router ID is
         // the node's LAN address.
         Ok(if node == "lb2" {
-            text.replace("priority = 150", "priority = 100").replace(
-                "router_id = \"10.0.0.11\"",
-                "router_id = \"10.0.0.12\"",
-            )
+            text.replace("priority = 150", "priority = 100")
+                .replace("router_id = \"10.0.0.11\"", "router_id = \"10.0.0.12\"")
         } else {
             text
         })

@@ -20,10 +20,10 @@ fn vip() -> SocketAddr {
 /// needs no shared address).
 fn anycast_config(l: &Lab, node: &str, policy: &str) -> Result<String> {
     let text = l.lb_config(node)?;
-    let start = text.find("[[vrrp.instance]]").context("no vrrp in lab-lb.toml")?;
-    let end = text[start..]
-        .find("\n\n")
-        .map_or(text.len(), |e| start + e);
+    let start = text
+        .find("[[vrrp.instance]]")
+        .context("no vrrp in lab-lb.toml")?;
+    let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
     let text = format!("{}{}", &text[..start], &text[end..]);
     ensure!(text.contains("policy = \"vrrp-master\""), "no announce");
     Ok(text.replace(
@@ -79,7 +79,10 @@ fn anycast_two_next_hops_and_established_flows_survive_one_lb_leaving() -> Resul
     for (s, host) in &mut conns {
         assert_eq!(&client::get_on(s, lab::TODO_HOST, "/")?.served_by, host);
     }
-    assert!(sent_to("lb1")? > mark, "no established connection goes through lb1");
+    assert!(
+        sent_to("lb1")? > mark,
+        "no established connection goes through lb1"
+    );
 
     // lb1 leaves cleanly: it flushes its Router-LSA (withdrawal without the dead interval)
     // and its XDP program is detached.
@@ -99,7 +102,10 @@ fn anycast_two_next_hops_and_established_flows_survive_one_lb_leaving() -> Resul
             .with_context(|| format!("established connection {i} after lb1 left"))?;
         assert_eq!(&r.served_by, host, "connection {i} moved host");
     }
-    assert_eq!(sent_to("lb1")? - mark, 0, "traffic still sent to lb1");
+    // Only the router's OSPF multicast (hellos, a flooded LSA) still reaches lb1's port; the
+    // 16 requests alone would be several kilobytes.
+    let to1 = sent_to("lb1")? - mark;
+    assert!(to1 < 1500, "{to1} bytes still sent to lb1");
     netns::in_netns(&l.ns("client"), || -> Result<()> {
         for i in 0..20 {
             client::get(vip(), None, "/").with_context(|| format!("new request {i}"))?;

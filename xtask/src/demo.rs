@@ -44,7 +44,11 @@ pub fn run() -> Result<()> {
     );
     println!(
         "   {}",
-        netns::ip_in(&l.ns("router"), &["route", "show", &format!("{}/32", lab::VIP)])?.trim()
+        netns::ip_in(
+            &l.ns("router"),
+            &["route", "show", &format!("{}/32", lab::VIP)]
+        )?
+        .trim()
     );
     println!(
         "== portier runs on pt-lb1: XDP balancer on eth0, VIP {} TCP 80 + UDP",
