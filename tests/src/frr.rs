@@ -18,7 +18,7 @@ impl Frr {
     /// Starts zebra and ospfd in `ns` with `config` (frr.conf syntax). `name` must be unique
     /// among running FRR instances (it is the pathspace).
     pub fn start(ns: &str, name: &str, config: &str) -> Result<Frr> {
-        let dir = std::env::temp_dir().join(format!("portier-frr-{name}"));
+        let dir = dir(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         // The daemons drop to user frr (root is not in the frrvty group they insist on).
@@ -100,6 +100,11 @@ impl Drop for Frr {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Where the instance `name` keeps its config, pid files, sockets and logs.
+pub fn dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("portier-frr-{name}"))
 }
 
 fn path_str(p: &Path) -> Result<&str> {

@@ -12,8 +12,10 @@
 //! ```
 //! Each host's portier (examples/lab-host.toml) routes `todo.example` and `shop.example` to
 //! its own containers; a small app per host answers UDP on port 9000.
-//! Until OSPF lands, the router reaches the VIP through a static route to lb1.
+//! The router runs FRR (zebra + ospfd, DR on eth1, ECMP) and learns the VIP /32 from the
+//! LBs' portier by OSPF; [`Lab::wait_vip_route`] waits for the next hops a test expects.
 
+use crate::frr::{self, Frr};
 use crate::netns::{self, exec_in, ip, ip_in, spawn_in};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ pub const CLIENT_ADDR: &str = "198.51.100.10";
 pub const HTTP_PORT: u16 = 80;
 /// UDP service port of the lab apps (the UDP service is a wildcard-port one).
 pub const UDP_PORT: u16 = 9000;
+/// Enough for VRRP mastership (3.4 s), the OSPF adjacency and MinLSInterval (5 s).
+pub const VIP_ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const LBS: [(&str, &str); 2] = [("lb1", "10.0.0.11"), ("lb2", "10.0.0.12")];
 /// Containers on every host's bridge: (name suffix, address).
 pub const CONTAINERS: [(&str, &str); 3] = [
@@ -80,6 +84,8 @@ pub struct Lab {
     apps: std::sync::Mutex<std::collections::HashMap<String, Child>>,
     /// Each host's portier (its front door), by host name.
     doors: std::sync::Mutex<std::collections::HashMap<String, Daemon>>,
+    /// The router's FRR (zebra + ospfd).
+    frr: Option<Frr>,
 }
 
 /// A portier process started in a lab namespace.
@@ -99,15 +105,18 @@ impl Lab {
         let run_dir = PathBuf::from(format!("/run/portier-lab/{prefix}"));
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create {}", run_dir.display()))?;
-        let lab = Lab {
+        let mut lab = Lab {
             prefix: prefix.to_string(),
             run_dir,
             keep: false,
             apps: Default::default(),
             doors: Default::default(),
+            frr: None,
         };
         lab.build_topology()
             .with_context(|| format!("building lab {prefix}"))?;
+        let router = lab.ns("router");
+        lab.frr = Some(Frr::start(&router, &router, &router_frr_config(&router))?);
         lab.start_apps()?;
         Ok(lab)
     }
@@ -155,8 +164,6 @@ impl Lab {
             "sysctl",
             &["-qw", "net.ipv4.fib_multipath_hash_policy=1"],
         )?;
-        // Stand-in for OSPF: the VIP is routed to lb1.
-        ip_in(&router, &["route", "add", VIP, "via", "10.0.0.11"])?;
         // Lab fact (DESIGN.md): veth TX checksum offload leaves partial checksums that the
         // host behind an XDP_TX hop sees as wrong.
         exec_in(&client, "ethtool", &["-K", "eth0", "tx", "off"])?;
@@ -320,6 +327,11 @@ impl Lab {
 
     /// Starts portier on `node` with `config` (a TOML text), and waits until it reports ready.
     pub fn start_portier(&self, node: &str, config: &str) -> Result<Daemon> {
+        self.start_portier_with(node, config, &[])
+    }
+
+    /// [`Lab::start_portier`] with extra `portier run` arguments (e.g. `--teardown-on-exit`).
+    pub fn start_portier_with(&self, node: &str, config: &str, extra: &[&str]) -> Result<Daemon> {
         let path = self.run_dir.join(format!("{node}.toml"));
         std::fs::write(&path, config)?;
         let log = self.run_dir.join(format!("{node}.log"));
@@ -327,7 +339,7 @@ impl Lab {
         let child = spawn_in(
             &self.ns(node),
             &bin("portier")?,
-            &["run", "-c", &path.to_string_lossy()],
+            &[&["run", "-c", &path.to_string_lossy()][..], extra].concat(),
             &log,
         )?;
         let d = Daemon {
@@ -349,22 +361,58 @@ impl Lab {
             "name = \"pt-lb1\"",
             &format!("name = \"{}\"", self.ns(node)),
         );
-        // The lab's VRRP priorities: lb1 150 (the file's), lb2 100.
+        // The lab's VRRP priorities: lb1 150 (the file's), lb2 100; the OSPF router ID is
+        // the node's LAN address.
         Ok(if node == "lb2" {
             text.replace("priority = 150", "priority = 100")
+                .replace("router_id = \"10.0.0.11\"", "router_id = \"10.0.0.12\"")
         } else {
             text
         })
     }
 
-    /// Routes the VIP on-link from the router, so whichever LB is VRRP master (and answers
-    /// ARP for the VIP) attracts the traffic, instead of the static stand-in via lb1.
-    pub fn route_vip_on_link(&self) -> Result<()> {
-        ip_in(
-            &self.ns("router"),
-            &["route", "replace", &format!("{VIP}/32"), "dev", "eth1"],
-        )?;
-        Ok(())
+    /// The router's FRR, for vtysh queries.
+    pub fn frr(&self) -> Option<&Frr> {
+        self.frr.as_ref()
+    }
+
+    /// The next hops of the router's VIP route now (sorted; empty when there is none).
+    pub fn vip_next_hops(&self) -> Result<Vec<String>> {
+        let out = ip_in(&self.ns("router"), &["route", "show", &format!("{VIP}/32")])?;
+        let words: Vec<&str> = out.split_whitespace().collect();
+        let mut hops: Vec<String> = words
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .map(|w| w[1].to_owned())
+            .collect();
+        hops.sort();
+        Ok(hops)
+    }
+
+    /// Waits until the router's VIP route has exactly `next_hops` (any order; empty: no route)
+    /// and returns how long that took. OSPF needs the adjacency (a few hellos) and the LB's
+    /// Router-LSA, which MinLSInterval (5 s) may hold back after its first origination.
+    pub fn wait_vip_route(&self, next_hops: &[&str], timeout: Duration) -> Result<Duration> {
+        let mut want: Vec<String> = next_hops.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        let start = Instant::now();
+        loop {
+            let now = self.vip_next_hops()?;
+            if now == want {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                let db = self
+                    .frr
+                    .as_ref()
+                    .and_then(|f| f.vtysh("show ip ospf neighbor").ok())
+                    .unwrap_or_default();
+                bail!(
+                    "router's VIP next hops {now:?}, not {want:?}, after {timeout:?}; neighbours:\n{db}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether `node` holds the VIP on its LAN interface (VRRP master).
@@ -376,6 +424,11 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(frr) = self.frr.take()
+            && self.keep
+        {
+            std::mem::forget(frr);
+        }
         if let Ok(mut doors) = self.doors.lock() {
             for (_, d) in doors.drain() {
                 if self.keep {
@@ -498,6 +551,15 @@ pub fn down(prefix: &str) {
         }
     }
     let _ = std::fs::remove_dir_all(format!("/run/portier-lab/{prefix}"));
+    let _ = std::fs::remove_dir_all(frr::dir(&format!("{prefix}-router")));
+}
+
+/// The router's FRR config: DR on the LAN with the lab timers, ECMP over the LBs.
+fn router_frr_config(router: &str) -> String {
+    format!(
+        "frr defaults traditional\nhostname {router}\n!\n{}router ospf\n ospf router-id 10.0.0.1\n network 10.0.0.0/24 area 0\n maximum-paths 8\n!\n",
+        frr::interface_config("eth1", false, 100, None)
+    )
 }
 
 /// Namespaces of a lab with this prefix that exist now.

@@ -39,6 +39,8 @@ fn l4_balancer_end_to_end() -> Result<()> {
     let l = Lab::up(PREFIX)?;
     let config = l.lb_config("lb1")?;
     let lb = l.start_portier("lb1", &config)?;
+    // lb1 becomes VRRP master and announces the VIP to the router by OSPF.
+    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
     let client_ns = l.ns("client");
 
     // 300 requests, each on its own connection: all succeed, spread over the three hosts.

@@ -49,6 +49,7 @@ fn containers(l: &Lab, host: &str, n: usize) -> Result<BTreeMap<String, usize>> 
 fn l7_routing_end_to_end() -> Result<()> {
     let l = Lab::up(PREFIX)?;
     let lb = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
 
     // --- Each host name reaches only its own containers, on every host.
     let todo = containers(&l, lab::TODO_HOST, 150)?;

@@ -1,10 +1,11 @@
-//! In the lab: pt-lb1 and pt-lb2 share the VIP by VRRP (examples/lab-lb.toml); stopping lb1
-//! under client traffic moves the VIP to lb2, and the traffic resumes through lb2's balancer
-//! (the same Maglev table, so to the same hosts).
+//! In the lab: pt-lb1 and pt-lb2 share the VIP by VRRP (examples/lab-lb.toml) and the VRRP
+//! master announces it to the router by OSPF; stopping lb1 under client traffic moves the VIP
+//! and the router's next hop to lb2, and the traffic resumes through lb2's balancer (the same
+//! Maglev table, so to the same hosts).
 
 use anyhow::{Result, bail};
 use portier_tests::client::Traffic;
-use portier_tests::lab::{Lab, VIP};
+use portier_tests::lab::{self, Lab};
 use portier_tests::netns;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ fn stopping_lb1_moves_the_vip_and_traffic_to_lb2() -> Result<()> {
     wait_until("lb1 master, lb2 backup", Duration::from_secs(10), || {
         Ok(l.has_vip_on_lan("lb1")? && !l.has_vip_on_lan("lb2")?)
     })?;
-    l.route_vip_on_link()?;
+    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
 
     let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(60))?;
     let ok_count = |t: &Traffic, after: Instant| {
@@ -51,26 +52,23 @@ fn stopping_lb1_moves_the_vip_and_traffic_to_lb2() -> Result<()> {
 
     let stopped = Instant::now();
     lb1.stop()?;
-    // A clean stop sends priority 0: lb2 takes over after its skew time (0.61 s).
+    // A clean stop sends priority 0: lb2 takes over after its skew time (0.61 s) and
+    // announces the VIP; lb1 flushes its announcement on the way out.
     wait_until("lb2 takes the VIP", Duration::from_secs(3), || {
         l.has_vip_on_lan("lb2")
     })?;
     let took_vip = stopped.elapsed();
     assert!(!l.has_vip_on_lan("lb1")?, "lb1 released the VIP");
+    let rerouted = l.wait_vip_route(&["10.0.0.12"], Duration::from_secs(10))? + took_vip;
     wait_until(
         "traffic resumes through lb2",
         Duration::from_secs(10),
         || Ok(ok_count(&traffic, stopped + took_vip) >= 20),
     )?;
-    // The router now sends the VIP to lb2's MAC (learnt from the gratuitous ARP), and the
-    // requests cross the bridge towards lb2, not lb1 (whose XDP program stays attached after
-    // its daemon exits, so only the ARP change can move the traffic).
-    let lb2_mac = mac_of(&l, "lb2")?;
-    let neigh = netns::ip_in(&l.ns("router"), &["neigh", "show", VIP])?;
-    assert!(
-        neigh.contains(&lb2_mac),
-        "router: {neigh} (lb2 is {lb2_mac})"
-    );
+    // The router now routes the VIP via lb2, and the requests cross the bridge towards lb2,
+    // not lb1 (whose XDP program stays attached after its daemon exits, so only the route
+    // change can move the traffic).
+    assert_eq!(l.vip_next_hops()?, ["10.0.0.12"]);
     let before = (bridge_tx(&l, "lb1")?, bridge_tx(&l, "lb2")?);
     let mark = Instant::now();
     wait_until("more traffic through lb2", Duration::from_secs(10), || {
@@ -100,11 +98,11 @@ fn stopping_lb1_moves_the_vip_and_traffic_to_lb2() -> Result<()> {
         .filter(|s| s.at > stopped && s.result.is_err())
         .count();
     println!(
-        "lb1 stopped: lb2 had the VIP after {took_vip:?}; longest time without a completed request {gap:?}; {failed} failed requests"
+        "lb1 stopped: lb2 had the VIP after {took_vip:?}, the router's route after {rerouted:?}; longest time without a completed request {gap:?}; {failed} failed requests"
     );
-    // The takeover needs the skew (0.61 s) plus the router learning lb2's MAC from the
-    // gratuitous ARP; requests in flight at that moment may time out once.
-    assert!(gap < Duration::from_secs(3), "gap {gap:?}");
+    // The takeover needs the skew (0.61 s), lb2's Router-LSA (at once: its last one is
+    // older than MinLSInterval) and the router's SPF; requests in flight may time out once.
+    assert!(gap < Duration::from_secs(4), "gap {gap:?}");
     drop(lb2);
     Ok(())
 }
@@ -112,13 +110,4 @@ fn stopping_lb1_moves_the_vip_and_traffic_to_lb2() -> Result<()> {
 /// Bytes the LAN bridge sent out of its port towards `node`.
 fn bridge_tx(l: &Lab, node: &str) -> Result<u64> {
     netns::link_counter(&l.ns("lan"), node, "tx_bytes")
-}
-
-fn mac_of(l: &Lab, node: &str) -> Result<String> {
-    let out = netns::ip_in(&l.ns(node), &["-o", "link", "show", "eth0"])?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no MAC in {out}"))
 }

@@ -16,7 +16,7 @@ pub fn lab_up(prefix: &str) -> Result<()> {
     wait_until("lb1 to become VRRP master", Duration::from_secs(10), || {
         l.has_vip_on_lan("lb1")
     })?;
-    l.route_vip_on_link()?;
+    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
     std::mem::forget(lb1);
     std::mem::forget(lb2);
     l.keep();
@@ -36,6 +36,16 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
+}
+
+/// The router's route to the VIP, as `ip route` prints it.
+fn route(l: &Lab) -> Result<String> {
+    Ok(netns::ip_in(
+        &l.ns("router"),
+        &["route", "show", &format!("{}/32", lab::VIP)],
+    )?
+    .trim()
+    .to_string())
 }
 
 /// `n` requests for `host`, each on a new connection: container -> count.
@@ -73,12 +83,16 @@ pub fn run() -> Result<()> {
     wait_until("lb1 to become VRRP master", Duration::from_secs(10), || {
         l.has_vip_on_lan("lb1")
     })?;
-    l.route_vip_on_link()?;
+    let took = l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
     println!(
         "== pt-lb1 and pt-lb2 run portier: VRRP (VRID 51) made lb1 master of VIP {}; its XDP",
         lab::VIP
     );
-    println!("   balancer spreads TCP 80 over the hosts by Maglev, with direct server return");
+    println!("   balancer spreads TCP 80 over the hosts by Maglev, with direct server return.");
+    println!(
+        "   As master it announces the VIP by OSPF; pt-router (FRR) learnt it after {took:.1?}:"
+    );
+    println!("   {}", route(&l)?);
 
     println!("\n== 60 requests for http://todo.example/ through the VIP (a new connection each):");
     show(&spread(&l, lab::TODO_HOST, 60)?);
@@ -115,6 +129,8 @@ pub fn run() -> Result<()> {
         l.has_vip_on_lan("lb2")
     })?;
     let took = stopped.elapsed();
+    l.wait_vip_route(&["10.0.0.12"], lab::VIP_ROUTE_TIMEOUT)?;
+    let rerouted = stopped.elapsed();
     let mark = Instant::now();
     wait_until("traffic through lb2", Duration::from_secs(10), || {
         Ok(traffic
@@ -131,10 +147,15 @@ pub fn run() -> Result<()> {
         .filter(|s| s.at > stopped && s.result.is_err())
         .count();
     println!(
-        "   lb2 owned the VIP {} ms after lb1 stopped; longest pause between answered requests {} ms; {failed} failed",
+        "   lb2 owned the VIP {} ms after lb1 stopped, the router routed it to lb2 after {} ms;",
         took.as_millis(),
+        rerouted.as_millis()
+    );
+    println!(
+        "   longest pause between answered requests {} ms; {failed} failed",
         gap.as_millis()
     );
+    println!("   {}", route(&l)?);
     println!("   (the same Maglev table on both LBs: flows land on the same hosts)");
 
     println!("\n== lb1 comes back and, with the higher priority, takes the VIP again (preempt)");
@@ -142,6 +163,8 @@ pub fn run() -> Result<()> {
     wait_until("lb1 to preempt", Duration::from_secs(10), || {
         Ok(l.has_vip_on_lan("lb1")? && !l.has_vip_on_lan("lb2")?)
     })?;
+    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
+    println!("   {}", route(&l)?);
     show(&spread(&l, lab::TODO_HOST, 12)?);
 
     std::mem::forget(lb1);
