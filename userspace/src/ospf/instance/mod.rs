@@ -134,6 +134,11 @@ pub struct Instance {
     lsdb: Lsdb,
     announced: BTreeMap<Ipv4Addr, Announce>,
     last_originated: HashMap<LsaKey, Instant>,
+    /// Highest sequence number seen for each own LSA, ours or an earlier incarnation's: the
+    /// next origination goes past it even after the database dropped a flushed copy (else a
+    /// restart would re-originate at InitialSequenceNumber and neighbours holding the old
+    /// MaxAge instance would keep preferring it).
+    own_seq: HashMap<LsaKey, i32>,
     /// Own LSAs seen with a higher sequence number (13.4): originate past them.
     force_originate: HashSet<LsaKey>,
     min_ls_interval: Duration,
@@ -173,6 +178,7 @@ impl Instance {
             lsdb: Lsdb::default(),
             announced: BTreeMap::new(),
             last_originated: HashMap::new(),
+            own_seq: HashMap::new(),
             force_originate: HashSet::new(),
             min_ls_interval: MIN_LS_INTERVAL,
             crypto_seq: wall_secs,

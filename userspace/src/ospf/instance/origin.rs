@@ -141,8 +141,9 @@ impl Instance {
                 // MinLSInterval: the next tick after it elapses picks this up.
                 continue;
             }
+            let floor = self.own_seq.get(key).map(|s| s.saturating_add(1));
             let seq = match current {
-                None => INITIAL_SEQ,
+                None => floor.unwrap_or(INITIAL_SEQ),
                 Some(e) if e.header(now).seq == MAX_SEQ => {
                     // 12.1.6: the sequence space is exhausted; flush, start over once gone.
                     if e.age(now) < MAX_AGE {
@@ -150,8 +151,9 @@ impl Instance {
                     }
                     continue;
                 }
-                Some(e) => e.header(now).seq + 1,
+                Some(e) => (e.header(now).seq + 1).max(floor.unwrap_or(INITIAL_SEQ)),
             };
+            self.own_seq.insert(*key, seq);
             let lsa = Lsa::build(
                 key.ls_type,
                 key.ls_id,
@@ -194,6 +196,8 @@ impl Instance {
         if !ours && !our_network {
             return;
         }
+        let seen = self.own_seq.entry(key).or_insert(lsa.header.seq);
+        *seen = (*seen).max(lsa.header.seq);
         if lsa.header.age == MAX_AGE {
             // Somebody flushed it; if we still want it, the next origination brings it back.
             if ours && !self.shutting_down {
