@@ -708,3 +708,44 @@ fn captured_frr_update_installs_and_a_corrupt_lsa_is_skipped() {
     assert_eq!(me.counters().dropped.get("min-ls-arrival"), Some(&1));
     assert_eq!(me.counters().lsa_installed, 2);
 }
+
+/// The lab's failover-and-back: the old incarnation flushed its LSA on a clean stop, the DR
+/// still holds that MaxAge copy; the restarted router announces again and must go past its
+/// sequence number even when its own database has dropped the flushed copy meanwhile.
+#[test]
+fn restart_after_a_clean_stop_announces_again() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    let now = seg.now;
+    seg.router(11).set_announcements(stub(1), now);
+    seg.run_until(Duration::from_secs(10), |s| {
+        s.full(1, 11) && s.sees_stub(1, 11, vip())
+    });
+    let now = seg.now;
+    seg.router(11).shutdown(now);
+    seg.run_until(Duration::from_secs(20), |s| {
+        s.routers[1].1.flush_acknowledged()
+    });
+    assert!(!seg.sees_stub(1, 11, vip()));
+
+    let now = seg.now;
+    let mut fresh = Instance::new(
+        rid(11),
+        vec![iface_cfg(NetworkType::Broadcast, 0, Auth::Null)],
+        1_700_000_200,
+        now,
+    );
+    fresh.interface_up(
+        0,
+        IfaceAddr {
+            addr: rid(11),
+            prefix_len: 24,
+            mtu: 1500,
+        },
+        now,
+    );
+    fresh.set_announcements(stub(1), now);
+    seg.routers[1].1 = fresh;
+    seg.run_until(Duration::from_secs(60), |s| {
+        s.full(1, 11) && s.sees_stub(1, 11, vip()) && s.databases_equal()
+    });
+}
