@@ -492,7 +492,7 @@ fn unknown_enum_values_list_the_allowed_ones() {
         "protocol = \"tcp\"",
         "protocol = \"tcp\"\nforwarding = \"nat\"",
     );
-    assert_one(&text, 10, "service[0].forwarding", "(allowed: dsr)");
+    assert_one(&text, 10, "service[0].forwarding", "(allowed: dsr, ipip)");
     let text = base_with(
         "interfaces = [\"eth0\"]",
         "interfaces = [\"eth0\"]\nxdp_mode = \"skb\"",
