@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result};
 use portier_tests::client;
-use portier_tests::lab_routed::{ROUTED_HOSTS, RoutedLab};
+use portier_tests::lab_routed::{ROUTED_HOSTS, RoutedLab, host_config};
 use portier_tests::netns;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -111,5 +111,44 @@ fn ipip_to_routed_hosts_end_to_end() -> Result<()> {
             before[i]
         );
     }
+
+    // A reload renumbers rhost1's tunnel address: the decapsulator follows, and tunnels to
+    // the old address are left to the stack (which has no ipip module and drops them).
+    let (name, addr) = ROUTED_HOSTS[0];
+    let renumbered = host_config(&r.lab, name, addr).replace(addr, "10.1.0.99");
+    r.decaps[0].reload(&renumbered)?;
+    let addresses = |r: &RoutedLab| -> Result<serde_json::Value> {
+        let out = r.decaps[0].cli(&r.lab.ns(name), &["status", "--json"])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        find(&v, "addresses").with_context(|| format!("no addresses in {out}"))
+    };
+    assert_eq!(addresses(&r)?, serde_json::json!(["10.1.0.99"]));
+    let dropped = netns::in_netns(&client_ns, || {
+        (0..30)
+            .filter(|_| {
+                client::connect(vip(80), None, Duration::from_millis(300))
+                    .and_then(|mut s| client::get_on(&mut s, "x", "/"))
+                    .map_or(true, |reply| reply.served_by == name)
+            })
+            .count()
+    })?;
+    assert!(
+        (3..=20).contains(&dropped),
+        "{dropped} of 30 connections failed or reached {name} after its renumbering"
+    );
+    r.decaps[0].reload(&host_config(&r.lab, name, addr))?;
+    assert_eq!(addresses(&r)?, serde_json::json!([addr]));
     Ok(())
+}
+
+/// The first value under `key` in the decap part's status.
+fn find(v: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m
+            .get("decap")
+            .and_then(|d| d.get(key))
+            .cloned()
+            .or_else(|| m.values().find_map(|x| find(x, key))),
+        _ => None,
+    }
 }
