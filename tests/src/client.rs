@@ -181,3 +181,18 @@ impl Drop for Traffic {
         }
     }
 }
+
+/// The longest time between two answered requests, counting from `after`: what a client saw of
+/// a failover.
+pub fn longest_pause_after(samples: &[Sample], after: std::time::Instant) -> Duration {
+    let ok: Vec<std::time::Instant> = samples
+        .iter()
+        .filter(|s| s.result.is_ok())
+        .map(|s| s.at)
+        .collect();
+    ok.windows(2)
+        .filter(|w| w[1] > after)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}

@@ -63,6 +63,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     l.stop_app("host2")?;
     lb.wait_for("backend down", 1, Duration::from_secs(10))?;
     let detected = stopped_at.elapsed();
+    println!("dead backend out of the table after {detected:?} (fall 2 x interval 500 ms)");
     // fall 2 x interval 500 ms (+ a probe timeout and scheduling).
     assert!(detected < Duration::from_secs(3), "down after {detected:?}");
     let detected_at = Instant::now();
@@ -76,7 +77,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     let after: Vec<Sample> = traffic
         .samples()
         .into_iter()
-        .filter(|s| s.at > detected_at)
+        .filter(|s| s.started > detected_at)
         .collect();
     assert!(
         failures(&after).is_empty(),
@@ -131,7 +132,8 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     assert!(failures(&samples).is_empty(), "{:?}", failures(&samples));
     let after: Vec<_> = samples
         .iter()
-        .filter(|s| s.at > drained_at)
+        // New flows: requests whose connection began after the drain.
+        .filter(|s| s.started > drained_at)
         .cloned()
         .collect();
     assert_eq!(served_by(&after, "host1"), 0, "drained host got new flows");

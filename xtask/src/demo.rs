@@ -1,15 +1,24 @@
 //! `cargo xtask demo`: the lab, and portier doing its job in it, narrated.
 
-use anyhow::Result;
-use portier_tests::{client, lab, netns};
+use anyhow::{Result, bail};
+use portier_tests::client::{self, Traffic};
+use portier_tests::lab::{self, Lab};
+use portier_tests::netns;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+/// `cargo xtask lab up`: the lab with portier on both LBs (lb1 VRRP master) and the hosts.
 pub fn lab_up(prefix: &str) -> Result<()> {
-    let l = lab::Lab::up(prefix)?;
-    let config = l.lb_config("lb1")?;
-    let d = l.start_portier("lb1", &config)?;
-    std::mem::forget(d);
+    let l = Lab::up(prefix)?;
+    let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
+    let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    wait_until("lb1 to become VRRP master", Duration::from_secs(10), || {
+        l.has_vip_on_lan("lb1")
+    })?;
+    l.route_vip_on_link()?;
+    std::mem::forget(lb1);
+    std::mem::forget(lb2);
     l.keep();
     Ok(())
 }
@@ -18,47 +27,65 @@ fn vip() -> SocketAddr {
     SocketAddr::from(([203, 0, 113, 10], lab::HTTP_PORT))
 }
 
-fn spread(l: &lab::Lab, n: usize) -> Result<BTreeMap<String, usize>> {
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    while !f()? {
+        if start.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// `n` requests for `host`, each on a new connection: container -> count.
+fn spread(l: &Lab, host: &str, n: usize) -> Result<BTreeMap<String, usize>> {
     netns::in_netns(&l.ns("client"), || {
         let mut seen = BTreeMap::new();
         for _ in 0..n {
-            let r = client::get(vip(), None, "/")?;
-            *seen.entry(r.served_by).or_insert(0) += 1;
+            let r = client::get_host(vip(), None, host, "/")?;
+            *seen.entry(r.container).or_insert(0) += 1;
         }
         Ok::<_, anyhow::Error>(seen)
     })?
 }
 
-pub fn run() -> Result<()> {
-    let prefix = "pt";
-    println!(
-        "== Building the lab (namespaces pt-*): client -> router -> LAN with lb1, lb2, host1..3"
-    );
-    let l = lab::Lab::up(prefix)?;
-    let config = l.lb_config("lb1")?;
-    let d = l.start_portier("lb1", &config)?;
-    println!(
-        "== portier runs on pt-lb1: XDP balancer on eth0, VIP {} TCP 80 + UDP",
-        lab::VIP
-    );
-    println!(
-        "{}",
-        netns::exec_in(&l.ns("lb1"), "ip", &["-d", "link", "show", "eth0"])?
-            .lines()
-            .filter(|s| s.contains("xdp") || s.contains("prog"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-
-    println!(
-        "\n== 60 HTTP requests from pt-client to http://{}/ (new connection each):",
-        lab::VIP
-    );
-    for (host, n) in spread(&l, 60)? {
-        println!("   {host}: {n}");
+fn show(seen: &BTreeMap<String, usize>) {
+    let mut by_host: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (container, n) in seen {
+        let host = container.split('-').next().unwrap_or_default();
+        by_host
+            .entry(host)
+            .or_default()
+            .push(format!("{container} x{n}"));
     }
-    println!("\n== Replies go from the hosts straight to the client (direct server return):");
-    // Counted on the bridge: frames XDP handles never show in lb1's own counters.
+    for (host, containers) in by_host {
+        println!("   {host}: {}", containers.join(", "));
+    }
+}
+
+pub fn run() -> Result<()> {
+    println!("== Building the lab (namespaces pt-*): client -> router -> LAN with lb1, lb2 and");
+    println!("   host1..3, each host with containers todo1, todo2, shop1 behind its own portier");
+    let l = Lab::up("pt")?;
+    let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
+    let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    wait_until("lb1 to become VRRP master", Duration::from_secs(10), || {
+        l.has_vip_on_lan("lb1")
+    })?;
+    l.route_vip_on_link()?;
+    println!(
+        "== pt-lb1 and pt-lb2 run portier: VRRP (VRID 51) made lb1 master of VIP {}; its XDP",
+        lab::VIP
+    );
+    println!("   balancer spreads TCP 80 over the hosts by Maglev, with direct server return");
+
+    println!("\n== 60 requests for http://todo.example/ through the VIP (a new connection each):");
+    show(&spread(&l, lab::TODO_HOST, 60)?);
+    println!("== 30 requests for http://shop.example/: only shop containers answer");
+    show(&spread(&l, lab::SHOP_HOST, 30)?);
+
+    println!("\n== Replies go from the hosts straight to the client, not back through lb1:");
     let sent_to = |port: &str| netns::link_counter(&l.ns("lan"), port, "tx_bytes");
     let (lb_before, router_before) = (sent_to("lb1")?, sent_to("router")?);
     let big = netns::in_netns(&l.ns("client"), || {
@@ -69,43 +96,59 @@ pub fn run() -> Result<()> {
         Ok::<_, anyhow::Error>(total)
     })??;
     println!(
-        "   client received {big} bytes of replies; the LAN sent {} bytes to pt-lb1 (requests) and {} to the router",
+        "   client received {big} bytes; the LAN sent {} bytes to lb1 (requests) and {} to the router",
         sent_to("lb1")? - lb_before,
         sent_to("router")? - router_before
     );
 
-    println!(
-        "\n== Counters (pinned maps, `bpftool map dump pinned /sys/fs/bpf/portier/pt-lb1/REASONS`):"
-    );
-    let status = netns::exec_in(
-        &l.ns("lb1"),
-        &lab::bin_dir().join("portier").to_string_lossy(),
-        &["stats", "--node", "pt-lb1"],
-    );
-    match status {
-        Ok(s) => print!("{s}"),
-        Err(e) => println!("   (stats unavailable: {e})"),
-    }
+    println!("\n== `portier status` on pt-lb1:");
+    print!("{}", lb1.cli(&l.ns("lb1"), &["status"])?);
 
-    println!("\n== Reload without host3 (SIGHUP): only host3's flows move");
-    let without3 = config
-        .split("\n\n")
-        .filter(|block| !block.contains("10.0.0.23"))
-        .collect::<Vec<_>>()
-        .join("\n\n");
-    d.reload(&without3)?;
-    for (host, n) in spread(&l, 60)? {
-        println!("   {host}: {n}");
-    }
-    d.reload(&config)?;
-    println!("\n== host3 back:");
-    for (host, n) in spread(&l, 60)? {
-        println!("   {host}: {n}");
-    }
-    std::mem::forget(d);
+    println!("\n== Failover: lb1 stops while the client keeps sending requests");
+    let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(60))?;
+    wait_until("traffic", Duration::from_secs(10), || {
+        Ok(traffic.samples().len() > 50)
+    })?;
+    let stopped = Instant::now();
+    lb1.stop()?;
+    wait_until("lb2 to take the VIP", Duration::from_secs(10), || {
+        l.has_vip_on_lan("lb2")
+    })?;
+    let took = stopped.elapsed();
+    let mark = Instant::now();
+    wait_until("traffic through lb2", Duration::from_secs(10), || {
+        Ok(traffic
+            .samples()
+            .iter()
+            .filter(|s| s.at > mark && s.result.is_ok())
+            .count()
+            > 50)
+    })?;
+    let samples = traffic.stop();
+    let gap = client::longest_pause_after(&samples, stopped);
+    let failed = samples
+        .iter()
+        .filter(|s| s.at > stopped && s.result.is_err())
+        .count();
+    println!(
+        "   lb2 owned the VIP {} ms after lb1 stopped; longest pause between answered requests {} ms; {failed} failed",
+        took.as_millis(),
+        gap.as_millis()
+    );
+    println!("   (the same Maglev table on both LBs: flows land on the same hosts)");
+
+    println!("\n== lb1 comes back and, with the higher priority, takes the VIP again (preempt)");
+    let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    wait_until("lb1 to preempt", Duration::from_secs(10), || {
+        Ok(l.has_vip_on_lan("lb1")? && !l.has_vip_on_lan("lb2")?)
+    })?;
+    show(&spread(&l, lab::TODO_HOST, 12)?);
+
+    std::mem::forget(lb1);
+    std::mem::forget(lb2);
     l.keep();
     println!(
-        "\nThe lab stays up: try `ip netns exec pt-client curl -s http://{}/`.",
+        "\nThe lab stays up: try `ip netns exec pt-client curl -s -H 'Host: shop.example' http://{}/`",
         lab::VIP
     );
     println!("`cargo xtask lab down` removes it.");

@@ -1,6 +1,5 @@
+use super::test_support::{FILE, assert_one, problems};
 use super::*;
-
-const FILE: &str = "portier.toml";
 
 const IPIP: &str = r#"[node]
 name = "lb1"
@@ -31,33 +30,6 @@ addresses = ["10.1.0.21"]
 fn with(base: &str, from: &str, to: &str) -> String {
     assert!(base.contains(from), "{from:?} not in base");
     base.replacen(from, to, 1)
-}
-
-fn problems(text: &str) -> Vec<Problem> {
-    match parse(text, FILE) {
-        Ok(config) => panic!("expected problems, got {config:?}"),
-        Err(error) => {
-            println!("{error}");
-            error.problems().to_vec()
-        }
-    }
-}
-
-#[track_caller]
-fn assert_one(text: &str, line: usize, key: &str, fragment: &str) {
-    let found = problems(text);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    let p = &found[0];
-    assert_eq!(
-        (p.file.as_str(), p.line, p.key.as_str()),
-        (FILE, line, key),
-        "{p:?}"
-    );
-    assert!(
-        p.message.contains(fragment),
-        "{:?} lacks {fragment:?}",
-        p.message
-    );
 }
 
 #[test]

@@ -1,9 +1,8 @@
 //! `[l7]` errors: each names the file, line and key.
 
-use super::super::{Problem, parse};
+use super::super::parse;
+use super::super::test_support::{FILE, assert_one, problems};
 use super::*;
-
-const FILE: &str = "portier.toml";
 
 const BASE: &str = r#"[node]
 name = "host1"
@@ -20,30 +19,6 @@ pool = "todo"
 name = "todo"
 servers = [{ address = "172.17.0.2:8080" }]
 "#;
-
-fn problems(text: &str) -> Vec<Problem> {
-    match parse(text, FILE) {
-        Ok(c) => panic!("expected problems, got {c:?}"),
-        Err(e) => e.problems().to_vec(),
-    }
-}
-
-#[track_caller]
-fn assert_one(text: &str, line: usize, key: &str, fragment: &str) {
-    let found = problems(text);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    let p = &found[0];
-    assert_eq!(
-        (p.file.as_str(), p.line, p.key.as_str()),
-        (FILE, line, key),
-        "{p:?}"
-    );
-    assert!(
-        p.message.contains(fragment),
-        "{:?} lacks {fragment:?}",
-        p.message
-    );
-}
 
 fn with(from: &str, to: &str) -> String {
     assert!(BASE.contains(from), "{from:?}");
@@ -451,4 +426,17 @@ fn lab_host_example_parses() {
     let l7 = c.l7.unwrap();
     assert_eq!(l7.routes.len(), 2);
     assert_eq!(l7.pools[0].balance, Balance::LeastOutstanding);
+}
+
+#[test]
+fn example_l7_section_parses() {
+    let c = parse(include_str!("example.toml"), "example.toml").unwrap();
+    let l7 = c.l7.unwrap();
+    assert_eq!(l7.listeners.len(), 2);
+    assert_eq!(
+        l7.listeners[1].protocols,
+        vec![HttpProtocol::H2, HttpProtocol::Http1]
+    );
+    assert_eq!(l7.routes[1].host, "*.shop.example");
+    assert_eq!(l7.pools[0].health.as_ref().map(|h| h.fall), Some(3));
 }

@@ -185,4 +185,6 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
 #[cfg(test)]
 mod decap_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

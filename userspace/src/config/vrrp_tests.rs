@@ -1,9 +1,8 @@
 use std::net::IpAddr;
 
-use super::super::{Problem, parse};
+use super::super::parse;
+use super::super::test_support::{FILE, assert_one};
 use super::*;
-
-const FILE: &str = "portier.toml";
 
 /// A service `web` plus one VRRP instance; tests replace lines to break it.
 const BASE: &str = r#"[node]
@@ -27,30 +26,6 @@ vips = ["203.0.113.10"]
 fn with(from: &str, to: &str) -> String {
     assert!(BASE.contains(from), "{from:?} not in BASE");
     BASE.replacen(from, to, 1)
-}
-
-fn problems(text: &str) -> Vec<Problem> {
-    match parse(text, FILE) {
-        Ok(config) => panic!("expected problems, got {config:?}"),
-        Err(error) => error.problems().to_vec(),
-    }
-}
-
-#[track_caller]
-fn assert_one(text: &str, line: usize, key: &str, fragment: &str) {
-    let found = problems(text);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    let p = &found[0];
-    assert_eq!(
-        (p.file.as_str(), p.line, p.key.as_str()),
-        (FILE, line, key),
-        "{p:?}"
-    );
-    assert!(
-        p.message.contains(fragment),
-        "{:?} lacks {fragment:?}",
-        p.message
-    );
 }
 
 #[test]
