@@ -41,6 +41,17 @@ fn host_decapsulated(r: &RoutedLab, i: usize) -> Result<u64> {
 #[test]
 fn ipip_to_routed_hosts_end_to_end() -> Result<()> {
     let r = RoutedLab::up(PREFIX)?;
+    // DSR cannot reach hosts behind a router: each is refused with the reason. The next
+    // instance adopts this one's dataplane and switches the service to IPIP.
+    let dsr = r
+        .lab
+        .start_portier("lb1", &r.lb_config().replace("\"ipip\"", "\"dsr\""))?;
+    dsr.wait_for(
+        "is reached through gateway 10.0.0.1: L2 direct server return needs backends on a directly connected network",
+        ROUTED_HOSTS.len(),
+        Duration::from_secs(5),
+    )?;
+    dsr.stop()?;
     let _lb = r.lab.start_portier("lb1", &r.lb_config())?;
     let client_ns = r.lab.ns("client");
     let before: Vec<u64> = (0..ROUTED_HOSTS.len())
