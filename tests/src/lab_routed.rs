@@ -35,8 +35,20 @@ pub const HOST_ADMIN: &str = "127.0.0.1:9900";
 pub struct RoutedLab {
     /// Each routed host's portier (the decapsulator).
     pub decaps: Vec<Daemon>,
-    apps: Vec<Child>,
+    apps: Apps,
     pub lab: Lab,
+}
+
+/// The hosts' lab apps, killed on drop.
+struct Apps(Vec<Child>);
+
+impl Drop for Apps {
+    fn drop(&mut self) {
+        for mut c in self.0.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl RoutedLab {
@@ -44,7 +56,7 @@ impl RoutedLab {
         let lab = Lab::up(prefix)?;
         let mut r = RoutedLab {
             decaps: Vec::new(),
-            apps: Vec::new(),
+            apps: Apps(Vec::new()),
             lab,
         };
         r.build()
@@ -96,7 +108,7 @@ impl RoutedLab {
                 .start_portier(name, &host_config(&self.lab, name, addr))?;
             self.decaps.push(d);
             let app = self.spawn_app(name)?;
-            self.apps.push(app);
+            self.apps.0.push(app);
         }
         Ok(())
     }
@@ -142,12 +154,13 @@ impl RoutedLab {
     }
 }
 
-impl Drop for RoutedLab {
-    fn drop(&mut self) {
-        for mut c in self.apps.drain(..) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+impl RoutedLab {
+    /// Leaves the lab, its hosts' portier and apps running (for `cargo xtask lab up-routed`).
+    pub fn keep(self) {
+        let RoutedLab { decaps, apps, lab } = self;
+        std::mem::forget(decaps);
+        std::mem::forget(apps);
+        lab.keep();
     }
 }
 
