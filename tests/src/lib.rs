@@ -4,5 +4,6 @@
 pub mod client;
 pub mod frr;
 pub mod lab;
+pub mod lab_routed;
 pub mod netns;
 pub mod vrrp;

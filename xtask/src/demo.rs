@@ -23,6 +23,16 @@ pub fn lab_up(prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask lab up-routed`: the lab with hosts behind the router (tests/src/lab_routed.rs),
+/// lb1 serving the VIP's port 80 over them by IPIP.
+pub fn lab_up_routed(prefix: &str) -> Result<()> {
+    let r = portier_tests::lab_routed::RoutedLab::up(prefix)?;
+    let lb1 = r.lab.start_portier("lb1", &r.lb_config())?;
+    std::mem::forget(lb1);
+    r.keep();
+    Ok(())
+}
+
 fn vip() -> SocketAddr {
     SocketAddr::from(([203, 0, 113, 10], lab::HTTP_PORT))
 }

@@ -59,6 +59,8 @@ enum Task {
 #[derive(Subcommand)]
 enum LabAction {
     Up,
+    /// The lab plus hosts on 10.1.0.0/24 behind the router, served by lb1 over IPIP.
+    UpRouted,
     Down,
     Status,
 }
@@ -87,6 +89,14 @@ fn main() -> Result<()> {
                 build(false)?;
                 demo::lab_up(&prefix)?;
                 println!("lab {prefix} is up; `cargo xtask lab down` removes it");
+                Ok(())
+            }
+            LabAction::UpRouted => {
+                build(false)?;
+                demo::lab_up_routed(&prefix)?;
+                println!(
+                    "lab {prefix} is up with routed hosts (IPIP from lb1); `cargo xtask lab down` removes it"
+                );
                 Ok(())
             }
             LabAction::Down => {

@@ -6,6 +6,7 @@
 
 mod admin;
 mod checks;
+mod decap;
 mod error;
 mod health;
 pub mod l7;
@@ -28,8 +29,8 @@ pub use l7::{
     PoolConfig, RouteConfig, ServerConfig,
 };
 pub use model::{
-    AdminConfig, BackendConfig, Config, DataplaneConfig, Forwarding, HealthCheckConfig, HealthKind,
-    HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
+    AdminConfig, BackendConfig, Config, DataplaneConfig, DecapConfig, Forwarding,
+    HealthCheckConfig, HealthKind, HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
 };
 pub use ospf::{AnnouncePolicy, OspfAnnounce, OspfAuth, OspfConfig, OspfInterface, OspfNetwork};
 pub use vrrp::{TrackConfig, TrackTarget, VrrpConfig, VrrpInstanceConfig, VrrpVersion};
@@ -89,6 +90,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
             "admin",
             "ospf",
             "vrrp",
+            "decap",
         ],
     );
     let node = root
@@ -112,6 +114,13 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         None => Some(None),
     };
     checks::services(report, &services);
+    if let Some(dataplane) = &dataplane {
+        decap::check_sources(report, &services, dataplane);
+    }
+    let decap = match root.optional_table(report, "decap") {
+        Some(table) => decap::section(report, &table).map(Some),
+        None => Some(None),
+    };
     let vrrp = root
         .optional_table(report, "vrrp")
         .map(|table| vrrp::section(report, &table));
@@ -142,7 +151,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
                 vip: s.vip?.value,
                 port: s.port?,
                 protocol: s.protocol?,
-                forwarding: s.forwarding?,
+                forwarding: s.forwarding?.value,
                 backends: s
                     .backends
                     .iter()
@@ -169,9 +178,12 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         admin: admin?,
         vrrp,
         ospf: ospf?,
+        decap: decap?,
     })
 }
 
+#[cfg(test)]
+mod decap_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

@@ -18,6 +18,18 @@ pub struct Config {
     pub vrrp: Option<super::VrrpConfig>,
     /// `None`: OSPF does not run.
     pub ospf: Option<super::ospf::OspfConfig>,
+    /// `[decap]`: this node is a host behind IPIP services and runs the decapsulator.
+    pub decap: Option<DecapConfig>,
+}
+
+/// `[decap]`: where the host receives IPIP from the balancers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DecapConfig {
+    /// Interfaces the decapsulator attaches to.
+    pub interfaces: Vec<String>,
+    /// The host's tunnel addresses: the backend addresses balancers send IPIP to. Tunnel
+    /// packets to any other address are left to the stack.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// `[admin]`.
@@ -58,6 +70,10 @@ pub struct DataplaneConfig {
     /// Prime, so every Maglev permutation visits every slot.
     pub maglev_table_size: u32,
     pub conntrack_size: u32,
+    /// Outer source prefix of IPv4 IPIP services (a flow hash picks the host part, so a
+    /// backend's flows spread over its receive queues); required when one exists.
+    pub encap_source_v4: Option<(std::net::Ipv4Addr, u8)>,
+    pub encap_source_v6: Option<(std::net::Ipv6Addr, u8)>,
 }
 
 impl Default for DataplaneConfig {
@@ -65,6 +81,8 @@ impl Default for DataplaneConfig {
         Self {
             maglev_table_size: dataplane_common::DEFAULT_MAGLEV_SIZE,
             conntrack_size: dataplane_common::DEFAULT_CONNTRACK_SIZE,
+            encap_source_v4: None,
+            encap_source_v6: None,
         }
     }
 }
@@ -153,6 +171,9 @@ pub enum Forwarding {
     /// Direct server return: the balancer rewrites only L2, hosts answer the client directly.
     #[default]
     Dsr,
+    /// IPIP (IPv4 in IPv4, IPv6 in IPv6) to each backend's address, through any router; the
+    /// hosts run the decapsulator (`[decap]`).
+    Ipip,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -189,5 +210,6 @@ impl Choice for Protocol {
 }
 
 impl Choice for Forwarding {
-    const CHOICES: &'static [(&'static str, Self)] = &[("dsr", Forwarding::Dsr)];
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("dsr", Forwarding::Dsr), ("ipip", Forwarding::Ipip)];
 }

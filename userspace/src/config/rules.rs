@@ -78,6 +78,38 @@ pub(super) fn unicast_ip(report: &mut Report<'_>, value: Located<&str>) -> Optio
     })
 }
 
+/// `address/length`, e.g. `10.255.0.0/24`; the length fits the family.
+pub(super) fn prefix(report: &mut Report<'_>, value: Located<&str>) -> Option<(IpAddr, u8)> {
+    let parsed = value.value.split_once('/').and_then(|(a, l)| {
+        let address = a.parse::<IpAddr>().ok()?;
+        let len = l.parse::<u8>().ok()?;
+        let width = if address.is_ipv4() { 32 } else { 128 };
+        (len <= width).then_some((address, len))
+    });
+    match parsed {
+        Some((address, _)) if address.is_unspecified() || address.is_multicast() => {
+            report.add(
+                value.offset,
+                value.key,
+                format!("{address} cannot be a source address"),
+            );
+            None
+        }
+        Some(p) => Some(p),
+        None => {
+            report.add(
+                value.offset,
+                value.key,
+                format!(
+                    "\"{}\" is not an address/length prefix (e.g. 10.255.0.0/24)",
+                    value.value
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// Checks `value` against a character class and a length; `what` describes both for the
 /// message.
 pub(super) fn name(

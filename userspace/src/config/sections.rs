@@ -85,7 +85,15 @@ pub(super) fn node(report: &mut Report<'_>, table: &Table<'_, '_>) -> NodeDraft 
 }
 
 pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<DataplaneConfig> {
-    table.deny_unknown(report, &["maglev_table_size", "conntrack_size"]);
+    table.deny_unknown(
+        report,
+        &[
+            "maglev_table_size",
+            "conntrack_size",
+            "encap_source_v4",
+            "encap_source_v6",
+        ],
+    );
     let defaults = DataplaneConfig::default();
     let maglev_table_size = match table.optional_int(report, "maglev_table_size") {
         Some(v) => {
@@ -106,10 +114,42 @@ pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Optio
         Some(v) => rules::in_range(report, v, 1..=i128::from(MAX_CONNTRACK_SIZE)),
         None => Some(defaults.conntrack_size),
     };
+    let encap_source_v4 = match encap_prefix(report, table, "encap_source_v4", true) {
+        Some(Some((IpAddr::V4(a), len))) => Some(Some((a, len))),
+        Some(_) => Some(None),
+        None => None,
+    };
+    let encap_source_v6 = match encap_prefix(report, table, "encap_source_v6", false) {
+        Some(Some((IpAddr::V6(a), len))) => Some(Some((a, len))),
+        Some(_) => Some(None),
+        None => None,
+    };
     Some(DataplaneConfig {
         maglev_table_size: maglev_table_size?,
         conntrack_size: conntrack_size?,
+        encap_source_v4: encap_source_v4?,
+        encap_source_v6: encap_source_v6?,
     })
+}
+
+/// `Some(None)`: not written; `None`: written wrongly (reported).
+fn encap_prefix(
+    report: &mut Report<'_>,
+    table: &Table<'_, '_>,
+    name: &str,
+    v4: bool,
+) -> Option<Option<(IpAddr, u8)>> {
+    let Some(value) = table.optional_str(report, name) else {
+        return Some(None);
+    };
+    let (offset, key) = (value.offset, value.key.clone());
+    let prefix = rules::prefix(report, value)?;
+    if prefix.0.is_ipv4() != v4 {
+        let family = if v4 { "IPv4" } else { "IPv6" };
+        report.add(offset, key, format!("{name} must be an {family} prefix"));
+        return None;
+    }
+    Some(Some(prefix))
 }
 
 /// A service as far as it could be read; `None` fields were reported.
@@ -120,7 +160,7 @@ pub(super) struct ServiceDraft {
     pub vip: Option<Located<IpAddr>>,
     pub port: Option<u16>,
     pub protocol: Option<Protocol>,
-    pub forwarding: Option<Forwarding>,
+    pub forwarding: Option<Located<Forwarding>>,
     pub backends: Vec<BackendDraft>,
     pub health: Option<Option<HealthCheckConfig>>,
 }
@@ -158,8 +198,15 @@ pub(super) fn service(report: &mut Report<'_>, table: &Table<'_, '_>) -> Service
         .required_str(report, "protocol")
         .and_then(|v| rules::choice(report, v));
     let forwarding = match table.optional_str(report, "forwarding") {
-        Some(v) => rules::choice(report, v),
-        None => Some(Forwarding::default()),
+        Some(v) => {
+            let (offset, key) = (v.offset, v.key.clone());
+            rules::choice(report, v).map(|value| Located { value, offset, key })
+        }
+        None => Some(Located {
+            value: Forwarding::default(),
+            offset: table.offset(),
+            key: table.key_path("forwarding"),
+        }),
     };
 
     let health = match table.optional_table(report, "health") {

@@ -72,7 +72,21 @@ fn example_parses() {
             xdp_mode: XdpMode::Auto,
         }
     );
-    assert_eq!(config.dataplane, DataplaneConfig::default());
+    assert_eq!(
+        config.dataplane,
+        DataplaneConfig {
+            encap_source_v4: Some(("10.255.0.0".parse().unwrap(), 24)),
+            encap_source_v6: Some(("fd00:255::".parse().unwrap(), 64)),
+            ..DataplaneConfig::default()
+        }
+    );
+    assert_eq!(
+        config.decap,
+        Some(DecapConfig {
+            interfaces: vec!["eth0".into()],
+            addresses: vec![ip("10.0.0.21")],
+        })
+    );
     assert_eq!(config.services.len(), 3);
     assert_eq!(
         config.services[0],
@@ -492,7 +506,7 @@ fn unknown_enum_values_list_the_allowed_ones() {
         "protocol = \"tcp\"",
         "protocol = \"tcp\"\nforwarding = \"nat\"",
     );
-    assert_one(&text, 10, "service[0].forwarding", "(allowed: dsr)");
+    assert_one(&text, 10, "service[0].forwarding", "(allowed: dsr, ipip)");
     let text = base_with(
         "interfaces = [\"eth0\"]",
         "interfaces = [\"eth0\"]\nxdp_mode = \"skb\"",

@@ -3,8 +3,10 @@
 
 use super::{Command, ConfigUpdate, PartContext};
 use crate::bus::Event;
-use crate::config::{Config, XdpMode};
-use crate::dataplane::{Dataplane, DataplaneOptions, XdpAttachMode};
+use crate::config::{Config, Forwarding, XdpMode};
+use crate::dataplane::{
+    Dataplane, DataplaneOptions, EncapSourceConfig, ForwardMode, XdpAttachMode,
+};
 use crate::health::{Checker, Probe, Schedule};
 use crate::l4::{NextHop, Op, Overrides, Reconciler};
 use crate::net::neigh::{self, Lookup};
@@ -34,8 +36,13 @@ struct L4 {
     dataplane: Dataplane,
     reconciler: Reconciler,
     handle: rtnetlink::Handle,
-    /// Backend address -> egress interface, or why there is none (logged once per change).
-    routes: HashMap<IpAddr, Result<u32, String>>,
+    /// Backend address -> egress interface and the neighbour whose MAC frames to it carry
+    /// (the backend, or the gateway for IPIP), or why there is none (logged once per change).
+    routes: HashMap<IpAddr, Result<(u32, IpAddr), String>>,
+    /// Backends only IPIP services use: they may sit behind a router.
+    routed_ok: BTreeSet<IpAddr>,
+    /// Outer source prefixes as written to the map; `None` before the first write.
+    encap: Option<EncapSourceConfig>,
     src_macs: HashMap<u32, [u8; 6]>,
     ticks: u32,
 }
@@ -165,6 +172,8 @@ async fn start(config: &Config, checker: Checker, teardown_on_exit: bool) -> Res
         reconciler,
         handle,
         routes: HashMap::new(),
+        routed_ok: BTreeSet::new(),
+        encap: None,
         src_macs: HashMap::new(),
         ticks: 0,
     })
@@ -183,6 +192,22 @@ impl L4 {
                     b.weight = 0;
                 }
             }
+        }
+        let encap = EncapSourceConfig {
+            v4: config.dataplane.encap_source_v4,
+            v6: config.dataplane.encap_source_v6,
+        };
+        if self.encap != Some(encap) {
+            // Before the tables: an IPIP service without its source drops its packets.
+            self.dataplane
+                .set_encap_source(&encap)
+                .context("cannot set the IPIP source prefixes")?;
+            self.encap = Some(encap);
+        }
+        let routed_ok = Reconciler::routed_ok(&effective);
+        if routed_ok != self.routed_ok {
+            self.routed_ok = routed_ok;
+            self.routes.clear();
         }
         let ops = self
             .reconciler
@@ -303,8 +328,18 @@ impl L4 {
         for op in ops {
             match op {
                 Op::SetBackend { id, backend } => self.dataplane.set_backend(*id, backend)?,
-                Op::SetService { key, id, table } => {
-                    self.dataplane.set_service(*key, *id, table)?
+                Op::SetService {
+                    key,
+                    id,
+                    table,
+                    forwarding,
+                } => {
+                    let mode = match forwarding {
+                        Forwarding::Dsr => ForwardMode::Dsr,
+                        Forwarding::Ipip => ForwardMode::Ipip,
+                    };
+                    self.dataplane
+                        .set_service_with_mode(*key, *id, table, mode)?
                 }
                 Op::RemoveService { key, id } => self.dataplane.remove_service(key, *id)?,
             }
@@ -325,24 +360,24 @@ impl L4 {
             let table = neigh::dump(&self.handle).await?;
             let mut unresolved = 0;
             for addr in self.reconciler.backend_addresses() {
-                let Some(ifindex) = self.route(addr, &attached).await else {
+                let Some((ifindex, neighbour)) = self.route(addr, &attached).await else {
                     continue;
                 };
                 let lookup = table
-                    .get(&(ifindex, addr))
+                    .get(&(ifindex, neighbour))
                     .copied()
                     .unwrap_or(Lookup::Unknown { ifindex });
                 let mac = match lookup {
                     Lookup::Known { mac, .. } => Some(mac),
                     Lookup::Stale { mac, .. } => {
                         // Still usable; a probe notices a host that was replaced.
-                        let _ = neigh::solicit(&self.handle, ifindex, addr).await;
+                        let _ = neigh::solicit(&self.handle, ifindex, neighbour).await;
                         Some(mac)
                     }
                     Lookup::Unknown { .. } => {
                         unresolved += 1;
-                        if let Err(e) = neigh::solicit(&self.handle, ifindex, addr).await {
-                            warn!(backend = %addr, "cannot trigger neighbour resolution: {e}");
+                        if let Err(e) = neigh::solicit(&self.handle, ifindex, neighbour).await {
+                            warn!(backend = %addr, %neighbour, "cannot trigger neighbour resolution: {e}");
                         }
                         None
                     }
@@ -357,7 +392,7 @@ impl L4 {
                 };
                 if let Some(op) = self.reconciler.set_next_hop(addr, next_hop) {
                     if let Some(nh) = next_hop {
-                        info!(backend = %addr, mac = %fmt_mac(&nh.mac), ifindex, "backend next hop");
+                        info!(backend = %addr, %neighbour, mac = %fmt_mac(&nh.mac), ifindex, "backend next hop");
                     }
                     self.apply_ops(&[op])?;
                 }
@@ -375,13 +410,19 @@ impl L4 {
         }
     }
 
-    async fn route(&mut self, addr: IpAddr, attached: &[u32]) -> Option<u32> {
+    async fn route(&mut self, addr: IpAddr, attached: &[u32]) -> Option<(u32, IpAddr)> {
         if !self.routes.contains_key(&addr) {
-            let r = match neigh::route_ifindex(&self.handle, addr).await {
-                Ok(i) if attached.contains(&i) => Ok(i),
-                Ok(i) => Err(format!(
-                    "backend {addr} is reached through ifindex {i}, where the balancer is not attached"
+            let routed_ok = self.routed_ok.contains(&addr);
+            let r = match neigh::route(&self.handle, addr).await {
+                Ok(r) if !attached.contains(&r.ifindex) => Err(format!(
+                    "backend {addr} is reached through ifindex {}, where the balancer is not attached",
+                    r.ifindex
                 )),
+                Ok(r) if routed_ok => Ok((r.ifindex, r.neighbour(addr))),
+                Ok(r) => r
+                    .on_link(addr)
+                    .map(|i| (i, addr))
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = &r {
@@ -481,6 +522,7 @@ impl L4 {
                 "vip": s.vip,
                 "port": s.port,
                 "protocol": format!("{:?}", s.protocol).to_lowercase(),
+                "forwarding": format!("{:?}", s.forwarding).to_lowercase(),
                 "packets": counters.packets,
                 "bytes": counters.bytes,
                 "backends": backends,

@@ -3,6 +3,7 @@
 //! reloads out to them, serves the admin API, and on SIGTERM/SIGINT lets every part do its
 //! graceful exit before returning.
 
+mod decap;
 pub mod l4;
 mod status;
 
@@ -89,6 +90,11 @@ fn part_specs() -> Vec<PartSpec> {
             name: "l4",
             wanted: |c| !c.services.is_empty(),
             run: |ctx| Box::pin(l4::run(ctx)),
+        },
+        PartSpec {
+            name: "decap",
+            wanted: |c| c.decap.is_some(),
+            run: |ctx| Box::pin(decap::run(ctx)),
         },
         PartSpec {
             name: "vrrp",

@@ -1,5 +1,5 @@
-//! Next hops for L2 direct server return: which interface reaches a backend and its MAC
-//! address, read from the kernel's routing and neighbour tables.
+//! Next hops of the balancer: which interface reaches a backend and the MAC address of the
+//! backend (L2 DSR) or of the gateway towards it (IPIP), read from the kernel's routing and neighbour tables.
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkAttribute;
@@ -36,9 +36,31 @@ pub enum Lookup {
     Unknown { ifindex: u32 },
 }
 
-/// The interface the kernel would use for `addr`; refuses gateways (L2 DSR needs the host on
-/// the link).
-pub async fn route_ifindex(handle: &Handle, addr: IpAddr) -> Result<u32, NeighError> {
+/// How the kernel would send to an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub ifindex: u32,
+    /// `None`: on-link; the frame goes to the address itself.
+    pub gateway: Option<IpAddr>,
+}
+
+impl Route {
+    /// The neighbour whose MAC a frame towards the routed address carries.
+    pub fn neighbour(&self, addr: IpAddr) -> IpAddr {
+        self.gateway.unwrap_or(addr)
+    }
+
+    /// L2 direct server return needs the host on the link: a routed one is an error.
+    pub fn on_link(self, addr: IpAddr) -> Result<u32, NeighError> {
+        match self.gateway {
+            None => Ok(self.ifindex),
+            Some(via) => Err(NeighError::NotOnLink { addr, via }),
+        }
+    }
+}
+
+/// The interface (and gateway, if any) the kernel would use for `addr`.
+pub async fn route(handle: &Handle, addr: IpAddr) -> Result<Route, NeighError> {
     let prefix = match addr {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
@@ -52,25 +74,23 @@ pub async fn route_ifindex(handle: &Handle, addr: IpAddr) -> Result<u32, NeighEr
         return Err(NeighError::NoRoute(addr));
     };
     let mut oif = None;
+    let mut gateway = None;
     for attr in &route.attributes {
         match attr {
             RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
-                return Err(NeighError::NotOnLink {
-                    addr,
-                    via: IpAddr::V4(*g),
-                });
-            }
-            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
-                return Err(NeighError::NotOnLink {
-                    addr,
-                    via: IpAddr::V6(*g),
-                });
-            }
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(IpAddr::V4(*g)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gateway = Some(IpAddr::V6(*g)),
             _ => {}
         }
     }
-    oif.ok_or(NeighError::NoRoute(addr))
+    let ifindex = oif.ok_or(NeighError::NoRoute(addr))?;
+    Ok(Route { ifindex, gateway })
+}
+
+/// The interface the kernel would use for `addr`; refuses gateways (L2 DSR needs the host on
+/// the link).
+pub async fn route_ifindex(handle: &Handle, addr: IpAddr) -> Result<u32, NeighError> {
+    route(handle, addr).await?.on_link(addr)
 }
 
 /// The MAC address of one of our interfaces.
@@ -142,4 +162,28 @@ pub async fn solicit(handle: &Handle, ifindex: u32, addr: IpAddr) -> Result<(), 
         .execute()
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routed_backends_go_to_the_gateway_and_dsr_refuses_them() {
+        let host: IpAddr = "10.1.0.21".parse().unwrap();
+        let gw: IpAddr = "10.0.0.1".parse().unwrap();
+        let routed = Route {
+            ifindex: 3,
+            gateway: Some(gw),
+        };
+        assert_eq!(routed.neighbour(host), gw);
+        let err = routed.on_link(host).unwrap_err().to_string();
+        assert!(err.contains("through gateway 10.0.0.1"), "{err}");
+        let direct = Route {
+            ifindex: 3,
+            gateway: None,
+        };
+        assert_eq!(direct.neighbour(host), host);
+        assert_eq!(direct.on_link(host).unwrap(), 3);
+    }
 }

@@ -1,4 +1,4 @@
-use crate::config::{Config, Protocol, ServiceConfig};
+use crate::config::{Config, Forwarding, Protocol, ServiceConfig};
 use crate::maglev::{self, MaglevInput};
 use dataplane_common::{
     BACKEND_F_VALID, Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// Where L2 DSR sends a backend's frames.
+/// Where a backend's frames go: the backend itself (on-link) or, for IPIP, the gateway
+/// that routes to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextHop {
     pub ifindex: u32,
@@ -28,6 +29,7 @@ pub enum Op {
         key: ServiceKey,
         id: u32,
         table: Arc<Vec<u32>>,
+        forwarding: Forwarding,
     },
     RemoveService {
         key: ServiceKey,
@@ -42,6 +44,8 @@ struct ServiceState {
     /// (address, weight) in configuration order; the table is rebuilt only when this changes.
     members: Vec<(IpAddr, u32)>,
     table_size: u32,
+    /// `None` after `adopt`: unknown until the config is applied.
+    forwarding: Option<Forwarding>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +142,7 @@ impl Reconciler {
                     // the same content for an unchanged config.
                     members: Vec::new(),
                     table_size: 0,
+                    forwarding: None,
                 },
             );
         }
@@ -151,6 +156,21 @@ impl Reconciler {
     /// Addresses of every configured backend.
     pub fn backend_addresses(&self) -> Vec<IpAddr> {
         self.backends.keys().copied().collect()
+    }
+
+    /// Backends that only IPIP services use: the only ones that may sit behind a router
+    /// (a DSR frame must reach the backend itself on the link).
+    pub fn routed_ok(config: &Config) -> BTreeSet<IpAddr> {
+        let mut dsr = BTreeSet::new();
+        let mut ipip = BTreeSet::new();
+        for s in &config.services {
+            let set = match s.forwarding {
+                Forwarding::Dsr => &mut dsr,
+                Forwarding::Ipip => &mut ipip,
+            };
+            set.extend(s.backends.iter().map(|b| b.address));
+        }
+        ipip.difference(&dsr).copied().collect()
     }
 
     /// (service name, service id) pairs, for counters.
@@ -236,11 +256,15 @@ impl Reconciler {
                 svc.backends.iter().map(|b| (b.address, b.weight)).collect();
             if let Some(st) = self.services.get_mut(&key) {
                 st.name = svc.name.clone();
-                if st.members == members && st.table_size == table_size {
+                if st.members == members
+                    && st.table_size == table_size
+                    && st.forwarding == Some(svc.forwarding)
+                {
                     continue;
                 }
                 st.members = members;
                 st.table_size = table_size;
+                st.forwarding = Some(svc.forwarding);
             } else {
                 let id = self.take_service_id();
                 self.services.insert(
@@ -250,6 +274,7 @@ impl Reconciler {
                         name: svc.name.clone(),
                         members,
                         table_size,
+                        forwarding: Some(svc.forwarding),
                     },
                 );
             }
@@ -259,6 +284,7 @@ impl Reconciler {
                     key,
                     id: st.id,
                     table,
+                    forwarding: st.forwarding.unwrap_or_default(),
                 });
             }
         }

@@ -3,7 +3,7 @@ use crate::config;
 
 fn cfg(services: &str) -> Config {
     let text = format!(
-        "[node]\nname = \"t\"\ninterfaces = [\"eth0\"]\n[dataplane]\nmaglev_table_size = 251\n{services}"
+        "[node]\nname = \"t\"\ninterfaces = [\"eth0\"]\n[dataplane]\nmaglev_table_size = 251\nencap_source_v4 = \"10.255.0.0/24\"\n{services}"
     );
     match config::parse(&text, "test.toml") {
         Ok(c) => c,
@@ -178,7 +178,7 @@ fn maps_after(ops: &[Op]) -> (Vec<Backend>, Vec<(ServiceKey, ServiceValue)>) {
     for op in ops {
         match op {
             Op::SetBackend { id, backend } => backends[*id as usize] = *backend,
-            Op::SetService { key, id, table } => services.push((
+            Op::SetService { key, id, table, .. } => services.push((
                 *key,
                 ServiceValue {
                     id: *id,
@@ -248,5 +248,37 @@ fn adopting_stale_services_removes_them() {
             .count(),
         1,
         "{ops:?}"
+    );
+}
+
+#[test]
+fn forwarding_mode_travels_with_the_service_and_a_change_rewrites_it() {
+    let mut r = Reconciler::new();
+    let ops = r.apply(&cfg(TWO)).unwrap();
+    assert!(ops.iter().all(
+        |o| !matches!(o, Op::SetService { forwarding, .. } if *forwarding != Forwarding::Dsr)
+    ));
+    let c = cfg(&TWO.replacen(
+        "protocol = \"tcp\"",
+        "protocol = \"tcp\"\nforwarding = \"ipip\"",
+        1,
+    ));
+    let ops = r.apply(&c).unwrap();
+    // Only the web service changed mode: its table is rewritten with the new mode, the
+    // backends stay as they are.
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(matches!(
+        &ops[0],
+        Op::SetService {
+            forwarding: Forwarding::Ipip,
+            ..
+        }
+    ));
+    assert!(r.apply(&c).unwrap().is_empty());
+    // 10.0.0.21 is used only by the IPIP service, 10.0.0.22 also by the DSR one.
+    let routed = Reconciler::routed_ok(&c);
+    assert_eq!(
+        routed.into_iter().collect::<Vec<_>>(),
+        vec!["10.0.0.21".parse::<IpAddr>().unwrap()]
     );
 }

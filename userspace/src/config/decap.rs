@@ -1,0 +1,114 @@
+//! `[decap]` (a host behind IPIP services runs the decapsulator) and the rule that IPIP
+//! services have an outer source prefix of their family.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::model::{DataplaneConfig, DecapConfig, Forwarding};
+use super::reader::Table;
+use super::report::Report;
+use super::rules;
+use super::sections::ServiceDraft;
+
+pub(super) fn section(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<DecapConfig> {
+    table.deny_unknown(report, &["interfaces", "addresses"]);
+    if !table.has("interfaces") {
+        report.add(
+            table.offset(),
+            table.key_path("interfaces"),
+            "missing key: the interfaces the decapsulator attaches to",
+        );
+    }
+    if !table.has("addresses") {
+        report.add(
+            table.offset(),
+            table.key_path("addresses"),
+            "missing key: the host's tunnel addresses (its backend address in the balancers' services)",
+        );
+    }
+    let interfaces = table.optional_str_array(report, "interfaces").map(|list| {
+        if list.value.is_empty() && table.array_len("interfaces") == Some(0) {
+            report.add(list.offset, list.key.clone(), "lists no interface");
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut names = Vec::new();
+        for item in list.value {
+            if let Some(&first) = seen.get(item.value) {
+                let line = report.line_of(first);
+                report.add(
+                    item.offset,
+                    item.key,
+                    format!(
+                        "interface \"{}\" is already listed (line {line})",
+                        item.value
+                    ),
+                );
+                continue;
+            }
+            seen.insert(item.value, item.offset);
+            if let Some(name) = rules::interface_name(report, item) {
+                names.push(name);
+            }
+        }
+        names
+    });
+    let addresses = table.optional_str_array(report, "addresses").map(|list| {
+        if list.value.is_empty() && table.array_len("addresses") == Some(0) {
+            report.add(list.offset, list.key.clone(), "lists no address");
+        }
+        let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+        let mut addresses = Vec::new();
+        for item in list.value {
+            let Some(address) = rules::unicast_ip(report, item) else {
+                continue;
+            };
+            if let Some(&first) = seen.get(&address.value) {
+                let line = report.line_of(first);
+                report.add(
+                    address.offset,
+                    address.key,
+                    format!("{} is already listed (line {line})", address.value),
+                );
+                continue;
+            }
+            seen.insert(address.value, address.offset);
+            addresses.push(address.value);
+        }
+        addresses
+    });
+    Some(DecapConfig {
+        interfaces: interfaces?,
+        addresses: addresses?,
+    })
+}
+
+/// An IPIP service's packets leave with an outer source from `[dataplane]`; without one of
+/// its family the balancer would drop them all.
+pub(super) fn check_sources(
+    report: &mut Report<'_>,
+    services: &[ServiceDraft],
+    dataplane: &DataplaneConfig,
+) {
+    for s in services {
+        let (Some(forwarding), Some(vip)) = (&s.forwarding, &s.vip) else {
+            continue;
+        };
+        if forwarding.value != Forwarding::Ipip {
+            continue;
+        }
+        let (missing, key) = match vip.value {
+            IpAddr::V4(_) => (dataplane.encap_source_v4.is_none(), "encap_source_v4"),
+            IpAddr::V6(_) => (dataplane.encap_source_v6.is_none(), "encap_source_v6"),
+        };
+        if missing {
+            report.add(
+                forwarding.offset,
+                forwarding.key.clone(),
+                format!(
+                    "forwarding = \"ipip\" for vip {} needs [dataplane] {key} (the outer source prefix)",
+                    vip.value
+                ),
+            );
+        }
+    }
+}
