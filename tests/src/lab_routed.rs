@@ -150,6 +150,10 @@ impl RoutedLab {
                 "\n  [[service.backend]]\n  address = \"{addr}\"\n"
             ));
         }
+        // The router learns the VIP by OSPF, as in the lab; lb1 alone announces it always.
+        text.push_str(
+            "\n[ospf]\nrouter_id = \"10.0.0.11\"\n  [[ospf.interface]]\n  name = \"eth0\"\n  hello_interval = 1\n  dead_interval = 4\n  retransmit_interval = 2\n  priority = 0\n  [[ospf.announce]]\n  vip = \"203.0.113.10\"\n  policy = \"always\"\n",
+        );
         text
     }
 }

@@ -53,6 +53,8 @@ fn ipip_to_routed_hosts_end_to_end() -> Result<()> {
     )?;
     dsr.stop()?;
     let _lb = r.lab.start_portier("lb1", &r.lb_config())?;
+    r.lab
+        .wait_vip_route(&["10.0.0.11"], portier_tests::lab::VIP_ROUTE_TIMEOUT)?;
     let client_ns = r.lab.ns("client");
     let before: Vec<u64> = (0..ROUTED_HOSTS.len())
         .map(|i| host_decapsulated(&r, i))
