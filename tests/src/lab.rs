@@ -352,6 +352,28 @@ impl Lab {
         Ok(d)
     }
 
+    /// The lab's LB config for `node` as a pure L4 node: no VRRP, no OSPF. For tests of the
+    /// L4 control plane alone, with [`Lab::route_vip_statically`] standing in for the routing.
+    pub fn lb_config_l4_only(&self, node: &str) -> Result<String> {
+        let text = self.lb_config(node)?;
+        let cut = ["[[vrrp", "[ospf"]
+            .iter()
+            .filter_map(|h| text.find(h))
+            .min()
+            .unwrap_or(text.len());
+        Ok(text[..cut].to_string())
+    }
+
+    /// Routes the VIP on pt-router to `via` statically (for L4-only nodes, which announce
+    /// nothing).
+    pub fn route_vip_statically(&self, via: &str) -> Result<()> {
+        ip_in(
+            &self.ns("router"),
+            &["route", "replace", &format!("{VIP}/32"), "via", via],
+        )?;
+        Ok(())
+    }
+
     /// The lab's LB config (examples/lab-lb.toml) for `node`, with this lab's node name.
     pub fn lb_config(&self, node: &str) -> Result<String> {
         let path = examples_dir().join("lab-lb.toml");

@@ -50,9 +50,11 @@ fn fixed_port_hosts(l: &Lab) -> Result<BTreeMap<u16, String>> {
 #[test]
 fn l4_control_plane_under_traffic() -> Result<()> {
     let l = Lab::up(PREFIX)?;
-    let config = l.lb_config("lb1")?;
+    // L4 alone: a restart of a node that also speaks OSPF resets its adjacency (no OSPF
+    // graceful restart yet), which is not what this test is about.
+    let config = l.lb_config_l4_only("lb1")?;
     let lb = l.start_portier("lb1", &config)?;
-    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
+    l.route_vip_statically("10.0.0.11")?;
     let lb_ns = l.ns("lb1");
 
     // --- A host's app stops: it leaves within fall x interval, returns after rise x interval.
@@ -200,8 +202,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     }
     assert_eq!(fixed_port_hosts(&l)?, before, "flows moved");
 
-    // --- kill -9 and start again: the kernel keeps forwarding while no daemon runs (the
-    // router keeps the OSPF route for the dead interval, 4 s), and the new process adopts it.
+    // --- kill -9 and start again: the kernel keeps forwarding, the new process adopts it.
     std::fs::write(&lb.config, &config)?;
     let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(120))?;
     wait_until("traffic", Duration::from_secs(10), || {
@@ -211,20 +212,12 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     let mark = traffic.samples().len();
     wait_until(
         "traffic while no daemon runs",
-        Duration::from_secs(3),
-        || traffic.samples().len() > mark + 20,
+        Duration::from_secs(10),
+        || traffic.samples().len() > mark + 100,
     )?;
-    let samples = traffic.stop();
-    assert!(failures(&samples).is_empty(), "{:?}", failures(&samples));
     drop(lb);
     let lb = l.start_portier("lb1", &config)?;
     lb.wait_for("adopted the running dataplane", 1, Duration::from_secs(5))?;
-    // Without OSPF graceful restart the new speaker's first hellos reset the adjacency and
-    // its first Router-LSA (still VRRP backup) has no VIP: the route goes, and comes back
-    // once lb1 is master again. Idle established connections ride it out.
-    let _ = l.wait_vip_route(&[], Duration::from_secs(10));
-    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
-    let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(120))?;
     let mark = traffic.samples().len();
     wait_until("traffic after the restart", Duration::from_secs(10), || {
         traffic.samples().len() > mark + 100
