@@ -536,14 +536,16 @@ fn count_in_log(log: &Path, pattern: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {
+/// A veth pair with one end in each namespace.
+pub(crate) fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {
     ip(&[
         "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b,
     ])
     .map(|_| ())
 }
 
-fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
+/// Gives `dev` an address and brings it up.
+pub(crate) fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
     ip_in(ns, &["addr", "add", cidr, "dev", dev])?;
     ip_in(ns, &["link", "set", dev, "up"])?;
     Ok(())

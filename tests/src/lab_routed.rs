@@ -14,8 +14,8 @@
 //! and the encapsulated ones in 1500. A real deployment raises the path MTU to the hosts
 //! instead (or clamps MSS on the router).
 
-use crate::lab::{self, Daemon, Lab, VIP};
-use crate::netns::{self, exec_in, ip, ip_in, spawn_in};
+use crate::lab::{self, Daemon, Lab, VIP, addr_up, veth};
+use crate::netns::{self, exec_in, ip_in, spawn_in};
 use anyhow::{Context, Result, bail};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -174,17 +174,4 @@ pub fn host_config(lab: &Lab, host: &str, addr: &str) -> String {
         "[node]\nname = \"{}\"\n\n[admin]\nlisten = \"{HOST_ADMIN}\"\n\n[decap]\ninterfaces = [\"eth0\"]\naddresses = [\"{addr}\"]\n",
         lab.ns(host)
     )
-}
-
-fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {
-    ip(&[
-        "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b,
-    ])
-    .map(|_| ())
-}
-
-fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
-    ip_in(ns, &["addr", "add", cidr, "dev", dev])?;
-    ip_in(ns, &["link", "set", dev, "up"])?;
-    Ok(())
 }

@@ -339,6 +339,26 @@ fn dead_interval_drops_the_neighbor_and_its_transit_link() {
     );
 }
 
+/// Router 11 after a restart: a fresh instance with its interface up, nothing announced.
+fn restarted_11(now: Instant) -> Instance {
+    let mut fresh = Instance::new(
+        rid(11),
+        vec![iface_cfg(NetworkType::Broadcast, 0, Auth::Null)],
+        1_700_000_100,
+        now,
+    );
+    fresh.interface_up(
+        0,
+        IfaceAddr {
+            addr: rid(11),
+            prefix_len: 24,
+            mtu: 1500,
+        },
+        now,
+    );
+    fresh
+}
+
 #[test]
 fn restart_reclaims_own_lsa_with_a_higher_sequence_number() {
     let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
@@ -366,21 +386,7 @@ fn restart_reclaims_own_lsa_with_a_higher_sequence_number() {
     // 11 restarts: fresh instance, no VIP. It must end up with old_seq + 1 or more, and
     // the stale VIP must go.
     let now = seg.now;
-    let mut fresh = Instance::new(
-        rid(11),
-        vec![iface_cfg(NetworkType::Broadcast, 0, Auth::Null)],
-        1_700_000_100,
-        now,
-    );
-    fresh.interface_up(
-        0,
-        IfaceAddr {
-            addr: rid(11),
-            prefix_len: 24,
-            mtu: 1500,
-        },
-        now,
-    );
+    let fresh = restarted_11(now);
     seg.routers[1].1 = fresh;
     seg.run_until(Duration::from_secs(60), |s| {
         s.full(1, 11)
@@ -728,21 +734,7 @@ fn restart_after_a_clean_stop_announces_again() {
     assert!(!seg.sees_stub(1, 11, vip()));
 
     let now = seg.now;
-    let mut fresh = Instance::new(
-        rid(11),
-        vec![iface_cfg(NetworkType::Broadcast, 0, Auth::Null)],
-        1_700_000_200,
-        now,
-    );
-    fresh.interface_up(
-        0,
-        IfaceAddr {
-            addr: rid(11),
-            prefix_len: 24,
-            mtu: 1500,
-        },
-        now,
-    );
+    let mut fresh = restarted_11(now);
     fresh.set_announcements(stub(1), now);
     seg.routers[1].1 = fresh;
     seg.run_until(Duration::from_secs(60), |s| {
