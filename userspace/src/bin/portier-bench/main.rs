@@ -5,8 +5,8 @@
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portier::dataplane::{
-    BACKEND_F_VALID, Backend, DEFAULT_MAGLEV_SIZE, Dataplane, FAMILY_V4, FAMILY_V6, PROTO_TCP,
-    PROTO_UDP, ServiceKey, pin_to_cpu,
+    BACKEND_F_VALID, Backend, DEFAULT_MAGLEV_SIZE, Dataplane, Decapsulator, EncapSourceConfig,
+    FAMILY_V4, FAMILY_V6, ForwardMode, PROTO_TCP, PROTO_UDP, ServiceKey, pin_to_cpu,
 };
 
 #[derive(Parser)]
@@ -229,6 +229,71 @@ fn single_runs(
     Ok(total as f64 / frames.len() as f64)
 }
 
+/// The IPIP path and the host's decapsulator, each next to DSR and the floor measured the same
+/// way: one run per packet (repeat 1), because a repeated run would encapsulate (or strip)
+/// the same buffer again and again.
+fn encapsulation(dp: &mut Dataplane, table: &[u32], n: u32, tx: u32) -> anyhow::Result<()> {
+    let mut v4 = [0u8; 16];
+    v4[..4].copy_from_slice(&VIP);
+    let ipip_key = ServiceKey {
+        addr: v4,
+        port: 8080u16.to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+    };
+    dp.set_encap_source(&EncapSourceConfig {
+        v4: Some((std::net::Ipv4Addr::new(10, 255, 0, 0), 24)),
+        v6: None,
+    })?;
+    dp.set_service_with_mode(ipip_key, 3, table, ForwardMode::Ipip)?;
+    // Established flows: the SYN records them, the measured packets are ACKs.
+    let (syn_dsr, ack_dsr) = (
+        frames::v4(VIP, 40001, 80, Some(SYN)),
+        frames::v4(VIP, 40001, 80, Some(ACK)),
+    );
+    let (syn_ipip, ack_ipip) = (
+        frames::v4(VIP, 40001, 8080, Some(SYN)),
+        frames::v4(VIP, 40001, 8080, Some(ACK)),
+    );
+    dp.test_run("portier_lb", &syn_dsr, 1)?;
+    let encapsulated = dp.test_run("portier_lb", &syn_ipip, 1)?.frame;
+    let n = n as usize;
+    let floor = single_runs(dp, "portier_floor", &vec![ack_dsr.clone(); n], tx)?;
+    let dsr = single_runs(dp, "portier_lb", &vec![ack_dsr; n], tx)?;
+    let ipip = single_runs(dp, "portier_lb", &vec![ack_ipip; n], tx)?;
+
+    let mut decap = Decapsulator::load_for_test().context("loading portier_decap")?;
+    // The outer destination is the backend's address.
+    let dst = std::net::Ipv4Addr::new(
+        encapsulated[30],
+        encapsulated[31],
+        encapsulated[32],
+        encapsulated[33],
+    );
+    decap.add_address(dst.into())?;
+    let pass = 2;
+    let mut total = 0u64;
+    for _ in 0..n {
+        let out = decap.test_run(&encapsulated)?;
+        if out.action != pass {
+            bail!("portier_decap: action {} instead of XDP_PASS", out.action);
+        }
+        total += out.duration_ns;
+    }
+    let decap_ns = total as f64 / n as f64;
+    println!("\nEncapsulation: one run per packet ({n} packets each; includes a clock read pair)");
+    println!("{:<30} {:>8} {:>10}", "case", "ns/pkt", "x floor");
+    for (name, v) in [
+        ("floor (MAC swap + XDP_TX)", floor),
+        ("TCP established, DSR", dsr),
+        ("TCP established, IPIP", ipip),
+        ("portier_decap (host)", decap_ns),
+    ] {
+        println!("{name:<30} {v:>8.0} {:>10.2}", v / floor.max(1.0));
+    }
+    Ok(())
+}
+
 fn xdp(p: &Params) -> anyhow::Result<()> {
     let Params {
         repeat,
@@ -436,6 +501,8 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         s1 / f1.max(1.0)
     );
     println!("{:<30} {:>8.0}", "  new flow estimate", s1 - f1 + floor);
+
+    encapsulation(&mut dp, &table, new_flows.max(1000), tx)?;
 
     let reasons = dp.reasons()?;
     let hits: Vec<String> = reasons
