@@ -6,23 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::{Ipv4HeaderSlice, PacketBuilder, VlanId};
 use portier::dataplane::*;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const LO: u32 = 1;
+mod common;
+use common::*;
 
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const CLIENT: [u8; 4] = [198, 51, 100, 10];
-const VIP: [u8; 4] = [203, 0, 113, 10];
 const HOST: [u8; 4] = [10, 9, 0, 21];
-const CLIENT6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-];
-const VIP6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-];
 const HOST6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x21,
 ];
@@ -31,12 +19,6 @@ const SRC4: [u8; 4] = [192, 0, 2, 0];
 const SRC6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
-
-fn v4(a: [u8; 4]) -> [u8; 16] {
-    let mut o = [0u8; 16];
-    o[..4].copy_from_slice(&a);
-    o
-}
 
 fn backend(addr: [u8; 16], family: u8) -> Backend {
     Backend {

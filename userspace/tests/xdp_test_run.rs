@@ -6,25 +6,11 @@
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, VlanId, icmpv4::DestUnreachableHeader};
 use portier::dataplane::*;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
+mod common;
+use common::*;
 
-/// `BPF_PROG_TEST_RUN` runs XDP with `lo` as the ingress device.
-const LO: u32 = 1;
-
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
-const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
-const CLIENT: [u8; 4] = [198, 51, 100, 10];
 const ROUTER: [u8; 4] = [198, 51, 100, 1];
-const VIP: [u8; 4] = [203, 0, 113, 10];
 const OTHER: [u8; 4] = [10, 0, 0, 11];
-const CLIENT6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-];
-const VIP6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-];
 const ROUTER6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
 ];
@@ -49,12 +35,6 @@ fn backend(i: u32, generation: u32) -> Backend {
         family: FAMILY_V4,
         _pad: [0; 3],
     }
-}
-
-fn v4(a: [u8; 4]) -> [u8; 16] {
-    let mut o = [0u8; 16];
-    o[..4].copy_from_slice(&a);
-    o
 }
 
 fn svc4(port: u16, proto: u8) -> ServiceKey {
