@@ -30,27 +30,7 @@ pub(super) fn section(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<
         if list.value.is_empty() && table.array_len("interfaces") == Some(0) {
             report.add(list.offset, list.key.clone(), "lists no interface");
         }
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut names = Vec::new();
-        for item in list.value {
-            if let Some(&first) = seen.get(item.value) {
-                let line = report.line_of(first);
-                report.add(
-                    item.offset,
-                    item.key,
-                    format!(
-                        "interface \"{}\" is already listed (line {line})",
-                        item.value
-                    ),
-                );
-                continue;
-            }
-            seen.insert(item.value, item.offset);
-            if let Some(name) = rules::interface_name(report, item) {
-                names.push(name);
-            }
-        }
-        names
+        rules::interface_names(report, list.value)
     });
     let addresses = table.optional_str_array(report, "addresses").map(|list| {
         if list.value.is_empty() && table.array_len("addresses") == Some(0) {

@@ -174,3 +174,28 @@ pub(super) fn interface_name(report: &mut Report<'_>, value: Located<&str>) -> O
     );
     None
 }
+
+/// A list of interface names: each valid, none twice (a repeat names the first one's line).
+pub(super) fn interface_names(report: &mut Report<'_>, items: Vec<Located<&str>>) -> Vec<String> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut names = Vec::new();
+    for item in items {
+        if let Some(&first) = seen.get(item.value) {
+            let line = report.line_of(first);
+            report.add(
+                item.offset,
+                item.key,
+                format!(
+                    "interface \"{}\" is already listed (line {line})",
+                    item.value
+                ),
+            );
+            continue;
+        }
+        seen.insert(item.value, item.offset);
+        if let Some(name) = interface_name(report, item) {
+            names.push(name);
+        }
+    }
+    names
+}

@@ -44,26 +44,7 @@ pub(super) fn node(report: &mut Report<'_>, table: &Table<'_, '_>) -> NodeDraft 
         .required_str(report, "name")
         .and_then(|v| rules::node_name(report, v));
     let interfaces = table.optional_str_array(report, "interfaces").map(|list| {
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut names = Vec::new();
-        for item in list.value {
-            if let Some(&first) = seen.get(item.value) {
-                let line = report.line_of(first);
-                report.add(
-                    item.offset,
-                    item.key,
-                    format!(
-                        "interface \"{}\" is already listed (line {line})",
-                        item.value
-                    ),
-                );
-                continue;
-            }
-            seen.insert(item.value, item.offset);
-            if let Some(name) = rules::interface_name(report, item) {
-                names.push(name);
-            }
-        }
+        let names = rules::interface_names(report, list.value);
         Located {
             value: names,
             offset: list.offset,

@@ -1,44 +1,10 @@
 use std::net::IpAddr;
 
+use super::test_support::{FILE, assert_one, assert_problem, problems};
 use super::*;
-
-const FILE: &str = "portier.toml";
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
-}
-
-fn problems(text: &str) -> Vec<Problem> {
-    match parse(text, FILE) {
-        Ok(config) => panic!("expected problems, got {config:?}"),
-        Err(error) => {
-            println!("{error}");
-            error.problems().to_vec()
-        }
-    }
-}
-
-/// Asserts exactly one problem at `line` on `key`, whose message contains `fragment`.
-#[track_caller]
-fn assert_one(text: &str, line: usize, key: &str, fragment: &str) {
-    let found = problems(text);
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert_problem(&found[0], line, key, fragment);
-}
-
-#[track_caller]
-fn assert_problem(problem: &Problem, line: usize, key: &str, fragment: &str) {
-    assert_eq!(problem.file, FILE, "{problem:?}");
-    assert_eq!(
-        (problem.line, problem.key.as_str()),
-        (line, key),
-        "{problem:?}"
-    );
-    assert!(
-        problem.message.contains(fragment),
-        "{:?} does not contain {fragment:?}",
-        problem.message
-    );
 }
 
 /// A valid file with one service; tests append or replace lines to break it.
