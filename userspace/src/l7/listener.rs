@@ -2,7 +2,9 @@
 //! TLS handshake when configured, and serves HTTP/1 and HTTP/2 on each connection with hyper.
 
 use crate::config::{HttpProtocol, ListenerConfig};
+use crate::l7::fast;
 use crate::l7::metrics::ListenerMetrics;
+use crate::l7::prefixed::Prefixed;
 use crate::l7::proxy::{self, ConnInfo};
 use crate::l7::proxy_protocol::{self, Header};
 use crate::l7::snapshot::Shared;
@@ -170,6 +172,13 @@ async fn accept_loop(
     h1_only.protocols = vec![HttpProtocol::Http1];
     let h1_only = Arc::new(builder(&h1_only));
     let header_timeout = Duration::from_millis(config.header_timeout_ms);
+    // Plain connections start on the fast path when the listener speaks HTTP/1 (an h2c
+    // preface is handed on to hyper), TLS ones when ALPN did not pick h2.
+    let fast = Arc::new(fast::Settings {
+        header_timeout,
+        max_header_bytes: config.max_header_bytes,
+    });
+    let plain_fast = config.protocols.contains(&HttpProtocol::Http1);
     loop {
         let (stream, peer) = tokio::select! {
             r = socket.accept() => match r {
@@ -201,6 +210,9 @@ async fn accept_loop(
             metrics: metrics.clone(),
             proxy_protocol: config.proxy_protocol,
             header_timeout,
+            fast: fast.clone(),
+            plain_fast,
+            stopped: stopped.clone(),
         };
         let builder = if tls.is_some() {
             over_tls.clone()
@@ -235,6 +247,10 @@ struct Conn {
     metrics: Arc<ListenerMetrics>,
     proxy_protocol: bool,
     header_timeout: Duration,
+    fast: Arc<fast::Settings>,
+    plain_fast: bool,
+    /// The listener's stop: fast-path connections close between requests when it fires.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Conn {
@@ -264,7 +280,11 @@ impl Conn {
         match tls {
             None => {
                 let info = self.info(client, false);
-                run_http(stream, info, self.shared, &builder, watcher).await
+                if self.plain_fast {
+                    self.fast_then_http(stream, info, &builder, watcher).await
+                } else {
+                    run_http(stream, info, self.shared, &builder, watcher).await
+                }
             }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(self.header_timeout, acceptor.accept(stream));
@@ -277,9 +297,31 @@ impl Conn {
                 };
                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 let info = self.info(client, true);
-                let b = if h2 { &builder } else { &h1_only };
-                run_http(tls_stream, info, self.shared, b, watcher).await
+                if h2 {
+                    run_http(tls_stream, info, self.shared, &builder, watcher).await
+                } else {
+                    self.fast_then_http(tls_stream, info, &h1_only, watcher)
+                        .await
+                }
             }
+        }
+    }
+
+    /// Serves on the fast path until a request needs hyper, which then gets the connection
+    /// with what was read of it. The watcher, held meanwhile, keeps a drain waiting.
+    async fn fast_then_http<I>(
+        mut self,
+        mut io: I,
+        info: Arc<ConnInfo>,
+        builder: &auto::Builder<TokioExecutor>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let outcome =
+            fast::serve(&mut io, &info, &self.shared, &self.fast, &mut self.stopped).await;
+        if let fast::Outcome::Handoff(read) = outcome {
+            run_http(Prefixed::new(read, io), info, self.shared, builder, watcher).await
         }
     }
 

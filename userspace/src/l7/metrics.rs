@@ -9,6 +9,8 @@ pub struct ListenerMetrics {
     pub connections: AtomicU64,
     pub active: AtomicU64,
     pub requests: AtomicU64,
+    /// Of those, the requests forwarded by the byte-level HTTP/1.1 fast path.
+    pub fast_requests: AtomicU64,
     /// Requests refused before routing: missing, repeated or invalid Host.
     pub bad_requests: AtomicU64,
     pub no_route: AtomicU64,
@@ -66,6 +68,7 @@ pub fn render_listener(out: &mut String, name: &str, m: &ListenerMetrics) {
         ("connections_total", get(&m.connections)),
         ("connections_active", get(&m.active)),
         ("requests_total", get(&m.requests)),
+        ("fast_path_requests_total", get(&m.fast_requests)),
         ("bad_requests_total", get(&m.bad_requests)),
         ("no_route_total", get(&m.no_route)),
         ("proxy_protocol_errors_total", get(&m.proxy_protocol_errors)),

@@ -7,11 +7,14 @@
 
 pub mod balance;
 pub mod body;
+pub mod chunked;
+pub mod fast;
 pub mod headers;
 pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod pool;
+pub mod prefixed;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod router;

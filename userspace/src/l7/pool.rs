@@ -80,6 +80,12 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle upstream connection of the HTTP/1 fast path: a plain stream between messages.
+struct RawIdle {
+    stream: TcpStream,
+    since: Instant,
+}
+
 /// Upstream timeouts and limits, from the pool's config.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
@@ -101,6 +107,9 @@ pub struct Server {
     slots: Arc<Semaphore>,
     max_connections: u32,
     idle: Box<[Mutex<Vec<Idle>>]>,
+    /// The fast path's connections, per worker: a stream is registered with the event loop
+    /// of the worker that opened it, so it is never handed to another worker.
+    raw_idle: Box<[Mutex<Vec<RawIdle>>]>,
     /// The HTTP/2 connection shared by all requests to this server.
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     pub metrics: ServerMetrics,
@@ -133,6 +142,7 @@ impl Server {
             slots: Arc::new(Semaphore::new(config.max_connections as usize)),
             max_connections: config.max_connections,
             idle: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            raw_idle: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             h2: Mutex::new(None),
             metrics: ServerMetrics::default(),
         }
@@ -196,6 +206,11 @@ impl Server {
                 list.clear();
             }
         }
+        for shard in self.raw_idle.iter() {
+            if let Ok(mut list) = shard.lock() {
+                list.clear();
+            }
+        }
         if let Ok(mut h2) = self.h2.lock() {
             *h2 = None;
         }
@@ -233,7 +248,7 @@ impl Server {
         }
     }
 
-    async fn connect(&self, t: &Timeouts) -> Result<Sender, String> {
+    async fn connect_tcp(&self, t: &Timeouts) -> Result<TcpStream, String> {
         let stream = match tokio::time::timeout(t.connect, TcpStream::connect(self.address)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(format!("connect to {}: {e}", self.address)),
@@ -241,6 +256,84 @@ impl Server {
         };
         let _ = stream.set_nodelay(true);
         self.metrics.connects.fetch_add(1, Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    /// A new plain connection for the fast path.
+    pub async fn connect_raw(&self, t: &Timeouts) -> Result<TcpStream, String> {
+        self.connect_tcp(t).await
+    }
+
+    /// An idle fast-path connection the server has not closed: this worker's first, else
+    /// another's (its events then arrive through that worker's loop, which costs a
+    /// cross-thread wake-up but saves the backend a connection).
+    pub fn take_raw(&self, max_idle: Duration) -> Option<TcpStream> {
+        let shards = self.raw_idle.len();
+        let own = shard_index(shards);
+        (0..shards).find_map(|i| {
+            let mut list = self.raw_idle[(own + i) % shards].lock().ok()?;
+            while let Some(idle) = list.pop() {
+                if idle.since.elapsed() >= max_idle {
+                    continue;
+                }
+                // No system call: the event loop has marked the stream readable if the
+                // server closed it (or, wrongly, sent something) while it was idle.
+                let mut probe = [0u8; 1];
+                match idle.stream.try_read(&mut probe) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.metrics.reuses.fetch_add(1, Ordering::Relaxed);
+                        return Some(idle.stream);
+                    }
+                    _ => continue,
+                }
+            }
+            None
+        })
+    }
+
+    /// Returns a fast-path connection after a complete exchange.
+    pub fn put_raw(&self, stream: TcpStream) {
+        if !self.available() {
+            return;
+        }
+        let shard = &self.raw_idle[shard_index(self.raw_idle.len())];
+        if let Ok(mut list) = shard.lock()
+            && list.len() < MAX_IDLE_PER_SHARD
+        {
+            list.push(RawIdle {
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A connection slot and an outstanding request, if a slot is free now.
+    pub fn try_claim(self: &Arc<Self>) -> Option<Claim> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(self.claimed(permit))
+    }
+
+    /// A connection slot, waiting in the server's queue up to `queue`.
+    pub async fn claim(self: &Arc<Self>, queue: Duration) -> Option<Claim> {
+        if let Some(c) = self.try_claim() {
+            return Some(c);
+        }
+        match tokio::time::timeout(queue, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Some(self.claimed(p)),
+            _ => None,
+        }
+    }
+
+    fn claimed(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Claim {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Claim {
+            server: self.clone(),
+            _permit: permit,
+        }
+    }
+
+    async fn connect(&self, t: &Timeouts) -> Result<Sender, String> {
+        let stream = self.connect_tcp(t).await?;
         let io = TokioIo::new(stream);
         match self.protocol {
             HttpProtocol::Http1 => {
@@ -365,6 +458,18 @@ impl EndGuard for Lease {
 }
 
 impl Drop for Lease {
+    fn drop(&mut self) {
+        self.server.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A fast-path request's hold on a server: its connection slot and outstanding count.
+pub struct Claim {
+    server: Arc<Server>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Claim {
     fn drop(&mut self) {
         self.server.outstanding.fetch_sub(1, Ordering::Relaxed);
     }

@@ -322,7 +322,7 @@ async fn forward(
     (local(last.0, last.1), last_server)
 }
 
-fn note_failure(server: &Server, why: &str, eject_after: u32, eject_ms: u64) {
+pub(crate) fn note_failure(server: &Server, why: &str, eject_after: u32, eject_ms: u64) {
     tracing::debug!(server = %server.address, "upstream failure: {why}");
     server.metrics.failures.fetch_add(1, Ordering::Relaxed);
     server.record(false, eject_after, eject_ms);
