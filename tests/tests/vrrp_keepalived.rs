@@ -195,6 +195,82 @@ fn no_preempt_keeps_the_running_master() {
     }
 }
 
+/// The master's own interface goes down: portier enters fault (no VIP, no adverts, "fault"
+/// in /status and /metrics), keepalived takes over. Link up: portier starts over as backup
+/// and preempts keepalived, or with preempt off stays backup.
+#[test]
+fn own_link_down_is_a_fault_and_link_up_starts_over() {
+    for (prefix, preempt) in [("vk8", true), ("vk9", false)] {
+        let mut lan = Lan::up(prefix).unwrap();
+        let mut high = portier(150, 3, V3_MS);
+        high.admin = true;
+        high.preempt = preempt;
+        lan.start("b", &keepalived(100, 3, V3_MS)).unwrap();
+        lan.start("a", &high).unwrap();
+        lan.owner_is("a", "b", SETTLE).unwrap();
+
+        lan.set_link("a", "eth0", false).unwrap();
+        lan.wait_vip("a", false, SETTLE).unwrap();
+        let took = lan.wait_vip("b", true, SETTLE).unwrap();
+        assert!(
+            took <= V3_MASTER_DOWN + SLACK,
+            "{prefix}: takeover took {took:?}"
+        );
+        lan.wait_log("a", "master -> fault: interface down", 1, SETTLE)
+            .unwrap();
+        let deadline = std::time::Instant::now() + SETTLE;
+        loop {
+            let status: serde_json::Value =
+                serde_json::from_str(&lan.portier_status("a", true).unwrap()).unwrap();
+            let instance = &status["vrrp"]["instances"][0];
+            if instance["state"] == "fault" {
+                assert_eq!(instance["last_transition"]["reason"], "interface down");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{prefix}: no fault in /status:\n{instance:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let metrics = lan.admin_get("a", "/metrics").unwrap();
+        assert!(
+            metrics.contains("portier_vrrp_state{instance=\"vip51\",vrid=\"51\"} 3"),
+            "{metrics}"
+        );
+        // Silent while faulty: keepalived, now master, hears no one to yield to.
+        lan.holds("b", true, V3_MASTER_DOWN).unwrap();
+
+        lan.set_link("a", "eth0", true).unwrap();
+        lan.wait_log("a", "fault -> backup: interface up again", 1, SETTLE)
+            .unwrap();
+        if preempt {
+            lan.owner_is("a", "b", SETTLE).unwrap();
+            // Losing the address adverts come from is a fault too; its return a restart.
+            let ns = lan.ns("a");
+            portier_tests::netns::ip_in(&ns, &["addr", "del", "10.77.0.1/24", "dev", "eth0"])
+                .unwrap();
+            lan.owner_is("b", "a", SETTLE).unwrap();
+            lan.wait_log(
+                "a",
+                "master -> fault: interface has no primary address",
+                1,
+                SETTLE,
+            )
+            .unwrap();
+            portier_tests::netns::ip_in(&ns, &["addr", "add", "10.77.0.1/24", "dev", "eth0"])
+                .unwrap();
+            lan.owner_is("a", "b", SETTLE).unwrap();
+        } else {
+            lan.holds("a", false, V3_MASTER_DOWN * 2).unwrap();
+            assert!(
+                lan.has_vip("b").unwrap(),
+                "{prefix}: keepalived kept the VIP"
+            );
+        }
+    }
+}
+
 /// A tracked interface going down costs portier its VIP (150 - 60 < 100), and it takes the
 /// VIP back by preemption when the interface returns.
 #[test]

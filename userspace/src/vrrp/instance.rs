@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::io::{AdvertSocket, Announcer};
-use super::machine::{Action, Machine, Params, State};
+use super::machine::{Action, Machine, Params, Reason, State};
 use super::packet::{self, Advert, Checksum, Drop, Expect, Version};
 use crate::bus::{Bus, Event};
 use crate::config::{TrackTarget, VrrpInstanceConfig, VrrpVersion};
@@ -24,8 +24,20 @@ use crate::net::addr;
 pub enum Control {
     /// A tracked object went down (`true`) or came back.
     Track { target: TrackTarget, down: bool },
+    /// The instance's own interface changed: a fault, or usable again.
+    Link(LinkHealth),
     /// Resign (priority 0 when master), release the VIPs and stop.
     Shutdown,
+}
+
+/// What the instance's own interface is like, as the part's link watch sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkHealth {
+    Up,
+    /// Down, without carrier, or gone.
+    Down,
+    /// Up but without the address adverts are sent from.
+    NoAddress,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -313,6 +325,14 @@ impl Instance {
                             );
                             machine.set_priority(priority);
                         }
+                    }
+                    Some(Control::Link(health)) => {
+                        let actions = match health {
+                            LinkHealth::Up => machine.recover(Instant::now()),
+                            LinkHealth::Down => machine.fault(Reason::InterfaceDown),
+                            LinkHealth::NoAddress => machine.fault(Reason::AddressLost),
+                        };
+                        self.execute(&machine, actions).await;
                     }
                     Some(Control::Shutdown) | None => {
                         let actions = machine.shutdown();

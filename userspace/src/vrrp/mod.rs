@@ -22,10 +22,11 @@ use crate::bus::Event;
 use crate::config::{Config, TrackTarget, VrrpInstanceConfig};
 use crate::daemon::PartContext;
 use crate::net::addr;
-use instance::{Control, Instance, Snapshot};
+use instance::{Control, Instance, LinkHealth, Snapshot};
 use machine::State;
 
-/// How often tracked interfaces are looked at; well under one advert interval.
+/// How often tracked interfaces and the instances' own are looked at; well under one advert
+/// interval.
 const LINK_POLL: Duration = Duration::from_millis(200);
 const PUBLISH: Duration = Duration::from_millis(500);
 /// A resigning instance has this long to send priority 0 and drop its VIPs.
@@ -36,6 +37,8 @@ struct Running {
     control: mpsc::Sender<Control>,
     snapshot: watch::Receiver<Snapshot>,
     task: JoinHandle<Result<()>>,
+    /// The instance's own interface as last told to it; it starts on a usable one.
+    link: LinkHealth,
 }
 
 /// The VRRP part: `[vrrp]` present in the config.
@@ -90,6 +93,7 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
                     };
                     set_down(&mut down, &running, TrackTarget::Interface(name), is_down).await;
                 }
+                watch_own_links(&handle, &mut running).await;
             }
             _ = publish.tick() => publish_status(&ctx, &running),
             Some(cmd) = ctx.commands.recv() => {
@@ -105,6 +109,57 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
     }
     publish_status(&ctx, &running);
     Ok(())
+}
+
+/// Faults an instance whose interface went down or lost its address, and restarts it when
+/// the interface is usable again.
+async fn watch_own_links(handle: &rtnetlink::Handle, running: &mut BTreeMap<String, Running>) {
+    for (name, r) in running.iter_mut() {
+        let Some(health) = link_health(handle, &r.cfg).await else {
+            continue;
+        };
+        if health == r.link {
+            continue;
+        }
+        match health {
+            LinkHealth::Up => {
+                info!(instance = %name, interface = %r.cfg.interface, "vrrp interface usable again")
+            }
+            LinkHealth::Down => {
+                warn!(instance = %name, interface = %r.cfg.interface, "vrrp interface down")
+            }
+            LinkHealth::NoAddress => {
+                warn!(instance = %name, interface = %r.cfg.interface, "vrrp interface lost its primary address")
+            }
+        }
+        r.link = health;
+        let _ = r.control.send(Control::Link(health)).await;
+    }
+}
+
+/// `None` when netlink could not say (the last known state stands).
+async fn link_health(handle: &rtnetlink::Handle, cfg: &VrrpInstanceConfig) -> Option<LinkHealth> {
+    let link = match addr::link_by_name(handle, &cfg.interface).await {
+        Ok(link) if link.up => link,
+        Ok(_) | Err(addr::AddrError::NoSuchLink(_)) => return Some(LinkHealth::Down),
+        Err(_) => return None,
+    };
+    let has_address = if cfg.vips.first().is_some_and(std::net::IpAddr::is_ipv6) {
+        addr::link_local_v6(handle, link.index)
+            .await
+            .ok()?
+            .is_some()
+    } else {
+        addr::primary_v4(handle, link.index, &cfg.vips)
+            .await
+            .ok()?
+            .is_some()
+    };
+    Some(if has_address {
+        LinkHealth::Up
+    } else {
+        LinkHealth::NoAddress
+    })
 }
 
 fn tracked_interfaces(running: &BTreeMap<String, Running>) -> Vec<String> {
@@ -194,6 +249,7 @@ async fn apply(
                         control,
                         snapshot,
                         task,
+                        link: LinkHealth::Up,
                     },
                 );
             }
@@ -255,11 +311,12 @@ pub fn metrics(snapshots: &[Snapshot]) -> String {
     family(
         "state",
         "gauge",
-        "0 initialize, 1 backup, 2 master.",
+        "0 initialize, 1 backup, 2 master, 3 fault (own interface down or without address).",
         per(&|s| match s.state {
             State::Initialize => 0,
             State::Backup => 1,
             State::Master => 2,
+            State::Fault => 3,
         }),
     );
     family(
