@@ -261,6 +261,7 @@ impl Instance {
             preempt: self.cfg.preempt,
             preempt_delay: Duration::from_millis(u64::from(self.cfg.preempt_delay_ms)),
             primary: self.src,
+            unicast_peers: self.cfg.unicast_peers.clone(),
         }
     }
 

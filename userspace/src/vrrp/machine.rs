@@ -110,6 +110,8 @@ pub struct Params {
     pub preempt_delay: Duration,
     /// Our primary address on the interface: the tie-breaker between equal priorities.
     pub primary: IpAddr,
+    /// When not empty, the only routers adverts are accepted from.
+    pub unicast_peers: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +202,11 @@ impl Machine {
         }
         if received.src.is_ipv4() != self.params.primary.is_ipv4() {
             return Err(Drop::Family);
+        }
+        if !self.params.unicast_peers.is_empty()
+            && !self.params.unicast_peers.contains(&received.src)
+        {
+            return Err(Drop::UnicastPeer);
         }
         if self.owner() {
             return Err(Drop::Owner);

@@ -18,6 +18,7 @@ fn params(priority: u8) -> Params {
         preempt: true,
         preempt_delay: Duration::ZERO,
         primary: ME,
+        unicast_peers: Vec::new(),
     }
 }
 
@@ -174,6 +175,32 @@ fn instance_checks() {
     let mut rx = good.clone();
     rx.src = "fe80::1".parse().unwrap();
     assert_eq!(m.check(&rx), Err(Drop::Family));
+}
+
+#[test]
+fn with_unicast_peers_only_listed_sources_are_heard() {
+    let mut p = params(100);
+    p.unicast_peers = vec![PEER_HIGH];
+    let m = Machine::new(p);
+    let listed = Received {
+        src: PEER_HIGH,
+        dst: ME,
+        advert: advert(150, 100),
+    };
+    assert_eq!(m.check(&listed), Ok(()));
+    let stranger = Received {
+        src: PEER_LOW,
+        ..listed.clone()
+    };
+    assert_eq!(m.check(&stranger), Err(Drop::UnicastPeer));
+    // Multicast adverts from a listed peer are fine too: the source is what counts.
+    let multicast = Received {
+        dst: "224.0.0.18".parse().unwrap(),
+        ..listed
+    };
+    assert_eq!(m.check(&multicast), Ok(()));
+    // Without peers configured, anyone on the link is heard.
+    assert_eq!(Machine::new(params(100)).check(&stranger), Ok(()));
 }
 
 #[test]
