@@ -200,7 +200,7 @@ fn no_preempt_keeps_the_running_master() {
 /// and preempts keepalived, or with preempt off stays backup.
 #[test]
 fn own_link_down_is_a_fault_and_link_up_starts_over() {
-    for (prefix, preempt) in [("vk8", true), ("vk9", false)] {
+    for (prefix, preempt) in [("vf1", true), ("vf2", false)] {
         let mut lan = Lan::up(prefix).unwrap();
         let mut high = portier(150, 3, V3_MS);
         high.admin = true;
@@ -372,6 +372,82 @@ fn reload_applies_priority_changes() {
     high.priority = 150;
     lan.reload("a", &high).unwrap();
     lan.owner_is("a", "b", SETTLE).unwrap();
+}
+
+/// accept = false: the master owns the VIP on the link (the client resolves it to the
+/// master's MAC) but drops packets to it (no ping reply), counted in /metrics. A clean stop
+/// removes the nftables table; one left by a kill is removed by the next start, which with
+/// accept = true answers pings.
+#[test]
+fn no_accept_master_owns_the_vip_but_drops_its_traffic() {
+    use portier_tests::netns::{exec_in, ip_in};
+    use portier_tests::vrrp::VIP;
+    let mut lan = Lan::up("vna").unwrap();
+    let mut router = portier(150, 3, V3_MS);
+    router.admin = true;
+    router.accept = false;
+    lan.start("a", &router).unwrap();
+    lan.wait_vip("a", true, SETTLE).unwrap();
+    let (a, c) = (lan.ns("a"), lan.ns("c"));
+    let tables = || exec_in(&a, "nft", &["list", "tables"]).unwrap();
+    assert!(tables().contains("inet portier_vna_a"), "{}", tables());
+
+    assert!(
+        exec_in(&c, "ping", &["-c", "2", "-i", "0.2", "-W", "1", VIP]).is_err(),
+        "the VIP answered ping with accept = false"
+    );
+    let mac = ip_in(&a, &["-o", "link", "show", "eth0"]).unwrap();
+    let mac = mac
+        .split("link/ether ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let neigh = ip_in(&c, &["neigh", "show", VIP]).unwrap();
+    assert!(
+        neigh.contains(&mac),
+        "client should resolve the VIP to {mac}: {neigh}"
+    );
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let metrics = lan.admin_get("a", "/metrics").unwrap();
+        let dropped = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portier_vrrp_no_accept_dropped_packets_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if dropped >= Some(2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drops counted:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The primary address is not a VIP: it still answers.
+    exec_in(&c, "ping", &["-c", "1", "-W", "1", "10.77.0.1"]).unwrap();
+
+    lan.stop("a").unwrap();
+    assert!(
+        !tables().contains("portier"),
+        "a clean stop removes the table"
+    );
+
+    lan.start("a", &router).unwrap();
+    lan.wait_vip("a", true, SETTLE).unwrap();
+    lan.kill("a").unwrap();
+    assert!(tables().contains("portier"), "a kill leaves the table");
+    router.accept = true;
+    lan.start("a", &router).unwrap();
+    lan.wait_vip("a", true, SETTLE).unwrap();
+    // The part deletes the stale table before it starts its instances.
+    assert!(
+        !tables().contains("portier"),
+        "startup removes a stale table"
+    );
+    exec_in(&c, "ping", &["-c", "1", "-W", "1", VIP]).unwrap();
 }
 
 /// With virtual_mac, portier answers for the VIP at the virtual router MAC

@@ -136,7 +136,7 @@ fn instance_status(lan: &Lan) -> serde_json::Value {
 /// master's place); one from a listed peer is heard.
 #[test]
 fn adverts_from_unlisted_unicast_sources_are_dropped() {
-    let mut lan = Lan::up("vku").unwrap();
+    let mut lan = Lan::up("vkp").unwrap();
     let mut router = Router::new(Kind::Portier, 100, 3, 500);
     router.admin = true;
     router.unicast_peers = vec!["10.77.0.2".into()];

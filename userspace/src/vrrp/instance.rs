@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::io::{AdvertSocket, Announcer};
-use super::machine::{Action, Machine, Params, Reason, State};
+use super::machine::{Action, Machine, OWNER_PRIORITY, Params, Reason, State};
+use super::no_accept;
 use super::packet::{self, Advert, Checksum, Drop, Expect, Version};
 use crate::bus::{Bus, Event};
 use crate::config::{TrackTarget, VrrpInstanceConfig, VrrpVersion};
@@ -120,6 +121,10 @@ pub struct Instance {
     tracks: Vec<TrackStatus>,
     snapshot: Snapshot,
     report: watch::Sender<Snapshot>,
+    /// `accept = false`: the nftables table whose sets drop traffic to our VIPs while master.
+    no_accept: Option<String>,
+    /// Our VIPs are in the drop sets now.
+    dropping: bool,
 }
 
 fn now_ms() -> u64 {
@@ -131,10 +136,12 @@ fn now_ms() -> u64 {
 impl Instance {
     /// Finds the interface and its source address, opens the sockets and clears VIPs left
     /// over from an earlier run (a backup must not answer for them).
+    /// `no_accept`: the part's nftables table, set up, for an instance with `accept = false`.
     pub async fn start(
         cfg: VrrpInstanceConfig,
         handle: Handle,
         bus: Bus,
+        no_accept: Option<String>,
     ) -> Result<(Self, watch::Receiver<Snapshot>)> {
         let name = &cfg.name;
         let link = addr::link_by_name(&handle, &cfg.interface)
@@ -243,6 +250,8 @@ impl Instance {
                 tracks,
                 snapshot,
                 report,
+                no_accept,
+                dropping: false,
             },
             reader,
         ))
@@ -392,6 +401,18 @@ impl Instance {
                 }
                 Action::SendAdvert { priority } => self.send_advert(machine, priority),
                 Action::TakeOver => {
+                    // The drop goes in before the VIPs, so no packet to them is accepted.
+                    if machine.params().priority != OWNER_PRIORITY
+                        && let Some(table) = self.no_accept.clone()
+                    {
+                        match set_drop(table, self.cfg.vips.clone(), true).await {
+                            Ok(()) => self.dropping = true,
+                            Err(e) => warn!(
+                                instance = %self.cfg.name,
+                                "accept = false: cannot drop traffic to the VIPs: {e:#}"
+                            ),
+                        }
+                    }
                     for vip in &self.cfg.vips {
                         if let Err(e) = addr::add_host(&self.handle, self.ifindex, *vip).await {
                             warn!(instance = %self.cfg.name, %vip, "cannot add the VIP: {e}");
@@ -421,6 +442,17 @@ impl Instance {
                     for vip in &self.cfg.vips {
                         if let Err(e) = addr::remove(&self.handle, self.ifindex, *vip).await {
                             warn!(instance = %self.cfg.name, %vip, "cannot remove the VIP: {e}");
+                        }
+                    }
+                    if self.dropping
+                        && let Some(table) = self.no_accept.clone()
+                    {
+                        self.dropping = false;
+                        if let Err(e) = set_drop(table, self.cfg.vips.clone(), false).await {
+                            warn!(
+                                instance = %self.cfg.name,
+                                "accept = false: cannot stop dropping traffic to the VIPs: {e:#}"
+                            );
                         }
                     }
                 }
@@ -487,6 +519,14 @@ impl Instance {
             }
         }
     }
+}
+
+/// Adds the VIPs to (or removes them from) the no-accept drop sets; `nft` runs off the
+/// async threads.
+async fn set_drop(table: String, vips: Vec<IpAddr>, add: bool) -> Result<()> {
+    tokio::task::spawn_blocking(move || no_accept::apply(&no_accept::elements(&table, &vips, add)))
+        .await??;
+    Ok(())
 }
 
 #[cfg(test)]

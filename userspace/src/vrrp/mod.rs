@@ -6,6 +6,7 @@ pub mod announce;
 pub mod instance;
 pub mod io;
 pub mod machine;
+pub mod no_accept;
 pub mod packet;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +42,75 @@ struct Running {
     link: LinkHealth,
 }
 
+/// The node's nftables table for `accept = false` instances.
+struct NoAccept {
+    table: String,
+    /// Set up in the kernel (done when the first instance needs it).
+    ready: bool,
+    /// Packets its counter has dropped, as last read.
+    dropped: u64,
+}
+
+impl NoAccept {
+    /// Deletes a table a killed earlier run left behind: it would keep dropping.
+    async fn new(node: &str) -> Self {
+        let table = no_accept::table_name(node);
+        let stale = table.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            // Usually fails: there is no such table.
+            no_accept::apply(&no_accept::teardown(&stale))
+        })
+        .await;
+        Self {
+            table,
+            ready: false,
+            dropped: 0,
+        }
+    }
+
+    async fn ensure(&mut self) -> Result<()> {
+        if self.ready {
+            return Ok(());
+        }
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || no_accept::apply(&no_accept::setup(&table)))
+            .await?
+            .with_context(|| {
+                format!(
+                    "accept = false needs nftables: cannot create table inet {}",
+                    self.table
+                )
+            })?;
+        info!(table = %self.table, "vrrp: nftables table for accept = false set up");
+        self.ready = true;
+        Ok(())
+    }
+
+    async fn read(&mut self) {
+        if !self.ready {
+            return;
+        }
+        let table = self.table.clone();
+        if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || no_accept::dropped(&table)).await {
+            self.dropped = n;
+        }
+    }
+
+    async fn teardown(&mut self) {
+        if !self.ready {
+            return;
+        }
+        let table = self.table.clone();
+        match tokio::task::spawn_blocking(move || no_accept::apply(&no_accept::teardown(&table)))
+            .await
+        {
+            Ok(Ok(())) => self.ready = false,
+            Ok(Err(e)) => warn!(table = %self.table, "cannot delete the nftables table: {e}"),
+            Err(e) => warn!("cannot delete the nftables table: {e}"),
+        }
+    }
+}
+
 /// The VRRP part: `[vrrp]` present in the config.
 pub async fn run(mut ctx: PartContext) -> Result<()> {
     let (connection, handle, _) =
@@ -52,7 +122,8 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
     let mut down: HashMap<TrackTarget, bool> = HashMap::new();
 
     let first = ctx.config.borrow_and_update().clone();
-    let result = apply(&first.config, &mut running, &handle, &ctx, &down).await;
+    let mut nft = NoAccept::new(&first.config.node.name).await;
+    let result = apply(&first.config, &mut running, &handle, &ctx, &down, &mut nft).await;
     ctx.applied(first.generation, result.map_err(|e| format!("{e:#}")));
 
     let mut link_poll = tokio::time::interval(LINK_POLL);
@@ -64,7 +135,8 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
                     break;
                 }
                 let update = ctx.config.borrow_and_update().clone();
-                let result = apply(&update.config, &mut running, &handle, &ctx, &down).await;
+                let result =
+                    apply(&update.config, &mut running, &handle, &ctx, &down, &mut nft).await;
                 ctx.applied(update.generation, result.map_err(|e| format!("{e:#}")));
             }
             _ = ctx.shutdown.changed() => {
@@ -95,7 +167,10 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
                 }
                 watch_own_links(&handle, &mut running).await;
             }
-            _ = publish.tick() => publish_status(&ctx, &running),
+            _ = publish.tick() => {
+                nft.read().await;
+                publish_status(&ctx, &running, &nft);
+            }
             Some(cmd) = ctx.commands.recv() => {
                 let _ = cmd.reply.send(Err(format!("vrrp has no command {:?}", cmd.verb)));
             }
@@ -107,7 +182,8 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
     for name in names {
         stop(&mut running, &name).await;
     }
-    publish_status(&ctx, &running);
+    nft.teardown().await;
+    publish_status(&ctx, &running, &nft);
     Ok(())
 }
 
@@ -207,6 +283,7 @@ async fn apply(
     handle: &rtnetlink::Handle,
     ctx: &PartContext,
     down: &HashMap<TrackTarget, bool>,
+    nft: &mut NoAccept,
 ) -> Result<()> {
     let wanted: Vec<VrrpInstanceConfig> = config
         .vrrp
@@ -227,7 +304,17 @@ async fn apply(
             continue;
         }
         let name = cfg.name.clone();
-        match Instance::start(cfg.clone(), handle.clone(), ctx.bus.clone()).await {
+        let no_accept = if cfg.accept {
+            None
+        } else {
+            if let Err(e) = nft.ensure().await {
+                error!(instance = %name, "{e:#}");
+                first_error.get_or_insert(e);
+                continue;
+            }
+            Some(nft.table.clone())
+        };
+        match Instance::start(cfg.clone(), handle.clone(), ctx.bus.clone(), no_accept).await {
             Ok((instance, snapshot)) => {
                 let (control, control_rx) = mpsc::channel(16);
                 for t in &cfg.track {
@@ -259,7 +346,7 @@ async fn apply(
             }
         }
     }
-    publish_status(ctx, running);
+    publish_status(ctx, running, nft);
     first_error.map_or(Ok(()), Err)
 }
 
@@ -276,16 +363,33 @@ async fn stop(running: &mut BTreeMap<String, Running>, name: &str) {
     }
 }
 
-fn publish_status(ctx: &PartContext, running: &BTreeMap<String, Running>) {
+fn publish_status(ctx: &PartContext, running: &BTreeMap<String, Running>, nft: &NoAccept) {
     let snapshots: Vec<Snapshot> = running
         .values()
         .map(|r| r.snapshot.borrow().clone())
         .collect();
+    let dropped = nft.ready.then_some(nft.dropped);
     ctx.status.set(
         "vrrp",
-        serde_json::json!({ "instances": serde_json::to_value(&snapshots).unwrap_or_default() }),
+        serde_json::json!({
+            "instances": serde_json::to_value(&snapshots).unwrap_or_default(),
+            "no_accept_dropped_packets": dropped,
+        }),
     );
-    ctx.status.set_metrics("vrrp", metrics(&snapshots));
+    let mut text = metrics(&snapshots);
+    if let Some(n) = dropped {
+        text.push_str(&no_accept_metrics(n));
+    }
+    ctx.status.set_metrics("vrrp", text);
+}
+
+/// The nftables counter of `accept = false` drops (one per node: the sets are shared).
+fn no_accept_metrics(dropped: u64) -> String {
+    format!(
+        "# HELP portier_vrrp_no_accept_dropped_packets_total Packets to VIPs dropped while master with accept = false.\n\
+         # TYPE portier_vrrp_no_accept_dropped_packets_total counter\n\
+         portier_vrrp_no_accept_dropped_packets_total {dropped}\n"
+    )
 }
 
 /// Prometheus text for the instances.
