@@ -508,3 +508,63 @@ fn virtual_mac_with_keepalived() {
     let neigh = client_sees(&lan, "portier master again");
     assert!(neigh.contains(VMAC), "client: {neigh}");
 }
+
+/// IPv6 with a virtual MAC: the master owns the VIP at 00-00-5E-00-02-33 on its macvlan
+/// `vrrp6.51` (adverts and NAs from a link-local address of the macvlan's own), the client
+/// resolves the VIP to it and reaches it, and failover to the peer and back keeps it so.
+/// Against keepalived's use_vmac and against another portier.
+#[test]
+fn virtual_mac_ipv6() {
+    use portier_tests::netns::{exec_in, ip_in};
+    use portier_tests::vrrp::VIP6;
+    const VMAC6: &str = "00:00:5e:00:02:33";
+    for (prefix, mut low) in [
+        ("vv6", keepalived(100, 3, V3_MS)),
+        ("vp6", portier(100, 3, V3_MS)),
+    ] {
+        let mut lan = Lan::up(prefix).unwrap();
+        for (node, address) in [
+            ("a", "fd00:77::1/64"),
+            ("b", "fd00:77::2/64"),
+            ("c", "fd00:77::3/64"),
+        ] {
+            ip_in(&lan.ns(node), &["addr", "add", address, "dev", "eth0"]).unwrap();
+        }
+        let mut high = portier(150, 3, V3_MS);
+        for r in [&mut high, &mut low] {
+            r.ipv6 = true;
+            r.virtual_mac = true;
+        }
+        lan.start("b", &low).unwrap();
+        lan.start("a", &high).unwrap();
+        lan.owner_is("a", "b", SETTLE).unwrap();
+        let vlink = ip_in(&lan.ns("a"), &["-o", "link", "show", "vrrp6.51"]).unwrap();
+        assert!(vlink.contains(VMAC6), "{prefix}: {vlink}");
+
+        let client_sees = |lan: &Lan, phase: &str| {
+            let deadline = std::time::Instant::now() + SETTLE;
+            while let Err(e) = exec_in(&lan.ns("c"), "ping", &["-c", "1", "-W", "1", VIP6]) {
+                if std::time::Instant::now() > deadline {
+                    let neigh = ip_in(&lan.ns("c"), &["-6", "neigh"]);
+                    panic!("{prefix} {phase}: {e}\nclient neigh {neigh:?}");
+                }
+            }
+            ip_in(&lan.ns("c"), &["-6", "neigh", "show", VIP6]).unwrap()
+        };
+        let neigh = client_sees(&lan, "portier master");
+        assert!(neigh.contains(VMAC6), "{prefix}: client: {neigh}");
+
+        lan.stop("a").unwrap();
+        lan.wait_vip("b", true, SETTLE).unwrap();
+        client_sees(&lan, "peer master");
+        assert!(
+            ip_in(&lan.ns("a"), &["link", "show", "vrrp6.51"]).is_err(),
+            "{prefix}: portier removes its macvlan on exit"
+        );
+
+        lan.start("a", &high).unwrap();
+        lan.owner_is("a", "b", SETTLE).unwrap();
+        let neigh = client_sees(&lan, "portier master again");
+        assert!(neigh.contains(VMAC6), "{prefix}: client: {neigh}");
+    }
+}

@@ -45,8 +45,8 @@ pub struct VrrpInstanceConfig {
     pub garp_burst: u32,
     /// ...and again this long after (0: no repeat).
     pub garp_repeat_delay_ms: u32,
-    /// Own the VIPs with 00-00-5E-00-01-{VRID} on a macvlan `vrrp.{VRID}` instead of the
-    /// interface's MAC (IPv4 instances).
+    /// Own the VIPs with 00-00-5E-00-01-{VRID} (IPv4) / 00-00-5E-00-02-{VRID} (IPv6) on a
+    /// macvlan `vrrp.{VRID}` / `vrrp6.{VRID}` instead of the interface's MAC.
     pub virtual_mac: bool,
     pub track: Vec<TrackConfig>,
 }
@@ -222,18 +222,7 @@ fn instance(report: &mut Report<'_>, table: &Table<'_, '_>) -> InstanceDraft {
         0..=MAX_GARP_REPEAT_MS,
         2000u32,
     );
-    let virtual_mac = match table.optional_bool(report, "virtual_mac") {
-        Some(v) if v.value && family == Some(false) => {
-            report.add(
-                v.offset,
-                v.key,
-                "virtual_mac is supported for IPv4 instances only",
-            );
-            None
-        }
-        Some(v) => Some(v.value),
-        None => Some(false),
-    };
+    let virtual_mac = Some(bool_or(report, table, "virtual_mac", false));
     let track = table
         .array_of_tables(report, "track")
         .iter()

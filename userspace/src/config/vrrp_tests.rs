@@ -188,16 +188,15 @@ fn ranges_and_types() {
 }
 
 #[test]
-fn unimplemented_modes_are_refused() {
-    assert_one(
-        &with(
+fn virtual_mac_for_both_families() {
+    for vips in ["vips = [\"203.0.113.10\"]", "vips = [\"2001:db8::10\"]"] {
+        let text = with(
             "vips = [\"203.0.113.10\"]",
-            "vips = [\"2001:db8::10\"]\nvirtual_mac = true",
-        ),
-        17,
-        "vrrp.instance[0].virtual_mac",
-        "IPv4 instances only",
-    );
+            &format!("{vips}\nvirtual_mac = true"),
+        );
+        let config = parse(&text, FILE).unwrap();
+        assert!(config.vrrp.unwrap().instances[0].virtual_mac, "{vips}");
+    }
 }
 
 #[test]

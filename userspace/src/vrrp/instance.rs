@@ -148,7 +148,7 @@ impl Instance {
             .await
             .with_context(|| format!("vrrp instance {name}"))?;
         let ipv6 = cfg.vips.first().is_some_and(IpAddr::is_ipv6);
-        let src: IpAddr = if ipv6 {
+        let mut src: IpAddr = if ipv6 {
             addr::link_local_v6(&handle, link.index)
                 .await?
                 .with_context(|| {
@@ -173,18 +173,29 @@ impl Instance {
         // announcements leave from it, so the LAN never has to relearn the VIPs' MAC.
         let macvlan = if cfg.virtual_mac {
             let mac = super::announce::virtual_mac(cfg.vrid, ipv6);
-            let vname = format!("vrrp.{}", cfg.vrid);
-            let vlink = addr::ensure_macvlan(&handle, &vname, link.index, mac)
+            // IPv4 and IPv6 routers may share a VRID: their macvlans differ.
+            let vname = format!("{}.{}", if ipv6 { "vrrp6" } else { "vrrp" }, cfg.vrid);
+            let vlink = addr::ensure_macvlan(&handle, &vname, link.index, mac, ipv6)
                 .await
                 .with_context(|| format!("vrrp instance {name}: cannot set up {vname}"))?;
-            // The VIPs are on the macvlan but replies from them leave by the parent: it must
-            // neither answer ARP for them (arp_ignore) nor ask with a VIP as sender
-            // (arp_announce), or the LAN would learn the VIPs at the parent's own MAC.
-            for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
-                addr::set_ipv4_conf(&link.name, key, value)
-                    .with_context(|| format!("vrrp instance {name}: {key} on {}", link.name))?;
+            if let IpAddr::V6(parent) = src {
+                // Adverts and NAs leave the macvlan from a link-local address of its own (the
+                // kernel wants the source on the sending interface). The parent answers no
+                // neighbour solicitation for addresses on the macvlan: no sysctl needed.
+                src = super::announce::vmac_link_local(parent).into();
+                addr::add_host(&handle, vlink.index, src)
+                    .await
+                    .with_context(|| format!("vrrp instance {name}: link-local on {vname}"))?;
+            } else {
+                // The VIPs are on the macvlan but replies from them leave by the parent: it
+                // must neither answer ARP for them (arp_ignore) nor ask with a VIP as sender
+                // (arp_announce), or the LAN would learn the VIPs at the parent's own MAC.
+                for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                    addr::set_ipv4_conf(&link.name, key, value)
+                        .with_context(|| format!("vrrp instance {name}: {key} on {}", link.name))?;
+                }
+                let _ = addr::set_ipv4_conf(&vname, "rp_filter", "0");
             }
-            let _ = addr::set_ipv4_conf(&vname, "rp_filter", "0");
             Some(vlink)
         } else {
             None
@@ -337,6 +348,14 @@ impl Instance {
                         }
                     }
                     Some(Control::Link(health)) => {
+                        if health == LinkHealth::Up
+                            && self.src.is_ipv6()
+                            && let Some(index) = self.macvlan
+                            && let Err(e) = addr::add_host(&self.handle, index, self.src).await
+                        {
+                            // The kernel may have dropped it with the parent's link.
+                            warn!(instance = %self.cfg.name, "cannot restore the virtual MAC's link-local address: {e}");
+                        }
                         let actions = match health {
                             LinkHealth::Up => machine.recover(Instant::now()),
                             LinkHealth::Down => machine.fault(Reason::InterfaceDown),

@@ -56,11 +56,18 @@ impl NoAccept {
     async fn new(node: &str) -> Self {
         let table = no_accept::table_name(node);
         let stale = table.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            // Usually fails: there is no such table.
-            no_accept::apply(&no_accept::teardown(&stale))
+        let removed = tokio::task::spawn_blocking(move || {
+            if no_accept::exists(&stale)? {
+                no_accept::apply(&no_accept::teardown(&stale))?;
+                return Ok(true);
+            }
+            Ok::<_, nftables::helper::NftablesError>(false)
         })
         .await;
+        // Errors (no nft installed) are fine until an instance asks for accept = false.
+        if let Ok(Ok(true)) = removed {
+            info!(%table, "vrrp: removed a stale nftables table");
+        }
         Self {
             table,
             ready: false,

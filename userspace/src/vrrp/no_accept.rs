@@ -179,6 +179,25 @@ pub fn apply(batch: &Nftables<'_>) -> Result<(), NftablesError> {
     helper::apply_ruleset(batch)
 }
 
+/// Whether the table exists (`nft -j list tables`): a stale one is deleted only if there,
+/// so a clean start does not make nft complain.
+pub fn exists(name: &str) -> Result<bool, NftablesError> {
+    let raw = helper::get_current_ruleset_raw(helper::DEFAULT_NFT, ["list", "tables", "inet"])?;
+    Ok(has_table(&raw, name))
+}
+
+/// Whether `nft -j list tables` output lists the inet table `name`.
+pub fn has_table(json: &str, name: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else {
+        return false;
+    };
+    value["nftables"].as_array().is_some_and(|objects| {
+        objects
+            .iter()
+            .any(|o| o["table"]["family"] == "inet" && o["table"]["name"] == name)
+    })
+}
+
 /// Packets dropped so far, from `nft -j list counter`.
 pub fn dropped(name: &str) -> Result<u64, NftablesError> {
     let raw = helper::get_current_ruleset_raw(
@@ -280,6 +299,17 @@ mod tests {
             json["nftables"],
             json!([{"delete": {"table": {"family": "inet", "name": "portier_t"}}}])
         );
+    }
+
+    #[test]
+    fn tables_found_by_family_and_name() {
+        let out = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "portier_t", "handle": 1}}, {"table": {"family": "inet", "name": "portier_t", "handle": 2}}]}"#;
+        assert!(has_table(out, "portier_t"));
+        assert!(!has_table(out, "portier_u"));
+        let ip_only =
+            r#"{"nftables": [{"table": {"family": "ip", "name": "portier_t", "handle": 1}}]}"#;
+        assert!(!has_table(ip_only, "portier_t"));
+        assert!(!has_table("", "portier_t"));
     }
 
     #[test]
