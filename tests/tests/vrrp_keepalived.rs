@@ -246,7 +246,8 @@ fn own_link_down_is_a_fault_and_link_up_starts_over() {
             .unwrap();
         if preempt {
             lan.owner_is("a", "b", SETTLE).unwrap();
-            // Losing the address adverts come from is a fault too; its return a restart.
+            // Losing the address adverts come from is a fault too; an address's return a
+            // restart, sending from the new address.
             let ns = lan.ns("a");
             portier_tests::netns::ip_in(&ns, &["addr", "del", "10.77.0.1/24", "dev", "eth0"])
                 .unwrap();
@@ -258,9 +259,14 @@ fn own_link_down_is_a_fault_and_link_up_starts_over() {
                 SETTLE,
             )
             .unwrap();
-            portier_tests::netns::ip_in(&ns, &["addr", "add", "10.77.0.1/24", "dev", "eth0"])
+            portier_tests::netns::ip_in(&ns, &["addr", "add", "10.77.0.9/24", "dev", "eth0"])
                 .unwrap();
             lan.owner_is("a", "b", SETTLE).unwrap();
+            lan.wait_log("a", "VRRP source address changed", 1, SETTLE)
+                .unwrap();
+            let status: serde_json::Value =
+                serde_json::from_str(&lan.portier_status("a", true).unwrap()).unwrap();
+            assert_eq!(status["vrrp"]["instances"][0]["source"], "10.77.0.9");
         } else {
             lan.holds("a", false, V3_MASTER_DOWN * 2).unwrap();
             assert!(

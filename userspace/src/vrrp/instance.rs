@@ -348,13 +348,8 @@ impl Instance {
                         }
                     }
                     Some(Control::Link(health)) => {
-                        if health == LinkHealth::Up
-                            && self.src.is_ipv6()
-                            && let Some(index) = self.macvlan
-                            && let Err(e) = addr::add_host(&self.handle, index, self.src).await
-                        {
-                            // The kernel may have dropped it with the parent's link.
-                            warn!(instance = %self.cfg.name, "cannot restore the virtual MAC's link-local address: {e}");
+                        if health == LinkHealth::Up {
+                            self.refresh_source(&mut machine).await;
                         }
                         let actions = match health {
                             LinkHealth::Up => machine.recover(Instant::now()),
@@ -377,6 +372,51 @@ impl Instance {
                 },
             }
             self.publish(&machine);
+        }
+    }
+
+    /// Before restarting after a fault: the interface may have come back with another
+    /// address (IPv4) or link-local (IPv6) to send from; with a virtual MAC, the macvlan's
+    /// link-local may have gone with the parent's link.
+    async fn refresh_source(&mut self, machine: &mut Machine) {
+        let name = &self.cfg.name;
+        let Ok(link) = addr::link_by_name(&self.handle, &self.cfg.interface).await else {
+            return;
+        };
+        let found: Option<IpAddr> = match self.src {
+            IpAddr::V4(_) => addr::primary_v4(&self.handle, link.index, &self.cfg.vips)
+                .await
+                .ok()
+                .flatten()
+                .map(IpAddr::from),
+            IpAddr::V6(_) => addr::link_local_v6(&self.handle, link.index)
+                .await
+                .ok()
+                .flatten()
+                .map(|parent| match self.macvlan {
+                    Some(_) => super::announce::vmac_link_local(parent).into(),
+                    None => parent.into(),
+                }),
+        };
+        let Some(src) = found else {
+            return;
+        };
+        if src != self.src {
+            info!(instance = %name, old = %self.src, new = %src, "VRRP source address changed");
+            if let Some(index) = self.macvlan
+                && src.is_ipv6()
+            {
+                let _ = addr::remove(&self.handle, index, self.src).await;
+            }
+            self.src = src;
+            self.snapshot.source = Some(src);
+            machine.set_primary(src);
+        }
+        if let Some(index) = self.macvlan
+            && src.is_ipv6()
+            && let Err(e) = addr::add_host(&self.handle, index, src).await
+        {
+            warn!(instance = %name, "cannot restore the virtual MAC's link-local address: {e}");
         }
     }
 

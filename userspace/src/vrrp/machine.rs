@@ -383,6 +383,11 @@ impl Machine {
         self.params.priority = priority.max(1);
     }
 
+    /// The interface came back with another address to send from (and to break ties with).
+    pub fn set_primary(&mut self, primary: IpAddr) {
+        self.params.primary = primary;
+    }
+
     fn learn_interval(&mut self, advert: &Advert) {
         if self.params.version == Version::V3 && advert.interval_cs > 0 {
             self.master_interval_cs = advert.interval_cs;

@@ -623,3 +623,26 @@ fn shutdown_in_fault_sends_nothing() {
     assert_eq!(reason_of(&actions), Some(Reason::Shutdown));
     assert_eq!(m.state(), State::Initialize);
 }
+
+#[test]
+fn a_new_address_after_a_fault_breaks_ties() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(params(100));
+    m.startup(t0);
+    run_timers(&mut m, t0, ms(0), ms(4_000));
+    m.fault(Reason::AddressLost);
+    // Back with an address above the peer's: an equal-priority master now yields to us...
+    m.set_primary("10.0.0.13".parse().unwrap());
+    m.recover(t0 + ms(5_000));
+    run_timers(&mut m, t0 + ms(5_000), ms(0), ms(4_000));
+    assert_eq!(m.state(), State::Master);
+    assert!(
+        m.receive(t0 + ms(9_100), PEER_HIGH, &advert(100, 100))
+            .is_empty()
+    );
+    assert_eq!(m.state(), State::Master);
+    // ...where with the old one (10.0.0.11 < 10.0.0.12) it would have taken over.
+    m.set_primary(ME);
+    let actions = m.receive(t0 + ms(9_200), PEER_HIGH, &advert(100, 100));
+    assert!(actions.iter().any(to(State::Backup)));
+}

@@ -520,7 +520,21 @@ mod tests {
             tracks: vec![],
             counters,
         };
-        let text = metrics(&[snapshot]);
+        let mut faulty = snapshot.clone();
+        faulty.name = "vip52".into();
+        faulty.vrid = 52;
+        faulty.state = State::Fault;
+        let text = metrics(&[snapshot, faulty]);
+        assert!(
+            text.lines()
+                .any(|l| l == "portier_vrrp_state{instance=\"vip52\",vrid=\"52\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "portier_vrrp_master{instance=\"vip52\",vrid=\"52\"} 0"),
+            "{text}"
+        );
         let label = "instance=\"vip51\",vrid=\"51\"";
         for line in [
             format!("portier_vrrp_master{{{label}}} 1"),
@@ -536,7 +550,7 @@ mod tests {
             text.lines()
                 .filter(|l| l.starts_with("portier_vrrp_drops_total"))
                 .count(),
-            packet::Drop::ALL.len()
+            2 * packet::Drop::ALL.len()
         );
     }
 }
