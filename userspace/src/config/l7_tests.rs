@@ -358,7 +358,7 @@ fn pool_problems() {
         &p("protocol = \"h2\""),
         15,
         "l7.pool[0].protocol",
-        "upstream TLS is not supported",
+        "set tls = true",
     );
     assert_one(
         &p("retries = 11"),

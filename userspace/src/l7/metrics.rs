@@ -40,6 +40,8 @@ pub struct ServerMetrics {
     pub connects: AtomicU64,
     pub reuses: AtomicU64,
     pub ejections: AtomicU64,
+    /// Upstream TLS handshakes that failed (certificate refused, no common protocol...).
+    pub tls_errors: AtomicU64,
 }
 
 impl PoolMetrics {
@@ -129,6 +131,7 @@ pub fn render_server(
         ("connects_total", get(&m.connects)),
         ("reuses_total", get(&m.reuses)),
         ("ejections_total", get(&m.ejections)),
+        ("tls_errors_total", get(&m.tls_errors)),
         ("outstanding", outstanding as u64),
         ("up", u64::from(up)),
     ] {

@@ -17,6 +17,7 @@ pub mod proxy_protocol;
 pub mod router;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream_tls;
 
 use crate::config::{L7Config, ListenerConfig};
 use crate::daemon::{ConfigUpdate, PartContext};
@@ -60,8 +61,9 @@ impl L7 {
     /// Applies a config: routes and pools by swapping the snapshot, listeners by starting
     /// new and changed ones before retiring the old. On error nothing changes.
     pub fn apply(&mut self, config: &L7Config) -> Result<(), L7Error> {
+        let tls = upstream_tls::for_pools(&config.pools).map_err(L7Error)?;
         let previous = self.shared.load();
-        let next = Snapshot::build(config, &previous);
+        let next = Snapshot::build(config, &previous, &tls);
         let drain = Duration::from_millis(config.drain_timeout_ms);
         self.shared.store(next);
 
