@@ -58,7 +58,7 @@ pub(super) fn read(
         return (!stray && !bad_type).then_some(None);
     }
     let mut ok = true;
-    let verify = verify.map_or(true, |v| v.value);
+    let verify = verify.is_none_or(|v| v.value);
     if let Some(c) = &ca_file {
         if c.value.is_empty() {
             report.add(c.offset, c.key.clone(), "must name a PEM file");
