@@ -123,6 +123,7 @@ pub fn render_server(
     m: &ServerMetrics,
     outstanding: usize,
     up: bool,
+    weight: u32,
 ) {
     let labels = format!("pool=\"{}\",server=\"{}\"", label(pool), label(server));
     for (metric, value) in [
@@ -134,6 +135,7 @@ pub fn render_server(
         ("tls_errors_total", get(&m.tls_errors)),
         ("outstanding", outstanding as u64),
         ("up", u64::from(up)),
+        ("weight", u64::from(weight)),
     ] {
         let _ = writeln!(out, "portier_l7_server_{metric}{{{labels}}} {value}");
     }

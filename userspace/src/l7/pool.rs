@@ -75,7 +75,9 @@ pub struct Timeouts {
 
 pub struct Server {
     pub address: SocketAddr,
-    pub weight: u32,
+    /// Atomic so a runtime weight change (or drain: 0) keeps the server, its connections,
+    /// health and counters; the pool's round-robin order is rebuilt with the snapshot.
+    weight: AtomicU32,
     id: u64,
     protocol: HttpProtocol,
     /// TLS to this server; part of what a reload must keep for the server to be reused.
@@ -114,7 +116,7 @@ impl Server {
         let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
         Server {
             address,
-            weight,
+            weight: AtomicU32::new(weight),
             id: balance::hash_bytes(address.to_string().as_bytes()),
             protocol: config.protocol,
             tls,
@@ -134,6 +136,18 @@ impl Server {
         self.tls.as_ref()
     }
 
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Weight 0 drains: no new requests, and idle connections close now rather than wait
+    /// for their idle timeout; in-flight requests finish on the connections they hold.
+    fn set_weight(&self, weight: u32) {
+        if self.weight.swap(weight, Ordering::Relaxed) != weight && weight == 0 {
+            self.drop_idle();
+        }
+    }
+
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -150,7 +164,7 @@ impl Server {
     }
 
     pub fn available(&self) -> bool {
-        self.weight > 0 && self.healthy() && !self.ejected()
+        self.weight() > 0 && self.healthy() && !self.ejected()
     }
 
     pub fn outstanding(&self) -> usize {
@@ -160,7 +174,7 @@ impl Server {
     fn candidate(&self) -> Candidate {
         Candidate {
             available: self.available(),
-            weight: self.weight,
+            weight: self.weight(),
             outstanding: self.outstanding(),
             id: self.id,
         }
@@ -425,19 +439,21 @@ impl Pool {
                 let reused = previous.and_then(|p| {
                     p.servers.iter().find(|old| {
                         old.address == s.address
-                            && old.weight == s.weight
                             && old.protocol == config.protocol
                             && old.tls.as_deref() == tls.as_deref()
                             && old.max_connections == config.max_connections
                     })
                 });
                 match reused {
-                    Some(old) => old.clone(),
+                    Some(old) => {
+                        old.set_weight(s.weight);
+                        old.clone()
+                    }
                     None => Arc::new(Server::new(s.address, s.weight, config, tls.clone())),
                 }
             })
             .collect();
-        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight()).collect();
         Pool {
             name: config.name.clone(),
             config: config.clone(),
