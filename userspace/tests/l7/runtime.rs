@@ -178,3 +178,103 @@ async fn bad_commands_are_refused_without_a_change() {
     assert!(e.contains("weight must be"), "{e}");
     assert_eq!(server_status(&p, 0)["state"], "active");
 }
+
+/// A `portier run` child process, killed (and reaped) on drop, also when the test panics.
+struct Daemon {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the `portier` CLI and returns its standard output; panics when it fails.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portier"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "portier {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn cli_drains_undrains_and_weighs_a_server_of_a_running_daemon() {
+    let a = Backend::named("a").await;
+    let b = Backend::named("b").await;
+    let (admin, http) = (free_port(), free_port());
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let config = |extra: &str| {
+        format!(
+            "[node]\nname = \"t\"\n[admin]\nlisten = \"{admin_addr}\"\n{}{extra}",
+            simple(&[&a, &b], "", "").replace("127.0.0.1:0", &addr.to_string())
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("portier-l7-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("portier.toml");
+    std::fs::write(&file, config("")).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_portier"))
+        .args(["run", "--config", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon { child, dir };
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::net::TcpStream::connect(addr).is_err()
+        || std::net::TcpStream::connect(&admin_addr).is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "daemon not up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let server = a.addr.to_string();
+    let target = ["--pool", "p", "--server", &server, "--admin", &admin_addr];
+
+    let out = cli(&[&["drain"], &target[..]].concat());
+    assert!(out.contains("\"weight\": 0"), "{out}");
+    let got = names(addr, 4, &get("x", "/")).await;
+    assert_eq!(count(&got, "b"), 4, "{got:?}");
+    // Reload with a new route: the drain stays.
+    std::fs::write(
+        &file,
+        config("\n[[l7.route]]\nhost = \"new.example\"\npool = \"p\"\n"),
+    )
+    .unwrap();
+    cli(&["reload", "--admin", &admin_addr]);
+    let got = names(addr, 4, &get("new.example", "/")).await;
+    assert_eq!(count(&got, "b"), 4, "{got:?}");
+    let status: serde_json::Value =
+        serde_json::from_str(&cli(&["status", "--json", "--admin", &admin_addr])).unwrap();
+    assert_eq!(status["l7"]["pools"]["p"]["servers"][0]["state"], "drained");
+
+    cli(&[&["undrain"], &target[..]].concat());
+    let got = names(addr, 4, &get("x", "/")).await;
+    assert_eq!((count(&got, "a"), count(&got, "b")), (2, 2), "{got:?}");
+
+    let out = cli(&[&["weight"], &target[..], &["3"]].concat());
+    assert!(out.contains("\"weight\": 3"), "{out}");
+    let got = names(addr, 8, &get("x", "/")).await;
+    assert_eq!((count(&got, "a"), count(&got, "b")), (6, 2), "{got:?}");
+    let metrics =
+        portier::admin::client::request(admin_addr.parse().unwrap(), "GET", "/metrics").unwrap();
+    let line = format!("portier_l7_server_weight{{pool=\"p\",server=\"{server}\"}} 3");
+    assert!(metrics.contains(&line), "{metrics}");
+}
