@@ -66,7 +66,7 @@ enum Command {
     Drain(BackendArgs),
     /// Undo drain or weight: the configured weight applies again.
     Undrain(BackendArgs),
-    /// Set an L4 backend's or an L7 pool server's weight at runtime (0..=65535).
+    /// Set an L4 backend's (0..=65535) or an L7 pool server's (0..=256) weight at runtime.
     Weight {
         #[command(flatten)]
         backend: BackendArgs,

@@ -107,6 +107,8 @@ pub struct ServerConfig {
     pub address: SocketAddr,
     /// 0 drains the server: no new requests.
     pub weight: u32,
+    /// With upstream TLS: this server's SNI and certificate name, over the pool's `sni`.
+    pub sni: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -610,7 +612,7 @@ fn pool(
         .array_of_tables(report, "servers")
         .iter()
         .map(|t| {
-            t.deny_unknown(report, &["address", "weight"]);
+            t.deny_unknown(report, &["address", "weight", "sni"]);
             let address = t
                 .required_str(report, "address")
                 .and_then(|v| socket_addr(report, v))
@@ -628,9 +630,11 @@ fn pool(
                     true
                 });
             let weight = int(report, t, "weight", 0..=256, 1u32);
+            let sni = l7_tls::server_sni(report, t, with_tls);
             Some(ServerConfig {
                 address: address?.value,
                 weight: weight?,
+                sni: sni?,
             })
         })
         .collect();

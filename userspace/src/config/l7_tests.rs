@@ -58,7 +58,8 @@ fn defaults() {
         p.servers,
         vec![ServerConfig {
             address: "172.17.0.2:8080".parse().unwrap(),
-            weight: 1
+            weight: 1,
+            sni: None
         }]
     );
     assert_eq!(p.health, None);

@@ -9,13 +9,14 @@
 //! ca_file = "/etc/portier/backend-ca.pem"   # default: the system's CA store
 //! sni = "api.internal"             # default: no SNI, the certificate must name the IP
 //! verify = false                   # default true; false is logged as insecure
+//! servers = [{ address = "10.0.0.5:443", sni = "api-1.internal" }]  # per-server SNI
 //! ```
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::reader::Table;
+use super::reader::{Located, Table};
 use super::report::Report;
 
 /// The pool keys this module reads.
@@ -73,13 +74,8 @@ pub(super) fn read(
         }
     }
     if let Some(s) = &sni
-        && rustls_pki_types::ServerName::try_from(s.value).is_err()
+        && !sni_name(report, s)
     {
-        report.add(
-            s.offset,
-            s.key.clone(),
-            format!("\"{}\" is not a DNS name or IP address", s.value),
-        );
         ok = false;
     }
     ok.then(|| {
@@ -89,6 +85,34 @@ pub(super) fn read(
             verify,
         })
     })
+}
+
+/// A server's own `sni` (inside `servers = [{ .. }]`); `None` when a problem was reported.
+pub(super) fn server_sni(
+    report: &mut Report<'_>,
+    server: &Table<'_, '_>,
+    with_tls: bool,
+) -> Option<Option<String>> {
+    let Some(v) = server.optional_str(report, "sni") else {
+        return (!server.has("sni")).then_some(None);
+    };
+    if !with_tls {
+        report.add(v.offset, v.key, "only applies with tls = true on the pool");
+        return None;
+    }
+    sni_name(report, &v).then(|| Some(v.value.to_ascii_lowercase()))
+}
+
+fn sni_name(report: &mut Report<'_>, v: &Located<&str>) -> bool {
+    let ok = rustls_pki_types::ServerName::try_from(v.value).is_ok();
+    if !ok {
+        report.add(
+            v.offset,
+            v.key.clone(),
+            format!("\"{}\" is not a DNS name or IP address", v.value),
+        );
+    }
+    ok
 }
 
 #[cfg(test)]
@@ -138,6 +162,12 @@ servers = [{ address = "172.17.0.2:8443" }]
                 verify: true
             })
         );
+        let full = format!(
+            "{}tls = true\n",
+            BASE.replace("8443\" }", "8443\", sni = \"A.internal\" }")
+        );
+        let pool = &parse(&full, FILE).unwrap().l7.unwrap().pools[0];
+        assert_eq!(pool.servers[0].sni.as_deref(), Some("a.internal"));
         let c = pool_tls("tls = true\nverify = false\nprotocol = \"h2\"\n").unwrap();
         assert!(!c.verify);
         let full = format!("{BASE}tls = true\nprotocol = \"h2\"\n");
@@ -188,6 +218,24 @@ servers = [{ address = "172.17.0.2:8443" }]
             16,
             "l7.pool[0].verify",
             "a boolean",
+        );
+        let server_sni = |sni: &str, extra: &str| {
+            format!(
+                "{}{extra}",
+                BASE.replace("8443\" }", &format!("8443\", sni = \"{sni}\" }}"))
+            )
+        };
+        assert_one(
+            &server_sni("a.internal", ""),
+            14,
+            "l7.pool[0].servers[0].sni",
+            "only applies with tls = true on the pool",
+        );
+        assert_one(
+            &server_sni("a b", "tls = true\n"),
+            14,
+            "l7.pool[0].servers[0].sni",
+            "not a DNS name",
         );
         at(
             "protocol = \"h2\"\n",

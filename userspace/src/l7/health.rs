@@ -100,10 +100,9 @@ async fn check_loop(pool: String, server: Arc<Server>, config: HttpHealthConfig)
         let result = match server.tls() {
             None => run_probe(&probe, timeout).await,
             Some(tls) => {
-                let host = match tls.sni() {
-                    Some(rustls_pki_types::ServerName::DnsName(n)) => n.as_ref().to_owned(),
-                    _ => server.address.to_string(),
-                };
+                let host = tls
+                    .sni()
+                    .map_or_else(|| server.address.to_string(), str::to_owned);
                 tls_probe(&server, &config, &host, timeout).await
             }
         };

@@ -69,6 +69,7 @@ impl L7 {
         let mut overrides = self.overrides.clone();
         overrides.retain_existing(config);
         self.apply_effective(&overrides.apply_to(config))?;
+        upstream_tls::warn_insecure(&self.config.pools, &config.pools);
         self.overrides = overrides;
         self.config = config.clone();
         Ok(())

@@ -8,8 +8,9 @@ use crate::config::L7Config;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-/// Highest runtime weight; the config allows up to 256, a runtime change as much as L4.
-pub const MAX_WEIGHT: u32 = 65535;
+/// Highest runtime weight, as in the config: the round-robin order has one entry per unit of
+/// weight, so it stays small.
+pub const MAX_WEIGHT: u32 = 256;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Overrides {
@@ -169,8 +170,8 @@ mod tests {
             ("weight", target.to_vec(), "missing argument weight"),
             (
                 "weight",
-                [target[0], target[1], ("weight", "65536")].to_vec(),
-                "weight must be 0..=65535",
+                [target[0], target[1], ("weight", "257")].to_vec(),
+                "weight must be 0..=256",
             ),
             (
                 "weight",

@@ -6,7 +6,7 @@ use crate::l7::balance::{self, Candidate};
 use crate::l7::body::{Body, EndGuard};
 use crate::l7::headers;
 use crate::l7::metrics::{PoolMetrics, ServerMetrics};
-use crate::l7::upstream_tls::Connector;
+use crate::l7::upstream_tls::{Connector, ServerTls};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -81,7 +81,7 @@ pub struct Server {
     id: u64,
     protocol: HttpProtocol,
     /// TLS to this server; part of what a reload must keep for the server to be reused.
-    tls: Option<Arc<Connector>>,
+    tls: Option<ServerTls>,
     healthy: AtomicBool,
     ejected_until: AtomicU64,
     failures: AtomicU32,
@@ -111,7 +111,7 @@ impl Server {
         address: SocketAddr,
         weight: u32,
         config: &PoolConfig,
-        tls: Option<Arc<Connector>>,
+        tls: Option<ServerTls>,
     ) -> Server {
         let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
         Server {
@@ -132,7 +132,7 @@ impl Server {
         }
     }
 
-    pub fn tls(&self) -> Option<&Arc<Connector>> {
+    pub fn tls(&self) -> Option<&ServerTls> {
         self.tls.as_ref()
     }
 
@@ -248,8 +248,7 @@ impl Server {
         let Some(tls) = &self.tls else {
             return self.handshake(stream).await;
         };
-        let secured = match tokio::time::timeout(t.connect, tls.connect(self.address, stream)).await
-        {
+        let secured = match tokio::time::timeout(t.connect, tls.connect(stream)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 self.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
@@ -436,11 +435,14 @@ impl Pool {
             .servers
             .iter()
             .map(|s| {
+                let server_tls = tls
+                    .as_ref()
+                    .map(|c| ServerTls::new(c.clone(), s.address, s.sni.as_deref()));
                 let reused = previous.and_then(|p| {
                     p.servers.iter().find(|old| {
                         old.address == s.address
                             && old.protocol == config.protocol
-                            && old.tls.as_deref() == tls.as_deref()
+                            && old.tls == server_tls
                             && old.max_connections == config.max_connections
                     })
                 });
@@ -449,7 +451,7 @@ impl Pool {
                         old.set_weight(s.weight);
                         old.clone()
                     }
-                    None => Arc::new(Server::new(s.address, s.weight, config, tls.clone())),
+                    None => Arc::new(Server::new(s.address, s.weight, config, server_tls)),
                 }
             })
             .collect();

@@ -91,25 +91,42 @@ impl Connector {
         })
     }
 
-    /// The name a server's certificate is checked against: the configured SNI, else the
-    /// server's IP address (rustls sends no SNI for an address).
-    pub fn name_for(&self, addr: SocketAddr) -> ServerName<'static> {
-        self.sni
-            .clone()
+    /// The name a server's certificate is checked against: the server's own `sni`, else
+    /// the pool's, else the server's IP address (rustls sends no SNI for an address).
+    pub fn name_for(&self, addr: SocketAddr, own: Option<&str>) -> ServerName<'static> {
+        own.and_then(|n| ServerName::try_from(n).ok())
+            .map(|n| n.to_owned())
+            .or_else(|| self.sni.clone())
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
     }
+}
 
-    /// The configured SNI, for the health check's Host header.
-    pub fn sni(&self) -> Option<&ServerName<'static>> {
-        self.sni.as_ref()
+/// One server's TLS: its pool's connector and the name it is checked against.
+#[derive(Debug, PartialEq)]
+pub struct ServerTls {
+    connector: Arc<Connector>,
+    name: ServerName<'static>,
+}
+
+impl ServerTls {
+    pub fn new(connector: Arc<Connector>, addr: SocketAddr, own_sni: Option<&str>) -> ServerTls {
+        let name = connector.name_for(addr, own_sni);
+        ServerTls { connector, name }
     }
 
-    pub async fn connect(
-        &self,
-        addr: SocketAddr,
-        tcp: TcpStream,
-    ) -> std::io::Result<TlsStream<TcpStream>> {
-        self.connector.connect(self.name_for(addr), tcp).await
+    /// The SNI sent, if a name (not an address) is checked: the health check's Host.
+    pub fn sni(&self) -> Option<&str> {
+        match &self.name {
+            ServerName::DnsName(n) => Some(n.as_ref()),
+            _ => None,
+        }
+    }
+
+    pub async fn connect(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        self.connector
+            .connector
+            .connect(self.name.clone(), tcp)
+            .await
     }
 }
 
@@ -132,21 +149,28 @@ fn roots(ca_file: Option<&std::path::Path>) -> Result<Vec<CertificateDer<'static
 }
 
 /// Connectors for every TLS pool of a config, by pool name; the first failure names the pool.
-/// Pools with `verify = false` are logged as insecure each time they are (re)built.
 pub fn for_pools(pools: &[PoolConfig]) -> Result<HashMap<String, Arc<Connector>>, String> {
     let mut out = HashMap::new();
     for p in pools {
         let Some(tls) = &p.tls else { continue };
         let c = Connector::new(tls, p.protocol).map_err(|e| format!("pool {}: {e}", p.name))?;
-        if !tls.verify {
+        out.insert(p.name.clone(), Arc::new(c));
+    }
+    Ok(out)
+}
+
+/// Logs the pools of `next` that turn certificate checks off, unless `previous` had them so
+/// already: once at startup and once per change, not on every reload or runtime command.
+pub fn warn_insecure(previous: &[PoolConfig], next: &[PoolConfig]) {
+    let insecure = |p: &PoolConfig| p.tls.as_ref().is_some_and(|t| !t.verify);
+    for p in next.iter().filter(|p| insecure(p)) {
+        if !previous.iter().any(|o| o.name == p.name && insecure(o)) {
             tracing::warn!(
                 pool = %p.name,
                 "INSECURE: upstream TLS certificates are not verified (verify = false)"
             );
         }
-        out.insert(p.name.clone(), Arc::new(c));
     }
-    Ok(out)
 }
 
 /// `verify = false`: any certificate is accepted; handshake signatures are still checked,
@@ -204,16 +228,27 @@ mod tests {
     #[test]
     fn name_is_the_sni_or_the_address() {
         let addr: SocketAddr = "192.0.2.7:443".parse().unwrap();
-        let c = Connector::new(&cfg(None, None, false), HttpProtocol::Http1).unwrap();
+        let c = Arc::new(Connector::new(&cfg(None, None, false), HttpProtocol::Http1).unwrap());
         assert_eq!(
-            c.name_for(addr),
+            c.name_for(addr, None),
             ServerName::IpAddress("192.0.2.7".parse::<std::net::IpAddr>().unwrap().into())
         );
-        let c = Connector::new(&cfg(None, Some("api.internal"), false), HttpProtocol::H2).unwrap();
+        assert_eq!(ServerTls::new(c.clone(), addr, None).sni(), None);
+        let own = ServerTls::new(c, addr, Some("one.internal"));
+        assert_eq!(own.sni(), Some("one.internal"));
+        let c = Arc::new(
+            Connector::new(&cfg(None, Some("api.internal"), false), HttpProtocol::H2).unwrap(),
+        );
         assert_eq!(
-            c.name_for(addr),
+            c.name_for(addr, None),
             ServerName::try_from("api.internal").unwrap()
         );
+        // The server's own name wins over the pool's.
+        assert_eq!(
+            c.name_for(addr, Some("one.internal")),
+            ServerName::try_from("one.internal").unwrap()
+        );
+        assert!(ServerTls::new(c.clone(), addr, None) != ServerTls::new(c, addr, Some("x.test")));
     }
 
     #[test]

@@ -327,3 +327,19 @@ async fn h2_pool_negotiates_h2_by_alpn() {
     assert_eq!(xfh.unwrap(), "todo.example");
     server.abort();
 }
+
+#[tokio::test]
+async fn a_servers_own_sni_wins_over_the_pools() {
+    let pki = pki("ownsni");
+    let mut b = tls_backend(&pki).await;
+    let ca = pki.file("good-ca.pem");
+    // The pool's name is not on the certificate: only the server's own one makes it work.
+    let config = tls_pool(&b, &format!("ca_file = \"{ca}\"\nsni = \"wrong.test\"")).replace(
+        &format!("{{ address = \"{}\" }}", b.addr),
+        &format!("{{ address = \"{}\", sni = \"backend.test\" }}", b.addr),
+    );
+    let (_p, addr) = proxy(&config);
+    let r = exchange(addr, &get("x", "/")).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(b.seen().await.sni.as_deref(), Some("backend.test"));
+}
