@@ -32,6 +32,9 @@ pub struct L7Config {
     pub pools: Vec<PoolConfig>,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub drain_timeout_ms: u64,
+    /// Proxy threads, each with its own event loop and its own socket per listener; 0 means
+    /// one per CPU the daemon may run on. Read at start: a reload keeps the running count.
+    pub workers: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -146,8 +149,12 @@ pub struct PoolConfig {
 }
 
 pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7Config> {
-    table.deny_unknown(report, &["listener", "route", "pool", "drain_timeout_ms"]);
+    table.deny_unknown(
+        report,
+        &["listener", "route", "pool", "drain_timeout_ms", "workers"],
+    );
     let drain_timeout_ms = ms(report, table, "drain_timeout_ms", 10_000);
+    let workers = int(report, table, "workers", 0..=1024, 0u32);
     let listeners: Vec<_> = table
         .array_of_tables(report, "listener")
         .iter()
@@ -271,6 +278,7 @@ pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7C
         routes,
         pools,
         drain_timeout_ms: drain_timeout_ms?,
+        workers: workers?,
     })
 }
 

@@ -6,6 +6,7 @@ use crate::l7::metrics::ListenerMetrics;
 use crate::l7::proxy::{self, ConnInfo};
 use crate::l7::proxy_protocol::{self, Header};
 use crate::l7::snapshot::Shared;
+use crate::l7::workers::Workers;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -29,7 +30,9 @@ const H2_MAX_STREAMS: u32 = 256;
 
 /// Binds with SO_REUSEPORT so a reconfigured listener can bind before the old one stops:
 /// no moment without a socket accepting.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// The socket is returned without a runtime: the worker that accepts on it registers it
+/// with its own.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -39,22 +42,25 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 pub struct Listener {
     pub config: ListenerConfig,
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Listener {
+    /// Binds one socket per worker on the same address (the kernel spreads connections
+    /// over them) and starts an accept loop on each worker.
     pub fn start(
         config: ListenerConfig,
         shared: Arc<Shared>,
         metrics: Arc<ListenerMetrics>,
         drain: Duration,
+        workers: &Workers,
     ) -> Result<Listener, String> {
         let tls = if config.certificates.is_empty() {
             None
@@ -63,32 +69,45 @@ impl Listener {
                 .map_err(|e| format!("listener {}: {e}", config.name))?;
             Some(TlsAcceptor::from(c))
         };
-        let socket = bind(config.bind)
-            .map_err(|e| format!("listener {}: bind {}: {e}", config.name, config.bind))?;
-        let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let bind_error = |e| format!("listener {}: bind {}: {e}", config.name, config.bind);
+        let first = bind(config.bind).map_err(bind_error)?;
+        // With port 0 the others must join the port the first one got.
+        let local_addr = first.local_addr().map_err(|e| e.to_string())?;
+        let mut sockets = vec![first];
+        for _ in 1..workers.len() {
+            sockets.push(bind(local_addr).map_err(bind_error)?);
+        }
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(
-            socket,
-            config.clone(),
-            tls,
-            shared,
-            metrics,
-            stopped,
-            drain,
-        ));
+        let limit = Arc::new(Semaphore::new(config.max_connections as usize));
+        let tasks = sockets
+            .into_iter()
+            .zip(workers.handles())
+            .map(|(socket, worker)| {
+                worker.spawn(accept_loop(
+                    socket,
+                    config.clone(),
+                    tls.clone(),
+                    shared.clone(),
+                    metrics.clone(),
+                    limit.clone(),
+                    stopped.clone(),
+                    drain,
+                ))
+            })
+            .collect();
         tracing::info!(listener = %config.name, address = %local_addr, "L7 listener up");
         Ok(Listener {
             config,
             local_addr,
             stop,
-            task,
+            tasks,
         })
     }
 
     /// Stops accepting at once; in-flight requests get up to the drain time.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        futures::future::join_all(self.tasks).await;
     }
 
     /// Stops accepting and drains in the background (reload: the new listener is up already).
@@ -122,17 +141,25 @@ fn builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
-    socket: TcpListener,
+    socket: std::net::TcpListener,
     config: ListenerConfig,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     metrics: Arc<ListenerMetrics>,
+    limit: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let name: Arc<str> = Arc::from(config.name.as_str());
-    let limit = Arc::new(Semaphore::new(config.max_connections as usize));
+    let socket = match TcpListener::from_std(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(listener = %name, "cannot register the socket: {e}");
+            return;
+        }
+    };
     let graceful = GracefulShutdown::new();
     let plain = Arc::new(builder(&config));
     // A TLS connection that negotiated h2 gets HTTP/2 whatever the plain-text setting is.
@@ -144,11 +171,6 @@ async fn accept_loop(
     let h1_only = Arc::new(builder(&h1_only));
     let header_timeout = Duration::from_millis(config.header_timeout_ms);
     loop {
-        // At the limit, stop accepting: new clients wait in the kernel's backlog.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stopped.changed() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = socket.accept() => match r {
                 Ok(x) => x,
@@ -159,6 +181,17 @@ async fn accept_loop(
                 }
             },
             _ = stopped.changed() => break,
+        };
+        // At the limit the accepted connection waits unserved, and this worker accepts no
+        // more: further clients wait in the kernel's backlog. The limit is shared by the
+        // workers and the permit is taken only for a connection in hand, so a freed slot
+        // cannot go to a worker whose backlog is empty while another's has clients.
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stopped.changed() => break,
+            },
         };
         let _ = stream.set_nodelay(true);
         metrics.connections.fetch_add(1, Ordering::Relaxed);

@@ -19,6 +19,7 @@ pub mod router;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream_tls;
+pub mod workers;
 
 use crate::config::{L7Config, ListenerConfig};
 use crate::daemon::{ConfigUpdate, PartContext};
@@ -42,6 +43,8 @@ pub struct L7 {
     /// The configured settings, before runtime overrides.
     config: L7Config,
     overrides: overrides::Overrides,
+    /// Started with the first config (their count is read once).
+    workers: Option<workers::Workers>,
 }
 
 impl Default for L7 {
@@ -59,6 +62,7 @@ impl L7 {
             health: health::HealthChecks::default(),
             config: L7Config::default(),
             overrides: overrides::Overrides::default(),
+            workers: None,
         }
     }
 
@@ -104,6 +108,16 @@ impl L7 {
 
     fn apply_effective(&mut self, config: &L7Config) -> Result<(), L7Error> {
         let tls = upstream_tls::for_pools(&config.pools).map_err(L7Error)?;
+        if self.workers.is_none() {
+            let w = workers::Workers::start(config.workers)
+                .map_err(|e| L7Error(format!("cannot start the L7 workers: {e}")))?;
+            self.workers = Some(w);
+        } else if config.workers != self.config.workers {
+            tracing::warn!("l7: a new `workers` count takes effect at the next start");
+        }
+        let Some(workers) = &self.workers else {
+            return Err(L7Error("no L7 workers".into()));
+        };
         let previous = self.shared.load();
         let next = Snapshot::build(config, &previous, &tls);
         let drain = Duration::from_millis(config.drain_timeout_ms);
@@ -125,7 +139,7 @@ impl L7 {
                 .clone();
             // Changing the address of a listener: the old one goes first, or a wildcard and
             // a specific bind on the same port would both take connections.
-            match Listener::start(l.clone(), self.shared.clone(), metrics, drain) {
+            match Listener::start(l.clone(), self.shared.clone(), metrics, drain, workers) {
                 Ok(new) => started.push(new),
                 Err(e) => {
                     for s in started {
@@ -248,6 +262,10 @@ impl L7 {
         self.health.stop();
         let listeners: Vec<Listener> = self.listeners.drain().map(|(_, l)| l).collect();
         futures::future::join_all(listeners.into_iter().map(Listener::stop)).await;
+        // Dropped off the async threads: joining the workers blocks.
+        if let Some(w) = self.workers.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(w)).await;
+        }
     }
 }
 

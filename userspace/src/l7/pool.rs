@@ -31,6 +31,9 @@ pub fn now_ms() -> u64 {
 /// connections rarely contends.
 fn shard_index(shards: usize) -> usize {
     use std::cell::Cell;
+    if let Some(worker) = crate::l7::workers::current() {
+        return worker % shards;
+    }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: Cell<usize> = Cell::new(NEXT.fetch_add(1, Ordering::Relaxed));
@@ -48,6 +51,20 @@ impl Sender {
         match self {
             Sender::H1(s) => s.is_closed(),
             Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Polls readiness once: `None` when the connection cannot tell yet.
+    fn poll_ready_now(&mut self) -> Option<hyper::Result<()>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let poll = match self {
+            Sender::H1(s) => s.poll_ready(&mut cx),
+            Sender::H2(s) => s.poll_ready(&mut cx),
+        };
+        match poll {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
         }
     }
 
@@ -211,15 +228,21 @@ impl Server {
         }
     }
 
+    /// An idle connection from this worker's shard, else one from another worker's: a
+    /// connection driven by another thread costs cross-thread wake-ups but saves the
+    /// backend a connection.
     fn take_idle(&self, max_idle: Duration) -> Option<Sender> {
-        let shard = &self.idle[shard_index(self.idle.len())];
-        let mut list = shard.lock().ok()?;
-        while let Some(idle) = list.pop() {
-            if idle.since.elapsed() < max_idle && !idle.sender.is_closed() {
-                return Some(idle.sender);
+        let own = shard_index(self.idle.len());
+        let shards = self.idle.len();
+        (0..shards).find_map(|i| {
+            let mut list = self.idle[(own + i) % shards].lock().ok()?;
+            while let Some(idle) = list.pop() {
+                if idle.since.elapsed() < max_idle && !idle.sender.is_closed() {
+                    return Some(idle.sender);
+                }
             }
-        }
-        None
+            None
+        })
     }
 
     fn put_idle(&self, sender: Sender) {
@@ -302,8 +325,14 @@ impl Server {
             return Ok(s);
         }
         while let Some(mut s) = self.take_idle(t.idle) {
-            // An idle HTTP/1 connection is ready at once unless the server closed it.
-            if let Ok(Ok(())) = tokio::time::timeout(t.connect, s.ready()).await {
+            // An idle HTTP/1 connection is ready at once unless the server closed it; only
+            // one whose connection task has not yet seen the last response end needs a wait
+            // (and a timer).
+            let ready = match s.poll_ready_now() {
+                Some(r) => r.is_ok(),
+                None => matches!(tokio::time::timeout(t.connect, s.ready()).await, Ok(Ok(()))),
+            };
+            if ready {
                 self.metrics.reuses.fetch_add(1, Ordering::Relaxed);
                 return Ok(s);
             }
@@ -353,9 +382,15 @@ impl Server {
         req: Request<Body>,
         t: &Timeouts,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        let permit = match tokio::time::timeout(t.queue, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => return Err(SendError::Busy(req)),
+        // The queue timer is armed only when every slot is taken.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(t.queue, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(SendError::Busy(req)),
+                }
+            }
         };
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         let mut lease = Lease {
