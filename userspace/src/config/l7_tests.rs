@@ -440,4 +440,16 @@ fn example_l7_section_parses() {
     );
     assert_eq!(l7.routes[1].host, "*.shop.example");
     assert_eq!(l7.pools[0].health.as_ref().map(|h| h.fall), Some(3));
+    assert_eq!(l7.pools[0].tls, None);
+    let secure = &l7.pools[1];
+    assert_eq!(secure.protocol, HttpProtocol::H2);
+    assert_eq!(
+        secure.tls,
+        Some(UpstreamTlsConfig {
+            ca_file: Some("/etc/portier/backend-ca.pem".into()),
+            sni: Some("api.internal".into()),
+            verify: true
+        })
+    );
+    assert_eq!(secure.servers[0].sni.as_deref(), Some("api-1.internal"));
 }
