@@ -313,18 +313,28 @@ async fn h2_pool_negotiates_h2_by_alpn() {
         "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
          [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
          [[l7.pool]]\nname = \"p\"\nservers = [{{ address = \"{backend}\" }}]\n\
-         tls = true\nprotocol = \"h2\"\nca_file = \"{ca}\"\nsni = \"backend.test\"\n"
+         tls = true\nprotocol = \"h2\"\nca_file = \"{ca}\"\nsni = \"backend.test\"\n\
+         health = {{ path = \"/health\", interval_ms = 50, timeout_ms = 500, rise = 1, fall = 1 }}\n"
     ));
     let r = exchange(addr, &get("todo.example", "/h2?x=1")).await;
     assert_eq!((status(&r), body(&r)), (200, "h2"), "{r}");
-    let (alpn, version, uri, xfh) = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
-    assert_eq!(version, http::Version::HTTP_2);
-    assert_eq!(uri, "https://todo.example/h2?x=1");
-    assert_eq!(xfh.unwrap(), "todo.example");
+    // The proxied request and, in between, health checks: HTTP/2 over TLS as well.
+    let (mut proxied, mut checked) = (false, false);
+    while !(proxied && checked) {
+        let (alpn, version, uri, xfh) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        assert_eq!(version, http::Version::HTTP_2);
+        if uri == "https://backend.test/health" {
+            checked = true;
+        } else {
+            assert_eq!(uri, "https://todo.example/h2?x=1");
+            assert_eq!(xfh.unwrap(), "todo.example");
+            proxied = true;
+        }
+    }
     server.abort();
 }
 
