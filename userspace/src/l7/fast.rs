@@ -201,6 +201,7 @@ fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> P
     let route = &snap.routes[route_id];
     let pool = &route.pool;
     if pool.config.protocol != HttpProtocol::Http1
+        || pool.config.tls.is_some()
         || pool.config.total_timeout_ms != 0
         || !matches!(
             pool.config.balance,

@@ -42,6 +42,8 @@ pub struct ServerMetrics {
     pub connects: AtomicU64,
     pub reuses: AtomicU64,
     pub ejections: AtomicU64,
+    /// Upstream TLS handshakes that failed (certificate refused, no common protocol...).
+    pub tls_errors: AtomicU64,
 }
 
 impl PoolMetrics {
@@ -124,6 +126,7 @@ pub fn render_server(
     m: &ServerMetrics,
     outstanding: usize,
     up: bool,
+    weight: u32,
 ) {
     let labels = format!("pool=\"{}\",server=\"{}\"", label(pool), label(server));
     for (metric, value) in [
@@ -132,8 +135,10 @@ pub fn render_server(
         ("connects_total", get(&m.connects)),
         ("reuses_total", get(&m.reuses)),
         ("ejections_total", get(&m.ejections)),
+        ("tls_errors_total", get(&m.tls_errors)),
         ("outstanding", outstanding as u64),
         ("up", u64::from(up)),
+        ("weight", u64::from(weight)),
     ] {
         let _ = writeln!(out, "portier_l7_server_{metric}{{{labels}}} {value}");
     }

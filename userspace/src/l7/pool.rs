@@ -6,6 +6,7 @@ use crate::l7::balance::{self, Candidate};
 use crate::l7::body::{Body, EndGuard};
 use crate::l7::headers;
 use crate::l7::metrics::{PoolMetrics, ServerMetrics};
+use crate::l7::upstream_tls::{Connector, ServerTls};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -97,9 +98,13 @@ pub struct Timeouts {
 
 pub struct Server {
     pub address: SocketAddr,
-    pub weight: u32,
+    /// Atomic so a runtime weight change (or drain: 0) keeps the server, its connections,
+    /// health and counters; the pool's round-robin order is rebuilt with the snapshot.
+    weight: AtomicU32,
     id: u64,
     protocol: HttpProtocol,
+    /// TLS to this server; part of what a reload must keep for the server to be reused.
+    tls: Option<ServerTls>,
     healthy: AtomicBool,
     ejected_until: AtomicU64,
     failures: AtomicU32,
@@ -128,13 +133,19 @@ pub enum SendError {
 }
 
 impl Server {
-    fn new(address: SocketAddr, weight: u32, config: &PoolConfig) -> Server {
+    fn new(
+        address: SocketAddr,
+        weight: u32,
+        config: &PoolConfig,
+        tls: Option<ServerTls>,
+    ) -> Server {
         let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
         Server {
             address,
-            weight,
+            weight: AtomicU32::new(weight),
             id: balance::hash_bytes(address.to_string().as_bytes()),
             protocol: config.protocol,
+            tls,
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             failures: AtomicU32::new(0),
@@ -145,6 +156,22 @@ impl Server {
             raw_idle: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             h2: Mutex::new(None),
             metrics: ServerMetrics::default(),
+        }
+    }
+
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Weight 0 drains: no new requests, and idle connections close now rather than wait
+    /// for their idle timeout; in-flight requests finish on the connections they hold.
+    fn set_weight(&self, weight: u32) {
+        if self.weight.swap(weight, Ordering::Relaxed) != weight && weight == 0 {
+            self.drop_idle();
         }
     }
 
@@ -164,7 +191,7 @@ impl Server {
     }
 
     pub fn available(&self) -> bool {
-        self.weight > 0 && self.healthy() && !self.ejected()
+        self.weight() > 0 && self.healthy() && !self.ejected()
     }
 
     pub fn outstanding(&self) -> usize {
@@ -174,7 +201,7 @@ impl Server {
     fn candidate(&self) -> Candidate {
         Candidate {
             available: self.available(),
-            weight: self.weight,
+            weight: self.weight(),
             outstanding: self.outstanding(),
             id: self.id,
         }
@@ -334,6 +361,27 @@ impl Server {
 
     async fn connect(&self, t: &Timeouts) -> Result<Sender, String> {
         let stream = self.connect_tcp(t).await?;
+        let Some(tls) = &self.tls else {
+            return self.handshake(stream).await;
+        };
+        let secured = match tokio::time::timeout(t.connect, tls.connect(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(format!("TLS with {}: {e}", self.address));
+            }
+            Err(_) => {
+                self.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(format!("TLS with {}: handshake timed out", self.address));
+            }
+        };
+        self.handshake(secured).await
+    }
+
+    async fn handshake<I>(&self, stream: I) -> Result<Sender, String>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let io = TokioIo::new(stream);
         match self.protocol {
             HttpProtocol::Http1 => {
@@ -383,6 +431,40 @@ impl Server {
             }
         }
         self.connect(t).await
+    }
+
+    /// A health-check request on a connection of its own, in the pool's protocol and over its
+    /// TLS: the response status. Plain pools use the shared checker's raw probe instead.
+    pub async fn probe(&self, path: &str, host: &str, timeout: Duration) -> Result<u16, String> {
+        let t = Timeouts {
+            connect: timeout,
+            response: timeout,
+            idle: timeout,
+            queue: timeout,
+        };
+        let mut sender = self.connect(&t).await?;
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let mut req = Request::new(Body::empty());
+        let sent = match &mut sender {
+            Sender::H1(s) => {
+                *req.uri_mut() = path.parse().map_err(|_| "bad check path".to_string())?;
+                let host = http::HeaderValue::from_str(host).map_err(|e| e.to_string())?;
+                req.headers_mut().insert(http::header::HOST, host);
+                req.headers_mut().insert(
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static("portier-health"),
+                );
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                *req.uri_mut() = format!("https://{host}{path}")
+                    .parse()
+                    .map_err(|_| "bad check path".to_string())?;
+                *req.version_mut() = http::Version::HTTP_2;
+                s.send_request(req).await
+            }
+        };
+        sent.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
     }
 
     /// Sends `req` and waits for the response head. The returned lease must travel with the
@@ -488,26 +570,32 @@ pub struct Pool {
 impl Pool {
     /// Builds a pool; servers in `previous` with the same address and limits keep their state
     /// and connections, so a reload does not reset health or drop keep-alives.
-    pub fn new(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
+    pub fn new(config: &PoolConfig, previous: Option<&Pool>, tls: Option<Arc<Connector>>) -> Pool {
         let servers: Vec<Arc<Server>> = config
             .servers
             .iter()
             .map(|s| {
+                let server_tls = tls
+                    .as_ref()
+                    .map(|c| ServerTls::new(c.clone(), s.address, s.sni.as_deref()));
                 let reused = previous.and_then(|p| {
                     p.servers.iter().find(|old| {
                         old.address == s.address
-                            && old.weight == s.weight
                             && old.protocol == config.protocol
+                            && old.tls == server_tls
                             && old.max_connections == config.max_connections
                     })
                 });
                 match reused {
-                    Some(old) => old.clone(),
-                    None => Arc::new(Server::new(s.address, s.weight, config)),
+                    Some(old) => {
+                        old.set_weight(s.weight);
+                        old.clone()
+                    }
+                    None => Arc::new(Server::new(s.address, s.weight, config, server_tls)),
                 }
             })
             .collect();
-        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight()).collect();
         Pool {
             name: config.name.clone(),
             config: config.clone(),

@@ -210,7 +210,11 @@ async fn forward(
     if h2_upstream {
         parts.headers.remove(header::HOST);
         parts.uri = Uri::builder()
-            .scheme("http")
+            .scheme(if pool.config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            })
             .authority(host_text.as_str())
             .path_and_query(path.as_str())
             .build()

@@ -7,4 +7,6 @@ mod h1;
 mod h2;
 mod harness;
 mod pools;
+mod runtime;
 mod tls;
+mod upstream_tls;
