@@ -142,7 +142,9 @@ fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> P
         "HEAD" => true,
         _ => return Prep::Handoff,
     };
-    if !target.starts_with('/') {
+    // Origin-form only, of bytes any URI parser accepts: anything odder is for the general
+    // path to refuse or pass as it does.
+    if !target.starts_with('/') || !target.bytes().all(plain_target_byte) {
         return Prep::Handoff;
     }
     let mut host: Option<&[u8]> = None;
@@ -293,6 +295,10 @@ fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> P
         access,
         start: std::time::Instant::now(),
     })
+}
+
+fn plain_target_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && !b"\"#<>\\^`{|}".contains(&b)
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -281,3 +281,29 @@ async fn a_malformed_chunked_body_cuts_the_client_connection() {
     // The client sees a truncated chunked body and a closed connection, never a message end.
     assert!(!text.ends_with("0\r\n\r\n"), "{text}");
 }
+
+#[tokio::test]
+async fn a_client_asking_to_close_gets_its_answer_then_the_close() {
+    let b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let r = c.response().await;
+    assert!(r.contains("\r\nconnection: close\r\n"), "{r}");
+    assert_eq!(body(&r), "b");
+    assert!(c.closed().await);
+    assert_eq!(fast_count(&p), 1);
+}
+
+#[tokio::test]
+async fn odd_request_targets_are_left_to_the_general_path() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let r = exchange(addr, b"GET /a{b} HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // Whatever the general path decides, the fast path did not forward it.
+    assert_eq!(fast_count(&p), 0);
+    if status(&r) == 200 {
+        assert!(b.request().await.starts_with("GET /a{b} HTTP/1.1\r\n"));
+    }
+}
