@@ -118,28 +118,44 @@ impl Listener {
     }
 }
 
-fn builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    let header_timeout = Duration::from_millis(config.header_timeout_ms);
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(config.max_header_bytes)
-        .preserve_header_case(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(config.max_header_bytes as u32)
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
-        .keep_alive_interval(header_timeout)
-        .keep_alive_timeout(header_timeout);
-    let h1 = config.protocols.contains(&HttpProtocol::Http1);
-    let h2 = config.protocols.contains(&HttpProtocol::H2c);
-    match (h1, h2) {
-        (true, false) => b.http1_only(),
-        (false, true) => b.http2_only(),
-        _ => b,
+/// hyper's servers for one listener. HTTP/2 connections go to hyper's HTTP/2 server
+/// directly (the protocol is known from ALPN or the preface), not through the auto-detecting
+/// wrapper, which costs a copy of its state on every poll.
+pub(crate) struct Http {
+    h1: auto::Builder<TokioExecutor>,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+#[derive(Clone, Copy)]
+enum Proto {
+    H1,
+    H2,
+}
+
+/// The HTTP/2 connection preface's request line, as far as the fast path reads it.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+impl Http {
+    fn new(config: &ListenerConfig) -> Http {
+        let header_timeout = Duration::from_millis(config.header_timeout_ms);
+        let mut h1 = auto::Builder::new(TokioExecutor::new());
+        h1.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(config.max_header_bytes)
+            .preserve_header_case(true);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(config.max_header_bytes as u32)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+            .keep_alive_interval(header_timeout)
+            .keep_alive_timeout(header_timeout);
+        Http {
+            h1: h1.http1_only(),
+            h2,
+        }
     }
 }
 
@@ -163,14 +179,7 @@ async fn accept_loop(
         }
     };
     let graceful = GracefulShutdown::new();
-    let plain = Arc::new(builder(&config));
-    // A TLS connection that negotiated h2 gets HTTP/2 whatever the plain-text setting is.
-    let mut tls_config = config.clone();
-    tls_config.protocols = vec![HttpProtocol::Http1, HttpProtocol::H2c];
-    let over_tls = Arc::new(builder(&tls_config));
-    let mut h1_only = config.clone();
-    h1_only.protocols = vec![HttpProtocol::Http1];
-    let h1_only = Arc::new(builder(&h1_only));
+    let http = Arc::new(Http::new(&config));
     let header_timeout = Duration::from_millis(config.header_timeout_ms);
     // Plain connections start on the fast path when the listener speaks HTTP/1 (an h2c
     // preface is handed on to hyper), TLS ones when ALPN did not pick h2.
@@ -179,6 +188,7 @@ async fn accept_loop(
         max_header_bytes: config.max_header_bytes,
     });
     let plain_fast = config.protocols.contains(&HttpProtocol::Http1);
+    let plain_h2 = config.protocols.contains(&HttpProtocol::H2c);
     loop {
         let (stream, peer) = tokio::select! {
             r = socket.accept() => match r {
@@ -212,21 +222,16 @@ async fn accept_loop(
             header_timeout,
             fast: fast.clone(),
             plain_fast,
+            plain_h2,
             stopped: stopped.clone(),
         };
-        let builder = if tls.is_some() {
-            over_tls.clone()
-        } else {
-            plain.clone()
-        };
-        let h1_only = h1_only.clone();
+        let http = http.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let m = conn.metrics.clone();
             m.active.fetch_add(1, Ordering::Relaxed);
-            conn.serve(stream, peer, tls, builder, h1_only, watcher)
-                .await;
+            conn.serve(stream, peer, tls, http, watcher).await;
             m.active.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -249,6 +254,8 @@ struct Conn {
     header_timeout: Duration,
     fast: Arc<fast::Settings>,
     plain_fast: bool,
+    /// A plain connection may open with the HTTP/2 preface (h2c prior knowledge).
+    plain_h2: bool,
     /// The listener's stop: fast-path connections close between requests when it fires.
     stopped: watch::Receiver<bool>,
 }
@@ -259,8 +266,7 @@ impl Conn {
         mut stream: TcpStream,
         peer: SocketAddr,
         tls: Option<TlsAcceptor>,
-        builder: Arc<auto::Builder<TokioExecutor>>,
-        h1_only: Arc<auto::Builder<TokioExecutor>>,
+        http: Arc<Http>,
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let mut client = peer;
@@ -281,9 +287,10 @@ impl Conn {
             None => {
                 let info = self.info(client, false);
                 if self.plain_fast {
-                    self.fast_then_http(stream, info, &builder, watcher).await
+                    let h2 = self.plain_h2;
+                    self.fast_then_http(stream, info, &http, h2, watcher).await
                 } else {
-                    run_http(stream, info, self.shared, &builder, watcher).await
+                    run_http(stream, info, self.shared, &http, Proto::H2, watcher).await
                 }
             }
             Some(acceptor) => {
@@ -298,9 +305,9 @@ impl Conn {
                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 let info = self.info(client, true);
                 if h2 {
-                    run_http(tls_stream, info, self.shared, &builder, watcher).await
+                    run_http(tls_stream, info, self.shared, &http, Proto::H2, watcher).await
                 } else {
-                    self.fast_then_http(tls_stream, info, &h1_only, watcher)
+                    self.fast_then_http(tls_stream, info, &http, false, watcher)
                         .await
                 }
             }
@@ -313,7 +320,8 @@ impl Conn {
         mut self,
         mut io: I,
         info: Arc<ConnInfo>,
-        builder: &auto::Builder<TokioExecutor>,
+        http: &Http,
+        h2_allowed: bool,
         watcher: hyper_util::server::graceful::Watcher,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -321,7 +329,20 @@ impl Conn {
         let outcome =
             fast::serve(&mut io, &info, &self.shared, &self.fast, &mut self.stopped).await;
         if let fast::Outcome::Handoff(read) = outcome {
-            run_http(Prefixed::new(read, io), info, self.shared, builder, watcher).await
+            let proto = if h2_allowed && read.starts_with(H2_PREFACE) {
+                Proto::H2
+            } else {
+                Proto::H1
+            };
+            run_http(
+                Prefixed::new(read, io),
+                info,
+                self.shared,
+                http,
+                proto,
+                watcher,
+            )
+            .await
         }
     }
 
@@ -340,14 +361,25 @@ async fn run_http<I>(
     io: I,
     info: Arc<ConnInfo>,
     shared: Arc<Shared>,
-    builder: &auto::Builder<TokioExecutor>,
+    http: &Http,
+    proto: Proto,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| proxy::handle(req, info.clone(), shared.clone()));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    let io = TokioIo::new(io);
+    let ended = match proto {
+        Proto::H1 => {
+            let conn = http.h1.serve_connection_with_upgrades(io, service);
+            watcher.watch(conn.into_owned()).await
+        }
+        Proto::H2 => {
+            let conn = http.h2.serve_connection(io, service);
+            watcher.watch(conn).await.map_err(Into::into)
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!("connection ended: {e}");
     }
 }
