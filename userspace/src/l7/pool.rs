@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Idle connections kept per server and worker shard; more are closed on return.
-const MAX_IDLE_PER_SHARD: usize = 128;
 
 /// Milliseconds since the first call: a cheap clock for atomics.
 pub fn now_ms() -> u64 {
@@ -110,6 +108,9 @@ pub struct Server {
     failures: AtomicU32,
     outstanding: AtomicUsize,
     slots: Arc<Semaphore>,
+    /// Also the bound of each idle list: every connection a burst opened comes back for
+    /// the next burst rather than being closed and opened again (the slots bound how many
+    /// exist anyway).
     max_connections: u32,
     idle: Box<[Mutex<Vec<Idle>>]>,
     /// The fast path's connections, per worker: a stream is registered with the event loop
@@ -266,7 +267,7 @@ impl Server {
         }
         let shard = &self.idle[shard_index(self.idle.len())];
         if let Ok(mut list) = shard.lock()
-            && list.len() < MAX_IDLE_PER_SHARD
+            && list.len() < self.max_connections as usize
         {
             list.push(Idle {
                 sender,
@@ -325,7 +326,7 @@ impl Server {
         }
         let shard = &self.raw_idle[shard_index(self.raw_idle.len())];
         if let Ok(mut list) = shard.lock()
-            && list.len() < MAX_IDLE_PER_SHARD
+            && list.len() < self.max_connections as usize
         {
             list.push(RawIdle {
                 stream,
