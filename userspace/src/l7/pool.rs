@@ -454,6 +454,8 @@ impl Pool {
 mod tests {
     use super::*;
 
+    const WAIT: Duration = Duration::from_secs(5);
+
     fn server() -> Arc<Server> {
         let text = "[node]\nname = \"t\"\n[[l7.listener]]\nname = \"h\"\nbind = \"127.0.0.1:0\"\n\
                     [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
@@ -472,10 +474,7 @@ mod tests {
     }
 
     fn post(body: Body) -> Request<Body> {
-        Request::post("/")
-            .header("host", "x")
-            .body(body)
-            .unwrap()
+        Request::post("/").header("host", "x").body(body).unwrap()
     }
 
     #[tokio::test]
@@ -483,18 +482,18 @@ mod tests {
         // The request body fails (as a client's bad chunk would): the client's fault.
         let (mut s, _peer) = h1_sender().await;
         let failing = Body::full("x").with_deadline(Some(tokio::time::Instant::now()));
-        let e = s.try_send_request(post(failing)).await.err().unwrap();
+        // Past the deadline by the timer's clock too, so the body's first poll fails.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sent = tokio::time::timeout(WAIT, s.try_send_request(post(failing)));
+        let e = sent.await.expect("no answer in time").err().unwrap();
         assert!(e.message().is_none());
         assert!(request_body_failed(e.error()), "{}", e.error());
 
         // The server goes away mid-exchange: its fault.
         let (mut s, peer) = h1_sender().await;
         drop(peer);
-        let e = s
-            .try_send_request(post(Body::full("x")))
-            .await
-            .err()
-            .unwrap();
+        let sent = tokio::time::timeout(WAIT, s.try_send_request(post(Body::full("x"))));
+        let e = sent.await.expect("no answer in time").err().unwrap();
         assert!(!request_body_failed(e.error()), "{}", e.error());
     }
 

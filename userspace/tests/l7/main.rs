@@ -7,3 +7,4 @@ mod h2;
 mod harness;
 mod pools;
 mod tls;
+mod vtc;
