@@ -50,6 +50,8 @@ pub struct Router {
     pub unicast_peers: Vec<String>,
     /// Own the VIP with the virtual router MAC (portier `virtual_mac`, keepalived `use_vmac`).
     pub virtual_mac: bool,
+    /// RFC 5798 Accept_Mode (portier `accept`): false drops traffic to the VIP while master.
+    pub accept: bool,
 }
 
 impl Router {
@@ -67,6 +69,7 @@ impl Router {
             ipv6: false,
             unicast_peers: Vec::new(),
             virtual_mac: false,
+            accept: true,
         }
     }
 
@@ -79,7 +82,7 @@ impl Router {
         let mut text = format!(
             "[node]\nname = \"{node}\"\n{interfaces}\n{}\n[[vrrp.instance]]\nname = \"vip{VRID}\"\ninterface = \"eth0\"\n\
              vrid = {VRID}\npriority = {}\nversion = {}\nadvert_interval_ms = {}\npreempt = {}\n\
-             vips = [\"{}\"]\ngarp_repeat_delay_ms = 1000\nunicast_peers = [{}]\nvirtual_mac = {}\n",
+             vips = [\"{}\"]\ngarp_repeat_delay_ms = 1000\nunicast_peers = [{}]\nvirtual_mac = {}\naccept = {}\n",
             self.services,
             self.priority,
             self.version,
@@ -91,7 +94,8 @@ impl Router {
                 .map(|p| format!("\"{p}\""))
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.virtual_mac
+            self.virtual_mac,
+            self.accept
         );
         if self.admin {
             text.insert_str(0, "[admin]\nlisten = \"127.0.0.1:9900\"\n\n");

@@ -1,7 +1,8 @@
 //! End to end in the lab: through the VIP (XDP on lb1, then portier L7 on each host),
 //! `todo.example` and `shop.example` reach only their own containers, on every host; a
 //! stopped container leaves its pool without failing requests beyond the one in flight; a
-//! reload adding a host name works under load.
+//! reload adding a host name works under load; a server drained at runtime (admin API, as
+//! `portier drain --pool --server`) gets no new request and fails none, and comes back.
 //!
 //! One lab for the whole file (prefix `pf`), torn down by `Lab`'s Drop, also on panic.
 
@@ -144,6 +145,68 @@ fn l7_routing_end_to_end() -> Result<()> {
         failures(&samples).is_empty(),
         "failed during reload: {:?}",
         failures(&samples)
+    );
+
+    // --- Drain host2's first todo container at runtime under load, then undrain it.
+    let admin: SocketAddr = "127.0.0.1:9900".parse()?;
+    let command = |verb: &str| -> Result<String> {
+        let path = format!("/command/l7/{verb}?pool=todo&server=172.17.0.10:8080");
+        netns::in_netns(&l.ns("host2"), || {
+            portier::admin::client::request(admin, "POST", &path)
+        })?
+    };
+    let drained = "host2-todo1";
+    let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(120))?;
+    wait_until(
+        "traffic reaches the server to drain",
+        Duration::from_secs(10),
+        || {
+            traffic
+                .samples()
+                .iter()
+                .any(|s| s.container.as_deref() == Some(drained))
+        },
+    )?;
+    command("drain")?;
+    let drained_at = Instant::now();
+    let mark = traffic.samples().len();
+    wait_until("traffic while drained", Duration::from_secs(20), || {
+        traffic.samples().len() > mark + 90
+    })?;
+    command("undrain")?;
+    let undrained_at = Instant::now();
+    wait_until(
+        "the undrained server answers",
+        Duration::from_secs(20),
+        || {
+            traffic
+                .samples()
+                .iter()
+                .any(|s| s.started > undrained_at && s.container.as_deref() == Some(drained))
+        },
+    )?;
+    let samples = traffic.stop();
+    assert!(
+        failures(&samples).is_empty(),
+        "failed around the drain: {:?}",
+        failures(&samples)
+    );
+    let during: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.started > drained_at && s.at < undrained_at)
+        .collect();
+    assert!(during.len() > 90, "{}", during.len());
+    assert!(
+        !during
+            .iter()
+            .any(|s| s.container.as_deref() == Some(drained)),
+        "the drained server got new requests"
+    );
+    assert!(
+        during
+            .iter()
+            .any(|s| s.container.as_deref() == Some("host2-todo2")),
+        "host2 stopped serving todo.example while one server was drained"
     );
 
     lb.stop()?;

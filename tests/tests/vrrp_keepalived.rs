@@ -195,6 +195,88 @@ fn no_preempt_keeps_the_running_master() {
     }
 }
 
+/// The master's own interface goes down: portier enters fault (no VIP, no adverts, "fault"
+/// in /status and /metrics), keepalived takes over. Link up: portier starts over as backup
+/// and preempts keepalived, or with preempt off stays backup.
+#[test]
+fn own_link_down_is_a_fault_and_link_up_starts_over() {
+    for (prefix, preempt) in [("vf1", true), ("vf2", false)] {
+        let mut lan = Lan::up(prefix).unwrap();
+        let mut high = portier(150, 3, V3_MS);
+        high.admin = true;
+        high.preempt = preempt;
+        lan.start("b", &keepalived(100, 3, V3_MS)).unwrap();
+        lan.start("a", &high).unwrap();
+        lan.owner_is("a", "b", SETTLE).unwrap();
+
+        lan.set_link("a", "eth0", false).unwrap();
+        lan.wait_vip("a", false, SETTLE).unwrap();
+        let took = lan.wait_vip("b", true, SETTLE).unwrap();
+        assert!(
+            took <= V3_MASTER_DOWN + SLACK,
+            "{prefix}: takeover took {took:?}"
+        );
+        lan.wait_log("a", "master -> fault: interface down", 1, SETTLE)
+            .unwrap();
+        let deadline = std::time::Instant::now() + SETTLE;
+        loop {
+            let status: serde_json::Value =
+                serde_json::from_str(&lan.portier_status("a", true).unwrap()).unwrap();
+            let instance = &status["vrrp"]["instances"][0];
+            if instance["state"] == "fault" {
+                assert_eq!(instance["last_transition"]["reason"], "interface down");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{prefix}: no fault in /status:\n{instance:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let metrics = lan.admin_get("a", "/metrics").unwrap();
+        assert!(
+            metrics.contains("portier_vrrp_state{instance=\"vip51\",vrid=\"51\"} 3"),
+            "{metrics}"
+        );
+        // Silent while faulty: keepalived, now master, hears no one to yield to.
+        lan.holds("b", true, V3_MASTER_DOWN).unwrap();
+
+        lan.set_link("a", "eth0", true).unwrap();
+        lan.wait_log("a", "fault -> backup: interface up again", 1, SETTLE)
+            .unwrap();
+        if preempt {
+            lan.owner_is("a", "b", SETTLE).unwrap();
+            // Losing the address adverts come from is a fault too; an address's return a
+            // restart, sending from the new address.
+            let ns = lan.ns("a");
+            portier_tests::netns::ip_in(&ns, &["addr", "del", "10.77.0.1/24", "dev", "eth0"])
+                .unwrap();
+            lan.owner_is("b", "a", SETTLE).unwrap();
+            lan.wait_log(
+                "a",
+                "master -> fault: interface has no primary address",
+                1,
+                SETTLE,
+            )
+            .unwrap();
+            portier_tests::netns::ip_in(&ns, &["addr", "add", "10.77.0.9/24", "dev", "eth0"])
+                .unwrap();
+            lan.owner_is("a", "b", SETTLE).unwrap();
+            lan.wait_log("a", "VRRP source address changed", 1, SETTLE)
+                .unwrap();
+            let status: serde_json::Value =
+                serde_json::from_str(&lan.portier_status("a", true).unwrap()).unwrap();
+            assert_eq!(status["vrrp"]["instances"][0]["source"], "10.77.0.9");
+        } else {
+            lan.holds("a", false, V3_MASTER_DOWN * 2).unwrap();
+            assert!(
+                lan.has_vip("b").unwrap(),
+                "{prefix}: keepalived kept the VIP"
+            );
+        }
+    }
+}
+
 /// A tracked interface going down costs portier its VIP (150 - 60 < 100), and it takes the
 /// VIP back by preemption when the interface returns.
 #[test]
@@ -298,6 +380,82 @@ fn reload_applies_priority_changes() {
     lan.owner_is("a", "b", SETTLE).unwrap();
 }
 
+/// accept = false: the master owns the VIP on the link (the client resolves it to the
+/// master's MAC) but drops packets to it (no ping reply), counted in /metrics. A clean stop
+/// removes the nftables table; one left by a kill is removed by the next start, which with
+/// accept = true answers pings.
+#[test]
+fn no_accept_master_owns_the_vip_but_drops_its_traffic() {
+    use portier_tests::netns::{exec_in, ip_in};
+    use portier_tests::vrrp::VIP;
+    let mut lan = Lan::up("vna").unwrap();
+    let mut router = portier(150, 3, V3_MS);
+    router.admin = true;
+    router.accept = false;
+    lan.start("a", &router).unwrap();
+    lan.wait_vip("a", true, SETTLE).unwrap();
+    let (a, c) = (lan.ns("a"), lan.ns("c"));
+    let tables = || exec_in(&a, "nft", &["list", "tables"]).unwrap();
+    assert!(tables().contains("inet portier_vna_a"), "{}", tables());
+
+    assert!(
+        exec_in(&c, "ping", &["-c", "2", "-i", "0.2", "-W", "1", VIP]).is_err(),
+        "the VIP answered ping with accept = false"
+    );
+    let mac = ip_in(&a, &["-o", "link", "show", "eth0"]).unwrap();
+    let mac = mac
+        .split("link/ether ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let neigh = ip_in(&c, &["neigh", "show", VIP]).unwrap();
+    assert!(
+        neigh.contains(&mac),
+        "client should resolve the VIP to {mac}: {neigh}"
+    );
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let metrics = lan.admin_get("a", "/metrics").unwrap();
+        let dropped = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("portier_vrrp_no_accept_dropped_packets_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if dropped >= Some(2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drops counted:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The primary address is not a VIP: it still answers.
+    exec_in(&c, "ping", &["-c", "1", "-W", "1", "10.77.0.1"]).unwrap();
+
+    lan.stop("a").unwrap();
+    assert!(
+        !tables().contains("portier"),
+        "a clean stop removes the table"
+    );
+
+    lan.start("a", &router).unwrap();
+    lan.wait_vip("a", true, SETTLE).unwrap();
+    lan.kill("a").unwrap();
+    assert!(tables().contains("portier"), "a kill leaves the table");
+    router.accept = true;
+    lan.start("a", &router).unwrap();
+    lan.wait_vip("a", true, SETTLE).unwrap();
+    // The part deletes the stale table before it starts its instances.
+    assert!(
+        !tables().contains("portier"),
+        "startup removes a stale table"
+    );
+    exec_in(&c, "ping", &["-c", "1", "-W", "1", VIP]).unwrap();
+}
+
 /// With virtual_mac, portier answers for the VIP at the virtual router MAC
 /// (00-00-5E-00-01-33 for VRID 51), also after taking it back from keepalived's use_vmac;
 /// failover both ways keeps the VIP reachable.
@@ -355,4 +513,64 @@ fn virtual_mac_with_keepalived() {
     lan.owner_is("a", "b", SETTLE).unwrap();
     let neigh = client_sees(&lan, "portier master again");
     assert!(neigh.contains(VMAC), "client: {neigh}");
+}
+
+/// IPv6 with a virtual MAC: the master owns the VIP at 00-00-5E-00-02-33 on its macvlan
+/// `vrrp6.51` (adverts and NAs from a link-local address of the macvlan's own), the client
+/// resolves the VIP to it and reaches it, and failover to the peer and back keeps it so.
+/// Against keepalived's use_vmac and against another portier.
+#[test]
+fn virtual_mac_ipv6() {
+    use portier_tests::netns::{exec_in, ip_in};
+    use portier_tests::vrrp::VIP6;
+    const VMAC6: &str = "00:00:5e:00:02:33";
+    for (prefix, mut low) in [
+        ("vv6", keepalived(100, 3, V3_MS)),
+        ("vp6", portier(100, 3, V3_MS)),
+    ] {
+        let mut lan = Lan::up(prefix).unwrap();
+        for (node, address) in [
+            ("a", "fd00:77::1/64"),
+            ("b", "fd00:77::2/64"),
+            ("c", "fd00:77::3/64"),
+        ] {
+            ip_in(&lan.ns(node), &["addr", "add", address, "dev", "eth0"]).unwrap();
+        }
+        let mut high = portier(150, 3, V3_MS);
+        for r in [&mut high, &mut low] {
+            r.ipv6 = true;
+            r.virtual_mac = true;
+        }
+        lan.start("b", &low).unwrap();
+        lan.start("a", &high).unwrap();
+        lan.owner_is("a", "b", SETTLE).unwrap();
+        let vlink = ip_in(&lan.ns("a"), &["-o", "link", "show", "vrrp6.51"]).unwrap();
+        assert!(vlink.contains(VMAC6), "{prefix}: {vlink}");
+
+        let client_sees = |lan: &Lan, phase: &str| {
+            let deadline = std::time::Instant::now() + SETTLE;
+            while let Err(e) = exec_in(&lan.ns("c"), "ping", &["-c", "1", "-W", "1", VIP6]) {
+                if std::time::Instant::now() > deadline {
+                    let neigh = ip_in(&lan.ns("c"), &["-6", "neigh"]);
+                    panic!("{prefix} {phase}: {e}\nclient neigh {neigh:?}");
+                }
+            }
+            ip_in(&lan.ns("c"), &["-6", "neigh", "show", VIP6]).unwrap()
+        };
+        let neigh = client_sees(&lan, "portier master");
+        assert!(neigh.contains(VMAC6), "{prefix}: client: {neigh}");
+
+        lan.stop("a").unwrap();
+        lan.wait_vip("b", true, SETTLE).unwrap();
+        client_sees(&lan, "peer master");
+        assert!(
+            ip_in(&lan.ns("a"), &["link", "show", "vrrp6.51"]).is_err(),
+            "{prefix}: portier removes its macvlan on exit"
+        );
+
+        lan.start("a", &high).unwrap();
+        lan.owner_is("a", "b", SETTLE).unwrap();
+        let neigh = client_sees(&lan, "portier master again");
+        assert!(neigh.contains(VMAC6), "{prefix}: client: {neigh}");
+    }
 }

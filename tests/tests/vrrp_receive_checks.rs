@@ -24,12 +24,17 @@ fn checksum(bytes: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// A VRRPv3 advert (IPv4, pseudo-header checksum) from FROM to TO, as an IP packet.
+/// A priority-200 VRRPv3 advert (IPv4, pseudo-header checksum) from FROM to TO, as an IP
+/// packet.
 fn advert(version: u8, vrid: u8, ttl: u8) -> Vec<u8> {
+    advert_from(FROM, 200, version, vrid, ttl)
+}
+
+fn advert_from(from: Ipv4Addr, priority: u8, version: u8, vrid: u8, ttl: u8) -> Vec<u8> {
     let mut vrrp = vec![
         version << 4 | 1,
         vrid,
-        200,
+        priority,
         1,
         0x00,
         0x32,
@@ -41,14 +46,14 @@ fn advert(version: u8, vrid: u8, ttl: u8) -> Vec<u8> {
         100,
     ];
     let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&FROM.octets());
+    pseudo.extend_from_slice(&from.octets());
     pseudo.extend_from_slice(&TO.octets());
     pseudo.extend_from_slice(&[0, 112, 0, vrrp.len() as u8]);
     pseudo.extend_from_slice(&vrrp);
     let sum = checksum(&pseudo);
     vrrp[6..8].copy_from_slice(&sum.to_be_bytes());
     let mut ip = vec![0x45, 0xc0, 0, 0, 0, 0, 0, 0, ttl, 112, 0, 0];
-    ip.extend_from_slice(&FROM.octets());
+    ip.extend_from_slice(&from.octets());
     ip.extend_from_slice(&TO.octets());
     ip.extend_from_slice(&vrrp);
     ip
@@ -76,22 +81,15 @@ fn malformed_adverts_are_dropped_and_counted() {
         ("type", bad_type),
         ("vrid", advert(3, 52, 255)),
     ];
-    netns::in_netns(&lan.ns("c"), || {
-        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
-        socket.set_header_included_v4(true).unwrap();
-        let to = SockAddr::from(SocketAddrV4::new(TO, 0));
-        for (_, packet) in &packets {
-            socket.send_to(packet, &to).unwrap();
-        }
-    })
-    .unwrap();
+    send_from_client(
+        &lan,
+        &packets.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+    );
 
     // Counters reach /status within a publish period (500 ms): poll for them.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let status: serde_json::Value =
-            serde_json::from_str(&lan.portier_status("a", true).unwrap()).unwrap();
-        let instance = &status["vrrp"]["instances"][0];
+        let instance = instance_status(&lan);
         let drops = &instance["counters"]["drops"];
         let missing: Vec<&str> = packets
             .iter()
@@ -110,5 +108,63 @@ fn malformed_adverts_are_dropped_and_counted() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(lan.has_vip("a").unwrap());
+}
+
+/// Raw packets (IP header included) from the client namespace to node a.
+fn send_from_client(lan: &Lan, packets: &[Vec<u8>]) {
+    netns::in_netns(&lan.ns("c"), || {
+        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).unwrap();
+        socket.set_header_included_v4(true).unwrap();
+        let to = SockAddr::from(SocketAddrV4::new(TO, 0));
+        for packet in packets {
+            socket.send_to(packet, &to).unwrap();
+        }
+    })
+    .unwrap();
+}
+
+/// Node a's first VRRP instance as `portier status --json` shows it.
+fn instance_status(lan: &Lan) -> serde_json::Value {
+    let status: serde_json::Value =
+        serde_json::from_str(&lan.portier_status("a", true).unwrap()).unwrap();
+    status["vrrp"]["instances"][0].clone()
+}
+
+/// With unicast peers configured, an otherwise valid advert from an unlisted source is
+/// dropped and counted under its own reason (a priority-200 one would have taken the
+/// master's place); one from a listed peer is heard.
+#[test]
+fn adverts_from_unlisted_unicast_sources_are_dropped() {
+    let mut lan = Lan::up("vkp").unwrap();
+    let mut router = Router::new(Kind::Portier, 100, 3, 500);
+    router.admin = true;
+    router.unicast_peers = vec!["10.77.0.2".into()];
+    lan.start("a", &router).unwrap();
+    lan.wait_vip("a", true, Duration::from_secs(8)).unwrap();
+
+    let listed = Ipv4Addr::new(10, 77, 0, 2);
+    send_from_client(
+        &lan,
+        &[advert(3, 51, 255), advert_from(listed, 50, 3, 51, 255)],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let instance = instance_status(&lan);
+        let counters = &instance["counters"];
+        if counters["drops"]["unicast_peer"] == 1 && counters["adverts_received"] == 1 {
+            assert_eq!(instance["state"], "master", "{instance:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not counted:\n{instance:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = lan.admin_get("a", "/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            "portier_vrrp_drops_total{instance=\"vip51\",vrid=\"51\",reason=\"unicast_peer\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(lan.has_vip("a").unwrap());
 }

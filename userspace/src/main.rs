@@ -46,7 +46,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// State of a running node (services, backends, counters) from its admin API.
+    /// State of a running node (services, backends, pools, servers, counters) from its admin API.
     Status {
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: SocketAddr,
@@ -58,11 +58,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: SocketAddr,
     },
-    /// Stop sending new flows to a backend; established flows continue.
+    /// Stop new flows (L4 backend) or requests (L7 pool server); in-flight ones finish.
+    ///
+    /// L4: `--service web --backend 10.0.0.21`; established flows keep their backend.
+    /// L7: `--pool todo --server 172.17.0.2:8080`; in-flight requests finish, idle upstream
+    /// connections close, and hashed keys move to the other servers.
     Drain(BackendArgs),
     /// Undo drain or weight: the configured weight applies again.
     Undrain(BackendArgs),
-    /// Set a backend's weight at runtime (0..=65535).
+    /// Set an L4 backend's (0..=65535) or an L7 pool server's (0..=256) weight at runtime.
     Weight {
         #[command(flatten)]
         backend: BackendArgs,
@@ -79,22 +83,45 @@ enum Command {
     },
 }
 
+/// Either an L4 backend (`--service`, `--backend`) or an L7 pool server (`--pool`,
+/// `--server`); the changes survive reloads that keep the backend or server.
 #[derive(clap::Args)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["service", "pool"])))]
 struct BackendArgs {
-    #[arg(long)]
-    service: String,
-    #[arg(long)]
-    backend: std::net::IpAddr,
+    /// L4 service name.
+    #[arg(long, requires = "backend", conflicts_with_all = ["pool", "server"])]
+    service: Option<String>,
+    /// L4 backend address.
+    #[arg(long, requires = "service")]
+    backend: Option<std::net::IpAddr>,
+    /// L7 pool name.
+    #[arg(long, requires = "server")]
+    pool: Option<String>,
+    /// L7 server address with port, as in the pool's `servers`.
+    #[arg(long, requires = "pool", conflicts_with_all = ["service", "backend"])]
+    server: Option<SocketAddr>,
     #[arg(long, default_value = "127.0.0.1:9900")]
     admin: SocketAddr,
 }
 
 impl BackendArgs {
-    fn path(&self, verb: &str) -> String {
-        format!(
-            "/command/l4/{verb}?service={}&backend={}",
-            self.service, self.backend
-        )
+    fn path(&self, verb: &str) -> Result<String> {
+        match (&self.service, &self.backend, &self.pool, &self.server) {
+            (Some(service), Some(backend), None, None) => Ok(format!(
+                "/command/l4/{verb}?service={service}&backend={backend}"
+            )),
+            (None, None, Some(pool), Some(server)) => {
+                // Brackets and colons of [v6]:port, escaped for the query string.
+                let server = server
+                    .to_string()
+                    .replace(':', "%3A")
+                    .replace('[', "%5B")
+                    .replace(']', "%5D");
+                Ok(format!("/command/l7/{verb}?pool={pool}&server={server}"))
+            }
+            _ => anyhow::bail!("give --service and --backend (L4) or --pool and --server (L7)"),
+        }
     }
 }
 
@@ -162,15 +189,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Drain(b) => {
-            print!("{}", request(b.admin, "POST", &b.path("drain"))?);
+            print!("{}", request(b.admin, "POST", &b.path("drain")?)?);
             Ok(())
         }
         Command::Undrain(b) => {
-            print!("{}", request(b.admin, "POST", &b.path("undrain"))?);
+            print!("{}", request(b.admin, "POST", &b.path("undrain")?)?);
             Ok(())
         }
         Command::Weight { backend, weight } => {
-            let path = format!("{}&weight={weight}", backend.path("weight"));
+            let path = format!("{}&weight={weight}", backend.path("weight")?);
             print!("{}", request(backend.admin, "POST", &path)?);
             Ok(())
         }

@@ -20,6 +20,7 @@ const PACKAGES: &[&str] = &[
     "varnish",
     "curl",
     "iputils-ping",
+    "nftables",
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",

@@ -4,7 +4,8 @@
 //! - `GET /metrics`: Prometheus text.
 //! - `POST /reload`: re-read the config file (as SIGHUP), answers once applied or refused.
 //! - `POST /command/<part>/<verb>?key=value&...`: a runtime command for one part, e.g.
-//!   `/command/l4/drain?service=web&backend=10.0.0.21`.
+//!   `/command/l4/drain?service=web&backend=10.0.0.21` or
+//!   `/command/l7/weight?pool=todo&server=172.17.0.10:8080&weight=3`.
 
 pub mod client;
 pub mod table;

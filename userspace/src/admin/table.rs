@@ -19,6 +19,7 @@ pub fn print(status: &Value) {
         match part.as_str() {
             "l4" => print_l4(value),
             "vrrp" => print_vrrp(value),
+            "l7" => print_l7(value),
             _ => {
                 println!("[{part}]");
                 println!(
@@ -137,6 +138,37 @@ fn print_vrrp(vrrp: &Value) {
                 t["target"],
                 s(&t["weight"]),
                 if t["down"] == true { "DOWN" } else { "up" }
+            );
+        }
+    }
+}
+
+fn print_l7(l7: &Value) {
+    println!("[l7] generation {}", s(&l7["generation"]));
+    if let Some(listeners) = l7["listeners"].as_object() {
+        for (name, l) in listeners {
+            println!("listener {name} on {}", s(&l["address"]));
+        }
+    }
+    println!(
+        "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}",
+        "pool", "server", "weight", "configured", "state", "outstanding"
+    );
+    let mut pools: Vec<(&String, &Value)> = l7["pools"]
+        .as_object()
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    pools.sort_by_key(|(name, _)| name.as_str());
+    for (name, pool) in pools {
+        for (i, server) in pool["servers"].as_array().into_iter().flatten().enumerate() {
+            println!(
+                "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}",
+                if i == 0 { name.as_str() } else { "" },
+                s(&server["address"]),
+                s(&server["weight"]),
+                s(&server["configured_weight"]),
+                s(&server["state"]),
+                s(&server["outstanding"]),
             );
         }
     }

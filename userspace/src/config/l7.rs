@@ -18,6 +18,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::l7_tls;
+pub use super::l7_tls::UpstreamTlsConfig;
 use super::model::Choice;
 use super::reader::{Located, Table};
 use super::report::Report;
@@ -30,6 +32,9 @@ pub struct L7Config {
     pub pools: Vec<PoolConfig>,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub drain_timeout_ms: u64,
+    /// Proxy threads, each with its own event loop and its own socket per listener; 0 means
+    /// one per CPU the daemon may run on. Read at start: a reload keeps the running count.
+    pub workers: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -105,6 +110,8 @@ pub struct ServerConfig {
     pub address: SocketAddr,
     /// 0 drains the server: no new requests.
     pub weight: u32,
+    /// With upstream TLS: this server's SNI and certificate name, over the pool's `sni`.
+    pub sni: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,6 +131,8 @@ pub struct PoolConfig {
     pub servers: Vec<ServerConfig>,
     pub health: Option<HttpHealthConfig>,
     pub protocol: HttpProtocol,
+    /// TLS to the servers; plain TCP when absent.
+    pub tls: Option<UpstreamTlsConfig>,
     pub connect_timeout_ms: u64,
     /// Time from the request's last byte sent to the response head.
     pub response_timeout_ms: u64,
@@ -140,8 +149,12 @@ pub struct PoolConfig {
 }
 
 pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7Config> {
-    table.deny_unknown(report, &["listener", "route", "pool", "drain_timeout_ms"]);
+    table.deny_unknown(
+        report,
+        &["listener", "route", "pool", "drain_timeout_ms", "workers"],
+    );
     let drain_timeout_ms = ms(report, table, "drain_timeout_ms", 10_000);
+    let workers = int(report, table, "workers", 0..=1024, 0u32);
     let listeners: Vec<_> = table
         .array_of_tables(report, "listener")
         .iter()
@@ -265,6 +278,7 @@ pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7C
         routes,
         pools,
         drain_timeout_ms: drain_timeout_ms?,
+        workers: workers?,
     })
 }
 
@@ -545,43 +559,51 @@ fn pool(
     report: &mut Report<'_>,
     table: &Table<'_, '_>,
 ) -> (Option<Located<String>>, Option<PoolConfig>) {
-    table.deny_unknown(
-        report,
-        &[
-            "name",
-            "balance",
-            "servers",
-            "health",
-            "protocol",
-            "connect_timeout_ms",
-            "response_timeout_ms",
-            "idle_timeout_ms",
-            "total_timeout_ms",
-            "max_connections",
-            "queue_timeout_ms",
-            "retries",
-            "eject_after",
-            "eject_ms",
-        ],
-    );
+    let keys: Vec<&str> = [
+        "name",
+        "balance",
+        "servers",
+        "health",
+        "protocol",
+        "connect_timeout_ms",
+        "response_timeout_ms",
+        "idle_timeout_ms",
+        "total_timeout_ms",
+        "max_connections",
+        "queue_timeout_ms",
+        "retries",
+        "eject_after",
+        "eject_ms",
+    ]
+    .into_iter()
+    .chain(l7_tls::KEYS.iter().copied())
+    .collect();
+    table.deny_unknown(report, &keys);
     let name = name(report, table);
     let balance = match table.optional_str(report, "balance") {
         Some(v) => balance(report, v),
         None => Some(Balance::RoundRobin),
     };
+    let tls = l7_tls::read(report, table);
+    let with_tls = matches!(tls, Some(Some(_)));
     let protocol = match table.optional_str(report, "protocol") {
         Some(v) => {
             let (offset, key) = (v.offset, v.key.clone());
             rules::choice::<HttpProtocol>(report, v).filter(|p| {
-                let ok = *p != HttpProtocol::H2;
-                if !ok {
-                    report.add(
-                        offset,
-                        key,
-                        "upstream TLS is not supported: use http1 or h2c",
-                    );
+                let why = match (p, with_tls) {
+                    (HttpProtocol::H2, false) => Some(
+                        "h2 is HTTP/2 negotiated by TLS ALPN: set tls = true, \
+                         or use h2c for HTTP/2 without TLS",
+                    ),
+                    (HttpProtocol::H2c, true) => {
+                        Some("h2c is HTTP/2 without TLS; with tls = true use h2")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    report.add(offset, key.clone(), why);
                 }
-                ok
+                why.is_none()
             })
         }
         None => Some(HttpProtocol::Http1),
@@ -598,7 +620,7 @@ fn pool(
         .array_of_tables(report, "servers")
         .iter()
         .map(|t| {
-            t.deny_unknown(report, &["address", "weight"]);
+            t.deny_unknown(report, &["address", "weight", "sni"]);
             let address = t
                 .required_str(report, "address")
                 .and_then(|v| socket_addr(report, v))
@@ -616,9 +638,11 @@ fn pool(
                     true
                 });
             let weight = int(report, t, "weight", 0..=256, 1u32);
+            let sni = l7_tls::server_sni(report, t, with_tls);
             Some(ServerConfig {
                 address: address?.value,
                 weight: weight?,
+                sni: sni?,
             })
         })
         .collect();
@@ -683,6 +707,7 @@ fn pool(
             servers: servers.into_iter().collect::<Option<_>>()?,
             health: health?,
             protocol: protocol?,
+            tls: tls?,
             connect_timeout_ms: connect_timeout_ms?,
             response_timeout_ms: response_timeout_ms?,
             idle_timeout_ms: idle_timeout_ms?,

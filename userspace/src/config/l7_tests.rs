@@ -58,7 +58,8 @@ fn defaults() {
         p.servers,
         vec![ServerConfig {
             address: "172.17.0.2:8080".parse().unwrap(),
-            weight: 1
+            weight: 1,
+            sni: None
         }]
     );
     assert_eq!(p.health, None);
@@ -358,7 +359,7 @@ fn pool_problems() {
         &p("protocol = \"h2\""),
         15,
         "l7.pool[0].protocol",
-        "upstream TLS is not supported",
+        "set tls = true",
     );
     assert_one(
         &p("retries = 11"),
@@ -439,4 +440,16 @@ fn example_l7_section_parses() {
     );
     assert_eq!(l7.routes[1].host, "*.shop.example");
     assert_eq!(l7.pools[0].health.as_ref().map(|h| h.fall), Some(3));
+    assert_eq!(l7.pools[0].tls, None);
+    let secure = &l7.pools[1];
+    assert_eq!(secure.protocol, HttpProtocol::H2);
+    assert_eq!(
+        secure.tls,
+        Some(UpstreamTlsConfig {
+            ca_file: Some("/etc/portier/backend-ca.pem".into()),
+            sni: Some("api.internal".into()),
+            verify: true
+        })
+    );
+    assert_eq!(secure.servers[0].sni.as_deref(), Some("api-1.internal"));
 }

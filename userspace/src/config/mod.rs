@@ -10,6 +10,7 @@ mod decap;
 mod error;
 mod health;
 pub mod l7;
+mod l7_tls;
 mod model;
 mod ospf;
 mod reader;
@@ -26,7 +27,7 @@ use toml::de::DeTable;
 pub use error::{ConfigError, Problem};
 pub use l7::{
     Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
-    PoolConfig, RouteConfig, ServerConfig,
+    PoolConfig, RouteConfig, ServerConfig, UpstreamTlsConfig,
 };
 pub use model::{
     AdminConfig, BackendConfig, Config, DataplaneConfig, DecapConfig, Forwarding,

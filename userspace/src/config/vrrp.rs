@@ -33,8 +33,8 @@ pub struct VrrpInstanceConfig {
     pub advert_interval_cs: u16,
     pub preempt: bool,
     pub preempt_delay_ms: u32,
-    /// Whether the master accepts packets to VIPs it does not own (RFC 5798 Accept_Mode);
-    /// always on for now (the node serves the VIPs).
+    /// Whether the master accepts packets to VIPs it does not own (RFC 5798 Accept_Mode).
+    /// Off: nftables drops them while master below priority 255 (keepalived's no_accept).
     pub accept: bool,
     pub vips: Vec<IpAddr>,
     /// Empty: multicast to 224.0.0.18 / ff02::12.
@@ -45,8 +45,8 @@ pub struct VrrpInstanceConfig {
     pub garp_burst: u32,
     /// ...and again this long after (0: no repeat).
     pub garp_repeat_delay_ms: u32,
-    /// Own the VIPs with 00-00-5E-00-01-{VRID} on a macvlan `vrrp.{VRID}` instead of the
-    /// interface's MAC (IPv4 instances).
+    /// Own the VIPs with 00-00-5E-00-01-{VRID} (IPv4) / 00-00-5E-00-02-{VRID} (IPv6) on a
+    /// macvlan `vrrp.{VRID}` / `vrrp6.{VRID}` instead of the interface's MAC.
     pub virtual_mac: bool,
     pub track: Vec<TrackConfig>,
 }
@@ -105,24 +105,6 @@ fn bool_or(report: &mut Report<'_>, table: &Table<'_, '_>, name: &str, default: 
     table
         .optional_bool(report, name)
         .map_or(default, |v| v.value)
-}
-
-/// A flag of which only `supported` is implemented: the other value is reported, so a config
-/// never silently asks for behaviour it does not get.
-fn unsupported_bool(
-    report: &mut Report<'_>,
-    table: &Table<'_, '_>,
-    name: &str,
-    supported: bool,
-    message: &str,
-) -> Option<bool> {
-    match table.optional_bool(report, name) {
-        Some(v) if v.value != supported => {
-            report.add(v.offset, v.key, message);
-            None
-        }
-        _ => Some(supported),
-    }
 }
 
 fn int_or<T: TryFrom<i128>>(
@@ -204,15 +186,9 @@ fn instance(report: &mut Report<'_>, table: &Table<'_, '_>) -> InstanceDraft {
         0..=MAX_PREEMPT_DELAY_MS,
         0u32,
     );
-    // A node that serves the VIPs (XDP, L7) must accept their traffic while master, so the
-    // RFC's Accept_Mode is on; dropping VIP traffic when off is not implemented yet.
-    let accept = unsupported_bool(
-        report,
-        table,
-        "accept",
-        true,
-        "accept = false (drop traffic to the VIPs while master) is not supported yet",
-    );
+    // On by default: a node that serves the VIPs (XDP aside, the L7 proxy) must accept
+    // their traffic while master.
+    let accept = Some(bool_or(report, table, "accept", true));
     let vips = addresses(report, table, "vips", true, version)
         .map(|list| list.into_iter().map(|a| a.value).collect::<Vec<_>>());
     let family = vips
@@ -246,18 +222,7 @@ fn instance(report: &mut Report<'_>, table: &Table<'_, '_>) -> InstanceDraft {
         0..=MAX_GARP_REPEAT_MS,
         2000u32,
     );
-    let virtual_mac = match table.optional_bool(report, "virtual_mac") {
-        Some(v) if v.value && family == Some(false) => {
-            report.add(
-                v.offset,
-                v.key,
-                "virtual_mac is supported for IPv4 instances only",
-            );
-            None
-        }
-        Some(v) => Some(v.value),
-        None => Some(false),
-    };
+    let virtual_mac = Some(bool_or(report, table, "virtual_mac", false));
     let track = table
         .array_of_tables(report, "track")
         .iter()

@@ -66,7 +66,7 @@ version = 2
 advert_interval_ms = 2000
 preempt = false
 preempt_delay_ms = 1500
-accept = true
+accept = false
 unicast_peers = ["10.0.0.12"]
 checksum_pseudo_header = false
 garp_burst = 3
@@ -84,7 +84,7 @@ virtual_mac = true
     let i = &config.vrrp.unwrap().instances[0];
     assert_eq!(i.version, VrrpVersion::V2);
     assert_eq!(i.advert_interval_cs, 200);
-    assert!(!i.preempt && i.accept && i.virtual_mac && !i.checksum_pseudo_header);
+    assert!(!i.preempt && !i.accept && i.virtual_mac && !i.checksum_pseudo_header);
     assert_eq!(
         (i.preempt_delay_ms, i.garp_burst, i.garp_repeat_delay_ms),
         (1500, 3, 0)
@@ -188,22 +188,15 @@ fn ranges_and_types() {
 }
 
 #[test]
-fn unimplemented_modes_are_refused() {
-    assert_one(
-        &with("priority = 150", "priority = 150\naccept = false"),
-        16,
-        "vrrp.instance[0].accept",
-        "not supported yet",
-    );
-    assert_one(
-        &with(
+fn virtual_mac_for_both_families() {
+    for vips in ["vips = [\"203.0.113.10\"]", "vips = [\"2001:db8::10\"]"] {
+        let text = with(
             "vips = [\"203.0.113.10\"]",
-            "vips = [\"2001:db8::10\"]\nvirtual_mac = true",
-        ),
-        17,
-        "vrrp.instance[0].virtual_mac",
-        "IPv4 instances only",
-    );
+            &format!("{vips}\nvirtual_mac = true"),
+        );
+        let config = parse(&text, FILE).unwrap();
+        assert!(config.vrrp.unwrap().instances[0].virtual_mac, "{vips}");
+    }
 }
 
 #[test]

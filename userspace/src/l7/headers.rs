@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 /// Fields that describe one connection, never the message (RFC 9110 7.6.1). `Trailer` is
 /// end to end in RFC 9110 (it declares the trailer fields the next hop must pass on).
-const HOP_BY_HOP: [&str; 7] = [
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -18,7 +18,7 @@ const HOP_BY_HOP: [&str; 7] = [
 
 /// Fields a `Connection` header may not remove: the request was routed by them and the
 /// framing is re-derived by the next hop anyway.
-const PROTECTED: [&str; 2] = ["host", "content-length"];
+pub(crate) const PROTECTED: [&str; 2] = ["host", "content-length"];
 
 /// What stripping found that the caller needs to keep.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -115,16 +115,7 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: &ClientInfo, host: &str) 
             format!("{}, {ip}", previous.join(", "))
         }
     };
-    let node = &client.node;
-    let host_param = if host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-    {
-        host.to_owned()
-    } else {
-        format!("\"{host}\"")
-    };
-    let forwarded = format!("for={node};proto={proto};host={host_param}");
+    let forwarded = forwarded(client, host);
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
@@ -135,6 +126,20 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: &ClientInfo, host: &str) 
     set(headers, "x-forwarded-host", host);
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.append(header::FORWARDED, v);
+    }
+}
+
+/// The `Forwarded` element this hop adds (RFC 7239).
+pub fn forwarded(client: &ClientInfo, host: &str) -> String {
+    let proto = if client.tls { "https" } else { "http" };
+    let node = &client.node;
+    if host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        format!("for={node};proto={proto};host={host}")
+    } else {
+        format!("for={node};proto={proto};host=\"{host}\"")
     }
 }
 

@@ -2,7 +2,7 @@
 //! shared checker in `crate::health`.
 
 use crate::config::HttpHealthConfig;
-use crate::health::{HealthState, Probe, run_probe};
+use crate::health::{HealthState, Probe, ProbeError, run_probe};
 use crate::l7::pool::Server;
 use crate::l7::snapshot::Snapshot;
 use std::collections::HashMap;
@@ -97,7 +97,15 @@ async fn check_loop(pool: String, server: Arc<Server>, config: HttpHealthConfig)
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = run_probe(&probe, timeout).await;
+        let result = match server.tls() {
+            None => run_probe(&probe, timeout).await,
+            Some(tls) => {
+                let host = tls
+                    .sni()
+                    .map_or_else(|| server.address.to_string(), str::to_owned);
+                tls_probe(&server, &config, &host, timeout).await
+            }
+        };
         if let Some(up) = state.record(result.is_ok(), config.rise, config.fall) {
             server.set_healthy(up);
             match result {
@@ -108,4 +116,24 @@ async fn check_loop(pool: String, server: Arc<Server>, config: HttpHealthConfig)
             }
         }
     }
+}
+
+/// A check of a TLS pool's server: the same request, over the pool's TLS and protocol.
+async fn tls_probe(
+    server: &Server,
+    config: &HttpHealthConfig,
+    host: &str,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    let status = tokio::time::timeout(timeout, server.probe(&config.path, host, timeout))
+        .await
+        .map_err(|_| ProbeError::Timeout)?
+        .map_err(ProbeError::Io)?;
+    if status != config.status {
+        return Err(ProbeError::Status {
+            got: status,
+            expected: config.status,
+        });
+    }
+    Ok(())
 }

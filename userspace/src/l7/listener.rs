@@ -2,10 +2,13 @@
 //! TLS handshake when configured, and serves HTTP/1 and HTTP/2 on each connection with hyper.
 
 use crate::config::{HttpProtocol, ListenerConfig};
+use crate::l7::fast;
 use crate::l7::metrics::ListenerMetrics;
+use crate::l7::prefixed::Prefixed;
 use crate::l7::proxy::{self, ConnInfo};
 use crate::l7::proxy_protocol::{self, Header};
 use crate::l7::snapshot::Shared;
+use crate::l7::workers::Workers;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -29,7 +32,9 @@ const H2_MAX_STREAMS: u32 = 256;
 
 /// Binds with SO_REUSEPORT so a reconfigured listener can bind before the old one stops:
 /// no moment without a socket accepting.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// The socket is returned without a runtime: the worker that accepts on it registers it
+/// with its own.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -39,22 +44,25 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 pub struct Listener {
     pub config: ListenerConfig,
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Listener {
+    /// Binds one socket per worker on the same address (the kernel spreads connections
+    /// over them) and starts an accept loop on each worker.
     pub fn start(
         config: ListenerConfig,
         shared: Arc<Shared>,
         metrics: Arc<ListenerMetrics>,
         drain: Duration,
+        workers: &Workers,
     ) -> Result<Listener, String> {
         let tls = if config.certificates.is_empty() {
             None
@@ -63,32 +71,45 @@ impl Listener {
                 .map_err(|e| format!("listener {}: {e}", config.name))?;
             Some(TlsAcceptor::from(c))
         };
-        let socket = bind(config.bind)
-            .map_err(|e| format!("listener {}: bind {}: {e}", config.name, config.bind))?;
-        let local_addr = socket.local_addr().map_err(|e| e.to_string())?;
+        let bind_error = |e| format!("listener {}: bind {}: {e}", config.name, config.bind);
+        let first = bind(config.bind).map_err(bind_error)?;
+        // With port 0 the others must join the port the first one got.
+        let local_addr = first.local_addr().map_err(|e| e.to_string())?;
+        let mut sockets = vec![first];
+        for _ in 1..workers.len() {
+            sockets.push(bind(local_addr).map_err(bind_error)?);
+        }
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(
-            socket,
-            config.clone(),
-            tls,
-            shared,
-            metrics,
-            stopped,
-            drain,
-        ));
+        let limit = Arc::new(Semaphore::new(config.max_connections as usize));
+        let tasks = sockets
+            .into_iter()
+            .zip(workers.handles())
+            .map(|(socket, worker)| {
+                worker.spawn(accept_loop(
+                    socket,
+                    config.clone(),
+                    tls.clone(),
+                    shared.clone(),
+                    metrics.clone(),
+                    limit.clone(),
+                    stopped.clone(),
+                    drain,
+                ))
+            })
+            .collect();
         tracing::info!(listener = %config.name, address = %local_addr, "L7 listener up");
         Ok(Listener {
             config,
             local_addr,
             stop,
-            task,
+            tasks,
         })
     }
 
     /// Stops accepting at once; in-flight requests get up to the drain time.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        futures::future::join_all(self.tasks).await;
     }
 
     /// Stops accepting and drains in the background (reload: the new listener is up already).
@@ -122,17 +143,25 @@ fn builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
-    socket: TcpListener,
+    socket: std::net::TcpListener,
     config: ListenerConfig,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     metrics: Arc<ListenerMetrics>,
+    limit: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let name: Arc<str> = Arc::from(config.name.as_str());
-    let limit = Arc::new(Semaphore::new(config.max_connections as usize));
+    let socket = match TcpListener::from_std(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(listener = %name, "cannot register the socket: {e}");
+            return;
+        }
+    };
     let graceful = GracefulShutdown::new();
     let plain = Arc::new(builder(&config));
     // A TLS connection that negotiated h2 gets HTTP/2 whatever the plain-text setting is.
@@ -143,12 +172,14 @@ async fn accept_loop(
     h1_only.protocols = vec![HttpProtocol::Http1];
     let h1_only = Arc::new(builder(&h1_only));
     let header_timeout = Duration::from_millis(config.header_timeout_ms);
+    // Plain connections start on the fast path when the listener speaks HTTP/1 (an h2c
+    // preface is handed on to hyper), TLS ones when ALPN did not pick h2.
+    let fast = Arc::new(fast::Settings {
+        header_timeout,
+        max_header_bytes: config.max_header_bytes,
+    });
+    let plain_fast = config.protocols.contains(&HttpProtocol::Http1);
     loop {
-        // At the limit, stop accepting: new clients wait in the kernel's backlog.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stopped.changed() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = socket.accept() => match r {
                 Ok(x) => x,
@@ -160,6 +191,17 @@ async fn accept_loop(
             },
             _ = stopped.changed() => break,
         };
+        // At the limit the accepted connection waits unserved, and this worker accepts no
+        // more: further clients wait in the kernel's backlog. The limit is shared by the
+        // workers and the permit is taken only for a connection in hand, so a freed slot
+        // cannot go to a worker whose backlog is empty while another's has clients.
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stopped.changed() => break,
+            },
+        };
         let _ = stream.set_nodelay(true);
         metrics.connections.fetch_add(1, Ordering::Relaxed);
         let conn = Conn {
@@ -168,6 +210,9 @@ async fn accept_loop(
             metrics: metrics.clone(),
             proxy_protocol: config.proxy_protocol,
             header_timeout,
+            fast: fast.clone(),
+            plain_fast,
+            stopped: stopped.clone(),
         };
         let builder = if tls.is_some() {
             over_tls.clone()
@@ -202,6 +247,10 @@ struct Conn {
     metrics: Arc<ListenerMetrics>,
     proxy_protocol: bool,
     header_timeout: Duration,
+    fast: Arc<fast::Settings>,
+    plain_fast: bool,
+    /// The listener's stop: fast-path connections close between requests when it fires.
+    stopped: watch::Receiver<bool>,
 }
 
 impl Conn {
@@ -231,7 +280,11 @@ impl Conn {
         match tls {
             None => {
                 let info = self.info(client, false);
-                run_http(stream, info, self.shared, &builder, watcher).await
+                if self.plain_fast {
+                    self.fast_then_http(stream, info, &builder, watcher).await
+                } else {
+                    run_http(stream, info, self.shared, &builder, watcher).await
+                }
             }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(self.header_timeout, acceptor.accept(stream));
@@ -244,9 +297,31 @@ impl Conn {
                 };
                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 let info = self.info(client, true);
-                let b = if h2 { &builder } else { &h1_only };
-                run_http(tls_stream, info, self.shared, b, watcher).await
+                if h2 {
+                    run_http(tls_stream, info, self.shared, &builder, watcher).await
+                } else {
+                    self.fast_then_http(tls_stream, info, &h1_only, watcher)
+                        .await
+                }
             }
+        }
+    }
+
+    /// Serves on the fast path until a request needs hyper, which then gets the connection
+    /// with what was read of it. The watcher, held meanwhile, keeps a drain waiting.
+    async fn fast_then_http<I>(
+        mut self,
+        mut io: I,
+        info: Arc<ConnInfo>,
+        builder: &auto::Builder<TokioExecutor>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let outcome =
+            fast::serve(&mut io, &info, &self.shared, &self.fast, &mut self.stopped).await;
+        if let fast::Outcome::Handoff(read) = outcome {
+            run_http(Prefixed::new(read, io), info, self.shared, builder, watcher).await
         }
     }
 

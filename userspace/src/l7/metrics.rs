@@ -9,6 +9,8 @@ pub struct ListenerMetrics {
     pub connections: AtomicU64,
     pub active: AtomicU64,
     pub requests: AtomicU64,
+    /// Of those, the requests forwarded by the byte-level HTTP/1.1 fast path.
+    pub fast_requests: AtomicU64,
     /// Requests refused before routing: missing, repeated or invalid Host.
     pub bad_requests: AtomicU64,
     pub no_route: AtomicU64,
@@ -40,6 +42,8 @@ pub struct ServerMetrics {
     pub connects: AtomicU64,
     pub reuses: AtomicU64,
     pub ejections: AtomicU64,
+    /// Upstream TLS handshakes that failed (certificate refused, no common protocol...).
+    pub tls_errors: AtomicU64,
 }
 
 impl PoolMetrics {
@@ -66,6 +70,7 @@ pub fn render_listener(out: &mut String, name: &str, m: &ListenerMetrics) {
         ("connections_total", get(&m.connections)),
         ("connections_active", get(&m.active)),
         ("requests_total", get(&m.requests)),
+        ("fast_path_requests_total", get(&m.fast_requests)),
         ("bad_requests_total", get(&m.bad_requests)),
         ("no_route_total", get(&m.no_route)),
         ("proxy_protocol_errors_total", get(&m.proxy_protocol_errors)),
@@ -121,6 +126,7 @@ pub fn render_server(
     m: &ServerMetrics,
     outstanding: usize,
     up: bool,
+    weight: u32,
 ) {
     let labels = format!("pool=\"{}\",server=\"{}\"", label(pool), label(server));
     for (metric, value) in [
@@ -129,8 +135,10 @@ pub fn render_server(
         ("connects_total", get(&m.connects)),
         ("reuses_total", get(&m.reuses)),
         ("ejections_total", get(&m.ejections)),
+        ("tls_errors_total", get(&m.tls_errors)),
         ("outstanding", outstanding as u64),
         ("up", u64::from(up)),
+        ("weight", u64::from(weight)),
     ] {
         let _ = writeln!(out, "portier_l7_server_{metric}{{{labels}}} {value}");
     }

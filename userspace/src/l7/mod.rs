@@ -7,16 +7,22 @@
 
 pub mod balance;
 pub mod body;
+pub mod chunked;
+pub mod fast;
 pub mod headers;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod overrides;
 pub mod pool;
+pub mod prefixed;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod router;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream_tls;
+pub mod workers;
 
 use crate::config::{L7Config, ListenerConfig};
 use crate::daemon::{ConfigUpdate, PartContext};
@@ -37,7 +43,11 @@ pub struct L7 {
     listeners: HashMap<String, Listener>,
     listener_metrics: HashMap<String, Arc<ListenerMetrics>>,
     health: health::HealthChecks,
+    /// The configured settings, before runtime overrides.
     config: L7Config,
+    overrides: overrides::Overrides,
+    /// Started with the first config (their count is read once).
+    workers: Option<workers::Workers>,
 }
 
 impl Default for L7 {
@@ -54,14 +64,65 @@ impl L7 {
             listener_metrics: HashMap::new(),
             health: health::HealthChecks::default(),
             config: L7Config::default(),
+            overrides: overrides::Overrides::default(),
+            workers: None,
         }
     }
 
     /// Applies a config: routes and pools by swapping the snapshot, listeners by starting
-    /// new and changed ones before retiring the old. On error nothing changes.
+    /// new and changed ones before retiring the old. Runtime overrides (drain, weight) of
+    /// servers the config keeps stay in force. On error nothing changes.
     pub fn apply(&mut self, config: &L7Config) -> Result<(), L7Error> {
+        let mut overrides = self.overrides.clone();
+        overrides.retain_existing(config);
+        self.apply_effective(&overrides.apply_to(config))?;
+        upstream_tls::warn_insecure(&self.config.pools, &config.pools);
+        self.overrides = overrides;
+        self.config = config.clone();
+        Ok(())
+    }
+
+    /// A runtime command: `drain`, `undrain` or `weight` of a pool's server (`pool=`,
+    /// `server=`, `weight=`); the answer names the server's weight now in force.
+    pub fn command(
+        &mut self,
+        verb: &str,
+        args: &std::collections::BTreeMap<String, String>,
+    ) -> Result<serde_json::Value, String> {
+        let change = overrides::Change::parse(&self.config, verb, args)?;
+        let mut next = self.overrides.clone();
+        next.set(&change);
+        self.apply_effective(&next.apply_to(&self.config))
+            .map_err(|e| e.to_string())?;
+        self.overrides = next;
+        let snap = self.shared.load();
+        let weight = snap
+            .pools
+            .get(&change.pool)
+            .and_then(|p| p.servers.iter().find(|s| s.address == change.server))
+            .map(|s| s.weight());
+        tracing::info!(pool = %change.pool, server = %change.server, verb, ?weight, "l7: runtime change applied");
+        Ok(serde_json::json!({
+            "pool": change.pool,
+            "server": change.server.to_string(),
+            "weight": weight,
+        }))
+    }
+
+    fn apply_effective(&mut self, config: &L7Config) -> Result<(), L7Error> {
+        let tls = upstream_tls::for_pools(&config.pools).map_err(L7Error)?;
+        if self.workers.is_none() {
+            let w = workers::Workers::start(config.workers)
+                .map_err(|e| L7Error(format!("cannot start the L7 workers: {e}")))?;
+            self.workers = Some(w);
+        } else if config.workers != self.config.workers {
+            tracing::warn!("l7: a new `workers` count takes effect at the next start");
+        }
+        let Some(workers) = &self.workers else {
+            return Err(L7Error("no L7 workers".into()));
+        };
         let previous = self.shared.load();
-        let next = Snapshot::build(config, &previous);
+        let next = Snapshot::build(config, &previous, &tls);
         let drain = Duration::from_millis(config.drain_timeout_ms);
         self.shared.store(next);
 
@@ -81,7 +142,7 @@ impl L7 {
                 .clone();
             // Changing the address of a listener: the old one goes first, or a wildcard and
             // a specific bind on the same port would both take connections.
-            match Listener::start(l.clone(), self.shared.clone(), metrics, drain) {
+            match Listener::start(l.clone(), self.shared.clone(), metrics, drain, workers) {
                 Ok(new) => started.push(new),
                 Err(e) => {
                     for s in started {
@@ -108,7 +169,6 @@ impl L7 {
             }
         }
         self.health.apply(&self.shared.load());
-        self.config = config.clone();
         Ok(())
     }
 
@@ -141,6 +201,7 @@ impl L7 {
                     &s.metrics,
                     s.outstanding(),
                     s.available(),
+                    s.weight(),
                 );
             }
         }
@@ -150,6 +211,7 @@ impl L7 {
     /// For `/status`: listeners and each server's state.
     pub fn status(&self) -> serde_json::Value {
         let snap = self.shared.load();
+        let configured = overrides::Overrides::configured(&self.config);
         let pools: serde_json::Map<String, serde_json::Value> = snap
             .pools
             .values()
@@ -158,9 +220,20 @@ impl L7 {
                     .servers
                     .iter()
                     .map(|s| {
+                        let state = if !s.healthy() {
+                            "down"
+                        } else if s.ejected() {
+                            "ejected"
+                        } else if s.weight() == 0 {
+                            "drained"
+                        } else {
+                            "active"
+                        };
                         serde_json::json!({
                             "address": s.address.to_string(),
-                            "weight": s.weight,
+                            "weight": s.weight(),
+                            "configured_weight": configured.get(&(p.name.as_str(), s.address)),
+                            "state": state,
                             "healthy": s.healthy(),
                             "ejected": s.ejected(),
                             "outstanding": s.outstanding(),
@@ -192,6 +265,10 @@ impl L7 {
         self.health.stop();
         let listeners: Vec<Listener> = self.listeners.drain().map(|(_, l)| l).collect();
         futures::future::join_all(listeners.into_iter().map(Listener::stop)).await;
+        // Dropped off the async threads: joining the workers blocks.
+        if let Some(w) = self.workers.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(w)).await;
+        }
     }
 }
 
@@ -239,7 +316,8 @@ pub async fn run(mut ctx: PartContext) -> anyhow::Result<()> {
                 publish(&ctx, &l7);
             }
             Some(cmd) = ctx.commands.recv() => {
-                let _ = cmd.reply.send(Err(format!("l7 has no command {:?}", cmd.verb)));
+                let _ = cmd.reply.send(l7.command(&cmd.verb, &cmd.args));
+                publish(&ctx, &l7);
             }
             _ = tick.tick() => publish(&ctx, &l7),
             _ = ctx.shutdown.changed() => {

@@ -6,6 +6,7 @@ use crate::l7::balance::{self, Candidate};
 use crate::l7::body::{Body, BodyError, EndGuard};
 use crate::l7::headers;
 use crate::l7::metrics::{PoolMetrics, ServerMetrics};
+use crate::l7::upstream_tls::{Connector, ServerTls};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -30,6 +31,9 @@ pub fn now_ms() -> u64 {
 /// connections rarely contends.
 fn shard_index(shards: usize) -> usize {
     use std::cell::Cell;
+    if let Some(worker) = crate::l7::workers::current() {
+        return worker % shards;
+    }
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: Cell<usize> = Cell::new(NEXT.fetch_add(1, Ordering::Relaxed));
@@ -50,6 +54,20 @@ impl Sender {
         }
     }
 
+    /// Polls readiness once: `None` when the connection cannot tell yet.
+    fn poll_ready_now(&mut self) -> Option<hyper::Result<()>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let poll = match self {
+            Sender::H1(s) => s.poll_ready(&mut cx),
+            Sender::H2(s) => s.poll_ready(&mut cx),
+        };
+        match poll {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     async fn ready(&mut self) -> hyper::Result<()> {
         match self {
             Sender::H1(s) => s.ready().await,
@@ -60,6 +78,12 @@ impl Sender {
 
 struct Idle {
     sender: Sender,
+    since: Instant,
+}
+
+/// An idle upstream connection of the HTTP/1 fast path: a plain stream between messages.
+struct RawIdle {
+    stream: TcpStream,
     since: Instant,
 }
 
@@ -74,9 +98,13 @@ pub struct Timeouts {
 
 pub struct Server {
     pub address: SocketAddr,
-    pub weight: u32,
+    /// Atomic so a runtime weight change (or drain: 0) keeps the server, its connections,
+    /// health and counters; the pool's round-robin order is rebuilt with the snapshot.
+    weight: AtomicU32,
     id: u64,
     protocol: HttpProtocol,
+    /// TLS to this server; part of what a reload must keep for the server to be reused.
+    tls: Option<ServerTls>,
     healthy: AtomicBool,
     ejected_until: AtomicU64,
     failures: AtomicU32,
@@ -84,6 +112,9 @@ pub struct Server {
     slots: Arc<Semaphore>,
     max_connections: u32,
     idle: Box<[Mutex<Vec<Idle>>]>,
+    /// The fast path's connections, per worker: a stream is registered with the event loop
+    /// of the worker that opened it, so it is never handed to another worker.
+    raw_idle: Box<[Mutex<Vec<RawIdle>>]>,
     /// The HTTP/2 connection shared by all requests to this server.
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     pub metrics: ServerMetrics,
@@ -105,13 +136,19 @@ pub enum SendError {
 }
 
 impl Server {
-    fn new(address: SocketAddr, weight: u32, config: &PoolConfig) -> Server {
+    fn new(
+        address: SocketAddr,
+        weight: u32,
+        config: &PoolConfig,
+        tls: Option<ServerTls>,
+    ) -> Server {
         let shards = std::thread::available_parallelism().map_or(2, |n| n.get());
         Server {
             address,
-            weight,
+            weight: AtomicU32::new(weight),
             id: balance::hash_bytes(address.to_string().as_bytes()),
             protocol: config.protocol,
+            tls,
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             failures: AtomicU32::new(0),
@@ -119,8 +156,25 @@ impl Server {
             slots: Arc::new(Semaphore::new(config.max_connections as usize)),
             max_connections: config.max_connections,
             idle: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            raw_idle: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             h2: Mutex::new(None),
             metrics: ServerMetrics::default(),
+        }
+    }
+
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Weight 0 drains: no new requests, and idle connections close now rather than wait
+    /// for their idle timeout; in-flight requests finish on the connections they hold.
+    fn set_weight(&self, weight: u32) {
+        if self.weight.swap(weight, Ordering::Relaxed) != weight && weight == 0 {
+            self.drop_idle();
         }
     }
 
@@ -140,7 +194,7 @@ impl Server {
     }
 
     pub fn available(&self) -> bool {
-        self.weight > 0 && self.healthy() && !self.ejected()
+        self.weight() > 0 && self.healthy() && !self.ejected()
     }
 
     pub fn outstanding(&self) -> usize {
@@ -150,7 +204,7 @@ impl Server {
     fn candidate(&self) -> Candidate {
         Candidate {
             available: self.available(),
-            weight: self.weight,
+            weight: self.weight(),
             outstanding: self.outstanding(),
             id: self.id,
         }
@@ -182,31 +236,30 @@ impl Server {
                 list.clear();
             }
         }
+        for shard in self.raw_idle.iter() {
+            if let Ok(mut list) = shard.lock() {
+                list.clear();
+            }
+        }
         if let Ok(mut h2) = self.h2.lock() {
             *h2 = None;
         }
     }
 
-    /// An idle connection from this worker's shard, else one from another worker's (tokio
-    /// moves a client connection's task between workers, so its next request often runs
-    /// elsewhere): opening a new connection while others sit idle would waste them. Other
-    /// shards are only tried, never waited for.
+    /// An idle connection from this worker's shard, else one from another worker's: a
+    /// connection driven by another thread costs cross-thread wake-ups but saves the
+    /// backend a connection.
     fn take_idle(&self, max_idle: Duration) -> Option<Sender> {
         let own = shard_index(self.idle.len());
-        let fresh = |list: &mut Vec<Idle>| {
+        let shards = self.idle.len();
+        (0..shards).find_map(|i| {
+            let mut list = self.idle[(own + i) % shards].lock().ok()?;
             while let Some(idle) = list.pop() {
                 if idle.since.elapsed() < max_idle && !idle.sender.is_closed() {
                     return Some(idle.sender);
                 }
             }
             None
-        };
-        if let Some(s) = self.idle[own].lock().ok().and_then(|mut l| fresh(&mut l)) {
-            return Some(s);
-        }
-        (1..self.idle.len()).find_map(|i| {
-            let shard = &self.idle[(own + i) % self.idle.len()];
-            shard.try_lock().ok().and_then(|mut l| fresh(&mut l))
         })
     }
 
@@ -225,7 +278,7 @@ impl Server {
         }
     }
 
-    async fn connect(&self, t: &Timeouts) -> Result<Sender, String> {
+    async fn connect_tcp(&self, t: &Timeouts) -> Result<TcpStream, String> {
         let stream = match tokio::time::timeout(t.connect, TcpStream::connect(self.address)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(format!("connect to {}: {e}", self.address)),
@@ -233,6 +286,105 @@ impl Server {
         };
         let _ = stream.set_nodelay(true);
         self.metrics.connects.fetch_add(1, Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    /// A new plain connection for the fast path.
+    pub async fn connect_raw(&self, t: &Timeouts) -> Result<TcpStream, String> {
+        self.connect_tcp(t).await
+    }
+
+    /// An idle fast-path connection the server has not closed: this worker's first, else
+    /// another's (its events then arrive through that worker's loop, which costs a
+    /// cross-thread wake-up but saves the backend a connection).
+    pub fn take_raw(&self, max_idle: Duration) -> Option<TcpStream> {
+        let shards = self.raw_idle.len();
+        let own = shard_index(shards);
+        (0..shards).find_map(|i| {
+            let mut list = self.raw_idle[(own + i) % shards].lock().ok()?;
+            while let Some(idle) = list.pop() {
+                if idle.since.elapsed() >= max_idle {
+                    continue;
+                }
+                // No system call: the event loop has marked the stream readable if the
+                // server closed it (or, wrongly, sent something) while it was idle.
+                let mut probe = [0u8; 1];
+                match idle.stream.try_read(&mut probe) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.metrics.reuses.fetch_add(1, Ordering::Relaxed);
+                        return Some(idle.stream);
+                    }
+                    _ => continue,
+                }
+            }
+            None
+        })
+    }
+
+    /// Returns a fast-path connection after a complete exchange.
+    pub fn put_raw(&self, stream: TcpStream) {
+        if !self.available() {
+            return;
+        }
+        let shard = &self.raw_idle[shard_index(self.raw_idle.len())];
+        if let Ok(mut list) = shard.lock()
+            && list.len() < MAX_IDLE_PER_SHARD
+        {
+            list.push(RawIdle {
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// A connection slot and an outstanding request, if a slot is free now.
+    pub fn try_claim(self: &Arc<Self>) -> Option<Claim> {
+        let permit = self.slots.clone().try_acquire_owned().ok()?;
+        Some(self.claimed(permit))
+    }
+
+    /// A connection slot, waiting in the server's queue up to `queue`.
+    pub async fn claim(self: &Arc<Self>, queue: Duration) -> Option<Claim> {
+        if let Some(c) = self.try_claim() {
+            return Some(c);
+        }
+        match tokio::time::timeout(queue, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Some(self.claimed(p)),
+            _ => None,
+        }
+    }
+
+    fn claimed(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Claim {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Claim {
+            server: self.clone(),
+            _permit: permit,
+        }
+    }
+
+    async fn connect(&self, t: &Timeouts) -> Result<Sender, String> {
+        let stream = self.connect_tcp(t).await?;
+        let Some(tls) = &self.tls else {
+            return self.handshake(stream).await;
+        };
+        let secured = match tokio::time::timeout(t.connect, tls.connect(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(format!("TLS with {}: {e}", self.address));
+            }
+            Err(_) => {
+                self.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(format!("TLS with {}: handshake timed out", self.address));
+            }
+        };
+        self.handshake(secured).await
+    }
+
+    async fn handshake<I>(&self, stream: I) -> Result<Sender, String>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let io = TokioIo::new(stream);
         match self.protocol {
             HttpProtocol::Http1 => {
@@ -269,13 +421,53 @@ impl Server {
             return Ok(s);
         }
         while let Some(mut s) = self.take_idle(t.idle) {
-            // An idle HTTP/1 connection is ready at once unless the server closed it.
-            if let Ok(Ok(())) = tokio::time::timeout(t.connect, s.ready()).await {
+            // An idle HTTP/1 connection is ready at once unless the server closed it; only
+            // one whose connection task has not yet seen the last response end needs a wait
+            // (and a timer).
+            let ready = match s.poll_ready_now() {
+                Some(r) => r.is_ok(),
+                None => matches!(tokio::time::timeout(t.connect, s.ready()).await, Ok(Ok(()))),
+            };
+            if ready {
                 self.metrics.reuses.fetch_add(1, Ordering::Relaxed);
                 return Ok(s);
             }
         }
         self.connect(t).await
+    }
+
+    /// A health-check request on a connection of its own, in the pool's protocol and over its
+    /// TLS: the response status. Plain pools use the shared checker's raw probe instead.
+    pub async fn probe(&self, path: &str, host: &str, timeout: Duration) -> Result<u16, String> {
+        let t = Timeouts {
+            connect: timeout,
+            response: timeout,
+            idle: timeout,
+            queue: timeout,
+        };
+        let mut sender = self.connect(&t).await?;
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let mut req = Request::new(Body::empty());
+        let sent = match &mut sender {
+            Sender::H1(s) => {
+                *req.uri_mut() = path.parse().map_err(|_| "bad check path".to_string())?;
+                let host = http::HeaderValue::from_str(host).map_err(|e| e.to_string())?;
+                req.headers_mut().insert(http::header::HOST, host);
+                req.headers_mut().insert(
+                    http::header::USER_AGENT,
+                    http::HeaderValue::from_static("portier-health"),
+                );
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                *req.uri_mut() = format!("https://{host}{path}")
+                    .parse()
+                    .map_err(|_| "bad check path".to_string())?;
+                *req.version_mut() = http::Version::HTTP_2;
+                s.send_request(req).await
+            }
+        };
+        sent.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
     }
 
     /// Sends `req` and waits for the response head. The returned lease must travel with the
@@ -286,9 +478,15 @@ impl Server {
         req: Request<Body>,
         t: &Timeouts,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        let permit = match tokio::time::timeout(t.queue, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => return Err(SendError::Busy(req)),
+        // The queue timer is armed only when every slot is taken.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(t.queue, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(SendError::Busy(req)),
+                }
+            }
         };
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         let mut lease = Lease {
@@ -359,6 +557,18 @@ impl Drop for Lease {
     }
 }
 
+/// A fast-path request's hold on a server: its connection slot and outstanding count.
+pub struct Claim {
+    server: Arc<Server>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.server.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub struct Pool {
     pub name: String,
     pub config: PoolConfig,
@@ -372,26 +582,32 @@ pub struct Pool {
 impl Pool {
     /// Builds a pool; servers in `previous` with the same address and limits keep their state
     /// and connections, so a reload does not reset health or drop keep-alives.
-    pub fn new(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
+    pub fn new(config: &PoolConfig, previous: Option<&Pool>, tls: Option<Arc<Connector>>) -> Pool {
         let servers: Vec<Arc<Server>> = config
             .servers
             .iter()
             .map(|s| {
+                let server_tls = tls
+                    .as_ref()
+                    .map(|c| ServerTls::new(c.clone(), s.address, s.sni.as_deref()));
                 let reused = previous.and_then(|p| {
                     p.servers.iter().find(|old| {
                         old.address == s.address
-                            && old.weight == s.weight
                             && old.protocol == config.protocol
+                            && old.tls == server_tls
                             && old.max_connections == config.max_connections
                     })
                 });
                 match reused {
-                    Some(old) => old.clone(),
-                    None => Arc::new(Server::new(s.address, s.weight, config)),
+                    Some(old) => {
+                        old.set_weight(s.weight);
+                        old.clone()
+                    }
+                    None => Arc::new(Server::new(s.address, s.weight, config, server_tls)),
                 }
             })
             .collect();
-        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+        let weights: Vec<u32> = servers.iter().map(|s| s.weight()).collect();
         Pool {
             name: config.name.clone(),
             config: config.clone(),
@@ -462,7 +678,7 @@ mod tests {
                     [[l7.pool]]\nname = \"p\"\nservers = [{ address = \"127.0.0.1:9\" }]\n";
         let config = crate::config::parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
         let pool = &config.l7.as_ref().unwrap().pools[0];
-        Arc::new(Server::new(pool.servers[0].address, 1, pool))
+        Arc::new(Server::new(pool.servers[0].address, 1, pool, None))
     }
 
     /// An HTTP/1 client connection over an in-memory pipe; the other end is returned.

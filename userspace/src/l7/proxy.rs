@@ -210,7 +210,11 @@ async fn forward(
     if h2_upstream {
         parts.headers.remove(header::HOST);
         parts.uri = Uri::builder()
-            .scheme("http")
+            .scheme(if pool.config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            })
             .authority(host_text.as_str())
             .path_and_query(path.as_str())
             .build()
@@ -333,7 +337,7 @@ async fn forward(
     (local(last.0, last.1), last_server)
 }
 
-fn note_failure(server: &Server, why: &str, eject_after: u32, eject_ms: u64) {
+pub(crate) fn note_failure(server: &Server, why: &str, eject_after: u32, eject_ms: u64) {
     tracing::debug!(server = %server.address, "upstream failure: {why}");
     server.metrics.failures.fetch_add(1, Ordering::Relaxed);
     server.record(false, eject_after, eject_ms);

@@ -5,6 +5,7 @@ use crate::config::L7Config;
 use crate::l7::metrics::RouteMetrics;
 use crate::l7::pool::Pool;
 use crate::l7::router::Router;
+use crate::l7::upstream_tls::Connector;
 use arc_swap::ArcSwap;
 use http::StatusCode;
 use std::collections::HashMap;
@@ -36,13 +37,19 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the next snapshot; pools, servers and counters carry over from `previous`
     /// where the config kept them.
-    pub fn build(config: &L7Config, previous: &Snapshot) -> Snapshot {
+    /// `tls`: the connectors of the pools that talk TLS to their servers, by pool name.
+    pub fn build(
+        config: &L7Config,
+        previous: &Snapshot,
+        tls: &HashMap<String, Arc<Connector>>,
+    ) -> Snapshot {
         let pools: HashMap<String, Arc<Pool>> = config
             .pools
             .iter()
             .map(|p| {
                 let old = previous.pools.get(&p.name).map(|a| &**a);
-                (p.name.clone(), Arc::new(Pool::new(p, old)))
+                let connector = tls.get(&p.name).cloned();
+                (p.name.clone(), Arc::new(Pool::new(p, old, connector)))
             })
             .collect();
         let routes: Vec<Route> = config

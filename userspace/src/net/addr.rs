@@ -147,13 +147,16 @@ pub async fn remove(handle: &Handle, index: u32, address: IpAddr) -> Result<(), 
 }
 
 /// A macvlan `name` on `parent` with address `mac` (private mode: it talks to the LAN, not to
-/// sibling macvlans), up, with IPv6 off so it never sends from `mac` on its own (no
-/// link-local address, router solicitations or DAD). Reused when it exists as wanted.
+/// sibling macvlans), up, reused when it exists as wanted. It must never speak from `mac` on
+/// its own: for IPv4 its IPv6 is off (no link-local address, router solicitations or DAD);
+/// with `ipv6` it keeps IPv6 but generates no link-local address (the caller adds the one
+/// it sends from), solicits no router and skips DAD.
 pub async fn ensure_macvlan(
     handle: &Handle,
     name: &str,
     parent: u32,
     mac: [u8; 6],
+    ipv6: bool,
 ) -> Result<Link, AddrError> {
     if let Ok(link) = link_by_name(handle, name).await {
         if link.mac == mac {
@@ -175,8 +178,21 @@ pub async fn ensure_macvlan(
         )
         .execute()
         .await?;
-    // /proc/sys/net is the caller's network namespace.
-    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+    // /proc/sys/net is the caller's network namespace. Set before the link goes up, when
+    // the kernel would configure IPv6 on it.
+    let settings: &[(&str, &str)] = if ipv6 {
+        &[
+            ("addr_gen_mode", "1"),
+            ("accept_dad", "0"),
+            ("accept_ra", "0"),
+            ("router_solicitations", "0"),
+        ]
+    } else {
+        &[("disable_ipv6", "1")]
+    };
+    for (key, value) in settings {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/{key}"), value);
+    }
     let link = link_by_name(handle, name).await?;
     set_up(handle, link.index).await?;
     link_by_name(handle, name).await

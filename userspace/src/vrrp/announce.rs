@@ -14,6 +14,17 @@ pub fn virtual_mac(vrid: u8, ipv6: bool) -> Mac {
     [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, vrid]
 }
 
+/// The link-local address an IPv6 instance with a virtual MAC sends from on its macvlan: the
+/// parent's with the universal/local bit of the interface identifier flipped. It must not be
+/// the parent's own (the macvlan would answer neighbour solicitations for it with the virtual
+/// MAC, stealing the parent's link-local traffic), and must differ between routers, which
+/// their parents' addresses already do.
+pub fn vmac_link_local(parent: Ipv6Addr) -> Ipv6Addr {
+    let mut octets = parent.octets();
+    octets[8] ^= 0x02;
+    Ipv6Addr::from(octets)
+}
+
 /// A broadcast gratuitous ARP request for `vip`, the form keepalived sends (target MAC all
 /// ones), as a whole Ethernet frame for an `AF_PACKET` socket.
 pub fn gratuitous_arp(mac: Mac, vip: Ipv4Addr) -> [u8; 42] {
@@ -52,6 +63,18 @@ mod tests {
     fn virtual_macs_follow_rfc_5798_7_3() {
         assert_eq!(virtual_mac(51, false), [0, 0, 0x5e, 0, 1, 51]);
         assert_eq!(virtual_mac(7, true), [0, 0, 0x5e, 0, 2, 7]);
+    }
+
+    #[test]
+    fn vmac_link_local_differs_from_the_parents_and_stays_link_local() {
+        let parent: Ipv6Addr = "fe80::a8c1:abff:fe12:3456".parse().unwrap();
+        let derived = vmac_link_local(parent);
+        assert_eq!(
+            derived,
+            "fe80::aac1:abff:fe12:3456".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(derived.is_unicast_link_local());
+        assert_eq!(vmac_link_local(derived), parent);
     }
 
     #[test]

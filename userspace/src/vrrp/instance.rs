@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::io::{AdvertSocket, Announcer};
-use super::machine::{Action, Machine, Params, State};
+use super::machine::{Action, Machine, OWNER_PRIORITY, Params, Reason, State};
+use super::no_accept;
 use super::packet::{self, Advert, Checksum, Drop, Expect, Version};
 use crate::bus::{Bus, Event};
 use crate::config::{TrackTarget, VrrpInstanceConfig, VrrpVersion};
@@ -24,8 +25,20 @@ use crate::net::addr;
 pub enum Control {
     /// A tracked object went down (`true`) or came back.
     Track { target: TrackTarget, down: bool },
+    /// The instance's own interface changed: a fault, or usable again.
+    Link(LinkHealth),
     /// Resign (priority 0 when master), release the VIPs and stop.
     Shutdown,
+}
+
+/// What the instance's own interface is like, as the part's link watch sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkHealth {
+    Up,
+    /// Down, without carrier, or gone.
+    Down,
+    /// Up but without the address adverts are sent from.
+    NoAddress,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -108,6 +121,10 @@ pub struct Instance {
     tracks: Vec<TrackStatus>,
     snapshot: Snapshot,
     report: watch::Sender<Snapshot>,
+    /// `accept = false`: the nftables table whose sets drop traffic to our VIPs while master.
+    no_accept: Option<String>,
+    /// Our VIPs are in the drop sets now.
+    dropping: bool,
 }
 
 fn now_ms() -> u64 {
@@ -119,17 +136,19 @@ fn now_ms() -> u64 {
 impl Instance {
     /// Finds the interface and its source address, opens the sockets and clears VIPs left
     /// over from an earlier run (a backup must not answer for them).
+    /// `no_accept`: the part's nftables table, set up, for an instance with `accept = false`.
     pub async fn start(
         cfg: VrrpInstanceConfig,
         handle: Handle,
         bus: Bus,
+        no_accept: Option<String>,
     ) -> Result<(Self, watch::Receiver<Snapshot>)> {
         let name = &cfg.name;
         let link = addr::link_by_name(&handle, &cfg.interface)
             .await
             .with_context(|| format!("vrrp instance {name}"))?;
         let ipv6 = cfg.vips.first().is_some_and(IpAddr::is_ipv6);
-        let src: IpAddr = if ipv6 {
+        let mut src: IpAddr = if ipv6 {
             addr::link_local_v6(&handle, link.index)
                 .await?
                 .with_context(|| {
@@ -154,18 +173,29 @@ impl Instance {
         // announcements leave from it, so the LAN never has to relearn the VIPs' MAC.
         let macvlan = if cfg.virtual_mac {
             let mac = super::announce::virtual_mac(cfg.vrid, ipv6);
-            let vname = format!("vrrp.{}", cfg.vrid);
-            let vlink = addr::ensure_macvlan(&handle, &vname, link.index, mac)
+            // IPv4 and IPv6 routers may share a VRID: their macvlans differ.
+            let vname = format!("{}.{}", if ipv6 { "vrrp6" } else { "vrrp" }, cfg.vrid);
+            let vlink = addr::ensure_macvlan(&handle, &vname, link.index, mac, ipv6)
                 .await
                 .with_context(|| format!("vrrp instance {name}: cannot set up {vname}"))?;
-            // The VIPs are on the macvlan but replies from them leave by the parent: it must
-            // neither answer ARP for them (arp_ignore) nor ask with a VIP as sender
-            // (arp_announce), or the LAN would learn the VIPs at the parent's own MAC.
-            for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
-                addr::set_ipv4_conf(&link.name, key, value)
-                    .with_context(|| format!("vrrp instance {name}: {key} on {}", link.name))?;
+            if let IpAddr::V6(parent) = src {
+                // Adverts and NAs leave the macvlan from a link-local address of its own (the
+                // kernel wants the source on the sending interface). The parent answers no
+                // neighbour solicitation for addresses on the macvlan: no sysctl needed.
+                src = super::announce::vmac_link_local(parent).into();
+                addr::add_host(&handle, vlink.index, src)
+                    .await
+                    .with_context(|| format!("vrrp instance {name}: link-local on {vname}"))?;
+            } else {
+                // The VIPs are on the macvlan but replies from them leave by the parent: it
+                // must neither answer ARP for them (arp_ignore) nor ask with a VIP as sender
+                // (arp_announce), or the LAN would learn the VIPs at the parent's own MAC.
+                for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                    addr::set_ipv4_conf(&link.name, key, value)
+                        .with_context(|| format!("vrrp instance {name}: {key} on {}", link.name))?;
+                }
+                let _ = addr::set_ipv4_conf(&vname, "rp_filter", "0");
             }
-            let _ = addr::set_ipv4_conf(&vname, "rp_filter", "0");
             Some(vlink)
         } else {
             None
@@ -231,6 +261,8 @@ impl Instance {
                 tracks,
                 snapshot,
                 report,
+                no_accept,
+                dropping: false,
             },
             reader,
         ))
@@ -249,6 +281,7 @@ impl Instance {
             preempt: self.cfg.preempt,
             preempt_delay: Duration::from_millis(u64::from(self.cfg.preempt_delay_ms)),
             primary: self.src,
+            unicast_peers: self.cfg.unicast_peers.clone(),
         }
     }
 
@@ -314,6 +347,17 @@ impl Instance {
                             machine.set_priority(priority);
                         }
                     }
+                    Some(Control::Link(health)) => {
+                        if health == LinkHealth::Up {
+                            self.refresh_source(&mut machine).await;
+                        }
+                        let actions = match health {
+                            LinkHealth::Up => machine.recover(Instant::now()),
+                            LinkHealth::Down => machine.fault(Reason::InterfaceDown),
+                            LinkHealth::NoAddress => machine.fault(Reason::AddressLost),
+                        };
+                        self.execute(&machine, actions).await;
+                    }
                     Some(Control::Shutdown) | None => {
                         let actions = machine.shutdown();
                         self.execute(&machine, actions).await;
@@ -328,6 +372,51 @@ impl Instance {
                 },
             }
             self.publish(&machine);
+        }
+    }
+
+    /// Before restarting after a fault: the interface may have come back with another
+    /// address (IPv4) or link-local (IPv6) to send from; with a virtual MAC, the macvlan's
+    /// link-local may have gone with the parent's link.
+    async fn refresh_source(&mut self, machine: &mut Machine) {
+        let name = &self.cfg.name;
+        let Ok(link) = addr::link_by_name(&self.handle, &self.cfg.interface).await else {
+            return;
+        };
+        let found: Option<IpAddr> = match self.src {
+            IpAddr::V4(_) => addr::primary_v4(&self.handle, link.index, &self.cfg.vips)
+                .await
+                .ok()
+                .flatten()
+                .map(IpAddr::from),
+            IpAddr::V6(_) => addr::link_local_v6(&self.handle, link.index)
+                .await
+                .ok()
+                .flatten()
+                .map(|parent| match self.macvlan {
+                    Some(_) => super::announce::vmac_link_local(parent).into(),
+                    None => parent.into(),
+                }),
+        };
+        let Some(src) = found else {
+            return;
+        };
+        if src != self.src {
+            info!(instance = %name, old = %self.src, new = %src, "VRRP source address changed");
+            if let Some(index) = self.macvlan
+                && src.is_ipv6()
+            {
+                let _ = addr::remove(&self.handle, index, self.src).await;
+            }
+            self.src = src;
+            self.snapshot.source = Some(src);
+            machine.set_primary(src);
+        }
+        if let Some(index) = self.macvlan
+            && src.is_ipv6()
+            && let Err(e) = addr::add_host(&self.handle, index, src).await
+        {
+            warn!(instance = %name, "cannot restore the virtual MAC's link-local address: {e}");
         }
     }
 
@@ -371,6 +460,18 @@ impl Instance {
                 }
                 Action::SendAdvert { priority } => self.send_advert(machine, priority),
                 Action::TakeOver => {
+                    // The drop goes in before the VIPs, so no packet to them is accepted.
+                    if machine.params().priority != OWNER_PRIORITY
+                        && let Some(table) = self.no_accept.clone()
+                    {
+                        match set_drop(table, self.cfg.vips.clone(), true).await {
+                            Ok(()) => self.dropping = true,
+                            Err(e) => warn!(
+                                instance = %self.cfg.name,
+                                "accept = false: cannot drop traffic to the VIPs: {e:#}"
+                            ),
+                        }
+                    }
                     for vip in &self.cfg.vips {
                         if let Err(e) = addr::add_host(&self.handle, self.ifindex, *vip).await {
                             warn!(instance = %self.cfg.name, %vip, "cannot add the VIP: {e}");
@@ -400,6 +501,17 @@ impl Instance {
                     for vip in &self.cfg.vips {
                         if let Err(e) = addr::remove(&self.handle, self.ifindex, *vip).await {
                             warn!(instance = %self.cfg.name, %vip, "cannot remove the VIP: {e}");
+                        }
+                    }
+                    if self.dropping
+                        && let Some(table) = self.no_accept.clone()
+                    {
+                        self.dropping = false;
+                        if let Err(e) = set_drop(table, self.cfg.vips.clone(), false).await {
+                            warn!(
+                                instance = %self.cfg.name,
+                                "accept = false: cannot stop dropping traffic to the VIPs: {e:#}"
+                            );
                         }
                     }
                 }
@@ -466,6 +578,14 @@ impl Instance {
             }
         }
     }
+}
+
+/// Adds the VIPs to (or removes them from) the no-accept drop sets; `nft` runs off the
+/// async threads.
+async fn set_drop(table: String, vips: Vec<IpAddr>, add: bool) -> Result<()> {
+    tokio::task::spawn_blocking(move || no_accept::apply(&no_accept::elements(&table, &vips, add)))
+        .await??;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,6 +18,10 @@ pub enum State {
     Initialize,
     Backup,
     Master,
+    /// The instance's interface is down or has lost its primary address: no adverts, no
+    /// VIPs, until it comes back and the instance starts over (keepalived's FAULT; RFC 9568
+    /// leaves it in Initialize).
+    Fault,
 }
 
 impl State {
@@ -26,6 +30,7 @@ impl State {
             State::Initialize => "initialize",
             State::Backup => "backup",
             State::Master => "master",
+            State::Fault => "fault",
         }
     }
 }
@@ -48,6 +53,12 @@ pub enum Reason {
         priority: u8,
     },
     Shutdown,
+    /// The interface lost its link (down, or no carrier) or went away.
+    InterfaceDown,
+    /// The interface has no address left to send adverts from.
+    AddressLost,
+    /// The interface is usable again: starting over as after startup.
+    InterfaceUp,
 }
 
 impl std::fmt::Display for Reason {
@@ -61,6 +72,9 @@ impl std::fmt::Display for Reason {
                 write!(f, "advertisement from {from} with priority {priority}")
             }
             Reason::Shutdown => write!(f, "shutdown"),
+            Reason::InterfaceDown => write!(f, "interface down"),
+            Reason::AddressLost => write!(f, "interface has no primary address"),
+            Reason::InterfaceUp => write!(f, "interface up again"),
         }
     }
 }
@@ -96,6 +110,8 @@ pub struct Params {
     pub preempt_delay: Duration,
     /// Our primary address on the interface: the tie-breaker between equal priorities.
     pub primary: IpAddr,
+    /// When not empty, the only routers adverts are accepted from.
+    pub unicast_peers: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,7 +184,7 @@ impl Machine {
     /// The earliest time [`Machine::tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Initialize => None,
+            State::Initialize | State::Fault => None,
             State::Backup => self.master_down_deadline,
             State::Master => self.adver_deadline,
         }
@@ -187,6 +203,11 @@ impl Machine {
         if received.src.is_ipv4() != self.params.primary.is_ipv4() {
             return Err(Drop::Family);
         }
+        if !self.params.unicast_peers.is_empty()
+            && !self.params.unicast_peers.contains(&received.src)
+        {
+            return Err(Drop::UnicastPeer);
+        }
         if self.owner() {
             return Err(Drop::Owner);
         }
@@ -201,13 +222,56 @@ impl Machine {
         if self.state != State::Initialize {
             return Vec::new();
         }
+        let reason = if self.owner() {
+            Reason::StartupOwner
+        } else {
+            Reason::Startup
+        };
+        self.start(now, reason)
+    }
+
+    /// Startup proper; a restart after a fault gives its own reason. The preempt delay runs
+    /// again from here, as after a process start.
+    fn start(&mut self, now: Instant, reason: Reason) -> Vec<Action> {
         self.started = Some(now);
         self.master_resigned = false;
         if self.owner() {
-            self.become_master(now, Reason::StartupOwner)
+            self.become_master(now, reason)
         } else {
-            self.become_backup(now, Reason::Startup, None)
+            self.become_backup(now, reason, None)
         }
+    }
+
+    /// The interface became unusable (`reason`: [`Reason::InterfaceDown`] or
+    /// [`Reason::AddressLost`]): stop advertising and give up the VIPs. No priority 0 goes
+    /// out: the interface it would leave by is the one that failed.
+    pub fn fault(&mut self, reason: Reason) -> Vec<Action> {
+        let from = self.state;
+        if from == State::Fault {
+            return Vec::new();
+        }
+        self.state = State::Fault;
+        self.adver_deadline = None;
+        self.master_down_deadline = None;
+        self.master_resigned = false;
+        self.master = None;
+        let mut actions = vec![Action::Transition {
+            from,
+            to: State::Fault,
+            reason,
+        }];
+        if from == State::Master {
+            actions.push(Action::Release);
+        }
+        actions
+    }
+
+    /// The interface is usable again: start over, backup (or master as the owner).
+    pub fn recover(&mut self, now: Instant) -> Vec<Action> {
+        if self.state != State::Fault {
+            return Vec::new();
+        }
+        self.start(now, Reason::InterfaceUp)
     }
 
     pub fn shutdown(&mut self) -> Vec<Action> {
@@ -223,7 +287,7 @@ impl Machine {
         };
         match from {
             State::Initialize => Vec::new(),
-            State::Backup => vec![transition],
+            State::Backup | State::Fault => vec![transition],
             // Priority 0 lets a backup take over after Skew_Time instead of Master_Down.
             State::Master => vec![
                 transition,
@@ -236,7 +300,7 @@ impl Machine {
     /// Fires whatever timer is due at `now`.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         match self.state {
-            State::Initialize => Vec::new(),
+            State::Initialize | State::Fault => Vec::new(),
             State::Backup => match self.master_down_deadline {
                 Some(deadline) if deadline <= now => {
                     let reason = if self.master_resigned {
@@ -263,7 +327,7 @@ impl Machine {
     /// An advert that passed [`Machine::check`].
     pub fn receive(&mut self, now: Instant, src: IpAddr, advert: &Advert) -> Vec<Action> {
         match self.state {
-            State::Initialize => Vec::new(),
+            State::Initialize | State::Fault => Vec::new(),
             State::Backup => {
                 if advert.priority == 0 {
                     self.master_resigned = true;
@@ -319,6 +383,11 @@ impl Machine {
         self.params.priority = priority.max(1);
     }
 
+    /// The interface came back with another address to send from (and to break ties with).
+    pub fn set_primary(&mut self, primary: IpAddr) {
+        self.params.primary = primary;
+    }
+
     fn learn_interval(&mut self, advert: &Advert) {
         if self.params.version == Version::V3 && advert.interval_cs > 0 {
             self.master_interval_cs = advert.interval_cs;
@@ -355,7 +424,7 @@ impl Machine {
         self.state = State::Backup;
         self.adver_deadline = None;
         self.master = master;
-        if from == State::Initialize {
+        if matches!(from, State::Initialize | State::Fault) {
             self.master_interval_cs = self.params.interval_cs;
         }
         self.master_down_deadline = Some(now + self.master_down_interval());

@@ -18,6 +18,7 @@ fn params(priority: u8) -> Params {
         preempt: true,
         preempt_delay: Duration::ZERO,
         primary: ME,
+        unicast_peers: Vec::new(),
     }
 }
 
@@ -174,6 +175,32 @@ fn instance_checks() {
     let mut rx = good.clone();
     rx.src = "fe80::1".parse().unwrap();
     assert_eq!(m.check(&rx), Err(Drop::Family));
+}
+
+#[test]
+fn with_unicast_peers_only_listed_sources_are_heard() {
+    let mut p = params(100);
+    p.unicast_peers = vec![PEER_HIGH];
+    let m = Machine::new(p);
+    let listed = Received {
+        src: PEER_HIGH,
+        dst: ME,
+        advert: advert(150, 100),
+    };
+    assert_eq!(m.check(&listed), Ok(()));
+    let stranger = Received {
+        src: PEER_LOW,
+        ..listed.clone()
+    };
+    assert_eq!(m.check(&stranger), Err(Drop::UnicastPeer));
+    // Multicast adverts from a listed peer are fine too: the source is what counts.
+    let multicast = Received {
+        dst: "224.0.0.18".parse().unwrap(),
+        ..listed
+    };
+    assert_eq!(m.check(&multicast), Ok(()));
+    // Without peers configured, anyone on the link is heard.
+    assert_eq!(Machine::new(params(100)).check(&stranger), Ok(()));
 }
 
 #[test]
@@ -475,4 +502,147 @@ fn pair_hands_over_within_skew_on_clean_shutdown() {
     }
     // Skew of priority 100 with a 1 s interval: 609.375 ms.
     assert_eq!(now - stopped, ms(610));
+}
+
+#[test]
+fn link_down_on_master_releases_without_advert_and_stays_silent() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(params(100));
+    m.startup(t0);
+    run_timers(&mut m, t0, ms(0), ms(4_000));
+    assert_eq!(m.state(), State::Master);
+
+    let actions = m.fault(Reason::InterfaceDown);
+    assert_eq!(
+        actions,
+        vec![
+            Action::Transition {
+                from: State::Master,
+                to: State::Fault,
+                reason: Reason::InterfaceDown
+            },
+            Action::Release
+        ]
+    );
+    assert_eq!(m.state(), State::Fault);
+    assert_eq!(m.next_deadline(), None);
+    // Neither timers nor adverts (not even a lower priority's) move a faulty instance.
+    assert!(run_timers(&mut m, t0, ms(4_001), ms(20_000)).is_empty());
+    assert!(
+        m.receive(t0 + ms(20_000), PEER_LOW, &advert(50, 100))
+            .is_empty()
+    );
+    assert!(
+        m.receive(t0 + ms(20_000), PEER_LOW, &advert(0, 100))
+            .is_empty()
+    );
+    assert_eq!(m.state(), State::Fault);
+    // A second report of the same fault changes nothing.
+    assert!(m.fault(Reason::AddressLost).is_empty());
+}
+
+#[test]
+fn link_down_on_backup_is_a_fault_without_release() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(params(100));
+    m.startup(t0);
+    m.receive(t0 + ms(100), PEER_HIGH, &advert(150, 100));
+    let actions = m.fault(Reason::AddressLost);
+    assert_eq!(actions.len(), 1);
+    assert_eq!(reason_of(&actions), Some(Reason::AddressLost));
+    assert!(to(State::Fault)(&actions[0]));
+    assert_eq!(m.master(), None);
+}
+
+#[test]
+fn link_up_restarts_as_backup_then_takes_over_after_master_down() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(params(100));
+    m.startup(t0);
+    m.fault(Reason::InterfaceDown);
+    // Recovering is only for a faulty instance.
+    let mut healthy = Machine::new(params(100));
+    healthy.startup(t0);
+    assert!(healthy.recover(t0).is_empty());
+
+    let back = t0 + ms(10_000);
+    let actions = m.recover(back);
+    assert_eq!(
+        actions,
+        vec![Action::Transition {
+            from: State::Fault,
+            to: State::Backup,
+            reason: Reason::InterfaceUp
+        }]
+    );
+    // A master heard in time keeps us backup; silence makes us master after master-down.
+    assert_eq!(m.next_deadline(), Some(back + m.master_down_interval()));
+    let log = run_timers(&mut m, back, ms(0), ms(3_700));
+    assert_eq!(log[0].0, ms(3_610));
+    assert!(to(State::Master)(&log[0].1));
+    assert_eq!(reason_of(&[log[0].1.clone()]), Some(Reason::MasterDown));
+}
+
+#[test]
+fn owner_recovers_straight_to_master() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(params(OWNER_PRIORITY));
+    m.startup(t0);
+    m.fault(Reason::InterfaceDown);
+    let actions = m.recover(t0 + ms(500));
+    assert_eq!(reason_of(&actions), Some(Reason::InterfaceUp));
+    assert_eq!(m.state(), State::Master);
+    assert!(actions.contains(&Action::TakeOver));
+    assert!(actions.contains(&Action::SendAdvert { priority: 255 }));
+}
+
+#[test]
+fn preempt_delay_runs_again_after_a_fault() {
+    let t0 = Instant::now();
+    let mut p = params(200);
+    p.preempt_delay = ms(5_000);
+    let mut m = Machine::new(p);
+    m.startup(t0);
+    m.fault(Reason::InterfaceDown);
+    let back = t0 + ms(60_000);
+    m.recover(back);
+    // Within the delay after recovery a lower-priority master is still accepted.
+    m.receive(back + ms(1_000), PEER_LOW, &advert(100, 100));
+    assert_eq!(m.master(), Some(PEER_LOW));
+}
+
+#[test]
+fn shutdown_in_fault_sends_nothing() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(params(100));
+    m.startup(t0);
+    run_timers(&mut m, t0, ms(0), ms(4_000));
+    m.fault(Reason::InterfaceDown);
+    let actions = m.shutdown();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(reason_of(&actions), Some(Reason::Shutdown));
+    assert_eq!(m.state(), State::Initialize);
+}
+
+#[test]
+fn a_new_address_after_a_fault_breaks_ties() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(params(100));
+    m.startup(t0);
+    run_timers(&mut m, t0, ms(0), ms(4_000));
+    m.fault(Reason::AddressLost);
+    // Back with an address above the peer's: an equal-priority master now yields to us...
+    m.set_primary("10.0.0.13".parse().unwrap());
+    m.recover(t0 + ms(5_000));
+    run_timers(&mut m, t0 + ms(5_000), ms(0), ms(4_000));
+    assert_eq!(m.state(), State::Master);
+    assert!(
+        m.receive(t0 + ms(9_100), PEER_HIGH, &advert(100, 100))
+            .is_empty()
+    );
+    assert_eq!(m.state(), State::Master);
+    // ...where with the old one (10.0.0.11 < 10.0.0.12) it would have taken over.
+    m.set_primary(ME);
+    let actions = m.receive(t0 + ms(9_200), PEER_HIGH, &advert(100, 100));
+    assert!(actions.iter().any(to(State::Backup)));
 }

@@ -6,6 +6,7 @@ pub mod announce;
 pub mod instance;
 pub mod io;
 pub mod machine;
+pub mod no_accept;
 pub mod packet;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,10 +23,11 @@ use crate::bus::Event;
 use crate::config::{Config, TrackTarget, VrrpInstanceConfig};
 use crate::daemon::PartContext;
 use crate::net::addr;
-use instance::{Control, Instance, Snapshot};
+use instance::{Control, Instance, LinkHealth, Snapshot};
 use machine::State;
 
-/// How often tracked interfaces are looked at; well under one advert interval.
+/// How often tracked interfaces and the instances' own are looked at; well under one advert
+/// interval.
 const LINK_POLL: Duration = Duration::from_millis(200);
 const PUBLISH: Duration = Duration::from_millis(500);
 /// A resigning instance has this long to send priority 0 and drop its VIPs.
@@ -36,6 +38,84 @@ struct Running {
     control: mpsc::Sender<Control>,
     snapshot: watch::Receiver<Snapshot>,
     task: JoinHandle<Result<()>>,
+    /// The instance's own interface as last told to it; it starts on a usable one.
+    link: LinkHealth,
+}
+
+/// The node's nftables table for `accept = false` instances.
+struct NoAccept {
+    table: String,
+    /// Set up in the kernel (done when the first instance needs it).
+    ready: bool,
+    /// Packets its counter has dropped, as last read.
+    dropped: u64,
+}
+
+impl NoAccept {
+    /// Deletes a table a killed earlier run left behind: it would keep dropping.
+    async fn new(node: &str) -> Self {
+        let table = no_accept::table_name(node);
+        let stale = table.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            if no_accept::exists(&stale)? {
+                no_accept::apply(&no_accept::teardown(&stale))?;
+                return Ok(true);
+            }
+            Ok::<_, nftables::helper::NftablesError>(false)
+        })
+        .await;
+        // Errors (no nft installed) are fine until an instance asks for accept = false.
+        if let Ok(Ok(true)) = removed {
+            info!(%table, "vrrp: removed a stale nftables table");
+        }
+        Self {
+            table,
+            ready: false,
+            dropped: 0,
+        }
+    }
+
+    async fn ensure(&mut self) -> Result<()> {
+        if self.ready {
+            return Ok(());
+        }
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || no_accept::apply(&no_accept::setup(&table)))
+            .await?
+            .with_context(|| {
+                format!(
+                    "accept = false needs nftables: cannot create table inet {}",
+                    self.table
+                )
+            })?;
+        info!(table = %self.table, "vrrp: nftables table for accept = false set up");
+        self.ready = true;
+        Ok(())
+    }
+
+    async fn read(&mut self) {
+        if !self.ready {
+            return;
+        }
+        let table = self.table.clone();
+        if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || no_accept::dropped(&table)).await {
+            self.dropped = n;
+        }
+    }
+
+    async fn teardown(&mut self) {
+        if !self.ready {
+            return;
+        }
+        let table = self.table.clone();
+        match tokio::task::spawn_blocking(move || no_accept::apply(&no_accept::teardown(&table)))
+            .await
+        {
+            Ok(Ok(())) => self.ready = false,
+            Ok(Err(e)) => warn!(table = %self.table, "cannot delete the nftables table: {e}"),
+            Err(e) => warn!("cannot delete the nftables table: {e}"),
+        }
+    }
 }
 
 /// The VRRP part: `[vrrp]` present in the config.
@@ -49,7 +129,8 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
     let mut down: HashMap<TrackTarget, bool> = HashMap::new();
 
     let first = ctx.config.borrow_and_update().clone();
-    let result = apply(&first.config, &mut running, &handle, &ctx, &down).await;
+    let mut nft = NoAccept::new(&first.config.node.name).await;
+    let result = apply(&first.config, &mut running, &handle, &ctx, &down, &mut nft).await;
     ctx.applied(first.generation, result.map_err(|e| format!("{e:#}")));
 
     let mut link_poll = tokio::time::interval(LINK_POLL);
@@ -61,7 +142,8 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
                     break;
                 }
                 let update = ctx.config.borrow_and_update().clone();
-                let result = apply(&update.config, &mut running, &handle, &ctx, &down).await;
+                let result =
+                    apply(&update.config, &mut running, &handle, &ctx, &down, &mut nft).await;
                 ctx.applied(update.generation, result.map_err(|e| format!("{e:#}")));
             }
             _ = ctx.shutdown.changed() => {
@@ -90,8 +172,12 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
                     };
                     set_down(&mut down, &running, TrackTarget::Interface(name), is_down).await;
                 }
+                watch_own_links(&handle, &mut running).await;
             }
-            _ = publish.tick() => publish_status(&ctx, &running),
+            _ = publish.tick() => {
+                nft.read().await;
+                publish_status(&ctx, &running, &nft);
+            }
             Some(cmd) = ctx.commands.recv() => {
                 let _ = cmd.reply.send(Err(format!("vrrp has no command {:?}", cmd.verb)));
             }
@@ -103,8 +189,60 @@ pub async fn run(mut ctx: PartContext) -> Result<()> {
     for name in names {
         stop(&mut running, &name).await;
     }
-    publish_status(&ctx, &running);
+    nft.teardown().await;
+    publish_status(&ctx, &running, &nft);
     Ok(())
+}
+
+/// Faults an instance whose interface went down or lost its address, and restarts it when
+/// the interface is usable again.
+async fn watch_own_links(handle: &rtnetlink::Handle, running: &mut BTreeMap<String, Running>) {
+    for (name, r) in running.iter_mut() {
+        let Some(health) = link_health(handle, &r.cfg).await else {
+            continue;
+        };
+        if health == r.link {
+            continue;
+        }
+        match health {
+            LinkHealth::Up => {
+                info!(instance = %name, interface = %r.cfg.interface, "vrrp interface usable again")
+            }
+            LinkHealth::Down => {
+                warn!(instance = %name, interface = %r.cfg.interface, "vrrp interface down")
+            }
+            LinkHealth::NoAddress => {
+                warn!(instance = %name, interface = %r.cfg.interface, "vrrp interface lost its primary address")
+            }
+        }
+        r.link = health;
+        let _ = r.control.send(Control::Link(health)).await;
+    }
+}
+
+/// `None` when netlink could not say (the last known state stands).
+async fn link_health(handle: &rtnetlink::Handle, cfg: &VrrpInstanceConfig) -> Option<LinkHealth> {
+    let link = match addr::link_by_name(handle, &cfg.interface).await {
+        Ok(link) if link.up => link,
+        Ok(_) | Err(addr::AddrError::NoSuchLink(_)) => return Some(LinkHealth::Down),
+        Err(_) => return None,
+    };
+    let has_address = if cfg.vips.first().is_some_and(std::net::IpAddr::is_ipv6) {
+        addr::link_local_v6(handle, link.index)
+            .await
+            .ok()?
+            .is_some()
+    } else {
+        addr::primary_v4(handle, link.index, &cfg.vips)
+            .await
+            .ok()?
+            .is_some()
+    };
+    Some(if has_address {
+        LinkHealth::Up
+    } else {
+        LinkHealth::NoAddress
+    })
 }
 
 fn tracked_interfaces(running: &BTreeMap<String, Running>) -> Vec<String> {
@@ -152,6 +290,7 @@ async fn apply(
     handle: &rtnetlink::Handle,
     ctx: &PartContext,
     down: &HashMap<TrackTarget, bool>,
+    nft: &mut NoAccept,
 ) -> Result<()> {
     let wanted: Vec<VrrpInstanceConfig> = config
         .vrrp
@@ -172,7 +311,17 @@ async fn apply(
             continue;
         }
         let name = cfg.name.clone();
-        match Instance::start(cfg.clone(), handle.clone(), ctx.bus.clone()).await {
+        let no_accept = if cfg.accept {
+            None
+        } else {
+            if let Err(e) = nft.ensure().await {
+                error!(instance = %name, "{e:#}");
+                first_error.get_or_insert(e);
+                continue;
+            }
+            Some(nft.table.clone())
+        };
+        match Instance::start(cfg.clone(), handle.clone(), ctx.bus.clone(), no_accept).await {
             Ok((instance, snapshot)) => {
                 let (control, control_rx) = mpsc::channel(16);
                 for t in &cfg.track {
@@ -194,6 +343,7 @@ async fn apply(
                         control,
                         snapshot,
                         task,
+                        link: LinkHealth::Up,
                     },
                 );
             }
@@ -203,7 +353,7 @@ async fn apply(
             }
         }
     }
-    publish_status(ctx, running);
+    publish_status(ctx, running, nft);
     first_error.map_or(Ok(()), Err)
 }
 
@@ -220,16 +370,33 @@ async fn stop(running: &mut BTreeMap<String, Running>, name: &str) {
     }
 }
 
-fn publish_status(ctx: &PartContext, running: &BTreeMap<String, Running>) {
+fn publish_status(ctx: &PartContext, running: &BTreeMap<String, Running>, nft: &NoAccept) {
     let snapshots: Vec<Snapshot> = running
         .values()
         .map(|r| r.snapshot.borrow().clone())
         .collect();
+    let dropped = nft.ready.then_some(nft.dropped);
     ctx.status.set(
         "vrrp",
-        serde_json::json!({ "instances": serde_json::to_value(&snapshots).unwrap_or_default() }),
+        serde_json::json!({
+            "instances": serde_json::to_value(&snapshots).unwrap_or_default(),
+            "no_accept_dropped_packets": dropped,
+        }),
     );
-    ctx.status.set_metrics("vrrp", metrics(&snapshots));
+    let mut text = metrics(&snapshots);
+    if let Some(n) = dropped {
+        text.push_str(&no_accept_metrics(n));
+    }
+    ctx.status.set_metrics("vrrp", text);
+}
+
+/// The nftables counter of `accept = false` drops (one per node: the sets are shared).
+fn no_accept_metrics(dropped: u64) -> String {
+    format!(
+        "# HELP portier_vrrp_no_accept_dropped_packets_total Packets to VIPs dropped while master with accept = false.\n\
+         # TYPE portier_vrrp_no_accept_dropped_packets_total counter\n\
+         portier_vrrp_no_accept_dropped_packets_total {dropped}\n"
+    )
 }
 
 /// Prometheus text for the instances.
@@ -255,11 +422,12 @@ pub fn metrics(snapshots: &[Snapshot]) -> String {
     family(
         "state",
         "gauge",
-        "0 initialize, 1 backup, 2 master.",
+        "0 initialize, 1 backup, 2 master, 3 fault (own interface down or without address).",
         per(&|s| match s.state {
             State::Initialize => 0,
             State::Backup => 1,
             State::Master => 2,
+            State::Fault => 3,
         }),
     );
     family(
@@ -352,7 +520,21 @@ mod tests {
             tracks: vec![],
             counters,
         };
-        let text = metrics(&[snapshot]);
+        let mut faulty = snapshot.clone();
+        faulty.name = "vip52".into();
+        faulty.vrid = 52;
+        faulty.state = State::Fault;
+        let text = metrics(&[snapshot, faulty]);
+        assert!(
+            text.lines()
+                .any(|l| l == "portier_vrrp_state{instance=\"vip52\",vrid=\"52\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "portier_vrrp_master{instance=\"vip52\",vrid=\"52\"} 0"),
+            "{text}"
+        );
         let label = "instance=\"vip51\",vrid=\"51\"";
         for line in [
             format!("portier_vrrp_master{{{label}}} 1"),
@@ -368,7 +550,7 @@ mod tests {
             text.lines()
                 .filter(|l| l.starts_with("portier_vrrp_drops_total"))
                 .count(),
-            packet::Drop::ALL.len()
+            2 * packet::Drop::ALL.len()
         );
     }
 }

@@ -79,10 +79,12 @@ pub enum Drop {
     Interval,
     /// Wrong address family for the instance.
     Family,
+    /// Unicast peers are configured and the source is not one of them (as keepalived).
+    UnicastPeer,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 12] = [
+    pub const ALL: [Drop; 13] = [
         Drop::Truncated,
         Drop::BadIpHeader,
         Drop::Ttl,
@@ -95,6 +97,7 @@ impl Drop {
         Drop::Owner,
         Drop::Interval,
         Drop::Family,
+        Drop::UnicastPeer,
     ];
 
     /// Label used in /status and /metrics.
@@ -112,6 +115,7 @@ impl Drop {
             Drop::Owner => "owner",
             Drop::Interval => "interval",
             Drop::Family => "family",
+            Drop::UnicastPeer => "unicast_peer",
         }
     }
 }

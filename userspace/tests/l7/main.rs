@@ -2,9 +2,12 @@
 //! backend and the client for routing, header handling, framing defences, balancing,
 //! health, retries, timeouts, upgrades, PROXY protocol, HTTP/2, TLS and reloads.
 
+mod fast;
 mod h1;
 mod h2;
 mod harness;
 mod pools;
+mod runtime;
 mod tls;
+mod upstream_tls;
 mod vtc;

@@ -180,7 +180,7 @@ async fn active_health_check_takes_a_server_out_and_back() {
     assert!(got.contains(&"flaky".to_owned()), "{got:?}");
 }
 
-async fn wait_until(mut f: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + WAIT;
     while !f() {
         assert!(

@@ -1,0 +1,789 @@
+//! The HTTP/1.1 fast path: the common request (GET or HEAD, no body, no upgrade, routed to a
+//! plain HTTP/1 pool with a free slot) is forwarded as bytes, the way HAProxy and nginx do
+//! it: the client's head is parsed once in place, rewritten straight into the upstream
+//! request, and the response head is rewritten the same way while its body (by length,
+//! chunked or to close) is relayed unchanged. No header map, no task or channel per request.
+//!
+//! Anything else is handed, with the bytes read so far, to the general path (hyper), which
+//! then owns the connection: other methods and bodies, HTTP/1.0, upgrades, `Expect`, `TE`,
+//! invalid or repeated Host, unknown routes, hashing pools, HTTP/2 (its preface is not an
+//! HTTP/1 request line), oversized heads. So every refusal, limit and defence stays where it
+//! is implemented and tested once.
+
+use crate::config::{Balance, HttpProtocol};
+use crate::l7::chunked::ChunkedScanner;
+use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED};
+use crate::l7::pool::{Claim, Pool, Server, Timeouts};
+use crate::l7::proxy::{ConnInfo, note_failure};
+use crate::l7::router::normalise_host;
+use crate::l7::snapshot::Shared;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// More fields than this take the general path.
+const MAX_HEADERS: usize = 64;
+/// A response head larger than this is refused (502).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Connection-named fields the fast path strips; more take the general path.
+const MAX_NAMED: usize = 8;
+
+pub struct Settings {
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// How a connection left the fast path.
+pub enum Outcome {
+    Closed,
+    /// The general path takes over; these bytes were read and not consumed.
+    Handoff(Vec<u8>),
+}
+
+/// Serves requests on `io` until the connection ends or a request needs the general path.
+pub async fn serve<I>(
+    io: &mut I,
+    info: &ConnInfo,
+    shared: &Shared,
+    settings: &Settings,
+    stopped: &mut watch::Receiver<bool>,
+) -> Outcome
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut upstream: Vec<u8> = Vec::with_capacity(1024);
+    let mut scratch = Scratch::default();
+    // One timer per connection, re-armed for each head (the slowloris bound).
+    let head_timer = tokio::time::sleep(settings.header_timeout);
+    tokio::pin!(head_timer);
+    loop {
+        head_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + settings.header_timeout);
+        let mut plan = loop {
+            if !buf.is_empty() {
+                match prepare(&buf, info, shared, &mut upstream) {
+                    Prep::Partial if buf.len() < settings.max_header_bytes => {}
+                    Prep::Partial | Prep::Handoff => return Outcome::Handoff(buf),
+                    Prep::Ready(plan) => break plan,
+                }
+            } else if *stopped.borrow() {
+                return Outcome::Closed;
+            }
+            buf.reserve(4096);
+            let read = tokio::select! {
+                r = io.read_buf(&mut buf) => r,
+                _ = &mut head_timer => return Outcome::Closed,
+                _ = stopped.changed(), if buf.is_empty() => return Outcome::Closed,
+            };
+            match read {
+                Ok(0) | Err(_) => return Outcome::Closed,
+                Ok(_) => {}
+            }
+        };
+        let keep = exchange(io, &mut plan, &upstream, info, &mut scratch).await;
+        buf.drain(..plan.head_len);
+        if !keep {
+            let _ = io.shutdown().await;
+            return Outcome::Closed;
+        }
+    }
+}
+
+/// What a parsed request head turned into.
+enum Prep {
+    Partial,
+    Handoff,
+    Ready(Plan),
+}
+
+struct Plan {
+    head_len: usize,
+    pool: Arc<Pool>,
+    /// The first server, and its claim when a slot was free at once.
+    first: usize,
+    claim: Option<Claim>,
+    head_only: bool,
+    client_close: bool,
+    access: Option<(String, String, String)>,
+    start: std::time::Instant,
+}
+
+fn eq(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Parses the head in `buf`; when it is a fast-path request, writes the upstream request
+/// into `out` and claims a server.
+fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> Prep {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Prep::Partial,
+        Err(_) => return Prep::Handoff,
+    };
+    let (Some(1), Some(method), Some(target)) = (req.version, req.method, req.path) else {
+        return Prep::Handoff;
+    };
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Prep::Handoff,
+    };
+    // Origin-form only, of bytes any URI parser accepts: anything odder is for the general
+    // path to refuse or pass as it does.
+    if !target.starts_with('/') || !target.bytes().all(plain_target_byte) {
+        return Prep::Handoff;
+    }
+    let mut host: Option<&[u8]> = None;
+    let mut client_close = false;
+    let mut named: [&[u8]; MAX_NAMED] = [&[]; MAX_NAMED];
+    let mut n_named = 0;
+    for f in req.headers.iter() {
+        let name = f.name;
+        if eq(name, "host") {
+            if host.is_some() {
+                return Prep::Handoff;
+            }
+            host = Some(f.value);
+        } else if eq(name, "connection") {
+            for t in tokens(f.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    client_close = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") || n_named == MAX_NAMED {
+                    return Prep::Handoff;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                    named[n_named] = t;
+                    n_named += 1;
+                }
+            }
+        } else if [
+            "content-length",
+            "transfer-encoding",
+            "expect",
+            "upgrade",
+            "te",
+        ]
+        .iter()
+        .any(|n| eq(name, n))
+        {
+            return Prep::Handoff;
+        }
+    }
+    let Some(host_raw) = host else {
+        return Prep::Handoff;
+    };
+    if host_raw.contains(&b'@') {
+        return Prep::Handoff;
+    }
+    let (Some(host), Ok(host_text)) = (normalise_host(host_raw), std::str::from_utf8(host_raw))
+    else {
+        return Prep::Handoff;
+    };
+    let path = target.split('?').next().unwrap_or(target);
+    let snap = shared.load();
+    let Some(view) = snap.listeners.get(&*info.listener) else {
+        return Prep::Handoff;
+    };
+    let Some(route_id) = view.router.route(&host, path) else {
+        return Prep::Handoff;
+    };
+    let route = &snap.routes[route_id];
+    let pool = &route.pool;
+    if pool.config.protocol != HttpProtocol::Http1
+        || pool.config.tls.is_some()
+        || pool.config.total_timeout_ms != 0
+        || !matches!(
+            pool.config.balance,
+            Balance::RoundRobin | Balance::LeastOutstanding
+        )
+    {
+        return Prep::Handoff;
+    }
+    let Some(idx) = pool.pick(&http::HeaderMap::new(), &[]) else {
+        return Prep::Handoff;
+    };
+    let claim = pool.servers[idx].try_claim();
+    info.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    info.metrics.fast_requests.fetch_add(1, Ordering::Relaxed);
+    route.metrics.requests.fetch_add(1, Ordering::Relaxed);
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Option<(&str, Vec<&[u8]>)> = None;
+    let mut proto_name = "x-forwarded-proto";
+    let mut host_name = "x-forwarded-host";
+    for f in req.headers.iter() {
+        let name = f.name;
+        if HOP_BY_HOP.iter().any(|h| eq(name, h))
+            || (named[..n_named]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+                && !PROTECTED.iter().any(|p| eq(name, p)))
+        {
+            continue;
+        }
+        if eq(name, "x-forwarded-for") {
+            xff.get_or_insert_with(|| (name, Vec::new()))
+                .1
+                .push(f.value);
+            continue;
+        }
+        if eq(name, "x-forwarded-proto") {
+            proto_name = name;
+            continue;
+        }
+        if eq(name, "x-forwarded-host") {
+            host_name = name;
+            continue;
+        }
+        push_field(out, name.as_bytes(), f.value);
+    }
+    let ip = info.forwarding.ip.as_bytes();
+    match xff {
+        Some((name, previous)) => {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            for p in previous {
+                out.extend_from_slice(p);
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(ip);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => push_field(out, b"x-forwarded-for", ip),
+    }
+    let proto: &[u8] = if info.forwarding.tls {
+        b"https"
+    } else {
+        b"http"
+    };
+    push_field(out, proto_name.as_bytes(), proto);
+    push_field(out, host_name.as_bytes(), host_raw);
+    push_field(
+        out,
+        b"forwarded",
+        headers::forwarded(&info.forwarding, host_text).as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+
+    let access = view
+        .access_log
+        .then(|| (method.to_owned(), path.to_owned(), host.clone()));
+    Prep::Ready(Plan {
+        head_len,
+        pool: pool.clone(),
+        first: idx,
+        claim,
+        head_only,
+        client_close,
+        access,
+        start: std::time::Instant::now(),
+    })
+}
+
+fn plain_target_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && !b"\"#<>\\^`{|}".contains(&b)
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Buffers kept for the connection's life.
+#[derive(Default)]
+struct Scratch {
+    /// What the backend sent.
+    from: Vec<u8>,
+    /// What goes to the client next.
+    to: Vec<u8>,
+}
+
+/// Why an attempt on one server failed.
+enum Fail {
+    /// Nothing went to the client yet: another server may be tried.
+    Upstream(&'static str, String),
+    Timeout,
+    /// The response had started: the client connection must close.
+    Broken,
+}
+
+/// Forwards one request with retries; whether the client connection stays open.
+async fn exchange<I>(
+    client: &mut I,
+    plan: &mut Plan,
+    request: &[u8],
+    info: &ConnInfo,
+    s: &mut Scratch,
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let pool = &plan.pool;
+    let m = &pool.metrics;
+    m.requests.fetch_add(1, Ordering::Relaxed);
+    let (eject_after, eject_ms) = (pool.config.eject_after, pool.config.eject_ms);
+    let mut tried = Vec::new();
+    let mut idx = plan.first;
+    let mut claim = match plan.claim.take() {
+        Some(c) => Some(c),
+        None => pool.servers[idx].claim(pool.timeouts.queue).await,
+    };
+    let mut last = (503u16, "no server available\n");
+    let mut last_server = None;
+    for attempt in 0..=pool.config.retries {
+        if attempt > 0 {
+            let Some(next) = pool.pick(&http::HeaderMap::new(), &tried) else {
+                break;
+            };
+            idx = next;
+            m.retries.fetch_add(1, Ordering::Relaxed);
+            claim = pool.servers[idx].claim(pool.timeouts.queue).await;
+        }
+        tried.push(idx);
+        let server = &pool.servers[idx];
+        last_server = Some(server.address);
+        let Some(c) = claim.take() else {
+            last = (503, "all servers busy\n");
+            continue;
+        };
+        server.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        match attempt_once(client, server, c, request, plan, info, s).await {
+            Ok((status, keep)) => {
+                server.record(status < 500, eject_after, eject_ms);
+                if status >= 500 {
+                    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                m.response(status);
+                return keep && !plan.client_close;
+            }
+            Err(Fail::Upstream(text, why)) => {
+                note_failure(server, &why, eject_after, eject_ms);
+                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                last = (502, text);
+            }
+            Err(Fail::Timeout) => {
+                note_failure(server, "response timeout", eject_after, eject_ms);
+                m.timeouts.fetch_add(1, Ordering::Relaxed);
+                last = (504, "upstream response timeout\n");
+            }
+            Err(Fail::Broken) => return false,
+        }
+    }
+    m.no_server.fetch_add(1, Ordering::Relaxed);
+    m.response(last.0);
+    log_access(plan, info, last.0, last_server);
+    s.to.clear();
+    local_response(&mut s.to, last.0, last.1, plan.client_close);
+    client.write_all(&s.to).await.is_ok() && !plan.client_close
+}
+
+fn log_access(plan: &Plan, info: &ConnInfo, status: u16, server: Option<std::net::SocketAddr>) {
+    if let Some((method, path, host)) = &plan.access {
+        tracing::info!(
+            target: "portier::access",
+            listener = %info.listener,
+            client = %info.client,
+            %method,
+            host,
+            path,
+            status,
+            pool = %plan.pool.name,
+            server = server.map(|s| s.to_string()).unwrap_or_default(),
+            micros = plan.start.elapsed().as_micros() as u64,
+        );
+    }
+}
+
+/// How the response body is delimited.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes; the client connection closes after it.
+    Close,
+}
+
+struct ResponseHead {
+    len: usize,
+    status: u16,
+    framing: Framing,
+    reusable: bool,
+}
+
+/// One try on one server: a kept-alive connection if there is one (a fresh one if that
+/// turns out closed), the request, the response head, the body.
+async fn attempt_once<I>(
+    client: &mut I,
+    server: &Arc<Server>,
+    claim: Claim,
+    request: &[u8],
+    plan: &Plan,
+    info: &ConnInfo,
+    s: &mut Scratch,
+) -> Result<(u16, bool), Fail>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let _claim = claim;
+    let t = &plan.pool.timeouts;
+    let mut reused = true;
+    let mut up = match server.take_raw(t.idle) {
+        Some(c) => c,
+        None => {
+            reused = false;
+            connect(server, t).await?
+        }
+    };
+    let head = loop {
+        match send_and_read_head(&mut up, request, plan, t, s).await {
+            Ok(h) => break h,
+            // A kept-alive connection the server closed meanwhile: nothing of this request
+            // was processed, so a fresh connection to the same server is safe.
+            Err(HeadError::Closed) if reused => {
+                reused = false;
+                up = connect(server, t).await?;
+            }
+            Err(HeadError::Closed) => {
+                return Err(Fail::Upstream(
+                    "upstream failed during the exchange\n",
+                    format!("{}: closed before a response", server.address),
+                ));
+            }
+            Err(HeadError::Timeout) => return Err(Fail::Timeout),
+            Err(HeadError::Invalid(why)) => {
+                return Err(Fail::Upstream(
+                    "upstream failed during the exchange\n",
+                    format!("{}: {why}", server.address),
+                ));
+            }
+        }
+    };
+    // Logged with the head, as the general path does, before the body streams.
+    log_access(plan, info, head.status, Some(server.address));
+    let (keep_client, at_boundary) = relay_body(client, &mut up, head.framing, head.len, s).await?;
+    if head.reusable && at_boundary {
+        server.put_raw(up);
+    }
+    Ok((head.status, keep_client))
+}
+
+async fn connect(server: &Server, t: &Timeouts) -> Result<TcpStream, Fail> {
+    server
+        .connect_raw(t)
+        .await
+        .map_err(|e| Fail::Upstream("upstream connection failed\n", e))
+}
+
+enum HeadError {
+    Closed,
+    Timeout,
+    Invalid(&'static str),
+}
+
+/// Sends the request and reads up to the end of the final response head, writing the
+/// client's version of the head into `s.to`.
+async fn send_and_read_head(
+    up: &mut TcpStream,
+    request: &[u8],
+    plan: &Plan,
+    t: &Timeouts,
+    s: &mut Scratch,
+) -> Result<ResponseHead, HeadError> {
+    if up.write_all(request).await.is_err() {
+        return Err(HeadError::Closed);
+    }
+    s.from.clear();
+    let read = async {
+        loop {
+            if !s.from.is_empty() {
+                match rewrite_response_head(&s.from, plan, &mut s.to) {
+                    Ok(Some(head)) if (100..200).contains(&head.status) => {
+                        // Interim responses to a request without Expect or Upgrade: dropped,
+                        // as the general path does.
+                        if head.status == 101 {
+                            return Err(HeadError::Invalid("unexpected 101"));
+                        }
+                        s.from.drain(..head.len);
+                        continue;
+                    }
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) if s.from.len() > MAX_RESPONSE_HEAD => {
+                        return Err(HeadError::Invalid("response head too large"));
+                    }
+                    Ok(None) => {}
+                    Err(why) => return Err(HeadError::Invalid(why)),
+                }
+            }
+            s.from.reserve(8192);
+            match up.read_buf(&mut s.from).await {
+                Ok(0) | Err(_) if s.from.is_empty() => return Err(HeadError::Closed),
+                Ok(0) | Err(_) => {
+                    return Err(HeadError::Invalid("closed inside the response head"));
+                }
+                Ok(_) => {}
+            }
+        }
+    };
+    match tokio::time::timeout(t.response, read).await {
+        Ok(r) => r,
+        Err(_) => Err(HeadError::Timeout),
+    }
+}
+
+/// Parses a response head; when complete, writes the client's head into `to`.
+fn rewrite_response_head(
+    bytes: &[u8],
+    plan: &Plan,
+    to: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, &'static str> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS * 2];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("invalid response head"),
+    };
+    let status = resp.code.ok_or("invalid response head")?;
+    if (100..200).contains(&status) {
+        return Ok(Some(ResponseHead {
+            len,
+            status,
+            framing: Framing::None,
+            reusable: false,
+        }));
+    }
+    let mut reusable = resp.version == Some(1);
+    let mut named: [&[u8]; MAX_NAMED] = [&[]; MAX_NAMED];
+    let mut n_named = 0;
+    let mut length: Option<u64> = None;
+    let mut chunked: Option<bool> = None;
+    let mut has_date = false;
+    for f in resp.headers.iter() {
+        if eq(f.name, "connection") {
+            for t in tokens(f.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") && n_named < MAX_NAMED {
+                    named[n_named] = t;
+                    n_named += 1;
+                }
+            }
+        } else if eq(f.name, "content-length") {
+            let v = std::str::from_utf8(f.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or("invalid Content-Length")?;
+            if length.is_some_and(|l| l != v) {
+                return Err("conflicting Content-Length");
+            }
+            length = Some(v);
+        } else if eq(f.name, "transfer-encoding") {
+            let last_chunked = tokens(f.value)
+                .last()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+            if chunked.is_some() || !last_chunked {
+                return Err("unsupported Transfer-Encoding");
+            }
+            chunked = Some(true);
+        } else if eq(f.name, "date") {
+            has_date = true;
+        }
+    }
+    let no_body = plan.head_only || status == 204 || status == 304;
+    let framing = match (no_body, chunked, length) {
+        (true, _, _) => Framing::None,
+        (false, Some(_), Some(_)) => return Err("both Content-Length and chunked"),
+        (false, Some(_), None) => Framing::Chunked,
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => {
+            reusable = false;
+            Framing::Close
+        }
+    };
+    to.clear();
+    to.extend_from_slice(b"HTTP/1.1 ");
+    to.extend_from_slice(itoa3(status).as_slice());
+    to.push(b' ');
+    to.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    to.extend_from_slice(b"\r\n");
+    for f in resp.headers.iter() {
+        let name = f.name;
+        let hop = HOP_BY_HOP.iter().any(|h| eq(name, h))
+            || (named[..n_named]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+                && !PROTECTED.iter().any(|p| eq(name, p)));
+        if hop {
+            continue;
+        }
+        push_field(to, name.as_bytes(), f.value);
+    }
+    if chunked.is_some() {
+        push_field(to, b"transfer-encoding", b"chunked");
+    }
+    if !has_date {
+        // RFC 9110 6.6.1: a recipient with a clock adds Date to a response it forwards.
+        push_field(to, b"date", http_date().as_bytes());
+    }
+    if plan.client_close || matches!(framing, Framing::Close) {
+        push_field(to, b"connection", b"close");
+    }
+    to.extend_from_slice(b"\r\n");
+    Ok(Some(ResponseHead {
+        len,
+        status,
+        framing,
+        reusable,
+    }))
+}
+
+fn itoa3(n: u16) -> [u8; 3] {
+    let n = n.min(999);
+    [
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]
+}
+
+/// Sends the client head and relays the body. Returns (client connection stays open,
+/// upstream connection is at a message boundary).
+async fn relay_body<I>(
+    client: &mut I,
+    up: &mut TcpStream,
+    framing: Framing,
+    head_len: usize,
+    s: &mut Scratch,
+) -> Result<(bool, bool), Fail>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let first = &s.from[head_len..];
+    match framing {
+        Framing::None => {
+            client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
+            Ok((true, first.is_empty()))
+        }
+        Framing::Length(total) => {
+            let take = first
+                .len()
+                .min(usize::try_from(total).unwrap_or(usize::MAX));
+            s.to.extend_from_slice(&first[..take]);
+            let mut clean = first.len() == take;
+            let mut left = total - take as u64;
+            client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
+            while left > 0 {
+                s.from.clear();
+                s.from.reserve(16 * 1024);
+                match up.read_buf(&mut s.from).await {
+                    Ok(0) | Err(_) => return Err(Fail::Broken),
+                    Ok(n) => {
+                        let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+                        clean &= take == n;
+                        left -= take as u64;
+                        client
+                            .write_all(&s.from[..take])
+                            .await
+                            .map_err(|_| Fail::Broken)?;
+                    }
+                }
+            }
+            Ok((true, clean))
+        }
+        Framing::Chunked => {
+            let mut scanner = ChunkedScanner::new();
+            let used = scanner.feed(first).map_err(|_| Fail::Broken)?;
+            let mut clean = used == first.len();
+            s.to.extend_from_slice(&first[..used]);
+            client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
+            while !scanner.is_done() {
+                s.from.clear();
+                s.from.reserve(16 * 1024);
+                match up.read_buf(&mut s.from).await {
+                    Ok(0) | Err(_) => return Err(Fail::Broken),
+                    Ok(n) => {
+                        let used = scanner.feed(&s.from).map_err(|_| Fail::Broken)?;
+                        clean &= used == n;
+                        client
+                            .write_all(&s.from[..used])
+                            .await
+                            .map_err(|_| Fail::Broken)?;
+                    }
+                }
+            }
+            Ok((true, clean))
+        }
+        Framing::Close => {
+            s.to.extend_from_slice(first);
+            client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
+            loop {
+                s.from.clear();
+                s.from.reserve(16 * 1024);
+                match up.read_buf(&mut s.from).await {
+                    Ok(0) => return Ok((false, false)),
+                    Err(_) => return Err(Fail::Broken),
+                    Ok(_) => client.write_all(&s.from).await.map_err(|_| Fail::Broken)?,
+                }
+            }
+        }
+    }
+}
+
+/// The proxy's own answer, as the general path's `proxy::local` writes it.
+fn local_response(to: &mut Vec<u8>, status: u16, text: &str, close: bool) {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    to.extend_from_slice(b"HTTP/1.1 ");
+    to.extend_from_slice(&itoa3(status));
+    to.push(b' ');
+    to.extend_from_slice(reason.as_bytes());
+    to.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+    to.extend_from_slice(text.len().to_string().as_bytes());
+    to.extend_from_slice(b"\r\ndate: ");
+    to.extend_from_slice(http_date().as_bytes());
+    if close {
+        to.extend_from_slice(b"\r\nconnection: close");
+    }
+    to.extend_from_slice(b"\r\n\r\n");
+    to.extend_from_slice(text.as_bytes());
+}
+
+/// The current time as an HTTP date, formatted at most once a second per thread.
+fn http_date() -> String {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs || c.1.is_empty() {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        c.1.clone()
+    })
+}

@@ -1,0 +1,309 @@
+//! The HTTP/1.1 fast path: the bytes it sends each way, the response framings it relays,
+//! upstream keep-alive failures it recovers from, and the hand-over to the general path in
+//! the middle of a connection.
+
+use crate::harness::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The listener's fast-path request count, from the metrics text.
+fn fast_count(p: &portier::l7::L7) -> u64 {
+    p.metrics()
+        .lines()
+        .find(|l| l.starts_with("portier_l7_listener_fast_path_requests_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("fast path counter")
+}
+
+fn reply(bytes: &'static [u8]) -> Reply {
+    Arc::new(move |_: &[u8]| Action::Send(bytes.to_vec()))
+}
+
+#[tokio::test]
+async fn plain_get_goes_byte_for_byte_both_ways() {
+    let mut b = Backend::scripted(
+        "b",
+        reply(
+            b"HTTP/1.1 200 Fine\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nConnection: keep-alive, X-Hop\r\n\
+              X-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: Yes\r\nContent-Length: 2\r\n\r\nhi",
+        ),
+    )
+    .await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let r = exchange(
+        addr,
+        b"GET /a?b=c HTTP/1.1\r\nHost: Shop.Example\r\nConnection: keep-alive, X-Secret\r\n\
+          X-Secret: s\r\nX-Forwarded-For: 192.0.2.7\r\nForwarded: for=192.0.2.7\r\nAccept: */*\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        r,
+        "HTTP/1.1 200 Fine\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\nX-Kept: Yes\r\n\
+         Content-Length: 2\r\n\r\nhi"
+    );
+    assert_eq!(
+        b.request().await,
+        "GET /a?b=c HTTP/1.1\r\nHost: Shop.Example\r\nForwarded: for=192.0.2.7\r\nAccept: */*\r\n\
+         X-Forwarded-For: 192.0.2.7, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+         x-forwarded-host: Shop.Example\r\nforwarded: for=127.0.0.1;proto=http;host=Shop.Example\r\n\r\n"
+    );
+    assert_eq!(fast_count(&p), 1);
+}
+
+#[tokio::test]
+async fn chunked_response_and_its_trailers_are_relayed_unchanged() {
+    let b = Backend::scripted(
+        "b",
+        reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n\
+              3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nX-Sum: 9\r\n\r\n",
+        ),
+    )
+    .await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    for _ in 0..2 {
+        c.send(&get("x", "/")).await;
+        assert_eq!(
+            c.response().await,
+            "HTTP/1.1 200 OK\r\nDate: x\r\ntransfer-encoding: chunked\r\n\r\n\
+             3;ext=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nX-Sum: 9\r\n\r\n"
+        );
+    }
+    assert_eq!(fast_count(&p), 2);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn response_delimited_by_close_closes_the_client_connection() {
+    let b = Backend::scripted(
+        "b",
+        Arc::new(|_: &[u8]| {
+            Action::SendClose(b"HTTP/1.1 200 OK\r\nDate: x\r\n\r\nuntil the end".to_vec())
+        }),
+    )
+    .await;
+    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    c.send(&get("x", "/")).await;
+    assert_eq!(
+        c.response().await,
+        "HTTP/1.1 200 OK\r\nDate: x\r\nconnection: close\r\n\r\nuntil the end"
+    );
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
+async fn head_and_no_content_responses_have_no_body_and_keep_the_connection() {
+    let b = Backend::scripted(
+        "b",
+        Arc::new(|req: &[u8]| {
+            if req.starts_with(b"HEAD") {
+                Action::Send(b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 1000\r\n\r\n".to_vec())
+            } else {
+                Action::Send(b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n".to_vec())
+            }
+        }),
+    )
+    .await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    c.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // Read as a HEAD response: the head alone.
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(c.stream(), &mut line)
+            .await
+            .unwrap();
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    assert_eq!(
+        head,
+        "HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 1000\r\n\r\n"
+    );
+    c.send(&get("x", "/")).await;
+    assert_eq!(
+        c.response().await,
+        "HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"
+    );
+    assert_eq!(fast_count(&p), 2);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let b = Backend::scripted(
+        "b",
+        Arc::new(|req: &[u8]| {
+            let path = String::from_utf8_lossy(req)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
+            Action::Send(
+                format!(
+                    "HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: {}\r\n\r\n{path}",
+                    path.len()
+                )
+                .into_bytes(),
+            )
+        }),
+    )
+    .await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    let mut both = get("x", "/first");
+    both.extend_from_slice(&get("x", "/second"));
+    c.send(&both).await;
+    assert_eq!(body(&c.response().await), "/first");
+    assert_eq!(body(&c.response().await), "/second");
+    assert_eq!(fast_count(&p), 2);
+}
+
+#[tokio::test]
+async fn a_request_the_fast_path_does_not_take_continues_on_the_general_path() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    c.send(&get("x", "/one")).await;
+    assert_eq!(body(&c.response().await), "b");
+    // A body: hyper takes over the connection, with the bytes already read.
+    c.send(b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
+    assert_eq!(body(&c.response().await), "b");
+    c.send(&get("x", "/three")).await;
+    assert_eq!(body(&c.response().await), "b");
+    assert!(b.request().await.starts_with("GET /one HTTP/1.1\r\n"));
+    let post = b.request().await;
+    assert!(post.starts_with("POST /two HTTP/1.1\r\n"), "{post}");
+    assert!(post.ends_with("\r\n\r\nhello"), "{post}");
+    assert!(b.request().await.starts_with("GET /three HTTP/1.1\r\n"));
+    assert_eq!(fast_count(&p), 1);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_the_backend_closed_is_replaced() {
+    // The backend answers without announcing a close, then closes: the idle connection the
+    // proxy kept is dead when the next request comes.
+    let b = Backend::scripted("b", Arc::new(|_: &[u8]| Action::SendClose(ok("b")))).await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    for _ in 0..3 {
+        assert_eq!(status(&exchange(addr, &get("x", "/")).await), 200);
+    }
+    assert_eq!(b.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(fast_count(&p), 3);
+    assert!(
+        p.metrics()
+            .contains("portier_l7_pool_upstream_errors_total{pool=\"p\"} 0"),
+        "{}",
+        p.metrics()
+    );
+}
+
+#[tokio::test]
+async fn interim_responses_are_dropped_and_the_final_one_relayed() {
+    let b = Backend::scripted(
+        "b",
+        reply(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+              HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 2\r\n\r\nok",
+        ),
+    )
+    .await;
+    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    assert_eq!(
+        exchange(addr, &get("x", "/")).await,
+        "HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length: 2\r\n\r\nok"
+    );
+}
+
+#[tokio::test]
+async fn a_response_without_date_gets_one() {
+    let b = Backend::scripted("b", reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).await;
+    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    let r = exchange(addr, &get("x", "/")).await;
+    let date = r
+        .lines()
+        .find_map(|l| l.strip_prefix("date: "))
+        .expect("date added");
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+}
+
+#[tokio::test]
+async fn bad_response_framing_is_a_502_and_is_counted() {
+    for bad in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"NOT HTTP\r\n\r\n",
+    ] {
+        let b = Backend::scripted("b", reply(bad)).await;
+        let (p, addr) = proxy(&simple(&[&b], "retries = 0", ""));
+        let r = exchange(addr, &get("x", "/")).await;
+        assert_eq!(status(&r), 502, "{}: {r}", String::from_utf8_lossy(bad));
+        assert!(
+            p.metrics()
+                .contains("portier_l7_pool_upstream_errors_total{pool=\"p\"} 1"),
+            "{}",
+            p.metrics()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_cuts_the_client_connection() {
+    let b = Backend::scripted(
+        "b",
+        reply(
+            b"HTTP/1.1 200 OK\r\nDate: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc\r\nzz\r\n",
+        ),
+    )
+    .await;
+    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    c.send(&get("x", "/")).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(c.stream(), &mut got),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "connection not closed"
+    );
+    let text = String::from_utf8_lossy(&got);
+    // The client sees a truncated chunked body and a closed connection, never a message end.
+    assert!(!text.ends_with("0\r\n\r\n"), "{text}");
+}
+
+#[tokio::test]
+async fn a_client_asking_to_close_gets_its_answer_then_the_close() {
+    let b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let r = c.response().await;
+    assert!(r.contains("\r\nconnection: close\r\n"), "{r}");
+    assert_eq!(body(&r), "b");
+    assert!(c.closed().await);
+    assert_eq!(fast_count(&p), 1);
+}
+
+#[tokio::test]
+async fn odd_request_targets_are_left_to_the_general_path() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let r = exchange(addr, b"GET /a{b} HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // Whatever the general path decides, the fast path did not forward it.
+    assert_eq!(fast_count(&p), 0);
+    if status(&r) == 200 {
+        assert!(b.request().await.starts_with("GET /a{b} HTTP/1.1\r\n"));
+    }
+}
