@@ -112,7 +112,15 @@ impl HttpBody for Body {
             },
             Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
         };
-        if polled.is_none() || this.is_end_stream() {
+        // Trailers are always the last frame, and hyper does not poll past them: waiting
+        // for the `None` after them would never finish the body, so its upstream connection
+        // would be closed instead of reused.
+        let last = match &polled {
+            None => true,
+            Some(Ok(frame)) => frame.is_trailers(),
+            Some(Err(_)) => false,
+        };
+        if last || this.is_end_stream() {
             this.end(true);
         }
         Poll::Ready(polled)

@@ -3,7 +3,7 @@
 
 use crate::config::{Balance, HttpProtocol, PoolConfig};
 use crate::l7::balance::{self, Candidate};
-use crate::l7::body::{Body, EndGuard};
+use crate::l7::body::{Body, BodyError, EndGuard};
 use crate::l7::headers;
 use crate::l7::metrics::{PoolMetrics, ServerMetrics};
 use crate::l7::upstream_tls::{Connector, ServerTls};
@@ -129,6 +129,9 @@ pub enum SendError {
     Busy(Request<Body>),
     /// The request (or part of it) was sent; whether it can be retried depends on it.
     Sent(String),
+    /// Reading the client's request body failed while it was being sent (bad chunk size,
+    /// client gone mid-body): the client's fault, not the server's.
+    Downstream(String),
     /// No response head within the response timeout.
     Timeout,
 }
@@ -515,11 +518,20 @@ impl Server {
             }
             Ok(Err(mut e)) => match e.take_message() {
                 Some(req) => Err(SendError::NotSent(req, e.into_error().to_string())),
+                None if request_body_failed(e.error()) => {
+                    Err(SendError::Downstream(e.into_error().to_string()))
+                }
                 None => Err(SendError::Sent(e.into_error().to_string())),
             },
             Err(_) => Err(SendError::Timeout),
         }
     }
+}
+
+/// Whether hyper gave up because polling the request body failed: the body is the client's
+/// (see `Body::incoming`), so its errors carry our `BodyError` as their cause.
+fn request_body_failed(e: &hyper::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|cause| cause.is::<BodyError>())
 }
 
 /// A request's claim on a server: outstanding count, connection slot, and the connection to
@@ -652,5 +664,70 @@ impl Pool {
                 balance::round_robin(&self.sequence, tick, view)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn server() -> Arc<Server> {
+        let text = "[node]\nname = \"t\"\n[[l7.listener]]\nname = \"h\"\nbind = \"127.0.0.1:0\"\n\
+                    [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+                    [[l7.pool]]\nname = \"p\"\nservers = [{ address = \"127.0.0.1:9\" }]\n";
+        let config = crate::config::parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+        let pool = &config.l7.as_ref().unwrap().pools[0];
+        Arc::new(Server::new(pool.servers[0].address, 1, pool, None))
+    }
+
+    /// An HTTP/1 client connection over an in-memory pipe; the other end is returned.
+    async fn h1_sender() -> (http1::SendRequest<Body>, tokio::io::DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (sender, conn) = http1::handshake(TokioIo::new(ours)).await.unwrap();
+        tokio::spawn(conn);
+        (sender, theirs)
+    }
+
+    fn post(body: Body) -> Request<Body> {
+        Request::post("/").header("host", "x").body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_body_is_told_apart_from_a_failing_server() {
+        // The request body fails (as a client's bad chunk would): the client's fault.
+        let (mut s, _peer) = h1_sender().await;
+        let failing = Body::full("x").with_deadline(Some(tokio::time::Instant::now()));
+        // Past the deadline by the timer's clock too, so the body's first poll fails.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sent = tokio::time::timeout(WAIT, s.try_send_request(post(failing)));
+        let e = sent.await.expect("no answer in time").err().unwrap();
+        assert!(e.message().is_none());
+        assert!(request_body_failed(e.error()), "{}", e.error());
+
+        // The server goes away mid-exchange: its fault.
+        let (mut s, peer) = h1_sender().await;
+        drop(peer);
+        let sent = tokio::time::timeout(WAIT, s.try_send_request(post(Body::full("x"))));
+        let e = sent.await.expect("no answer in time").err().unwrap();
+        assert!(!request_body_failed(e.error()), "{}", e.error());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_connection_is_taken_from_another_workers_shard() {
+        let server = server();
+        let (sender, _peer) = h1_sender().await;
+        // Each std thread gets its own shard index.
+        let s = server.clone();
+        std::thread::spawn(move || s.put_idle(Sender::H1(sender)))
+            .join()
+            .unwrap();
+        let s = server.clone();
+        let taken = std::thread::spawn(move || s.take_idle(Duration::from_secs(60)))
+            .join()
+            .unwrap();
+        assert!(taken.is_some(), "an idle connection was left unused");
+        assert!(server.take_idle(Duration::from_secs(60)).is_none());
     }
 }

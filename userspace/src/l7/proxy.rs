@@ -314,6 +314,17 @@ async fn forward(
                     "upstream failed during the exchange\n",
                 );
             }
+            Err(SendError::Downstream(why)) => {
+                // A client sending a broken body must not count against, or eject, a
+                // healthy server; nor is the request retried.
+                tracing::debug!("request body failed: {why}");
+                conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+                m.response(StatusCode::BAD_REQUEST.as_u16());
+                let mut r = local(StatusCode::BAD_REQUEST, "malformed request body\n");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return (r, last_server);
+            }
             Err(SendError::Timeout) => {
                 note_failure(server, "response timeout", eject_after, eject_ms);
                 m.timeouts.fetch_add(1, Ordering::Relaxed);

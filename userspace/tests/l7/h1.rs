@@ -294,7 +294,7 @@ async fn content_length_with_transfer_encoding_is_framed_as_chunked_then_closed(
 #[tokio::test]
 async fn conflicting_lengths_and_bad_chunks_are_refused() {
     let mut b = Backend::named("b").await;
-    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
     for req in [
         &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..],
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\nabcd",
@@ -331,8 +331,22 @@ async fn conflicting_lengths_and_bad_chunks_are_refused() {
     )
     .await;
     let text = String::from_utf8_lossy(&buf);
-    assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
     b.no_request().await;
+    // The client's broken body is not the server's failure: a few such requests must not
+    // eject a healthy server.
+    let metrics = p.metrics();
+    assert!(
+        metrics.contains(&format!(
+            "portier_l7_server_failures_total{{pool=\"p\",server=\"{}\"}} 0\n",
+            b.addr
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portier_l7_pool_upstream_errors_total{pool=\"p\"} 0\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -10,3 +10,4 @@ mod pools;
 mod runtime;
 mod tls;
 mod upstream_tls;
+mod vtc;

@@ -114,6 +114,25 @@ async fn upstream_connections_are_kept_alive() {
 }
 
 #[tokio::test]
+async fn a_connection_is_reused_after_a_response_with_trailers() {
+    let reply = Arc::new(|_: &[u8]| {
+        Action::Send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+              2\r\nok\r\n0\r\nX-Checksum: 7\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let mut b = Backend::scripted("b", reply).await;
+    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    for _ in 0..3 {
+        let r = exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n").await;
+        assert!(r.ends_with("0\r\nx-checksum: 7\r\n\r\n"), "{r:?}");
+    }
+    assert_eq!(b.drain(), 3);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn a_connection_closed_by_the_server_is_not_reused() {
     let reply = Arc::new(|_: &[u8]| {
         Action::SendClose(
