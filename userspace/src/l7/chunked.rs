@@ -76,9 +76,60 @@ impl ChunkedScanner {
     /// Consumes `input`; returns how many of its bytes belong to the body (all of them
     /// unless the body ends inside `input`).
     pub fn feed(&mut self, input: &[u8]) -> Result<usize, Malformed> {
+        self.step(input, false, None)
+    }
+
+    /// Chunk data still to come in the current chunk, when inside one.
+    pub fn data_left(&self) -> Option<u64> {
+        match self.state {
+            State::Data { left } => Some(left),
+            _ => None,
+        }
+    }
+
+    /// Passes `n` bytes of chunk data (at most [`Self::data_left`]).
+    pub fn take_data(&mut self, n: u64) {
+        if let State::Data { left } = self.state {
+            let left = left.saturating_sub(n);
+            self.state = if left == 0 {
+                State::DataCr
+            } else {
+                State::Data { left }
+            };
+        }
+    }
+
+    /// For decoding: consumes framing bytes up to the start of chunk data or the end of the
+    /// body, copying the trailer section into `trailers` (all but the final LF); returns the
+    /// bytes consumed.
+    pub fn feed_framing(
+        &mut self,
+        input: &[u8],
+        trailers: &mut Vec<u8>,
+    ) -> Result<usize, Malformed> {
+        self.step(input, true, Some(trailers))
+    }
+
+    fn step(
+        &mut self,
+        input: &[u8],
+        stop_at_data: bool,
+        mut trailers: Option<&mut Vec<u8>>,
+    ) -> Result<usize, Malformed> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
+            if stop_at_data && matches!(self.state, State::Data { .. }) {
+                return Ok(i);
+            }
+            if let Some(t) = trailers.as_deref_mut()
+                && matches!(
+                    self.state,
+                    State::TrailerStart | State::Trailer | State::TrailerLf
+                )
+            {
+                t.push(b);
+            }
             self.state = match self.state {
                 State::Done => return Ok(i),
                 State::Size { digits, value } => match hex(b) {
@@ -225,6 +276,39 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// Decodes `body` fed in pieces of `step`: the data and the trailer section.
+    fn decode(body: &[u8], step: usize) -> (Vec<u8>, Vec<u8>) {
+        let mut s = ChunkedScanner::new();
+        let (mut data, mut trailers) = (Vec::new(), Vec::new());
+        for piece in body.chunks(step) {
+            let mut at = 0;
+            while at < piece.len() && !s.is_done() {
+                if let Some(left) = s.data_left() {
+                    let n = (piece.len() - at).min(left as usize);
+                    data.extend_from_slice(&piece[at..at + n]);
+                    s.take_data(n as u64);
+                    at += n;
+                } else {
+                    at += s.feed_framing(&piece[at..], &mut trailers).unwrap();
+                }
+            }
+        }
+        assert!(s.is_done());
+        (data, trailers)
+    }
+
+    #[test]
+    fn decodes_data_and_trailers_at_any_split() {
+        let body =
+            b"5\r\nhello\r\n1a;name=v\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Sum: 1\r\n\r\n";
+        for step in 1..=body.len() {
+            let (data, trailers) = decode(body, step);
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
+            assert_eq!(trailers, b"X-Sum: 1\r\n\r", "step {step}");
+        }
+        assert_eq!(decode(b"0\r\n\r\n", 1), (vec![], b"\r".to_vec()));
     }
 
     #[test]

@@ -119,15 +119,28 @@ pub fn render_pool(out: &mut String, name: &str, m: &PoolMetrics) {
     }
 }
 
+/// A server's state at the time of rendering.
+pub struct ServerGauges {
+    pub outstanding: usize,
+    /// Upstream connections kept alive, waiting for a request.
+    pub idle: usize,
+    pub up: bool,
+    pub weight: u32,
+}
+
 pub fn render_server(
     out: &mut String,
     pool: &str,
     server: &str,
     m: &ServerMetrics,
-    outstanding: usize,
-    up: bool,
-    weight: u32,
+    g: &ServerGauges,
 ) {
+    let ServerGauges {
+        outstanding,
+        idle,
+        up,
+        weight,
+    } = *g;
     let labels = format!("pool=\"{}\",server=\"{}\"", label(pool), label(server));
     for (metric, value) in [
         ("requests_total", get(&m.requests)),
@@ -137,6 +150,7 @@ pub fn render_server(
         ("ejections_total", get(&m.ejections)),
         ("tls_errors_total", get(&m.tls_errors)),
         ("outstanding", outstanding as u64),
+        ("idle_connections", idle as u64),
         ("up", u64::from(up)),
         ("weight", u64::from(weight)),
     ] {

@@ -18,6 +18,7 @@ pub mod pool;
 pub mod prefixed;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod raw;
 pub mod router;
 pub mod snapshot;
 pub mod tls;
@@ -199,9 +200,12 @@ impl L7 {
                     &p.name,
                     &s.address.to_string(),
                     &s.metrics,
-                    s.outstanding(),
-                    s.available(),
-                    s.weight(),
+                    &metrics::ServerGauges {
+                        outstanding: s.outstanding(),
+                        idle: s.idle_connections(),
+                        up: s.available(),
+                        weight: s.weight(),
+                    },
                 );
             }
         }

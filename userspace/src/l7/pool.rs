@@ -197,6 +197,14 @@ impl Server {
         self.weight() > 0 && self.healthy() && !self.ejected()
     }
 
+    /// Kept-alive connections waiting in the idle lists (both kinds, every worker).
+    pub fn idle_connections(&self) -> usize {
+        fn count<T>(lists: &[Mutex<Vec<T>>]) -> usize {
+            lists.iter().map(|l| l.lock().map_or(0, |l| l.len())).sum()
+        }
+        count(&self.idle) + count(&self.raw_idle)
+    }
+
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
     }
@@ -408,17 +416,32 @@ impl Server {
         }
     }
 
-    async fn sender(&self, t: &Timeouts) -> Result<Sender, String> {
+    /// A connection to send on, and for a plain HTTP/1 one the flag that sends its stream
+    /// back to the raw idle list once the exchange has completed.
+    async fn sender(
+        self: &Arc<Self>,
+        t: &Timeouts,
+        upgrade: bool,
+    ) -> Result<(Sender, Option<Arc<AtomicBool>>), String> {
         if matches!(self.protocol, HttpProtocol::H2c | HttpProtocol::H2) {
             let shared = self.h2.lock().ok().and_then(|h| h.clone());
             if let Some(s) = shared.filter(|s| !s.is_closed()) {
-                return Ok(Sender::H2(s));
+                return Ok((Sender::H2(s), None));
             }
             let s = self.connect(t).await?;
             if let (Sender::H2(h2), Ok(mut slot)) = (&s, self.h2.lock()) {
                 *slot = Some(h2.clone());
             }
-            return Ok(s);
+            return Ok((s, None));
+        }
+        if self.tls.is_none() {
+            // Plain HTTP/1 connections live in one list whichever path uses them: the
+            // fast paths write on them directly, hyper's client is put on for one exchange.
+            let stream = match self.take_raw(t.idle) {
+                Some(s) => s,
+                None => self.connect_tcp(t).await?,
+            };
+            return self.handshake_plain(stream, upgrade).await;
         }
         while let Some(mut s) = self.take_idle(t.idle) {
             // An idle HTTP/1 connection is ready at once unless the server closed it; only
@@ -430,10 +453,39 @@ impl Server {
             };
             if ready {
                 self.metrics.reuses.fetch_add(1, Ordering::Relaxed);
-                return Ok(s);
+                return Ok((s, None));
             }
         }
-        self.connect(t).await
+        Ok((self.connect(t).await?, None))
+    }
+
+    /// hyper's HTTP/1 client on a plain stream for one exchange: once the request's lease
+    /// has seen the response end and let go of the sender, the connection task ends without
+    /// closing the stream and gives it back. An upgrade keeps the stream for its tunnel.
+    async fn handshake_plain(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        upgrade: bool,
+    ) -> Result<(Sender, Option<Arc<AtomicBool>>), String> {
+        if upgrade {
+            return Ok((self.handshake(stream).await?, None));
+        }
+        let (sender, conn) = http1::Builder::new()
+            .preserve_header_case(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake with {}: {e}", self.address))?;
+        let complete = Arc::new(AtomicBool::new(false));
+        let (server, done) = (self.clone(), complete.clone());
+        tokio::spawn(async move {
+            if let Ok(parts) = conn.without_shutdown().await
+                && done.load(Ordering::Acquire)
+                && parts.read_buf.is_empty()
+            {
+                server.put_raw(parts.io.into_inner());
+            }
+        });
+        Ok((Sender::H1(sender), Some(complete)))
     }
 
     /// A health-check request on a connection of its own, in the pool's protocol and over its
@@ -492,12 +544,15 @@ impl Server {
         let mut lease = Lease {
             server: self.clone(),
             sender: None,
+            back_to_raw: None,
             _permit: permit,
         };
-        let mut sender = match self.sender(t).await {
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
+        let (mut sender, back_to_raw) = match self.sender(t, upgrade).await {
             Ok(s) => s,
             Err(e) => return Err(SendError::NotSent(req, e)),
         };
+        lease.back_to_raw = back_to_raw;
         let fut = async {
             match &mut sender {
                 Sender::H1(s) => s.try_send_request(req).await,
@@ -538,15 +593,18 @@ fn request_body_failed(e: &hyper::Error) -> bool {
 pub struct Lease {
     server: Arc<Server>,
     sender: Option<Sender>,
+    /// Set for a plain connection: it returns as a stream when its task sees the sender go.
+    back_to_raw: Option<Arc<AtomicBool>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl EndGuard for Lease {
     fn finish(&mut self, complete: bool) {
-        if let Some(s) = self.sender.take()
-            && complete
-        {
-            self.server.put_idle(s);
+        let Some(s) = self.sender.take() else { return };
+        match &self.back_to_raw {
+            Some(flag) => flag.store(complete, Ordering::Release),
+            None if complete => self.server.put_idle(s),
+            None => {}
         }
     }
 }

@@ -237,6 +237,36 @@ async fn forward(
         }
         parts.version = Version::HTTP_11;
     }
+    let deadline = (pool.config.total_timeout_ms > 0).then(|| {
+        tokio::time::Instant::now() + std::time::Duration::from_millis(pool.config.total_timeout_ms)
+    });
+    // An HTTP/2 client's body-less GET or HEAD to a plain HTTP/1 pool: written as bytes on
+    // the fast path's connections (field names are lower case in HTTP/2 already, so the
+    // bytes are what hyper's client would write).
+    if down_version == Version::HTTP_2
+        && !h2_upstream
+        && pool.config.tls.is_none()
+        && matches!(parts.method, Method::GET | Method::HEAD)
+        && http_body::Body::is_end_stream(&body)
+        && !hop.te_trailers
+    {
+        let mut request = Vec::with_capacity(512);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        crate::l7::raw::encode_request(&parts.method, target, &parts.headers, &mut request);
+        let head_only = parts.method == Method::HEAD;
+        let (result, server) =
+            crate::l7::raw::forward(pool, &request, &parts.headers, head_only).await;
+        return match result {
+            Ok(resp) => {
+                let (rparts, rbody) = resp.into_parts();
+                (
+                    Response::from_parts(rparts, rbody.with_deadline(deadline)),
+                    server,
+                )
+            }
+            Err((status, text)) => (local(status, text), server),
+        };
+    }
     let template = (pool.config.retries > 0
         && idempotent(&parts.method)
         && http_body::Body::is_end_stream(&body))
@@ -245,9 +275,6 @@ async fn forward(
         uri: parts.uri.clone(),
         version: parts.version,
         headers: parts.headers.clone(),
-    });
-    let deadline = (pool.config.total_timeout_ms > 0).then(|| {
-        tokio::time::Instant::now() + std::time::Duration::from_millis(pool.config.total_timeout_ms)
     });
     let mut pending = Some(Request::from_parts(parts, Body::incoming(body)));
     let mut tried: Vec<usize> = Vec::new();

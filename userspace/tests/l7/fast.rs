@@ -307,3 +307,36 @@ async fn odd_request_targets_are_left_to_the_general_path() {
         assert!(b.request().await.starts_with("GET /a{b} HTTP/1.1\r\n"));
     }
 }
+
+#[tokio::test]
+async fn the_fast_and_general_paths_share_upstream_connections() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    // A connection comes back to the idle list just after its response has gone out: each
+    // request waits for that, so a second connection could only come from not sharing.
+    let idle_again = || async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !p.metrics().contains(&format!(
+            "portier_l7_server_idle_connections{{pool=\"p\",server=\"{}\"}} 1",
+            b.addr
+        )) {
+            assert!(tokio::time::Instant::now() < deadline, "{}", p.metrics());
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    for round in 0..3 {
+        assert_eq!(
+            status(&exchange(addr, &get("x", "/")).await),
+            200,
+            "{round}"
+        );
+        idle_again().await;
+        let post = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+        assert_eq!(status(&exchange(addr, post).await), 200, "{round}");
+        idle_again().await;
+    }
+    assert_eq!(b.drain(), 6);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(fast_count(&p), 3);
+}

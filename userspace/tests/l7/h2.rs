@@ -59,6 +59,55 @@ async fn h2c_prior_knowledge_reaches_an_http1_backend() {
 }
 
 #[tokio::test]
+async fn h2_get_to_an_http1_pool_goes_as_bytes_and_chunked_bodies_are_decoded() {
+    let reply: Reply = std::sync::Arc::new(|req: &[u8]| {
+        if req.starts_with(b"GET /chunked") {
+            Action::Send(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kind: chunked\r\n\r\n\
+                  3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\nX-Sum: 7\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Action::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\nhello".to_vec())
+        }
+    });
+    let mut b = Backend::scripted("b", reply).await;
+    let (_p, addr) = proxy(&simple(&[&b], "", "protocols = [\"h2c\"]"));
+    let mut send = h2_client(addr).await;
+    let req = http::Request::get("http://todo.example/p?q=1")
+        .header("x-test", "1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-hop").is_none());
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "hello"
+    );
+    assert_eq!(
+        b.request().await,
+        "GET /p?q=1 HTTP/1.1\r\nhost: todo.example\r\nx-test: 1\r\n\
+         x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: todo.example\r\n\
+         forwarded: for=127.0.0.1;proto=http;host=todo.example\r\n\r\n"
+    );
+    let req = http::Request::get("http://todo.example/chunked")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.headers()["x-kind"], "chunked");
+    assert!(resp.headers().get("transfer-encoding").is_none());
+    let body = resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        body.trailers().map(|t| t["x-sum"].clone()),
+        Some(http::HeaderValue::from_static("7"))
+    );
+    assert_eq!(body.to_bytes(), "abcdefg");
+    // Both over the one kept-alive connection.
+    assert_eq!(b.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn h2_upstream_when_the_pool_asks_for_it() {
     // The backend is the proxy's own h2c listener in front of an HTTP/1 backend: proxy A
     // (h2 upstream) -> proxy B (h2c) -> backend.

@@ -1,0 +1,388 @@
+//! The general path's upstream for requests without a body to a plain HTTP/1 pool when the
+//! client speaks HTTP/2: the request is written as bytes on a kept-alive connection, the
+//! response head parsed in place, and the body streamed from the connection (decoded when
+//! chunked) as the HTTP/2 response's data frames. It shares its connections with the
+//! HTTP/1.1 fast path, and leaves out hyper's client, whose connection task, channels and
+//! wake-ups cost more than the exchange itself.
+
+use crate::l7::body::{Body, RawBody, RawFraming};
+use crate::l7::chunked::ChunkedScanner;
+use crate::l7::headers::{HOP_BY_HOP, PROTECTED};
+use crate::l7::pool::{Pool, Server, Timeouts};
+use crate::l7::proxy::note_failure;
+use bytes::BytesMut;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Response, StatusCode, Version};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_FIELDS: usize = 128;
+
+/// Writes the upstream request for `parts` (origin-form URI, Host already among the fields).
+pub fn encode_request(method: &Method, path: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Forwards a body-less request with the pool's retries; the response and the last server.
+pub async fn forward(
+    pool: &Arc<Pool>,
+    request: &[u8],
+    headers: &HeaderMap,
+    head_only: bool,
+) -> (
+    Result<Response<Body>, (StatusCode, &'static str)>,
+    Option<SocketAddr>,
+) {
+    let m = &pool.metrics;
+    let (eject_after, eject_ms) = (pool.config.eject_after, pool.config.eject_ms);
+    let mut tried = Vec::new();
+    let mut last = (StatusCode::SERVICE_UNAVAILABLE, "no server available\n");
+    let mut last_server = None;
+    for attempt in 0..=pool.config.retries {
+        let Some(idx) = pool.pick(headers, &tried) else {
+            break;
+        };
+        if attempt > 0 {
+            m.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        tried.push(idx);
+        let server = &pool.servers[idx];
+        last_server = Some(server.address);
+        server.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        match exchange(server, request, head_only, &pool.timeouts).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                server.record(status < 500, eject_after, eject_ms);
+                if status >= 500 {
+                    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                m.response(status);
+                return (Ok(resp), last_server);
+            }
+            Err(Fail::Busy) => last = (StatusCode::SERVICE_UNAVAILABLE, "all servers busy\n"),
+            Err(Fail::Upstream(text, why)) => {
+                note_failure(server, &why, eject_after, eject_ms);
+                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                last = (StatusCode::BAD_GATEWAY, text);
+            }
+            Err(Fail::Timeout) => {
+                note_failure(server, "response timeout", eject_after, eject_ms);
+                m.timeouts.fetch_add(1, Ordering::Relaxed);
+                last = (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout\n");
+            }
+        }
+    }
+    m.no_server.fetch_add(1, Ordering::Relaxed);
+    m.response(last.0.as_u16());
+    (Err(last), last_server)
+}
+
+enum Fail {
+    Busy,
+    Upstream(&'static str, String),
+    Timeout,
+}
+
+const DURING: &str = "upstream failed during the exchange\n";
+
+async fn exchange(
+    server: &Arc<Server>,
+    request: &[u8],
+    head_only: bool,
+    t: &Timeouts,
+) -> Result<Response<Body>, Fail> {
+    let claim = server.claim(t.queue).await.ok_or(Fail::Busy)?;
+    let connect = || async {
+        server
+            .connect_raw(t)
+            .await
+            .map_err(|e| Fail::Upstream("upstream connection failed\n", e))
+    };
+    let (mut up, mut reused) = match server.take_raw(t.idle) {
+        Some(c) => (c, true),
+        None => (connect().await?, false),
+    };
+    let mut buf = BytesMut::with_capacity(8192);
+    let head = loop {
+        match tokio::time::timeout(t.response, send_and_read(&mut up, request, &mut buf)).await {
+            Err(_) => return Err(Fail::Timeout),
+            Ok(Ok(())) => {}
+            // A kept-alive connection the server closed meanwhile: nothing was processed.
+            Ok(Err(None)) if reused => {
+                reused = false;
+                up = connect().await?;
+                continue;
+            }
+            Ok(Err(None)) => {
+                return Err(Fail::Upstream(
+                    DURING,
+                    format!("{}: closed before a response", server.address),
+                ));
+            }
+            Ok(Err(Some(why))) => {
+                return Err(Fail::Upstream(DURING, format!("{}: {why}", server.address)));
+            }
+        }
+        match parse_head(&buf, head_only) {
+            Ok(h) => break h,
+            Err(why) => return Err(Fail::Upstream(DURING, format!("{}: {why}", server.address))),
+        }
+    };
+    let _ = buf.split_to(head.len);
+    let framing = match head.framing {
+        Framing::None => RawFraming::Length(0),
+        Framing::Length(n) => RawFraming::Length(n),
+        Framing::Chunked => RawFraming::Chunked(Box::default()),
+        Framing::Close => RawFraming::Close,
+    };
+    let body = RawBody::new(up, buf, framing, head.reusable, server.clone(), claim);
+    let mut resp = Response::new(Body::raw(body));
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    *resp.version_mut() = Version::HTTP_2;
+    Ok(resp)
+}
+
+/// Sends the request and reads until `buf` holds a final response head. `Err(None)`: the
+/// connection closed before any byte of a response.
+async fn send_and_read(
+    up: &mut TcpStream,
+    request: &[u8],
+    buf: &mut BytesMut,
+) -> Result<(), Option<&'static str>> {
+    if up.write_all(request).await.is_err() {
+        return Err(None);
+    }
+    buf.clear();
+    loop {
+        if !buf.is_empty() {
+            match head_end(buf) {
+                Ok(Some(())) => return Ok(()),
+                Ok(None) if buf.len() > MAX_RESPONSE_HEAD => {
+                    return Err(Some("response head too large"));
+                }
+                Ok(None) => {}
+                Err(why) => return Err(Some(why)),
+            }
+        }
+        buf.reserve(8192);
+        match up.read_buf(buf).await {
+            Ok(0) | Err(_) if buf.is_empty() => return Err(None),
+            Ok(0) | Err(_) => return Err(Some("closed inside the response head")),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether `buf` starts with a complete final head; interim (1xx) heads before it, sent to
+/// a request that asked for none, are dropped from `buf`.
+fn head_end(buf: &mut BytesMut) -> Result<Option<()>, &'static str> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut resp = httparse::Response::new(&mut fields);
+        match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => match resp.code {
+                Some(101) => return Err("unexpected 101"),
+                Some(c) if (100..200).contains(&c) => {
+                    let _ = buf.split_to(n);
+                }
+                _ => return Ok(Some(())),
+            },
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err("invalid response head"),
+        }
+    }
+}
+
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+struct Head {
+    len: usize,
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    reusable: bool,
+}
+
+/// The final head at the start of `buf` as status, end-to-end fields and framing.
+fn parse_head(buf: &[u8], head_only: bool) -> Result<Head, &'static str> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err("invalid response head"),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or("invalid status")?;
+    let mut reusable = resp.version == Some(1);
+    let mut named: Vec<&[u8]> = Vec::new();
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for f in resp.headers.iter() {
+        if f.name.eq_ignore_ascii_case("connection") {
+            for t in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if !t.is_empty() {
+                    named.push(t);
+                }
+            }
+        } else if f.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(f.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or("invalid Content-Length")?;
+            if length.is_some_and(|l| l != v) {
+                return Err("conflicting Content-Length");
+            }
+            length = Some(v);
+        } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = f
+                .value
+                .rsplit(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .next();
+            if chunked || !last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
+                return Err("unsupported Transfer-Encoding");
+            }
+            chunked = true;
+        }
+    }
+    let no_body =
+        head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = match (no_body, chunked, length) {
+        (true, _, _) => Framing::None,
+        (false, true, Some(_)) => return Err("both Content-Length and chunked"),
+        (false, true, None) => Framing::Chunked,
+        (false, false, Some(n)) => Framing::Length(n),
+        (false, false, None) => {
+            reusable = false;
+            Framing::Close
+        }
+    };
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for f in resp.headers.iter() {
+        let name = f.name;
+        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || (named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+                && !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p)))
+        {
+            continue;
+        }
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(f.value),
+        ) else {
+            return Err("invalid response field");
+        };
+        headers.append(n, v);
+    }
+    Ok(Head {
+        len,
+        status,
+        headers,
+        framing,
+        reusable,
+    })
+}
+
+/// Chunked decoding state kept by a raw body.
+#[derive(Default)]
+pub struct ChunkedState {
+    pub scanner: ChunkedScanner,
+    pub trailers: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bytes() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("todo.example"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let mut out = Vec::new();
+        encode_request(&Method::GET, "/p?q", &h, &mut out);
+        assert_eq!(
+            out,
+            b"GET /p?q HTTP/1.1\r\nhost: todo.example\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_heads() {
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t=1\r\n\
+              Content-Length: 3\r\nX-Kept: y\r\n\r\nabc",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(h.status, 200);
+        assert!(h.reusable);
+        assert!(matches!(h.framing, Framing::Length(3)));
+        let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-kept"]);
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(h.framing, Framing::Chunked));
+        assert!(h.headers.is_empty());
+        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(h.framing, Framing::Close));
+        assert!(!h.reusable);
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(h.framing, Framing::None));
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+        ] {
+            assert!(
+                parse_head(bad, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn interim_heads_are_dropped() {
+        let mut b = BytesMut::from(
+            &b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"[..],
+        );
+        assert_eq!(head_end(&mut b), Ok(Some(())));
+        assert!(b.starts_with(b"HTTP/1.1 204"));
+        let mut b = BytesMut::from(&b"HTTP/1.1 101 Switching\r\n\r\n"[..]);
+        assert!(head_end(&mut b).is_err());
+    }
+}
