@@ -443,7 +443,6 @@ async fn attempt_once<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let _claim = claim;
     let t = &plan.pool.timeouts;
     let mut reused = true;
     let mut up = match server.take_raw(t.idle) {
@@ -479,10 +478,13 @@ where
     };
     // Logged with the head, as the general path does, before the body streams.
     log_access(plan, info, head.status, Some(server.address));
-    let (keep_client, at_boundary) = relay_body(client, &mut up, head.framing, head.len, s).await?;
-    if head.reusable && at_boundary {
-        server.put_raw(up);
-    }
+    let mut upstream = Upstream {
+        stream: Some(up),
+        server,
+        claim: Some(claim),
+        reusable: head.reusable,
+    };
+    let keep_client = relay_body(client, &mut upstream, head.framing, head.len, s).await?;
     Ok((head.status, keep_client))
 }
 
@@ -666,23 +668,55 @@ fn itoa3(n: u16) -> [u8; 3] {
     ]
 }
 
-/// Sends the client head and relays the body. Returns (client connection stays open,
-/// upstream connection is at a message boundary).
+/// The upstream side of an exchange being relayed. It is released (the connection back to
+/// the idle list when the message ended exactly at what was read, the server's slot freed)
+/// as soon as the backend has sent the whole message, before the last bytes go to the
+/// client: the next request can use both at once.
+struct Upstream<'a> {
+    stream: Option<TcpStream>,
+    server: &'a Arc<Server>,
+    claim: Option<Claim>,
+    reusable: bool,
+}
+
+impl Upstream<'_> {
+    fn release(&mut self, at_boundary: bool) {
+        if let Some(up) = self.stream.take()
+            && self.reusable
+            && at_boundary
+        {
+            self.server.put_raw(up);
+        }
+        self.claim = None;
+    }
+
+    async fn read(&mut self, buf: &mut Vec<u8>) -> Result<usize, Fail> {
+        let Some(up) = self.stream.as_mut() else {
+            return Err(Fail::Broken);
+        };
+        buf.clear();
+        buf.reserve(16 * 1024);
+        up.read_buf(buf).await.map_err(|_| Fail::Broken)
+    }
+}
+
+/// Sends the client head and relays the body; whether the client connection stays open.
 async fn relay_body<I>(
     client: &mut I,
-    up: &mut TcpStream,
+    up: &mut Upstream<'_>,
     framing: Framing,
     head_len: usize,
     s: &mut Scratch,
-) -> Result<(bool, bool), Fail>
+) -> Result<bool, Fail>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let first = &s.from[head_len..];
     match framing {
         Framing::None => {
+            up.release(first.is_empty());
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
-            Ok((true, first.is_empty()))
+            Ok(true)
         }
         Framing::Length(total) => {
             let take = first
@@ -691,59 +725,63 @@ where
             s.to.extend_from_slice(&first[..take]);
             let mut clean = first.len() == take;
             let mut left = total - take as u64;
+            if left == 0 {
+                up.release(clean);
+            }
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             while left > 0 {
-                s.from.clear();
-                s.from.reserve(16 * 1024);
-                match up.read_buf(&mut s.from).await {
-                    Ok(0) | Err(_) => return Err(Fail::Broken),
-                    Ok(n) => {
-                        let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
-                        clean &= take == n;
-                        left -= take as u64;
-                        client
-                            .write_all(&s.from[..take])
-                            .await
-                            .map_err(|_| Fail::Broken)?;
-                    }
+                let n = up.read(&mut s.from).await?;
+                if n == 0 {
+                    return Err(Fail::Broken);
                 }
+                let take = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+                clean &= take == n;
+                left -= take as u64;
+                if left == 0 {
+                    up.release(clean);
+                }
+                client
+                    .write_all(&s.from[..take])
+                    .await
+                    .map_err(|_| Fail::Broken)?;
             }
-            Ok((true, clean))
+            Ok(true)
         }
         Framing::Chunked => {
             let mut scanner = ChunkedScanner::new();
             let used = scanner.feed(first).map_err(|_| Fail::Broken)?;
             let mut clean = used == first.len();
             s.to.extend_from_slice(&first[..used]);
+            if scanner.is_done() {
+                up.release(clean);
+            }
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             while !scanner.is_done() {
-                s.from.clear();
-                s.from.reserve(16 * 1024);
-                match up.read_buf(&mut s.from).await {
-                    Ok(0) | Err(_) => return Err(Fail::Broken),
-                    Ok(n) => {
-                        let used = scanner.feed(&s.from).map_err(|_| Fail::Broken)?;
-                        clean &= used == n;
-                        client
-                            .write_all(&s.from[..used])
-                            .await
-                            .map_err(|_| Fail::Broken)?;
-                    }
+                let n = up.read(&mut s.from).await?;
+                if n == 0 {
+                    return Err(Fail::Broken);
                 }
+                let used = scanner.feed(&s.from).map_err(|_| Fail::Broken)?;
+                clean &= used == n;
+                if scanner.is_done() {
+                    up.release(clean);
+                }
+                client
+                    .write_all(&s.from[..used])
+                    .await
+                    .map_err(|_| Fail::Broken)?;
             }
-            Ok((true, clean))
+            Ok(true)
         }
         Framing::Close => {
             s.to.extend_from_slice(first);
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             loop {
-                s.from.clear();
-                s.from.reserve(16 * 1024);
-                match up.read_buf(&mut s.from).await {
-                    Ok(0) => return Ok((false, false)),
-                    Err(_) => return Err(Fail::Broken),
-                    Ok(_) => client.write_all(&s.from).await.map_err(|_| Fail::Broken)?,
+                if up.read(&mut s.from).await? == 0 {
+                    up.release(false);
+                    return Ok(false);
                 }
+                client.write_all(&s.from).await.map_err(|_| Fail::Broken)?;
             }
         }
     }
