@@ -297,7 +297,10 @@ async fn forward(
         let server = &pool.servers[idx];
         last_server = Some(server.address);
         server.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let sent = server.send(req, &pool.timeouts).await;
+        // Boxed: hyper's client futures (handshake, TLS, send) take kilobytes, which would
+        // otherwise be part of every request's future, moved with it at each spawn, also
+        // on the paths that never use them.
+        let sent = Box::pin(server.send(req, &pool.timeouts)).await;
         let (eject_after, eject_ms) = (pool.config.eject_after, pool.config.eject_ms);
         match sent {
             Ok((mut resp, lease)) => {
