@@ -76,7 +76,12 @@ pub async fn handle(
         )
     });
     drop(snap);
-    let (resp, server) = forward(req, &conn, &pool).await;
+    // Each boxed where it runs: the request's own future (moved at every spawn) stays small.
+    let (resp, server) = if crate::l7::raw::takes(&req, &pool) {
+        Box::pin(forward_raw(req, &conn, &pool)).await
+    } else {
+        Box::pin(forward(req, &conn, &pool)).await
+    };
     if let Some((method, path, host)) = access {
         tracing::info!(
             target: "portier::access",
@@ -164,6 +169,26 @@ impl Template {
     }
 }
 
+/// An HTTP/2 client's body-less GET or HEAD to a plain HTTP/1 pool: the upstream request
+/// is written as bytes straight from the client's fields (HTTP/2 has no connection-specific
+/// fields and lower-case names, so they are what hyper's client would write) and sent on
+/// the fast path's connections.
+async fn forward_raw(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    pool: &Arc<Pool>,
+) -> (Response<Body>, Option<SocketAddr>) {
+    pool.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let mut request = Vec::with_capacity(512);
+    crate::l7::raw::encode_h2_request(&req, &conn.forwarding, &mut request);
+    let head_only = req.method() == Method::HEAD;
+    let (result, server) = crate::l7::raw::forward(pool, &request, req.headers(), head_only).await;
+    match result {
+        Ok(resp) => (resp, server),
+        Err((status, text)) => (local(status, text), server),
+    }
+}
+
 async fn forward(
     req: Request<Incoming>,
     conn: &ConnInfo,
@@ -240,33 +265,6 @@ async fn forward(
     let deadline = (pool.config.total_timeout_ms > 0).then(|| {
         tokio::time::Instant::now() + std::time::Duration::from_millis(pool.config.total_timeout_ms)
     });
-    // An HTTP/2 client's body-less GET or HEAD to a plain HTTP/1 pool: written as bytes on
-    // the fast path's connections (field names are lower case in HTTP/2 already, so the
-    // bytes are what hyper's client would write).
-    if down_version == Version::HTTP_2
-        && !h2_upstream
-        && pool.config.tls.is_none()
-        && matches!(parts.method, Method::GET | Method::HEAD)
-        && http_body::Body::is_end_stream(&body)
-        && !hop.te_trailers
-    {
-        let mut request = Vec::with_capacity(512);
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        crate::l7::raw::encode_request(&parts.method, target, &parts.headers, &mut request);
-        let head_only = parts.method == Method::HEAD;
-        let (result, server) =
-            crate::l7::raw::forward(pool, &request, &parts.headers, head_only).await;
-        return match result {
-            Ok(resp) => {
-                let (rparts, rbody) = resp.into_parts();
-                (
-                    Response::from_parts(rparts, rbody.with_deadline(deadline)),
-                    server,
-                )
-            }
-            Err((status, text)) => (local(status, text), server),
-        };
-    }
     let template = (pool.config.retries > 0
         && idempotent(&parts.method)
         && http_body::Body::is_end_stream(&body))

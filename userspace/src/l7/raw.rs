@@ -5,14 +5,15 @@
 //! HTTP/1.1 fast path, and leaves out hyper's client, whose connection task, channels and
 //! wake-ups cost more than the exchange itself.
 
+use crate::config::HttpProtocol;
 use crate::l7::body::{Body, RawBody, RawFraming};
 use crate::l7::chunked::ChunkedScanner;
-use crate::l7::headers::{HOP_BY_HOP, PROTECTED};
+use crate::l7::headers::{ClientInfo, HOP_BY_HOP, PROTECTED, forwarded};
 use crate::l7::pool::{Pool, Server, Timeouts};
 use crate::l7::proxy::note_failure;
 use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,18 +23,66 @@ use tokio::net::TcpStream;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_FIELDS: usize = 128;
 
-/// Writes the upstream request for `parts` (origin-form URI, Host already among the fields).
-pub fn encode_request(method: &Method, path: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
-    out.extend_from_slice(method.as_str().as_bytes());
+/// Whether a request goes by this path: an HTTP/2 client's GET or HEAD without a body or
+/// `TE: trailers`, to a plain HTTP/1 pool without a total timeout.
+pub fn takes<B: http_body::Body>(req: &Request<B>, pool: &Pool) -> bool {
+    req.version() == Version::HTTP_2
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && req.body().is_end_stream()
+        && req.uri().authority().is_some()
+        && !req.headers().contains_key(http::header::TE)
+        && pool.config.protocol == HttpProtocol::Http1
+        && pool.config.tls.is_none()
+        && pool.config.total_timeout_ms == 0
+}
+
+/// The HTTP/1.1 request for an HTTP/2 one: `:authority` as Host first, the client's fields
+/// but hop-by-hop ones, then the forwarding fields (as the general path adds them).
+pub fn encode_h2_request<B>(req: &Request<B>, client: &ClientInfo, out: &mut Vec<u8>) {
+    let host = req.uri().authority().map_or("", |a| a.as_str());
+    out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(
+        req.uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut xff: Vec<&[u8]> = Vec::new();
+    for (name, value) in req.headers() {
+        let n = name.as_str();
+        match n {
+            "host" | "x-forwarded-proto" | "x-forwarded-host" => continue,
+            "x-forwarded-for" => {
+                xff.push(value.as_bytes());
+                continue;
+            }
+            _ if HOP_BY_HOP.contains(&n) => continue,
+            _ => {}
+        }
+        push(out, n.as_bytes(), value.as_bytes());
     }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for previous in xff {
+        out.extend_from_slice(previous);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client.ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let proto: &[u8] = if client.tls { b"https" } else { b"http" };
+    push(out, b"x-forwarded-proto", proto);
+    push(out, b"x-forwarded-host", host.as_bytes());
+    push(out, b"forwarded", forwarded(client, host).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -323,15 +372,29 @@ mod tests {
 
     #[test]
     fn request_bytes() {
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("todo.example"));
-        h.append("x-a", HeaderValue::from_static("1"));
-        h.append("x-a", HeaderValue::from_static("2"));
+        let req = Request::get("http://todo.example:8443/p?q")
+            .version(Version::HTTP_2)
+            .header("x-a", "1")
+            .header("x-a", "2")
+            .header("x-forwarded-for", "192.0.2.1")
+            .header("x-forwarded-proto", "spoofed")
+            .header("te", "trailers")
+            .body(())
+            .unwrap_or_default();
         let mut out = Vec::new();
-        encode_request(&Method::GET, "/p?q", &h, &mut out);
+        let client = ClientInfo::new(
+            "2001:db8::7"
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            true,
+        );
+        encode_h2_request(&req, &client, &mut out);
         assert_eq!(
-            out,
-            b"GET /p?q HTTP/1.1\r\nhost: todo.example\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+            String::from_utf8_lossy(&out),
+            "GET /p?q HTTP/1.1\r\nhost: todo.example:8443\r\nx-a: 1\r\nx-a: 2\r\n\
+             x-forwarded-for: 192.0.2.1, 2001:db8::7\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-host: todo.example:8443\r\n\
+             forwarded: for=\"[2001:db8::7]\";proto=https;host=\"todo.example:8443\"\r\n\r\n"
         );
     }
 
