@@ -15,6 +15,7 @@ use crate::l7::chunked::ChunkedScanner;
 use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED};
 use crate::l7::pool::{Claim, Pool, Server, Timeouts};
 use crate::l7::proxy::{ConnInfo, note_failure};
+use crate::l7::response_fields::{self, Framing};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
 use std::sync::Arc;
@@ -413,15 +414,6 @@ fn log_access(plan: &Plan, info: &ConnInfo, status: u16, server: Option<std::net
     }
 }
 
-/// How the response body is delimited.
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// Until the backend closes; the client connection closes after it.
-    Close,
-}
-
 struct ResponseHead {
     len: usize,
     status: u16,
@@ -573,55 +565,8 @@ fn rewrite_response_head(
             reusable: false,
         }));
     }
-    let mut reusable = resp.version == Some(1);
-    let mut named: [&[u8]; MAX_NAMED] = [&[]; MAX_NAMED];
-    let mut n_named = 0;
-    let mut length: Option<u64> = None;
-    let mut chunked: Option<bool> = None;
-    let mut has_date = false;
-    for f in resp.headers.iter() {
-        if eq(f.name, "connection") {
-            for t in tokens(f.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if !t.eq_ignore_ascii_case(b"keep-alive") && n_named < MAX_NAMED {
-                    named[n_named] = t;
-                    n_named += 1;
-                }
-            }
-        } else if eq(f.name, "content-length") {
-            let v = std::str::from_utf8(f.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or("invalid Content-Length")?;
-            if length.is_some_and(|l| l != v) {
-                return Err("conflicting Content-Length");
-            }
-            length = Some(v);
-        } else if eq(f.name, "transfer-encoding") {
-            let last_chunked = tokens(f.value)
-                .last()
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-            if chunked.is_some() || !last_chunked {
-                return Err("unsupported Transfer-Encoding");
-            }
-            chunked = Some(true);
-        } else if eq(f.name, "date") {
-            has_date = true;
-        }
-    }
     let no_body = plan.head_only || status == 204 || status == 304;
-    let framing = match (no_body, chunked, length) {
-        (true, _, _) => Framing::None,
-        (false, Some(_), Some(_)) => return Err("both Content-Length and chunked"),
-        (false, Some(_), None) => Framing::Chunked,
-        (false, None, Some(n)) => Framing::Length(n),
-        (false, None, None) => {
-            reusable = false;
-            Framing::Close
-        }
-    };
+    let fields = response_fields::scan(resp.version, resp.headers, no_body)?;
     to.clear();
     to.extend_from_slice(b"HTTP/1.1 ");
     to.extend_from_slice(itoa3(status).as_slice());
@@ -629,33 +574,26 @@ fn rewrite_response_head(
     to.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     to.extend_from_slice(b"\r\n");
     for f in resp.headers.iter() {
-        let name = f.name;
-        let hop = HOP_BY_HOP.iter().any(|h| eq(name, h))
-            || (named[..n_named]
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
-                && !PROTECTED.iter().any(|p| eq(name, p)));
-        if hop {
-            continue;
+        if !fields.is_hop(f.name) {
+            push_field(to, f.name.as_bytes(), f.value);
         }
-        push_field(to, name.as_bytes(), f.value);
     }
-    if chunked.is_some() {
+    if fields.chunked {
         push_field(to, b"transfer-encoding", b"chunked");
     }
-    if !has_date {
+    if !fields.has_date {
         // RFC 9110 6.6.1: a recipient with a clock adds Date to a response it forwards.
         push_field(to, b"date", http_date().as_bytes());
     }
-    if plan.client_close || matches!(framing, Framing::Close) {
+    if plan.client_close || fields.framing == Framing::Close {
         push_field(to, b"connection", b"close");
     }
     to.extend_from_slice(b"\r\n");
     Ok(Some(ResponseHead {
         len,
         status,
-        framing,
-        reusable,
+        framing: fields.framing,
+        reusable: fields.reusable,
     }))
 }
 

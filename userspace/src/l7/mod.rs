@@ -19,6 +19,7 @@ pub mod prefixed;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod raw;
+pub mod response_fields;
 pub mod router;
 pub mod snapshot;
 pub mod tls;

@@ -8,9 +8,10 @@
 use crate::config::HttpProtocol;
 use crate::l7::body::{Body, RawBody, RawFraming};
 use crate::l7::chunked::ChunkedScanner;
-use crate::l7::headers::{ClientInfo, HOP_BY_HOP, PROTECTED, forwarded};
+use crate::l7::headers::{ClientInfo, HOP_BY_HOP, forwarded};
 use crate::l7::pool::{Pool, Server, Timeouts};
 use crate::l7::proxy::note_failure;
+use crate::l7::response_fields::{self, Framing};
 use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
@@ -257,13 +258,6 @@ fn head_end(buf: &mut BytesMut) -> Result<Option<()>, &'static str> {
     }
 }
 
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    Close,
-}
-
 struct Head {
     len: usize,
     status: StatusCode,
@@ -284,62 +278,13 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Head, &'static str> {
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or("invalid status")?;
-    let mut reusable = resp.version == Some(1);
-    let mut named: Vec<&[u8]> = Vec::new();
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    for f in resp.headers.iter() {
-        if f.name.eq_ignore_ascii_case("connection") {
-            for t in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if !t.is_empty() {
-                    named.push(t);
-                }
-            }
-        } else if f.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(f.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or("invalid Content-Length")?;
-            if length.is_some_and(|l| l != v) {
-                return Err("conflicting Content-Length");
-            }
-            length = Some(v);
-        } else if f.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = f
-                .value
-                .rsplit(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .next();
-            if chunked || !last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
-                return Err("unsupported Transfer-Encoding");
-            }
-            chunked = true;
-        }
-    }
     let no_body =
         head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    let framing = match (no_body, chunked, length) {
-        (true, _, _) => Framing::None,
-        (false, true, Some(_)) => return Err("both Content-Length and chunked"),
-        (false, true, None) => Framing::Chunked,
-        (false, false, Some(n)) => Framing::Length(n),
-        (false, false, None) => {
-            reusable = false;
-            Framing::Close
-        }
-    };
+    let fields = response_fields::scan(resp.version, resp.headers, no_body)?;
     let mut headers = HeaderMap::with_capacity(resp.headers.len());
     for f in resp.headers.iter() {
         let name = f.name;
-        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || (named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
-                && !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p)))
-        {
+        if fields.is_hop(name) {
             continue;
         }
         let (Ok(n), Ok(v)) = (
@@ -354,8 +299,8 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Head, &'static str> {
         len,
         status,
         headers,
-        framing,
-        reusable,
+        framing: fields.framing,
+        reusable: fields.reusable,
     })
 }
 
