@@ -1,24 +1,10 @@
 //! `[l7]` errors: each names the file, line and key.
 
 use super::super::parse;
-use super::super::test_support::{FILE, assert_one, problems};
+use super::super::test_support::{FILE, L7_BASE, assert_one, problems};
 use super::*;
 
-const BASE: &str = r#"[node]
-name = "host1"
-
-[[l7.listener]]
-name = "http"
-bind = "0.0.0.0:80"
-
-[[l7.route]]
-host = "todo.example"
-pool = "todo"
-
-[[l7.pool]]
-name = "todo"
-servers = [{ address = "172.17.0.2:8080" }]
-"#;
+const BASE: &str = L7_BASE;
 
 fn with(from: &str, to: &str) -> String {
     assert!(BASE.contains(from), "{from:?}");

@@ -118,27 +118,16 @@ fn sni_name(report: &mut Report<'_>, v: &Located<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::parse;
-    use super::super::test_support::{FILE, assert_one};
+    use super::super::test_support::{FILE, L7_BASE, assert_one};
     use super::*;
 
-    const BASE: &str = r#"[node]
-name = "host1"
-
-[[l7.listener]]
-name = "http"
-bind = "0.0.0.0:80"
-
-[[l7.route]]
-host = "todo.example"
-pool = "todo"
-
-[[l7.pool]]
-name = "todo"
-servers = [{ address = "172.17.0.2:8443" }]
-"#;
+    /// The shared L7 base with the server on a TLS port.
+    fn base() -> String {
+        L7_BASE.replace(":8080\"", ":8443\"")
+    }
 
     fn pool_tls(text: &str) -> Option<UpstreamTlsConfig> {
-        let full = format!("{BASE}{text}");
+        let full = format!("{}{text}", base());
         parse(&full, FILE).unwrap().l7.unwrap().pools[0].tls.clone()
     }
 
@@ -164,13 +153,13 @@ servers = [{ address = "172.17.0.2:8443" }]
         );
         let full = format!(
             "{}tls = true\n",
-            BASE.replace("8443\" }", "8443\", sni = \"A.internal\" }")
+            base().replace("8443\" }", "8443\", sni = \"A.internal\" }")
         );
         let pool = &parse(&full, FILE).unwrap().l7.unwrap().pools[0];
         assert_eq!(pool.servers[0].sni.as_deref(), Some("a.internal"));
         let c = pool_tls("tls = true\nverify = false\nprotocol = \"h2\"\n").unwrap();
         assert!(!c.verify);
-        let full = format!("{BASE}tls = true\nprotocol = \"h2\"\n");
+        let full = format!("{}tls = true\nprotocol = \"h2\"\n", base());
         assert_eq!(
             parse(&full, FILE).unwrap().l7.unwrap().pools[0].protocol,
             super::super::HttpProtocol::H2
@@ -180,7 +169,7 @@ servers = [{ address = "172.17.0.2:8443" }]
     #[test]
     fn problems_name_the_key() {
         let at = |extra: &str, line: usize, key: &str, fragment: &str| {
-            assert_one(&format!("{BASE}{extra}"), line, key, fragment);
+            assert_one(&format!("{}{extra}", base()), line, key, fragment);
         };
         at("tls = 1\n", 15, "l7.pool[0].tls", "a boolean");
         at(
@@ -222,7 +211,7 @@ servers = [{ address = "172.17.0.2:8443" }]
         let server_sni = |sni: &str, extra: &str| {
             format!(
                 "{}{extra}",
-                BASE.replace("8443\" }", &format!("8443\", sni = \"{sni}\" }}"))
+                base().replace("8443\" }", &format!("8443\", sni = \"{sni}\" }}"))
             )
         };
         assert_one(

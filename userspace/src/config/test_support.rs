@@ -33,3 +33,21 @@ pub(super) fn assert_one(text: &str, line: usize, key: &str, fragment: &str) {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_problem(&found[0], line, key, fragment);
 }
+
+/// A node with one L7 listener, route and pool (one server on port 8080), for the `[l7]`
+/// tests to extend.
+pub(super) const L7_BASE: &str = r#"[node]
+name = "host1"
+
+[[l7.listener]]
+name = "http"
+bind = "0.0.0.0:80"
+
+[[l7.route]]
+host = "todo.example"
+pool = "todo"
+
+[[l7.pool]]
+name = "todo"
+servers = [{ address = "172.17.0.2:8080" }]
+"#;
