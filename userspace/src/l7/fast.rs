@@ -14,7 +14,7 @@ use crate::config::{Balance, HttpProtocol};
 use crate::l7::chunked::ChunkedScanner;
 use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED};
 use crate::l7::pool::{Claim, Pool, Server, Timeouts};
-use crate::l7::proxy::{ConnInfo, note_failure};
+use crate::l7::proxy::{Access, ConnInfo, note_failure};
 use crate::l7::response_fields::{self, Framing};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
@@ -110,8 +110,7 @@ struct Plan {
     claim: Option<Claim>,
     head_only: bool,
     client_close: bool,
-    access: Option<(String, String, String)>,
-    start: std::time::Instant,
+    access: Option<Access>,
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -283,9 +282,12 @@ fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> P
     );
     out.extend_from_slice(b"\r\n");
 
-    let access = view
-        .access_log
-        .then(|| (method.to_owned(), path.to_owned(), host.clone()));
+    let access = view.access_log.then(|| Access {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        host: host.clone(),
+        start: std::time::Instant::now(),
+    });
     Prep::Ready(Plan {
         head_len,
         pool: pool.clone(),
@@ -294,7 +296,6 @@ fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> P
         head_only,
         client_close,
         access,
-        start: std::time::Instant::now(),
     })
 }
 
@@ -398,19 +399,8 @@ where
 }
 
 fn log_access(plan: &Plan, info: &ConnInfo, status: u16, server: Option<std::net::SocketAddr>) {
-    if let Some((method, path, host)) = &plan.access {
-        tracing::info!(
-            target: "portier::access",
-            listener = %info.listener,
-            client = %info.client,
-            %method,
-            host,
-            path,
-            status,
-            pool = %plan.pool.name,
-            server = server.map(|s| s.to_string()).unwrap_or_default(),
-            micros = plan.start.elapsed().as_micros() as u64,
-        );
+    if let Some(a) = &plan.access {
+        a.log(info, status, &plan.pool.name, server);
     }
 }
 

@@ -68,12 +68,11 @@ pub async fn handle(
     let route = &snap.routes[route_id];
     route.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let pool = route.pool.clone();
-    let access = view.access_log.then(|| {
-        (
-            req.method().clone(),
-            req.uri().path().to_owned(),
-            host.clone(),
-        )
+    let access = view.access_log.then(|| Access {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        host: host.clone(),
+        start,
     });
     drop(snap);
     // Each boxed where it runs: the request's own future (moved at every spawn) stays small.
@@ -82,21 +81,35 @@ pub async fn handle(
     } else {
         Box::pin(forward(req, &conn, &pool)).await
     };
-    if let Some((method, path, host)) = access {
+    if let Some(a) = access {
+        a.log(&conn, resp.status().as_u16(), &pool.name, server);
+    }
+    Ok(resp)
+}
+
+/// What an access log line tells of a request, kept from its head (both paths log it).
+pub(crate) struct Access {
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub start: Instant,
+}
+
+impl Access {
+    pub(crate) fn log(&self, conn: &ConnInfo, status: u16, pool: &str, server: Option<SocketAddr>) {
         tracing::info!(
             target: "portier::access",
             listener = %conn.listener,
             client = %conn.client,
-            %method,
-            host,
-            path,
-            status = resp.status().as_u16(),
-            pool = %pool.name,
+            method = %self.method,
+            host = self.host.as_str(),
+            path = self.path.as_str(),
+            status,
+            pool = %pool,
             server = server.map(|s| s.to_string()).unwrap_or_default(),
-            micros = start.elapsed().as_micros() as u64,
+            micros = self.start.elapsed().as_micros() as u64,
         );
     }
-    Ok(resp)
 }
 
 /// The host a request is for, normalised; the reason for a 400 otherwise.
