@@ -150,6 +150,7 @@ fn build(release: bool) -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    xtask_stays_light()?;
     cargo(&["fmt", "--all", "--", "--check"]).context("run `cargo fmt --all`")?;
     cargo(&[
         "clippy",
@@ -170,6 +171,39 @@ fn test(extra: &[String]) -> Result<()> {
     let mut args = vec!["test"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
+}
+
+/// xtask must build with nothing but the preinstalled toolchain: a dependency on the daemon's
+/// library would build the eBPF programs (rust-src, bpf-linker) before `setup` can install
+/// what they need, and the README's first command would fail on a fresh machine.
+fn xtask_stays_light() -> Result<()> {
+    let out = Command::new("cargo")
+        .args([
+            "tree",
+            "-p",
+            "xtask",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .context("cannot run cargo tree")?;
+    if !out.status.success() {
+        bail!("cargo tree -p xtask failed");
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let heavy: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.starts_with("portier v") || l.starts_with("dataplane-ebpf "))
+        .collect();
+    if !heavy.is_empty() {
+        bail!(
+            "xtask depends on crates that build the eBPF programs ({}); keep them dev-dependencies",
+            heavy.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn bench(what: &str) -> Result<()> {
