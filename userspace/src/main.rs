@@ -171,7 +171,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Stats { node, json } => portier::stats::print(
+        Command::Stats { node, json } => portier::dataplane::stats::print(
             &PathBuf::from(portier::dataplane::DEFAULT_PIN_ROOT).join(node),
             json,
         ),

@@ -70,5 +70,7 @@ fn a_missing_file_is_named() {
         .output()
         .expect("run portier");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/portier.toml"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/portier.toml"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }

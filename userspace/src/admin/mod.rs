@@ -10,7 +10,9 @@
 pub mod client;
 pub mod table;
 
-use crate::daemon::{Control, StatusBoard};
+use crate::part::command::{Command, CommandError, ParseError};
+use crate::part::control::ReloadError;
+use crate::part::{Control, StatusBoard};
 use anyhow::{Context, Result};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -73,6 +75,25 @@ fn json(code: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
     reply(code, "application/json", body)
 }
 
+fn error(code: StatusCode, e: &(dyn std::error::Error + 'static)) -> Response<Full<Bytes>> {
+    json(
+        code,
+        &serde_json::json!({ "error": crate::part::driver::chain(e) }),
+    )
+}
+
+/// As HAProxy's and most REST APIs: what does not exist is 404, a part that cannot answer now
+/// is 503 (try again), a change the kernel or the proxy refused is 500.
+fn command_status(e: &CommandError) -> StatusCode {
+    match e {
+        CommandError::Unsupported { .. }
+        | CommandError::NoSuchTarget(_)
+        | CommandError::NotRunning { .. } => StatusCode::NOT_FOUND,
+        CommandError::Busy(_) | CommandError::Gone(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CommandError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
     req.uri()
         .query()
@@ -126,16 +147,33 @@ async fn handle(
         ),
         (&Method::POST, ["reload"]) => match control.reload().await {
             Ok(g) => json(StatusCode::OK, &serde_json::json!({ "applied": g })),
-            Err(e) => json(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &serde_json::json!({ "error": e }),
-            ),
+            Err(e) => {
+                let code = match e {
+                    ReloadError::Refused(_) | ReloadError::Failed(_) => {
+                        StatusCode::UNPROCESSABLE_ENTITY
+                    }
+                    ReloadError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                error(code, &e)
+            }
         },
         (&Method::POST, ["command", part, verb]) => {
-            let args = query(&req);
-            match control.command(part, verb, args).await {
+            let running = control.running();
+            if !running.iter().any(|r| r == part) {
+                let e = CommandError::NotRunning {
+                    part: part.to_string(),
+                    running,
+                };
+                return error(StatusCode::NOT_FOUND, &e);
+            }
+            let command = match Command::parse(part, verb, &query(&req)) {
+                Ok(c) => c,
+                Err(e @ ParseError::UnknownVerb { .. }) => return error(StatusCode::NOT_FOUND, &e),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+            };
+            match control.command(part, command).await {
                 Ok(v) => json(StatusCode::OK, &v),
-                Err(e) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": e })),
+                Err(e) => error(command_status(&e), &e),
             }
         }
         (_, ["status"] | ["metrics"] | ["reload"] | ["command", _, _]) => reply(

@@ -33,12 +33,10 @@ impl fmt::Display for Problem {
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The OS error is part of the message, not a source: a chain printer (anyhow's `{:#}`)
+    // would otherwise print it twice.
+    #[error("{file}: {error}")]
+    Io { file: String, error: std::io::Error },
     /// Every problem found, in file order, not just the first.
     #[error("{}", ProblemLines(.0))]
     Invalid(Vec<Problem>),

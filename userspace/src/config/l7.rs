@@ -465,7 +465,7 @@ struct RouteDraft {
 fn route(report: &mut Report<'_>, table: &Table<'_, '_>) -> RouteDraft {
     table.deny_unknown(report, &["host", "path_prefix", "pool", "listener"]);
     let host = table.required_str(report, "host").and_then(|v| {
-        let normal = crate::l7::router::normalise_pattern(v.value);
+        let normal = crate::hostname::normalise_pattern(v.value);
         if normal.is_none() {
             report.add(
                 v.offset,
@@ -637,7 +637,13 @@ fn pool(
                     seen.insert(a.value, a.offset);
                     true
                 });
-            let weight = int(report, t, "weight", 0..=256, 1u32);
+            let weight = int(
+                report,
+                t,
+                "weight",
+                0..=i128::from(crate::limits::L7_MAX_WEIGHT),
+                1u32,
+            );
             let sni = l7_tls::server_sni(report, t, with_tls);
             Some(ServerConfig {
                 address: address?.value,

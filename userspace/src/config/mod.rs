@@ -42,9 +42,9 @@ use report::Report;
 /// Reads and validates the config at `path`; problems name the path as given.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
         file: file.clone(),
-        source,
+        error,
     })?;
     parse(&text, &file)
 }

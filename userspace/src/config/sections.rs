@@ -81,7 +81,7 @@ pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Optio
             let (offset, key) = (v.offset, v.key.clone());
             let range = i128::from(MIN_MAGLEV_TABLE_SIZE)..=i128::from(MAX_MAGLEV_TABLE_SIZE);
             rules::in_range::<u32>(report, v, range).filter(|&size| {
-                let prime = crate::maglev::is_prime(size);
+                let prime = crate::limits::is_prime(size);
                 if !prime {
                     // Maglev's permutations only cover every slot when the size is prime.
                     report.add(offset, key, format!("{size} is not a prime number"));
@@ -172,7 +172,7 @@ pub(super) fn service(report: &mut Report<'_>, table: &Table<'_, '_>) -> Service
         .required_str(report, "vip")
         .and_then(|v| rules::unicast_ip(report, v));
     let port = match table.optional_int(report, "port") {
-        Some(v) => rules::in_range(report, v, 0..=i128::from(u16::MAX)),
+        Some(v) => rules::in_range(report, v, 0..=i128::from(crate::limits::L4_MAX_WEIGHT)),
         None => Some(0),
     };
     let protocol = table
@@ -248,7 +248,7 @@ fn backend(report: &mut Report<'_>, table: &Table<'_, '_>) -> BackendDraft {
         .required_str(report, "address")
         .and_then(|v| rules::unicast_ip(report, v));
     let weight = match table.optional_int(report, "weight") {
-        Some(v) => rules::in_range(report, v, 0..=i128::from(u16::MAX)),
+        Some(v) => rules::in_range(report, v, 0..=i128::from(crate::limits::L4_MAX_WEIGHT)),
         None => Some(1),
     };
     BackendDraft { address, weight }

@@ -1,164 +1,55 @@
-//! `portier run`: one process, several parts (L4 balancer, L7 proxy, VRRP, OSPF) on one tokio
-//! runtime. The daemon loads the config, starts the parts whose sections are present, fans
-//! reloads out to them, serves the admin API, and on SIGTERM/SIGINT lets every part do its
-//! graceful exit before returning.
-
-mod decap;
-pub mod l4;
-mod status;
+//! `portier run`: the orchestrator. It loads the config, starts the parts whose sections are
+//! present (each in the one driver loop of `part::driver`), fans reloads out to them and waits
+//! for every part's acknowledgment, serves the admin API, and on SIGTERM/SIGINT lets every
+//! part do its graceful exit before returning. It knows parts only through the `Part` trait:
+//! no part imports this module.
 
 use crate::admin;
 use crate::bus::Bus;
 use crate::config::{self, Config};
+use crate::part::control::ReloadError;
+use crate::part::driver::{self, Ack, Link};
+use crate::part::{ConfigUpdate, Control, Part, StatusBoard};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-pub use status::StatusBoard;
-
-/// A configuration as handed to the parts: `generation` counts applied loads.
-#[derive(Debug, Clone)]
-pub struct ConfigUpdate {
-    pub generation: u64,
-    pub config: Arc<Config>,
-}
-
-/// What a part gets from the daemon.
-pub struct PartContext {
-    /// The current config; changes on every accepted reload.
-    pub config: watch::Receiver<ConfigUpdate>,
-    pub bus: Bus,
-    /// Becomes `true` when the daemon stops: do the graceful exit, then return.
-    pub shutdown: watch::Receiver<bool>,
-    pub status: StatusBoard,
-    /// Runtime commands addressed to this part (from the admin API).
-    pub commands: mpsc::Receiver<Command>,
-    /// Undo everything in the kernel on exit (XDP programs, pins) instead of leaving the
-    /// dataplane running for the next instance.
-    pub teardown_on_exit: bool,
-    acks: mpsc::UnboundedSender<Ack>,
-    name: &'static str,
-}
-
-impl PartContext {
-    /// Tells the daemon that this part has applied config `generation` (or could not).
-    pub fn applied(&self, generation: u64, result: Result<(), String>) {
-        let _ = self.acks.send(Ack {
-            part: self.name,
-            generation,
-            result,
-        });
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-/// A runtime command for a part, with where to send the answer.
-#[derive(Debug)]
-pub struct Command {
-    pub verb: String,
-    pub args: BTreeMap<String, String>,
-    pub reply: oneshot::Sender<Result<serde_json::Value, String>>,
-}
-
-#[derive(Debug)]
-struct Ack {
-    part: &'static str,
-    generation: u64,
-    result: Result<(), String>,
-}
-
-type PartFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+/// How many commands may wait for a part; more are answered "busy".
+const COMMAND_QUEUE: usize = 16;
 
 /// The parts the daemon knows: a name, whether a config wants it, and how to run it.
 struct PartSpec {
     name: &'static str,
     wanted: fn(&Config) -> bool,
-    run: fn(PartContext) -> PartFuture,
+    spawn: fn(Link) -> JoinHandle<Result<(), String>>,
 }
 
+fn spec<P: Part>() -> PartSpec {
+    PartSpec {
+        name: P::NAME,
+        wanted: P::wanted,
+        spawn: |link| tokio::spawn(driver::drive::<P>(link)),
+    }
+}
+
+/// In start order: the dataplane first, then what announces it.
 fn part_specs() -> Vec<PartSpec> {
     vec![
-        PartSpec {
-            name: "l4",
-            wanted: |c| !c.services.is_empty(),
-            run: |ctx| Box::pin(l4::run(ctx)),
-        },
-        PartSpec {
-            name: "decap",
-            wanted: |c| c.decap.is_some(),
-            run: |ctx| Box::pin(decap::run(ctx)),
-        },
-        PartSpec {
-            name: "vrrp",
-            wanted: |c| c.vrrp.is_some(),
-            run: |ctx| Box::pin(crate::vrrp::run(ctx)),
-        },
-        PartSpec {
-            name: "l7",
-            wanted: |c| c.l7.is_some(),
-            run: |ctx| Box::pin(crate::l7::run(ctx)),
-        },
-        PartSpec {
-            name: "ospf",
-            wanted: |c| c.ospf.is_some(),
-            run: |ctx| Box::pin(crate::ospf::part::run(ctx)),
-        },
+        spec::<crate::l4::part::L4>(),
+        spec::<crate::decap::part::Decap>(),
+        spec::<crate::vrrp::part::Vrrp>(),
+        spec::<crate::l7::part::L7Part>(),
+        spec::<crate::ospf::part::Ospf>(),
     ]
 }
 
 struct Running {
-    handle: JoinHandle<Result<()>>,
-}
-
-/// Routes admin commands to parts.
-#[derive(Clone, Default)]
-pub struct Control {
-    parts: Arc<std::sync::Mutex<BTreeMap<&'static str, mpsc::Sender<Command>>>>,
-    reload: Option<mpsc::Sender<oneshot::Sender<Result<u64, String>>>>,
-}
-
-impl Control {
-    /// Sends `verb` to `part` and waits for its answer.
-    pub async fn command(
-        &self,
-        part: &str,
-        verb: &str,
-        args: BTreeMap<String, String>,
-    ) -> Result<serde_json::Value, String> {
-        let tx = self
-            .parts
-            .lock()
-            .map_err(|_| "internal error".to_string())?
-            .get(part)
-            .cloned()
-            .ok_or_else(|| format!("part {part} is not running on this node"))?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(Command {
-            verb: verb.to_string(),
-            args,
-            reply,
-        })
-        .await
-        .map_err(|_| format!("part {part} stopped"))?;
-        rx.await
-            .map_err(|_| format!("part {part} dropped the command"))?
-    }
-
-    /// Reloads the config file, as SIGHUP does; answers with the applied generation.
-    pub async fn reload(&self) -> Result<u64, String> {
-        let tx = self.reload.as_ref().ok_or("reload unavailable")?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(reply).await.map_err(|_| "daemon stopping")?;
-        rx.await.map_err(|_| "daemon stopping".to_string())?
-    }
+    handle: JoinHandle<Result<(), String>>,
 }
 
 /// How this process runs, from the command line.
@@ -177,11 +68,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
-    let (reload_tx, mut reload_rx) = mpsc::channel(4);
-    let control = Control {
-        parts: Arc::default(),
-        reload: Some(reload_tx),
-    };
+    let (control, mut reload_rx) = Control::new();
     let mut d = Orchestrator {
         config_path: config_path.to_path_buf(),
         config_tx,
@@ -194,7 +81,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
         generation: 1,
         options,
     };
-    d.start_wanted_parts(&config)?;
+    d.start_wanted_parts(&config);
     // Every part must have applied the first config before the node is "ready".
     d.await_acks(&mut ack_rx, 1).await?;
 
@@ -223,7 +110,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     for (name, part) in std::mem::take(&mut d.running) {
         match part.handle.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(part = name, "stopped with an error: {e:#}"),
+            Ok(Err(e)) => error!(part = name, "stopped with an error: {e}"),
             Err(e) => error!(part = name, "panicked: {e}"),
         }
     }
@@ -245,32 +132,37 @@ struct Orchestrator {
 }
 
 impl Orchestrator {
-    fn start_wanted_parts(&mut self, config: &Config) -> Result<()> {
+    fn start_wanted_parts(&mut self, config: &Config) {
+        // A part that retired (its section was removed) starts again when it comes back.
+        let retired: Vec<&'static str> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.handle.is_finished())
+            .map(|(n, _)| *n)
+            .collect();
+        for name in retired {
+            self.running.remove(name);
+            self.control.unregister(name);
+        }
         for spec in part_specs() {
             if self.running.contains_key(spec.name) || !(spec.wanted)(config) {
                 continue;
             }
-            let (cmd_tx, cmd_rx) = mpsc::channel(16);
-            let ctx = PartContext {
+            let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+            let link = Link {
                 config: self.config_tx.subscribe(),
                 bus: self.bus.clone(),
                 shutdown: self.shutdown_rx.clone(),
-                status: self.status.clone(),
+                board: self.status.clone(),
                 commands: cmd_rx,
-                teardown_on_exit: self.options.teardown_on_exit,
                 acks: self.ack_tx.clone(),
-                name: spec.name,
+                teardown_on_exit: self.options.teardown_on_exit,
             };
-            let handle = tokio::spawn((spec.run)(ctx));
-            self.control
-                .parts
-                .lock()
-                .map_err(|_| anyhow::anyhow!("control lock poisoned"))?
-                .insert(spec.name, cmd_tx);
+            let handle = (spec.spawn)(link);
+            self.control.register(spec.name, cmd_tx);
             self.running.insert(spec.name, Running { handle });
             info!(part = spec.name, "started");
         }
-        Ok(())
     }
 
     /// Waits until every running part acknowledged `generation`; the first failure wins.
@@ -293,18 +185,21 @@ impl Orchestrator {
             }
             pending.retain(|p| *p != ack.part);
             if let Err(e) = ack.result {
-                anyhow::bail!("{}: {e}", ack.part);
+                anyhow::bail!("{}: {}", ack.part, driver::chain(&*e));
             }
         }
         Ok(())
     }
 
-    async fn reload(&mut self, acks: &mut mpsc::UnboundedReceiver<Ack>) -> Result<u64, String> {
+    async fn reload(
+        &mut self,
+        acks: &mut mpsc::UnboundedReceiver<Ack>,
+    ) -> Result<u64, ReloadError> {
         let new = match config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
                 error!("reload refused, the running configuration stays:\n{e}");
-                return Err(e.to_string());
+                return Err(ReloadError::Refused(e.to_string()));
             }
         };
         let old = self.config_tx.borrow().config.clone();
@@ -317,10 +212,7 @@ impl Orchestrator {
             generation,
             config: Arc::new(new.clone()),
         });
-        if let Err(e) = self.start_wanted_parts(&new) {
-            error!("reload failed: {e:#}");
-            return Err(e.to_string());
-        }
+        self.start_wanted_parts(&new);
         match self.await_acks(acks, generation).await {
             Ok(()) => {
                 info!(generation, "reload applied");
@@ -328,7 +220,7 @@ impl Orchestrator {
             }
             Err(e) => {
                 error!("reload failed: {e:#}");
-                Err(format!("{e:#}"))
+                Err(ReloadError::Failed(format!("{e:#}")))
             }
         }
     }
@@ -345,7 +237,7 @@ async fn first_finished(running: &mut BTreeMap<&'static str, Running>) -> (&'sta
     let name = names[i];
     let why = match result {
         Ok(Ok(())) => "returned".to_string(),
-        Ok(Err(e)) => format!("{e:#}"),
+        Ok(Err(e)) => e,
         Err(e) => format!("panicked: {e}"),
     };
     running.remove(name);

@@ -9,6 +9,7 @@
 mod decap;
 mod error;
 mod persist;
+pub mod stats;
 mod sys;
 
 use std::{

@@ -4,7 +4,10 @@
 //! operations ([`Op`]), keeping ids stable across reloads so that anything a change does not
 //! touch stays byte-identical in the kernel (a flow whose backend is unchanged never moves).
 
+pub mod maglev;
+pub mod neigh;
 mod overrides;
+pub mod part;
 mod reconciler;
 
 pub use overrides::Overrides;

@@ -14,6 +14,7 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod overrides;
+pub mod part;
 pub mod pool;
 pub mod prefixed;
 pub mod proxy;
@@ -27,7 +28,7 @@ pub mod upstream_tls;
 pub mod workers;
 
 use crate::config::{L7Config, ListenerConfig};
-use crate::daemon::{ConfigUpdate, PartContext};
+use crate::part::command::{Command, CommandError, Reply};
 use listener::Listener;
 use metrics::ListenerMetrics;
 use snapshot::{Shared, Snapshot};
@@ -84,18 +85,26 @@ impl L7 {
         Ok(())
     }
 
-    /// A runtime command: `drain`, `undrain` or `weight` of a pool's server (`pool=`,
-    /// `server=`, `weight=`); the answer names the server's weight now in force.
-    pub fn command(
-        &mut self,
-        verb: &str,
-        args: &std::collections::BTreeMap<String, String>,
-    ) -> Result<serde_json::Value, String> {
-        let change = overrides::Change::parse(&self.config, verb, args)?;
+    /// A runtime command: `drain`, `undrain` or `weight` of a pool's server; the answer names
+    /// the server's weight now in force.
+    pub fn command(&mut self, command: Command) -> Result<Reply, CommandError> {
+        let Command::Server {
+            pool,
+            server,
+            change,
+        } = command
+        else {
+            return Err(CommandError::Unsupported {
+                part: "l7",
+                verb: command.verb(),
+            });
+        };
+        let change = overrides::Change::checked(&self.config, pool, server, change.weight())
+            .map_err(CommandError::NoSuchTarget)?;
         let mut next = self.overrides.clone();
         next.set(&change);
         self.apply_effective(&next.apply_to(&self.config))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| CommandError::Failed(e.into()))?;
         self.overrides = next;
         let snap = self.shared.load();
         let weight = snap
@@ -103,7 +112,7 @@ impl L7 {
             .get(&change.pool)
             .and_then(|p| p.servers.iter().find(|s| s.address == change.server))
             .map(|s| s.weight());
-        tracing::info!(pool = %change.pool, server = %change.server, verb, ?weight, "l7: runtime change applied");
+        tracing::info!(pool = %change.pool, server = %change.server, ?weight, "l7: runtime change applied");
         Ok(serde_json::json!({
             "pool": change.pool,
             "server": change.server.to_string(),
@@ -287,57 +296,4 @@ fn same_socket(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         };
         strip(a) == strip(b)
     }
-}
-
-/// How often metrics and status are published to the admin board.
-const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-
-/// The L7 part: follows config reloads until shutdown, then stops accepting and drains.
-pub async fn run(mut ctx: PartContext) -> anyhow::Result<()> {
-    let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
-    let mut l7 = L7::new();
-    let first = l7.apply(&config.l7.clone().unwrap_or_default());
-    ctx.applied(
-        generation,
-        first.as_ref().map_err(|e| e.to_string()).copied(),
-    );
-    first?;
-    publish(&ctx, &l7);
-    let mut tick = tokio::time::interval(PUBLISH_EVERY);
-    loop {
-        tokio::select! {
-            changed = ctx.config.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
-                let next = config.l7.clone().unwrap_or_default();
-                let r = if next == l7.config { Ok(()) } else { l7.apply(&next) };
-                match &r {
-                    Ok(()) => tracing::info!(generation, "l7: configuration applied"),
-                    Err(e) => tracing::error!("l7: reload failed, the running routes stay: {e}"),
-                }
-                ctx.applied(generation, r.map_err(|e| e.to_string()));
-                publish(&ctx, &l7);
-            }
-            Some(cmd) = ctx.commands.recv() => {
-                let _ = cmd.reply.send(l7.command(&cmd.verb, &cmd.args));
-                publish(&ctx, &l7);
-            }
-            _ = tick.tick() => publish(&ctx, &l7),
-            _ = ctx.shutdown.changed() => {
-                if *ctx.shutdown.borrow() {
-                    break;
-                }
-            }
-        }
-    }
-    tracing::info!("l7: stopped accepting, draining in-flight requests");
-    l7.shutdown().await;
-    Ok(())
-}
-
-fn publish(ctx: &PartContext, l7: &L7) {
-    ctx.status.set("l7", l7.status());
-    ctx.status.set_metrics("l7", l7.metrics());
 }

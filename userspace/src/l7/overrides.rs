@@ -8,16 +8,12 @@ use crate::config::L7Config;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-/// Highest runtime weight, as in the config: the round-robin order has one entry per unit of
-/// weight, so it stays small.
-pub const MAX_WEIGHT: u32 = 256;
-
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Overrides {
     weights: BTreeMap<(String, SocketAddr), u32>,
 }
 
-/// A parsed `drain`, `undrain` or `weight` command.
+/// A `drain`, `undrain` or `weight` command for a server the config has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub pool: String,
@@ -27,34 +23,13 @@ pub struct Change {
 }
 
 impl Change {
-    /// Reads a command's verb and arguments (`pool=`, `server=`, `weight=`), checking the
-    /// server is in the pool of `config`.
-    pub fn parse(
+    /// A change of `server` in `pool`, if `config` has that server there.
+    pub fn checked(
         config: &L7Config,
-        verb: &str,
-        args: &BTreeMap<String, String>,
+        pool: String,
+        server: SocketAddr,
+        weight: Option<u32>,
     ) -> Result<Change, String> {
-        let arg = |k: &str| args.get(k).ok_or_else(|| format!("missing argument {k}"));
-        let weight = match verb {
-            "drain" => Some(0),
-            "undrain" => None,
-            "weight" => Some(
-                arg("weight")?
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|w| *w <= MAX_WEIGHT)
-                    .ok_or(format!("weight must be 0..={MAX_WEIGHT}"))?,
-            ),
-            other => {
-                return Err(format!(
-                    "unknown l7 command {other} (drain, undrain, weight)"
-                ));
-            }
-        };
-        let pool = arg("pool")?.clone();
-        let server: SocketAddr = arg("server")?
-            .parse()
-            .map_err(|_| "server must be an address with a port, e.g. 10.0.0.5:8080")?;
         let exists = config
             .pools
             .iter()
@@ -137,19 +112,12 @@ mod tests {
 
     const TWO: &str = "{ address = \"10.0.0.1:80\", weight = 3 }, { address = \"10.0.0.2:80\" }";
 
-    fn args(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn commands_are_checked_against_the_config() {
         let c = cfg(TWO);
         let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
-        let target = [("pool", "web"), ("server", "10.0.0.1:80")];
         assert_eq!(
-            Change::parse(&c, "drain", &args(&target)),
+            Change::checked(&c, "web".into(), a, Some(0)),
             Ok(Change {
                 pool: "web".into(),
                 server: a,
@@ -157,48 +125,14 @@ mod tests {
             })
         );
         assert_eq!(
-            Change::parse(&c, "undrain", &args(&target)).map(|c| c.weight),
-            Ok(None)
+            Change::checked(&c, "api".into(), a, None),
+            Err("pool api has no server 10.0.0.1:80".to_string())
         );
-        let mut w = target.to_vec();
-        w.push(("weight", "7"));
-        assert_eq!(
-            Change::parse(&c, "weight", &args(&w)).map(|c| c.weight),
-            Ok(Some(7))
+        assert!(
+            Change::checked(&c, "nope".into(), a, None)
+                .unwrap_err()
+                .contains("pool nope has no server")
         );
-        for (verb, kv, why) in [
-            ("weight", target.to_vec(), "missing argument weight"),
-            (
-                "weight",
-                [target[0], target[1], ("weight", "257")].to_vec(),
-                "weight must be 0..=256",
-            ),
-            (
-                "weight",
-                [target[0], target[1], ("weight", "-1")].to_vec(),
-                "weight must be",
-            ),
-            ("drain", vec![("pool", "web")], "missing argument server"),
-            (
-                "drain",
-                vec![("pool", "web"), ("server", "10.0.0.1")],
-                "address with a port",
-            ),
-            (
-                "drain",
-                vec![("pool", "api"), ("server", "10.0.0.1:80")],
-                "pool api has no server 10.0.0.1:80",
-            ),
-            (
-                "drain",
-                vec![("pool", "nope"), ("server", "10.0.0.1:80")],
-                "pool nope has no server",
-            ),
-            ("stop", target.to_vec(), "unknown l7 command stop"),
-        ] {
-            let e = Change::parse(&c, verb, &args(&kv)).unwrap_err();
-            assert!(e.contains(why), "{verb} {kv:?}: {e}");
-        }
     }
 
     #[test]

@@ -1,4 +1,3 @@
 //! Kernel networking state through rtnetlink.
 
 pub mod addr;
-pub mod neigh;

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use tokio::sync::{broadcast, watch};
+use std::sync::Arc;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::instance::{Announce, IfaceConfig, InstanceStatus};
@@ -15,8 +15,9 @@ use super::interface::NetworkType;
 use super::io::Speaker;
 use super::packet::{Auth, AuthKey};
 use crate::bus::Event;
-use crate::config::{AnnouncePolicy, OspfAnnounce, OspfAuth, OspfConfig, OspfNetwork};
-use crate::daemon::PartContext;
+use crate::config::{AnnouncePolicy, Config, OspfAnnounce, OspfAuth, OspfConfig, OspfNetwork};
+use crate::part::board::PartBoard;
+use crate::part::{Applied, ApplyError, Env, Part};
 
 /// Which VIPs should be announced now. Pure: events and time in, the set out.
 #[derive(Debug, Default)]
@@ -164,86 +165,88 @@ fn start(cfg: &OspfConfig, initial: BTreeMap<Ipv4Addr, Announce>) -> Running {
 
 impl Running {
     /// Graceful: the speaker flushes our LSAs and waits for acknowledgments.
-    async fn stop(self) {
+    async fn stop(&mut self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
     }
 }
 
-pub async fn run(mut ctx: PartContext) -> Result<()> {
-    let update = ctx.config.borrow_and_update().clone();
-    let Some(cfg) = update.config.ospf.clone() else {
-        ctx.applied(update.generation, Ok(()));
-        return Ok(());
-    };
-    let mut policy = Policy::new(cfg.announce.clone());
-    let mut bus = ctx.bus.subscribe();
-    let mut running = start(&cfg, policy.announced(Instant::now()));
-    ctx.applied(update.generation, Ok(()));
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            event = bus.recv() => match event {
-                Ok(e) => policy.event(&e),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    warn!("ospf: missed {n} bus events; state catches up with the next ones");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-            _ = tick.tick() => {
-                let set = policy.announced(Instant::now());
-                running.announce.send_if_modified(|current| {
-                    let changed = *current != set;
-                    if changed {
-                        info!(vips = ?set.keys().collect::<Vec<_>>(), "ospf: announced VIPs changed");
-                        *current = set;
-                    }
-                    changed
-                });
-            }
-            changed = running.status.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                if let Some(status) = running.status.borrow_and_update().as_ref() {
-                    ctx.status.set("ospf", serde_json::to_value(status).unwrap_or_default());
-                    ctx.status.set_metrics("ospf", status.metrics());
-                }
-            }
-            changed = ctx.config.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let update = ctx.config.borrow_and_update().clone();
-                match update.config.ospf.clone() {
-                    None => {
-                        warn!("ospf: section removed; withdrawing and stopping");
-                        ctx.applied(update.generation, Ok(()));
-                        running.stop().await;
-                        return Ok(());
-                    }
-                    Some(new) => {
-                        policy.reconfigure(new.announce.clone());
-                        if new.router_id != running.cfg.router_id || new.interfaces != running.cfg.interfaces {
-                            // A new router ID or interface set is a new router: withdraw
-                            // under the old identity, then start over.
-                            running.stop().await;
-                            running = start(&new, policy.announced(Instant::now()));
-                        }
-                        running.cfg = new;
-                        ctx.applied(update.generation, Ok(()));
-                    }
-                }
-            }
-            changed = ctx.shutdown.changed() => {
-                if changed.is_err() || *ctx.shutdown.borrow() {
-                    break;
-                }
-            }
+/// The OSPF part: `[ospf]` present in the config.
+pub struct Ospf {
+    policy: Policy,
+    running: Running,
+}
+
+impl Part for Ospf {
+    const NAME: &'static str = "ospf";
+    /// The announce policy's hold-downs are checked this often.
+    const TICK: Duration = Duration::from_millis(100);
+    type Wake = bool;
+
+    fn wanted(config: &Config) -> bool {
+        config.ospf.is_some()
+    }
+
+    async fn start(_env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
+        let cfg = config.ospf.clone().ok_or("no [ospf] section")?;
+        let mut policy = Policy::new(cfg.announce.clone());
+        let running = start(&cfg, policy.announced(Instant::now()));
+        Ok(Ospf { policy, running })
+    }
+
+    async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
+        let Some(new) = config.ospf.clone() else {
+            warn!("ospf: section removed; withdrawing and stopping");
+            return Ok(Applied::Retired);
+        };
+        self.policy.reconfigure(new.announce.clone());
+        if new.router_id != self.running.cfg.router_id
+            || new.interfaces != self.running.cfg.interfaces
+        {
+            // A new router ID or interface set is a new router: withdraw under the old
+            // identity, then start over.
+            self.running.stop().await;
+            self.running = start(&new, self.policy.announced(Instant::now()));
+        }
+        self.running.cfg = new;
+        Ok(Applied::Running)
+    }
+
+    async fn event(&mut self, event: &Event) {
+        self.policy.event(event);
+    }
+
+    /// `true` when the speaker published a new status; `false` when it ended.
+    async fn wake(&mut self) -> bool {
+        if self.running.status.changed().await.is_ok() {
+            true
+        } else {
+            std::future::pending().await
         }
     }
-    running.stop().await;
-    Ok(())
+
+    async fn tick(&mut self) {
+        let set = self.policy.announced(Instant::now());
+        self.running.announce.send_if_modified(|current| {
+            let changed = *current != set;
+            if changed {
+                info!(vips = ?set.keys().collect::<Vec<_>>(), "ospf: announced VIPs changed");
+                *current = set;
+            }
+            changed
+        });
+    }
+
+    fn publish(&mut self, board: &PartBoard) {
+        if let Some(status) = self.running.status.borrow_and_update().as_ref() {
+            board.set(serde_json::to_value(status).unwrap_or_default());
+            board.set_metrics(status.metrics());
+        }
+    }
+
+    async fn stop(mut self) {
+        self.running.stop().await;
+    }
 }
 
 #[cfg(test)]

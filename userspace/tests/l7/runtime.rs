@@ -5,6 +5,7 @@
 use crate::harness::*;
 use crate::pools::wait_until;
 use portier::l7::L7;
+use portier::part::Command;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,8 +19,8 @@ fn command(p: &mut L7, verb: &str, server: &Backend, weight: Option<u32>) -> ser
     if let Some(w) = weight {
         args.insert("weight".into(), w.to_string());
     }
-    p.command(verb, &args)
-        .unwrap_or_else(|e| panic!("{verb}: {e}"))
+    let c = Command::parse("l7", verb, &args).unwrap_or_else(|e| panic!("{verb}: {e}"));
+    p.command(c).unwrap_or_else(|e| panic!("{verb}: {e}"))
 }
 
 async fn names(addr: std::net::SocketAddr, n: usize, req: &[u8]) -> Vec<String> {
@@ -164,17 +165,22 @@ async fn bad_commands_are_refused_without_a_change() {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     };
-    let e = p
-        .command("drain", &args(&[("pool", "p"), ("server", "127.0.0.1:1")]))
-        .unwrap_err();
+    let drain = Command::parse(
+        "l7",
+        "drain",
+        &args(&[("pool", "p"), ("server", "127.0.0.1:1")]),
+    )
+    .expect("well-formed");
+    let e = p.command(drain).unwrap_err().to_string();
     assert!(e.contains("pool p has no server 127.0.0.1:1"), "{e}");
     let server = a.addr.to_string();
-    let e = p
-        .command(
-            "weight",
-            &args(&[("pool", "p"), ("server", &server), ("weight", "70000")]),
-        )
-        .unwrap_err();
+    let e = Command::parse(
+        "l7",
+        "weight",
+        &args(&[("pool", "p"), ("server", &server), ("weight", "70000")]),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("weight must be"), "{e}");
     assert_eq!(server_status(&p, 0)["state"], "active");
 }

@@ -1,5 +1,5 @@
 use crate::config::{Config, Forwarding, Protocol, ServiceConfig};
-use crate::maglev::{self, MaglevInput};
+use crate::l4::maglev::{self, MaglevInput};
 use dataplane_common::{
     BACKEND_F_VALID, Backend, FAMILY_V4, FAMILY_V6, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
     PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue,

@@ -1,22 +1,25 @@
 //! The L4 part: attach the balancer, keep its maps in line with the config, runtime overrides
 //! (drain, weight) and the neighbour table; publish status and counters.
 
-use super::{Command, ConfigUpdate, PartContext};
-use crate::bus::Event;
+use crate::bus::{Bus, Event};
 use crate::config::{Config, Forwarding, XdpMode};
+use crate::dataplane::stats::{IdNames, id_names_path};
 use crate::dataplane::{
     Dataplane, DataplaneOptions, EncapSourceConfig, ForwardMode, XdpAttachMode,
 };
-use crate::health::{Checker, Probe, Schedule};
+use crate::health::{Checker, Probe, Schedule, Transition};
+use crate::l4::neigh::{self, Lookup};
 use crate::l4::{NextHop, Op, Overrides, Reconciler};
-use crate::net::neigh::{self, Lookup};
-use crate::stats::{IdNames, id_names_path};
+use crate::part::board::PartBoard;
+use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 /// How often next hops are re-read from the kernel and status is refreshed.
@@ -26,10 +29,13 @@ const ROUTE_REFRESH_TICKS: u32 = 10;
 /// How long a (re)load waits for new backends' MACs before publishing tables.
 const RESOLVE_WAIT: Duration = Duration::from_secs(3);
 
-struct L4 {
+pub struct L4 {
     config: Config,
     overrides: Overrides,
     checker: Checker,
+    transitions: mpsc::UnboundedReceiver<Transition>,
+    bus: Bus,
+    teardown_on_exit: bool,
     /// (service, backend) pairs whose health check failed: out of the Maglev table, while
     /// their established flows keep going through the connection table.
     down: BTreeSet<(String, IpAddr)>,
@@ -47,91 +53,127 @@ struct L4 {
     ticks: u32,
 }
 
-pub async fn run(mut ctx: PartContext) -> Result<()> {
-    let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
-    let (checker, mut transitions) = Checker::new();
-    let mut l4 = match start(&config, checker, ctx.teardown_on_exit).await {
-        Ok(l4) => l4,
-        Err(e) => {
-            ctx.applied(generation, Err(format!("{e:#}")));
-            return Err(e);
-        }
-    };
-    let first = l4.install(&config).await;
-    ctx.applied(
-        generation,
-        first.as_ref().map_err(|e| format!("{e:#}")).copied(),
-    );
-    first?;
-    l4.announce_all(&ctx);
-    l4.publish(&ctx);
+impl Part for L4 {
+    const NAME: &'static str = "l4";
+    const TICK: Duration = TICK;
+    type Wake = Transition;
 
-    let mut tick = tokio::time::interval(TICK);
-    loop {
-        tokio::select! {
-            changed = ctx.config.changed() => {
-                if changed.is_err() { break; }
-                let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
-                if config.node != l4.config.node
-                    || config.dataplane.conntrack_size != l4.config.dataplane.conntrack_size
-                {
-                    warn!("l4: [node] and dataplane.conntrack_size take effect on restart only");
-                }
-                let r = l4.install(&config).await;
-                if let Err(e) = &r {
-                    error!("l4: applying the new config failed: {e:#}");
-                }
-                ctx.applied(generation, r.map_err(|e| format!("{e:#}")));
-                l4.announce_all(&ctx);
-                l4.publish(&ctx);
-            }
-            Some(t) = transitions.recv() => {
-                let key = (t.service.clone(), t.backend);
-                if t.healthy {
-                    l4.down.remove(&key);
-                } else {
-                    l4.down.insert(key);
-                }
-                let config = l4.config.clone();
-                match l4.install(&config).await {
-                    // Logged once the table is swapped: from here on no new flow goes there.
-                    Ok(()) if t.healthy => info!(service = %t.service, backend = %t.backend, "backend up: back in the table"),
-                    Ok(()) => warn!(service = %t.service, backend = %t.backend, reason = %t.reason, "backend down: out of the table, established flows continue"),
-                    Err(e) => error!("l4: applying a health change failed: {e:#}"),
-                }
-                l4.announce_health(&ctx, &t.service);
-                l4.publish(&ctx);
-            }
-            Some(cmd) = ctx.commands.recv() => {
-                let answer = l4.command(&cmd).await;
-                let _ = cmd.reply.send(answer);
-                l4.publish(&ctx);
-            }
-            _ = ctx.shutdown.changed() => break,
-            _ = tick.tick() => {
-                l4.ticks = l4.ticks.wrapping_add(1);
-                if l4.ticks.is_multiple_of(ROUTE_REFRESH_TICKS) {
-                    l4.routes.clear();
-                }
-                if let Err(e) = l4.refresh_next_hops(Duration::ZERO).await {
-                    warn!("neighbour refresh failed: {e:#}");
-                }
-                l4.publish(&ctx);
-            }
+    fn wanted(config: &Config) -> bool {
+        !config.services.is_empty()
+    }
+
+    async fn start(env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
+        let mut l4 = start(config, env).await?;
+        l4.install(config).await?;
+        l4.announce_all();
+        Ok(l4)
+    }
+
+    async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
+        if config.node != self.config.node
+            || config.dataplane.conntrack_size != self.config.dataplane.conntrack_size
+        {
+            warn!("l4: [node] and dataplane.conntrack_size take effect on restart only");
+        }
+        let r = self.install(config).await;
+        self.announce_all();
+        r?;
+        Ok(Applied::Running)
+    }
+
+    async fn command(&mut self, command: Command) -> Result<Reply, CommandError> {
+        let Command::Backend {
+            service,
+            backend,
+            change,
+        } = command
+        else {
+            return Err(CommandError::Unsupported {
+                part: Self::NAME,
+                verb: command.verb(),
+            });
+        };
+        let exists = self
+            .config
+            .services
+            .iter()
+            .any(|s| s.name == service && s.backends.iter().any(|b| b.address == backend));
+        if !exists {
+            return Err(CommandError::NoSuchTarget(format!(
+                "service {service} has no backend {backend}"
+            )));
+        }
+        self.overrides.set(&service, backend, change.weight());
+        let config = self.config.clone();
+        self.install(&config)
+            .await
+            .map_err(|e| CommandError::Failed(e.into()))?;
+        info!(%service, %backend, verb = change.verb(), weight = ?change.weight(), "runtime change applied");
+        Ok(serde_json::json!({
+            "service": service,
+            "backend": backend,
+            "weight": self.overrides.effective_weight(&config, &service, backend),
+        }))
+    }
+
+    async fn wake(&mut self) -> Transition {
+        match self.transitions.recv().await {
+            Some(t) => t,
+            // The checker lives as long as the part; nothing more will come.
+            None => std::future::pending().await,
         }
     }
-    if ctx.teardown_on_exit {
-        info!("l4: detaching the balancer and removing its pins");
-        if let Some(dir) = id_names_path(&l4.config.node.name).parent() {
-            let _ = std::fs::remove_dir_all(dir);
+
+    async fn woken(&mut self, t: Transition) {
+        let key = (t.service.clone(), t.backend);
+        if t.healthy {
+            self.down.remove(&key);
+        } else {
+            self.down.insert(key);
         }
-    } else {
-        info!("l4: leaving the balancer running for the next instance");
+        let config = self.config.clone();
+        match self.install(&config).await {
+            // Logged once the table is swapped: from here on no new flow goes there.
+            Ok(()) if t.healthy => {
+                info!(service = %t.service, backend = %t.backend, "backend up: back in the table")
+            }
+            Ok(()) => {
+                warn!(service = %t.service, backend = %t.backend, reason = %t.reason, "backend down: out of the table, established flows continue")
+            }
+            Err(e) => error!("l4: applying a health change failed: {e:#}"),
+        }
+        self.announce_health(&t.service);
     }
-    Ok(())
+
+    async fn tick(&mut self) {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(ROUTE_REFRESH_TICKS) {
+            self.routes.clear();
+        }
+        if let Err(e) = self.refresh_next_hops(Duration::ZERO).await {
+            warn!("neighbour refresh failed: {e:#}");
+        }
+    }
+
+    fn publish(&mut self, board: &PartBoard) {
+        self.publish_status(board);
+    }
+
+    async fn stop(self) {
+        if self.teardown_on_exit {
+            info!("l4: detaching the balancer and removing its pins");
+            if let Some(dir) = id_names_path(&self.config.node.name).parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        } else {
+            info!("l4: leaving the balancer running for the next instance");
+        }
+    }
 }
 
-async fn start(config: &Config, checker: Checker, teardown_on_exit: bool) -> Result<L4> {
+async fn start(config: &Config, env: Env) -> Result<L4> {
+    let teardown_on_exit = env.teardown_on_exit;
+    let (checker, transitions) = Checker::new();
     let (connection, handle, _) =
         rtnetlink::new_connection().context("cannot open an rtnetlink socket")?;
     tokio::spawn(connection);
@@ -167,6 +209,9 @@ async fn start(config: &Config, checker: Checker, teardown_on_exit: bool) -> Res
         config: config.clone(),
         overrides: Overrides::default(),
         checker,
+        transitions,
+        bus: env.bus,
+        teardown_on_exit,
         down: BTreeSet::new(),
         dataplane,
         reconciler,
@@ -254,14 +299,14 @@ impl L4 {
         self.down.retain(|k| targets.contains_key(k));
     }
 
-    fn announce_all(&self, ctx: &PartContext) {
+    fn announce_all(&self) {
         for s in &self.config.services {
-            self.announce_health(ctx, &s.name);
+            self.announce_health(&s.name);
         }
     }
 
     /// Tells the other parts (VRRP tracking, OSPF announce policy) how healthy a service is.
-    fn announce_health(&self, ctx: &PartContext, service: &str) {
+    fn announce_health(&self, service: &str) {
         let Some(s) = self.config.services.iter().find(|s| s.name == service) else {
             return;
         };
@@ -271,57 +316,12 @@ impl L4 {
             .iter()
             .filter(|b| !self.down.contains(&(s.name.clone(), b.address)))
             .count();
-        ctx.bus.publish(Event::ServiceHealth {
+        self.bus.publish(Event::ServiceHealth {
             service: s.name.clone(),
             vip: Some(s.vip),
             healthy,
             total,
         });
-    }
-
-    /// Runtime commands: `drain`, `undrain`, `weight` (service=, backend=, weight=).
-    async fn command(&mut self, cmd: &Command) -> Result<serde_json::Value, String> {
-        let arg = |k: &str| {
-            cmd.args
-                .get(k)
-                .cloned()
-                .ok_or_else(|| format!("missing argument {k}"))
-        };
-        let service = arg("service")?;
-        let backend: IpAddr = arg("backend")?
-            .parse()
-            .map_err(|_| "backend must be an IP address".to_string())?;
-        let exists = self
-            .config
-            .services
-            .iter()
-            .any(|s| s.name == service && s.backends.iter().any(|b| b.address == backend));
-        if !exists {
-            return Err(format!("service {service} has no backend {backend}"));
-        }
-        let weight = match cmd.verb.as_str() {
-            "drain" => Some(0),
-            "undrain" => None,
-            "weight" => Some(
-                arg("weight")?
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|w| *w <= 65535)
-                    .ok_or("weight must be 0..=65535")?,
-            ),
-            other => {
-                return Err(format!(
-                    "unknown l4 command {other} (drain, undrain, weight)"
-                ));
-            }
-        };
-        self.overrides.set(&service, backend, weight);
-        let config = self.config.clone();
-        self.install(&config).await.map_err(|e| format!("{e:#}"))?;
-        info!(%service, %backend, verb = %cmd.verb, ?weight, "runtime change applied");
-        Ok(
-            serde_json::json!({ "service": service, "backend": backend, "weight": self.overrides.effective_weight(&config, &service, backend) }),
-        )
     }
 
     fn apply_ops(&mut self, ops: &[Op]) -> Result<()> {
@@ -471,7 +471,7 @@ impl L4 {
     }
 
     /// Status JSON and metrics for the admin API.
-    fn publish(&self, ctx: &PartContext) {
+    fn publish_status(&self, board: &PartBoard) {
         let ids: HashMap<String, u32> = self.reconciler.service_ids().into_iter().collect();
         let mut services = Vec::new();
         let mut metrics = String::new();
@@ -567,16 +567,13 @@ impl L4 {
             .iter()
             .map(|i| serde_json::json!({ "name": i.name, "ifindex": i.ifindex, "mode": format!("{:?}", i.mode) }))
             .collect();
-        ctx.status.set(
-            "l4",
-            serde_json::json!({
-                "interfaces": interfaces,
-                "services": services,
-                "backends": hosts,
-                "events": reasons,
-            }),
-        );
-        ctx.status.set_metrics("l4", metrics);
+        board.set(serde_json::json!({
+            "interfaces": interfaces,
+            "services": services,
+            "backends": hosts,
+            "events": reasons,
+        }));
+        board.set_metrics(metrics);
     }
 }
 

@@ -47,3 +47,24 @@ impl StatusBoard {
             .unwrap_or_default()
     }
 }
+
+/// One part's entry on the board.
+#[derive(Debug, Clone)]
+pub struct PartBoard {
+    board: StatusBoard,
+    part: &'static str,
+}
+
+impl PartBoard {
+    pub fn new(board: StatusBoard, part: &'static str) -> Self {
+        Self { board, part }
+    }
+
+    pub fn set(&self, value: serde_json::Value) {
+        self.board.set(self.part, value);
+    }
+
+    pub fn set_metrics(&self, text: String) {
+        self.board.set_metrics(self.part, text);
+    }
+}

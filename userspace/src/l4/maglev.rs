@@ -9,6 +9,7 @@
 //! round and the others in proportion, so shares match weights to within one round. Within a
 //! round backends go in key order.
 
+pub use crate::limits::is_prime;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -101,28 +102,6 @@ fn fill_by_heap(walkers: &mut [Walker], size: u64, max_weight: u64) -> Vec<u32> 
         due.push(Reverse((walker.next_round(max_weight), rank)));
     }
     table
-}
-
-/// Deterministic trial division; table sizes are at most a few million, so this is cheap.
-pub fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
-    }
-    if n < 4 {
-        return true;
-    }
-    if n.is_multiple_of(2) || n.is_multiple_of(3) {
-        return false;
-    }
-    let n = u64::from(n);
-    let mut d: u64 = 5;
-    while d * d <= n {
-        if n.is_multiple_of(d) || n.is_multiple_of(d + 2) {
-            return false;
-        }
-        d += 6;
-    }
-    true
 }
 
 /// A backend's walk through its permutation, plus how many slots it has claimed.

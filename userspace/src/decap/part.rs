@@ -1,69 +1,62 @@
 //! The decap part (hosts behind IPIP services): attach the decapsulator, keep its tunnel
 //! addresses in line with `[decap]`, publish its counters.
 
-use super::{ConfigUpdate, PartContext};
-use crate::config::DecapConfig;
+use crate::config::{Config, DecapConfig};
 use crate::dataplane::{DecapOptions, Decapsulator};
+use crate::part::board::PartBoard;
+use crate::part::{Applied, ApplyError, Env, Part};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// How often the counters are refreshed on the status board.
 const TICK: Duration = Duration::from_secs(1);
 
-struct Decap {
+pub struct Decap {
     decapsulator: Decapsulator,
     interfaces: Vec<String>,
     addresses: BTreeSet<IpAddr>,
 }
 
-pub async fn run(mut ctx: PartContext) -> Result<()> {
-    let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
-    let Some(wanted) = config.decap.clone() else {
-        ctx.applied(generation, Ok(()));
-        return Ok(());
-    };
-    let mut decap = match start(&config.node.name, &wanted) {
-        Ok(d) => d,
-        Err(e) => {
-            ctx.applied(generation, Err(format!("{e:#}")));
-            return Err(e);
-        }
-    };
-    ctx.applied(generation, Ok(()));
-    decap.publish(&ctx);
+impl Part for Decap {
+    const NAME: &'static str = "decap";
+    const TICK: Duration = TICK;
+    type Wake = std::convert::Infallible;
 
-    let mut tick = tokio::time::interval(TICK);
-    loop {
-        tokio::select! {
-            changed = ctx.config.changed() => {
-                if changed.is_err() { break; }
-                let ConfigUpdate { generation, config } = ctx.config.borrow_and_update().clone();
-                // A removed section leaves nothing to decapsulate for.
-                let wanted = config.decap.clone().unwrap_or(DecapConfig {
-                    interfaces: decap.interfaces.clone(),
-                    addresses: Vec::new(),
-                });
-                if wanted.interfaces != decap.interfaces {
-                    warn!("decap: interfaces take effect on restart only");
-                }
-                let r = decap.sync(&wanted.addresses);
-                if let Err(e) = &r {
-                    error!("decap: applying the new config failed: {e:#}");
-                }
-                ctx.applied(generation, r.map_err(|e| format!("{e:#}")));
-                decap.publish(&ctx);
-            }
-            _ = ctx.shutdown.changed() => break,
-            _ = tick.tick() => decap.publish(&ctx),
-        }
+    fn wanted(config: &Config) -> bool {
+        config.decap.is_some()
     }
-    // Dropping the decapsulator detaches it: a host without the daemon gets no tunnels.
-    info!("decap: detaching the decapsulator");
-    Ok(())
+
+    async fn start(_env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
+        let wanted = config.decap.clone().ok_or("no [decap] section")?;
+        Ok(start(&config.node.name, &wanted)?)
+    }
+
+    async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
+        // A removed section leaves nothing to decapsulate for.
+        let wanted = config.decap.clone().unwrap_or(DecapConfig {
+            interfaces: self.interfaces.clone(),
+            addresses: Vec::new(),
+        });
+        if wanted.interfaces != self.interfaces {
+            warn!("decap: interfaces take effect on restart only");
+        }
+        self.sync(&wanted.addresses)?;
+        Ok(Applied::Running)
+    }
+
+    fn publish(&mut self, board: &PartBoard) {
+        self.publish_status(board);
+    }
+
+    async fn stop(self) {
+        // Dropping the decapsulator detaches it: a host without the daemon gets no tunnels.
+        info!("decap: detaching the decapsulator");
+    }
 }
 
 fn start(node: &str, config: &DecapConfig) -> Result<Decap> {
@@ -112,7 +105,7 @@ impl Decap {
         Ok(())
     }
 
-    fn publish(&self, ctx: &PartContext) {
+    fn publish_status(&self, board: &PartBoard) {
         let mut metrics = String::new();
         let mut reasons = serde_json::Map::new();
         let _ = writeln!(metrics, "# TYPE portier_decap_packets_total counter");
@@ -135,14 +128,11 @@ impl Decap {
             .iter()
             .map(|i| serde_json::json!({ "name": i.name, "ifindex": i.ifindex, "mode": format!("{:?}", i.mode) }))
             .collect();
-        ctx.status.set(
-            "decap",
-            serde_json::json!({
-                "interfaces": interfaces,
-                "addresses": self.addresses,
-                "events": reasons,
-            }),
-        );
-        ctx.status.set_metrics("decap", metrics);
+        board.set(serde_json::json!({
+            "interfaces": interfaces,
+            "addresses": self.addresses,
+            "events": reasons,
+        }));
+        board.set_metrics(metrics);
     }
 }
