@@ -483,9 +483,32 @@ impl Daemon {
         self.wait_for("reload applied", before + 1, Duration::from_secs(20))
     }
 
-    /// Runs `portier ARGS` in this daemon's namespace (admin API commands) and returns stdout.
+    /// Runs `portier ARGS --node NAME` (an admin command through this daemon's socket) in
+    /// its namespace and returns stdout.
     pub fn cli(&self, ns: &str, args: &[&str]) -> Result<String> {
-        exec_in(ns, &bin("portier")?.to_string_lossy(), args)
+        let name = self.node_name()?;
+        exec_in(
+            ns,
+            &bin("portier")?.to_string_lossy(),
+            &[args, &["--node", &name]].concat(),
+        )
+    }
+
+    /// `[node] name` of this daemon's config: its admin socket is /run/portier/NAME.sock.
+    pub fn node_name(&self) -> Result<String> {
+        let text = std::fs::read_to_string(&self.config)?;
+        let mut in_node = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_node = line == "[node]";
+            } else if in_node
+                && let Some(v) = line.strip_prefix("name")
+                && let Some(v) = v.trim_start().strip_prefix('=')
+            {
+                return Ok(v.trim().trim_matches('"').to_string());
+            }
+        }
+        bail!("{}: no [node] name", self.config.display())
     }
 
     pub fn pid(&self) -> u32 {

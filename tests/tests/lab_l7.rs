@@ -148,12 +148,11 @@ fn l7_routing_end_to_end() -> Result<()> {
     );
 
     // --- Drain host2's first todo container at runtime under load, then undrain it.
-    let admin: SocketAddr = "127.0.0.1:9900".parse()?;
+    let admin =
+        portier::admin::client::Target::Socket(portier::config::default_socket(&l.ns("host2")));
     let command = |verb: &str| -> Result<String> {
         let path = format!("/command/l7/{verb}?pool=todo&server=172.17.0.10:8080");
-        netns::in_netns(&l.ns("host2"), || {
-            portier::admin::client::request(admin, "POST", &path)
-        })?
+        portier::admin::client::request(&admin, "POST", &path)
     };
     let drained = "host2-todo1";
     let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(120))?;

@@ -1,7 +1,7 @@
 use anyhow::Result;
 
 use clap::{Parser, Subcommand};
-use portier::admin::client::request;
+use portier::admin::client::{Target, request};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,15 +48,18 @@ enum Command {
     },
     /// State of a running node (services, backends, pools, servers, counters) from its admin API.
     Status {
-        #[arg(long, default_value = "127.0.0.1:9900")]
-        admin: SocketAddr,
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Read from the TCP listener ([admin] listen) instead of the socket.
+        #[arg(long, conflicts_with_all = ["node", "socket"])]
+        admin: Option<SocketAddr>,
         #[arg(long)]
         json: bool,
     },
     /// Re-read the config file of a running node (as SIGHUP); reports whether it was applied.
     Reload {
-        #[arg(long, default_value = "127.0.0.1:9900")]
-        admin: SocketAddr,
+        #[command(flatten)]
+        socket: SocketArgs,
     },
     /// Stop new flows (L4 backend) or requests (L7 pool server); in-flight ones finish.
     ///
@@ -101,8 +104,26 @@ struct BackendArgs {
     /// L7 server address with port, as in the pool's `servers`.
     #[arg(long, requires = "pool", conflicts_with_all = ["service", "backend"])]
     server: Option<SocketAddr>,
-    #[arg(long, default_value = "127.0.0.1:9900")]
-    admin: SocketAddr,
+    #[command(flatten)]
+    socket: SocketArgs,
+}
+
+/// Which node's admin socket: commands go only through it (root, or the `[admin] group`).
+/// Without either option, the only socket in /run/portier.
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The node's name ([node] name): its socket is /run/portier/NAME.sock.
+    #[arg(long)]
+    node: Option<String>,
+    /// The admin socket's path, when [admin] socket moved it.
+    #[arg(long, conflicts_with = "node")]
+    socket: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn target(&self) -> Result<Target> {
+        Target::choose(self.socket.clone(), self.node.as_deref(), None)
+    }
 }
 
 impl BackendArgs {
@@ -163,6 +184,9 @@ fn run(cli: Cli) -> Result<()> {
             )),
         Command::Check { config } => {
             let c = portier::config::load(&config)?;
+            for w in portier::config::warnings(&c) {
+                eprintln!("{}: warning: {w}", config.display());
+            }
             println!(
                 "{}: ok ({} services, {} backends)",
                 config.display(),
@@ -175,8 +199,16 @@ fn run(cli: Cli) -> Result<()> {
             &PathBuf::from(portier::dataplane::DEFAULT_PIN_ROOT).join(node),
             json,
         ),
-        Command::Status { admin, json } => {
-            let body = request(admin, "GET", "/status")?;
+        Command::Status {
+            socket,
+            admin,
+            json,
+        } => {
+            let target = match admin {
+                Some(a) => Target::Tcp(a),
+                None => socket.target()?,
+            };
+            let body = request(&target, "GET", "/status")?;
             if json {
                 print!("{body}");
             } else {
@@ -184,21 +216,27 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Reload { admin } => {
-            print!("{}", request(admin, "POST", "/reload")?);
+        Command::Reload { socket } => {
+            print!("{}", request(&socket.target()?, "POST", "/reload")?);
             Ok(())
         }
         Command::Drain(b) => {
-            print!("{}", request(b.admin, "POST", &b.path("drain")?)?);
+            print!(
+                "{}",
+                request(&b.socket.target()?, "POST", &b.path("drain")?)?
+            );
             Ok(())
         }
         Command::Undrain(b) => {
-            print!("{}", request(b.admin, "POST", &b.path("undrain")?)?);
+            print!(
+                "{}",
+                request(&b.socket.target()?, "POST", &b.path("undrain")?)?
+            );
             Ok(())
         }
         Command::Weight { backend, weight } => {
             let path = format!("{}&weight={weight}", backend.path("weight")?);
-            print!("{}", request(backend.admin, "POST", &path)?);
+            print!("{}", request(&backend.socket.target()?, "POST", &path)?);
             Ok(())
         }
         Command::XdpPass { interface, pin } => {

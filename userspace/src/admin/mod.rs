@@ -1,63 +1,48 @@
-//! The admin API, on a loopback address: status, metrics and runtime commands.
+//! The admin API. Two doors, as HAProxy's stats socket next to its stats page:
 //!
+//! - The Unix socket (`/run/portier/<node>.sock`, mode 0600 root, or 0660 with `[admin]
+//!   group`) serves everything, and is the only way to change the node. The CLI uses it.
+//!   Every command is logged with the peer's uid, gid and pid (SO_PEERCRED).
+//! - The TCP listener (`[admin] listen`, optional `allow` list) serves reads only, so it can
+//!   face a Prometheus server: any other method gets 405 and a pointer to the socket.
+//!
+//! Requests:
 //! - `GET /status`: JSON, one entry per running part.
 //! - `GET /metrics`: Prometheus text.
 //! - `POST /reload`: re-read the config file (as SIGHUP), answers once applied or refused.
 //! - `POST /command/<part>/<verb>?key=value&...`: a runtime command for one part, e.g.
 //!   `/command/l4/drain?service=web&backend=10.0.0.21` or
-//!   `/command/l7/weight?pool=todo&server=172.17.0.10:8080&weight=3`.
+//!   `/command/l7/weight?pool=todo&server=172.17.0.10:8080&weight=3`. Unknown parts and verbs
+//!   are 404 with the known ones; a part that cannot answer within a second, 503.
+//!
+//! Both doors bound what a client can hold: a header read timeout, a cap on connections and
+//! on a connection's lifetime, and a pause after accept errors (out of file descriptors).
 
 pub mod client;
+mod server;
 pub mod table;
+
+pub use server::{Admin, serve};
 
 use crate::part::command::{Command, CommandError, ParseError};
 use crate::part::control::ReloadError;
 use crate::part::{Control, StatusBoard};
-use anyhow::{Context, Result};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tracing::{info, warn};
 
-pub async fn serve(
-    listen: SocketAddr,
-    status: StatusBoard,
-    control: Control,
-) -> Result<JoinHandle<()>> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("admin API cannot listen on {listen}"))?;
-    info!(%listen, "admin API listening");
-    Ok(tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!("admin accept: {e}");
-                    continue;
-                }
-            };
-            let status = status.clone();
-            let control = control.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let status = status.clone();
-                    let control = control.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(handle(req, &status, &control).await)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    }))
+/// Who is asking: what the door lets them do, and who they are for the log.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A Unix socket peer: may read and change.
+    Local {
+        uid: u32,
+        gid: u32,
+        pid: Option<i32>,
+    },
+    /// A TCP client: may read.
+    Remote(std::net::SocketAddr),
 }
 
 fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -133,11 +118,34 @@ fn percent_decode(s: &str) -> String {
 
 async fn handle(
     req: Request<Incoming>,
+    caller: &Caller,
     status: &StatusBoard,
     control: &Control,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Caller::Remote(_) = caller
+        && req.method() != Method::GET
+        && req.method() != Method::HEAD
+    {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "this listener only serves GET /status and /metrics; changes go through the \
+             node's admin socket (/run/portier/<node>.sock), e.g. with the portier CLI as root\n"
+                .into(),
+        );
+        r.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
+    }
+    if req.method() == Method::POST
+        && let Caller::Local { uid, gid, pid } = caller
+    {
+        tracing::info!(uid, gid, pid = ?pid, path = %req.uri(), "admin command");
+    }
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["status"]) => json(StatusCode::OK, &status.status()),
         (&Method::GET, ["metrics"]) => reply(

@@ -1,38 +1,99 @@
-//! `[admin]`: where the admin API (status, metrics, runtime commands) listens.
+//! `[admin]`: the command socket and the read-only TCP listener.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
-use super::model::AdminConfig;
-use super::reader::Table;
+use super::model::{AdminConfig, Cidr, Config};
+use super::reader::{Located, Table};
 use super::report::Report;
-
-/// The admin API must not be reachable from the network by accident.
-fn is_local(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
-}
+use super::rules;
 
 pub(super) fn admin(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<AdminConfig> {
-    table.deny_unknown(report, &["listen"]);
-    let Some(listen) = table.optional_str(report, "listen") else {
-        return Some(AdminConfig::default());
+    table.deny_unknown(report, &["listen", "allow", "socket", "group"]);
+    let listen = match table.optional_str(report, "listen") {
+        None => Some(AdminConfig::DEFAULT_LISTEN),
+        Some(v) => match v.value.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                report.add(
+                    v.offset,
+                    v.key,
+                    format!("\"{}\" is not an address:port", v.value),
+                );
+                None
+            }
+        },
     };
-    match listen.value.parse::<SocketAddr>() {
-        Ok(addr) if is_local(&addr) => Some(AdminConfig { listen: addr }),
-        Ok(addr) => {
-            report.add(
-                listen.offset,
-                listen.key,
-                format!("{addr} is not a loopback address; the admin API has no authentication"),
-            );
+    let allow: Option<Vec<Cidr>> = match table.optional_str_array(report, "allow") {
+        None => Some(Vec::new()),
+        Some(items) => items
+            .value
+            .into_iter()
+            .map(|item| cidr(report, item))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect(),
+    };
+    let socket = match table.optional_str(report, "socket") {
+        None => Some(None),
+        Some(v) if v.value.starts_with('/') => Some(Some(PathBuf::from(v.value))),
+        Some(v) => {
+            report.add(v.offset, v.key, "must be an absolute path");
             None
         }
-        Err(_) => {
-            report.add(
-                listen.offset,
-                listen.key,
-                format!("\"{}\" is not an address:port", listen.value),
-            );
-            None
-        }
+    };
+    let group = match table.optional_str(report, "group") {
+        None => Some(None),
+        Some(v) => rules::name(
+            report,
+            v,
+            32,
+            |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'),
+            "letters, digits, '-', '_' and '.'",
+        )
+        .map(Some),
+    };
+    Some(AdminConfig {
+        listen: Some(listen?),
+        allow: allow?,
+        socket: socket?,
+        group: group?,
+    })
+}
+
+/// `address/length`; unlike a source prefix, `0.0.0.0/0` is a fine thing to allow.
+fn cidr(report: &mut Report<'_>, value: Located<&str>) -> Option<Cidr> {
+    let parsed = value.value.split_once('/').and_then(|(a, l)| {
+        let address = a.parse::<IpAddr>().ok()?;
+        let len = l.parse::<u8>().ok()?;
+        let width = if address.is_ipv4() { 32 } else { 128 };
+        (len <= width).then_some(Cidr { address, len })
+    });
+    if parsed.is_none() {
+        report.add(
+            value.offset,
+            value.key,
+            format!(
+                "\"{}\" is not an address/length prefix (e.g. 10.0.0.0/8)",
+                value.value
+            ),
+        );
     }
+    parsed
+}
+
+/// What is valid but probably not meant: the operator sees it in `portier check` and in the
+/// daemon's log at start.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(listen) = config.admin.listen
+        && !listen.ip().is_loopback()
+        && config.admin.allow.is_empty()
+    {
+        out.push(format!(
+            "admin.listen: {listen} is reachable beyond this host and admin.allow is empty: \
+             anyone who can reach it reads status and metrics (commands need the socket)"
+        ));
+    }
+    out
 }

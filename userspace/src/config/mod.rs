@@ -24,14 +24,16 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
+pub use admin::warnings;
 pub use error::{ConfigError, Problem};
 pub use l7::{
     Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
     PoolConfig, RouteConfig, ServerConfig, UpstreamTlsConfig,
 };
 pub use model::{
-    AdminConfig, BackendConfig, Config, DataplaneConfig, DecapConfig, Forwarding,
+    AdminConfig, BackendConfig, Cidr, Config, DataplaneConfig, DecapConfig, Forwarding,
     HealthCheckConfig, HealthKind, HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
+    default_socket,
 };
 pub use ospf::{AnnouncePolicy, OspfAnnounce, OspfAuth, OspfConfig, OspfInterface, OspfNetwork};
 pub use vrrp::{TrackConfig, TrackTarget, VrrpConfig, VrrpInstanceConfig, VrrpVersion};
@@ -102,8 +104,8 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         None => Some(DataplaneConfig::default()),
     };
     let admin = match root.optional_table(report, "admin") {
-        Some(table) => admin::admin(report, &table).map(Some),
-        None => Some(None),
+        Some(table) => admin::admin(report, &table),
+        None => Some(AdminConfig::default()),
     };
     let services: Vec<_> = root
         .array_of_tables(report, "service")

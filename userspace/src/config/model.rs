@@ -12,8 +12,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// The HTTP proxy; absent when the node runs no L7 listener.
     pub l7: Option<super::l7::L7Config>,
-    /// `None`: no admin API.
-    pub admin: Option<AdminConfig>,
+    /// The admin socket (always) and the read-only TCP listener (when configured).
+    pub admin: AdminConfig,
     /// Present when the file has a `[vrrp]` section: the daemon runs the VRRP part.
     pub vrrp: Option<super::VrrpConfig>,
     /// `None`: OSPF does not run.
@@ -32,17 +32,67 @@ pub struct DecapConfig {
     pub addresses: Vec<IpAddr>,
 }
 
-/// `[admin]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// `[admin]`: the Unix socket every command goes through, and an optional TCP listener that
+/// only serves reads (`/status`, `/metrics`), e.g. for Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct AdminConfig {
-    pub listen: std::net::SocketAddr,
+    /// `None`: no TCP listener. `[admin]` without `listen` means 127.0.0.1:9900.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Clients the TCP listener serves; empty: every client that can reach it.
+    pub allow: Vec<Cidr>,
+    /// `None`: `/run/portier/<node>.sock`.
+    pub socket: Option<std::path::PathBuf>,
+    /// A group whose members may drive the node too (socket mode 0660), as FRR's vty group;
+    /// `None`: root only (0600).
+    pub group: Option<String>,
 }
 
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9900)),
+/// Where the daemon of `node` listens for commands unless `[admin] socket` says otherwise.
+pub fn default_socket(node: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from("/run/portier").join(format!("{node}.sock"))
+}
+
+impl AdminConfig {
+    /// The TCP listener's default address when `[admin]` names none.
+    pub const DEFAULT_LISTEN: std::net::SocketAddr =
+        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9900);
+
+    pub fn socket_path(&self, node: &str) -> std::path::PathBuf {
+        self.socket.clone().unwrap_or_else(|| default_socket(node))
+    }
+}
+
+/// An address prefix, `10.0.0.0/8` or `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cidr {
+    pub address: IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| -> (u128, u8) {
+            match a {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        };
+        // An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let ((net, width), (addr, other)) = (bits(self.address), bits(ip));
+        if width != other {
+            return false;
         }
+        let len = u32::from(self.len.min(width));
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
+        net & mask == addr & mask
     }
 }
 

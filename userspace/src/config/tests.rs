@@ -671,3 +671,59 @@ fn health_check_of_an_every_port_service_needs_a_port() {
         Some(80)
     );
 }
+
+#[test]
+fn admin_socket_is_per_node_and_tcp_is_optional() {
+    let c = parse(BASE, FILE).unwrap();
+    assert_eq!(c.admin.listen, None);
+    assert_eq!(
+        c.admin.socket_path(&c.node.name),
+        std::path::PathBuf::from("/run/portier/lb1.sock")
+    );
+    let c = parse(&format!("{BASE}[admin]\n"), FILE).unwrap();
+    assert_eq!(c.admin.listen, Some(AdminConfig::DEFAULT_LISTEN));
+    assert!(warnings(&c).is_empty());
+}
+
+#[test]
+fn admin_beyond_loopback_warns_without_allow() {
+    let open = parse(&format!("{BASE}[admin]\nlisten = \"0.0.0.0:9900\"\n"), FILE).unwrap();
+    let w = warnings(&open);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("admin.listen: 0.0.0.0:9900"), "{w:?}");
+    let limited = parse(
+        &format!("{BASE}[admin]\nlisten = \"0.0.0.0:9900\"\nallow = [\"10.0.0.0/8\", \"::1/128\"]\n"),
+        FILE,
+    )
+    .unwrap();
+    assert!(warnings(&limited).is_empty());
+    let allow = &limited.admin.allow;
+    assert!(allow[0].contains(ip("10.1.2.3")));
+    assert!(allow[0].contains(ip("::ffff:10.1.2.3")));
+    assert!(!allow[0].contains(ip("11.0.0.1")));
+    assert!(allow[1].contains(ip("::1")));
+    assert!(!allow[1].contains(ip("127.0.0.1")));
+}
+
+#[test]
+fn admin_problems_name_their_keys() {
+    let line = BASE.lines().count() + 2;
+    assert_one(
+        &format!("{BASE}[admin]\nallow = [\"10.0.0.0/33\"]\n"),
+        line,
+        "admin.allow[0]",
+        "not an address/length prefix",
+    );
+    assert_one(
+        &format!("{BASE}[admin]\nsocket = \"relative.sock\"\n"),
+        line,
+        "admin.socket",
+        "absolute path",
+    );
+    assert_one(
+        &format!("{BASE}[admin]\ngroup = \"a b\"\n"),
+        line,
+        "admin.group",
+        "must be 1 to 32 characters",
+    );
+}

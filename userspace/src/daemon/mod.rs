@@ -85,10 +85,16 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     // Every part must have applied the first config before the node is "ready".
     d.await_acks(&mut ack_rx, 1).await?;
 
-    let admin_task = match &config.admin {
-        Some(a) => Some(admin::serve(a.listen, status.clone(), control.clone()).await?),
-        None => None,
-    };
+    for w in config::warnings(&config) {
+        warn!("{}: {w}", config_path.display());
+    }
+    let admin = admin::serve(
+        &config.admin,
+        &config.node.name,
+        status.clone(),
+        control.clone(),
+    )
+    .await?;
     info!(node = %config.node.name, parts = ?d.running.keys().collect::<Vec<_>>(), "portier ready");
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -103,9 +109,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
         }
     }
     info!("shutting down");
-    if let Some(t) = admin_task {
-        t.abort();
-    }
+    drop(admin);
     let _ = shutdown_tx.send(true);
     for (name, part) in std::mem::take(&mut d.running) {
         match part.handle.await {

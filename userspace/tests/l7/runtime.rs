@@ -227,15 +227,17 @@ async fn cli_drains_undrains_and_weighs_a_server_of_a_running_daemon() {
     let b = Backend::named("b").await;
     let (admin, http) = (free_port(), free_port());
     let admin_addr = format!("127.0.0.1:{admin}");
+    let dir = std::env::temp_dir().join(format!("portier-l7-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("admin.sock");
+    let sock = socket.to_string_lossy().into_owned();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
     let config = |extra: &str| {
         format!(
-            "[node]\nname = \"t\"\n[admin]\nlisten = \"{admin_addr}\"\n{}{extra}",
+            "[node]\nname = \"t\"\n[admin]\nlisten = \"{admin_addr}\"\nsocket = \"{sock}\"\n{}{extra}",
             simple(&[&a, &b], "", "").replace("127.0.0.1:0", &addr.to_string())
         )
     };
-    let dir = std::env::temp_dir().join(format!("portier-l7-rt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("portier.toml");
     std::fs::write(&file, config("")).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_portier"))
@@ -252,7 +254,7 @@ async fn cli_drains_undrains_and_weighs_a_server_of_a_running_daemon() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let server = a.addr.to_string();
-    let target = ["--pool", "p", "--server", &server, "--admin", &admin_addr];
+    let target = ["--pool", "p", "--server", &server, "--socket", &sock];
 
     let out = cli(&[&["drain"], &target[..]].concat());
     assert!(out.contains("\"weight\": 0"), "{out}");
@@ -264,7 +266,7 @@ async fn cli_drains_undrains_and_weighs_a_server_of_a_running_daemon() {
         config("\n[[l7.route]]\nhost = \"new.example\"\npool = \"p\"\n"),
     )
     .unwrap();
-    cli(&["reload", "--admin", &admin_addr]);
+    cli(&["reload", "--socket", &sock]);
     let got = names(addr, 4, &get("new.example", "/")).await;
     assert_eq!(count(&got, "b"), 4, "{got:?}");
     let status: serde_json::Value =
@@ -279,8 +281,8 @@ async fn cli_drains_undrains_and_weighs_a_server_of_a_running_daemon() {
     assert!(out.contains("\"weight\": 3"), "{out}");
     let got = names(addr, 8, &get("x", "/")).await;
     assert_eq!((count(&got, "a"), count(&got, "b")), (6, 2), "{got:?}");
-    let metrics =
-        portier::admin::client::request(admin_addr.parse().unwrap(), "GET", "/metrics").unwrap();
+    let tcp = portier::admin::client::Target::Tcp(admin_addr.parse().unwrap());
+    let metrics = portier::admin::client::request(&tcp, "GET", "/metrics").unwrap();
     let line = format!("portier_l7_server_weight{{pool=\"p\",server=\"{server}\"}} 3");
     assert!(metrics.contains(&line), "{metrics}");
 }

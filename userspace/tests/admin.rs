@@ -1,0 +1,241 @@
+//! The admin surface of a real `portier run`: only the operator may change the node (the
+//! socket's permissions, the TCP listener refusing every change), every command answers
+//! (unknown parts and verbs too), and slow clients cannot hold the server.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A daemon with an L7 listener (the part every machine can run) and both admin doors.
+struct Node {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+    tcp: SocketAddr,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Node {
+    fn start(name: &str) -> Node {
+        let dir = std::env::temp_dir().join(format!("portier-admin-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let socket = dir.join("admin.sock");
+        let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http = free_port();
+        let config = format!(
+            "[node]\nname = \"{name}\"\n[admin]\nlisten = \"{tcp}\"\nsocket = \"{}\"\n\
+             [[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:{http}\"\n\
+             [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+             [[l7.pool]]\nname = \"p\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n",
+            socket.display()
+        );
+        let file = dir.join("portier.toml");
+        std::fs::write(&file, config).expect("config");
+        let child = Command::new(env!("CARGO_BIN_EXE_portier"))
+            .args(["run", "--config"])
+            .arg(&file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("portier run");
+        let node = Node {
+            child,
+            dir,
+            socket,
+            tcp,
+        };
+        let deadline = Instant::now() + WAIT;
+        while !node.socket.exists() || TcpStream::connect(node.tcp).is_err() {
+            assert!(Instant::now() < deadline, "daemon not up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node
+    }
+
+    /// The CLI, as root or as another user; (success, stdout + stderr).
+    fn cli(&self, uid: Option<u32>, args: &[&str]) -> (bool, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portier"));
+        cmd.args(args).arg("--socket").arg(&self.socket);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let out = cmd.output().expect("portier cli");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn socket_request(&self, method: &str, path: &str) -> Result<String, String> {
+        let target = portier::admin::client::Target::Socket(self.socket.clone());
+        portier::admin::client::request(&target, method, path).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// One raw HTTP exchange over TCP: the whole answer.
+fn tcp_exchange(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+const NOBODY: u32 = 65534;
+
+#[test]
+fn only_root_changes_the_node_and_tcp_only_reads() {
+    let node = Node::start("adm-perm");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&node.socket)
+            .expect("socket")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let drain = ["drain", "--pool", "p", "--server", "127.0.0.1:9"];
+    let (ok, out) = node.cli(Some(NOBODY), &drain);
+    assert!(!ok, "nobody drained a server: {out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    let (ok, out) = node.cli(Some(NOBODY), &["reload"]);
+    assert!(!ok, "nobody reloaded: {out}");
+
+    // The TCP listener refuses every change, from anyone, and says where changes go.
+    let answer = tcp_exchange(
+        node.tcp,
+        "POST /command/l7/weight?pool=p&server=127.0.0.1:9&weight=7 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(answer.contains("admin socket"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("allow: get, head"),
+        "{answer}"
+    );
+    let answer = tcp_exchange(
+        node.tcp,
+        "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    // Reads are served there.
+    let answer = tcp_exchange(
+        node.tcp,
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status: serde_json::Value =
+        serde_json::from_str(answer.split_once("\r\n\r\n").expect("body").1).expect("json");
+    assert_eq!(status["l7"]["pools"]["p"]["servers"][0]["weight"], 1);
+
+    // Root's CLI can.
+    let (ok, out) = node.cli(None, &drain);
+    assert!(ok, "{out}");
+    assert!(out.contains("\"weight\": 0"), "{out}");
+}
+
+#[test]
+fn every_command_answers_unknown_ones_with_404() {
+    let node = Node::start("adm-verbs");
+    let start = Instant::now();
+    let e = node
+        .socket_request("POST", "/command/ospf/clear")
+        .unwrap_err();
+    assert!(e.contains("404") && e.contains("not running"), "{e}");
+    assert!(e.contains("l7"), "the running parts are listed: {e}");
+    let e = node.socket_request("POST", "/command/l7/kill").unwrap_err();
+    assert!(
+        e.contains("404") && e.contains("drain, undrain, weight"),
+        "{e}"
+    );
+    let e = node
+        .socket_request("POST", "/command/l7/drain?pool=p&server=127.0.0.1:1")
+        .unwrap_err();
+    assert!(
+        e.contains("404") && e.contains("pool p has no server"),
+        "{e}"
+    );
+    let e = node
+        .socket_request(
+            "POST",
+            "/command/l7/weight?pool=p&server=127.0.0.1:9&weight=999",
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("400") && e.contains("weight must be 0..=256"),
+        "{e}"
+    );
+    let e = node
+        .socket_request("POST", "/command/nope/drain")
+        .unwrap_err();
+    assert!(e.contains("404"), "{e}");
+    // Each answer above came at once; the deadline for any command is one second.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let ok = node
+        .socket_request(
+            "POST",
+            "/command/l7/weight?pool=p&server=127.0.0.1:9&weight=3",
+        )
+        .expect("weight");
+    assert!(ok.contains("\"weight\": 3"), "{ok}");
+}
+
+#[test]
+fn slow_clients_cannot_hold_the_admin_server() {
+    let node = Node::start("adm-slow");
+    // More half-sent requests than the server serves at once.
+    let mut slow: Vec<TcpStream> = (0..80)
+        .map(|_| {
+            let mut s = TcpStream::connect(node.tcp).expect("connect");
+            s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+                .expect("write");
+            s
+        })
+        .collect();
+    // The server cuts each of them (header read timeout, or at once beyond the cap): every
+    // read ends, none hangs.
+    for s in &mut slow {
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut buf = Vec::new();
+        let r = s.read_to_end(&mut buf);
+        // Closed (EOF), or reset when cut before its bytes were read; never still waiting.
+        assert!(
+            !matches!(&r, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "a slow client was held: {r:?}"
+        );
+        let text = String::from_utf8_lossy(&buf);
+        assert!(!text.contains("200 OK"), "{text}");
+    }
+    // And the node answers again.
+    let answer = tcp_exchange(
+        node.tcp,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(node.socket_request("GET", "/status").is_ok());
+}
