@@ -692,7 +692,9 @@ fn admin_beyond_loopback_warns_without_allow() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].starts_with("admin.listen: 0.0.0.0:9900"), "{w:?}");
     let limited = parse(
-        &format!("{BASE}[admin]\nlisten = \"0.0.0.0:9900\"\nallow = [\"10.0.0.0/8\", \"::1/128\"]\n"),
+        &format!(
+            "{BASE}[admin]\nlisten = \"0.0.0.0:9900\"\nallow = [\"10.0.0.0/8\", \"::1/128\"]\n"
+        ),
         FILE,
     )
     .unwrap();
