@@ -49,6 +49,12 @@ pub const ENCAP_SOURCE_F_V6: u32 = 2;
 /// Addresses `DECAP_ADDRS` can hold (the host's own tunnel endpoints).
 pub const MAX_DECAP_ADDRS: u32 = 64;
 
+/// Prefixes `DECAP_SOURCES` can hold (the balancers' outer source prefixes).
+pub const MAX_DECAP_SOURCES: u32 = 64;
+
+/// VIPs `DECAP_VIPS` can hold (what inner packets may be addressed to).
+pub const MAX_DECAP_VIPS: u32 = 256;
+
 /// Entries of `SERVICES`: every service plus one address marker per VIP address.
 pub const MAX_SERVICE_ENTRIES: u32 = MAX_SERVICES * 2;
 /// Slots of `VIP_FILTER` (a power of two).
@@ -88,6 +94,10 @@ pub mod maps {
     pub const DECAP_ADDRS: &str = "DECAP_ADDRS";
     /// `PerCpuArray<u64>` indexed by `DecapReason`.
     pub const DECAP_REASONS: &str = "DECAP_REASONS";
+    /// `LpmTrie<DecapSource, u32>`: outer sources `portier_decap` accepts tunnels from.
+    pub const DECAP_SOURCES: &str = "DECAP_SOURCES";
+    /// `HashMap<DecapKey, u32>`: what inner packets may be addressed to.
+    pub const DECAP_VIPS: &str = "DECAP_VIPS";
 }
 
 /// Program names in the object file.
@@ -151,7 +161,23 @@ pub struct EncapSource {
     pub flags: u32,
 }
 
-/// Key of `DECAP_ADDRS`.
+/// Data of a `DECAP_SOURCES` LPM key (after its `u32` prefix length, in bits over this
+/// whole struct): the family word first, so a prefix of one family never matches the other.
+/// An IPv4 prefix `a/n` is stored with length `32 + n`, IPv6 likewise.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DecapSource {
+    pub family: u8,
+    pub _pad: [u8; 3],
+    /// IPv4 in the first four bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+/// Bits of `DecapSource` before the address: a prefix's length in the trie is this plus the
+/// prefix's own.
+pub const DECAP_SOURCE_FAMILY_BITS: u32 = 32;
+
+/// Key of `DECAP_ADDRS` and `DECAP_VIPS`.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct DecapKey {
@@ -178,9 +204,14 @@ pub enum DecapReason {
     DropTruncated = 4,
     /// Inner packet is not the IP version the outer header announces.
     DropBadInner = 5,
+    /// A tunnel from an outer source outside `DECAP_SOURCES`: not one of our balancers, and
+    /// decapsulating it would let anyone inject packets with any inner source.
+    DropSource = 6,
+    /// An inner packet to an address outside `DECAP_VIPS`: the tunnel is for VIP traffic only.
+    DropNotVip = 7,
 }
 
-pub const DECAP_REASON_COUNT: u32 = 6;
+pub const DECAP_REASON_COUNT: u32 = 8;
 
 impl DecapReason {
     pub const ALL: [DecapReason; DECAP_REASON_COUNT as usize] = [
@@ -190,6 +221,8 @@ impl DecapReason {
         DecapReason::PassUnsupported,
         DecapReason::DropTruncated,
         DecapReason::DropBadInner,
+        DecapReason::DropSource,
+        DecapReason::DropNotVip,
     ];
 
     /// Stable metric label.
@@ -201,6 +234,8 @@ impl DecapReason {
             DecapReason::PassUnsupported => "pass_unsupported",
             DecapReason::DropTruncated => "drop_truncated",
             DecapReason::DropBadInner => "drop_bad_inner",
+            DecapReason::DropSource => "drop_source",
+            DecapReason::DropNotVip => "drop_not_vip",
         }
     }
 }
@@ -591,6 +626,8 @@ mod pod {
     unsafe impl aya::Pod for ServiceSlot {}
     unsafe impl aya::Pod for EncapSource {}
     unsafe impl aya::Pod for DecapKey {}
+    // SAFETY: as above; DecapSource is repr(C) with explicit padding, 20 bytes.
+    unsafe impl aya::Pod for DecapSource {}
 }
 
 #[cfg(test)]
@@ -609,6 +646,7 @@ mod tests {
         assert_eq!(size_of::<ServiceSlot>(), 44);
         assert_eq!(size_of::<EncapSource>(), 44);
         assert_eq!(size_of::<DecapKey>(), 20);
+        assert_eq!(size_of::<DecapSource>(), 20);
     }
 
     #[test]

@@ -2,12 +2,21 @@
 //! IPv6-in-IPv6 (and the mixed pairs) addressed to one of the host's tunnel addresses and
 //! passes the inner packet to the stack, which sees it as if it had arrived directly. The
 //! kernels here have no ipip module, and a host needs none.
+//!
+//! Only tunnels from the balancers' source prefixes (`DECAP_SOURCES`) carrying packets to the
+//! node's VIPs (`DECAP_VIPS`) are stripped: anything else addressed to a tunnel address is
+//! dropped and counted, so the host is no open relay (the CVE-2020-10136 class).
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use dataplane_common::{DecapKey, DecapReason, FAMILY_V4, FAMILY_V6};
+use aya_ebpf::{
+    bindings::xdp_action, btf_maps::lpm_trie::Key, helpers::bpf_xdp_adjust_head,
+    programs::XdpContext,
+};
+use dataplane_common::{
+    DECAP_SOURCE_FAMILY_BITS, DecapKey, DecapReason, DecapSource, FAMILY_V4, FAMILY_V6,
+};
 
 use crate::{
-    maps::{DECAP_ADDRS, DECAP_REASONS},
+    maps::{DECAP_ADDRS, DECAP_REASONS, DECAP_SOURCES, DECAP_VIPS},
     parse::*,
 };
 
@@ -29,7 +38,22 @@ fn pass(reason: DecapReason) -> u32 {
 }
 
 #[inline(always)]
+fn drop(reason: DecapReason) -> u32 {
+    verdict(reason, xdp_action::XDP_DROP)
+}
+
+#[inline(always)]
 fn is_local(addr: [u32; 4], family: u8) -> bool {
+    in_addr_map(addr, family, false)
+}
+
+#[inline(always)]
+fn is_vip(addr: [u32; 4], family: u8) -> bool {
+    in_addr_map(addr, family, true)
+}
+
+#[inline(always)]
+fn in_addr_map(addr: [u32; 4], family: u8, vips: bool) -> bool {
     // DecapKey's layout as words: the address, then the family byte and padding.
     let words = Stack([
         addr[0],
@@ -40,7 +64,29 @@ fn is_local(addr: [u32; 4], family: u8) -> bool {
     ]);
     // SAFETY: DecapKey is repr(C, align(4)), 20 bytes, no padding, any bit pattern valid.
     let key = unsafe { &*(words.0.as_ptr() as *const DecapKey) };
-    DECAP_ADDRS.get_ptr(key).is_some()
+    if vips {
+        DECAP_VIPS.get_ptr(key).is_some()
+    } else {
+        DECAP_ADDRS.get_ptr(key).is_some()
+    }
+}
+
+/// Whether the outer source lies in one of the balancers' prefixes.
+#[inline(always)]
+fn from_balancer(addr: [u32; 4], family: u8) -> bool {
+    // Key<DecapSource> as words: the prefix length (the whole key: a lookup matches the
+    // longest stored prefix), the family word, the address.
+    let words = Stack([
+        DECAP_SOURCE_FAMILY_BITS + 128,
+        u32::from_ne_bytes([family, 0, 0, 0]),
+        addr[0],
+        addr[1],
+        addr[2],
+        addr[3],
+    ]);
+    // SAFETY: Key<DecapSource> is repr(C, packed): u32 then 20 bytes, any bit pattern valid.
+    let key = unsafe { &*(words.0.as_ptr() as *const Key<DecapSource>) };
+    DECAP_SOURCES.get(key).is_some()
 }
 
 #[inline(always)]
@@ -57,11 +103,12 @@ pub fn process(ctx: &XdpContext) -> u32 {
             return pass(DecapReason::PassNotTunnel);
         }
         // SAFETY: the fixed IPv4 header is inside the frame.
-        let (vihl, frag, proto, daddr) = unsafe {
+        let (vihl, frag, proto, saddr, daddr) = unsafe {
             (
                 read::<u8>(ip),
                 read::<u16>(ip + 6),
                 read::<u8>(ip + 9),
+                read::<u32>(ip + 12),
                 read::<u32>(ip + 16),
             )
         };
@@ -70,6 +117,9 @@ pub fn process(ctx: &XdpContext) -> u32 {
         }
         if !is_local([daddr, 0, 0, 0], FAMILY_V4) {
             return pass(DecapReason::PassNotLocal);
+        }
+        if !from_balancer([saddr, 0, 0, 0], FAMILY_V4) {
+            return drop(DecapReason::DropSource);
         }
         // Options, or a fragment of a tunnel packet: the stack's business (it drops them).
         if vihl != 0x45 || frag & 0x3fffu16.to_be() != 0 {
@@ -81,9 +131,15 @@ pub fn process(ctx: &XdpContext) -> u32 {
             return pass(DecapReason::PassNotTunnel);
         }
         // SAFETY: the fixed IPv6 header is inside the frame.
-        let (nh, daddr) = unsafe {
+        let (nh, saddr, daddr) = unsafe {
             (
                 read::<u8>(ip + 6),
+                [
+                    read::<u32>(ip + 8),
+                    read::<u32>(ip + 12),
+                    read::<u32>(ip + 16),
+                    read::<u32>(ip + 20),
+                ],
                 [
                     read::<u32>(ip + 24),
                     read::<u32>(ip + 28),
@@ -97,6 +153,9 @@ pub fn process(ctx: &XdpContext) -> u32 {
         }
         if !is_local(daddr, FAMILY_V6) {
             return pass(DecapReason::PassNotLocal);
+        }
+        if !from_balancer(saddr, FAMILY_V6) {
+            return drop(DecapReason::DropSource);
         }
         (40usize, nh)
     } else if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
@@ -115,6 +174,32 @@ pub fn process(ctx: &XdpContext) -> u32 {
         (IPPROTO_IPV6, 6) => ETH_P_IPV6,
         _ => return verdict(DecapReason::DropBadInner, xdp_action::XDP_DROP),
     };
+    // Only VIP traffic comes through the tunnel; anything else from a balancer's prefix is
+    // not ours to deliver.
+    let to_vip = if inner_type == ETH_P_IP {
+        if inner + 20 > end {
+            return drop(DecapReason::DropTruncated);
+        }
+        // SAFETY: the inner fixed IPv4 header is inside the frame.
+        is_vip([unsafe { read::<u32>(inner + 16) }, 0, 0, 0], FAMILY_V4)
+    } else {
+        if inner + 40 > end {
+            return drop(DecapReason::DropTruncated);
+        }
+        // SAFETY: the inner fixed IPv6 header is inside the frame.
+        let daddr = unsafe {
+            [
+                read::<u32>(inner + 24),
+                read::<u32>(inner + 28),
+                read::<u32>(inner + 32),
+                read::<u32>(inner + 36),
+            ]
+        };
+        is_vip(daddr, FAMILY_V6)
+    };
+    if !to_vip {
+        return drop(DecapReason::DropNotVip);
+    }
     // The Ethernet header moves to just before the inner packet; the MACs stay (the frame
     // was addressed to us), the ethertype names the inner protocol.
     // SAFETY: `inner - ETH_HLEN .. inner` lies inside the outer header, inside the frame.

@@ -2,14 +2,14 @@
 
 use aya_ebpf::{
     bindings::BPF_F_INNER_MAP,
-    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use dataplane_common::{
     Backend, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapKey,
-    EncapSource, FlowKey, FlowValue, MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_SERVICE_ENTRIES,
-    MAX_SERVICES, MAX_TX_PORTS, REASON_COUNT, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot,
-    ServiceValue, VIP_FILTER_SIZE,
+    DecapSource, EncapSource, FlowKey, FlowValue, MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_DECAP_SOURCES,
+    MAX_DECAP_VIPS, MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS, REASON_COUNT,
+    SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue, VIP_FILTER_SIZE,
 };
 
 /// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any
@@ -64,3 +64,10 @@ pub static DECAP_ADDRS: HashMap<DecapKey, u32, { MAX_DECAP_ADDRS as usize }> = H
 
 #[btf_map]
 pub static DECAP_REASONS: PerCpuArray<u64, { DECAP_REASON_COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static DECAP_SOURCES: LpmTrie<DecapSource, u32, { MAX_DECAP_SOURCES as usize }> =
+    LpmTrie::new();
+
+#[btf_map]
+pub static DECAP_VIPS: HashMap<DecapKey, u32, { MAX_DECAP_VIPS as usize }> = HashMap::new();

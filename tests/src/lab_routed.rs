@@ -168,10 +168,11 @@ impl RoutedLab {
     }
 }
 
-/// A routed host's portier: only the decapsulator, for its own address.
+/// A routed host's portier: only the decapsulator, for its own address, accepting tunnels
+/// from lb1's encap prefix to the VIP.
 pub fn host_config(lab: &Lab, host: &str, addr: &str) -> String {
     format!(
-        "[node]\nname = \"{}\"\n\n[admin]\nlisten = \"{HOST_ADMIN}\"\n\n[decap]\ninterfaces = [\"eth0\"]\naddresses = [\"{addr}\"]\n",
+        "[node]\nname = \"{}\"\n\n[admin]\nlisten = \"{HOST_ADMIN}\"\n\n[decap]\ninterfaces = [\"eth0\"]\naddresses = [\"{addr}\"]\nsources = [\"{ENCAP_SOURCE}\"]\nvips = [\"{VIP}\"]\n",
         lab.ns(host)
     )
 }

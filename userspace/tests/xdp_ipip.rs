@@ -300,6 +300,10 @@ fn decap() -> Decapsulator {
         .unwrap_or_else(|e| panic!("loading portier_decap (these tests need root): {e}"));
     d.add_address(IpAddr::from(HOST)).expect("address");
     d.add_address(IpAddr::from(HOST6)).expect("address");
+    d.add_source(IpAddr::from(SRC4), 24).expect("source");
+    d.add_source(IpAddr::from(SRC6), 64).expect("source");
+    d.add_vip(IpAddr::from(VIP)).expect("vip");
+    d.add_vip(IpAddr::from(VIP6)).expect("vip");
     d
 }
 
@@ -388,5 +392,98 @@ fn source_prefix_lengths_are_checked_and_split() {
         }
         .to_map_value()
         .is_err()
+    );
+}
+
+/// The IPv4 tunnel of `syn4(sport)` with its outer source (bytes 26..30) replaced.
+fn from_source(dp: &Dataplane, sport: u16, src: [u8; 4]) -> Vec<u8> {
+    let mut f = run(dp, &syn4(sport), XDP_TX, Reason::EncapIpip);
+    f[26..30].copy_from_slice(&src);
+    // Keep the outer checksum right: the program does not check it, the stack would.
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn decap_is_no_open_relay() {
+    let dp = balancer(true);
+    let mut d = decap();
+    // From the balancers' prefix, any host part: stripped.
+    decap_run(
+        &d,
+        &from_source(&dp, 40010, [192, 0, 2, 200]),
+        XDP_PASS,
+        DecapReason::Decapsulated,
+    );
+    // From anywhere else, even next door: dropped and counted, never handed to the stack.
+    for src in [[192, 0, 3, 1], [10, 9, 0, 99], [0, 0, 0, 0]] {
+        decap_run(
+            &d,
+            &from_source(&dp, 40011, src),
+            XDP_DROP,
+            DecapReason::DropSource,
+        );
+    }
+    // An IPv6 prefix never admits IPv4 sources (the family is part of the key).
+    let mut v6only = decap();
+    v6only
+        .remove_source(IpAddr::from(SRC4), 24)
+        .expect("remove");
+    decap_run(
+        &v6only,
+        &from_source(&dp, 40012, [192, 0, 2, 1]),
+        XDP_DROP,
+        DecapReason::DropSource,
+    );
+    // IPv6 outer sources are checked as well.
+    let mut wrapped6 = run(&dp, &syn6(40013), XDP_TX, Reason::EncapIpip);
+    decap_run(&d, &wrapped6, XDP_PASS, DecapReason::Decapsulated);
+    wrapped6 = run(&dp, &syn6(40014), XDP_TX, Reason::EncapIpip);
+    wrapped6[22 + 5] ^= 0xff; // outside 2001:db8:ff::/64
+    decap_run(&d, &wrapped6, XDP_DROP, DecapReason::DropSource);
+    // A prefix written with host bits set is the same prefix.
+    d.remove_source(IpAddr::from(SRC4), 24).expect("remove");
+    d.add_source(IpAddr::from([192, 0, 2, 77]), 24)
+        .expect("source");
+    decap_run(
+        &d,
+        &from_source(&dp, 40015, [192, 0, 2, 5]),
+        XDP_PASS,
+        DecapReason::Decapsulated,
+    );
+    d.remove_source(IpAddr::from([192, 0, 2, 1]), 24)
+        .expect("remove");
+    decap_run(
+        &d,
+        &from_source(&dp, 40016, [192, 0, 2, 5]),
+        XDP_DROP,
+        DecapReason::DropSource,
+    );
+}
+
+#[test]
+fn decap_delivers_only_vip_traffic() {
+    let dp = balancer(true);
+    let mut d = decap();
+    let wrapped = run(&dp, &syn4(40020), XDP_TX, Reason::EncapIpip);
+    // The inner packet to another address of the host (or anything else): dropped.
+    let mut elsewhere = wrapped.clone();
+    elsewhere[34 + 16..34 + 20].copy_from_slice(&HOST);
+    decap_run(&d, &elsewhere, XDP_DROP, DecapReason::DropNotVip);
+    d.remove_vip(IpAddr::from(VIP)).expect("remove");
+    decap_run(&d, &wrapped, XDP_DROP, DecapReason::DropNotVip);
+    d.add_vip(IpAddr::from(VIP)).expect("vip");
+    decap_run(&d, &wrapped, XDP_PASS, DecapReason::Decapsulated);
+    let wrapped6 = run(&dp, &syn6(40021), XDP_TX, Reason::EncapIpip);
+    d.remove_vip(IpAddr::from(VIP6)).expect("remove");
+    decap_run(&d, &wrapped6, XDP_DROP, DecapReason::DropNotVip);
+    // An inner header cut short after the version nibble: truncated, not delivered.
+    decap_run(
+        &d,
+        &wrapped[..34 + 12],
+        XDP_DROP,
+        DecapReason::DropTruncated,
     );
 }

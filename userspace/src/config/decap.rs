@@ -5,13 +5,31 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::model::{DataplaneConfig, DecapConfig, Forwarding};
-use super::reader::Table;
+use super::reader::{Located, Table};
 use super::report::Report;
 use super::rules;
 use super::sections::ServiceDraft;
 
 pub(super) fn section(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<DecapConfig> {
-    table.deny_unknown(report, &["interfaces", "addresses"]);
+    table.deny_unknown(report, &["interfaces", "addresses", "sources", "vips"]);
+    for (key, what) in [
+        (
+            "sources",
+            "the balancers' outer source prefixes ([dataplane] encap_source_v4/v6 on the balancers); tunnels from elsewhere are dropped",
+        ),
+        (
+            "vips",
+            "the VIPs this host serves; tunnelled packets to other addresses are dropped",
+        ),
+    ] {
+        if !table.has(key) {
+            report.add(
+                table.offset(),
+                table.key_path(key),
+                format!("missing key: {what}"),
+            );
+        }
+    }
     if !table.has("interfaces") {
         report.add(
             table.offset(),
@@ -36,30 +54,52 @@ pub(super) fn section(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<
         if list.value.is_empty() && table.array_len("addresses") == Some(0) {
             report.add(list.offset, list.key.clone(), "lists no address");
         }
-        let mut seen: HashMap<IpAddr, usize> = HashMap::new();
-        let mut addresses = Vec::new();
-        for item in list.value {
-            let Some(address) = rules::unicast_ip(report, item) else {
-                continue;
-            };
-            if let Some(&first) = seen.get(&address.value) {
-                let line = report.line_of(first);
-                report.add(
-                    address.offset,
-                    address.key,
-                    format!("{} is already listed (line {line})", address.value),
-                );
-                continue;
-            }
-            seen.insert(address.value, address.offset);
-            addresses.push(address.value);
+        unique_ips(report, list.value)
+    });
+    let sources = table.optional_str_array(report, "sources").map(|list| {
+        if list.value.is_empty() && table.array_len("sources") == Some(0) {
+            report.add(list.offset, list.key.clone(), "lists no prefix");
         }
-        addresses
+        list.value
+            .into_iter()
+            .filter_map(|item| rules::prefix(report, item))
+            .collect::<Vec<_>>()
+    });
+    let vips = table.optional_str_array(report, "vips").map(|list| {
+        if list.value.is_empty() && table.array_len("vips") == Some(0) {
+            report.add(list.offset, list.key.clone(), "lists no VIP");
+        }
+        unique_ips(report, list.value)
     });
     Some(DecapConfig {
         interfaces: interfaces?,
         addresses: addresses?,
+        sources: sources?,
+        vips: vips?,
     })
+}
+
+/// Unicast addresses, each listed once.
+fn unique_ips(report: &mut Report<'_>, items: Vec<Located<&str>>) -> Vec<IpAddr> {
+    let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for item in items {
+        let Some(address) = rules::unicast_ip(report, item) else {
+            continue;
+        };
+        if let Some(&first) = seen.get(&address.value) {
+            let line = report.line_of(first);
+            report.add(
+                address.offset,
+                address.key,
+                format!("{} is already listed (line {line})", address.value),
+            );
+            continue;
+        }
+        seen.insert(address.value, address.offset);
+        out.push(address.value);
+    }
+    out
 }
 
 /// An IPIP service's packets leave with an outer source from `[dataplane]`; without one of

@@ -25,6 +25,8 @@ name = "host1"
 [decap]
 interfaces = ["eth0"]
 addresses = ["10.1.0.21"]
+sources = ["10.255.0.0/24"]
+vips = ["203.0.113.10"]
 "#;
 
 fn with(base: &str, from: &str, to: &str) -> String {
@@ -128,7 +130,50 @@ fn decap_section() {
         d.addresses,
         vec!["10.1.0.21".parse::<std::net::IpAddr>().unwrap()]
     );
+    assert_eq!(d.sources, vec![("10.255.0.0".parse().unwrap(), 24)]);
+    assert_eq!(
+        d.vips,
+        vec!["203.0.113.10".parse::<std::net::IpAddr>().unwrap()]
+    );
     assert!(c.services.is_empty());
+}
+
+#[test]
+fn decap_needs_sources_and_vips() {
+    assert_one(
+        &with(HOST, "sources = [\"10.255.0.0/24\"]\n", ""),
+        4,
+        "decap.sources",
+        "missing key: the balancers' outer source prefixes",
+    );
+    assert_one(
+        &with(HOST, "vips = [\"203.0.113.10\"]\n", ""),
+        4,
+        "decap.vips",
+        "missing key: the VIPs this host serves",
+    );
+    assert_one(
+        &with(HOST, "[\"10.255.0.0/24\"]", "[]"),
+        7,
+        "decap.sources",
+        "lists no prefix",
+    );
+    assert_one(
+        &with(HOST, "[\"10.255.0.0/24\"]", "[\"0.0.0.0/0\"]"),
+        7,
+        "decap.sources[0]",
+        "cannot be a source address",
+    );
+    assert_one(
+        &with(
+            HOST,
+            "[\"203.0.113.10\"]",
+            "[\"203.0.113.10\", \"203.0.113.10\"]",
+        ),
+        8,
+        "decap.vips[1]",
+        "already listed (line 8)",
+    );
 }
 
 #[test]
@@ -183,7 +228,7 @@ fn decap_errors() {
     );
     assert_one(
         &format!("{HOST}mode = \"tc\"\n"),
-        7,
+        9,
         "decap.mode",
         "unknown",
     );

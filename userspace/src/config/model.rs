@@ -30,6 +30,10 @@ pub struct DecapConfig {
     /// The host's tunnel addresses: the backend addresses balancers send IPIP to. Tunnel
     /// packets to any other address are left to the stack.
     pub addresses: Vec<IpAddr>,
+    /// The balancers' outer source prefixes: tunnels from other sources are dropped.
+    pub sources: Vec<(IpAddr, u8)>,
+    /// The VIPs this host serves: tunnelled packets to other addresses are dropped.
+    pub vips: Vec<IpAddr>,
 }
 
 /// `[admin]`: the Unix socket every command goes through, and an optional TCP listener that

@@ -51,6 +51,8 @@ fn example_parses() {
         Some(DecapConfig {
             interfaces: vec!["eth0".into()],
             addresses: vec![ip("10.0.0.21")],
+            sources: vec![(ip("10.255.0.0"), 24), (ip("fd00:255::"), 64)],
+            vips: vec![ip("203.0.113.10"), ip("2001:db8:f::10")],
         })
     );
     assert_eq!(config.services.len(), 3);

@@ -1,5 +1,7 @@
 //! The host side of IPIP services: loads `portier_decap`, attaches it to the host's
-//! interfaces and keeps `DECAP_ADDRS` (the addresses tunnels may be addressed to).
+//! interfaces and keeps its maps: `DECAP_ADDRS` (the addresses tunnels may be addressed to),
+//! `DECAP_SOURCES` (the balancers' prefixes tunnels may come from) and `DECAP_VIPS` (what the
+//! inner packets may be addressed to).
 
 use std::{
     fs,
@@ -9,11 +11,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{
+        HashMap as BpfHashMap, MapData, PerCpuArray,
+        lpm_trie::{Key as LpmKey, LpmTrie},
+    },
     programs::Xdp,
 };
 use dataplane_common::{
-    DECAP_REASON_COUNT, DecapKey, DecapReason, FAMILY_V4, FAMILY_V6, maps, programs,
+    DECAP_REASON_COUNT, DECAP_SOURCE_FAMILY_BITS, DecapKey, DecapReason, DecapSource, FAMILY_V4,
+    FAMILY_V6, maps, programs,
 };
 
 use super::{
@@ -24,7 +30,12 @@ use super::{
 /// Maps of the object `portier_decap` does not use, shrunk: every map in the object is
 /// created at load, and the balancer's connection table alone is megabytes.
 const UNUSED_SHRUNK: [&str; 1] = [maps::CONNTRACK];
-const PINNED_MAPS: [&str; 2] = [maps::DECAP_ADDRS, maps::DECAP_REASONS];
+const PINNED_MAPS: [&str; 4] = [
+    maps::DECAP_ADDRS,
+    maps::DECAP_REASONS,
+    maps::DECAP_SOURCES,
+    maps::DECAP_VIPS,
+];
 
 #[derive(Clone, Debug)]
 pub struct DecapOptions {
@@ -87,6 +98,28 @@ fn key(addr: IpAddr) -> DecapKey {
         }
     }
     k
+}
+
+/// The trie key of prefix `addr/len`; the address is masked to the prefix, as the trie
+/// stores it.
+fn source_key(addr: IpAddr, len: u8) -> LpmKey<DecapSource> {
+    let k = key(addr);
+    let mut data = DecapSource {
+        family: k.family,
+        _pad: [0; 3],
+        addr: k.addr,
+    };
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    let len = u32::from(len).min(width);
+    for (i, byte) in data.addr.iter_mut().enumerate() {
+        let bits_here = len.saturating_sub(8 * i as u32).min(8);
+        *byte &= if bits_here == 0 {
+            0
+        } else {
+            0xffu8 << (8 - bits_here)
+        };
+    }
+    LpmKey::new(DECAP_SOURCE_FAMILY_BITS + len, data)
 }
 
 impl Decapsulator {
@@ -179,6 +212,50 @@ impl Decapsulator {
         match self.addrs()?.remove(&key(addr)) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(DataplaneError::map(maps::DECAP_ADDRS)(e)),
+        }
+    }
+
+    fn sources(&mut self) -> Result<LpmTrie<&mut MapData, DecapSource, u32>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::DECAP_SOURCES)
+            .ok_or(DataplaneError::MissingMap(maps::DECAP_SOURCES))?;
+        LpmTrie::try_from(map).map_err(DataplaneError::map(maps::DECAP_SOURCES))
+    }
+
+    /// Tunnels whose outer source is in `addr/len` are accepted from now on.
+    pub fn add_source(&mut self, addr: IpAddr, len: u8) -> Result<(), DataplaneError> {
+        self.sources()?
+            .insert(&source_key(addr, len), 1, 0)
+            .map_err(DataplaneError::map(maps::DECAP_SOURCES))
+    }
+
+    pub fn remove_source(&mut self, addr: IpAddr, len: u8) -> Result<(), DataplaneError> {
+        match self.sources()?.remove(&source_key(addr, len)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(DataplaneError::map(maps::DECAP_SOURCES)(e)),
+        }
+    }
+
+    fn vips(&mut self) -> Result<BpfHashMap<&mut MapData, DecapKey, u32>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::DECAP_VIPS)
+            .ok_or(DataplaneError::MissingMap(maps::DECAP_VIPS))?;
+        BpfHashMap::try_from(map).map_err(DataplaneError::map(maps::DECAP_VIPS))
+    }
+
+    /// Inner packets to `vip` are delivered from now on.
+    pub fn add_vip(&mut self, vip: IpAddr) -> Result<(), DataplaneError> {
+        self.vips()?
+            .insert(key(vip), 1, 0)
+            .map_err(DataplaneError::map(maps::DECAP_VIPS))
+    }
+
+    pub fn remove_vip(&mut self, vip: IpAddr) -> Result<(), DataplaneError> {
+        match self.vips()?.remove(&key(vip)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(DataplaneError::map(maps::DECAP_VIPS)(e)),
         }
     }
 

@@ -2,7 +2,7 @@
 //! addresses in line with `[decap]`, publish its counters.
 
 use crate::config::{Config, DecapConfig};
-use crate::dataplane::{DecapOptions, Decapsulator};
+use crate::dataplane::{DataplaneError, DecapOptions, Decapsulator};
 use crate::part::board::PartBoard;
 use crate::part::{Applied, ApplyError, Env, Part};
 use anyhow::{Context, Result};
@@ -20,6 +20,8 @@ pub struct Decap {
     decapsulator: Decapsulator,
     interfaces: Vec<String>,
     addresses: BTreeSet<IpAddr>,
+    sources: BTreeSet<(IpAddr, u8)>,
+    vips: BTreeSet<IpAddr>,
 }
 
 impl Part for Decap {
@@ -41,11 +43,13 @@ impl Part for Decap {
         let wanted = config.decap.clone().unwrap_or(DecapConfig {
             interfaces: self.interfaces.clone(),
             addresses: Vec::new(),
+            sources: Vec::new(),
+            vips: Vec::new(),
         });
         if wanted.interfaces != self.interfaces {
             warn!("decap: interfaces take effect on restart only");
         }
-        self.sync(&wanted.addresses)?;
+        self.sync(&wanted)?;
         Ok(Applied::Running)
     }
 
@@ -59,6 +63,29 @@ impl Part for Decap {
     }
 }
 
+/// Makes `have` (and the map behind `add`/`remove`) equal to `wanted`.
+fn sync_set<T: Ord + Copy + std::fmt::Debug>(
+    d: &mut Decapsulator,
+    have: &mut BTreeSet<T>,
+    wanted: &[T],
+    add: impl Fn(&mut Decapsulator, T) -> Result<(), DataplaneError>,
+    remove: impl Fn(&mut Decapsulator, T) -> Result<(), DataplaneError>,
+    what: &str,
+) -> Result<()> {
+    let wanted: BTreeSet<T> = wanted.iter().copied().collect();
+    for x in wanted.difference(have).copied().collect::<Vec<_>>() {
+        add(d, x).with_context(|| format!("cannot add {what} {x:?}"))?;
+        have.insert(x);
+        info!("decap: {what} {x:?} added");
+    }
+    for x in have.difference(&wanted).copied().collect::<Vec<_>>() {
+        remove(d, x).with_context(|| format!("cannot remove {what} {x:?}"))?;
+        have.remove(&x);
+        info!("decap: {what} {x:?} removed");
+    }
+    Ok(())
+}
+
 fn start(node: &str, config: &DecapConfig) -> Result<Decap> {
     let decapsulator = Decapsulator::load(&DecapOptions::new(node, config.interfaces.clone()))
         .context("cannot set up the IPIP decapsulator")?;
@@ -69,40 +96,42 @@ fn start(node: &str, config: &DecapConfig) -> Result<Decap> {
         decapsulator,
         interfaces: config.interfaces.clone(),
         addresses: BTreeSet::new(),
+        sources: BTreeSet::new(),
+        vips: BTreeSet::new(),
     };
-    d.sync(&config.addresses)?;
+    d.sync(config)?;
     Ok(d)
 }
 
 impl Decap {
-    /// Adds new tunnel addresses before removing old ones, so a renumbering loses nothing
-    /// addressed to either.
-    fn sync(&mut self, wanted: &[IpAddr]) -> Result<()> {
-        let wanted: BTreeSet<IpAddr> = wanted.iter().copied().collect();
-        for a in wanted
-            .difference(&self.addresses)
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            self.decapsulator
-                .add_address(a)
-                .with_context(|| format!("cannot add tunnel address {a}"))?;
-            self.addresses.insert(a);
-            info!(address = %a, "decap: accepting tunnels to this address");
-        }
-        for a in self
-            .addresses
-            .difference(&wanted)
-            .copied()
-            .collect::<Vec<_>>()
-        {
-            self.decapsulator
-                .remove_address(a)
-                .with_context(|| format!("cannot remove tunnel address {a}"))?;
-            self.addresses.remove(&a);
-            info!(address = %a, "decap: no longer accepting tunnels to this address");
-        }
-        Ok(())
+    /// Brings the three maps in line with `config`: additions before removals, so a
+    /// renumbering loses nothing addressed to either.
+    fn sync(&mut self, config: &DecapConfig) -> Result<()> {
+        let d = &mut self.decapsulator;
+        sync_set(
+            d,
+            &mut self.addresses,
+            &config.addresses,
+            Decapsulator::add_address,
+            Decapsulator::remove_address,
+            "tunnel address",
+        )?;
+        sync_set(
+            d,
+            &mut self.sources,
+            &config.sources,
+            |d, (a, l)| d.add_source(a, l),
+            |d, (a, l)| d.remove_source(a, l),
+            "tunnel source",
+        )?;
+        sync_set(
+            d,
+            &mut self.vips,
+            &config.vips,
+            Decapsulator::add_vip,
+            Decapsulator::remove_vip,
+            "VIP",
+        )
     }
 
     fn publish_status(&self, board: &PartBoard) {
@@ -131,6 +160,8 @@ impl Decap {
         board.set(serde_json::json!({
             "interfaces": interfaces,
             "addresses": self.addresses,
+            "sources": self.sources.iter().map(|(a, l)| format!("{a}/{l}")).collect::<Vec<_>>(),
+            "vips": self.vips,
             "events": reasons,
         }));
         board.set_metrics(metrics);
