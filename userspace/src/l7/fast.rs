@@ -193,6 +193,10 @@ fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> P
         return Prep::Handoff;
     };
     let path = target.split('?').next().unwrap_or(target);
+    // Paths that need normalising are rewritten by the general path, in one place.
+    if !crate::l7::path::is_normal(path) {
+        return Prep::Handoff;
+    }
     let snap = shared.load();
     let Some(view) = snap.listeners.get(&*info.listener) else {
         return Prep::Handoff;

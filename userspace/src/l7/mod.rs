@@ -15,6 +15,7 @@ pub mod listener;
 pub mod metrics;
 pub mod overrides;
 pub mod part;
+pub mod path;
 pub mod pool;
 pub mod prefixed;
 pub mod proxy;

@@ -29,7 +29,7 @@ pub struct ConnInfo {
 }
 
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
@@ -57,6 +57,10 @@ pub async fn handle(
             StatusCode::METHOD_NOT_ALLOWED,
             "CONNECT is not proxied\n",
         ));
+    }
+    if let Err(why) = normalise_target(&mut req) {
+        conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return Ok(local(StatusCode::BAD_REQUEST, why));
     }
     let Some(route_id) = view.router.route(&host, req.uri().path()) else {
         conn.metrics.no_route.fetch_add(1, Ordering::Relaxed);
@@ -143,6 +147,22 @@ fn request_host(req: &Request<Incoming>) -> Result<String, &'static str> {
         return Err("invalid Host\n");
     }
     normalise_host(raw).ok_or("invalid Host\n")
+}
+
+/// Routes and forwards by the normal form of the path (`l7::path`), the query untouched.
+fn normalise_target<B>(req: &mut Request<B>) -> Result<(), &'static str> {
+    let std::borrow::Cow::Owned(path) = crate::l7::path::normalise(req.uri().path()) else {
+        return Ok(());
+    };
+    let target = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query =
+        Some(http::uri::PathAndQuery::try_from(target).map_err(|_| "invalid request target\n")?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| "invalid request target\n")?;
+    Ok(())
 }
 
 pub fn local(status: StatusCode, text: &'static str) -> Response<Body> {

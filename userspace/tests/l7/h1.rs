@@ -82,6 +82,48 @@ async fn routes_by_host_and_path_most_specific_first() {
     assert_eq!(total, 10);
 }
 
+/// `/x/../api` must reach the `/api` route's pool, and the backend must see the path it was
+/// routed by: routing on the raw path would let a `/public` route carry `/public/../admin`.
+#[tokio::test]
+async fn dot_segments_and_encoded_slashes_route_as_the_backend_resolves_them() {
+    let mut todo = Backend::named("todo").await;
+    let shop = Backend::named("shop").await;
+    let mut api = Backend::named("api").await;
+    let fallback = Backend::named("fallback").await;
+    let (_p, addr) = proxy(&routes(&todo, &shop, &api, &fallback, ""));
+    for (path, want, at_backend) in [
+        ("/x/../api/items?q=1", "api", "/api/items?q=1"),
+        ("/x/%2e%2e/api", "api", "/api"),
+        ("/x%2F..%2Fapi", "api", "/api"),
+        ("//api/items", "api", "/api/items"),
+        ("/./api/./items", "api", "/api/items"),
+        ("/api/../x", "todo", "/x"),
+        ("/api/../../../x", "todo", "/x"),
+        ("/%61pi", "api", "/api"),
+    ] {
+        let r = exchange(addr, &get("todo.example", path)).await;
+        assert_eq!(status(&r), 200, "{path}: {r}");
+        assert_eq!(body(&r), want, "{path}");
+        let seen = if want == "api" {
+            api.request().await
+        } else {
+            todo.request().await
+        };
+        assert!(
+            seen.starts_with(&format!("GET {at_backend} HTTP/1.1\r\n")),
+            "{path}: {seen}"
+        );
+    }
+    // Normal paths go out byte for byte (the fast path), queries untouched.
+    let r = exchange(addr, &get("todo.example", "/api/a.b/c..d?x=/../y")).await;
+    assert_eq!(body(&r), "api", "{r}");
+    assert!(
+        api.request()
+            .await
+            .starts_with("GET /api/a.b/c..d?x=/../y HTTP/1.1\r\n")
+    );
+}
+
 #[tokio::test]
 async fn exact_request_bytes_at_the_backend() {
     let mut b = Backend::named("b").await;
