@@ -1,10 +1,10 @@
 //! `[admin]`: the command socket and the read-only TCP listener.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::model::{AdminConfig, Cidr, Config};
-use super::reader::{Located, Table};
+use super::reader::Table;
 use super::report::Report;
 use super::rules;
 
@@ -29,7 +29,7 @@ pub(super) fn admin(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<Ad
         Some(items) => items
             .value
             .into_iter()
-            .map(|item| cidr(report, item))
+            .map(|item| rules::cidr(report, item))
             .collect::<Vec<_>>()
             .into_iter()
             .collect(),
@@ -59,27 +59,6 @@ pub(super) fn admin(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<Ad
         socket: socket?,
         group: group?,
     })
-}
-
-/// `address/length`; unlike a source prefix, `0.0.0.0/0` is a fine thing to allow.
-fn cidr(report: &mut Report<'_>, value: Located<&str>) -> Option<Cidr> {
-    let parsed = value.value.split_once('/').and_then(|(a, l)| {
-        let address = a.parse::<IpAddr>().ok()?;
-        let len = l.parse::<u8>().ok()?;
-        let width = if address.is_ipv4() { 32 } else { 128 };
-        (len <= width).then_some(Cidr { address, len })
-    });
-    if parsed.is_none() {
-        report.add(
-            value.offset,
-            value.key,
-            format!(
-                "\"{}\" is not an address/length prefix (e.g. 10.0.0.0/8)",
-                value.value
-            ),
-        );
-    }
-    parsed
 }
 
 /// What is valid but probably not meant: the operator sees it in `portier check` and in the

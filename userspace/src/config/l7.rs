@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::l7_tls;
 pub use super::l7_tls::UpstreamTlsConfig;
-use super::model::Choice;
+use super::model::{Choice, Cidr};
 use super::reader::{Located, Table};
 use super::report::Report;
 use super::rules;
@@ -72,6 +72,8 @@ pub struct ListenerConfig {
     pub certificates: Vec<CertificateConfig>,
     /// Expect a PROXY protocol v2 header before each connection's first byte.
     pub proxy_protocol: bool,
+    /// Peers allowed to send that header; connections from others are closed and counted.
+    pub proxy_from: Vec<Cidr>,
     pub max_connections: u32,
     /// Time allowed for a request head to arrive (slowloris defence); on HTTP/1 it also
     /// bounds how long an idle keep-alive connection waits for its next request.
@@ -368,6 +370,7 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
             "protocols",
             "certificate",
             "proxy_protocol",
+            "proxy_from",
             "max_connections",
             "header_timeout_ms",
             "max_header_bytes",
@@ -431,6 +434,25 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
     let proxy_protocol = table
         .optional_bool(report, "proxy_protocol")
         .map(|v| v.value);
+    let proxy_from: Option<Vec<Cidr>> = match table.optional_str_array(report, "proxy_from") {
+        None => Some(Vec::new()),
+        Some(items) => items
+            .value
+            .into_iter()
+            .map(|item| rules::cidr(report, item))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect(),
+    };
+    // A PROXY header names the client; taking it from anyone lets anyone claim any address.
+    if proxy_protocol == Some(true) && !table.has("proxy_from") {
+        report.add(
+            table.offset(),
+            table.key_path("proxy_from"),
+            "proxy_protocol = true needs proxy_from: the addresses of the balancers or \
+             proxies allowed to send PROXY headers",
+        );
+    }
     let access_log = table.optional_bool(report, "access_log").map(|v| v.value);
     let max_connections = int(report, table, "max_connections", 1..=1_000_000, 10_000);
     let header_timeout_ms = ms(report, table, "header_timeout_ms", 10_000);
@@ -444,6 +466,7 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
             protocols: protocols?,
             certificates: certificates.into_iter().collect::<Option<_>>()?,
             proxy_protocol: proxy_protocol.unwrap_or(false),
+            proxy_from: proxy_from?,
             max_connections: max_connections?,
             header_timeout_ms: header_timeout_ms?,
             max_header_bytes: max_header_bytes?,

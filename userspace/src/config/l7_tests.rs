@@ -67,6 +67,7 @@ name = "https"
 bind = "[::]:443"
 protocols = ["h2", "http1"]
 proxy_protocol = true
+proxy_from = ["10.0.0.0/24", "fd00::/64"]
 max_connections = 5
 header_timeout_ms = 1000
 max_header_bytes = 8192
@@ -103,6 +104,8 @@ eject_ms = 7
     let l = &c.listeners[0];
     assert_eq!(l.protocols, vec![HttpProtocol::H2, HttpProtocol::Http1]);
     assert!(l.proxy_protocol && l.access_log);
+    assert_eq!(l.proxy_from.len(), 2);
+    assert!(l.proxy_from[0].contains("10.0.0.11".parse().unwrap()));
     assert_eq!(
         l.certificates[0].key,
         std::path::PathBuf::from("/etc/portier/a.key")

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
-use super::model::Choice;
+use super::model::{Choice, Cidr};
 use super::reader::Located;
 use super::report::Report;
 
@@ -198,4 +198,25 @@ pub(super) fn interface_names(report: &mut Report<'_>, items: Vec<Located<&str>>
         }
     }
     names
+}
+
+/// `address/length`; unlike a source prefix, `0.0.0.0/0` is a fine thing to allow.
+pub(super) fn cidr(report: &mut Report<'_>, value: Located<&str>) -> Option<Cidr> {
+    let parsed = value.value.split_once('/').and_then(|(a, l)| {
+        let address = a.parse::<IpAddr>().ok()?;
+        let len = l.parse::<u8>().ok()?;
+        let width = if address.is_ipv4() { 32 } else { 128 };
+        (len <= width).then_some(Cidr { address, len })
+    });
+    if parsed.is_none() {
+        report.add(
+            value.offset,
+            value.key,
+            format!(
+                "\"{}\" is not an address/length prefix (e.g. 10.0.0.0/8)",
+                value.value
+            ),
+        );
+    }
+    parsed
 }

@@ -189,6 +189,7 @@ async fn accept_loop(
     });
     let plain_fast = config.protocols.contains(&HttpProtocol::Http1);
     let plain_h2 = config.protocols.contains(&HttpProtocol::H2c);
+    let proxy_from: Arc<[crate::config::Cidr]> = config.proxy_from.clone().into();
     loop {
         let (stream, peer) = tokio::select! {
             r = socket.accept() => match r {
@@ -219,6 +220,7 @@ async fn accept_loop(
             shared: shared.clone(),
             metrics: metrics.clone(),
             proxy_protocol: config.proxy_protocol,
+            proxy_from: proxy_from.clone(),
             header_timeout,
             fast: fast.clone(),
             plain_fast,
@@ -251,6 +253,7 @@ struct Conn {
     shared: Arc<Shared>,
     metrics: Arc<ListenerMetrics>,
     proxy_protocol: bool,
+    proxy_from: Arc<[crate::config::Cidr]>,
     header_timeout: Duration,
     fast: Arc<fast::Settings>,
     plain_fast: bool,
@@ -270,6 +273,13 @@ impl Conn {
         watcher: hyper_util::server::graceful::Watcher,
     ) {
         let mut client = peer;
+        if self.proxy_protocol && !self.proxy_from.iter().any(|c| c.contains(peer.ip())) {
+            self.metrics
+                .proxy_protocol_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(listener = %self.name, %peer, "PROXY listener: peer not in proxy_from");
+            return;
+        }
         if self.proxy_protocol {
             match proxy_protocol::read(&mut stream, self.header_timeout).await {
                 Ok(Header::Proxy { source, .. }) => client = source,

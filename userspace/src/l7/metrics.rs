@@ -15,6 +15,8 @@ pub struct ListenerMetrics {
     pub bad_requests: AtomicU64,
     pub no_route: AtomicU64,
     pub proxy_protocol_errors: AtomicU64,
+    /// Connections of a PROXY listener from peers outside `proxy_from`, closed unread.
+    pub proxy_protocol_refused: AtomicU64,
     pub tls_errors: AtomicU64,
 }
 
@@ -74,6 +76,10 @@ pub fn render_listener(out: &mut String, name: &str, m: &ListenerMetrics) {
         ("bad_requests_total", get(&m.bad_requests)),
         ("no_route_total", get(&m.no_route)),
         ("proxy_protocol_errors_total", get(&m.proxy_protocol_errors)),
+        (
+            "proxy_protocol_refused_total",
+            get(&m.proxy_protocol_refused),
+        ),
         ("tls_errors_total", get(&m.tls_errors)),
     ] {
         let _ = writeln!(

@@ -553,7 +553,11 @@ async fn response_trailers_reach_a_client_that_accepts_them() {
 #[tokio::test]
 async fn proxy_protocol_v2_names_the_client() {
     let mut b = Backend::named("b").await;
-    let (_p, addr) = proxy(&simple(&[&b], "", "proxy_protocol = true"));
+    let (_p, addr) = proxy(&simple(
+        &[&b],
+        "",
+        "proxy_protocol = true\nproxy_from = [\"127.0.0.0/8\"]",
+    ));
     let mut c = Client::connect(addr).await;
     let mut bytes = portier::l7::proxy_protocol::encode(
         "198.51.100.10:41000".parse().unwrap(),
@@ -570,6 +574,45 @@ async fn proxy_protocol_v2_names_the_client() {
     c.send(&get("x", "/")).await;
     assert!(c.closed().await);
     b.no_request().await;
+}
+
+#[tokio::test]
+async fn proxy_protocol_only_from_proxy_from() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(
+        &[&b],
+        "",
+        "proxy_protocol = true\nproxy_from = [\"192.0.2.0/24\", \"::1/128\"]",
+    ));
+    // A well-formed header from a peer that may not send one: closed unread, counted.
+    let mut c = Client::connect(addr).await;
+    let mut bytes = portier::l7::proxy_protocol::encode(
+        "198.51.100.10:41000".parse().unwrap(),
+        "203.0.113.10:80".parse().unwrap(),
+    );
+    bytes.extend_from_slice(&get("x", "/"));
+    c.send(&bytes).await;
+    assert!(c.closed().await);
+    b.no_request().await;
+    let metrics = p.metrics();
+    assert!(
+        metrics.contains("portier_l7_listener_proxy_protocol_refused_total{listener=\"http\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn proxy_protocol_without_proxy_from_is_refused_by_the_config() {
+    let e = portier::config::parse(
+        "[node]\nname = \"h\"\n[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\nproxy_protocol = true\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("l7.listener[0].proxy_from") && e.contains("needs proxy_from"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
