@@ -18,6 +18,11 @@ impl Frr {
     /// Starts zebra and ospfd in `ns` with `config` (frr.conf syntax). `name` must be unique
     /// among running FRR instances (it is the pathspace).
     pub fn start(ns: &str, name: &str, config: &str) -> Result<Frr> {
+        Self::start_daemons(ns, name, config, &["zebra", "ospfd"])
+    }
+
+    /// Starts zebra and then each of `daemons` (`ospfd`, `bfdd`, `bgpd`) in `ns`.
+    pub fn start_daemons(ns: &str, name: &str, config: &str, daemons: &[&str]) -> Result<Frr> {
         let dir = dir(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -29,7 +34,7 @@ impl Frr {
             dir: dir.clone(),
             children: Vec::new(),
         };
-        for daemon in ["zebra", "ospfd"] {
+        for &daemon in daemons {
             let program = Path::new("/usr/lib/frr").join(daemon);
             let pid = dir.join(format!("{daemon}.pid"));
             let zsock = dir.join("zserv.api");
@@ -51,11 +56,11 @@ impl Frr {
             ];
             let log = dir.join(format!("{daemon}.log"));
             frr.children.push(spawn_in(ns, &program, &args, &log)?);
-            // ospfd needs zebra's socket; wait for it rather than sleeping.
+            // The others need zebra's socket; wait for it rather than sleeping.
             let ready = if daemon == "zebra" {
                 zsock
             } else {
-                dir.join("ospfd.vty")
+                dir.join(format!("{daemon}.vty"))
             };
             let deadline = Instant::now() + Duration::from_secs(10);
             while !ready.exists() {
