@@ -123,10 +123,19 @@ async fn a_connection_is_reused_after_a_response_with_trailers() {
         )
     });
     let mut b = Backend::scripted("b", reply).await;
-    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
     for _ in 0..3 {
         let r = exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n").await;
         assert!(r.ends_with("0\r\nx-checksum: 7\r\n\r\n"), "{r:?}");
+        // The connection goes back to the idle list when hyper's client has read the
+        // trailers, which may be just after the client got them: wait for it, as the next
+        // request of a real client would usually come later.
+        wait_until(|| {
+            p.metrics()
+                .lines()
+                .any(|l| l.starts_with("portier_l7_server_idle_connections") && l.ends_with(" 1"))
+        })
+        .await;
     }
     assert_eq!(b.drain(), 3);
     assert_eq!(b.connections.load(Ordering::SeqCst), 1);
