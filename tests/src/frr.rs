@@ -12,6 +12,7 @@ use crate::netns::{run, spawn_in};
 pub struct Frr {
     pub dir: PathBuf,
     children: Vec<Child>,
+    names: Vec<String>,
 }
 
 impl Frr {
@@ -33,6 +34,7 @@ impl Frr {
         let mut frr = Frr {
             dir: dir.clone(),
             children: Vec::new(),
+            names: Vec::new(),
         };
         for &daemon in daemons {
             let program = Path::new("/usr/lib/frr").join(daemon);
@@ -56,6 +58,7 @@ impl Frr {
             ];
             let log = dir.join(format!("{daemon}.log"));
             frr.children.push(spawn_in(ns, &program, &args, &log)?);
+            frr.names.push(daemon.to_string());
             // The others need zebra's socket; wait for it rather than sleeping.
             let ready = if daemon == "zebra" {
                 zsock
@@ -90,6 +93,18 @@ impl Frr {
         // FRR 8.4 lists neighbours as an array per router ID.
         let first = if entry.is_array() { &entry[0] } else { entry };
         Ok(first["nbrState"].as_str().map(str::to_owned))
+    }
+
+    /// Kills one daemon at once (SIGKILL): it goes silent, as a crashed router would.
+    pub fn kill(&mut self, daemon: &str) -> Result<()> {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == daemon)
+            .with_context(|| format!("{daemon} is not running"))?;
+        self.children[i].kill()?;
+        self.children[i].wait()?;
+        Ok(())
     }
 
     pub fn log(&self, daemon: &str) -> String {

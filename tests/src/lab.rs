@@ -475,6 +475,37 @@ impl Drop for Lab {
 }
 
 impl Daemon {
+    /// Starts `portier run` in namespace `ns` on `config` (written to `dir/NODE.toml`, its log
+    /// to `dir/NODE.log`) and waits until it reports ready. For tests outside the lab.
+    pub fn spawn(ns: &str, node: &str, config: &str, dir: &Path) -> Result<Daemon> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{node}.toml"));
+        std::fs::write(&path, config)?;
+        let log = dir.join(format!("{node}.log"));
+        let _ = std::fs::remove_file(&log);
+        let child = spawn_in(
+            ns,
+            &bin("portier")?,
+            &["run", "-c", &path.to_string_lossy()],
+            &log,
+        )?;
+        let d = Daemon {
+            node: node.to_string(),
+            config: path,
+            log,
+            child,
+        };
+        d.wait_for("portier ready", 1, Duration::from_secs(30))?;
+        Ok(d)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or power loss would.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Replaces the config file and sends SIGHUP; waits until the reload is applied.
     pub fn reload(&self, config: &str) -> Result<()> {
         let before = count_in_log(&self.log, "reload applied");

@@ -6,4 +6,5 @@ pub mod frr;
 pub mod lab;
 pub mod lab_routed;
 pub mod netns;
+pub mod pair;
 pub mod vrrp;

@@ -14,74 +14,15 @@ use portier::ospf::io::Speaker;
 use portier::ospf::neighbor::NbrState;
 use portier::ospf::packet::{Auth, AuthKey};
 use portier_tests::frr::{self, Frr};
-use portier_tests::netns::{self, ip, ip_in};
+use portier_tests::netns::ip_in;
+use portier_tests::pair::Pair;
 use tokio::sync::watch;
 
 const VIP: &str = "203.0.113.77";
 
-/// Two namespaces joined by a veth: `<p>-r` (FRR, .1) and `<p>-p` (portier, .2).
-struct Pair {
-    prefix: String,
-    subnet: u8,
-}
-
-impl Pair {
-    fn new(prefix: &str, subnet: u8) -> Result<Pair> {
-        netns::require_root()?;
-        let pair = Pair {
-            prefix: prefix.to_owned(),
-            subnet,
-        };
-        pair.cleanup();
-        let (r, p) = (pair.ns("r"), pair.ns("p"));
-        portier_tests::netns::add(&r)?;
-        portier_tests::netns::add(&p)?;
-        ip(&[
-            "link", "add", "eth0", "netns", &r, "type", "veth", "peer", "name", "eth0", "netns", &p,
-        ])?;
-        for (ns, host) in [(&r, 1), (&p, 2)] {
-            ip_in(ns, &["link", "set", "lo", "up"])?;
-            ip_in(
-                ns,
-                &[
-                    "addr",
-                    "add",
-                    &format!("{}/24", pair.addr(host)),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            ip_in(ns, &["link", "set", "eth0", "up"])?;
-        }
-        Ok(pair)
-    }
-
-    fn ns(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
-    }
-
-    fn addr(&self, host: u8) -> Ipv4Addr {
-        Ipv4Addr::new(10, 77, self.subnet, host)
-    }
-
-    fn cleanup(&self) {
-        for role in ["r", "p"] {
-            let ns = self.ns(role);
-            netns::kill_all_in(&ns);
-            let _ = ip(&["netns", "del", &ns]);
-        }
-    }
-
-    /// The VIP route in the FRR namespace's kernel table, if any.
-    fn vip_route(&self) -> String {
-        ip_in(&self.ns("r"), &["route", "show", &format!("{VIP}/32")]).unwrap_or_default()
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        self.cleanup();
-    }
+/// The VIP route in the FRR namespace's kernel table, if any.
+fn vip_route(pair: &Pair) -> String {
+    ip_in(&pair.ns("r"), &["route", "show", &format!("{VIP}/32")]).unwrap_or_default()
 }
 
 /// The speaker on its own thread inside the portier namespace.
@@ -198,7 +139,7 @@ fn frr_config(pair: &Pair, p2p: bool, md5: Option<&str>) -> String {
         std::env::temp_dir().display(),
         frr::interface_config("eth0", p2p, 100, md5),
         pair.addr(1),
-        pair.subnet,
+        pair.addr(0).octets()[2],
     )
 }
 
@@ -230,7 +171,7 @@ fn scenario(prefix: &str, subnet: u8, network: NetworkType, md5: bool) -> Result
     })?;
     let via = format!("via {}", pair.addr(2));
     wait("the VIP route via portier", Duration::from_secs(20), || {
-        let r = pair.vip_route();
+        let r = vip_route(&pair);
         r.contains(&via) && r.contains("proto ospf")
     })
     .with_context(|| frr.vtysh("show ip ospf database").unwrap_or_default())?;
@@ -240,20 +181,20 @@ fn scenario(prefix: &str, subnet: u8, network: NetworkType, md5: bool) -> Result
     let gone = wait(
         "the VIP route to go on withdrawal",
         Duration::from_secs(15),
-        || pair.vip_route().is_empty(),
+        || vip_route(&pair).is_empty(),
     )?;
 
     speaker.announce(true);
     wait(
         "the VIP route to come back",
         Duration::from_secs(15),
-        || pair.vip_route().contains(&via),
+        || vip_route(&pair).contains(&via),
     )?;
     speaker.kill();
     let dead = wait(
         "the VIP route to go after portier died",
         Duration::from_secs(15),
-        || pair.vip_route().is_empty(),
+        || vip_route(&pair).is_empty(),
     )?;
     println!(
         "ospf-bench {prefix} network={network:?} md5={md5}: full {:?}, installed {:?}, withdrawn {:?}, dead {:?}",

@@ -1,5 +1,5 @@
-//! The internal event bus: how the daemon's parts (L4, L7, VRRP, OSPF) learn about each other
-//! without reaching into each other.
+//! The internal event bus: how the daemon's parts (L4, L7, VRRP, OSPF, BFD) learn about each
+//! other without reaching into each other.
 
 use std::net::IpAddr;
 use tokio::sync::broadcast;
@@ -12,6 +12,21 @@ pub enum Event {
         instance: String,
         vips: Vec<IpAddr>,
         master: bool,
+    },
+    /// A part asks BFD to watch a neighbour on an interface (as FRR's `ip ospf bfd`), or
+    /// stops asking. The BFD part keeps a session while any client or `[[bfd.peer]]` wants it.
+    BfdWatch {
+        client: &'static str,
+        peer: IpAddr,
+        interface: String,
+        watch: bool,
+    },
+    /// A BFD session went up, or stopped being up (detection time expired, the peer said
+    /// down, or the session was removed).
+    BfdState {
+        peer: IpAddr,
+        interface: String,
+        up: bool,
     },
     /// A service's count of healthy backends changed.
     ServiceHealth {

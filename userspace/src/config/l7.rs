@@ -321,10 +321,7 @@ fn int<T: TryFrom<i128>>(
     range: std::ops::RangeInclusive<i128>,
     default: T,
 ) -> Option<T> {
-    match table.optional_int(report, key) {
-        Some(v) => rules::in_range(report, v, range),
-        None => Some(default),
-    }
+    rules::int_or(report, table, key, range, default)
 }
 
 fn name(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<Located<String>> {

@@ -5,6 +5,7 @@
 //! lists everything wrong with the file.
 
 mod admin;
+mod bfd;
 mod checks;
 mod decap;
 mod error;
@@ -25,6 +26,7 @@ use std::path::Path;
 use toml::de::DeTable;
 
 pub use admin::warnings;
+pub use bfd::{BfdAuth, BfdAuthKind, BfdConfig, BfdPeer, BfdTimers};
 pub use error::{ConfigError, Problem};
 pub use l7::{
     Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
@@ -94,6 +96,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
             "ospf",
             "vrrp",
             "decap",
+            "bfd",
         ],
     );
     let node = root
@@ -120,6 +123,10 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
     if let Some(dataplane) = &dataplane {
         decap::check_sources(report, &services, dataplane);
     }
+    let bfd = match root.optional_table(report, "bfd") {
+        Some(table) => bfd::section(report, &table).map(Some),
+        None => Some(None),
+    };
     let decap = match root.optional_table(report, "decap") {
         Some(table) => decap::section(report, &table).map(Some),
         None => Some(None),
@@ -182,6 +189,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         vrrp,
         ospf: ospf?,
         decap: decap?,
+        bfd: bfd?,
     })
 }
 

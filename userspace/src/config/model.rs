@@ -20,6 +20,8 @@ pub struct Config {
     pub ospf: Option<super::ospf::OspfConfig>,
     /// `[decap]`: this node is a host behind IPIP services and runs the decapsulator.
     pub decap: Option<DecapConfig>,
+    /// `[bfd]`: the BFD part runs (static peers, and sessions other parts ask for).
+    pub bfd: Option<super::BfdConfig>,
 }
 
 /// `[decap]`: where the host receives IPIP from the balancers.

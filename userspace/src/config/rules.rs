@@ -220,3 +220,17 @@ pub(super) fn cidr(report: &mut Report<'_>, value: Located<&str>) -> Option<Cidr
     }
     parsed
 }
+
+/// An optional integer key in `range`, else `default`.
+pub(super) fn int_or<T: TryFrom<i128>>(
+    report: &mut Report<'_>,
+    table: &super::reader::Table<'_, '_>,
+    key: &str,
+    range: RangeInclusive<i128>,
+    default: T,
+) -> Option<T> {
+    match table.optional_int(report, key) {
+        Some(v) => in_range(report, v, range),
+        None => Some(default),
+    }
+}

@@ -42,6 +42,7 @@ fn part_specs() -> Vec<PartSpec> {
     vec![
         spec::<crate::l4::part::L4>(),
         spec::<crate::decap::part::Decap>(),
+        spec::<crate::bfd::part::Bfd>(),
         spec::<crate::vrrp::part::Vrrp>(),
         spec::<crate::l7::part::L7Part>(),
         spec::<crate::ospf::part::Ospf>(),

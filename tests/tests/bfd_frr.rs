@@ -1,0 +1,217 @@
+//! portier's BFD part (a real `portier run`) against Debian's FRR bfdd and BIRD 2, in
+//! namespaces made here: sessions up with negotiated 50 ms timers, a silent peer detected in
+//! the detection time (both directions), keyed SHA1 authentication with BIRD, and a wrong key
+//! refused and counted. Prints how long detection took.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use portier_tests::frr::Frr;
+use portier_tests::lab::Daemon;
+use portier_tests::netns::{run, spawn_in};
+use portier_tests::pair::Pair;
+
+fn dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("portier-bfd-{name}"))
+}
+
+fn portier_config(node: &str, peer: &str, extra: &str) -> String {
+    format!(
+        "[node]\nname = \"{node}\"\n\n[bfd]\nmin_tx_ms = 50\nmin_rx_ms = 50\nmultiplier = 3\n\
+         \n  [[bfd.peer]]\n  address = \"{peer}\"\n  interface = \"eth0\"\n{extra}"
+    )
+}
+
+/// The first BFD session of a running daemon, from its status.
+fn session(d: &Daemon, ns: &str) -> Result<serde_json::Value> {
+    let status: serde_json::Value = serde_json::from_str(&d.cli(ns, &["status", "--json"])?)?;
+    Ok(status["bfd"]["sessions"][0].clone())
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if f()? {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn frr_peer_status(frr: &Frr, peer: &str) -> Result<Option<serde_json::Value>> {
+    let text = frr.vtysh("show bfd peers json")?;
+    let peers: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("vtysh said: {text}"))?;
+    Ok(peers
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["peer"] == peer).cloned()))
+}
+
+#[test]
+fn frr_bfdd_session_timers_and_loss_both_ways() -> Result<()> {
+    let pair = Pair::new("bfr", 78)?;
+    let (frr_addr, our_addr) = (pair.addr(1).to_string(), pair.addr(2).to_string());
+    let frr_conf = format!(
+        "frr defaults traditional\nhostname bfr\n!\nbfd\n peer {our_addr} interface eth0\n  \
+         transmit-interval 50\n  receive-interval 50\n  detect-multiplier 3\n  no shutdown\n !\n!\n"
+    );
+    let mut frr = Frr::start_daemons(&pair.ns("r"), "bfr", &frr_conf, &["zebra", "bfdd"])?;
+    let ns = pair.ns("p");
+    let d = Daemon::spawn(
+        &ns,
+        "bfr-p",
+        &portier_config("bfr-p", &frr_addr, ""),
+        &dir("bfr"),
+    )?;
+
+    wait("session up at both ends", Duration::from_secs(10), || {
+        let ours = session(&d, &ns)?;
+        let theirs = frr_peer_status(&frr, &our_addr)?;
+        Ok(ours["session"]["state"] == "up" && theirs.is_some_and(|t| t["status"] == "up"))
+    })?;
+    // The fast timers, negotiated by the poll sequence after coming up.
+    wait("50 ms timers", Duration::from_secs(5), || {
+        let s = session(&d, &ns)?;
+        Ok(s["session"]["tx_interval_ms"] == 50 && s["session"]["detect_time_ms"] == 150)
+    })?;
+    let theirs = frr_peer_status(&frr, &our_addr)?.context("FRR lists us")?;
+    assert_eq!(theirs["remote-transmit-interval"], 50, "{theirs}");
+    assert_eq!(theirs["remote-detect-multiplier"], 3, "{theirs}");
+
+    // FRR goes silent: portier declares the session down in its detection time.
+    frr.kill("bfdd")?;
+    let took = wait("detected down", Duration::from_secs(3), || {
+        Ok(session(&d, &ns)?["session"]["state"] == "down")
+    })?;
+    let s = session(&d, &ns)?;
+    assert_eq!(
+        s["session"]["diag"], "control_detection_time_expired",
+        "{s}"
+    );
+    println!("portier detected the silent FRR bfdd after {took:?} (detection time 150 ms)");
+    drop(frr);
+
+    // The other way: FRR watches portier, which dies.
+    let frr = Frr::start_daemons(&pair.ns("r"), "bfr", &frr_conf, &["zebra", "bfdd"])?;
+    wait("session up again", Duration::from_secs(10), || {
+        Ok(
+            frr_peer_status(&frr, &our_addr)?.is_some_and(|t| t["status"] == "up")
+                && session(&d, &ns)?["session"]["state"] == "up",
+        )
+    })?;
+    wait("FRR on 50 ms", Duration::from_secs(5), || {
+        Ok(frr_peer_status(&frr, &our_addr)?.is_some_and(|t| t["remote-transmit-interval"] == 50))
+    })?;
+    d.kill()?;
+    let took = wait("FRR detected down", Duration::from_secs(3), || {
+        Ok(frr_peer_status(&frr, &our_addr)?.is_some_and(|t| t["status"] == "down"))
+    })?;
+    let theirs = frr_peer_status(&frr, &our_addr)?.context("FRR lists us")?;
+    assert_eq!(
+        theirs["diagnostic"], "control detection time expired",
+        "{theirs}"
+    );
+    println!("FRR detected the killed portier after {took:?}");
+    Ok(())
+}
+
+/// BIRD 2 in a namespace, its control socket in a private directory.
+struct Bird {
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl Bird {
+    fn start(ns: &str, name: &str, config: &str) -> Result<Bird> {
+        let dir = dir(&format!("bird-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("bird.conf");
+        std::fs::write(&conf, config)?;
+        let sock = dir.join("bird.ctl");
+        let child = spawn_in(
+            ns,
+            std::path::Path::new("/usr/sbin/bird"),
+            &[
+                "-f",
+                "-c",
+                &conf.to_string_lossy(),
+                "-s",
+                &sock.to_string_lossy(),
+                "-P",
+                &dir.join("bird.pid").to_string_lossy(),
+            ],
+            &dir.join("bird.log"),
+        )?;
+        let b = Bird { dir, child };
+        wait("bird control socket", Duration::from_secs(10), || {
+            Ok(sock.exists())
+        })?;
+        Ok(b)
+    }
+
+    fn show(&self, what: &str) -> Result<String> {
+        let sock = self.dir.join("bird.ctl");
+        let mut args = vec!["-s", sock.to_str().context("path")?];
+        args.extend(what.split(' '));
+        run("birdc", &args)
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn bird_meticulous_sha1_and_a_wrong_key() -> Result<()> {
+    let pair = Pair::new("bbr", 79)?;
+    let (bird_addr, our_addr) = (pair.addr(1).to_string(), pair.addr(2).to_string());
+    let bird = Bird::start(
+        &pair.ns("r"),
+        "bbr",
+        &format!(
+            "router id {bird_addr};\nprotocol device {{ }}\nprotocol bfd {{\n  interface \"eth0\" {{\n    \
+             min rx interval 50 ms;\n    min tx interval 50 ms;\n    multiplier 3;\n    \
+             authentication meticulous keyed sha1;\n    password \"portier-lab\" {{ id 1; }};\n  }};\n  \
+             neighbor {our_addr} dev \"eth0\";\n}}\n"
+        ),
+    )?;
+    let ns = pair.ns("p");
+    let auth = "  auth = \"meticulous-sha1\"\n  key_id = 1\n  key = \"portier-lab\"\n";
+    let d = Daemon::spawn(
+        &ns,
+        "bbr-p",
+        &portier_config("bbr-p", &bird_addr, auth),
+        &dir("bbr"),
+    )?;
+    wait("authenticated session up", Duration::from_secs(10), || {
+        Ok(session(&d, &ns)?["session"]["state"] == "up"
+            && bird.show("show bfd sessions")?.contains(" Up "))
+    })?;
+
+    // A wrong key: BIRD's packets fail our check, the session goes down and stays down.
+    d.reload(&portier_config(
+        "bbr-p",
+        &bird_addr,
+        &auth.replace("portier-lab", "wrong-key"),
+    ))?;
+    wait("down with the wrong key", Duration::from_secs(5), || {
+        Ok(session(&d, &ns)?["session"]["state"] == "down")
+    })?;
+    wait("auth failures counted", Duration::from_secs(5), || {
+        let status: serde_json::Value = serde_json::from_str(&d.cli(&ns, &["status", "--json"])?)?;
+        Ok(status["bfd"]["discarded"]["auth_failed"]
+            .as_u64()
+            .is_some_and(|n| n > 0))
+    })?;
+    assert!(!bird.show("show bfd sessions")?.contains(" Up "));
+    Ok(())
+}
