@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bfd;
+pub mod bgp;
 pub mod bus;
 pub mod config;
 pub mod daemon;

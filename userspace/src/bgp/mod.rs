@@ -1,0 +1,7 @@
+//! BGP-4 speaker core (issue 13): announces the VIPs as /32 and /128 routes to edge routers.
+//!
+//! - [`packet`]: the message codec (RFC 4271, capabilities, RFC 7606 error handling).
+//! - [`prefix`]: prefixes and address families.
+
+pub mod packet;
+pub mod prefix;
