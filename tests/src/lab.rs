@@ -499,6 +499,11 @@ impl Daemon {
         Ok(d)
     }
 
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Kills the process at once (SIGKILL), as a crash or power loss would.
     pub fn kill(mut self) -> Result<()> {
         self.child.kill()?;

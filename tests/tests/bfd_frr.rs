@@ -215,3 +215,83 @@ fn bird_meticulous_sha1_and_a_wrong_key() -> Result<()> {
     assert!(!bird.show("show bfd sessions")?.contains(" Up "));
     Ok(())
 }
+
+/// OSPF neighbours watched by BFD (`bfd = true` on portier, `ip ospf bfd` on FRR), with a
+/// dead interval of 40 s (point-to-point: no DR election waiting for it) so that only BFD
+/// can act within the waits: when portier dies, FRR
+/// drops its VIP route, and when FRR's bfdd goes silent portier brings the neighbour down.
+#[test]
+fn ospf_neighbours_follow_bfd_both_ways() -> Result<()> {
+    let pair = Pair::new("bfo", 80)?;
+    let (frr_addr, our_addr) = (pair.addr(1).to_string(), pair.addr(2).to_string());
+    let frr_conf = format!(
+        "frr defaults traditional\nhostname bfo\n!\nbfd\n profile fast\n  transmit-interval 50\n  \
+         receive-interval 50\n  detect-multiplier 3\n !\n!\ninterface eth0\n ip ospf hello-interval 1\n \
+         ip ospf dead-interval 40\n ip ospf network point-to-point\n ip ospf bfd\n ip ospf bfd profile fast\n!\nrouter ospf\n \
+         ospf router-id {frr_addr}\n network 10.77.80.0/24 area 0\n!\n"
+    );
+    let mut frr = Frr::start_daemons(&pair.ns("r"), "bfo", &frr_conf, &["zebra", "bfdd", "ospfd"])?;
+    let ns = pair.ns("p");
+    let config = format!(
+        "[node]\nname = \"bfo-p\"\n\n[bfd]\nmin_tx_ms = 50\nmin_rx_ms = 50\n\n[ospf]\n\
+         router_id = \"{our_addr}\"\n  [[ospf.interface]]\n  name = \"eth0\"\n  hello_interval = 1\n  \
+         dead_interval = 40\n  network = \"point-to-point\"\n  bfd = true\n  [[ospf.announce]]\n  vip = \"203.0.113.80\"\n  \
+         policy = \"always\"\n"
+    );
+    let d = Daemon::spawn(&ns, "bfo-p", &config, &dir("bfo"))?;
+    let route = || {
+        portier_tests::netns::ip_in(&pair.ns("r"), &["route", "show", "203.0.113.80/32"])
+            .unwrap_or_default()
+    };
+    wait("VIP route at FRR", Duration::from_secs(30), || {
+        Ok(route().contains(&our_addr))
+    })?;
+    wait(
+        "BFD up for the OSPF neighbour",
+        Duration::from_secs(10),
+        || {
+            let s = session(&d, &ns)?;
+            Ok(s["session"]["state"] == "up"
+                && s["clients"] == serde_json::json!(["ospf"])
+                && frr_peer_status(&frr, &our_addr)?.is_some_and(|t| t["status"] == "up"))
+        },
+    )?;
+    wait("FRR on 50 ms", Duration::from_secs(5), || {
+        Ok(frr_peer_status(&frr, &our_addr)?.is_some_and(|t| t["remote-transmit-interval"] == 50))
+    })?;
+
+    // FRR's bfdd goes silent (its ospfd still says hello): portier drops the neighbour now.
+    frr.kill("bfdd")?;
+    let took = wait(
+        "portier dropped the OSPF neighbour",
+        Duration::from_secs(3),
+        || {
+            let status: serde_json::Value =
+                serde_json::from_str(&d.cli(&ns, &["status", "--json"])?)?;
+            Ok(status["ospf"]["interfaces"][0]["neighbors"]
+                .as_array()
+                .is_some_and(|n| n.iter().all(|x| x["state"] != "full")))
+        },
+    )?;
+    println!("portier brought the OSPF neighbour down {took:?} after FRR's bfdd went silent");
+    assert!(d.log_text().contains("neighbour down by BFD"));
+    drop(frr);
+
+    // And FRR: portier dies, the route goes in BFD time, long before the dead interval.
+    let frr = Frr::start_daemons(&pair.ns("r"), "bfo", &frr_conf, &["zebra", "bfdd", "ospfd"])?;
+    wait("VIP route at FRR again", Duration::from_secs(30), || {
+        Ok(route().contains(&our_addr))
+    })?;
+    wait("BFD up again on 50 ms", Duration::from_secs(10), || {
+        Ok(frr_peer_status(&frr, &our_addr)?
+            .is_some_and(|t| t["status"] == "up" && t["remote-transmit-interval"] == 50))
+    })?;
+    d.kill()?;
+    let took = wait("route withdrawn at FRR", Duration::from_secs(3), || {
+        Ok(!route().contains(&our_addr))
+    })?;
+    println!(
+        "FRR removed the VIP route {took:?} after portier was killed (OSPF dead interval 40 s)"
+    );
+    Ok(())
+}

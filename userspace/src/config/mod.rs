@@ -146,7 +146,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .filter_map(|s| s.vip.as_ref().map(|v| v.value))
         .collect();
     let ospf = match root.optional_table(report, "ospf") {
-        Some(table) => ospf::ospf(report, &table, &service_vips).map(Some),
+        Some(table) => ospf::ospf(report, &table, &service_vips, root.has("bfd")).map(Some),
         None => Some(None),
     };
     if let Some(node) = &node {

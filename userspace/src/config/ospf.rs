@@ -27,6 +27,9 @@ pub struct OspfInterface {
     pub retransmit_interval: u16,
     pub priority: u8,
     pub cost: u16,
+    /// Neighbours on this interface are watched by BFD (the `[bfd]` part must run), as
+    /// FRR's `ip ospf bfd`: a BFD session going down brings the neighbour down at once.
+    pub bfd: bool,
     #[serde(skip)]
     pub auth: OspfAuth,
 }
@@ -132,6 +135,7 @@ pub(super) fn ospf(
     report: &mut Report<'_>,
     table: &Table<'_, '_>,
     service_vips: &[IpAddr],
+    bfd_runs: bool,
 ) -> Option<OspfConfig> {
     table.deny_unknown(report, &["router_id", "interface", "announce"]);
     let router_id = table.required_str(report, "router_id").and_then(|v| {
@@ -157,7 +161,7 @@ pub(super) fn ospf(
     let mut interfaces = Vec::new();
     let mut ok = true;
     for t in &tables {
-        match interface(report, t) {
+        match interface(report, t, bfd_runs) {
             Some((iface, name_at, area_at)) => {
                 if let Some(&line_of) = names.get(&iface.name) {
                     let line = report.line_of(line_of);
@@ -222,7 +226,11 @@ pub(super) fn ospf(
 
 type At = (usize, String);
 
-fn interface(report: &mut Report<'_>, t: &Table<'_, '_>) -> Option<(OspfInterface, At, At)> {
+fn interface(
+    report: &mut Report<'_>,
+    t: &Table<'_, '_>,
+    bfd_runs: bool,
+) -> Option<(OspfInterface, At, At)> {
     t.deny_unknown(
         report,
         &[
@@ -237,6 +245,7 @@ fn interface(report: &mut Report<'_>, t: &Table<'_, '_>) -> Option<(OspfInterfac
             "auth",
             "password",
             "md5_keys",
+            "bfd",
         ],
     );
     let mut name_at = (t.offset(), t.key_path("name"));
@@ -274,6 +283,18 @@ fn interface(report: &mut Report<'_>, t: &Table<'_, '_>) -> Option<(OspfInterfac
     let retransmit = int_or(report, t, "retransmit_interval", 1..=3600, 5);
     let priority = int_or(report, t, "priority", 0..=255, 1);
     let cost = int_or(report, t, "cost", 1..=65535, 10);
+    let bfd = match t.optional_bool(report, "bfd") {
+        Some(v) if v.value && !bfd_runs => {
+            report.add(
+                v.offset,
+                v.key,
+                "needs a [bfd] section (the BFD part runs the sessions)",
+            );
+            None
+        }
+        Some(v) => Some(v.value),
+        None => Some(false),
+    };
     let kind = match t.optional_str(report, "auth") {
         Some(v) => rules::choice(report, v),
         None => Some(AuthKind::None),
@@ -315,6 +336,7 @@ fn interface(report: &mut Report<'_>, t: &Table<'_, '_>) -> Option<(OspfInterfac
     };
     Some((
         OspfInterface {
+            bfd: bfd?,
             name: name?,
             area: area?,
             network: network?,

@@ -55,6 +55,17 @@ pub struct Speaker {
     rx: mpsc::Receiver<Rx>,
     /// Upper bound on how long a graceful stop waits for acknowledgments.
     pub shutdown_grace: Duration,
+    /// Neighbours to bring down now (interface name, address), from BFD.
+    kills: Option<mpsc::UnboundedReceiver<(String, Ipv4Addr)>>,
+}
+
+async fn next_kill(
+    kills: &mut Option<mpsc::UnboundedReceiver<(String, Ipv4Addr)>>,
+) -> Option<(String, Ipv4Addr)> {
+    match kills {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn wall_secs() -> u32 {
@@ -88,6 +99,7 @@ impl Speaker {
             rx_tx,
             rx,
             shutdown_grace: Duration::from_secs(grace),
+            kills: None,
         }
     }
 
@@ -103,6 +115,14 @@ impl Speaker {
             self.inst.reconfigure_interface(i, cfg, now);
         }
         self.send_output();
+    }
+
+    /// Where to say that a neighbour is gone (interface name, its address): it is brought
+    /// down at once (KillNbr), as a BFD session going down does in FRR.
+    pub fn neighbor_kills(&mut self) -> mpsc::UnboundedSender<(String, Ipv4Addr)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.kills = Some(rx);
+        tx
     }
 
     /// The main loop. `status` receives a fresh snapshot every second and on exit.
@@ -137,6 +157,14 @@ impl Speaker {
                 Some((i, src, dst, data)) = self.rx.recv() => {
                     self.inst.receive(i, src, dst, &data, Instant::now());
                     self.send_output();
+                }
+                Some((name, addr)) = next_kill(&mut self.kills) => {
+                    if let Some(i) = self.links.iter().position(|l| l.name == name) {
+                        info!(interface = %name, neighbor = %addr, "ospf: neighbour down by BFD");
+                        self.inst.kill_neighbor(i, addr, Instant::now());
+                        self.send_output();
+                        let _ = status.send(Some(self.inst.status(Instant::now())));
+                    }
                 }
                 changed = announce.changed() => {
                     if changed.is_err() {

@@ -2,19 +2,20 @@
 //! service health on the bus, with a hold-down before announcing), runs the speaker, and
 //! publishes its status and metrics. On shutdown the speaker withdraws first, then stops.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::instance::{Announce, IfaceConfig, InstanceStatus};
 use super::interface::NetworkType;
 use super::io::Speaker;
+use super::neighbor::NbrState;
 use super::packet::{Auth, AuthKey};
-use crate::bus::Event;
+use crate::bus::{Bus, Event};
 use crate::config::{AnnouncePolicy, Config, OspfAnnounce, OspfAuth, OspfConfig, OspfNetwork};
 use crate::part::board::PartBoard;
 use crate::part::{Applied, ApplyError, Env, Part};
@@ -145,13 +146,16 @@ struct Running {
     shutdown: watch::Sender<bool>,
     status: watch::Receiver<Option<InstanceStatus>>,
     task: tokio::task::JoinHandle<()>,
+    /// Neighbours BFD found gone, to bring down at once.
+    kills: mpsc::UnboundedSender<(String, Ipv4Addr)>,
 }
 
 fn start(cfg: &OspfConfig, initial: BTreeMap<Ipv4Addr, Announce>) -> Running {
     let (announce, announce_rx) = watch::channel(initial);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (status_tx, status) = watch::channel(None);
-    let speaker = Speaker::new(cfg.router_id, interfaces(cfg));
+    let mut speaker = Speaker::new(cfg.router_id, interfaces(cfg));
+    let kills = speaker.neighbor_kills();
     let task = tokio::spawn(speaker.run(announce_rx, shutdown_rx, status_tx));
     info!(router_id = %cfg.router_id, interfaces = cfg.interfaces.len(), "ospf started");
     Running {
@@ -160,6 +164,7 @@ fn start(cfg: &OspfConfig, initial: BTreeMap<Ipv4Addr, Announce>) -> Running {
         shutdown,
         status,
         task,
+        kills,
     }
 }
 
@@ -175,6 +180,9 @@ impl Running {
 pub struct Ospf {
     policy: Policy,
     running: Running,
+    bus: Bus,
+    /// Neighbours (address, interface) BFD watches for us.
+    bfd_watched: BTreeSet<(Ipv4Addr, String)>,
 }
 
 impl Part for Ospf {
@@ -187,11 +195,16 @@ impl Part for Ospf {
         config.ospf.is_some()
     }
 
-    async fn start(_env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
+    async fn start(env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
         let cfg = config.ospf.clone().ok_or("no [ospf] section")?;
         let mut policy = Policy::new(cfg.announce.clone());
         let running = start(&cfg, policy.announced(Instant::now()));
-        Ok(Ospf { policy, running })
+        Ok(Ospf {
+            policy,
+            running,
+            bus: env.bus,
+            bfd_watched: BTreeSet::new(),
+        })
     }
 
     async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
@@ -213,7 +226,20 @@ impl Part for Ospf {
     }
 
     async fn event(&mut self, event: &Event) {
+        if let Event::BfdState {
+            peer: IpAddr::V4(peer),
+            interface,
+            up: false,
+        } = event
+            && self.bfd_watched.contains(&(*peer, interface.clone()))
+        {
+            let _ = self.running.kills.send((interface.clone(), *peer));
+        }
         self.policy.event(event);
+    }
+
+    async fn woken(&mut self, _changed: bool) {
+        self.sync_bfd();
     }
 
     /// `true` when the speaker published a new status; `false` when it ended.
@@ -246,6 +272,54 @@ impl Part for Ospf {
 
     async fn stop(mut self) {
         self.running.stop().await;
+        for (peer, interface) in std::mem::take(&mut self.bfd_watched) {
+            self.watch(peer, interface, false);
+        }
+    }
+}
+
+impl Ospf {
+    /// Asks BFD to watch every neighbour at 2-Way or beyond on interfaces with `bfd = true`,
+    /// and to stop watching the others (as FRR's `ip ospf bfd` registers neighbours).
+    fn sync_bfd(&mut self) {
+        let bfd_ifaces: BTreeSet<&str> = self
+            .running
+            .cfg
+            .interfaces
+            .iter()
+            .filter(|i| i.bfd)
+            .map(|i| i.name.as_str())
+            .collect();
+        let wanted: BTreeSet<(Ipv4Addr, String)> = match self.running.status.borrow().as_ref() {
+            Some(status) => status
+                .interfaces
+                .iter()
+                .filter(|i| bfd_ifaces.contains(i.name.as_str()))
+                .flat_map(|i| {
+                    i.neighbors
+                        .iter()
+                        .filter(|n| n.state >= NbrState::TwoWay)
+                        .map(|n| (n.address, i.name.clone()))
+                })
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        for (peer, iface) in wanted.difference(&self.bfd_watched) {
+            self.watch(*peer, iface.clone(), true);
+        }
+        for (peer, iface) in self.bfd_watched.difference(&wanted) {
+            self.watch(*peer, iface.clone(), false);
+        }
+        self.bfd_watched = wanted;
+    }
+
+    fn watch(&self, peer: Ipv4Addr, interface: String, watch: bool) {
+        self.bus.publish(Event::BfdWatch {
+            client: "ospf",
+            peer: IpAddr::V4(peer),
+            interface,
+            watch,
+        });
     }
 }
 

@@ -285,6 +285,22 @@ impl Instance {
         self.originate(now);
     }
 
+    /// A lower layer (BFD) says the neighbour at `addr` on interface `i` is gone: KillNbr
+    /// (10.2) at once, rather than after the dead interval.
+    pub fn kill_neighbor(&mut self, i: usize, addr: Ipv4Addr, now: Instant) {
+        let Some(n) = self
+            .ifaces
+            .get(i)
+            .and_then(|iface| iface.neighbors.iter().position(|nb| nb.addr == addr))
+        else {
+            return;
+        };
+        self.nbr_event(i, n, NbrEvent::KillNbr, now);
+        self.ifaces[i]
+            .neighbors
+            .retain(|n| n.state != NbrState::Down);
+    }
+
     /// Handles one received OSPF packet (the IP payload) on interface `i`.
     pub fn receive(&mut self, i: usize, src: Ipv4Addr, dst: Ipv4Addr, data: &[u8], now: Instant) {
         self.counters.rx_packets += 1;
