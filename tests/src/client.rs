@@ -196,3 +196,124 @@ pub fn longest_pause_after(samples: &[Sample], after: std::time::Instant) -> Dur
         .max()
         .unwrap_or_default()
 }
+
+/// One reply of a [`UdpProbe`] flow: when it arrived, and the host that answered.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    pub at: std::time::Instant,
+    pub host: String,
+}
+
+/// UDP probes to the lab's UDP service from several source ports (so that ECMP and Maglev
+/// spread them), one datagram per flow every `every`, until stopped or `limit`: the failover
+/// probe of DESIGN.md. Each flow's replies are kept in order.
+pub struct UdpProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    flows: std::sync::Arc<std::sync::Mutex<Vec<(u16, Vec<Echo>)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpProbe {
+    pub fn start(
+        ns: &str,
+        to: SocketAddr,
+        flows: usize,
+        every: Duration,
+        limit: Duration,
+    ) -> Result<UdpProbe> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sockets = crate::netns::in_netns(ns, || -> Result<Vec<std::net::UdpSocket>> {
+            (0..flows)
+                .map(|_| {
+                    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                    s.set_nonblocking(true)?;
+                    s.connect(to)?;
+                    Ok(s)
+                })
+                .collect()
+        })??;
+        let ports = sockets
+            .iter()
+            .map(|s| s.local_addr().map(|a| a.port()))
+            .collect::<std::io::Result<Vec<u16>>>()?;
+        let flows = std::sync::Arc::new(std::sync::Mutex::new(
+            ports.iter().map(|p| (*p, Vec::new())).collect::<Vec<_>>(),
+        ));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (stop2, flows2) = (stop.clone(), flows.clone());
+        let thread = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut seq = 0u64;
+            let mut buf = [0u8; 256];
+            while !stop2.load(Ordering::Relaxed) && start.elapsed() < limit {
+                seq += 1;
+                for s in &sockets {
+                    let _ = s.send(format!("probe {seq}").as_bytes());
+                }
+                let until = std::time::Instant::now() + every;
+                while std::time::Instant::now() < until {
+                    for (i, s) in sockets.iter().enumerate() {
+                        while let Ok(n) = s.recv(&mut buf) {
+                            let host = String::from_utf8_lossy(&buf[..n])
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or_default()
+                                .to_string();
+                            if let Ok(mut f) = flows2.lock() {
+                                f[i].1.push(Echo {
+                                    at: std::time::Instant::now(),
+                                    host,
+                                });
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        Ok(UdpProbe {
+            stop,
+            flows,
+            thread: Some(thread),
+        })
+    }
+
+    /// Each flow's source port and its replies so far.
+    pub fn flows(&self) -> Vec<(u16, Vec<Echo>)> {
+        self.flows.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> Vec<(u16, Vec<Echo>)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.flows()
+    }
+}
+
+impl Drop for UdpProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The longest time without a reply on one flow, among gaps that end after `after` (or that
+/// are still open at `end`).
+pub fn longest_gap(
+    echoes: &[Echo],
+    after: std::time::Instant,
+    end: std::time::Instant,
+) -> Duration {
+    let mut times: Vec<std::time::Instant> = echoes.iter().map(|e| e.at).collect();
+    times.push(end);
+    times
+        .windows(2)
+        .filter(|w| w[1] > after)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}

@@ -77,9 +77,18 @@ pub fn examples_dir() -> PathBuf {
 }
 
 /// A running lab. Dropping it tears everything down, also when a test panics.
+/// Which lab: DESIGN.md's default (VRRP picks the LB that announces the VIP), or a variant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Variant {
+    /// VRRP off; both LBs announce the VIP by OSPF while their service is healthy, and the
+    /// router runs bfdd too: BFD 50 ms x3 to each LB, ECMP over both.
+    pub anycast: bool,
+}
+
 pub struct Lab {
     pub prefix: String,
     pub run_dir: PathBuf,
+    pub variant: Variant,
     keep: bool,
     apps: std::sync::Mutex<std::collections::HashMap<String, Child>>,
     /// Each host's portier (its front door), by host name.
@@ -100,6 +109,11 @@ impl Lab {
     /// Builds the lab (removing leftovers of an earlier one with the same prefix first) and
     /// starts the host apps. portier itself is started with [`Lab::start_portier`].
     pub fn up(prefix: &str) -> Result<Lab> {
+        Self::up_with(prefix, Variant::default())
+    }
+
+    /// [`Lab::up`] for a variant of the lab.
+    pub fn up_with(prefix: &str, variant: Variant) -> Result<Lab> {
         netns::require_root()?;
         down(prefix);
         let run_dir = PathBuf::from(format!("/run/portier-lab/{prefix}"));
@@ -108,6 +122,7 @@ impl Lab {
         let mut lab = Lab {
             prefix: prefix.to_string(),
             run_dir,
+            variant,
             keep: false,
             apps: Default::default(),
             doors: Default::default(),
@@ -116,7 +131,17 @@ impl Lab {
         lab.build_topology()
             .with_context(|| format!("building lab {prefix}"))?;
         let router = lab.ns("router");
-        lab.frr = Some(Frr::start(&router, &router, &router_frr_config(&router))?);
+        let daemons: &[&str] = if variant.anycast {
+            &["zebra", "bfdd", "ospfd"]
+        } else {
+            &["zebra", "ospfd"]
+        };
+        lab.frr = Some(Frr::start_daemons(
+            &router,
+            &router,
+            &router_frr_config(&router, variant),
+            daemons,
+        )?);
         lab.start_apps()?;
         Ok(lab)
     }
@@ -374,8 +399,19 @@ impl Lab {
         Ok(())
     }
 
-    /// The lab's LB config (examples/lab-lb.toml) for `node`, with this lab's node name.
+    /// The lab's LB config for `node`: examples/lab-lb.toml with this lab's node name, in the
+    /// anycast variant made anycast ([`anycast_config`], with BFD).
     pub fn lb_config(&self, node: &str) -> Result<String> {
+        let text = self.vrrp_lb_config(node)?;
+        if self.variant.anycast {
+            anycast_config(&text, "healthy", true)
+        } else {
+            Ok(text)
+        }
+    }
+
+    /// examples/lab-lb.toml for `node`, with this lab's node name.
+    fn vrrp_lb_config(&self, node: &str) -> Result<String> {
         let path = examples_dir().join("lab-lb.toml");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -638,11 +674,38 @@ pub fn down(prefix: &str) {
 }
 
 /// The router's FRR config: DR on the LAN with the lab timers, ECMP over the LBs.
-fn router_frr_config(router: &str) -> String {
+fn router_frr_config(router: &str, variant: Variant) -> String {
+    let mut iface = frr::interface_config("eth1", false, 100, None);
+    let mut bfd = String::new();
+    if variant.anycast {
+        // As an operator of FRR would: OSPF neighbours watched by BFD at 50 ms x3.
+        bfd = "bfd\n profile lab\n  transmit-interval 50\n  receive-interval 50\n  detect-multiplier 3\n !\n!\n".into();
+        iface = iface.replace("!\n", " ip ospf bfd\n ip ospf bfd profile lab\n!\n");
+    }
     format!(
-        "frr defaults traditional\nhostname {router}\n!\n{}router ospf\n ospf router-id 10.0.0.1\n network 10.0.0.0/24 area 0\n maximum-paths 8\n!\n",
-        frr::interface_config("eth1", false, 100, None)
+        "frr defaults traditional\nhostname {router}\n!\n{bfd}{iface}router ospf\n ospf router-id 10.0.0.1\n network 10.0.0.0/24 area 0\n maximum-paths 8\n!\n"
     )
+}
+
+/// An LB config made anycast: no VRRP, the VIP announced under `policy`; with `bfd`, the OSPF
+/// interface's neighbours watched by BFD at 50 ms x3 (the `--anycast` lab's timers).
+pub fn anycast_config(text: &str, policy: &str, bfd: bool) -> Result<String> {
+    let start = text
+        .find("[[vrrp.instance]]")
+        .context("no vrrp in lab-lb.toml")?;
+    let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+    let mut text = format!("{}{}", &text[..start], &text[end..]);
+    anyhow::ensure!(text.contains("policy = \"vrrp-master\""), "no announce");
+    text = text.replace(
+        "policy = \"vrrp-master\"",
+        &format!("policy = \"{policy}\""),
+    );
+    if bfd {
+        anyhow::ensure!(text.contains("  priority = 0\n"), "no OSPF interface");
+        text = text.replacen("  priority = 0\n", "  priority = 0\n  bfd = true\n", 1);
+        text.push_str("\n[bfd]\nmin_tx_ms = 50\nmin_rx_ms = 50\nmultiplier = 3\n");
+    }
+    Ok(text)
 }
 
 /// Namespaces of a lab with this prefix that exist now.

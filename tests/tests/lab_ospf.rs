@@ -4,7 +4,7 @@
 //! because both LBs compute the same Maglev table and the flow lands on the same host.
 //! The ignored benchmark compares portier's convergence with FRR's announcing the same /32.
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use portier_tests::client;
 use portier_tests::frr::{self, Frr};
 use portier_tests::lab::{self, Lab, VIP};
@@ -17,19 +17,9 @@ fn vip() -> SocketAddr {
 }
 
 /// The lab's LB config with the VIP announced under `policy`, and without VRRP (anycast
-/// needs no shared address).
+/// needs no shared address); the default lab's router runs no bfdd.
 fn anycast_config(l: &Lab, node: &str, policy: &str) -> Result<String> {
-    let text = l.lb_config(node)?;
-    let start = text
-        .find("[[vrrp.instance]]")
-        .context("no vrrp in lab-lb.toml")?;
-    let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
-    let text = format!("{}{}", &text[..start], &text[end..]);
-    ensure!(text.contains("policy = \"vrrp-master\""), "no announce");
-    Ok(text.replace(
-        "policy = \"vrrp-master\"",
-        &format!("policy = \"{policy}\""),
-    ))
+    lab::anycast_config(&l.lb_config(node)?, policy, false)
 }
 
 fn xdp_attached(l: &Lab, node: &str) -> Result<bool> {
