@@ -2,6 +2,10 @@
 //!
 //! - [`packet`]: the message codec (RFC 4271, capabilities, RFC 7606 error handling).
 //! - [`prefix`]: prefixes and address families.
+//! - [`config`]: peer configuration and the routes to announce.
+//! - [`session`]: the per-peer session state machine, pure.
 
+pub mod config;
 pub mod packet;
 pub mod prefix;
+pub mod session;
