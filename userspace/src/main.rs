@@ -84,6 +84,12 @@ enum Command {
         #[arg(long)]
         pin: PathBuf,
     },
+    /// Print a shell completion script to stdout (the Debian package ships them).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout (the Debian package ships it as portier(8)).
+    #[command(hide = true)]
+    Manpage,
 }
 
 /// Either an L4 backend (`--service`, `--backend`) or an L7 pool server (`--pool`,
@@ -243,5 +249,103 @@ fn run(cli: Cli) -> Result<()> {
             portier::dataplane::attach_pass(&interface, &pin)?;
             Ok(())
         }
+        Command::Completions { shell } => {
+            let mut cmd = public_command();
+            clap_complete::generate(shell, &mut cmd, "portier", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpage => {
+            let mut out = std::io::stdout().lock();
+            manpage(&mut out)?;
+            Ok(())
+        }
     }
 }
+
+/// The command line without its hidden subcommands, for completions and the man page (the
+/// bash completion generator offers hidden ones too, and clap cannot remove a subcommand).
+fn public_command() -> clap::Command {
+    let full = <Cli as clap::CommandFactory>::command();
+    let mut cmd = clap::Command::new("portier")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(full.get_about().cloned().unwrap_or_default())
+        .subcommand_required(true);
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
+}
+
+/// portier(8): clap_mangen's page for the top level, then each visible subcommand's synopsis
+/// and options (clap_mangen renders one command per page; an operator wants them in one), then
+/// the files and signals a packaged daemon has.
+fn manpage(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut cmd = public_command();
+    cmd.build(); // gives subcommands their "portier NAME" for the synopses
+    // Section 8: a daemon and its administration commands, run by root.
+    let man = |c: clap::Command| {
+        clap_mangen::Man::new(c)
+            .section("8")
+            .manual("System Manager's Manual")
+            .source(format!("portier {}", env!("CARGO_PKG_VERSION")))
+    };
+    let top = man(cmd.clone());
+    top.render_title(out)?;
+    top.render_name_section(out)?;
+    top.render_synopsis_section(out)?;
+    top.render_description_section(out)?;
+    top.render_options_section(out)?;
+    writeln!(out, ".SH COMMANDS")?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = sub.get_name();
+        let sub = man(sub.clone());
+        let mut body = Vec::new();
+        sub.render_synopsis_section(&mut body)?;
+        sub.render_description_section(&mut body)?;
+        sub.render_options_section(&mut body)?;
+        writeln!(out, ".SS \"portier {name}\"")?;
+        // The sections come with their own .SH headings; within COMMANDS they are paragraphs.
+        for line in String::from_utf8_lossy(&body).lines() {
+            if line.starts_with(".SH ") {
+                writeln!(out, ".PP")?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    out.write_all(MANPAGE_TAIL.as_bytes())?;
+    top.render_version_section(out)
+}
+
+const MANPAGE_TAIL: &str = r#".SH SIGNALS
+.TP
+.B SIGHUP
+Re-read the config file and apply only the difference, as \fBportier reload\fR does; an
+invalid config is refused and the running one keeps serving.
+.TP
+.BR SIGTERM ", " SIGINT
+Stop: every part exits gracefully. The XDP programs, maps and links stay pinned and keep
+forwarding (unless \fB\-\-teardown\-on\-exit\fR); the next \fBportier run\fR of the node
+adopts them.
+.SH SYSTEMD
+The unit \fBportier@NODE.service\fR runs \fBportier run \-c /etc/portier/NODE.toml\fR
+(\fBType=notify\fR: it is started once every part has applied the config).
+\fBsystemctl reload portier@NODE\fR sends SIGHUP; \fBjournalctl \-u portier@NODE\fR shows
+the log.
+.SH FILES
+.TP
+.I /etc/portier/NODE.toml
+The config of node NODE for the systemd unit. A commented example:
+\fI/usr/share/doc/portier/examples/portier.toml\fR.
+.TP
+.I /run/portier/NODE.sock
+The node's admin socket: mode 0600 owned by root (0660 and a group with \fB[admin] group\fR).
+The node's lock and its map ids are kept beside it.
+.TP
+.I /sys/fs/bpf/portier/NODE/
+The node's pinned XDP programs, maps and links.
+.SH "SEE ALSO"
+.BR systemctl (1),
+.BR journalctl (1),
+.BR bpftool (8)
+"#;

@@ -11,6 +11,7 @@ use crate::part::control::ReloadError;
 use crate::part::driver::{self, Ack, Link};
 use crate::part::{ConfigUpdate, Control, Part, StatusBoard};
 use anyhow::{Context, Result};
+use sd_notify::NotifyState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,20 +97,32 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
         control.clone(),
     )
     .await?;
-    info!(node = %config.node.name, parts = ?d.running.keys().collect::<Vec<_>>(), "portier ready");
-
+    // Handlers first: systemd may send SIGHUP (reload) as soon as it reads READY=1, and the
+    // default action of SIGHUP is to terminate.
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    info!(node = %config.node.name, parts = ?d.running.keys().collect::<Vec<_>>(), "portier ready");
+    notify(&[NotifyState::Ready]);
     loop {
         tokio::select! {
-            _ = hup.recv() => { let _ = d.reload(&mut ack_rx).await; }
-            Some(reply) = reload_rx.recv() => { let _ = reply.send(d.reload(&mut ack_rx).await); }
+            _ = hup.recv() => {
+                notify_reloading();
+                let _ = d.reload(&mut ack_rx).await;
+                notify(&[NotifyState::Ready]);
+            }
+            Some(reply) = reload_rx.recv() => {
+                notify_reloading();
+                let applied = d.reload(&mut ack_rx).await;
+                notify(&[NotifyState::Ready]);
+                let _ = reply.send(applied);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     info!("shutting down");
+    notify(&[NotifyState::Stopping]);
     drop(admin);
     let _ = shutdown_tx.send(true);
     for (name, part) in std::mem::take(&mut d.running) {
@@ -228,6 +241,22 @@ impl Orchestrator {
                 Err(ReloadError::Failed(format!("{e:#}")))
             }
         }
+    }
+}
+
+/// Tells systemd (Type=notify) where the node is; nothing without NOTIFY_SOCKET.
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// RELOADING=1 with the time it started, as Type=notify-reload wants (systemd 253+); the
+/// daemon answers READY=1 once every part has acknowledged the reload, applied or not.
+fn notify_reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
     }
 }
 
