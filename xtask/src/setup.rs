@@ -3,7 +3,8 @@
 use anyhow::{Context, Result, bail};
 use std::process::{Command, Stdio};
 
-/// Debian packages: lab tools, real peers and comparators, and LLVM 22 for bpf-linker.
+/// Debian packages: lab tools, real peers and comparators, LLVM 22 for bpf-linker, and the
+/// Debian packaging tools.
 const PACKAGES: &[&str] = &[
     "iproute2",
     "bpftool",
@@ -21,6 +22,13 @@ const PACKAGES: &[&str] = &[
     "curl",
     "iputils-ping",
     "nftables",
+    // `xtask package` and its test: dpkg-shlibdeps and strip (binutils), man -l and groff,
+    // systemd-analyze verify.
+    "dpkg-dev",
+    "binutils",
+    "man-db",
+    "groff-base",
+    "systemd",
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
