@@ -204,12 +204,15 @@ pub struct Echo {
     pub host: String,
 }
 
+/// Each flow's source port and the replies it got.
+pub type Flows = Vec<(u16, Vec<Echo>)>;
+
 /// UDP probes to the lab's UDP service from several source ports (so that ECMP and Maglev
 /// spread them), one datagram per flow every `every`, until stopped or `limit`: the failover
 /// probe of DESIGN.md. Each flow's replies are kept in order.
 pub struct UdpProbe {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    flows: std::sync::Arc<std::sync::Mutex<Vec<(u16, Vec<Echo>)>>>,
+    flows: std::sync::Arc<std::sync::Mutex<Flows>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -279,11 +282,11 @@ impl UdpProbe {
     }
 
     /// Each flow's source port and its replies so far.
-    pub fn flows(&self) -> Vec<(u16, Vec<Echo>)> {
+    pub fn flows(&self) -> Flows {
         self.flows.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
-    pub fn stop(mut self) -> Vec<(u16, Vec<Echo>)> {
+    pub fn stop(mut self) -> Flows {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -125,6 +126,17 @@ pub struct Instance {
     no_accept: Option<String>,
     /// Our VIPs are in the drop sets now.
     dropping: bool,
+    /// Where the instance notes that it is master, and when it last was: a restart within
+    /// the master-down interval resumes instead of starting over as backup.
+    state_file: PathBuf,
+    last_heartbeat: Option<Instant>,
+    resume: bool,
+}
+
+/// What the state file says: master until `at_ms` (wall clock), or not master.
+fn was_master_until(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.strip_prefix("master ")?.trim().parse().ok()
 }
 
 fn now_ms() -> u64 {
@@ -142,8 +154,15 @@ impl Instance {
         handle: Handle,
         bus: Bus,
         no_accept: Option<String>,
+        state_dir: &Path,
     ) -> Result<(Self, watch::Receiver<Snapshot>)> {
         let name = &cfg.name;
+        let state_file = state_dir.join(format!("{name}.state"));
+        // Master_Down_Interval as the backups compute it from our adverts (RFC 5798 §6.1).
+        let interval_ms = u64::from(cfg.advert_interval_cs) * 10;
+        let master_down_ms = 3 * interval_ms + interval_ms * (256 - u64::from(cfg.priority)) / 256;
+        let resume = was_master_until(&state_file)
+            .is_some_and(|at| now_ms().saturating_sub(at) < master_down_ms);
         let link = addr::link_by_name(&handle, &cfg.interface)
             .await
             .with_context(|| format!("vrrp instance {name}"))?;
@@ -201,9 +220,11 @@ impl Instance {
             None
         };
         let out = macvlan.as_ref().unwrap_or(&link);
-        for vip in &cfg.vips {
-            addr::remove(&handle, link.index, *vip).await?;
-            addr::remove(&handle, out.index, *vip).await?;
+        if !resume {
+            for vip in &cfg.vips {
+                addr::remove(&handle, link.index, *vip).await?;
+                addr::remove(&handle, out.index, *vip).await?;
+            }
         }
         let socket =
             AdvertSocket::open(&out.name, out.index, ipv6, cfg.unicast_peers.is_empty())
@@ -263,6 +284,9 @@ impl Instance {
                 report,
                 no_accept,
                 dropping: false,
+                state_file,
+                last_heartbeat: None,
+                resume,
             },
             reader,
         ))
@@ -288,7 +312,11 @@ impl Instance {
     /// Runs until told to shut down (or the part goes away).
     pub async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Result<()> {
         let mut machine = Machine::new(self.params());
-        let actions = machine.startup(Instant::now());
+        let actions = if self.resume {
+            machine.resume(Instant::now())
+        } else {
+            machine.startup(Instant::now())
+        };
         self.execute(&machine, actions).await;
         loop {
             let deadline = [machine.next_deadline(), self.garp_repeat_at]
@@ -458,7 +486,10 @@ impl Instance {
                         at_ms: now_ms(),
                     });
                 }
-                Action::SendAdvert { priority } => self.send_advert(machine, priority),
+                Action::SendAdvert { priority } => {
+                    self.send_advert(machine, priority);
+                    self.heartbeat(machine.state() == State::Master && priority > 0);
+                }
                 Action::TakeOver => {
                     // The drop goes in before the VIPs, so no packet to them is accepted.
                     if machine.params().priority != OWNER_PRIORITY
@@ -491,6 +522,7 @@ impl Instance {
                     });
                 }
                 Action::Release => {
+                    self.heartbeat(false);
                     self.garp_repeat_at = None;
                     // Others stop attracting and serving traffic first, then the VIPs go.
                     self.bus.publish(Event::VrrpRole {
@@ -516,6 +548,32 @@ impl Instance {
                     }
                 }
             }
+        }
+    }
+
+    /// Notes in the state file that we are master now (at most twice a second), or that we
+    /// are not.
+    fn heartbeat(&mut self, master: bool) {
+        let now = Instant::now();
+        if master {
+            if self
+                .last_heartbeat
+                .is_some_and(|t| now - t < Duration::from_millis(500))
+            {
+                return;
+            }
+            self.last_heartbeat = Some(now);
+            let write = self
+                .state_file
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&self.state_file, format!("master {}\n", now_ms())));
+            if let Err(e) = write {
+                warn!(instance = %self.cfg.name, "cannot write {}: {e}", self.state_file.display());
+            }
+        } else if self.last_heartbeat.take().is_some() || self.resume {
+            self.resume = false;
+            let _ = std::fs::remove_file(&self.state_file);
         }
     }
 

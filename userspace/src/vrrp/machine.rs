@@ -59,6 +59,9 @@ pub enum Reason {
     AddressLost,
     /// The interface is usable again: starting over as after startup.
     InterfaceUp,
+    /// The process restarted while master, within the master-down interval: it goes on as
+    /// master, so the backups never see the master missing.
+    Resumed,
 }
 
 impl std::fmt::Display for Reason {
@@ -66,6 +69,10 @@ impl std::fmt::Display for Reason {
         match self {
             Reason::StartupOwner => write!(f, "started as address owner (priority 255)"),
             Reason::Startup => write!(f, "started"),
+            Reason::Resumed => write!(
+                f,
+                "restarted while master within the master-down interval: resumed"
+            ),
             Reason::MasterDown => write!(f, "no advertisement within the master-down interval"),
             Reason::MasterResigned => write!(f, "master resigned (priority 0)"),
             Reason::HigherPriority { from, priority } => {
@@ -228,6 +235,17 @@ impl Machine {
             Reason::Startup
         };
         self.start(now, reason)
+    }
+
+    /// Startup of a process that was master until moments ago (within the master-down
+    /// interval, so no backup has taken over): straight back to master, the VIPs it still
+    /// holds kept, an advert at once.
+    pub fn resume(&mut self, now: Instant) -> Vec<Action> {
+        if self.state != State::Initialize {
+            return Vec::new();
+        }
+        self.started = Some(now);
+        self.become_master(now, Reason::Resumed)
     }
 
     /// Startup proper; a restart after a fault gives its own reason. The preempt delay runs

@@ -646,3 +646,20 @@ fn a_new_address_after_a_fault_breaks_ties() {
     let actions = m.receive(t0 + ms(9_200), PEER_HIGH, &advert(100, 100));
     assert!(actions.iter().any(to(State::Backup)));
 }
+
+#[test]
+fn a_restarted_master_resumes_at_once_and_yields_to_a_higher_priority() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(params(150));
+    let actions = m.resume(t0);
+    assert_eq!(m.state(), State::Master);
+    assert_eq!(reason_of(&actions), Some(Reason::Resumed));
+    assert!(actions.contains(&Action::SendAdvert { priority: 150 }));
+    assert!(actions.contains(&Action::TakeOver));
+    // Only from Initialize: a running instance is not thrown back.
+    assert!(m.resume(t0 + ms(10)).is_empty());
+    // A higher priority master than us still wins, as after any start.
+    let back = m.receive(t0 + ms(20), PEER_HIGH, &advert(200, 100));
+    assert_eq!(m.state(), State::Backup, "{back:?}");
+    assert!(back.contains(&Action::Release));
+}

@@ -315,6 +315,10 @@ async fn apply(
     down: &HashMap<TrackTarget, bool>,
     nft: &mut NoAccept,
 ) -> Result<()> {
+    // Where instances note their mastership across restarts (see `Instance::start`).
+    let state_dir = &std::path::PathBuf::from("/run/portier")
+        .join(&config.node.name)
+        .join("vrrp");
     let wanted: Vec<VrrpInstanceConfig> = config
         .vrrp
         .as_ref()
@@ -344,7 +348,15 @@ async fn apply(
             }
             Some(nft.table.clone())
         };
-        match Instance::start(cfg.clone(), handle.clone(), bus.clone(), no_accept).await {
+        match Instance::start(
+            cfg.clone(),
+            handle.clone(),
+            bus.clone(),
+            no_accept,
+            state_dir,
+        )
+        .await
+        {
             Ok((instance, snapshot)) => {
                 let (control, control_rx) = mpsc::channel(16);
                 for t in &cfg.track {
