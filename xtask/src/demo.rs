@@ -8,15 +8,20 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// `cargo xtask lab up`: the lab with portier on both LBs (lb1 VRRP master) and the hosts.
-pub fn lab_up(prefix: &str) -> Result<()> {
-    let l = Lab::up(prefix)?;
+/// `cargo xtask lab up [--anycast]`: the lab with portier on both LBs (lb1 VRRP master, or
+/// both announcing the VIP with BFD) and the hosts.
+pub fn lab_up(prefix: &str, variant: lab::Variant) -> Result<()> {
+    let l = Lab::up_with(prefix, variant)?;
     let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
     let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
-    wait_until("lb1 to become VRRP master", Duration::from_secs(10), || {
-        l.has_vip_on_lan("lb1")
-    })?;
-    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
+    if variant.anycast {
+        l.wait_vip_route(&["10.0.0.11", "10.0.0.12"], lab::VIP_ROUTE_TIMEOUT)?;
+    } else {
+        wait_until("lb1 to become VRRP master", Duration::from_secs(10), || {
+            l.has_vip_on_lan("lb1")
+        })?;
+        l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
+    }
     std::mem::forget(lb1);
     std::mem::forget(lb2);
     l.keep();
@@ -176,6 +181,33 @@ pub fn run() -> Result<()> {
     l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
     println!("   {}", route(&l)?);
     show(&spread(&l, lab::TODO_HOST, 12)?);
+
+    println!("\n== Restart under load: lb1 is killed (SIGKILL) and started again 1 s later");
+    let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(60))?;
+    wait_until("traffic", Duration::from_secs(10), || {
+        Ok(traffic.samples().len() > 50)
+    })?;
+    lb1.kill()?;
+    println!("   the XDP program and its maps stay pinned: lb1's kernel keeps balancing meanwhile");
+    std::thread::sleep(Duration::from_secs(1));
+    let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    let mark = Instant::now();
+    wait_until("traffic after the restart", Duration::from_secs(10), || {
+        Ok(traffic.samples().iter().filter(|s| s.at > mark).count() > 100)
+    })?;
+    let samples = traffic.stop();
+    let failed = samples.iter().filter(|s| s.result.is_err()).count();
+    println!(
+        "   {} requests, {failed} failed; lb1 resumed as VRRP master (it was master {}), lb2 {}",
+        samples.len(),
+        "moments before",
+        if l.has_vip_on_lan("lb2")? {
+            "holds the VIP too (!)"
+        } else {
+            "never took over"
+        }
+    );
+    println!("   {}", route(&l)?);
 
     std::mem::forget(lb1);
     std::mem::forget(lb2);

@@ -65,7 +65,12 @@ enum Task {
 
 #[derive(Subcommand)]
 enum LabAction {
-    Up,
+    Up {
+        /// VRRP off, both LBs announce the VIP by OSPF while healthy, BFD 50 ms x3 to the
+        /// router, ECMP over both.
+        #[arg(long)]
+        anycast: bool,
+    },
     /// The lab plus hosts on 10.1.0.0/24 behind the router, served by lb1 over IPIP.
     UpRouted,
     Down,
@@ -92,9 +97,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Lab { action, prefix } => match action {
-            LabAction::Up => {
+            LabAction::Up { anycast } => {
                 build(false)?;
-                demo::lab_up(&prefix)?;
+                demo::lab_up(&prefix, lab::Variant { anycast })?;
                 println!("lab {prefix} is up; `cargo xtask lab down` removes it");
                 Ok(())
             }
