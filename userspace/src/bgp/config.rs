@@ -58,6 +58,8 @@ impl RouteAttrs {
 pub struct PeerConfig {
     /// The neighbour's address: where we connect, and whom we accept connections from.
     pub address: IpAddr,
+    /// The peer's TCP port when we connect (179).
+    pub port: u16,
     pub remote_as: u32,
     pub local_as: u32,
     /// Our BGP identifier towards this peer.
@@ -110,6 +112,7 @@ impl PeerConfig {
     pub fn new(address: IpAddr, remote_as: u32, local_as: u32, router_id: Ipv4Addr) -> Self {
         Self {
             address,
+            port: super::packet::BGP_PORT,
             remote_as,
             local_as,
             router_id,
