@@ -656,21 +656,29 @@ pub fn down(prefix: &str) {
     for ns in &namespaces {
         let _ = ip(&["netns", "del", ns]);
     }
-    if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf/portier") {
-        let want = format!("{prefix}-");
-        for e in dir.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&want) {
-                let p = e.path();
-                let _ = if p.is_dir() {
-                    std::fs::remove_dir_all(&p)
-                } else {
-                    std::fs::remove_file(&p)
-                };
-            }
-        }
-    }
+    remove_with_prefix(Path::new("/sys/fs/bpf/portier"), prefix);
+    // Run state of the lab's nodes (admin sockets, id names, VRRP state files).
+    remove_with_prefix(Path::new("/run/portier"), prefix);
     let _ = std::fs::remove_dir_all(format!("/run/portier-lab/{prefix}"));
     let _ = std::fs::remove_dir_all(frr::dir(&format!("{prefix}-router")));
+}
+
+/// Removes the entries of `dir` named `<prefix>-...` (pins, run files of the lab's nodes).
+fn remove_with_prefix(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let want = format!("{prefix}-");
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&want) {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
 }
 
 /// The router's FRR config: DR on the LAN with the lab timers, ECMP over the LBs.

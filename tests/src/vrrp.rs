@@ -439,7 +439,9 @@ impl Lan {
     /// `portier status` of a node (admin API on), as text or JSON.
     pub fn portier_status(&self, node: &str, json: bool) -> Result<String> {
         let portier = bin_dir().join("portier");
-        let mut args = vec!["status"];
+        // The node's config names it after its namespace; its admin socket follows.
+        let name = self.ns(node);
+        let mut args = vec!["status", "--node", &name];
         if json {
             args.push("--json");
         }

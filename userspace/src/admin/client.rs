@@ -37,11 +37,13 @@ impl Target {
 }
 
 fn only_socket(dir: &Path) -> Result<Target> {
+    // A daemon killed with SIGKILL leaves its socket file behind: count only live ones.
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .filter(|p| UnixStream::connect(p).is_ok())
                 .collect()
         })
         .unwrap_or_default();
