@@ -83,7 +83,15 @@ pub struct Variant {
     /// VRRP off; both LBs announce the VIP by OSPF while their service is healthy, and the
     /// router runs bfdd too: BFD 50 ms x3 to each LB, ECMP over both.
     pub anycast: bool,
+    /// The VIP reaches the router by eBGP instead of OSPF: FRR bgpd AS 64512 (multipath, MD5
+    /// password `portier-lab`), the LBs AS 64513.
+    pub bgp: bool,
 }
+
+/// The lab's BGP: the router's AS, the LBs' AS, the sessions' MD5 password.
+pub const ROUTER_AS: u32 = 64512;
+pub const LB_AS: u32 = 64513;
+pub const BGP_PASSWORD: &str = "portier-lab";
 
 pub struct Lab {
     pub prefix: String,
@@ -131,16 +139,16 @@ impl Lab {
         lab.build_topology()
             .with_context(|| format!("building lab {prefix}"))?;
         let router = lab.ns("router");
-        let daemons: &[&str] = if variant.anycast {
-            &["zebra", "bfdd", "ospfd"]
-        } else {
-            &["zebra", "ospfd"]
-        };
+        let mut daemons = vec!["zebra"];
+        if variant.anycast {
+            daemons.push("bfdd");
+        }
+        daemons.push(if variant.bgp { "bgpd" } else { "ospfd" });
         lab.frr = Some(Frr::start_daemons(
             &router,
             &router,
             &router_frr_config(&router, variant),
-            daemons,
+            &daemons,
         )?);
         lab.start_apps()?;
         Ok(lab)
@@ -402,12 +410,14 @@ impl Lab {
     /// The lab's LB config for `node`: examples/lab-lb.toml with this lab's node name, in the
     /// anycast variant made anycast ([`anycast_config`], with BFD).
     pub fn lb_config(&self, node: &str) -> Result<String> {
-        let text = self.vrrp_lb_config(node)?;
+        let mut text = self.vrrp_lb_config(node)?;
         if self.variant.anycast {
-            anycast_config(&text, "healthy", true)
-        } else {
-            Ok(text)
+            text = anycast_config(&text, "healthy", !self.variant.bgp)?;
         }
+        if self.variant.bgp {
+            text = bgp_config(&text, node, self.variant.anycast)?;
+        }
+        Ok(text)
     }
 
     /// examples/lab-lb.toml for `node`, with this lab's node name.
@@ -683,16 +693,55 @@ fn remove_with_prefix(dir: &Path, prefix: &str) {
 
 /// The router's FRR config: DR on the LAN with the lab timers, ECMP over the LBs.
 fn router_frr_config(router: &str, variant: Variant) -> String {
-    let mut iface = frr::interface_config("eth1", false, 100, None);
     let mut bfd = String::new();
     if variant.anycast {
-        // As an operator of FRR would: OSPF neighbours watched by BFD at 50 ms x3.
+        // As an operator of FRR would: neighbours watched by BFD at 50 ms x3.
         bfd = "bfd\n profile lab\n  transmit-interval 50\n  receive-interval 50\n  detect-multiplier 3\n !\n!\n".into();
+    }
+    if variant.bgp {
+        let mut neighbors = String::new();
+        for (_, addr) in LBS {
+            neighbors.push_str(&format!(
+                " neighbor {addr} remote-as {LB_AS}\n neighbor {addr} password {BGP_PASSWORD}\n neighbor {addr} timers 3 9\n neighbor {addr} timers connect 2\n"
+            ));
+            if variant.anycast {
+                neighbors.push_str(&format!(" neighbor {addr} bfd profile lab\n"));
+            }
+        }
+        return format!(
+            "frr defaults traditional\nhostname {router}\n!\n{bfd}router bgp {ROUTER_AS}\n bgp router-id 10.0.0.1\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n{neighbors} address-family ipv4 unicast\n  maximum-paths 4\n exit-address-family\n!\n"
+        );
+    }
+    let mut iface = frr::interface_config("eth1", false, 100, None);
+    if variant.anycast {
         iface = iface.replace("!\n", " ip ospf bfd\n ip ospf bfd profile lab\n!\n");
     }
     format!(
         "frr defaults traditional\nhostname {router}\n!\n{bfd}{iface}router ospf\n ospf router-id 10.0.0.1\n network 10.0.0.0/24 area 0\n maximum-paths 8\n!\n"
     )
+}
+
+/// An LB config announcing by eBGP to the router instead of OSPF: the `[ospf]` section
+/// replaced by `[bgp]` with the same announce policy; in the anycast variant a static BFD
+/// session to the router, which drops the BGP session when it goes down.
+pub fn bgp_config(text: &str, node: &str, anycast: bool) -> Result<String> {
+    let start = text.find("[ospf]").context("no [ospf] in the LB config")?;
+    let policy = if anycast { "healthy" } else { "vrrp-master" };
+    let router_id = LBS
+        .iter()
+        .find(|(n, _)| *n == node)
+        .map(|(_, a)| *a)
+        .context("not an LB")?;
+    let mut out = text[..start].to_string();
+    out.push_str(&format!(
+        "[bgp]\nasn = {LB_AS}\nrouter_id = \"{router_id}\"\n\n  [[bgp.peer]]\n  address = \"10.0.0.1\"\n           remote_as = {ROUTER_AS}\n  password = \"{BGP_PASSWORD}\"\n  hold_time = 9\n  families = [\"ipv4\"]\n\n           [[bgp.announce]]\n  vip = \"{VIP}\"\n  policy = \"{policy}\"\n  communities = [\"{LB_AS}:100\"]\n"
+    ));
+    if anycast {
+        out.push_str(
+            "\n[bfd]\nmin_tx_ms = 50\nmin_rx_ms = 50\nmultiplier = 3\n  [[bfd.peer]]\n  address = \"10.0.0.1\"\n  interface = \"eth0\"\n",
+        );
+    }
+    Ok(out)
 }
 
 /// An LB config made anycast: no VRRP, the VIP announced under `policy`; with `bfd`, the OSPF

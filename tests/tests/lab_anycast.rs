@@ -70,7 +70,13 @@ fn next_hop_of(l: &Lab, sport: u16) -> Result<String> {
 
 #[test]
 fn bfd_reroutes_around_a_silent_lb_before_the_dead_interval() -> Result<()> {
-    let l = Lab::up_with("an", Variant { anycast: true })?;
+    let l = Lab::up_with(
+        "an",
+        Variant {
+            anycast: true,
+            ..Variant::default()
+        },
+    )?;
     let _lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
     let _lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
     l.wait_vip_route(&["10.0.0.11", "10.0.0.12"], lab::VIP_ROUTE_TIMEOUT)?;

@@ -1,6 +1,7 @@
 //! portier: L4 balancing in XDP, L7 proxying, VRRP and OSPF in one daemon.
 
 pub mod admin;
+pub mod announce;
 pub mod bfd;
 pub mod bgp;
 pub mod bus;

@@ -70,6 +70,10 @@ enum LabAction {
         /// router, ECMP over both.
         #[arg(long)]
         anycast: bool,
+        /// How the VIP reaches the router: OSPF, or eBGP (FRR bgpd AS 64512, the LBs
+        /// AS 64513, MD5).
+        #[arg(long, value_parser = ["ospf", "bgp"], default_value = "ospf")]
+        routing: String,
     },
     /// The lab plus hosts on 10.1.0.0/24 behind the router, served by lb1 over IPIP.
     UpRouted,
@@ -97,9 +101,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Lab { action, prefix } => match action {
-            LabAction::Up { anycast } => {
+            LabAction::Up { anycast, routing } => {
                 build(false)?;
-                demo::lab_up(&prefix, lab::Variant { anycast })?;
+                let bgp = routing == "bgp";
+                demo::lab_up(&prefix, lab::Variant { anycast, bgp })?;
                 println!("lab {prefix} is up; `cargo xtask lab down` removes it");
                 Ok(())
             }

@@ -55,6 +55,7 @@ pub mod config;
 pub mod io;
 pub mod md5;
 pub mod packet;
+pub mod part;
 pub mod prefix;
 pub mod session;
 

@@ -6,6 +6,7 @@
 
 mod admin;
 mod bfd;
+mod bgp;
 mod checks;
 mod decap;
 mod error;
@@ -27,6 +28,7 @@ use toml::de::DeTable;
 
 pub use admin::warnings;
 pub use bfd::{BfdAuth, BfdAuthKind, BfdConfig, BfdPeer, BfdTimers};
+pub use bgp::{BgpAnnounce, BgpAttrs, BgpConfig, BgpPeer};
 pub use error::{ConfigError, Problem};
 pub use l7::{
     Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
@@ -97,6 +99,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
             "vrrp",
             "decap",
             "bfd",
+            "bgp",
         ],
     );
     let node = root
@@ -145,6 +148,10 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .iter()
         .filter_map(|s| s.vip.as_ref().map(|v| v.value))
         .collect();
+    let bgp = match root.optional_table(report, "bgp") {
+        Some(table) => bgp::section(report, &table, &service_vips).map(Some),
+        None => Some(None),
+    };
     let ospf = match root.optional_table(report, "ospf") {
         Some(table) => ospf::ospf(report, &table, &service_vips, root.has("bfd")).map(Some),
         None => Some(None),
@@ -190,6 +197,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         ospf: ospf?,
         decap: decap?,
         bfd: bfd?,
+        bgp: bgp?,
     })
 }
 

@@ -22,6 +22,8 @@ pub struct Config {
     pub decap: Option<DecapConfig>,
     /// `[bfd]`: the BFD part runs (static peers, and sessions other parts ask for).
     pub bfd: Option<super::BfdConfig>,
+    /// `[bgp]`: the BGP part announces VIPs to the configured peers.
+    pub bgp: Option<super::BgpConfig>,
 }
 
 /// `[decap]`: where the host receives IPIP from the balancers.

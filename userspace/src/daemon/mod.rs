@@ -47,6 +47,7 @@ fn part_specs() -> Vec<PartSpec> {
         spec::<crate::vrrp::part::Vrrp>(),
         spec::<crate::l7::part::L7Part>(),
         spec::<crate::ospf::part::Ospf>(),
+        spec::<crate::bgp::part::Bgp>(),
     ]
 }
 

@@ -2,7 +2,7 @@
 //! service health on the bus, with a hold-down before announcing), runs the speaker, and
 //! publishes its status and metrics. On shutdown the speaker withdraws first, then stops.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -15,86 +15,33 @@ use super::interface::NetworkType;
 use super::io::Speaker;
 use super::neighbor::NbrState;
 use super::packet::{Auth, AuthKey};
+use crate::announce::{Entry, Policy};
 use crate::bus::{Bus, Event};
-use crate::config::{AnnouncePolicy, Config, OspfAnnounce, OspfAuth, OspfConfig, OspfNetwork};
+use crate::config::{Config, OspfAnnounce, OspfAuth, OspfConfig, OspfNetwork};
 use crate::part::board::PartBoard;
 use crate::part::{Applied, ApplyError, Env, Part};
 
-/// Which VIPs should be announced now. Pure: events and time in, the set out.
-#[derive(Debug, Default)]
-pub struct Policy {
-    announce: Vec<OspfAnnounce>,
-    /// Since when each VIP's condition has held without interruption.
-    since: HashMap<Ipv4Addr, Instant>,
-    vrrp: HashMap<String, (Vec<IpAddr>, bool)>,
-    healthy: HashSet<Ipv4Addr>,
+/// The announce policy's entries: each VIP with its condition and how OSPF announces it.
+fn entries(cfg: &OspfConfig) -> Vec<Entry<Announce>> {
+    cfg.announce
+        .iter()
+        .map(|a| Entry {
+            vip: IpAddr::V4(a.vip),
+            policy: a.policy,
+            hold_down: Duration::from_millis(a.hold_down_ms),
+            payload: announce_of(a),
+        })
+        .collect()
 }
 
-impl Policy {
-    pub fn new(announce: Vec<OspfAnnounce>) -> Self {
-        Self {
-            announce,
-            ..Self::default()
-        }
-    }
-
-    pub fn reconfigure(&mut self, announce: Vec<OspfAnnounce>) {
-        self.announce = announce;
-    }
-
-    pub fn event(&mut self, event: &Event) {
-        match event {
-            Event::VrrpRole {
-                instance,
-                vips,
-                master,
-            } => {
-                self.vrrp.insert(instance.clone(), (vips.clone(), *master));
-            }
-            Event::ServiceHealth {
-                vip: Some(IpAddr::V4(vip)),
-                healthy,
-                ..
-            } => {
-                if *healthy > 0 {
-                    self.healthy.insert(*vip);
-                } else {
-                    self.healthy.remove(vip);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn holds(&self, a: &OspfAnnounce) -> bool {
-        match a.policy {
-            AnnouncePolicy::Always => true,
-            AnnouncePolicy::Healthy => self.healthy.contains(&a.vip),
-            AnnouncePolicy::VrrpMaster => self
-                .vrrp
-                .values()
-                .any(|(vips, master)| *master && vips.contains(&IpAddr::V4(a.vip))),
-        }
-    }
-
-    /// The announcements due at `now`: a failing condition withdraws at once, a holding
-    /// one announces after its hold-down.
-    pub fn announced(&mut self, now: Instant) -> BTreeMap<Ipv4Addr, Announce> {
-        let mut out = BTreeMap::new();
-        let mut since = HashMap::new();
-        for a in &self.announce {
-            if !self.holds(a) {
-                continue;
-            }
-            let start = *self.since.get(&a.vip).unwrap_or(&now);
-            since.insert(a.vip, start);
-            if now.saturating_duration_since(start) >= Duration::from_millis(a.hold_down_ms) {
-                out.insert(a.vip, announce_of(a));
-            }
-        }
-        self.since = since;
-        out
-    }
+/// The OSPF speaker's set from the policy's (only IPv4 VIPs are OSPFv2's).
+fn v4_set(set: BTreeMap<IpAddr, Announce>) -> BTreeMap<Ipv4Addr, Announce> {
+    set.into_iter()
+        .filter_map(|(vip, a)| match vip {
+            IpAddr::V4(v) => Some((v, a)),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 fn announce_of(a: &OspfAnnounce) -> Announce {
@@ -178,7 +125,7 @@ impl Running {
 
 /// The OSPF part: `[ospf]` present in the config.
 pub struct Ospf {
-    policy: Policy,
+    policy: Policy<Announce>,
     running: Running,
     bus: Bus,
     /// Neighbours (address, interface) BFD watches for us.
@@ -197,8 +144,8 @@ impl Part for Ospf {
 
     async fn start(env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
         let cfg = config.ospf.clone().ok_or("no [ospf] section")?;
-        let mut policy = Policy::new(cfg.announce.clone());
-        let running = start(&cfg, policy.announced(Instant::now()));
+        let mut policy = Policy::new(entries(&cfg));
+        let running = start(&cfg, v4_set(policy.announced(Instant::now())));
         Ok(Ospf {
             policy,
             running,
@@ -212,14 +159,14 @@ impl Part for Ospf {
             warn!("ospf: section removed; withdrawing and stopping");
             return Ok(Applied::Retired);
         };
-        self.policy.reconfigure(new.announce.clone());
+        self.policy.reconfigure(entries(&new));
         if new.router_id != self.running.cfg.router_id
             || new.interfaces != self.running.cfg.interfaces
         {
             // A new router ID or interface set is a new router: withdraw under the old
             // identity, then start over.
             self.running.stop().await;
-            self.running = start(&new, self.policy.announced(Instant::now()));
+            self.running = start(&new, v4_set(self.policy.announced(Instant::now())));
         }
         self.running.cfg = new;
         Ok(Applied::Running)
@@ -252,7 +199,7 @@ impl Part for Ospf {
     }
 
     async fn tick(&mut self) {
-        let set = self.policy.announced(Instant::now());
+        let set = v4_set(self.policy.announced(Instant::now()));
         self.running.announce.send_if_modified(|current| {
             let changed = *current != set;
             if changed {
@@ -320,87 +267,5 @@ impl Ospf {
             interface,
             watch,
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ann(vip: u8, policy: AnnouncePolicy, hold_down_ms: u64) -> OspfAnnounce {
-        OspfAnnounce {
-            vip: Ipv4Addr::new(203, 0, 113, vip),
-            policy,
-            as_external: false,
-            metric: 10,
-            metric_type: 2,
-            hold_down_ms,
-        }
-    }
-
-    #[test]
-    fn vrrp_master_health_and_hold_down() {
-        let t0 = Instant::now();
-        let mut p = Policy::new(vec![
-            ann(1, AnnouncePolicy::VrrpMaster, 0),
-            ann(2, AnnouncePolicy::Healthy, 2000),
-            ann(3, AnnouncePolicy::Always, 0),
-        ]);
-        let v = |n| Ipv4Addr::new(203, 0, 113, n);
-        assert_eq!(
-            p.announced(t0).keys().copied().collect::<Vec<_>>(),
-            vec![v(3)]
-        );
-        p.event(&Event::VrrpRole {
-            instance: "vip51".into(),
-            vips: vec![IpAddr::V4(v(1))],
-            master: true,
-        });
-        p.event(&Event::ServiceHealth {
-            service: "web".into(),
-            vip: Some(IpAddr::V4(v(2))),
-            healthy: 2,
-            total: 3,
-        });
-        let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(
-            p.announced(t1).keys().copied().collect::<Vec<_>>(),
-            vec![v(1), v(3)]
-        );
-        let t2 = t1 + Duration::from_millis(1999);
-        assert!(!p.announced(t2).contains_key(&v(2)));
-        let t3 = t1 + Duration::from_millis(2000);
-        assert!(p.announced(t3).contains_key(&v(2)));
-        // Failing conditions withdraw at once; coming back restarts the hold-down.
-        p.event(&Event::ServiceHealth {
-            service: "web".into(),
-            vip: Some(IpAddr::V4(v(2))),
-            healthy: 0,
-            total: 3,
-        });
-        p.event(&Event::VrrpRole {
-            instance: "vip51".into(),
-            vips: vec![IpAddr::V4(v(1))],
-            master: false,
-        });
-        let t4 = t3 + Duration::from_millis(100);
-        assert_eq!(
-            p.announced(t4).keys().copied().collect::<Vec<_>>(),
-            vec![v(3)]
-        );
-        p.event(&Event::ServiceHealth {
-            service: "web".into(),
-            vip: Some(IpAddr::V4(v(2))),
-            healthy: 1,
-            total: 3,
-        });
-        assert!(
-            !p.announced(t4 + Duration::from_millis(100))
-                .contains_key(&v(2))
-        );
-        assert!(
-            p.announced(t4 + Duration::from_millis(2100))
-                .contains_key(&v(2))
-        );
     }
 }

@@ -1,0 +1,92 @@
+//! The `--routing bgp` lab: the router (FRR bgpd, AS 64512, MD5) learns the VIP /32 from
+//! portier's BGP part on the LBs (AS 64513) instead of OSPF. With VRRP, only the master
+//! announces it (with its community), and a clean stop of the master moves the route to the
+//! new master (the old one's Cease carries a shutdown communication). With `--anycast`, both
+//! LBs announce it and the router installs both next hops.
+
+use anyhow::{Context, Result, bail};
+use portier_tests::client;
+use portier_tests::lab::{self, Lab, Variant};
+use portier_tests::netns;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    while !f()? {
+        if start.elapsed() > timeout {
+            bail!("{what}: not within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn vip_route(l: &Lab) -> Result<String> {
+    netns::ip_in(
+        &l.ns("router"),
+        &["route", "show", &format!("{}/32", lab::VIP)],
+    )
+}
+
+#[test]
+fn vrrp_master_announces_by_bgp_and_a_clean_stop_moves_the_route() -> Result<()> {
+    let l = Lab::up_with(
+        "bg",
+        Variant {
+            bgp: true,
+            ..Variant::default()
+        },
+    )?;
+    let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
+    let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
+    let route = vip_route(&l)?;
+    assert!(route.contains("proto bgp"), "{route}");
+    let frr = l.frr().context("the lab runs FRR")?;
+    let text = frr.vtysh(&format!("show bgp ipv4 unicast {}/32 json", lab::VIP))?;
+    assert!(text.contains("64513:100"), "community missing: {text}");
+    // Both sessions are up (MD5), though only the master announces.
+    let summary = frr.vtysh("show bgp ipv4 unicast summary json")?;
+    let json: serde_json::Value = serde_json::from_str(&summary)?;
+    for lb in ["10.0.0.11", "10.0.0.12"] {
+        assert_eq!(json["peers"][lb]["state"], "Established", "{summary}");
+    }
+    let vip = SocketAddr::from(([203, 0, 113, 10], lab::HTTP_PORT));
+    netns::in_netns(&l.ns("client"), || -> Result<()> {
+        for i in 0..10 {
+            client::get(vip, None, "/").with_context(|| format!("request {i}"))?;
+        }
+        Ok(())
+    })??;
+
+    lb1.stop()?;
+    l.wait_vip_route(&["10.0.0.12"], Duration::from_secs(15))?;
+    wait_until(
+        "lb1's session down with its reason",
+        Duration::from_secs(10),
+        || {
+            let n = frr.vtysh("show bgp neighbors 10.0.0.11 json")?;
+            Ok(n.contains("portier stopping"))
+        },
+    )?;
+    drop(lb2);
+    Ok(())
+}
+
+#[test]
+fn anycast_over_bgp_gives_the_router_both_next_hops() -> Result<()> {
+    let l = Lab::up_with(
+        "ba",
+        Variant {
+            bgp: true,
+            anycast: true,
+        },
+    )?;
+    let _lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    let _lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
+    l.wait_vip_route(&["10.0.0.11", "10.0.0.12"], lab::VIP_ROUTE_TIMEOUT)?;
+    let route = vip_route(&l)?;
+    assert!(route.contains("proto bgp"), "{route}");
+    Ok(())
+}
