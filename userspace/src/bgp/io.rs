@@ -82,6 +82,8 @@ pub struct PeerStatus {
     /// error, configuration problem).
     pub last_error: Option<String>,
     pub negotiated: Option<Negotiated>,
+    /// Our addresses on the established connection, usable as next hops.
+    pub next_hops: Option<NextHops>,
     /// Prefixes the peer currently has from us.
     pub prefixes_advertised: usize,
     /// Message and prefix counters; received prefixes are counted, then discarded.
@@ -97,6 +99,7 @@ impl PeerStatus {
             uptime_secs: None,
             last_error: None,
             negotiated: None,
+            next_hops: None,
             prefixes_advertised: 0,
             stats: SessionStats::default(),
         }
@@ -270,6 +273,8 @@ enum IoEvent {
 }
 
 struct ConnIo {
+    /// Local and remote addresses, to find our next hops again.
+    addrs: Option<(IpAddr, IpAddr)>,
     tx: mpsc::Sender<Vec<u8>>,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
@@ -338,7 +343,7 @@ async fn peer_task(
                     break;
                 }
             }
-            _ = second.tick() => {}
+            _ = second.tick() => peer.recheck_next_hops(),
         }
         peer.publish(&status);
     }
@@ -442,16 +447,43 @@ impl Peer {
     /// Starts the reader and writer of a new connection; returns our next hops on it.
     fn setup(&mut self, id: ConnId, stream: TcpStream) -> NextHops {
         let _ = stream.set_nodelay(true);
-        let hops = match (stream.local_addr(), stream.peer_addr()) {
-            (Ok(l), Ok(p)) => local_next_hops(l.ip().to_canonical(), p.ip().to_canonical()),
-            _ => NextHops::default(),
+        let addrs = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(l), Ok(p)) => Some((l.ip().to_canonical(), p.ip().to_canonical())),
+            _ => None,
         };
+        let hops = addrs.map_or_else(NextHops::default, |(l, p)| local_next_hops(l, p));
         let (rd, wr) = stream.into_split();
         let (tx, queue) = mpsc::channel(SEND_QUEUE);
         let reader = tokio::spawn(read_loop(id, rd, self.events.clone()));
         let writer = tokio::spawn(write_loop(id, queue, wr, self.events.clone()));
-        self.conns.insert(id, ConnIo { tx, reader, writer });
+        self.conns.insert(
+            id,
+            ConnIo {
+                addrs,
+                tx,
+                reader,
+                writer,
+            },
+        );
         hops
+    }
+
+    /// Addresses come and go (a link-local one is not listed until its duplicate address
+    /// detection is under way): find the established connection's next hops again.
+    fn recheck_next_hops(&mut self) {
+        let (Some(conn), Some(current)) =
+            (self.session.established_conn(), self.session.next_hops())
+        else {
+            return;
+        };
+        let Some((local, peer)) = self.conns.get(&conn).and_then(|c| c.addrs) else {
+            return;
+        };
+        let next_hops = local_next_hops(local, peer);
+        if next_hops != current {
+            debug!(peer = %self.addr(), ?next_hops, "bgp: next hops changed");
+            self.handle(Event::NextHops { conn, next_hops });
+        }
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -528,6 +560,7 @@ impl Peer {
             negotiated: (self.session.state() == State::Established)
                 .then(|| self.session.negotiated().cloned())
                 .flatten(),
+            next_hops: self.session.next_hops(),
             prefixes_advertised: self.session.advertised().len(),
             stats: self.session.stats().clone(),
         }

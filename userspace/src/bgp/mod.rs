@@ -14,6 +14,7 @@
 //! - [`session`]: one peer's RFC 4271 §8 state machine, `event(now, Event) -> Vec<Action>`.
 //! - [`io`]: the tokio edge, [`Speaker`].
 //! - [`md5`]: TCP MD5 signatures through `TCP_MD5SIG`.
+//! - [`part`]: the daemon part that drives the speaker from `[bgp]`.
 //!
 //! Using it (mirrors `ospf::io::Speaker`):
 //!
@@ -48,8 +49,12 @@
 //! A route refresh from the peer resends the family. A peer whose configuration is invalid is
 //! reported in its status and left idle; the others run regardless.
 //!
-//! Not here: config parsing, the daemon part, graceful restart as a restarting speaker,
-//! extended messages, ADD-PATH, GTSM, BFD.
+//! Next hops follow the addresses: the I/O edge looks at the connection's interface again
+//! every second, and routes go again when ours changed (e.g. the link-local address, which
+//! the kernel lists only some time after the link comes up).
+//!
+//! Not here: graceful restart as a restarting speaker (the peer's capability is only
+//! noted), enhanced route refresh, extended messages, ADD-PATH, GTSM, received routes.
 
 pub mod config;
 pub mod io;

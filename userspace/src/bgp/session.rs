@@ -101,6 +101,13 @@ pub enum Event {
     Tick,
     /// A new set of routes to announce.
     Announce(Routes),
+    /// Our addresses on a connection, found again by the I/O edge (an address appeared,
+    /// e.g. the link-local one after duplicate address detection, or changed): routes
+    /// already sent go again with the new next hops, those left without one are withdrawn.
+    NextHops {
+        conn: ConnId,
+        next_hops: NextHops,
+    },
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -316,6 +323,16 @@ impl Session {
             .and_then(|c| c.negotiated.as_ref())
     }
 
+    /// The established connection.
+    pub fn established_conn(&self) -> Option<ConnId> {
+        self.established().map(|i| self.conns[i].id)
+    }
+
+    /// Our next hops on the established connection (before configured overrides).
+    pub fn next_hops(&self) -> Option<NextHops> {
+        self.established().map(|i| self.conns[i].next_hops)
+    }
+
     /// The routes the peer currently has from us.
     pub fn advertised(&self) -> &BTreeMap<Prefix, RouteAttrs> {
         &self.adj_out
@@ -402,7 +419,17 @@ impl Session {
             Event::Announce(routes) => {
                 self.routes = routes;
                 if let Some(i) = self.established() {
-                    self.sync(now, i, &mut out);
+                    self.sync(now, i, false, &mut out);
+                }
+            }
+            Event::NextHops { conn, next_hops } => {
+                if let Some(i) = self.index(conn)
+                    && self.conns[i].next_hops != next_hops
+                {
+                    self.conns[i].next_hops = next_hops;
+                    if self.conns[i].state == ConnState::Established {
+                        self.sync(now, i, true, &mut out);
+                    }
                 }
             }
         }
@@ -750,7 +777,7 @@ impl Session {
         if let Some(neg) = neg {
             out.push(Action::Established(Box::new(neg.clone())));
             self.adj_out.clear();
-            self.sync(now, i, out);
+            self.sync(now, i, false, out);
             for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
                 if neg.families.contains(&f) {
                     self.send(now, i, Message::Update(Update::end_of_rib(f)), out);
@@ -784,8 +811,9 @@ impl Session {
         out
     }
 
-    /// Sends the difference between what the peer has and what it should have.
-    fn sync(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+    /// Sends the difference between what the peer has and what it should have; with `all`,
+    /// every route again (the next hops changed).
+    fn sync(&mut self, now: Instant, i: usize, all: bool, out: &mut Vec<Action>) {
         let wanted = self.wanted(i);
         let withdraw: Vec<Prefix> = self
             .adj_out
@@ -795,7 +823,7 @@ impl Session {
             .collect();
         let announce: Vec<(Prefix, RouteAttrs)> = wanted
             .iter()
-            .filter(|(p, a)| self.adj_out.get(p) != Some(a))
+            .filter(|(p, a)| all || self.adj_out.get(p) != Some(a))
             .map(|(p, a)| (*p, a.clone()))
             .collect();
         for u in self.updates(i, &announce, &withdraw) {

@@ -966,3 +966,63 @@ fn large_sets_are_split_into_messages_that_fit() {
     }
     assert_eq!(withdrawn, 2100);
 }
+
+#[test]
+fn changed_next_hops_send_every_route_again() {
+    let mut h = H::new(cfg());
+    h.ev(Event::Announce(vips()));
+    h.ev(Event::ManualStart);
+    let no_ll = NextHops {
+        v6_link_local: None,
+        ..hops()
+    };
+    h.ev(Event::TcpConnected {
+        conn: C1,
+        outgoing: true,
+        next_hops: no_ll,
+    });
+    h.recv(C1, &frr_open());
+    let u = updates(&h.recv(C1, &keepalive()));
+    assert_eq!(
+        u[1].attrs.mp_reach.as_ref().unwrap().next_hop,
+        NextHop::V6 {
+            global: "fd00:79::2".parse().unwrap(),
+            link_local: None
+        }
+    );
+    assert_eq!(h.s.established_conn(), Some(C1));
+    assert_eq!(h.s.next_hops(), Some(no_ll));
+    // Nothing new: nothing sent.
+    assert_eq!(
+        h.ev(Event::NextHops {
+            conn: C1,
+            next_hops: no_ll
+        }),
+        []
+    );
+    // The link-local address appears: both routes go again (the IPv4 one unchanged).
+    let a = h.ev(Event::NextHops {
+        conn: C1,
+        next_hops: hops(),
+    });
+    assert_eq!(
+        wire(&a, Codec::FOUR_OCTET),
+        [canon(VIP4_UPDATE), canon(VIP6_UPDATE)]
+    );
+    // The IPv6 address goes: the IPv6 VIP is withdrawn.
+    let a = h.ev(Event::NextHops {
+        conn: C1,
+        next_hops: NextHops {
+            v6: None,
+            v6_link_local: None,
+            ..hops()
+        },
+    });
+    let u = updates(&a);
+    assert_eq!(
+        u[0].withdrawn_all().copied().collect::<Vec<_>>(),
+        [p("2001:db8:f::10/128")]
+    );
+    assert_eq!(u.len(), 2, "the withdrawal, and the IPv4 VIP again");
+    assert_eq!(h.s.advertised().len(), 1);
+}
