@@ -388,7 +388,7 @@ impl Lab {
     /// The lab's LB config for `node` as a pure L4 node: no VRRP, no OSPF. For tests of the
     /// L4 control plane alone, with [`Lab::route_vip_statically`] standing in for the routing.
     pub fn lb_config_l4_only(&self, node: &str) -> Result<String> {
-        let text = self.lb_config(node)?;
+        let text = self.vrrp_lb_config(node)?;
         let cut = ["[[vrrp", "[ospf"]
             .iter()
             .filter_map(|h| text.find(h))

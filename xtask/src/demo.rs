@@ -197,15 +197,14 @@ pub fn run() -> Result<()> {
     })?;
     let samples = traffic.stop();
     let failed = samples.iter().filter(|s| s.result.is_err()).count();
+    let lb2_state = if l.has_vip_on_lan("lb2")? {
+        "holds the VIP too (!)"
+    } else {
+        "never took over"
+    };
     println!(
-        "   {} requests, {failed} failed; lb1 resumed as VRRP master (it was master {}), lb2 {}",
-        samples.len(),
-        "moments before",
-        if l.has_vip_on_lan("lb2")? {
-            "holds the VIP too (!)"
-        } else {
-            "never took over"
-        }
+        "   {} requests, {failed} failed; lb1 resumed as VRRP master (it was master moments before), lb2 {lb2_state}",
+        samples.len()
     );
     println!("   {}", route(&l)?);
 

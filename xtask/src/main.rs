@@ -2,6 +2,7 @@
 //!
 //! Every task runs `setup` first, so a fresh Debian machine needs nothing but this repository.
 
+mod bench_failover;
 mod bench_l7;
 mod demo;
 mod package;
@@ -56,7 +57,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Benchmarks: `xdp` (ns per packet against a floor program), `l7` (portier vs HAProxy vs
-    /// direct: requests/s, p99, CPU per request).
+    /// direct: requests/s, p99, CPU per request), `failover` (a silent anycast LB: portier vs
+    /// FRR ospfd+bfdd).
     Bench {
         #[arg(default_value = "xdp")]
         what: String,
@@ -248,6 +250,11 @@ fn bench(what: &str) -> Result<()> {
             run("xdp-live")
         }
         "l7" => bench_l7::run(&workspace_root()),
-        other => bail!("unknown benchmark {other:?} (known: xdp, l7)"),
+        // Needs the debug build the lab runs (`build`), not the release one.
+        "failover" => {
+            build(false)?;
+            bench_failover::run()
+        }
+        other => bail!("unknown benchmark {other:?} (known: xdp, l7, failover)"),
     }
 }

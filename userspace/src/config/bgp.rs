@@ -384,12 +384,7 @@ mod tests {
 
     #[test]
     fn problems_name_their_keys() {
-        assert_one(
-            &format!("{BASE}"),
-            3,
-            "bgp.peer",
-            "at least one [[bgp.peer]]",
-        );
+        assert_one(BASE, 3, "bgp.peer", "at least one [[bgp.peer]]");
         assert_one(
             &format!("{BASE}{PEER}  hold_time = 2\n"),
             9,
