@@ -6,7 +6,9 @@
 //! percent-decode-unreserved) plus encoded slashes and dots, which backends commonly decode
 //! before resolving: percent-encoded unreserved characters, `/` and `.` are decoded (RFC 3986
 //! §6.2.2.2), runs of slashes merged, and dot-segments removed (§5.2.4). `..` above the root
-//! stays at the root. Other escapes stay as they are, with their hex digits upper-cased.
+//! stays at the root. Other escapes stay as they are, with their hex digits upper-cased, and a
+//! `%` that starts no escape is written `%25`: left bare, it would make an escape with the
+//! characters decoded after it (`%%32%65` -> `%2e`), which the backend would decode again.
 
 use std::borrow::Cow;
 
@@ -74,7 +76,8 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Decodes escapes of unreserved characters and of `/`; upper-cases the others.
+/// Decodes escapes of unreserved characters and of `/`; upper-cases the others; encodes a
+/// `%` that starts no escape.
 fn decode(path: &str) -> String {
     let b = path.as_bytes();
     let mut out = String::with_capacity(b.len() + 1);
@@ -98,6 +101,11 @@ fn decode(path: &str) -> String {
                 out.push(char::from(b[i + 2].to_ascii_uppercase()));
             }
             i += 3;
+            continue;
+        }
+        if b[i] == b'%' {
+            out.push_str("%25");
+            i += 1;
             continue;
         }
         // The target was validated as visible ASCII before routing; anything else is kept
@@ -136,12 +144,26 @@ mod tests {
             ("/a%20b", "/a%20b"),
             ("/a%2fb", "/a/b"),
             ("/a%3f", "/a%3F"),
-            ("/100%", "/100%"),
-            ("/%zz", "/%zz"),
+            ("/100%", "/100%25"),
+            ("/%zz", "/%25zz"),
             ("a/b", "/a/b"),
         ] {
             assert_eq!(normalise(raw), normal, "{raw}");
             assert!(is_normal(&normalise(raw)) || normal.contains('%'), "{raw}");
+        }
+    }
+
+    /// Found by fuzz/fuzz_targets/path_normalise.rs: a bare `%` followed by escapes of hex
+    /// digits became a new escape, decoded by the next normalisation (or by the backend).
+    #[test]
+    fn a_bare_percent_does_not_make_an_escape_of_decoded_digits() {
+        for (raw, normal) in [
+            ("%%33%33", "/%2533"),
+            ("/public/%%32%65%%32%65/admin", "/public/%252e%252e/admin"),
+            ("/a%%2F..", "/"),
+        ] {
+            assert_eq!(normalise(raw), normal, "{raw}");
+            assert_eq!(normalise(normal), normal, "{raw}");
         }
     }
 
