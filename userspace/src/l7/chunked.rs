@@ -10,7 +10,11 @@ enum State {
         digits: u8,
         value: u64,
     },
-    /// After the size: `;`-extensions (or whitespace before them) up to CR.
+    /// Whitespace after the size: more of it, `;` or CR (RFC 9112 7.1.1 BWS).
+    SizeWs {
+        value: u64,
+    },
+    /// After `;`: extensions up to CR.
     Extension {
         value: u64,
     },
@@ -141,9 +145,16 @@ impl ChunkedScanner {
                     None if digits == 0 => return Err(Malformed),
                     None => match b {
                         b'\r' => State::SizeLf { value },
-                        b';' | b' ' | b'\t' => State::Extension { value },
+                        b';' => State::Extension { value },
+                        b' ' | b'\t' => State::SizeWs { value },
                         _ => return Err(Malformed),
                     },
+                },
+                State::SizeWs { value } => match b {
+                    b' ' | b'\t' => State::SizeWs { value },
+                    b';' => State::Extension { value },
+                    b'\r' => State::SizeLf { value },
+                    _ => return Err(Malformed),
                 },
                 State::Extension { value } => match b {
                     b'\r' => State::SizeLf { value },
@@ -249,6 +260,11 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_before_extensions() {
+        assert_eq!(scan(b"5 \t ;a=b\r\nhello\r\n0 \r\n\r\n", 1), Ok(Some(23)));
+    }
+
+    #[test]
     fn incomplete_is_not_done() {
         assert_eq!(scan(b"5\r\nhel", 2), Ok(None));
         assert_eq!(scan(b"0\r\nX-A: 1\r\n", 2), Ok(None));
@@ -268,6 +284,11 @@ mod tests {
             b"0\r\n\n",
             b"0\r\nX-A: 1\n\r\n",
             b"5;ext\n",
+            // Found by fuzz/fuzz_targets/chunked.rs: only whitespace before `;` or CR (httparse
+            // and hyper refuse these too, so the two hops could disagree on the chunk size).
+            b"A %",
+            b"5 x\r\n",
+            b"5\t0\r\n",
         ] {
             assert_eq!(
                 scan(bad, 1),
