@@ -80,9 +80,13 @@ fn command_status(e: &CommandError) -> StatusCode {
 }
 
 fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
-    req.uri()
-        .query()
-        .unwrap_or("")
+    parse_query(req.uri().query().unwrap_or(""))
+}
+
+/// The `key=value&...` pairs of a query string, percent-decoded; a repeated key keeps its
+/// last value. Pure, for the fuzz target.
+pub fn parse_query(query: &str) -> BTreeMap<String, String> {
+    query
         .split('&')
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
@@ -92,14 +96,18 @@ fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` (a space); anything else, and a `%` not followed by two
+/// hex digits, is kept. Bytes that are not UTF-8 become U+FFFD.
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // Two hex digits: `from_str_radix` alone would also take a sign (`%+A`).
         let escaped = (b[i] == b'%')
             .then(|| b.get(i + 1..i + 3))
             .flatten()
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (escaped, b[i]) {
@@ -203,5 +211,18 @@ mod tests {
         assert_eq!(percent_decode("a+b"), "a b");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    /// Found by fuzz/fuzz_targets/admin_query.rs: `%+A` decoded as a newline.
+    #[test]
+    fn a_sign_is_not_a_hex_digit() {
+        assert_eq!(percent_decode("%+A%-1"), "% A%-1");
+        assert_eq!(
+            super::parse_query("pool=a%2Bb&server=%+1"),
+            std::collections::BTreeMap::from([
+                ("pool".to_string(), "a+b".to_string()),
+                ("server".to_string(), "% 1".to_string())
+            ])
+        );
     }
 }
