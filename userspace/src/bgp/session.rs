@@ -419,16 +419,25 @@ impl Session {
             Event::Announce(routes) => {
                 self.routes = routes;
                 if let Some(i) = self.established() {
-                    self.sync(now, i, false, &mut out);
+                    self.sync(now, i, &[], &mut out);
                 }
             }
             Event::NextHops { conn, next_hops } => {
-                if let Some(i) = self.index(conn)
-                    && self.conns[i].next_hops != next_hops
-                {
+                if let Some(i) = self.index(conn) {
+                    let before = self.effective_next_hops(&self.conns[i].next_hops);
                     self.conns[i].next_hops = next_hops;
+                    let after = self.effective_next_hops(&next_hops);
                     if self.conns[i].state == ConnState::Established {
-                        self.sync(now, i, true, &mut out);
+                        let mut again = Vec::new();
+                        if before.0 != after.0 {
+                            again.push(Family::IPV4_UNICAST);
+                        }
+                        if before.1 != after.1 {
+                            again.push(Family::IPV6_UNICAST);
+                        }
+                        if !again.is_empty() {
+                            self.sync(now, i, &again, &mut out);
+                        }
                     }
                 }
             }
@@ -777,7 +786,7 @@ impl Session {
         if let Some(neg) = neg {
             out.push(Action::Established(Box::new(neg.clone())));
             self.adj_out.clear();
-            self.sync(now, i, false, out);
+            self.sync(now, i, &[], out);
             for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
                 if neg.families.contains(&f) {
                     self.send(now, i, Message::Update(Update::end_of_rib(f)), out);
@@ -794,12 +803,13 @@ impl Session {
         };
         let mut out = BTreeMap::new();
         let mut unsendable = 0;
+        let (v4, (v6, _)) = self.effective_next_hops(&c.next_hops);
         for (p, a) in &self.routes {
             let ok = neg.families.contains(&p.family())
                 && if p.is_ipv4() {
-                    self.cfg.next_hop_v4.or(c.next_hops.v4).is_some()
+                    v4.is_some()
                 } else {
-                    self.cfg.next_hop_v6.or(c.next_hops.v6).is_some()
+                    v6.is_some()
                 };
             if ok {
                 out.insert(*p, a.merged(&self.cfg.export));
@@ -811,9 +821,9 @@ impl Session {
         out
     }
 
-    /// Sends the difference between what the peer has and what it should have; with `all`,
-    /// every route again (the next hops changed).
-    fn sync(&mut self, now: Instant, i: usize, all: bool, out: &mut Vec<Action>) {
+    /// Sends the difference between what the peer has and what it should have, and the
+    /// routes of the families in `again` even if unchanged (their next hops changed).
+    fn sync(&mut self, now: Instant, i: usize, again: &[Family], out: &mut Vec<Action>) {
         let wanted = self.wanted(i);
         let withdraw: Vec<Prefix> = self
             .adj_out
@@ -823,7 +833,7 @@ impl Session {
             .collect();
         let announce: Vec<(Prefix, RouteAttrs)> = wanted
             .iter()
-            .filter(|(p, a)| all || self.adj_out.get(p) != Some(a))
+            .filter(|(p, a)| again.contains(&p.family()) || self.adj_out.get(p) != Some(a))
             .map(|(p, a)| (*p, a.clone()))
             .collect();
         for u in self.updates(i, &announce, &withdraw) {
@@ -913,6 +923,19 @@ impl Session {
         out
     }
 
+    /// The IPv4 next hop and the IPv6 ones (global, link-local) our routes carry with these
+    /// addresses: the configured ones first.
+    fn effective_next_hops(
+        &self,
+        hops: &NextHops,
+    ) -> (Option<Ipv4Addr>, (Option<Ipv6Addr>, Option<Ipv6Addr>)) {
+        let v6 = match self.cfg.next_hop_v6 {
+            Some(g) => (Some(g), None),
+            None => (hops.v6, hops.v6_link_local),
+        };
+        (self.cfg.next_hop_v4.or(hops.v4), v6)
+    }
+
     /// The attributes of our routes of one family towards connection `c`'s peer.
     fn path_attrs(&self, c: &Conn, v4: bool, a: &RouteAttrs) -> PathAttrs {
         let ibgp = self.cfg.is_ibgp();
@@ -930,19 +953,16 @@ impl Session {
             large_communities: a.large_communities.clone(),
             ..PathAttrs::default()
         };
+        let (v4_hop, (global, link_local)) = self.effective_next_hops(&c.next_hops);
         if v4 {
-            attrs.next_hop = self.cfg.next_hop_v4.or(c.next_hops.v4);
+            attrs.next_hop = v4_hop;
         } else {
-            let (global, link_local) = match self.cfg.next_hop_v6 {
-                Some(g) => (g, None),
-                None => (
-                    c.next_hops.v6.unwrap_or(Ipv6Addr::UNSPECIFIED),
-                    c.next_hops.v6_link_local,
-                ),
-            };
             attrs.mp_reach = Some(MpReach {
                 family: Family::IPV6_UNICAST,
-                next_hop: NextHop::V6 { global, link_local },
+                next_hop: NextHop::V6 {
+                    global: global.unwrap_or(Ipv6Addr::UNSPECIFIED),
+                    link_local,
+                },
                 nlri: Vec::new(),
                 opaque_nlri: Vec::new(),
             });
