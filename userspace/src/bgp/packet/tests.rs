@@ -27,9 +27,15 @@ pub(crate) fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The session between portier and FRR, taken by the interop test.
+pub(crate) const PORTIER_SESSION: &str = include_str!("../testdata/frr-portier-session.txt");
+
 pub(crate) fn captured() -> Vec<Captured> {
-    SESSION
-        .lines()
+    captured_from(SESSION)
+}
+
+pub(crate) fn captured_from(text: &'static str) -> Vec<Captured> {
+    text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let mut f = l.split_whitespace();
@@ -131,6 +137,33 @@ fn every_captured_message_decodes_and_reencodes() {
             );
         }
     }
+}
+
+/// What portier sent FRR re-encodes byte for byte, and FRR's side decodes.
+#[test]
+fn portier_frr_capture() {
+    let all = captured_from(PORTIER_SESSION);
+    assert_eq!(all.len(), 13);
+    for (i, c) in all.iter().enumerate() {
+        let msg = dec(&c.bytes);
+        if c.sender == "portier" {
+            assert_eq!(hexs(&msg.encode(Codec::FOUR_OCTET)), hexs(&c.bytes), "#{i}");
+        }
+    }
+    let frr: Vec<&Captured> = all.iter().filter(|c| c.sender == "frr").collect();
+    let Message::Open(o) = dec(&frr[0].bytes) else {
+        panic!()
+    };
+    assert_eq!((o.asn(), o.hold_time), (64512, 9));
+    assert_eq!(o.bgp_id, Ipv4Addr::new(10, 0, 0, 1));
+    // Graceful restart (helper only): R and N, 120 s, no families.
+    let gr = o.graceful_restart().unwrap();
+    assert_eq!((gr.flags, gr.restart_time), (0xc, 120));
+    assert!(gr.families.is_empty());
+    assert_eq!(
+        dec(&frr[2].bytes),
+        Message::RouteRefresh(RouteRefresh::request(Family::IPV4_UNICAST))
+    );
 }
 
 #[test]
