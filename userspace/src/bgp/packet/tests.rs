@@ -192,8 +192,8 @@ fn frr_open() {
         code: 73,
         value: b"\x04bc-r\x00".to_vec()
     }));
-    // Re-encoded with all capabilities in one parameter: 11 capabilities, 10 octets fewer
-    // than FRR's eleven parameter headers... minus the one we write.
+    // FRR gives each of its 11 capabilities its own optional parameter (2 octets of header
+    // each); we write them all in one, so the re-encoding is 10 headers shorter.
     let ours = Message::Open(o.clone()).encode(Codec::default());
     assert_eq!(ours.len(), nth("frr", "OPEN", 0).len() - 2 * 10);
 }
