@@ -11,7 +11,7 @@ use portier_tests::netns;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+fn wait_until(what: &str, timeout: Duration, f: impl Fn() -> Result<bool>) -> Result<()> {
     let start = Instant::now();
     while !f()? {
         if start.elapsed() > timeout {
@@ -59,6 +59,24 @@ fn vrrp_master_announces_by_bgp_and_a_clean_stop_moves_the_route() -> Result<()>
         }
         Ok(())
     })??;
+
+    // Drain: the route stays, marked GRACEFUL_SHUTDOWN (RFC 8326) for the router to move
+    // traffic away; undrain removes the mark.
+    let shows_gshut = || -> Result<bool> {
+        let t = frr.vtysh(&format!("show bgp ipv4 unicast {}/32 json", lab::VIP))?;
+        Ok(t.contains("gshut") || t.contains("graceful-shutdown") || t.contains("65535:0"))
+    };
+    lb1.cli(&l.ns("lb1"), &["drain", "--vip", lab::VIP])?;
+    wait_until(
+        "GRACEFUL_SHUTDOWN at the router",
+        Duration::from_secs(10),
+        shows_gshut,
+    )?;
+    assert_eq!(l.vip_next_hops()?, ["10.0.0.11"]);
+    lb1.cli(&l.ns("lb1"), &["undrain", "--vip", lab::VIP])?;
+    wait_until("GRACEFUL_SHUTDOWN gone", Duration::from_secs(10), || {
+        Ok(!shows_gshut()?)
+    })?;
 
     lb1.stop()?;
     l.wait_vip_route(&["10.0.0.12"], Duration::from_secs(15))?;

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use portier::ospf::instance::{Announce, IfaceConfig, InstanceStatus};
+use portier::ospf::instance::{Announce, IfaceConfig, InstanceStatus, Limits};
 use portier::ospf::interface::NetworkType;
 use portier::ospf::io::Speaker;
 use portier::ospf::neighbor::NbrState;
@@ -19,6 +19,12 @@ use portier_tests::pair::Pair;
 use tokio::sync::watch;
 
 const VIP: &str = "203.0.113.77";
+
+/// Tight, but room for what the scenario holds: one neighbour, a few LSAs.
+const LIMITS: Limits = Limits {
+    max_neighbors: 2,
+    max_lsas: 50,
+};
 
 /// The VIP route in the FRR namespace's kernel table, if any.
 fn vip_route(pair: &Pair) -> String {
@@ -68,7 +74,8 @@ impl Running {
                 return;
             };
             rt.block_on(async move {
-                let speaker = Speaker::new(router_id, vec![iface]);
+                let mut speaker = Speaker::new(router_id, vec![iface]);
+                speaker.set_limits(LIMITS);
                 tokio::select! {
                     _ = speaker.run(announce_rx, shutdown_rx, status_tx) => {}
                     _ = kill_rx => {}
@@ -102,6 +109,22 @@ impl Running {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    /// Drops whose reason is in `reasons`, from the last status.
+    fn dropped(&self, reasons: &[&str]) -> Vec<(String, u64)> {
+        self.status
+            .borrow()
+            .as_ref()
+            .map(|s| {
+                s.counters
+                    .dropped
+                    .iter()
+                    .filter(|(r, _)| reasons.contains(r))
+                    .map(|(r, n)| (r.to_string(), *n))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn full_with(&self, router_id: Ipv4Addr) -> bool {
@@ -176,6 +199,29 @@ fn scenario(prefix: &str, subnet: u8, network: NetworkType, md5: bool) -> Result
     })
     .with_context(|| frr.vtysh("show ip ospf database").unwrap_or_default())?;
     let installed = start.elapsed();
+    // FRR's packets arrive on-link with TTL 1, within the limits; the status summarises the
+    // database (both Router-LSAs, and a Network-LSA on broadcast).
+    let limits = [
+        "ttl",
+        "subnet",
+        "neighbor-limit",
+        "lsdb-limit",
+        "request-limit",
+        "retransmit-limit",
+    ];
+    assert_eq!(speaker.dropped(&limits), vec![]);
+    wait(
+        "status with both Router-LSAs",
+        Duration::from_secs(5),
+        || {
+            speaker.status.borrow().as_ref().is_some_and(|s| {
+                s.limits == LIMITS
+                    && s.limits_reached.is_empty()
+                    && s.lsdb.by_type.get("router") == Some(&2)
+                    && s.lsdb.lsas.len() == s.lsdb.total
+            })
+        },
+    )?;
 
     speaker.announce(false);
     let gone = wait(

@@ -96,7 +96,7 @@ enum Command {
 /// `--server`); the changes survive reloads that keep the backend or server.
 #[derive(clap::Args)]
 #[group(skip)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["service", "pool"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["service", "pool", "vip"])))]
 struct BackendArgs {
     /// L4 service name.
     #[arg(long, requires = "backend", conflicts_with_all = ["pool", "server"])]
@@ -110,6 +110,10 @@ struct BackendArgs {
     /// L7 server address with port, as in the pool's `servers`.
     #[arg(long, requires = "pool", conflicts_with_all = ["service", "backend"])]
     server: Option<SocketAddr>,
+    /// BGP: a VIP's route, drained with the GRACEFUL_SHUTDOWN community (RFC 8326) so the
+    /// routers move traffic away, or back to normal (drain/undrain only).
+    #[arg(long, conflicts_with_all = ["service", "backend", "pool", "server"])]
+    vip: Option<std::net::IpAddr>,
     #[command(flatten)]
     socket: SocketArgs,
 }
@@ -134,6 +138,15 @@ impl SocketArgs {
 
 impl BackendArgs {
     fn path(&self, verb: &str) -> Result<String> {
+        if let Some(vip) = self.vip {
+            if verb == "weight" {
+                anyhow::bail!("a VIP has no weight: drain or undrain it");
+            }
+            return Ok(format!(
+                "/command/bgp/{verb}?vip={}",
+                vip.to_string().replace(':', "%3A")
+            ));
+        }
         match (&self.service, &self.backend, &self.pool, &self.server) {
             (Some(service), Some(backend), None, None) => Ok(format!(
                 "/command/l4/{verb}?service={service}&backend={backend}"
@@ -191,6 +204,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check { config } => {
             let c = portier::config::load(&config)?;
             for w in portier::config::warnings(&c) {
+                eprintln!("{}: warning: {w}", config.display());
+            }
+            for w in portier::config::secret_warnings(&config, &c) {
                 eprintln!("{}: warning: {w}", config.display());
             }
             println!(

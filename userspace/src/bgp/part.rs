@@ -3,7 +3,7 @@
 //! hold-down), and publishes the peers' state. A clean stop ends every session with Cease /
 //! Administrative Shutdown and a shutdown communication (RFC 8203).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::info;
 
-use super::{LocalConfig, PeerConfig, Prefix, RouteAttrs, Routes, Speaker, SpeakerStatus, State};
+use super::{
+    Community, LocalConfig, PeerConfig, Prefix, RouteAttrs, Routes, Speaker, SpeakerStatus, State,
+};
 use crate::announce::{Entry, Policy};
 use crate::bus::Event;
 use crate::config::{BgpAttrs, BgpConfig, Config};
 use crate::part::board::PartBoard;
-use crate::part::{Applied, ApplyError, Env, Part};
+use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
 
 /// What peers read in our Cease when the daemon stops or the section changes.
 const STOP_MESSAGE: &str = "portier stopping";
@@ -63,9 +65,25 @@ fn entries(cfg: &BgpConfig) -> Vec<Entry<RouteAttrs>> {
         .collect()
 }
 
-fn routes(set: BTreeMap<IpAddr, RouteAttrs>) -> Routes {
+/// The routes to announce: the policy's set, with the drained VIPs marked GRACEFUL_SHUTDOWN
+/// (RFC 8326: receivers lower their preference, so traffic moves before the withdrawal) and
+/// prepended `drain_prepend` more times.
+fn routes(
+    set: BTreeMap<IpAddr, RouteAttrs>,
+    drained: &BTreeSet<IpAddr>,
+    all_drained: bool,
+    drain_prepend: u8,
+) -> Routes {
     set.into_iter()
-        .map(|(vip, attrs)| (Prefix::host(vip), attrs))
+        .map(|(vip, mut attrs)| {
+            if all_drained || drained.contains(&vip) {
+                attrs.communities.push(Community::GRACEFUL_SHUTDOWN);
+                attrs.communities.sort_unstable();
+                attrs.communities.dedup();
+                attrs.as_path_prepend = attrs.as_path_prepend.saturating_add(drain_prepend);
+            }
+            (Prefix::host(vip), attrs)
+        })
         .collect()
 }
 
@@ -114,6 +132,34 @@ fn same_sessions(a: &BgpConfig, b: &BgpConfig) -> bool {
 pub struct Bgp {
     policy: Policy<RouteAttrs>,
     running: Running,
+    /// VIPs an operator drained (`portier drain --vip`).
+    drained: BTreeSet<IpAddr>,
+    /// Stopping: every route drained.
+    stopping: bool,
+}
+
+impl Bgp {
+    fn routes(&mut self) -> Routes {
+        let set = self.policy.announced(Instant::now());
+        routes(
+            set,
+            &self.drained,
+            self.stopping,
+            self.running.cfg.drain_prepend,
+        )
+    }
+
+    fn push_routes(&mut self) {
+        let set = self.routes();
+        self.running.announce.send_if_modified(|current| {
+            let changed = *current != set;
+            if changed {
+                info!(vips = ?set.keys().map(|p| p.addr()).collect::<Vec<_>>(), "bgp: announced VIPs changed");
+                *current = set;
+            }
+            changed
+        });
+    }
 }
 
 impl Part for Bgp {
@@ -129,8 +175,17 @@ impl Part for Bgp {
     async fn start(_env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
         let cfg = config.bgp.clone().ok_or("no [bgp] section")?;
         let mut policy = Policy::new(entries(&cfg));
-        let running = start(&cfg, routes(policy.announced(Instant::now())));
-        Ok(Bgp { policy, running })
+        let none = BTreeSet::new();
+        let running = start(
+            &cfg,
+            routes(policy.announced(Instant::now()), &none, false, 0),
+        );
+        Ok(Bgp {
+            policy,
+            running,
+            drained: none,
+            stopping: false,
+        })
     }
 
     async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
@@ -139,12 +194,38 @@ impl Part for Bgp {
             return Ok(Applied::Retired);
         };
         self.policy.reconfigure(entries(&new));
+        self.drained
+            .retain(|v| new.announce.iter().any(|a| a.vip == *v));
         if !same_sessions(&new, &self.running.cfg) {
             self.running.stop(RECONFIGURE_MESSAGE).await;
-            self.running = start(&new, routes(self.policy.announced(Instant::now())));
+            let set = self.policy.announced(Instant::now());
+            self.running = start(&new, routes(set, &self.drained, false, new.drain_prepend));
         }
         self.running.cfg = new;
+        self.push_routes();
         Ok(Applied::Running)
+    }
+
+    async fn command(&mut self, command: Command) -> Result<Reply, CommandError> {
+        let Command::Vip { vip, drain } = command else {
+            return Err(CommandError::Unsupported {
+                part: Self::NAME,
+                verb: command.verb(),
+            });
+        };
+        if !self.running.cfg.announce.iter().any(|a| a.vip == vip) {
+            return Err(CommandError::NoSuchTarget(format!(
+                "VIP {vip} is not announced by [bgp]"
+            )));
+        }
+        if drain {
+            self.drained.insert(vip);
+        } else {
+            self.drained.remove(&vip);
+        }
+        self.push_routes();
+        info!(%vip, drain, "bgp: runtime change applied");
+        Ok(serde_json::json!({ "vip": vip, "drained": drain }))
     }
 
     async fn event(&mut self, event: &Event) {
@@ -158,15 +239,7 @@ impl Part for Bgp {
     }
 
     async fn tick(&mut self) {
-        let set = routes(self.policy.announced(Instant::now()));
-        self.running.announce.send_if_modified(|current| {
-            let changed = *current != set;
-            if changed {
-                info!(vips = ?set.keys().map(|p| p.addr()).collect::<Vec<_>>(), "bgp: announced VIPs changed");
-                *current = set;
-            }
-            changed
-        });
+        self.push_routes();
     }
 
     fn publish(&mut self, board: &PartBoard) {
@@ -182,6 +255,7 @@ impl Part for Bgp {
             "asn": self.running.cfg.asn,
             "router_id": self.running.cfg.router_id,
             "announced": announced,
+            "drained": self.drained,
             "listeners": status.listeners,
             "peers": status.peers,
         }));
@@ -189,6 +263,20 @@ impl Part for Bgp {
     }
 
     async fn stop(mut self) {
+        let drain = Duration::from_millis(self.running.cfg.drain_ms);
+        if !drain.is_zero() && !self.running.announce.borrow().is_empty() {
+            info!(
+                ?drain,
+                "bgp: draining (GRACEFUL_SHUTDOWN) before withdrawing"
+            );
+            self.stopping = true;
+            self.push_routes();
+            tokio::time::sleep(drain).await;
+        }
+        // Withdrawn explicitly before the Cease, so a peer that keeps routes of a closed
+        // session for a while (graceful restart) does not.
+        self.running.announce.send_replace(Routes::new());
+        tokio::time::sleep(Duration::from_millis(100)).await;
         self.running.stop(STOP_MESSAGE).await;
     }
 }
@@ -227,4 +315,39 @@ fn metrics(status: &SpeakerStatus, announced: usize) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drained_routes_carry_graceful_shutdown_and_extra_prepends() {
+        let vip: IpAddr = "203.0.113.10".parse().unwrap();
+        let other: IpAddr = "203.0.113.11".parse().unwrap();
+        let set: BTreeMap<IpAddr, RouteAttrs> = [
+            (
+                vip,
+                RouteAttrs {
+                    communities: vec![Community::new(64513, 100)],
+                    as_path_prepend: 1,
+                    ..RouteAttrs::default()
+                },
+            ),
+            (other, RouteAttrs::default()),
+        ]
+        .into();
+        let drained = BTreeSet::from([vip]);
+        let r = routes(set.clone(), &drained, false, 2);
+        let a = &r[&Prefix::host(vip)];
+        assert!(a.communities.contains(&Community::GRACEFUL_SHUTDOWN));
+        assert!(a.communities.contains(&Community::new(64513, 100)));
+        assert_eq!(a.as_path_prepend, 3);
+        assert_eq!(r[&Prefix::host(other)], RouteAttrs::default());
+        let all = routes(set, &BTreeSet::new(), true, 0);
+        assert!(
+            all.values()
+                .all(|a| a.communities.contains(&Community::GRACEFUL_SHUTDOWN))
+        );
+    }
 }

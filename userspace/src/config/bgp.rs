@@ -20,6 +20,11 @@ pub struct BgpConfig {
     pub listen: Vec<SocketAddr>,
     pub peers: Vec<BgpPeer>,
     pub announce: Vec<BgpAnnounce>,
+    /// On a clean stop, first re-announce every route with GRACEFUL_SHUTDOWN (RFC 8326) and
+    /// `drain_prepend` extra AS prepends, wait this long for the routers to move traffic,
+    /// then withdraw. 0: withdraw at once.
+    pub drain_ms: u64,
+    pub drain_prepend: u8,
 }
 
 /// What every route to a peer, or one VIP's route, carries besides the defaults.
@@ -144,7 +149,20 @@ pub(super) fn section(
     table: &Table<'_, '_>,
     service_vips: &[IpAddr],
 ) -> Option<BgpConfig> {
-    table.deny_unknown(report, &["asn", "router_id", "listen", "peer", "announce"]);
+    table.deny_unknown(
+        report,
+        &[
+            "asn",
+            "router_id",
+            "listen",
+            "peer",
+            "announce",
+            "drain_ms",
+            "drain_prepend",
+        ],
+    );
+    let drain_ms = rules::int_or(report, table, "drain_ms", 0..=600_000, 0u64);
+    let drain_prepend = rules::int_or(report, table, "drain_prepend", 0..=16, 0u8);
     let asn = asn(report, table, "asn");
     let router_id = table.required_str(report, "router_id").and_then(|v| {
         let (offset, key) = (v.offset, v.key.clone());
@@ -189,6 +207,8 @@ pub(super) fn section(
         listen: listen?,
         peers: peers.into_iter().collect::<Option<_>>()?,
         announce: announce.into_iter().collect::<Option<_>>()?,
+        drain_ms: drain_ms?,
+        drain_prepend: drain_prepend?,
     })
 }
 

@@ -18,6 +18,7 @@ mod ospf;
 mod reader;
 mod report;
 mod rules;
+mod secrets;
 mod sections;
 mod syntax;
 mod vrrp;
@@ -40,6 +41,7 @@ pub use model::{
     default_socket,
 };
 pub use ospf::{AnnouncePolicy, OspfAnnounce, OspfAuth, OspfConfig, OspfInterface, OspfNetwork};
+pub use secrets::secret_warnings;
 pub use vrrp::{TrackConfig, TrackTarget, VrrpConfig, VrrpInstanceConfig, VrrpVersion};
 
 use reader::Table;

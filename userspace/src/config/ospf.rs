@@ -15,6 +15,17 @@ pub struct OspfConfig {
     pub router_id: Ipv4Addr,
     pub interfaces: Vec<OspfInterface>,
     pub announce: Vec<OspfAnnounce>,
+    /// Neighbours kept per interface; Hellos from more routers are ignored.
+    pub max_neighbors: usize,
+    /// LSAs kept in the database (new ones beyond it are dropped); also bounds each
+    /// neighbour's link state request and retransmission list.
+    pub max_lsas: usize,
+}
+
+impl OspfConfig {
+    /// As FRR and BIRD behave for an edge node: a LAN or two of routers, an area's LSDB.
+    pub const DEFAULT_MAX_NEIGHBORS: usize = 64;
+    pub const DEFAULT_MAX_LSAS: usize = 10_000;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,13 +52,27 @@ pub enum OspfNetwork {
     PointToPoint,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// Passwords and keys never reach `Debug` output, logs or `/status`.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum OspfAuth {
     #[default]
     None,
     Simple(String),
     /// The last key signs; all are accepted (rotation).
     Md5(Vec<(u8, String)>),
+}
+
+impl std::fmt::Debug for OspfAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OspfAuth::None => f.write_str("None"),
+            OspfAuth::Simple(_) => f.write_str("Simple(<redacted>)"),
+            OspfAuth::Md5(keys) => f
+                .debug_tuple("Md5")
+                .field(&keys.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,7 +162,30 @@ pub(super) fn ospf(
     service_vips: &[IpAddr],
     bfd_runs: bool,
 ) -> Option<OspfConfig> {
-    table.deny_unknown(report, &["router_id", "interface", "announce"]);
+    table.deny_unknown(
+        report,
+        &[
+            "router_id",
+            "interface",
+            "announce",
+            "max_neighbors",
+            "max_lsas",
+        ],
+    );
+    let max_neighbors = int_or(
+        report,
+        table,
+        "max_neighbors",
+        1..=1000,
+        OspfConfig::DEFAULT_MAX_NEIGHBORS,
+    );
+    let max_lsas = int_or(
+        report,
+        table,
+        "max_lsas",
+        1..=1_000_000,
+        OspfConfig::DEFAULT_MAX_LSAS,
+    );
     let router_id = table.required_str(report, "router_id").and_then(|v| {
         let (offset, key) = (v.offset, v.key.clone());
         let id = ipv4(report, v)?;
@@ -221,6 +269,8 @@ pub(super) fn ospf(
         router_id: router_id?,
         interfaces,
         announce,
+        max_neighbors: max_neighbors?,
+        max_lsas: max_lsas?,
     })
 }
 
@@ -564,6 +614,52 @@ router_id = "10.0.0.11"
         )
         .unwrap();
         assert_eq!(c.ospf.unwrap().interfaces[0].dead_interval, 12);
+    }
+
+    #[test]
+    fn limits_default_and_are_checked() {
+        let c = parse(&format!("{BASE}{GOOD}"), "p.toml")
+            .unwrap()
+            .ospf
+            .unwrap();
+        assert_eq!((c.max_neighbors, c.max_lsas), (64, 10_000));
+        let c = parse(
+            &format!(
+                "{BASE}{}",
+                GOOD.replace("[ospf]\n", "[ospf]\nmax_neighbors = 8\nmax_lsas = 500\n")
+            ),
+            "p.toml",
+        )
+        .unwrap()
+        .ospf
+        .unwrap();
+        assert_eq!((c.max_neighbors, c.max_lsas), (8, 500));
+        let i = "router_id = \"1.1.1.1\"\n[[ospf.interface]]\nname = \"e\"\n";
+        one(
+            &format!("[ospf]\nmax_neighbors = 0\n{i}"),
+            4,
+            "ospf.max_neighbors",
+            "out of range",
+        );
+        one(
+            &format!("[ospf]\nmax_lsas = 2000000\n{i}"),
+            4,
+            "ospf.max_lsas",
+            "out of range",
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_passwords_or_keys() {
+        let c = parse(&format!("{BASE}{GOOD}"), "p.toml").unwrap();
+        let shown = format!("{:?} {:#?}", c, c.ospf);
+        assert!(shown.contains("Md5([1, 2])"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("next"),
+            "{shown}"
+        );
+        let simple = OspfAuth::Simple("hunter2".into());
+        assert_eq!(format!("{simple:?}"), "Simple(<redacted>)");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::instance::{Announce, IfaceAddr, IfaceConfig, Instance, InstanceStatus};
+use super::instance::{Announce, IfaceAddr, IfaceConfig, Instance, InstanceStatus, Limits};
 use super::packet::{ALL_D_ROUTERS, ALL_SPF_ROUTERS, IPPROTO_OSPF};
 
 /// Timer resolution of the instance.
@@ -44,8 +44,9 @@ struct Link {
     error: Option<String>,
 }
 
-/// A received packet: interface index in the instance, IP source, IP destination, payload.
-type Rx = (usize, Ipv4Addr, Ipv4Addr, Vec<u8>);
+/// A received packet: interface index in the instance, IP source, IP destination, IP TTL,
+/// payload.
+type Rx = (usize, Ipv4Addr, Ipv4Addr, u8, Vec<u8>);
 
 /// Runs the OSPF speaker until `shutdown` turns true, then withdraws gracefully.
 pub struct Speaker {
@@ -107,6 +108,12 @@ impl Speaker {
         &mut self.inst
     }
 
+    /// Bounds on neighbours and database (`[ospf]` `max_neighbors`, `max_lsas`; see
+    /// `Limits::from(&OspfConfig)`); the defaults apply until this is called.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.inst.set_limits(limits);
+    }
+
     /// Applies a changed interface list entry by entry; interfaces are matched by position
     /// and name (the caller restarts the speaker when the set of names changes).
     pub fn reconfigure(&mut self, interfaces: Vec<IfaceConfig>) {
@@ -154,8 +161,8 @@ impl Speaker {
                         let _ = status.send(Some(self.inst.status(now)));
                     }
                 }
-                Some((i, src, dst, data)) = self.rx.recv() => {
-                    self.inst.receive(i, src, dst, &data, Instant::now());
+                Some((i, src, dst, ttl, data)) = self.rx.recv() => {
+                    self.inst.receive_with_ttl(i, src, dst, ttl, &data, Instant::now());
                     self.send_output();
                 }
                 Some((name, addr)) = next_kill(&mut self.kills) => {
@@ -198,8 +205,8 @@ impl Speaker {
         self.send_output();
         while !self.inst.flush_acknowledged() && start.elapsed() < self.shutdown_grace {
             tokio::select! {
-                Some((i, src, dst, data)) = self.rx.recv() => {
-                    self.inst.receive(i, src, dst, &data, Instant::now());
+                Some((i, src, dst, ttl, data)) = self.rx.recv() => {
+                    self.inst.receive_with_ttl(i, src, dst, ttl, &data, Instant::now());
                 }
                 _ = tokio::time::sleep(TICK) => self.inst.tick(Instant::now()),
             }
@@ -286,17 +293,18 @@ async fn read_loop(i: usize, sock: Arc<AsyncFd<Socket>>, tx: mpsc::Sender<Rx>) {
             Ok(Err(_)) => return,
             Err(_would_block) => continue,
         };
-        if let Some((src, dst, payload)) = ip_payload(&buf[..n])
-            && tx.send((i, src, dst, payload.to_vec())).await.is_err()
+        if let Some((src, dst, ttl, payload)) = ip_payload(&buf[..n])
+            && tx.send((i, src, dst, ttl, payload.to_vec())).await.is_err()
         {
             return;
         }
     }
 }
 
-/// Splits a raw socket read into IPv4 source, destination and payload; `None` for anything
-/// that is not a whole IPv4 OSPF packet.
-pub(crate) fn ip_payload(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, &[u8])> {
+/// Splits a raw socket read (a raw IPv4 socket delivers the IP header, so no IP_RECVTTL is
+/// needed) into IPv4 source, destination, TTL and payload; `None` for anything that is not
+/// a whole IPv4 OSPF packet.
+pub(crate) fn ip_payload(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, &[u8])> {
     if packet.len() < 20 || packet[0] >> 4 != 4 {
         return None;
     }
@@ -307,7 +315,7 @@ pub(crate) fn ip_payload(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, &[u8])> {
     }
     let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
     let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    Some((src, dst, &packet[ihl..total]))
+    Some((src, dst, packet[8], &packet[ihl..total]))
 }
 
 fn open_socket(name: &str, addr: Ipv4Addr) -> Result<AsyncFd<Socket>, IoError> {
@@ -410,16 +418,17 @@ mod tests {
     #[test]
     fn ip_payload_takes_the_ospf_part_and_rejects_the_rest() {
         let frame = &crate::ospf::packet::tests::frames(crate::ospf::packet::tests::BROADCAST)[0];
+        // TTL 1 (byte 8), protocol 89.
         let mut ip = vec![0x45, 0xc0, 0, 0, 0, 0, 0, 0, 1, 89, 0, 0];
         ip.extend_from_slice(&frame.src.octets());
         ip.extend_from_slice(&frame.dst.octets());
         ip.extend_from_slice(&frame.payload);
         let total = ip.len() as u16;
         ip[2..4].copy_from_slice(&total.to_be_bytes());
-        let (src, dst, payload) = ip_payload(&ip).unwrap();
+        let (src, dst, ttl, payload) = ip_payload(&ip).unwrap();
         assert_eq!(
-            (src, dst, payload),
-            (frame.src, frame.dst, &frame.payload[..])
+            (src, dst, ttl, payload),
+            (frame.src, frame.dst, 1, &frame.payload[..])
         );
         assert!(ip_payload(&ip[..19]).is_none());
         let mut udp = ip.clone();

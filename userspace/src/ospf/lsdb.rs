@@ -44,6 +44,15 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct Lsdb {
     entries: BTreeMap<LsaKey, Entry>,
+    /// Entries by LS type (index 0: types outside 1..=5), kept as they come and go.
+    by_type: [usize; 6],
+}
+
+fn type_index(ls_type: u8) -> usize {
+    match ls_type {
+        1..=5 => usize::from(ls_type),
+        _ => 0,
+    }
 }
 
 impl Lsdb {
@@ -55,8 +64,9 @@ impl Lsdb {
     /// so "contents changed" needs no tracking.
     pub fn install(&mut self, lsa: Lsa, now: Instant, received: bool) {
         let maxage_flooded = false;
-        self.entries.insert(
-            lsa.key(),
+        let key = lsa.key();
+        let old = self.entries.insert(
+            key,
             Entry {
                 lsa,
                 installed: now,
@@ -64,10 +74,22 @@ impl Lsdb {
                 maxage_flooded,
             },
         );
+        if old.is_none() {
+            self.by_type[type_index(key.ls_type)] += 1;
+        }
     }
 
     pub fn remove(&mut self, key: &LsaKey) -> Option<Entry> {
-        self.entries.remove(key)
+        let old = self.entries.remove(key);
+        if old.is_some() {
+            self.by_type[type_index(key.ls_type)] -= 1;
+        }
+        old
+    }
+
+    /// How many entries have LS type `ls_type`.
+    pub fn count_of(&self, ls_type: u8) -> usize {
+        self.by_type[type_index(ls_type)]
     }
 
     pub fn mark_maxage_flooded(&mut self, key: &LsaKey) {
@@ -138,8 +160,11 @@ mod tests {
         db.install(lsa(10), t0, false);
         db.install(lsa(0), t0, false);
         assert_eq!(db.len(), 1);
+        assert_eq!(db.count_of(TYPE_ROUTER), 1);
         assert_eq!(db.headers(t0)[0].age, 0);
         assert!(db.remove(&lsa(0).key()).is_some());
+        assert!(db.remove(&lsa(0).key()).is_none());
         assert!(db.is_empty());
+        assert_eq!(db.count_of(TYPE_ROUTER), 0);
     }
 }

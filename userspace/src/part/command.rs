@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 pub const VERBS: &[(&str, &[&str])] = &[
     ("l4", &["drain", "undrain", "weight"]),
     ("l7", &["drain", "undrain", "weight"]),
+    ("bgp", &["drain", "undrain"]),
 ];
 
 /// A change of a backend's or server's weight, as HAProxy's `set server ... state drain`,
@@ -55,12 +56,17 @@ pub enum Command {
         server: SocketAddr,
         change: WeightChange,
     },
+    /// A VIP's BGP route: drained (re-announced with GRACEFUL_SHUTDOWN, RFC 8326, so the
+    /// routers move traffic away before it is withdrawn) or back to normal.
+    Vip { vip: IpAddr, drain: bool },
 }
 
 impl Command {
     pub fn verb(&self) -> &'static str {
         match self {
             Command::Backend { change, .. } | Command::Server { change, .. } => change.verb(),
+            Command::Vip { drain: true, .. } => "drain",
+            Command::Vip { drain: false, .. } => "undrain",
         }
     }
 
@@ -87,6 +93,15 @@ impl Command {
                 .map(String::as_str)
                 .ok_or(ParseError::Missing(k))
         };
+        if part == "bgp" {
+            return Ok(Command::Vip {
+                vip: arg("vip")?.parse().map_err(|_| ParseError::Invalid {
+                    key: "vip",
+                    expected: "an IP address",
+                })?,
+                drain: verb == "drain",
+            });
+        }
         let max = if part == "l4" {
             L4_MAX_WEIGHT
         } else {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::Instance;
+use super::{Instance, REQUEST_LIMIT};
 use crate::ospf::lsa::{self, LSA_HEADER_LEN, Lsa};
 use crate::ospf::neighbor::{NbrEvent, NbrState};
 use crate::ospf::packet::{
@@ -175,8 +175,14 @@ impl Instance {
                 .lsdb
                 .get(&key)
                 .is_none_or(|e| header.compare(&e.header(now)).is_gt());
-            if newer {
-                self.ifaces[i].neighbors[n].requests.insert(key, *header);
+            if !newer {
+                continue;
+            }
+            let requests = &mut self.ifaces[i].neighbors[n].requests;
+            if requests.len() >= self.limits.max_lsas && !requests.contains_key(&key) {
+                self.limit_reached(REQUEST_LIMIT, i);
+            } else {
+                requests.insert(key, *header);
             }
         }
         let nbr = &mut self.ifaces[i].neighbors[n];

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Instance, MIN_LS_ARRIVAL};
+use super::{Instance, LSDB_LIMIT, MIN_LS_ARRIVAL, RETRANSMIT_LIMIT};
 use crate::ospf::interface::IfState;
 use crate::ospf::lsa::{self, Lsa, LsaHeader, LsaKey, MAX_AGE, MAX_SEQ};
 use crate::ospf::neighbor::{NbrEvent, NbrState};
@@ -21,6 +21,7 @@ impl Instance {
             return Err("lsu-state");
         }
         let mut direct_acks = Vec::new();
+        let mut sent_back = Vec::new();
         let mut result = Ok(());
         for lsa in update.lsas {
             let lsa = match lsa {
@@ -34,13 +35,19 @@ impl Instance {
                 *self.counters.dropped.entry("lsa-type").or_default() += 1;
                 continue;
             }
-            if self.on_lsa(i, n, lsa, &mut direct_acks, now).is_err() {
+            if self
+                .on_lsa(i, n, lsa, &mut direct_acks, &mut sent_back, now)
+                .is_err()
+            {
                 result = Err("bad-ls-req");
                 break;
             }
         }
+        let dst = self.ifaces[i].neighbors[n].addr;
+        if !sent_back.is_empty() {
+            self.send_lsas(i, dst, sent_back);
+        }
         if !direct_acks.is_empty() {
-            let dst = self.ifaces[i].neighbors[n].addr;
             self.send(
                 i,
                 dst,
@@ -57,13 +64,15 @@ impl Instance {
         result
     }
 
-    /// Steps 4 to 8 of section 13 for one valid LSA; `Err` is BadLSReq.
+    /// Steps 4 to 8 of section 13 for one valid LSA; `Err` is BadLSReq. Direct acks and
+    /// our newer copies to send back are collected for one packet each per update.
     fn on_lsa(
         &mut self,
         i: usize,
         n: usize,
         lsa: Lsa,
         direct_acks: &mut Vec<LsaHeader>,
+        sent_back: &mut Vec<Lsa>,
         now: Instant,
     ) -> Result<(), ()> {
         let key = lsa.key();
@@ -76,6 +85,18 @@ impl Instance {
             .as_ref()
             .is_none_or(|(h, _)| lsa.header.compare(h).is_gt());
         if newer {
+            if current.is_none() && self.lsdb.len() >= self.limits.max_lsas {
+                // No room: not installed nor acknowledged (a flush of something we do not
+                // hold is), and no longer requested, so a database exchange still ends.
+                for nbr in self.ifaces.iter_mut().flat_map(|i| &mut i.neighbors) {
+                    nbr.requests.remove(&key);
+                }
+                if lsa.header.age == MAX_AGE {
+                    direct_acks.push(lsa.header);
+                }
+                self.limit_reached(LSDB_LIMIT, i);
+                return Ok(());
+            }
             if let Some((_, Some(received))) = current
                 && now.saturating_duration_since(received) < MIN_LS_ARRIVAL
             {
@@ -131,10 +152,8 @@ impl Instance {
             .is_some_and(|t| now.saturating_duration_since(*t) < MIN_LS_ARRIVAL);
         if !recently {
             nbr.sent_back.insert(key, now);
-            let dst = nbr.addr;
             if let Some(e) = self.lsdb.get(&key) {
-                let copy = e.lsa(now);
-                self.send_lsas(i, dst, vec![copy]);
+                sent_back.push(e.lsa(now));
             }
         }
         Ok(())
@@ -162,11 +181,13 @@ impl Instance {
     }
 
     /// 13.3: puts `lsa` on the retransmission lists of the adjacent neighbours that need it
-    /// and sends it on each interface where one does. Returns whether it went back out of
-    /// the interface it came in on.
+    /// and queues it on each interface where one does (`send_floods` sends the queues).
+    /// Returns whether it went back out of the interface it came in on.
     pub(super) fn flood(&mut self, lsa: &Lsa, from: Option<(usize, usize)>, now: Instant) -> bool {
         let key = lsa.key();
+        let max = self.limits.max_lsas;
         let mut flooded_back = false;
+        let mut full_lists = None;
         for i in 0..self.ifaces.len() {
             if self.ifaces[i].state == IfState::Down {
                 continue;
@@ -193,6 +214,10 @@ impl Instance {
                 if from == Some((i, m)) {
                     continue;
                 }
+                if nbr.retransmit.len() >= max && !nbr.retransmit.contains_key(&key) {
+                    full_lists = Some(i);
+                    continue;
+                }
                 nbr.retransmit.insert(key, lsa.header);
                 nbr.rxmt_at.get_or_insert(now + rxmt);
                 added = true;
@@ -213,10 +238,29 @@ impl Instance {
                 }
                 flooded_back = true;
             }
-            let dst = iface.flood_dst();
-            self.send_lsas(i, dst, vec![lsa.clone()]);
+            self.ifaces[i].floods.insert(key, lsa.clone());
+        }
+        if let Some(i) = full_lists {
+            self.limit_reached(RETRANSMIT_LIMIT, i);
         }
         flooded_back
+    }
+
+    /// Sends what `flood` queued: per interface, every LSA due in as few updates as fit.
+    pub(super) fn send_floods(&mut self) {
+        for i in 0..self.ifaces.len() {
+            if self.ifaces[i].floods.is_empty() {
+                continue;
+            }
+            let lsas: Vec<Lsa> = std::mem::take(&mut self.ifaces[i].floods)
+                .into_values()
+                .collect();
+            if self.ifaces[i].state == IfState::Down {
+                continue;
+            }
+            let dst = self.ifaces[i].flood_dst();
+            self.send_lsas(i, dst, lsas);
+        }
     }
 
     pub(super) fn on_ack(&mut self, i: usize, n: usize, ack: LsAck) -> Result<(), &'static str> {

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::Instance;
+use super::{Instance, NEIGHBOR_LIMIT};
 use crate::ospf::interface::IfState;
 use crate::ospf::neighbor::{NbrEvent, NbrState, Neighbor};
 use crate::ospf::packet::{self, Body, Header, Hello, OPTION_E};
@@ -63,6 +63,10 @@ impl Instance {
         let dead = Duration::from_secs(u64::from(iface.cfg.dead_interval));
         let n = match self.find_neighbor(i, src, header.router_id) {
             Some(n) => n,
+            None if iface.neighbors.len() >= self.limits.max_neighbors => {
+                self.limit_reached(NEIGHBOR_LIMIT, i);
+                return Ok(());
+            }
             None => {
                 let mut nbr = Neighbor::new(header.router_id, src, now);
                 nbr.crypto_seq = crypto_seq;

@@ -10,14 +10,15 @@ mod hello;
 mod origin;
 mod status;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tracing::warn;
 
 use super::interface::{Candidate, IfState, NetworkType, elect};
-use super::lsa::{LsaHeader, LsaKey};
+use super::lsa::{Lsa, LsaHeader, LsaKey};
 use super::lsdb::Lsdb;
 use super::neighbor::{NbrEvent, NbrState, Neighbor, next_state};
 use super::packet::{self, Auth, Body, Header, Packet};
@@ -29,6 +30,45 @@ pub const MIN_LS_INTERVAL: Duration = Duration::from_secs(5);
 pub const MIN_LS_ARRIVAL: Duration = Duration::from_secs(1);
 /// IP header (20) plus room for an MD5 digest, taken off the MTU when sizing packets.
 const PACKET_OVERHEAD: usize = 20 + 16;
+
+/// Bounds on the state neighbours can make this router keep (RFC 2328 sets none). What
+/// goes past one is dropped and counted (`dropped` reasons `neighbor-limit`, `lsdb-limit`,
+/// `request-limit`, `retransmit-limit`), and logged once each time the bound is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Neighbours per interface: Hellos from further routers are ignored.
+    pub max_neighbors: usize,
+    /// LSAs in the database: new LSAs beyond it are not installed (updates of LSAs already
+    /// held, and this router's own, always are). Also bounds every neighbour's link state
+    /// request and retransmission list.
+    pub max_lsas: usize,
+}
+
+/// The config's defaults (`[ospf]` `max_neighbors`, `max_lsas`).
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_neighbors: crate::config::OspfConfig::DEFAULT_MAX_NEIGHBORS,
+            max_lsas: crate::config::OspfConfig::DEFAULT_MAX_LSAS,
+        }
+    }
+}
+
+impl From<&crate::config::OspfConfig> for Limits {
+    fn from(cfg: &crate::config::OspfConfig) -> Self {
+        Self {
+            max_neighbors: cfg.max_neighbors,
+            max_lsas: cfg.max_lsas,
+        }
+    }
+}
+
+/// The `dropped` reasons of the limits, also what `InstanceStatus::limits_reached` lists.
+const NEIGHBOR_LIMIT: &str = "neighbor-limit";
+const LSDB_LIMIT: &str = "lsdb-limit";
+const REQUEST_LIMIT: &str = "request-limit";
+const RETRANSMIT_LIMIT: &str = "retransmit-limit";
+const LIMIT_REASONS: [&str; 4] = [NEIGHBOR_LIMIT, LSDB_LIMIT, REQUEST_LIMIT, RETRANSMIT_LIMIT];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfaceConfig {
@@ -97,6 +137,9 @@ struct Iface {
     wait_until: Option<Instant>,
     neighbors: Vec<Neighbor>,
     delayed_acks: Vec<LsaHeader>,
+    /// LSAs flooded out of this interface since the output was last taken: they leave
+    /// together, in as few updates as the MTU allows (`take_output`).
+    floods: BTreeMap<LsaKey, Lsa>,
 }
 
 impl Iface {
@@ -148,6 +191,9 @@ pub struct Instance {
     shutting_down: bool,
     out: Vec<Transmit>,
     counters: Counters,
+    limits: Limits,
+    /// Limits reached and logged; a limit is logged again only after usage fell below it.
+    limits_reached: BTreeSet<&'static str>,
 }
 
 impl Instance {
@@ -173,6 +219,7 @@ impl Instance {
                     wait_until: None,
                     neighbors: Vec::new(),
                     delayed_acks: Vec::new(),
+                    floods: BTreeMap::new(),
                 })
                 .collect(),
             lsdb: Lsdb::default(),
@@ -187,15 +234,75 @@ impl Instance {
             shutting_down: false,
             out: Vec::new(),
             counters: Counters::default(),
+            limits: Limits::default(),
+            limits_reached: BTreeSet::new(),
         }
+    }
+
+    /// Replaces the bounds; state already past a lowered bound stays until it goes.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = Limits {
+            max_neighbors: limits.max_neighbors.max(1),
+            max_lsas: limits.max_lsas.max(1),
+        };
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Something was dropped at a bound: counted always, logged once per crossing.
+    fn limit_reached(&mut self, reason: &'static str, iface: usize) {
+        *self.counters.dropped.entry(reason).or_default() += 1;
+        if self.limits_reached.insert(reason) {
+            let name = self.ifaces.get(iface).map_or("", |i| i.cfg.name.as_str());
+            warn!(
+                interface = name,
+                limit = reason,
+                max_neighbors = self.limits.max_neighbors,
+                max_lsas = self.limits.max_lsas,
+                "ospf: limit reached, dropping what goes past it"
+            );
+        }
+    }
+
+    /// Forgets the limits usage fell below, so reaching them again is logged again.
+    fn rearm_limits(&mut self) {
+        if self.limits_reached.is_empty() {
+            return;
+        }
+        let Limits {
+            max_neighbors,
+            max_lsas,
+        } = self.limits;
+        let neighbors = || self.ifaces.iter().flat_map(|i| &i.neighbors);
+        let at = |reason: &str| match reason {
+            NEIGHBOR_LIMIT => self
+                .ifaces
+                .iter()
+                .any(|i| i.neighbors.len() >= max_neighbors),
+            LSDB_LIMIT => self.lsdb.len() >= max_lsas,
+            REQUEST_LIMIT => neighbors().any(|n| n.requests.len() >= max_lsas),
+            RETRANSMIT_LIMIT => neighbors().any(|n| n.retransmit.len() >= max_lsas),
+            _ => false,
+        };
+        let still: BTreeSet<&'static str> = self
+            .limits_reached
+            .iter()
+            .copied()
+            .filter(|r| at(r))
+            .collect();
+        self.limits_reached = still;
     }
 
     pub fn router_id(&self) -> Ipv4Addr {
         self.router_id
     }
 
-    /// Packets queued since the last call.
+    /// Packets queued since the last call. What was flooded since leaves now: one update
+    /// per interface carrying every LSA due (more only where the MTU requires).
     pub fn take_output(&mut self) -> Vec<Transmit> {
+        self.send_floods();
         std::mem::take(&mut self.out)
     }
 
@@ -282,6 +389,7 @@ impl Instance {
         iface.bdr = Ipv4Addr::UNSPECIFIED;
         iface.wait_until = None;
         iface.delayed_acks.clear();
+        iface.floods.clear();
         self.originate(now);
     }
 
@@ -301,10 +409,26 @@ impl Instance {
             .retain(|n| n.state != NbrState::Down);
     }
 
-    /// Handles one received OSPF packet (the IP payload) on interface `i`.
+    /// Handles one received OSPF packet (the IP payload) on interface `i`, sent from the
+    /// link itself (IP TTL 1).
     pub fn receive(&mut self, i: usize, src: Ipv4Addr, dst: Ipv4Addr, data: &[u8], now: Instant) {
+        self.receive_with_ttl(i, src, dst, 1, data, now);
+    }
+
+    /// Handles one received OSPF packet with the IP TTL it arrived with: OSPF speakers send
+    /// with TTL 1 (RFC 2328 A.1; 255 with GTSM, as BIRD's `ttl security`), so anything
+    /// else crossed a router and is dropped.
+    pub fn receive_with_ttl(
+        &mut self,
+        i: usize,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        ttl: u8,
+        data: &[u8],
+        now: Instant,
+    ) {
         self.counters.rx_packets += 1;
-        if let Err(reason) = self.receive_inner(i, src, dst, data, now) {
+        if let Err(reason) = self.receive_inner(i, src, dst, ttl, data, now) {
             *self.counters.dropped.entry(reason).or_default() += 1;
         }
     }
@@ -314,6 +438,7 @@ impl Instance {
         i: usize,
         src: Ipv4Addr,
         dst: Ipv4Addr,
+        ttl: u8,
         data: &[u8],
         now: Instant,
     ) -> Result<(), &'static str> {
@@ -323,6 +448,16 @@ impl Instance {
         };
         if src == addr.addr {
             return Err("own");
+        }
+        if ttl != 1 && ttl != 255 {
+            return Err("ttl");
+        }
+        // On-link sources only: on broadcast networks the neighbours share our subnet
+        // (8.2); on point-to-point links too, unless the address is a /32 (unnumbered or
+        // with a peer address), where the TTL is the check.
+        let on_link = addr.contains(src) || (!iface.is_broadcast() && addr.prefix_len >= 32);
+        if !on_link {
+            return Err("subnet");
         }
         let dst_ok = dst == addr.addr
             || dst == packet::ALL_SPF_ROUTERS
@@ -338,9 +473,6 @@ impl Instance {
         }
         if header.area_id != iface.cfg.area {
             return Err("area");
-        }
-        if iface.is_broadcast() && !addr.contains(src) {
-            return Err("subnet");
         }
         *self
             .counters
@@ -414,10 +546,15 @@ impl Instance {
             self.ifaces[i]
                 .neighbors
                 .retain(|n| n.state != NbrState::Down);
+            for nbr in &mut self.ifaces[i].neighbors {
+                nbr.sent_back
+                    .retain(|_, t| now.saturating_duration_since(*t) < MIN_LS_ARRIVAL);
+            }
             self.flush_delayed_acks(i);
         }
         self.age(now);
         self.originate(now);
+        self.rearm_limits();
     }
 
     /// Graceful stop: every own LSA is flushed (premature aging), so the VIPs leave the

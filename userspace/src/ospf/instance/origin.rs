@@ -141,17 +141,23 @@ impl Instance {
                 // MinLSInterval: the next tick after it elapses picks this up.
                 continue;
             }
-            let floor = self.own_seq.get(key).map(|s| s.saturating_add(1));
-            let seq = match current {
-                None => floor.unwrap_or(INITIAL_SEQ),
-                Some(e) if e.header(now).seq == MAX_SEQ => {
-                    // 12.1.6: the sequence space is exhausted; flush, start over once gone.
+            // The highest instance known, in the database or seen before.
+            let last = current
+                .map(|e| e.header(now).seq)
+                .max(self.own_seq.get(key).copied());
+            let seq = match (last, current) {
+                (None, _) => INITIAL_SEQ,
+                (Some(MAX_SEQ), Some(e)) => {
+                    // 12.1.6: the sequence space is exhausted. Flush the instance and wait
+                    // until it has left the database (every neighbour acknowledged the
+                    // flush), then start over.
                     if e.age(now) < MAX_AGE {
                         self.flush(*key, now);
                     }
                     continue;
                 }
-                Some(e) => (e.header(now).seq + 1).max(floor.unwrap_or(INITIAL_SEQ)),
+                (Some(MAX_SEQ), None) => INITIAL_SEQ,
+                (Some(seq), _) => seq + 1,
             };
             self.own_seq.insert(*key, seq);
             let lsa = Lsa::build(

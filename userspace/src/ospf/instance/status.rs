@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Announce, Instance};
+use super::{Announce, Instance, Limits};
 use crate::ospf::interface::IfState;
+use crate::ospf::lsa;
 use crate::ospf::neighbor::NbrState;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -61,13 +62,40 @@ pub struct LsaStatus {
     pub checksum: String,
 }
 
+/// At most this many LSAs are listed in the status; the counts cover all of them.
+pub const STATUS_LSAS: usize = 100;
+
+/// The database in the status: counts by type, and a capped list (our own LSAs first).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LsdbSummary {
+    pub total: usize,
+    pub by_type: BTreeMap<&'static str, usize>,
+    pub lsas: Vec<LsaStatus>,
+    /// `lsas` lists `STATUS_LSAS` of `total`.
+    pub truncated: bool,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceStatus {
     pub router_id: Ipv4Addr,
     pub interfaces: Vec<InterfaceStatus>,
-    pub lsdb: Vec<LsaStatus>,
+    pub lsdb: LsdbSummary,
     pub announced: BTreeMap<Ipv4Addr, Announce>,
+    pub limits: Limits,
+    /// Limits reached now (their `dropped` reasons).
+    pub limits_reached: Vec<&'static str>,
     pub counters: Counters,
+}
+
+fn type_name(ls_type: u8) -> &'static str {
+    match ls_type {
+        lsa::TYPE_ROUTER => "router",
+        lsa::TYPE_NETWORK => "network",
+        lsa::TYPE_SUMMARY_NETWORK => "summary-network",
+        lsa::TYPE_SUMMARY_ASBR => "summary-asbr",
+        lsa::TYPE_AS_EXTERNAL => "as-external",
+        _ => "other",
+    }
 }
 
 impl Instance {
@@ -100,23 +128,45 @@ impl Instance {
                         .collect(),
                 })
                 .collect(),
-            lsdb: self
-                .lsdb
-                .iter()
-                .map(|(k, e)| {
-                    let h = e.header(now);
-                    LsaStatus {
-                        ls_type: k.ls_type,
-                        id: k.ls_id,
-                        advertising_router: k.advertising_router,
-                        seq: format!("{:#010x}", h.seq as u32),
-                        age: h.age,
-                        checksum: format!("{:#06x}", h.checksum),
-                    }
-                })
-                .collect(),
+            lsdb: self.lsdb_summary(now),
             announced: self.announced.clone(),
+            limits: self.limits,
+            limits_reached: self.limits_reached.iter().copied().collect(),
             counters: self.counters.clone(),
+        }
+    }
+
+    /// Counts by type (kept by the database) and up to `STATUS_LSAS` entries: this runs
+    /// every second, so it never copies a large database.
+    fn lsdb_summary(&self, now: Instant) -> LsdbSummary {
+        let by_type = (lsa::TYPE_ROUTER..=lsa::TYPE_AS_EXTERNAL)
+            .map(|t| (type_name(t), self.lsdb.count_of(t)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let own = |k: &crate::ospf::lsa::LsaKey| k.advertising_router == self.router_id;
+        let lsas = self
+            .lsdb
+            .iter()
+            .filter(|(k, _)| own(k))
+            .chain(self.lsdb.iter().filter(|(k, _)| !own(k)))
+            .take(STATUS_LSAS)
+            .map(|(k, e)| {
+                let h = e.header(now);
+                LsaStatus {
+                    ls_type: k.ls_type,
+                    id: k.ls_id,
+                    advertising_router: k.advertising_router,
+                    seq: format!("{:#010x}", h.seq as u32),
+                    age: h.age,
+                    checksum: format!("{:#06x}", h.checksum),
+                }
+            })
+            .collect();
+        LsdbSummary {
+            total: self.lsdb.len(),
+            by_type,
+            lsas,
+            truncated: self.lsdb.len() > STATUS_LSAS,
         }
     }
 
@@ -181,7 +231,23 @@ impl InstanceStatus {
             .filter(|n| n.state == NbrState::Full)
             .count();
         let _ = writeln!(out, "portier_ospf_neighbors_full {full}");
-        let _ = writeln!(out, "portier_ospf_lsdb_lsas {}", self.lsdb.len());
+        let _ = writeln!(out, "portier_ospf_lsdb_lsas {}", self.lsdb.total);
+        for (kind, n) in &self.lsdb.by_type {
+            let _ = writeln!(out, "portier_ospf_lsdb_lsas_by_type{{type=\"{kind}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "portier_ospf_max_neighbors_per_interface {}",
+            self.limits.max_neighbors
+        );
+        let _ = writeln!(out, "portier_ospf_max_lsas {}", self.limits.max_lsas);
+        for limit in super::LIMIT_REASONS {
+            let reached = u8::from(self.limits_reached.contains(&limit));
+            let _ = writeln!(
+                out,
+                "portier_ospf_limit_reached{{limit=\"{limit}\"}} {reached}"
+            );
+        }
         let _ = writeln!(out, "portier_ospf_announced_vips {}", self.announced.len());
         out
     }

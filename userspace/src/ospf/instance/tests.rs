@@ -741,3 +741,378 @@ fn restart_after_a_clean_stop_announces_again() {
         s.full(1, 11) && s.sees_stub(1, 11, vip()) && s.databases_equal()
     });
 }
+
+/// `to_exstart(20)` taken on to Full through an empty database exchange (we are slave).
+fn full_with_20() -> (Instance, Instant) {
+    let (mut me, t0) = to_exstart(20);
+    let init = DdFlags {
+        init: true,
+        more: true,
+        master: true,
+    };
+    let done = DdFlags {
+        init: false,
+        more: false,
+        master: true,
+    };
+    me.receive(0, rid(20), rid(11), &dd_from(20, 1500, init, 5), t0);
+    me.receive(0, rid(20), rid(11), &dd_from(20, 1500, done, 6), t0);
+    assert_eq!(me.neighbor_state(rid(20)), Some(NbrState::Full));
+    me.take_output();
+    (me, t0)
+}
+
+/// An AS-external LSA for 198.51.100.k/32 originated by router `n`.
+fn external_of(n: u8, k: u8, seq: i32) -> lsa::Lsa {
+    let body = lsa::ExternalLsa {
+        mask: Ipv4Addr::BROADCAST,
+        type2: true,
+        metric: 20,
+        forwarding_address: Ipv4Addr::UNSPECIFIED,
+        route_tag: 0,
+    };
+    lsa::Lsa::build(
+        lsa::TYPE_AS_EXTERNAL,
+        Ipv4Addr::new(198, 51, 100, k),
+        rid(n),
+        packet::OPTION_E,
+        seq,
+        &body.encode(),
+    )
+}
+
+fn lsu_from(n: u8, lsas: Vec<lsa::Lsa>) -> Vec<u8> {
+    Packet {
+        header: Header {
+            packet_type: packet::PacketType::LsUpdate,
+            router_id: rid(n),
+            area_id: Ipv4Addr::UNSPECIFIED,
+        },
+        body: Body::LsUpdate(packet::LsUpdate::new(lsas)),
+    }
+    .encode(&Auth::Null, 0)
+}
+
+/// The LSAs of every update in `out`, per update.
+fn updates(out: &[Transmit]) -> Vec<Vec<lsa::Lsa>> {
+    out.iter()
+        .filter_map(|t| match decode(&t.data, &Auth::Null).unwrap().0.body {
+            Body::LsUpdate(u) => Some(u.lsas.into_iter().map(Result::unwrap).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn acked(out: &[Transmit]) -> usize {
+    out.iter()
+        .map(|t| match decode(&t.data, &Auth::Null).unwrap().0.body {
+            Body::LsAck(a) => a.lsa_headers.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn neighbors_per_interface_are_bounded_and_the_bound_rearms() {
+    let (mut me, t0) = fresh(11, NetworkType::Broadcast, Auth::Null);
+    me.set_limits(Limits {
+        max_neighbors: 2,
+        max_lsas: 100,
+    });
+    let mask = Ipv4Addr::new(255, 255, 255, 0);
+    let hello = |n| hello_from(n, mask, 1, vec![], &Auth::Null, 0);
+    let all = packet::ALL_SPF_ROUTERS;
+    for n in [1, 2, 3, 3] {
+        me.receive(0, rid(n), all, &hello(n), t0);
+    }
+    assert_eq!(me.neighbor_state(rid(2)), Some(NbrState::Init));
+    assert_eq!(me.neighbor_state(rid(3)), None);
+    assert_eq!(me.counters().dropped.get("neighbor-limit"), Some(&2));
+    let status = me.status(t0);
+    assert_eq!(status.limits_reached, vec!["neighbor-limit"]);
+    assert!(
+        status
+            .metrics()
+            .contains("portier_ospf_limit_reached{limit=\"neighbor-limit\"} 1")
+    );
+    assert!(
+        status
+            .metrics()
+            .contains("portier_ospf_dropped_total{reason=\"neighbor-limit\"} 2")
+    );
+    // Both go silent past the dead interval: the bound is clear, and 3 gets in.
+    let later = t0 + Duration::from_secs(5);
+    me.tick(later);
+    assert_eq!(me.neighbor_state(rid(1)), None);
+    assert!(me.status(later).limits_reached.is_empty());
+    me.receive(0, rid(3), all, &hello(3), later);
+    assert_eq!(me.neighbor_state(rid(3)), Some(NbrState::Init));
+}
+
+#[test]
+fn the_database_is_bounded_and_what_does_not_fit_is_neither_installed_nor_acked() {
+    let (mut me, t0) = full_with_20();
+    me.set_limits(Limits {
+        max_neighbors: 64,
+        max_lsas: 5,
+    });
+    assert_eq!(me.lsdb().len(), 1, "our Router-LSA");
+    let lsas: Vec<_> = (1..=8)
+        .map(|k| external_of(20, k, lsa::INITIAL_SEQ))
+        .collect();
+    me.receive(0, rid(20), rid(11), &lsu_from(20, lsas.clone()), t0);
+    assert_eq!(me.lsdb().len(), 5);
+    assert_eq!(me.counters().dropped.get("lsdb-limit"), Some(&4));
+    me.tick(t0 + STEP);
+    assert_eq!(acked(&me.take_output()), 4);
+    let status = me.status(t0 + STEP);
+    assert_eq!(status.limits_reached, vec!["lsdb-limit"]);
+    assert_eq!(status.lsdb.total, 5);
+    // A newer instance of an LSA held still replaces it; our own LSAs always fit.
+    let later = t0 + Duration::from_secs(2);
+    let newer = external_of(20, 1, lsa::INITIAL_SEQ + 1);
+    me.receive(
+        0,
+        rid(20),
+        rid(11),
+        &lsu_from(20, vec![newer.clone()]),
+        later,
+    );
+    assert_eq!(
+        me.lsdb().get(&newer.key()).unwrap().header(later).seq,
+        lsa::INITIAL_SEQ + 1
+    );
+    me.set_announcements(
+        BTreeMap::from([(
+            vip(),
+            Announce::External {
+                metric: 1,
+                type2: true,
+            },
+        )]),
+        later,
+    );
+    assert_eq!(me.lsdb().len(), 6);
+    // The others are dropped again, counted, but not logged again (still at the bound).
+    me.receive(0, rid(20), rid(11), &lsu_from(20, lsas), later);
+    assert_eq!(me.counters().dropped.get("lsdb-limit"), Some(&8));
+}
+
+fn dd_with(n: u8, flags: DdFlags, seq: u32, lsa_headers: Vec<LsaHeader>) -> Vec<u8> {
+    Packet {
+        header: Header {
+            packet_type: packet::PacketType::DbDescription,
+            router_id: rid(n),
+            area_id: Ipv4Addr::UNSPECIFIED,
+        },
+        body: Body::DbDescription(packet::DbDescription {
+            interface_mtu: 1500,
+            options: packet::OPTION_E,
+            flags,
+            dd_sequence: seq,
+            lsa_headers,
+        }),
+    }
+    .encode(&Auth::Null, 0)
+}
+
+#[test]
+fn request_lists_are_bounded_and_loading_ends_when_the_database_is_full() {
+    let (mut me, t0) = to_exstart(20);
+    me.set_limits(Limits {
+        max_neighbors: 64,
+        max_lsas: 3,
+    });
+    let lsas: Vec<_> = (1..=8)
+        .map(|k| external_of(20, k, lsa::INITIAL_SEQ))
+        .collect();
+    let init = DdFlags {
+        init: true,
+        more: true,
+        master: true,
+    };
+    let last = DdFlags {
+        init: false,
+        more: false,
+        master: true,
+    };
+    me.receive(0, rid(20), rid(11), &dd_from(20, 1500, init, 5), t0);
+    let headers = lsas.iter().map(|l| l.header).collect();
+    me.receive(0, rid(20), rid(11), &dd_with(20, last, 6, headers), t0);
+    assert_eq!(me.neighbor_state(rid(20)), Some(NbrState::Loading));
+    let status = me.status(t0);
+    assert_eq!(status.interfaces[0].neighbors[0].request_list, 3);
+    assert_eq!(me.counters().dropped.get("request-limit"), Some(&5));
+    assert!(status.limits_reached.contains(&"request-limit"));
+    // The answer: two fit next to our Router-LSA, the third is dropped and no longer
+    // requested, so the adjacency still reaches Full.
+    me.receive(0, rid(20), rid(11), &lsu_from(20, lsas), t0);
+    assert_eq!(me.lsdb().len(), 3);
+    assert_eq!(me.neighbor_state(rid(20)), Some(NbrState::Full));
+    me.tick(t0 + STEP);
+    assert_eq!(me.status(t0 + STEP).limits_reached, vec!["lsdb-limit"]);
+}
+
+#[test]
+fn point_to_point_accepts_only_on_link_sources_with_ttl_one() {
+    let (mut me, t0) = fresh(11, NetworkType::PointToPoint, Auth::Null);
+    let mask = Ipv4Addr::new(255, 255, 255, 0);
+    let all = packet::ALL_SPF_ROUTERS;
+    let hello = hello_from(1, mask, 1, vec![], &Auth::Null, 0);
+    // Crossed a router (TTL decremented), or sent from beyond the link.
+    me.receive_with_ttl(0, rid(1), all, 64, &hello, t0);
+    me.receive_with_ttl(0, Ipv4Addr::new(192, 0, 2, 1), rid(11), 1, &hello, t0);
+    assert_eq!(me.counters().dropped.get("ttl"), Some(&1));
+    assert_eq!(me.counters().dropped.get("subnet"), Some(&1));
+    assert_eq!(me.neighbor_state(rid(1)), None);
+    // GTSM's 255 cannot have crossed a router either.
+    me.receive_with_ttl(0, rid(1), all, 255, &hello, t0);
+    assert_eq!(me.neighbor_state(rid(1)), Some(NbrState::Init));
+
+    // A /32 (unnumbered, or with a peer address) has no subnet: the TTL decides.
+    let mut unnumbered = Instance::new(
+        rid(11),
+        vec![iface_cfg(NetworkType::PointToPoint, 1, Auth::Null)],
+        1_700_000_000,
+        t0,
+    );
+    unnumbered.interface_up(
+        0,
+        IfaceAddr {
+            addr: rid(11),
+            prefix_len: 32,
+            mtu: 1500,
+        },
+        t0,
+    );
+    let peer = Ipv4Addr::new(192, 0, 2, 1);
+    unnumbered.receive_with_ttl(0, peer, all, 2, &hello, t0);
+    assert_eq!(unnumbered.neighbor_state(rid(1)), None);
+    unnumbered.receive_with_ttl(0, peer, all, 1, &hello, t0);
+    assert_eq!(unnumbered.neighbor_state(rid(1)), Some(NbrState::Init));
+}
+
+fn externals(count: u8) -> BTreeMap<Ipv4Addr, Announce> {
+    (1..=count)
+        .map(|k| {
+            (
+                Ipv4Addr::new(203, 0, 113, k),
+                Announce::External {
+                    metric: 20,
+                    type2: true,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_flood_round_sends_one_update_per_interface_within_the_mtu() {
+    let (mut me, t0) = full_with_20();
+    me.set_announcements(externals(40), t0);
+    let out = me.take_output();
+    let lsus = updates(&out);
+    // 40 AS-external LSAs of 36 bytes: one update would exceed the MTU, so two.
+    assert_eq!(
+        lsus.len(),
+        2,
+        "{:?}",
+        lsus.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(lsus.iter().map(Vec::len).sum::<usize>(), 40);
+    for t in &out {
+        assert!(t.data.len() + 20 <= 1500, "{} bytes", t.data.len());
+        assert_eq!(t.dst, packet::ALL_SPF_ROUTERS);
+    }
+    // Withdrawing five: their flushes leave together.
+    let later = t0 + Duration::from_secs(1);
+    me.set_announcements(externals(35), later);
+    let lsus = updates(&me.take_output());
+    assert_eq!(lsus.len(), 1);
+    assert_eq!(lsus[0].len(), 5);
+    assert!(lsus[0].iter().all(|l| l.header.age == MAX_AGE));
+}
+
+#[test]
+fn status_shows_counts_by_type_and_a_capped_list() {
+    let (mut me, t0) = full_with_20();
+    me.set_announcements(externals(150), t0);
+    let status = me.status(t0);
+    assert_eq!(status.lsdb.total, 151);
+    assert_eq!(
+        status.lsdb.by_type,
+        BTreeMap::from([("as-external", 150), ("router", 1)])
+    );
+    assert_eq!(status.lsdb.lsas.len(), status::STATUS_LSAS);
+    assert!(status.lsdb.truncated);
+    assert!(status.metrics().contains("portier_ospf_lsdb_lsas 151\n"));
+    assert!(
+        status
+            .metrics()
+            .contains("portier_ospf_lsdb_lsas_by_type{type=\"as-external\"} 150\n")
+    );
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["lsdb"]["lsas"].as_array().unwrap().len(), 100);
+    assert_eq!(json["limits"]["max_lsas"], 10_000);
+}
+
+/// RFC 2328 12.1.6: our Router-LSA reached MaxSequenceNumber (here: an earlier
+/// incarnation's copy at 0x7fffffff turns up). It is flushed, and once the flush is gone
+/// re-originated at InitialSequenceNumber, still carrying the VIP.
+#[test]
+fn own_lsa_at_max_sequence_number_wraps_to_the_initial_one() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    let now = seg.now;
+    seg.router(11).set_announcements(stub(1), now);
+    seg.run_until(Duration::from_secs(10), |s| {
+        s.full(1, 11) && s.sees_stub(1, 11, vip()) && s.databases_equal()
+    });
+    let key = LsaKey {
+        ls_type: lsa::TYPE_ROUTER,
+        ls_id: rid(11),
+        advertising_router: rid(11),
+    };
+    let now = seg.now;
+    let current = seg.router(11).lsdb().get(&key).unwrap().lsa(now);
+    let at_max = lsa::Lsa::build(
+        lsa::TYPE_ROUTER,
+        rid(11),
+        rid(11),
+        current.header.options,
+        lsa::MAX_SEQ,
+        current.body(),
+    );
+    seg.router(11).receive(
+        0,
+        rid(1),
+        packet::ALL_SPF_ROUTERS,
+        &lsu_from(1, vec![at_max]),
+        now,
+    );
+    let out = seg.router(11).take_output();
+    seg.wire.extend(out.into_iter().map(|t| (11, t)));
+    let seq_at = |s: &Segment, r: usize| {
+        s.routers[r]
+            .1
+            .lsdb()
+            .get(&key)
+            .map(|e| (e.header(s.now).seq, e.age(s.now)))
+    };
+    // Both see the flush first: MaxSequenceNumber at MaxAge.
+    seg.run_until(Duration::from_secs(20), |s| {
+        seq_at(s, 0) == Some((lsa::MAX_SEQ, MAX_AGE))
+    });
+    seg.run_until(Duration::from_secs(60), |s| {
+        let initial = |r| seq_at(s, r).is_some_and(|(seq, _)| seq == lsa::INITIAL_SEQ);
+        initial(0) && initial(1) && s.sees_stub(1, 11, vip())
+    });
+    assert!(seg.sees_stub(1, 11, vip()));
+    // And it goes on from there: the next change is InitialSequenceNumber + 1.
+    seg.run_for(MIN_LS_INTERVAL);
+    let now = seg.now;
+    seg.router(11).set_announcements(stub(2), now);
+    seg.run_until(Duration::from_secs(80), |s| {
+        seq_at(s, 0).is_some_and(|(seq, _)| seq == lsa::INITIAL_SEQ + 1) && s.databases_equal()
+    });
+    assert!(seg.sees_stub(1, 11, vip()));
+}

@@ -5,19 +5,31 @@
 //! move it last everywhere, then remove the old one" without an adjacency drop.
 
 use md5::{Digest, Md5};
+use subtle::ConstantTimeEq;
 
 use super::HEADER_LEN;
 
 pub const DIGEST_LEN: usize = 16;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The secret never reaches `Debug` output (so neither logs nor status).
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthKey {
     pub id: u8,
     /// Zero-padded to 16 bytes as D.3 prescribes.
     pub key: [u8; 16],
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+impl std::fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthKey")
+            .field("id", &self.id)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `Debug` shows the scheme and key IDs, never a password or key.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum Auth {
     #[default]
     Null,
@@ -25,6 +37,16 @@ pub enum Auth {
     Simple([u8; 8]),
     /// Non-empty; the last key signs.
     Md5(Vec<AuthKey>),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Null => f.write_str("Null"),
+            Auth::Simple(_) => f.write_str("Simple(<redacted>)"),
+            Auth::Md5(keys) => f.debug_tuple("Md5").field(keys).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,7 +108,9 @@ impl Auth {
         match self {
             Auth::Null => Ok(None),
             Auth::Simple(password) => {
-                if data[16..24] == password[..] {
+                // Constant time: how long the comparison takes says nothing of how much of
+                // the password a guess got right.
+                if bool::from(data[16..24].ct_eq(&password[..])) {
                     Ok(None)
                 } else {
                     Err(AuthError::Password)
@@ -104,7 +128,7 @@ impl Auth {
                 let received = data
                     .get(length..length + DIGEST_LEN)
                     .ok_or(AuthError::NoDigest)?;
-                if digest(&data[..length], &key.key)[..] != received[..] {
+                if !bool::from(digest(&data[..length], &key.key)[..].ct_eq(received)) {
                     return Err(AuthError::Digest);
                 }
                 Ok(Some(u32::from_be_bytes([

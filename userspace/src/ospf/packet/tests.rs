@@ -207,6 +207,22 @@ fn simple_password_round_trip_and_mismatch() {
 }
 
 #[test]
+fn debug_output_never_shows_a_password_or_key() {
+    let simple = format!("{:?}", Auth::simple(b"pw"));
+    assert_eq!(simple, "Simple(<redacted>)");
+    let key = AuthKey::new(7, b"s3cret");
+    let md5 = format!("{:?}", Auth::Md5(vec![key.clone()]));
+    assert!(md5.contains("id: 7") && md5.contains("<redacted>"), "{md5}");
+    // The bytes of "s3cret" as a derived Debug of the key array would print them.
+    for shown in [md5, format!("{key:?}"), format!("{key:#?}")] {
+        assert!(
+            !shown.contains("115, 51") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
 fn malformed_packets_are_errors_not_panics() {
     let good = frames(BROADCAST)[0].payload.clone();
     assert_eq!(
