@@ -79,6 +79,15 @@ pub struct ListenerConfig {
     /// bounds how long an idle keep-alive connection waits for its next request.
     pub header_timeout_ms: u64,
     pub max_header_bytes: usize,
+    /// The client's silence (HAProxy's `timeout client`): a response it takes no byte of, or
+    /// a request body it stops sending, for this long ends the request (408 or a close),
+    /// counted against the client, never the server.
+    pub client_timeout_ms: u64,
+    /// An HTTP/2 connection with no request in progress for this long is closed (GOAWAY).
+    pub h2_idle_timeout_ms: u64,
+    /// Requests one client connection may have at the servers at once (HTTP/2 streams hold
+    /// a server slot until their response is sent); more wait up to the pool's queue time.
+    pub max_upstream_per_connection: u32,
     /// Status sent when no route matches (404, or 421 Misdirected Request).
     pub no_route_status: u16,
     /// One structured log line per request (target `portier::access`).
@@ -136,7 +145,9 @@ pub struct PoolConfig {
     /// TLS to the servers; plain TCP when absent.
     pub tls: Option<UpstreamTlsConfig>,
     pub connect_timeout_ms: u64,
-    /// Time from the request's last byte sent to the response head.
+    /// The server's silence (HAProxy's `timeout server`): from the request's last byte
+    /// sent to the response head, while the server takes none of the request body, and
+    /// between two reads of the response body.
     pub response_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     /// Whole exchange, head to end of response body; 0 for none.
@@ -148,6 +159,9 @@ pub struct PoolConfig {
     /// Consecutive connect errors or 5xx responses that eject a server; 0 disables.
     pub eject_after: u32,
     pub eject_ms: u64,
+    /// An upgraded connection (WebSocket) with no byte either way for this long is closed
+    /// (HAProxy's `timeout tunnel`).
+    pub tunnel_timeout_ms: u64,
 }
 
 pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7Config> {
@@ -371,6 +385,9 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
             "max_connections",
             "header_timeout_ms",
             "max_header_bytes",
+            "client_timeout_ms",
+            "h2_idle_timeout_ms",
+            "max_upstream_per_connection",
             "no_route_status",
             "access_log",
         ],
@@ -455,6 +472,15 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
     let header_timeout_ms = ms(report, table, "header_timeout_ms", 10_000);
     // hyper's read buffer cannot be smaller than 8 KiB.
     let max_header_bytes = int(report, table, "max_header_bytes", 8192..=1 << 20, 65_536);
+    let client_timeout_ms = ms(report, table, "client_timeout_ms", 30_000);
+    let h2_idle_timeout_ms = ms(report, table, "h2_idle_timeout_ms", 30_000);
+    let max_upstream_per_connection = int(
+        report,
+        table,
+        "max_upstream_per_connection",
+        1..=100_000,
+        100u32,
+    );
     let no_route_status = int(report, table, "no_route_status", 400..=599, 404);
     let rest = (|| {
         Some(ListenerConfig {
@@ -467,6 +493,9 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
             max_connections: max_connections?,
             header_timeout_ms: header_timeout_ms?,
             max_header_bytes: max_header_bytes?,
+            client_timeout_ms: client_timeout_ms?,
+            h2_idle_timeout_ms: h2_idle_timeout_ms?,
+            max_upstream_per_connection: max_upstream_per_connection?,
             no_route_status: no_route_status?,
             access_log: access_log.unwrap_or(false),
         })
@@ -594,6 +623,7 @@ fn pool(
         "retries",
         "eject_after",
         "eject_ms",
+        "tunnel_timeout_ms",
     ]
     .into_iter()
     .chain(l7_tls::KEYS.iter().copied())
@@ -726,6 +756,13 @@ fn pool(
     let retries = int(report, table, "retries", 0..=10, 2u32);
     let eject_after = int(report, table, "eject_after", 0..=1000, 5u32);
     let eject_ms = ms(report, table, "eject_ms", 10_000);
+    let tunnel_timeout_ms = int(
+        report,
+        table,
+        "tunnel_timeout_ms",
+        1..=86_400_000,
+        3_600_000u64,
+    );
     let rest = (|| {
         Some(PoolConfig {
             name: String::new(),
@@ -743,6 +780,7 @@ fn pool(
             retries: retries?,
             eject_after: eject_after?,
             eject_ms: eject_ms?,
+            tunnel_timeout_ms: tunnel_timeout_ms?,
         })
     })();
     (name, rest)

@@ -28,6 +28,16 @@ fn defaults() {
         ),
         (10_000, 10_000, 65_536, 404)
     );
+    // HAProxy-like bounds on slow clients: `timeout client` 30 s, idle HTTP/2 connections
+    // closed after as long, at most 100 requests of one connection at the servers.
+    assert_eq!(
+        (
+            l.client_timeout_ms,
+            l.h2_idle_timeout_ms,
+            l.max_upstream_per_connection
+        ),
+        (30_000, 30_000, 100)
+    );
     assert_eq!(
         c.routes[0],
         RouteConfig {
@@ -50,6 +60,11 @@ fn defaults() {
     );
     assert_eq!(p.health, None);
     assert_eq!((p.retries, p.max_connections, p.eject_after), (2, 1000, 5));
+    // `timeout server` 30 s, `timeout tunnel` 1 h.
+    assert_eq!(
+        (p.response_timeout_ms, p.tunnel_timeout_ms),
+        (30_000, 3_600_000)
+    );
     // No [l7]: no proxy.
     assert_eq!(parse("[node]\nname = \"a\"\n", FILE).unwrap().l7, None);
 }
@@ -71,6 +86,9 @@ proxy_from = ["10.0.0.0/24", "fd00::/64"]
 max_connections = 5
 header_timeout_ms = 1000
 max_header_bytes = 8192
+client_timeout_ms = 11
+h2_idle_timeout_ms = 12
+max_upstream_per_connection = 13
 no_route_status = 421
 access_log = true
   [[l7.listener.certificate]]
@@ -98,6 +116,7 @@ queue_timeout_ms = 6
 retries = 0
 eject_after = 0
 eject_ms = 7
+tunnel_timeout_ms = 86400000
 "#;
     let c = parse(text, FILE).unwrap().l7.unwrap();
     assert_eq!(c.drain_timeout_ms, 500);
@@ -111,6 +130,14 @@ eject_ms = 7
         std::path::PathBuf::from("/etc/portier/a.key")
     );
     assert_eq!(l.no_route_status, 421);
+    assert_eq!(
+        (
+            l.client_timeout_ms,
+            l.h2_idle_timeout_ms,
+            l.max_upstream_per_connection
+        ),
+        (11, 12, 13)
+    );
     assert_eq!(c.routes[0].host, "*.example");
     assert_eq!(c.routes[0].listener.as_deref(), Some("https"));
     let p = &c.pools[0];
@@ -136,6 +163,7 @@ eject_ms = 7
         ),
         (5, 6, 0, 0, 7)
     );
+    assert_eq!(p.tunnel_timeout_ms, 86_400_000);
 }
 
 #[test]
@@ -261,6 +289,18 @@ fn listener_problems() {
         "out of range",
     );
     assert_one(
+        &p("client_timeout_ms = 0"),
+        7,
+        "l7.listener[0].client_timeout_ms",
+        "out of range",
+    );
+    assert_one(
+        &p("max_upstream_per_connection = 0"),
+        7,
+        "l7.listener[0].max_upstream_per_connection",
+        "out of range",
+    );
+    assert_one(
         &p("proxy_protocol = \"yes\""),
         7,
         "l7.listener[0].proxy_protocol",
@@ -357,6 +397,12 @@ fn pool_problems() {
         "out of range 0..=10",
     );
     assert_one(
+        &p("tunnel_timeout_ms = 0"),
+        15,
+        "l7.pool[0].tunnel_timeout_ms",
+        "out of range 1..=86400000",
+    );
+    assert_one(
         &p("health = { status = 99 }"),
         15,
         "l7.pool[0].health.status",
@@ -430,6 +476,8 @@ fn example_l7_section_parses() {
     assert_eq!(l7.routes[1].host, "*.shop.example");
     assert_eq!(l7.pools[0].health.as_ref().map(|h| h.fall), Some(3));
     assert_eq!(l7.pools[0].tls, None);
+    assert_eq!(l7.listeners[0].client_timeout_ms, 30_000);
+    assert_eq!(l7.pools[0].tunnel_timeout_ms, 3_600_000);
     let secure = &l7.pools[1];
     assert_eq!(secure.protocol, HttpProtocol::H2);
     assert_eq!(

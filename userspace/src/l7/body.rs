@@ -1,15 +1,22 @@
 //! The one body type the proxy sends both ways: a streamed hyper body or a small local one,
 //! plus an optional guard that runs when the body ends (returning the upstream connection to
-//! its pool, releasing the server's slot) and an optional deadline.
+//! its pool, releasing the server's slot), an optional deadline, and an optional bound on
+//! the silence of whoever sends it (the client for a request body, the server for a
+//! response body), armed only while a frame is awaited.
 
+use crate::l7::downstream::Hold;
+use crate::l7::metrics::PoolMetrics;
 use crate::l7::pool::{Claim, Server};
 use crate::l7::raw::ChunkedState;
+use crate::l7::timeouts::{ClientFailure, Stall, Upload};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
@@ -22,6 +29,25 @@ pub struct Body {
     inner: Inner,
     guard: Option<Box<dyn EndGuard>>,
     deadline: Option<Pin<Box<Sleep>>>,
+    idle: Option<Idle>,
+    /// A request body being sent upstream: tells the exchange whom it waits on.
+    upload: Option<Arc<Upload>>,
+    /// The client connection's hold for this request, released when the body ends.
+    hold: Option<Hold>,
+}
+
+/// Whose silence a body's idle bound measures.
+pub enum Silence {
+    /// A request body: the client's (`client_timeout_ms`).
+    Client,
+    /// A response body: the server's (`response_timeout_ms`), counted in its pool's timeouts.
+    Server(Arc<PoolMetrics>),
+}
+
+struct Idle {
+    limit: Duration,
+    stall: Stall,
+    whose: Silence,
 }
 
 enum Inner {
@@ -200,6 +226,10 @@ pub enum BodyError {
     Hyper(#[from] hyper::Error),
     #[error("total timeout reached while streaming the body")]
     Deadline,
+    #[error("the client sent nothing of the request body within the client timeout")]
+    ClientTimeout,
+    #[error("the server sent nothing of the response body within the response timeout")]
+    ServerTimeout,
     #[error("{0}")]
     Upstream(&'static str),
 }
@@ -210,6 +240,9 @@ impl Body {
             inner: Inner::Incoming(body),
             guard: None,
             deadline: None,
+            idle: None,
+            upload: None,
+            hold: None,
         }
     }
 
@@ -219,6 +252,9 @@ impl Body {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
             guard: None,
             deadline: None,
+            idle: None,
+            upload: None,
+            hold: None,
         }
     }
 
@@ -231,6 +267,9 @@ impl Body {
             inner: Inner::Raw(Box::new(body)),
             guard: None,
             deadline: None,
+            idle: None,
+            upload: None,
+            hold: None,
         }
     }
 
@@ -249,10 +288,66 @@ impl Body {
         self
     }
 
+    /// Fails the body when `whose` sends nothing for `limit` while a frame is awaited.
+    pub fn with_idle(mut self, limit: Duration, whose: Silence) -> Body {
+        self.idle = Some(Idle {
+            limit,
+            stall: Stall::default(),
+            whose,
+        });
+        self
+    }
+
+    /// A request body: its progress tells the upstream exchange whom it waits on.
+    pub fn with_upload(mut self, upload: Arc<Upload>) -> Body {
+        self.upload = Some(upload);
+        self
+    }
+
+    pub fn upload(&self) -> Option<Arc<Upload>> {
+        self.upload.clone()
+    }
+
+    /// Keeps the client connection's hold for the request until the body ends (or is
+    /// dropped, as an empty one is once sent).
+    pub fn with_hold(mut self, hold: Hold) -> Body {
+        self.hold = Some(hold);
+        self
+    }
+
     fn end(&mut self, complete: bool) {
         if let Some(mut g) = self.guard.take() {
             g.finish(complete);
         }
+        self.hold = None;
+    }
+
+    /// The inner body has no frame yet: whoever sends it is silent.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(u) = &self.upload {
+            u.waiting_on_client();
+        }
+        let Some(idle) = &mut self.idle else {
+            return Poll::Pending;
+        };
+        if !idle.stall.pending(cx, idle.limit) {
+            return Poll::Pending;
+        }
+        let e = match &idle.whose {
+            Silence::Client => {
+                if let Some(u) = &self.upload {
+                    u.fail(ClientFailure::Timeout);
+                }
+                BodyError::ClientTimeout
+            }
+            Silence::Server(m) => {
+                m.timeouts.fetch_add(1, Ordering::Relaxed);
+                BodyError::ServerTimeout
+            }
+        };
+        self.idle = None;
+        self.end(false);
+        Poll::Ready(Some(Err(e)))
     }
 
     /// A body that is empty from the start never gets polled to its end by hyper.
@@ -286,23 +381,28 @@ impl HttpBody for Body {
         }
         let polled = match &mut this.inner {
             Inner::Incoming(b) => match Pin::new(b).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => {
-                    this.end(false);
-                    return Poll::Ready(Some(Err(e.into())));
-                }
                 Poll::Ready(r) => r.map(|f| f.map_err(BodyError::from)),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => return this.pending(cx),
             },
             Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
             Inner::Raw(r) => match r.poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => {
-                    this.end(false);
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Poll::Pending => return this.pending(cx),
                 Poll::Ready(r) => r,
             },
         };
+        if let Some(idle) = &mut this.idle {
+            idle.stall.progress();
+        }
+        if let Some(Err(_)) = &polled {
+            if let Some(u) = &this.upload {
+                u.fail(ClientFailure::Broken);
+            }
+            this.end(false);
+            return Poll::Ready(polled);
+        }
+        if let Some(u) = &this.upload {
+            u.handed_on();
+        }
         // Trailers are always the last frame, and hyper does not poll past them: waiting
         // for the `None` after them would never finish the body, so its upstream connection
         // would be closed instead of reused.

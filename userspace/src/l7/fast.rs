@@ -18,8 +18,10 @@ use crate::l7::proxy::{Access, ConnInfo, note_failure};
 use crate::l7::response_fields::{self, Framing};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
+use crate::l7::timeouts::Stall;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -321,6 +323,8 @@ struct Scratch {
     from: Vec<u8>,
     /// What goes to the client next.
     to: Vec<u8>,
+    /// The server's silence while a response body is awaited.
+    silence: Stall,
 }
 
 /// Why an attempt on one server failed.
@@ -330,6 +334,9 @@ enum Fail {
     Timeout,
     /// The response had started: the client connection must close.
     Broken,
+    /// The server sent nothing of the body for the response timeout; the client connection
+    /// closes.
+    Silent,
 }
 
 /// Forwards one request with retries; whether the client connection stays open.
@@ -392,6 +399,10 @@ where
                 last = (504, "upstream response timeout\n");
             }
             Err(Fail::Broken) => return false,
+            Err(Fail::Silent) => {
+                m.timeouts.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
         }
     }
     m.no_server.fetch_add(1, Ordering::Relaxed);
@@ -470,7 +481,8 @@ where
         claim: Some(claim),
         reusable: head.reusable,
     };
-    let keep_client = relay_body(client, &mut upstream, head.framing, head.len, s).await?;
+    let keep_client =
+        relay_body(client, &mut upstream, head.framing, head.len, t.response, s).await?;
     Ok((head.status, keep_client))
 }
 
@@ -622,13 +634,30 @@ impl Upstream<'_> {
         self.claim = None;
     }
 
-    async fn read(&mut self, buf: &mut Vec<u8>) -> Result<usize, Fail> {
+    /// Reads more of the body; fails when the server sends nothing for `limit` (the timer
+    /// is armed only when a read has to wait).
+    async fn read(
+        &mut self,
+        buf: &mut Vec<u8>,
+        silence: &mut Stall,
+        limit: Duration,
+    ) -> Result<usize, Fail> {
         let Some(up) = self.stream.as_mut() else {
             return Err(Fail::Broken);
         };
         buf.clear();
         buf.reserve(16 * 1024);
-        up.read_buf(buf).await.map_err(|_| Fail::Broken)
+        std::future::poll_fn(|cx| {
+            match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *up), cx, buf) {
+                Poll::Ready(r) => {
+                    silence.progress();
+                    Poll::Ready(r.map_err(|_| Fail::Broken))
+                }
+                Poll::Pending if silence.pending(cx, limit) => Poll::Ready(Err(Fail::Silent)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
@@ -638,6 +667,7 @@ async fn relay_body<I>(
     up: &mut Upstream<'_>,
     framing: Framing,
     head_len: usize,
+    limit: Duration,
     s: &mut Scratch,
 ) -> Result<bool, Fail>
 where
@@ -662,7 +692,7 @@ where
             }
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             while left > 0 {
-                let n = up.read(&mut s.from).await?;
+                let n = up.read(&mut s.from, &mut s.silence, limit).await?;
                 if n == 0 {
                     return Err(Fail::Broken);
                 }
@@ -689,7 +719,7 @@ where
             }
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             while !scanner.is_done() {
-                let n = up.read(&mut s.from).await?;
+                let n = up.read(&mut s.from, &mut s.silence, limit).await?;
                 if n == 0 {
                     return Err(Fail::Broken);
                 }
@@ -709,7 +739,7 @@ where
             s.to.extend_from_slice(first);
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             loop {
-                if up.read(&mut s.from).await? == 0 {
+                if up.read(&mut s.from, &mut s.silence, limit).await? == 0 {
                     up.release(false);
                     return Ok(false);
                 }

@@ -2,12 +2,14 @@
 //! TLS handshake when configured, and serves HTTP/1 and HTTP/2 on each connection with hyper.
 
 use crate::config::{HttpProtocol, ListenerConfig};
+use crate::l7::downstream::{Downstream, Slot};
 use crate::l7::fast;
 use crate::l7::metrics::ListenerMetrics;
 use crate::l7::prefixed::Prefixed;
 use crate::l7::proxy::{self, ConnInfo};
 use crate::l7::proxy_protocol::{self, Header};
 use crate::l7::snapshot::Shared;
+use crate::l7::timeouts::ClientIo;
 use crate::l7::workers::Workers;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -187,6 +189,11 @@ async fn accept_loop(
         header_timeout,
         max_header_bytes: config.max_header_bytes,
     });
+    let limits = Limits {
+        client_timeout: Duration::from_millis(config.client_timeout_ms),
+        h2_idle_timeout: Duration::from_millis(config.h2_idle_timeout_ms),
+        max_upstream_per_connection: config.max_upstream_per_connection,
+    };
     let plain_fast = config.protocols.contains(&HttpProtocol::Http1);
     let plain_h2 = config.protocols.contains(&HttpProtocol::H2c);
     let proxy_from: Arc<[crate::config::Cidr]> = config.proxy_from.clone().into();
@@ -215,6 +222,8 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         metrics.connections.fetch_add(1, Ordering::Relaxed);
+        // Held until the connection ends, or the tunnel it becomes does.
+        let slot = Slot::new(permit, metrics.clone());
         let conn = Conn {
             name: name.clone(),
             shared: shared.clone(),
@@ -226,17 +235,12 @@ async fn accept_loop(
             plain_fast,
             plain_h2,
             stopped: stopped.clone(),
+            limits,
         };
         let http = http.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let m = conn.metrics.clone();
-            m.active.fetch_add(1, Ordering::Relaxed);
-            conn.serve(stream, peer, tls, http, watcher).await;
-            m.active.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
+        tokio::spawn(conn.serve(stream, peer, tls, http, watcher, slot));
     }
     drop(socket);
     tracing::info!(listener = %name, "L7 listener stopped accepting; draining");
@@ -261,6 +265,15 @@ struct Conn {
     plain_h2: bool,
     /// The listener's stop: fast-path connections close between requests when it fires.
     stopped: watch::Receiver<bool>,
+    limits: Limits,
+}
+
+/// A listener's bounds on each client connection.
+#[derive(Clone, Copy)]
+struct Limits {
+    client_timeout: Duration,
+    h2_idle_timeout: Duration,
+    max_upstream_per_connection: u32,
 }
 
 impl Conn {
@@ -271,6 +284,7 @@ impl Conn {
         tls: Option<TlsAcceptor>,
         http: Arc<Http>,
         watcher: hyper_util::server::graceful::Watcher,
+        slot: Slot,
     ) {
         let mut client = peer;
         if self.proxy_protocol && !self.proxy_from.iter().any(|c| c.contains(peer.ip())) {
@@ -293,14 +307,18 @@ impl Conn {
                 }
             }
         }
+        // Every write to the client is bounded by the client timeout, on every path.
+        let stream = ClientIo::new(stream, self.limits.client_timeout, self.metrics.clone());
         match tls {
             None => {
                 let info = self.info(client, false);
                 if self.plain_fast {
                     let h2 = self.plain_h2;
-                    self.fast_then_http(stream, info, &http, h2, watcher).await
+                    self.fast_then_http(stream, info, &http, h2, watcher, slot)
+                        .await
                 } else {
-                    run_http(stream, info, self.shared, &http, Proto::H2, watcher).await
+                    let down = self.downstream(slot);
+                    run_http(stream, info, self, &http, Proto::H2, watcher, down).await
                 }
             }
             Some(acceptor) => {
@@ -315,9 +333,10 @@ impl Conn {
                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 let info = self.info(client, true);
                 if h2 {
-                    run_http(tls_stream, info, self.shared, &http, Proto::H2, watcher).await
+                    let down = self.downstream(slot);
+                    run_http(tls_stream, info, self, &http, Proto::H2, watcher, down).await
                 } else {
-                    self.fast_then_http(tls_stream, info, &http, false, watcher)
+                    self.fast_then_http(tls_stream, info, &http, false, watcher, slot)
                         .await
                 }
             }
@@ -333,6 +352,7 @@ impl Conn {
         http: &Http,
         h2_allowed: bool,
         watcher: hyper_util::server::graceful::Watcher,
+        slot: Slot,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -344,16 +364,18 @@ impl Conn {
             } else {
                 Proto::H1
             };
-            run_http(
-                Prefixed::new(read, io),
-                info,
-                self.shared,
-                http,
-                proto,
-                watcher,
-            )
-            .await
+            let down = self.downstream(slot);
+            let io = Prefixed::new(read, io);
+            run_http(io, info, self, http, proto, watcher, down).await
         }
+    }
+
+    fn downstream(&self, slot: Slot) -> Arc<Downstream> {
+        Downstream::new(
+            slot,
+            self.limits.client_timeout,
+            self.limits.max_upstream_per_connection,
+        )
     }
 
     fn info(&self, client: SocketAddr, tls: bool) -> Arc<ConnInfo> {
@@ -370,14 +392,23 @@ impl Conn {
 async fn run_http<I>(
     io: I,
     info: Arc<ConnInfo>,
-    shared: Arc<Shared>,
+    conn: Conn,
     http: &Http,
     proto: Proto,
     watcher: hyper_util::server::graceful::Watcher,
+    down: Arc<Downstream>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| proxy::handle(req, info.clone(), shared.clone()));
+    let Conn {
+        shared,
+        mut stopped,
+        limits,
+        ..
+    } = conn;
+    let d = down.clone();
+    let service =
+        service_fn(move |req| proxy::handle(req, info.clone(), shared.clone(), d.clone()));
     let io = TokioIo::new(io);
     let ended = match proto {
         Proto::H1 => {
@@ -385,8 +416,30 @@ async fn run_http<I>(
             watcher.watch(conn.into_owned()).await
         }
         Proto::H2 => {
+            // Served here rather than by the watcher, which cannot also close the connection
+            // when idle; held meanwhile, it keeps a drain waiting for the connection.
             let conn = http.h2.serve_connection(io, service);
-            watcher.watch(conn).await.map_err(Into::into)
+            tokio::pin!(conn);
+            let mut closing = *stopped.borrow();
+            if closing {
+                conn.as_mut().graceful_shutdown();
+            }
+            let ended = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    _ = stopped.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    () = down.idle(limits.h2_idle_timeout), if !closing => {
+                        tracing::debug!("h2 connection idle: closing");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            drop(watcher);
+            ended.map_err(Into::into)
         }
     };
     if let Err(e) = ended {

@@ -18,6 +18,9 @@ pub struct ListenerMetrics {
     /// Connections of a PROXY listener from peers outside `proxy_from`, closed unread.
     pub proxy_protocol_refused: AtomicU64,
     pub tls_errors: AtomicU64,
+    /// Clients cut for their silence (`client_timeout_ms`): a response not taken, or a
+    /// request body not sent.
+    pub client_timeouts: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +84,7 @@ pub fn render_listener(out: &mut String, name: &str, m: &ListenerMetrics) {
             get(&m.proxy_protocol_refused),
         ),
         ("tls_errors_total", get(&m.tls_errors)),
+        ("client_timeouts_total", get(&m.client_timeouts)),
     ] {
         let _ = writeln!(
             out,

@@ -8,6 +8,7 @@
 pub mod balance;
 pub mod body;
 pub mod chunked;
+pub mod downstream;
 pub mod fast;
 pub mod headers;
 pub mod health;
@@ -24,6 +25,7 @@ pub mod raw;
 pub mod response_fields;
 pub mod router;
 pub mod snapshot;
+pub mod timeouts;
 pub mod tls;
 pub mod upstream_tls;
 pub mod workers;

@@ -6,6 +6,7 @@ use crate::l7::balance::{self, Candidate};
 use crate::l7::body::{Body, BodyError, EndGuard};
 use crate::l7::headers;
 use crate::l7::metrics::{PoolMetrics, ServerMetrics};
+use crate::l7::timeouts::ClientFailure;
 use crate::l7::upstream_tls::{Connector, ServerTls};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -131,7 +132,10 @@ pub enum SendError {
     /// Reading the client's request body failed while it was being sent (bad chunk size,
     /// client gone mid-body): the client's fault, not the server's.
     Downstream(String),
-    /// No response head within the response timeout.
+    /// The client sent nothing of its request body for the client timeout: its fault too.
+    ClientTimeout,
+    /// The server was silent for the response timeout: no response head once the request
+    /// was sent, or none of the request body taken.
     Timeout,
 }
 
@@ -553,15 +557,32 @@ impl Server {
             Err(e) => return Err(SendError::NotSent(req, e)),
         };
         lease.back_to_raw = back_to_raw;
+        // With a body, the response timeout counts only the server's silence: not the time
+        // its request body waits for the client (whose own timeout the body enforces).
+        let upload = req.body().upload();
         let fut = async {
             match &mut sender {
                 Sender::H1(s) => s.try_send_request(req).await,
                 Sender::H2(s) => s.try_send_request(req).await,
             }
         };
-        let result = tokio::time::timeout(t.response, fut).await;
+        let result = match &upload {
+            None => tokio::time::timeout(t.response, fut).await.ok(),
+            Some(u) => {
+                u.start();
+                tokio::select! {
+                    r = fut => Some(r),
+                    () = u.server_silent(t.response) => None,
+                }
+            }
+        };
+        let client_failure = upload.as_ref().and_then(|u| u.client_failure());
         match result {
-            Ok(Ok(resp)) => {
+            Some(Err(e)) if client_failure.is_some() => Err(match client_failure {
+                Some(ClientFailure::Timeout) => SendError::ClientTimeout,
+                _ => SendError::Downstream(e.into_error().to_string()),
+            }),
+            Some(Ok(resp)) => {
                 // HTTP/1: reusable once the response body ends; HTTP/2 multiplexes anyway.
                 if matches!(sender, Sender::H1(_))
                     && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
@@ -570,14 +591,14 @@ impl Server {
                 }
                 Ok((resp, lease))
             }
-            Ok(Err(mut e)) => match e.take_message() {
+            Some(Err(mut e)) => match e.take_message() {
                 Some(req) => Err(SendError::NotSent(req, e.into_error().to_string())),
                 None if request_body_failed(e.error()) => {
                     Err(SendError::Downstream(e.into_error().to_string()))
                 }
                 None => Err(SendError::Sent(e.into_error().to_string())),
             },
-            Err(_) => Err(SendError::Timeout),
+            None => Err(SendError::Timeout),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! One request through the proxy: validate the host, route, pick a server, rewrite headers,
 //! send with bounded retries, and relay the response (or tunnel an upgrade).
 
-use crate::l7::body::Body;
+use crate::l7::body::{Body, Silence};
+use crate::l7::downstream::{Downstream, Hold};
 use crate::l7::headers::{self, ClientInfo};
 use crate::l7::metrics::ListenerMetrics;
 use crate::l7::pool::{Pool, SendError, Server};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
+use crate::l7::timeouts::Upload;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -15,7 +17,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the proxy knows about the downstream connection a request came on.
 pub struct ConnInfo {
@@ -28,19 +30,34 @@ pub struct ConnInfo {
     pub metrics: Arc<ListenerMetrics>,
 }
 
+/// One request of a general-path connection; its hold on the connection (`down`) travels
+/// with the response body.
 pub async fn handle(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
+    down: Arc<Downstream>,
 ) -> Result<Response<Body>, Infallible> {
+    let mut hold = down.enter();
+    let resp = route_and_forward(req, &conn, &shared, &down, &mut hold).await;
+    Ok(resp.map(|b| b.with_hold(hold)))
+}
+
+async fn route_and_forward(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    shared: &Shared,
+    down: &Arc<Downstream>,
+    hold: &mut Hold,
+) -> Response<Body> {
     let start = Instant::now();
     conn.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let snap = shared.load();
     let Some(view) = snap.listeners.get(&*conn.listener) else {
-        return Ok(local(
+        return local(
             StatusCode::SERVICE_UNAVAILABLE,
             "listener is being removed\n",
-        ));
+        );
     };
     let host = match request_host(&req) {
         Ok(h) => h,
@@ -49,25 +66,19 @@ pub async fn handle(
             let mut r = local(StatusCode::BAD_REQUEST, why);
             r.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(r);
+            return r;
         }
     };
     if req.method() == Method::CONNECT {
-        return Ok(local(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not proxied\n",
-        ));
+        return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n");
     }
     if let Err(why) = normalise_target(&mut req) {
         conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return Ok(local(StatusCode::BAD_REQUEST, why));
+        return local(StatusCode::BAD_REQUEST, why);
     }
     let Some(route_id) = view.router.route(&host, req.uri().path()) else {
         conn.metrics.no_route.fetch_add(1, Ordering::Relaxed);
-        return Ok(local(
-            view.no_route_status,
-            "no route for this host and path\n",
-        ));
+        return local(view.no_route_status, "no route for this host and path\n");
     };
     let route = &snap.routes[route_id];
     route.metrics.requests.fetch_add(1, Ordering::Relaxed);
@@ -79,16 +90,31 @@ pub async fn handle(
         start,
     });
     drop(snap);
+    // The connection's requests at the servers are capped: an HTTP/2 client that reads no
+    // response (a zero window) holds no more server slots than that.
+    let Some(place) = down.upstream_place(pool.timeouts.queue).await else {
+        pool.metrics.no_server.fetch_add(1, Ordering::Relaxed);
+        pool.metrics
+            .response(StatusCode::SERVICE_UNAVAILABLE.as_u16());
+        if let Some(a) = access {
+            a.log(conn, 503, &pool.name, None);
+        }
+        return local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in progress on this connection\n",
+        );
+    };
+    hold.set_upstream(place);
     // Each boxed where it runs: the request's own future (moved at every spawn) stays small.
     let (resp, server) = if crate::l7::raw::takes(&req, &pool) {
-        Box::pin(forward_raw(req, &conn, &pool)).await
+        Box::pin(forward_raw(req, conn, &pool)).await
     } else {
-        Box::pin(forward(req, &conn, &pool)).await
+        Box::pin(forward(req, conn, down, &pool)).await
     };
     if let Some(a) = access {
-        a.log(&conn, resp.status().as_u16(), &pool.name, server);
+        a.log(conn, resp.status().as_u16(), &pool.name, server);
     }
-    Ok(resp)
+    resp
 }
 
 /// What an access log line tells of a request, kept from its head (both paths log it).
@@ -225,6 +251,7 @@ async fn forward_raw(
 async fn forward(
     req: Request<Incoming>,
     conn: &ConnInfo,
+    down: &Arc<Downstream>,
     pool: &Arc<Pool>,
 ) -> (Response<Body>, Option<SocketAddr>) {
     let m = &pool.metrics;
@@ -307,7 +334,16 @@ async fn forward(
         version: parts.version,
         headers: parts.headers.clone(),
     });
-    let mut pending = Some(Request::from_parts(parts, Body::incoming(body)));
+    // A body is the client's to send: its silence is bounded by the client timeout, and the
+    // response timeout waits for its end.
+    let upload = !http_body::Body::is_end_stream(&body);
+    let mut body = Body::incoming(body);
+    if upload {
+        body = body
+            .with_upload(Upload::new())
+            .with_idle(down.client_timeout, Silence::Client);
+    }
+    let mut pending = Some(Request::from_parts(parts, body));
     let mut tried: Vec<usize> = Vec::new();
     let mut last = (StatusCode::SERVICE_UNAVAILABLE, "no server available\n");
     let mut last_server = None;
@@ -342,7 +378,9 @@ async fn forward(
                 }
                 m.response(status.as_u16());
                 if status == StatusCode::SWITCHING_PROTOCOLS {
-                    return (tunnel(resp, down_upgrade, lease), last_server);
+                    let idle = Duration::from_millis(pool.config.tunnel_timeout_ms);
+                    let tunnel = tunnel(resp, down_upgrade, lease, down.clone(), idle);
+                    return (tunnel, last_server);
                 }
                 let rh = resp.headers_mut();
                 headers::strip_hop_by_hop(rh);
@@ -354,6 +392,7 @@ async fn forward(
                 };
                 let body = Body::incoming(rbody)
                     .with_deadline(deadline)
+                    .with_idle(pool.timeouts.response, Silence::Server(m.clone()))
                     .with_guard(Box::new(lease));
                 return (Response::from_parts(rparts, body), last_server);
             }
@@ -386,6 +425,15 @@ async fn forward(
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return (r, last_server);
             }
+            Err(SendError::ClientTimeout) => {
+                // The client stopped sending its body: its timeout, never the server's.
+                conn.metrics.client_timeouts.fetch_add(1, Ordering::Relaxed);
+                m.response(StatusCode::REQUEST_TIMEOUT.as_u16());
+                let mut r = local(StatusCode::REQUEST_TIMEOUT, "request body timeout\n");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return (r, last_server);
+            }
             Err(SendError::Timeout) => {
                 note_failure(server, "response timeout", eject_after, eject_ms);
                 m.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -404,25 +452,32 @@ pub(crate) fn note_failure(server: &Server, why: &str, eject_after: u32, eject_m
     server.record(false, eject_after, eject_ms);
 }
 
-/// Answers 101 to the client and splices the two upgraded connections together.
+/// Answers 101 to the client and splices the two upgraded connections together until either
+/// side closes or nothing moves either way for `idle` (the pool's `tunnel_timeout_ms`).
 fn tunnel(
     mut resp: Response<Incoming>,
-    down: Option<hyper::upgrade::OnUpgrade>,
+    down_upgrade: Option<hyper::upgrade::OnUpgrade>,
     lease: crate::l7::pool::Lease,
+    down: Arc<Downstream>,
+    idle: Duration,
 ) -> Response<Body> {
-    let Some(down) = down else {
+    let Some(down_upgrade) = down_upgrade else {
         // The backend switched protocols without being asked: nothing to splice.
         return local(StatusCode::BAD_GATEWAY, "unexpected 101 from upstream\n");
     };
     let up = hyper::upgrade::on(&mut resp);
     let upgrade = resp.headers().get(header::UPGRADE).cloned();
     tokio::spawn(async move {
-        // The lease keeps the server's slot for the tunnel's life.
+        // The lease keeps the server's slot for the tunnel's life, and the client
+        // connection's hold its place under the listener's max_connections.
         let _lease = lease;
-        if let (Ok(d), Ok(u)) = tokio::join!(down, up) {
+        let _down = down;
+        if let (Ok(d), Ok(u)) = tokio::join!(down_upgrade, up) {
             let mut d = TokioIo::new(d);
             let mut u = TokioIo::new(u);
-            let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+            if crate::l7::timeouts::splice(&mut d, &mut u, idle).await {
+                tracing::debug!("tunnel closed after {idle:?} without traffic");
+            }
         }
     });
     let mut out = Response::new(Body::empty());

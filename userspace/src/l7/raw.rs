@@ -6,9 +6,10 @@
 //! wake-ups cost more than the exchange itself.
 
 use crate::config::HttpProtocol;
-use crate::l7::body::{Body, RawBody, RawFraming};
+use crate::l7::body::{Body, RawBody, RawFraming, Silence};
 use crate::l7::chunked::ChunkedScanner;
 use crate::l7::headers::{ClientInfo, HOP_BY_HOP, forwarded};
+use crate::l7::metrics::PoolMetrics;
 use crate::l7::pool::{Pool, Server, Timeouts};
 use crate::l7::proxy::note_failure;
 use crate::l7::response_fields::{self, Framing};
@@ -113,7 +114,7 @@ pub async fn forward(
         let server = &pool.servers[idx];
         last_server = Some(server.address);
         server.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        match exchange(server, request, head_only, &pool.timeouts).await {
+        match exchange(server, request, head_only, &pool.timeouts, &pool.metrics).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 server.record(status < 500, eject_after, eject_ms);
@@ -154,6 +155,7 @@ async fn exchange(
     request: &[u8],
     head_only: bool,
     t: &Timeouts,
+    metrics: &Arc<PoolMetrics>,
 ) -> Result<Response<Body>, Fail> {
     let claim = server.claim(t.queue).await.ok_or(Fail::Busy)?;
     let connect = || async {
@@ -200,7 +202,9 @@ async fn exchange(
         Framing::Close => RawFraming::Close,
     };
     let body = RawBody::new(up, buf, framing, head.reusable, server.clone(), claim);
-    let mut resp = Response::new(Body::raw(body));
+    // The server's silence between reads of the body is bounded like before its head.
+    let body = Body::raw(body).with_idle(t.response, Silence::Server(metrics.clone()));
+    let mut resp = Response::new(body);
     *resp.status_mut() = head.status;
     *resp.headers_mut() = head.headers;
     *resp.version_mut() = Version::HTTP_2;
