@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use portier::ospf::instance::{Announce, IfaceConfig, InstanceStatus, Limits};
 use portier::ospf::interface::NetworkType;
 use portier::ospf::io::Speaker;
@@ -145,14 +145,7 @@ impl Drop for Running {
 }
 
 fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<Duration> {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > timeout {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(start.elapsed())
+    portier_tests::wait::until(what, timeout, || Ok(cond()))
 }
 
 fn frr_config(pair: &Pair, p2p: bool, md5: Option<&str>) -> String {

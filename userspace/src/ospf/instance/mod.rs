@@ -554,6 +554,7 @@ impl Instance {
         }
         self.age(now);
         self.originate(now);
+        self.bound_own_state();
         self.rearm_limits();
     }
 

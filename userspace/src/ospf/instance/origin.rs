@@ -189,6 +189,20 @@ impl Instance {
         }
     }
 
+    /// What is remembered of own LSAs stays within the database bound: neighbours can make
+    /// up any number of LSAs in our name, and once their flushes are gone only the LSAs we
+    /// still originate need their sequence numbers.
+    pub(super) fn bound_own_state(&mut self) {
+        if self.own_seq.len() + self.force_originate.len() <= self.limits.max_lsas {
+            return;
+        }
+        let desired = self.desired();
+        let lsdb = &self.lsdb;
+        let keep = |k: &LsaKey| desired.contains_key(k) || lsdb.get(k).is_some();
+        self.own_seq.retain(|k, _| keep(k));
+        self.force_originate.retain(|k| keep(k));
+    }
+
     /// 13.4: a newer instance of one of our LSAs arrived (an earlier incarnation's, or one
     /// for an interface address we now hold): re-originate past it, or flush it.
     pub(super) fn self_originated_received(&mut self, lsa: &Lsa, now: Instant) {

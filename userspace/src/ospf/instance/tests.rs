@@ -1116,3 +1116,52 @@ fn own_lsa_at_max_sequence_number_wraps_to_the_initial_one() {
     });
     assert!(seg.sees_stub(1, 11, vip()));
 }
+
+fn lsack_from(n: u8, lsa_headers: Vec<LsaHeader>) -> Vec<u8> {
+    Packet {
+        header: Header {
+            packet_type: packet::PacketType::LsAck,
+            router_id: rid(n),
+            area_id: Ipv4Addr::UNSPECIFIED,
+        },
+        body: Body::LsAck(packet::LsAck { lsa_headers }),
+    }
+    .encode(&Auth::Null, 0)
+}
+
+#[test]
+fn lsas_made_up_in_our_name_leave_no_state_behind() {
+    let (mut me, t0) = full_with_20();
+    me.set_limits(Limits {
+        max_neighbors: 64,
+        max_lsas: 4,
+    });
+    let mut now = t0;
+    let mask = Ipv4Addr::new(255, 255, 255, 0);
+    let hello = hello_from(20, mask, 1, vec![rid(11)], &Auth::Null, 0);
+    for k in 1..=20 {
+        now += Duration::from_secs(1);
+        me.receive(0, rid(20), packet::ALL_SPF_ROUTERS, &hello, now);
+        // 20 floods an AS-external LSA with our router ID; we flush it, 20 acknowledges.
+        let forged = external_of(11, k, lsa::INITIAL_SEQ + 7);
+        me.receive(
+            0,
+            rid(20),
+            rid(11),
+            &lsu_from(20, vec![forged.clone()]),
+            now,
+        );
+        let flushes: Vec<LsaHeader> = updates(&me.take_output())
+            .into_iter()
+            .flatten()
+            .map(|l| l.header)
+            .filter(|h| h.key() == forged.key() && h.age == MAX_AGE)
+            .collect();
+        assert_eq!(flushes.len(), 1, "round {k}");
+        me.receive(0, rid(20), rid(11), &lsack_from(20, flushes), now);
+        me.tick(now);
+        assert!(me.lsdb().get(&forged.key()).is_none(), "round {k}");
+    }
+    assert!(me.own_seq.len() + me.force_originate.len() <= 4);
+    assert_eq!(me.lsdb().len(), 1);
+}
