@@ -3,7 +3,7 @@
 //! how long the flows ECMP had sent through lb1 went without answers. Shared by the lab test
 //! and `cargo xtask bench failover`.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,15 +11,8 @@ use crate::client::{UdpProbe, longest_gap};
 use crate::lab::{self, Lab};
 use crate::netns::{exec_in, ip_in};
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    while !f()? {
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    crate::wait::until(what, timeout, f).map(|_| ())
 }
 
 /// The router's BFD peers that are up on 50 ms from the LB's side.

@@ -9,3 +9,4 @@ pub mod lab_routed;
 pub mod netns;
 pub mod pair;
 pub mod vrrp;
+pub mod wait;

@@ -4,9 +4,9 @@
 //! refused and counted. Prints how long detection took.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use portier_tests::frr::Frr;
 use portier_tests::lab::Daemon;
 use portier_tests::netns::{run, spawn_in};
@@ -29,17 +29,8 @@ fn session(d: &Daemon, ns: &str) -> Result<serde_json::Value> {
     Ok(status["bfd"]["sessions"][0].clone())
 }
 
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<Duration> {
-    let start = Instant::now();
-    loop {
-        if f()? {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<Duration> {
+    portier_tests::wait::until(what, timeout, f)
 }
 
 fn frr_peer_status(frr: &Frr, peer: &str) -> Result<Option<serde_json::Value>> {

@@ -7,15 +7,16 @@
 //! FRR shows. Prints the time to establish and to install (the raw numbers for a benchmark).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use portier::bgp::{
     Community, LocalConfig, PeerConfig, PeerStatus, Prefix, RouteAttrs, Routes, Speaker,
     SpeakerStatus, State,
 };
 use portier_tests::frr::Frr;
-use portier_tests::netns::{self, exec_in, ip, ip_in};
+use portier_tests::netns::{self, exec_in, ip_in};
+use portier_tests::pair::Pair;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -24,89 +25,40 @@ const VIP6: &str = "2001:db8:f::10/128";
 const FRR_AS: u32 = 64512;
 const PORTIER_AS: u32 = 64513;
 
-/// Two namespaces joined by a veth: `<p>-r` (FRR, .1 / ::1) and `<p>-p` (portier, .2 / ::2).
-struct Pair {
-    prefix: String,
-    subnet: u8,
+/// Addresses of the pair's ends (`r`: FRR, .1 / ::1; `p`: portier, .2 / ::2).
+fn v4(pair: &Pair, host: u8) -> IpAddr {
+    IpAddr::V4(pair.addr(host))
 }
 
-impl Pair {
-    fn new(prefix: &str, subnet: u8) -> Result<Pair> {
-        netns::require_root()?;
-        let pair = Pair {
-            prefix: prefix.to_owned(),
-            subnet,
-        };
-        pair.cleanup();
-        let (r, p) = (pair.ns("r"), pair.ns("p"));
-        netns::add(&r)?;
-        netns::add(&p)?;
-        ip(&[
-            "link", "add", "eth0", "netns", &r, "type", "veth", "peer", "name", "eth0", "netns", &p,
-        ])?;
-        for (ns, host) in [(&r, 1), (&p, 2)] {
-            ip_in(ns, &["link", "set", "lo", "up"])?;
-            let v4 = format!("{}/24", pair.v4(host));
-            ip_in(ns, &["addr", "add", &v4, "dev", "eth0"])?;
-            let v6 = format!("{}/64", pair.v6(host));
-            ip_in(ns, &["-6", "addr", "add", &v6, "dev", "eth0", "nodad"])?;
-            ip_in(ns, &["link", "set", "eth0", "up"])?;
-        }
-        Ok(pair)
-    }
+fn v6(pair: &Pair, host: u8) -> IpAddr {
+    IpAddr::V6(pair.addr6(host))
+}
 
-    fn ns(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
-    }
+/// The route to `prefix` in FRR's kernel table, if any.
+fn kernel_route(pair: &Pair, prefix: &str) -> String {
+    let family = if prefix.contains(':') { "-6" } else { "-4" };
+    ip_in(&pair.ns("r"), &[family, "route", "show", prefix]).unwrap_or_default()
+}
 
-    fn v4(&self, host: u8) -> IpAddr {
-        format!("10.78.{}.{host}", self.subnet).parse().unwrap()
-    }
-
-    fn v6(&self, host: u8) -> IpAddr {
-        format!("fd00:78:{}::{host}", self.subnet).parse().unwrap()
-    }
-
-    fn cleanup(&self) {
-        for role in ["r", "p"] {
-            let ns = self.ns(role);
-            netns::kill_all_in(&ns);
-            let _ = ip(&["netns", "del", &ns]);
-        }
-    }
-
-    /// The route to `prefix` in FRR's kernel table, if any.
-    fn kernel_route(&self, prefix: &str) -> String {
-        let family = if prefix.contains(':') { "-6" } else { "-4" };
-        ip_in(&self.ns("r"), &[family, "route", "show", prefix]).unwrap_or_default()
-    }
-
-    /// `TcpExtTCPMD5Failure` in a namespace: segments dropped for a bad signature.
-    fn md5_failures(&self, role: &str) -> u64 {
-        let text = exec_in(&self.ns(role), "cat", &["/proc/net/netstat"]).unwrap_or_default();
-        let mut lines = text.lines();
-        while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-            if names.starts_with("TcpExt:") {
-                for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
-                    if n == "TCPMD5Failure" {
-                        return v.parse().unwrap_or(0);
-                    }
+/// `TcpExtTCPMD5Failure` in a namespace: segments dropped for a bad signature.
+fn md5_failures(pair: &Pair, role: &str) -> u64 {
+    let text = exec_in(&pair.ns(role), "cat", &["/proc/net/netstat"]).unwrap_or_default();
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if names.starts_with("TcpExt:") {
+            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                if n == "TCPMD5Failure" {
+                    return v.parse().unwrap_or(0);
                 }
             }
         }
-        0
     }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        self.cleanup();
-    }
+    0
 }
 
 /// FRR's side: neighbour portier, IPv6 unicast activated, short timers.
 fn frr_config(pair: &Pair, password: Option<&str>, passive: bool) -> String {
-    let peer = pair.v4(2);
+    let peer = v4(pair, 2);
     let mut c = format!(
         "frr defaults traditional\nhostname {}\n!\nrouter bgp {FRR_AS}\n bgp router-id 10.0.0.1\n \
          no bgp ebgp-requires-policy\n neighbor {peer} remote-as {PORTIER_AS}\n \
@@ -142,7 +94,7 @@ fn json(frr: &Frr, command: &str) -> Value {
 
 /// FRR's view of portier: `show bgp neighbor ADDR json`.
 fn neighbor(frr: &Frr, pair: &Pair) -> Value {
-    let addr = pair.v4(2).to_string();
+    let addr = v4(pair, 2).to_string();
     json(frr, &format!("show bgp neighbor {addr} json"))[&addr].clone()
 }
 
@@ -173,7 +125,12 @@ fn vips() -> Routes {
 }
 
 fn peer_config(pair: &Pair, password: Option<&str>, passive: bool) -> PeerConfig {
-    let mut p = PeerConfig::new(pair.v4(1), FRR_AS, PORTIER_AS, "10.0.0.11".parse().unwrap());
+    let mut p = PeerConfig::new(
+        v4(pair, 1),
+        FRR_AS,
+        PORTIER_AS,
+        "10.0.0.11".parse().unwrap(),
+    );
     p.hold_time = 9;
     p.connect_retry = Duration::from_secs(1);
     p.passive = passive;
@@ -199,7 +156,7 @@ struct Running {
 impl Running {
     fn start(pair: &Pair, peer: PeerConfig, routes: Routes) -> Result<Running> {
         let local = LocalConfig {
-            listen: vec![SocketAddr::new(pair.v4(2), 179)],
+            listen: vec![SocketAddr::new(v4(pair, 2), 179)],
         };
         let (announce, announce_rx) = watch::channel(routes);
         let (shutdown, shutdown_rx) = watch::channel(None);
@@ -297,14 +254,7 @@ impl Drop for Capture {
 }
 
 fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<Duration> {
-    let start = Instant::now();
-    while !cond() {
-        if start.elapsed() > timeout {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(start.elapsed())
+    portier_tests::wait::until(what, timeout, || Ok(cond()))
 }
 
 /// Waits for both sides to be established; returns how long it took.
@@ -330,11 +280,11 @@ fn session_routes_refresh_withdrawal_and_shutdown_with_frr() -> Result<()> {
 
     // The IPv4 VIP with everything we set on it.
     let installed = wait("FRR to learn the IPv4 VIP", Duration::from_secs(10), || {
-        pair.kernel_route(VIP4).contains("proto bgp")
+        kernel_route(&pair, VIP4).contains("proto bgp")
     })
     .with_context(|| format!("{:#?}", speaker.peer()))?;
-    let route = pair.kernel_route(VIP4);
-    assert!(route.contains(&format!("via {}", pair.v4(2))), "{route}");
+    let route = kernel_route(&pair, VIP4);
+    assert!(route.contains(&format!("via {}", v4(&pair, 2))), "{route}");
     let path = frr_path(&frr, VIP4).context("no BGP path to the IPv4 VIP")?;
     assert_eq!(path["aspath"]["string"], "64513 64513 64513", "{path:#}");
     assert_eq!(path["metric"], 50, "{path:#}");
@@ -346,19 +296,19 @@ fn session_routes_refresh_withdrawal_and_shutdown_with_frr() -> Result<()> {
     assert_eq!(path["origin"], "IGP", "{path:#}");
     assert_eq!(
         path["nexthops"][0]["ip"],
-        pair.v4(2).to_string(),
+        v4(&pair, 2).to_string(),
         "{path:#}"
     );
 
     // The IPv6 VIP, by MP_REACH_NLRI with our global and link-local next hops.
     wait("FRR to learn the IPv6 VIP", Duration::from_secs(10), || {
-        pair.kernel_route(VIP6).contains("proto bgp")
+        kernel_route(&pair, VIP6).contains("proto bgp")
     })?;
     let path6 = frr_path(&frr, VIP6).context("no BGP path to the IPv6 VIP")?;
     assert_eq!(path6["aspath"]["string"], "64513 64513 64513", "{path6:#}");
     assert_eq!(
         path6["nexthops"][0]["ip"],
-        pair.v6(2).to_string(),
+        v6(&pair, 2).to_string(),
         "{path6:#}"
     );
     // The link-local next hop too, once the kernel lists that address (it may still be
@@ -368,7 +318,7 @@ fn session_routes_refresh_withdrawal_and_shutdown_with_frr() -> Result<()> {
         Duration::from_secs(10),
         || {
             frr_path(&frr, VIP6).is_some_and(|p| p["nexthops"][1]["scope"] == "link-local")
-                && pair.kernel_route(VIP6).contains("via fe80::")
+                && kernel_route(&pair, VIP6).contains("via fe80::")
         },
     )
     .with_context(|| format!("{:#?} {:#?}", frr_path(&frr, VIP6), speaker.peer()))?;
@@ -382,7 +332,7 @@ fn session_routes_refresh_withdrawal_and_shutdown_with_frr() -> Result<()> {
 
     // FRR asks for our routes again (inbound soft reset sends ROUTE-REFRESH): we resend.
     let sent_before = speaker.peer().map_or(0, |p| p.stats.prefixes_announced);
-    frr.vtysh(&format!("clear bgp ipv4 unicast {} soft in", pair.v4(2)))?;
+    frr.vtysh(&format!("clear bgp ipv4 unicast {} soft in", v4(&pair, 2)))?;
     wait(
         "portier to answer the route refresh",
         Duration::from_secs(10),
@@ -393,16 +343,16 @@ fn session_routes_refresh_withdrawal_and_shutdown_with_frr() -> Result<()> {
         },
     )
     .with_context(|| format!("{:#?}", speaker.peer()))?;
-    assert!(pair.kernel_route(VIP4).contains("proto bgp"));
+    assert!(kernel_route(&pair, VIP4).contains("proto bgp"));
 
     // The set shrinks: the IPv4 VIP is withdrawn, the IPv6 one stays.
     let mut only6 = vips();
     only6.remove(&VIP4.parse::<Prefix>().unwrap());
     speaker.announce.send(only6)?;
     let gone = wait("FRR to drop the IPv4 VIP", Duration::from_secs(10), || {
-        pair.kernel_route(VIP4).is_empty() && frr_path(&frr, VIP4).is_none()
+        kernel_route(&pair, VIP4).is_empty() && frr_path(&frr, VIP4).is_none()
     })?;
-    assert!(pair.kernel_route(VIP6).contains("proto bgp"));
+    assert!(kernel_route(&pair, VIP6).contains("proto bgp"));
     println!("bgp-bench frr: withdrawn {gone:?}");
 
     // A clean stop: FRR shows our shutdown communication and drops the IPv6 VIP.
@@ -420,7 +370,7 @@ fn session_routes_refresh_withdrawal_and_shutdown_with_frr() -> Result<()> {
         "{n:#}"
     );
     wait("FRR to drop the IPv6 VIP", Duration::from_secs(10), || {
-        pair.kernel_route(VIP6).is_empty()
+        kernel_route(&pair, VIP6).is_empty()
     })?;
     drop(capture);
     Ok(())
@@ -437,7 +387,7 @@ fn md5_session_with_frr_connecting() -> Result<()> {
     let p = speaker.peer().context("no status")?;
     assert!(!p.negotiated.context("not negotiated")?.outgoing);
     wait("FRR to learn the IPv4 VIP", Duration::from_secs(10), || {
-        pair.kernel_route(VIP4).contains("proto bgp")
+        kernel_route(&pair, VIP4).contains("proto bgp")
     })?;
     Ok(())
 }
@@ -456,7 +406,7 @@ fn md5_session_with_portier_connecting() -> Result<()> {
     let p = speaker.peer().context("no status")?;
     assert!(p.negotiated.context("not negotiated")?.outgoing);
     wait("FRR to learn the IPv6 VIP", Duration::from_secs(10), || {
-        pair.kernel_route(VIP6).contains("proto bgp")
+        kernel_route(&pair, VIP6).contains("proto bgp")
     })?;
     Ok(())
 }
@@ -471,7 +421,7 @@ fn wrong_md5_password_gives_no_session() -> Result<()> {
     wait(
         "MD5 failures on both sides",
         Duration::from_secs(20),
-        || pair.md5_failures("r") > 0 && pair.md5_failures("p") > 0,
+        || md5_failures(&pair, "r") > 0 && md5_failures(&pair, "p") > 0,
     )?;
     assert!(!frr_established(&frr, &pair));
     let p = speaker.peer().context("no status")?;

@@ -4,22 +4,15 @@
 //! new master (the old one's Cease carries a shutdown communication). With `--anycast`, both
 //! LBs announce it and the router installs both next hops.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use portier_tests::client;
 use portier_tests::lab::{self, Lab, Variant};
 use portier_tests::netns;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn wait_until(what: &str, timeout: Duration, f: impl Fn() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    while !f()? {
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
+    portier_tests::wait::until(what, timeout, f).map(|_| ())
 }
 
 fn vip_route(l: &Lab) -> Result<String> {

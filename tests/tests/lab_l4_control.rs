@@ -28,12 +28,7 @@ fn served_by(samples: &[Sample], host: &str) -> usize {
 
 /// Waits until `f` holds, polling; the condition is an event we cannot subscribe to.
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !f() {
-        anyhow::ensure!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
+    portier_tests::wait::until(what, timeout, || Ok(f())).map(|_| ())
 }
 
 fn fixed_port_hosts(l: &Lab) -> Result<BTreeMap<u16, String>> {

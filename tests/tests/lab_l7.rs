@@ -25,12 +25,7 @@ fn failures(samples: &[Sample]) -> Vec<&Sample> {
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !f() {
-        anyhow::ensure!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
+    portier_tests::wait::until(what, timeout, || Ok(f())).map(|_| ())
 }
 
 /// Container names answering `n` requests for `host` through the VIP.

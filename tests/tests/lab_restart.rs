@@ -6,21 +6,14 @@
 //! Within the master-down interval lb1 resumes as master (its VRRP state file says it was
 //! master moments ago), so pt-lb2 never takes the VIP and the route never moves.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use portier_tests::client::Traffic;
 use portier_tests::lab::{self, Lab};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    while !f()? {
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    portier_tests::wait::until(what, timeout, f).map(|_| ())
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! and the router's next hop to lb2, and the traffic resumes through lb2's balancer (the same
 //! Maglev table, so to the same hosts).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use portier_tests::client::Traffic;
 use portier_tests::lab::{self, Lab};
 use portier_tests::netns;
@@ -16,15 +16,8 @@ fn vip() -> SocketAddr {
     SocketAddr::from(([203, 0, 113, 10], 80))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    while !f()? {
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    portier_tests::wait::until(what, timeout, f).map(|_| ())
 }
 
 #[test]

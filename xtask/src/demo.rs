@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the lab, and portier doing its job in it, narrated.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use portier_tests::client::{self, Traffic};
 use portier_tests::lab::{self, Lab};
 use portier_tests::netns;
@@ -42,15 +42,8 @@ fn vip() -> SocketAddr {
     SocketAddr::from(([203, 0, 113, 10], lab::HTTP_PORT))
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let start = Instant::now();
-    while !f()? {
-        if start.elapsed() > timeout {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    portier_tests::wait::until(what, timeout, f).map(|_| ())
 }
 
 /// The router's route to the VIP, as `ip route` prints it.

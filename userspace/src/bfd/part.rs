@@ -3,7 +3,6 @@
 //! is announced on the bus (`Event::BfdState`) for OSPF, BGP and the operator.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use super::session::{Action, Params, Session, Snapshot};
 use crate::bus::{Bus, Event};
 use crate::config::{BfdAuth, BfdAuthKind, BfdConfig, BfdPeer, BfdTimers, Config};
 use crate::part::board::PartBoard;
+use crate::part::prometheus;
 use crate::part::{Applied, ApplyError, Env, Part};
 
 /// Sessions one node may hold: a peer on the LAN could otherwise make us create one per
@@ -411,15 +411,7 @@ fn metrics(
 ) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP portier_bfd_{name} {help}");
-        let _ = writeln!(out, "# TYPE portier_bfd_{name} {kind}");
-        for (labels, value) in rows {
-            if labels.is_empty() {
-                let _ = writeln!(out, "portier_bfd_{name} {value}");
-            } else {
-                let _ = writeln!(out, "portier_bfd_{name}{{{labels}}} {value}");
-            }
-        }
+        prometheus::family(&mut out, &format!("portier_bfd_{name}"), kind, help, rows);
     };
     let per = |f: &dyn Fn(&Snapshot) -> u64| -> Vec<(String, u64)> {
         sessions

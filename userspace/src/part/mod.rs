@@ -16,6 +16,7 @@ pub mod board;
 pub mod command;
 pub mod control;
 pub mod driver;
+pub mod prometheus;
 
 use crate::bus::{Bus, Event};
 use crate::config::Config;

@@ -3,7 +3,6 @@
 //! every instance resigns (priority 0) so a backup takes over at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::bus::{Bus, Event};
 use crate::config::{Config, TrackTarget, VrrpInstanceConfig};
 use crate::net::addr;
 use crate::part::board::PartBoard;
+use crate::part::prometheus;
 use crate::part::{Applied, ApplyError, Env, Part};
 
 /// How often tracked interfaces and the instances' own are looked at; well under one advert
@@ -434,11 +434,7 @@ fn no_accept_metrics(dropped: u64) -> String {
 pub fn metrics(snapshots: &[Snapshot]) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP portier_vrrp_{name} {help}");
-        let _ = writeln!(out, "# TYPE portier_vrrp_{name} {kind}");
-        for (labels, value) in rows {
-            let _ = writeln!(out, "portier_vrrp_{name}{{{labels}}} {value}");
-        }
+        prometheus::family(&mut out, &format!("portier_vrrp_{name}"), kind, help, rows);
     };
     let label = |s: &Snapshot| format!("instance=\"{}\",vrid=\"{}\"", s.name, s.vrid);
     let per = |f: &dyn Fn(&Snapshot) -> u64| -> Vec<(String, u64)> {
