@@ -52,8 +52,7 @@ pub fn secret_warnings(path: &Path, config: &Config) -> Vec<String> {
         return Vec::new();
     }
     vec![format!(
-        "holds secrets ({}) but its mode is {mode:03o}: group and others may read it \
-         (chmod 600, or chown it to the user portier runs as)",
+        "holds secrets ({}) but its mode is {mode:03o}: group or others may read it (chmod 600)",
         keys.join(", ")
     )]
 }
