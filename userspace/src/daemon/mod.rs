@@ -88,7 +88,10 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     // Every part must have applied the first config before the node is "ready".
     d.await_acks(&mut ack_rx, 1).await?;
 
-    for w in config::warnings(&config) {
+    for w in config::warnings(&config)
+        .into_iter()
+        .chain(config::secret_warnings(config_path, &config))
+    {
         warn!("{}: {w}", config_path.display());
     }
     let admin = admin::serve(

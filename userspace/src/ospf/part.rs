@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::instance::{Announce, IfaceConfig, InstanceStatus};
+use super::instance::{Announce, IfaceConfig, InstanceStatus, Limits};
 use super::interface::NetworkType;
 use super::io::Speaker;
 use super::neighbor::NbrState;
@@ -102,6 +102,7 @@ fn start(cfg: &OspfConfig, initial: BTreeMap<Ipv4Addr, Announce>) -> Running {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (status_tx, status) = watch::channel(None);
     let mut speaker = Speaker::new(cfg.router_id, interfaces(cfg));
+    speaker.set_limits(Limits::from(cfg));
     let kills = speaker.neighbor_kills();
     let task = tokio::spawn(speaker.run(announce_rx, shutdown_rx, status_tx));
     info!(router_id = %cfg.router_id, interfaces = cfg.interfaces.len(), "ospf started");
@@ -162,6 +163,7 @@ impl Part for Ospf {
         self.policy.reconfigure(entries(&new));
         if new.router_id != self.running.cfg.router_id
             || new.interfaces != self.running.cfg.interfaces
+            || Limits::from(&new) != Limits::from(&self.running.cfg)
         {
             // A new router ID or interface set is a new router: withdraw under the old
             // identity, then start over.
