@@ -230,6 +230,8 @@ impl Part for Bgp {
 
     async fn event(&mut self, event: &Event) {
         self.policy.event(event);
+        // A condition that changed acts now, not at the next tick (which is for hold-downs).
+        self.push_routes();
     }
 
     async fn wake(&mut self) {

@@ -171,6 +171,7 @@ impl Part for Ospf {
             self.running = start(&new, v4_set(self.policy.announced(Instant::now())));
         }
         self.running.cfg = new;
+        self.push_announcements();
         Ok(Applied::Running)
     }
 
@@ -185,6 +186,8 @@ impl Part for Ospf {
             let _ = self.running.kills.send((interface.clone(), *peer));
         }
         self.policy.event(event);
+        // A condition that changed acts now, not at the next tick (which is for hold-downs).
+        self.push_announcements();
     }
 
     async fn woken(&mut self, _changed: bool) {
@@ -201,15 +204,7 @@ impl Part for Ospf {
     }
 
     async fn tick(&mut self) {
-        let set = v4_set(self.policy.announced(Instant::now()));
-        self.running.announce.send_if_modified(|current| {
-            let changed = *current != set;
-            if changed {
-                info!(vips = ?set.keys().collect::<Vec<_>>(), "ospf: announced VIPs changed");
-                *current = set;
-            }
-            changed
-        });
+        self.push_announcements();
     }
 
     fn publish(&mut self, board: &PartBoard) {
@@ -228,6 +223,19 @@ impl Part for Ospf {
 }
 
 impl Ospf {
+    /// Hands the policy's current set to the speaker if it changed.
+    fn push_announcements(&mut self) {
+        let set = v4_set(self.policy.announced(Instant::now()));
+        self.running.announce.send_if_modified(|current| {
+            let changed = *current != set;
+            if changed {
+                info!(vips = ?set.keys().collect::<Vec<_>>(), "ospf: announced VIPs changed");
+                *current = set;
+            }
+            changed
+        });
+    }
+
     /// Asks BFD to watch every neighbour at 2-Way or beyond on interfaces with `bfd = true`,
     /// and to stop watching the others (as FRR's `ip ospf bfd` registers neighbours).
     fn sync_bfd(&mut self) {

@@ -70,6 +70,12 @@ const REQUEST_LIMIT: &str = "request-limit";
 const RETRANSMIT_LIMIT: &str = "retransmit-limit";
 const LIMIT_REASONS: [&str; 4] = [NEIGHBOR_LIMIT, LSDB_LIMIT, REQUEST_LIMIT, RETRANSMIT_LIMIT];
 
+/// How long a starting router's first LSAs wait for an adjacency to reach Full. Until then
+/// nobody could receive them, and originating early would make the one that matters (with
+/// the adjacency, and the VIPs) wait MinLSInterval behind it; FRR originates on the first
+/// Full adjacency too. A router that stays alone originates when this passes.
+const FIRST_ORIGINATION_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfaceConfig {
     pub name: String,
@@ -176,6 +182,8 @@ pub struct Instance {
     ifaces: Vec<Iface>,
     lsdb: Lsdb,
     announced: BTreeMap<Ipv4Addr, Announce>,
+    /// Until when a first origination waits for an adjacency (see `originate`).
+    first_origination_by: Instant,
     last_originated: HashMap<LsaKey, Instant>,
     /// Highest sequence number seen for each own LSA, ours or an earlier incarnation's: the
     /// next origination goes past it even after the database dropped a flushed copy (else a
@@ -224,6 +232,7 @@ impl Instance {
                 .collect(),
             lsdb: Lsdb::default(),
             announced: BTreeMap::new(),
+            first_origination_by: now + FIRST_ORIGINATION_WAIT,
             last_originated: HashMap::new(),
             own_seq: HashMap::new(),
             force_originate: HashSet::new(),

@@ -114,6 +114,12 @@ impl Instance {
     }
 
     /// Brings the database's own LSAs in line with `desired`.
+    fn any_full_adjacency(&self) -> bool {
+        self.ifaces
+            .iter()
+            .any(|i| i.neighbors.iter().any(|n| n.state == NbrState::Full))
+    }
+
     pub(super) fn originate(&mut self, now: Instant) {
         if self.shutting_down {
             return;
@@ -131,6 +137,15 @@ impl Instance {
                 }
             };
             if !needed {
+                continue;
+            }
+            if current.is_none()
+                && !self.own_seq.contains_key(key)
+                && now < self.first_origination_by
+                && !self.any_full_adjacency()
+            {
+                // First origination: wait for an adjacency to flood it over (the tick
+                // after one reaches Full, or the wait running out, picks this up).
                 continue;
             }
             if self

@@ -944,11 +944,12 @@ fn request_lists_are_bounded_and_loading_ends_when_the_database_is_full() {
     assert_eq!(status.interfaces[0].neighbors[0].request_list, 3);
     assert_eq!(me.counters().dropped.get("request-limit"), Some(&5));
     assert!(status.limits_reached.contains(&"request-limit"));
-    // The answer: two fit next to our Router-LSA, the third is dropped and no longer
-    // requested, so the adjacency still reaches Full.
+    // The answer: the three requested fit (our first Router-LSA waits for a Full
+    // adjacency), the other five are dropped and not requested, so the adjacency still
+    // reaches Full; then our own Router-LSA goes in, as own LSAs always do.
     me.receive(0, rid(20), rid(11), &lsu_from(20, lsas), t0);
-    assert_eq!(me.lsdb().len(), 3);
     assert_eq!(me.neighbor_state(rid(20)), Some(NbrState::Full));
+    assert_eq!(me.lsdb().len(), 4);
     me.tick(t0 + STEP);
     assert_eq!(me.status(t0 + STEP).limits_reached, vec!["lsdb-limit"]);
 }
