@@ -4,7 +4,8 @@
 //! dead interval) and after 5 s (when pt-lb2 has taken over). No request may fail, and after
 //! each restart lb1 is back in its role: master, and the router's route to the VIP via it.
 //! Within the master-down interval lb1 resumes as master (its VRRP state file says it was
-//! master moments ago), so pt-lb2 never takes the VIP and the route never goes to lb2.
+//! master moments ago), so pt-lb2 never takes the VIP; lb2's standby announcement (a worse
+//! OSPF metric) keeps a route while lb1's adjacency forms again.
 
 use anyhow::Result;
 use portier_tests::client::Traffic;
@@ -65,11 +66,11 @@ fn kill_9_and_restart_of_lb1_loses_no_request() -> Result<()> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             assert!(!lb2_took_over, "lb2 took the VIP; next hops {seen:?}");
-            // Never via lb2. Without OSPF graceful restart (not yet), the router may drop the
-            // route for a moment while lb1's adjacency forms again; requests are counted below.
+            // Without OSPF graceful restart (not yet) lb1's adjacency forms again; the router
+            // then uses lb2's standby announcement for that moment, never no route at all.
             assert!(
-                seen.iter().all(|h| h.iter().all(|n| n == "10.0.0.11")),
-                "the router's route moved to lb2: {seen:?}"
+                seen.iter().all(|h| !h.is_empty()),
+                "the router had no route: {seen:?}"
             );
             assert!(lb1.log_text().contains("resumed"), "lb1 did not resume");
         }

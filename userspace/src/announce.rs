@@ -17,6 +17,8 @@ pub struct Entry<T> {
     /// How long the condition must hold before (re-)announcing; withdrawal is at once.
     pub hold_down: Duration,
     pub payload: T,
+    /// Announced instead while the condition does not hold (a worse metric: standby).
+    pub standby: Option<T>,
 }
 
 /// Which VIPs should be announced now.
@@ -85,12 +87,17 @@ impl<T: Clone> Policy<T> {
         let mut since = HashMap::new();
         for e in &self.entries {
             if !self.holds(e) {
+                if let Some(standby) = &e.standby {
+                    out.insert(e.vip, standby.clone());
+                }
                 continue;
             }
             let start = *self.since.get(&e.vip).unwrap_or(&now);
             since.insert(e.vip, start);
             if now.saturating_duration_since(start) >= e.hold_down {
                 out.insert(e.vip, e.payload.clone());
+            } else if let Some(standby) = &e.standby {
+                out.insert(e.vip, standby.clone());
             }
         }
         self.since = since;
@@ -109,6 +116,7 @@ mod tests {
             policy,
             hold_down: Duration::from_millis(hold_down_ms),
             payload: (),
+            standby: None,
         }
     }
 
@@ -175,6 +183,31 @@ mod tests {
         assert!(
             p.announced(t4 + Duration::from_millis(2100))
                 .contains_key(&v(2))
+        );
+    }
+
+    #[test]
+    fn a_standby_announcement_covers_the_time_the_condition_does_not_hold() {
+        let t0 = Instant::now();
+        let vip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+        let mut p = Policy::new(vec![Entry {
+            vip,
+            policy: AnnouncePolicy::VrrpMaster,
+            hold_down: Duration::from_millis(500),
+            payload: 10u32,
+            standby: Some(1000u32),
+        }]);
+        assert_eq!(p.announced(t0).get(&vip), Some(&1000));
+        p.event(&Event::VrrpRole {
+            instance: "vip51".into(),
+            vips: vec![vip],
+            master: true,
+        });
+        // During the hold-down the standby stays; then the real one.
+        assert_eq!(p.announced(t0).get(&vip), Some(&1000));
+        assert_eq!(
+            p.announced(t0 + Duration::from_millis(500)).get(&vip),
+            Some(&10)
         );
     }
 }

@@ -61,6 +61,7 @@ fn entries(cfg: &BgpConfig) -> Vec<Entry<RouteAttrs>> {
             policy: a.policy,
             hold_down: Duration::from_millis(a.hold_down_ms),
             payload: attrs(&a.attrs),
+            standby: None,
         })
         .collect()
 }

@@ -96,6 +96,10 @@ pub struct OspfAnnounce {
     pub metric_type: u8,
     /// How long the condition must hold before (re-)announcing.
     pub hold_down_ms: u64,
+    /// While the condition does not hold, announce with this (worse) metric instead of not at
+    /// all: a standby path the routers use only when no better one exists (a VRRP backup that
+    /// balances too, covering a master whose adjacency restarts). `None`: withdraw.
+    pub standby_metric: Option<u32>,
 }
 
 #[derive(Clone, Copy)]
@@ -470,6 +474,7 @@ fn announcement(
             "metric",
             "metric_type",
             "hold_down_ms",
+            "standby_metric",
         ],
     );
     let mut vip_at = (t.offset(), t.key_path("vip"));
@@ -520,6 +525,10 @@ fn announcement(
         None => Some(2),
     };
     let hold_down_ms = int_or(report, t, "hold_down_ms", 0..=3_600_000, 0);
+    let standby_metric = match t.optional_int(report, "standby_metric") {
+        Some(v) => rules::in_range::<u32>(report, v, 0..=max_metric).map(Some),
+        None => Some(None),
+    };
     Some((
         OspfAnnounce {
             vip: vip?,
@@ -528,6 +537,7 @@ fn announcement(
             metric: metric?,
             metric_type: metric_type?,
             hold_down_ms: hold_down_ms?,
+            standby_metric: standby_metric?,
         },
         vip_at,
     ))

@@ -29,7 +29,8 @@ fn entries(cfg: &OspfConfig) -> Vec<Entry<Announce>> {
             vip: IpAddr::V4(a.vip),
             policy: a.policy,
             hold_down: Duration::from_millis(a.hold_down_ms),
-            payload: announce_of(a),
+            payload: announce_of(a, a.metric),
+            standby: a.standby_metric.map(|m| announce_of(a, m)),
         })
         .collect()
 }
@@ -44,15 +45,15 @@ fn v4_set(set: BTreeMap<IpAddr, Announce>) -> BTreeMap<Ipv4Addr, Announce> {
         .collect()
 }
 
-fn announce_of(a: &OspfAnnounce) -> Announce {
+fn announce_of(a: &OspfAnnounce, metric: u32) -> Announce {
     if a.as_external {
         Announce::External {
-            metric: a.metric,
+            metric,
             type2: a.metric_type == 2,
         }
     } else {
         Announce::Stub {
-            metric: u16::try_from(a.metric).unwrap_or(u16::MAX),
+            metric: u16::try_from(metric).unwrap_or(u16::MAX),
         }
     }
 }
