@@ -550,21 +550,23 @@ async fn response_trailers_reach_a_client_that_accepts_them() {
     assert!(b.request().await.contains("\r\nTE: trailers\r\n"));
 }
 
-#[tokio::test]
-async fn proxy_protocol_v2_names_the_client() {
-    let mut b = Backend::named("b").await;
-    let (_p, addr) = proxy(&simple(
-        &[&b],
-        "",
-        "proxy_protocol = true\nproxy_from = [\"127.0.0.0/8\"]",
-    ));
-    let mut c = Client::connect(addr).await;
+/// A PROXY v2 header naming client 198.51.100.10:41000, then `GET /`.
+fn proxied_get() -> Vec<u8> {
     let mut bytes = portier::l7::proxy_protocol::encode(
         "198.51.100.10:41000".parse().unwrap(),
         "203.0.113.10:80".parse().unwrap(),
     );
     bytes.extend_from_slice(&get("x", "/"));
-    c.send(&bytes).await;
+    bytes
+}
+
+#[tokio::test]
+async fn proxy_protocol_v2_names_the_client() {
+    let mut b = Backend::named("b").await;
+    let listener = "proxy_protocol = true\nproxy_from = [\"127.0.0.0/8\"]";
+    let (_p, addr) = proxy(&simple(&[&b], "", listener));
+    let mut c = Client::connect(addr).await;
+    c.send(&proxied_get()).await;
     assert_eq!(status(&c.response().await), 200);
     let got = b.request().await;
     assert!(got.contains("x-forwarded-for: 198.51.100.10\r\n"), "{got}");
@@ -586,12 +588,7 @@ async fn proxy_protocol_only_from_proxy_from() {
     ));
     // A well-formed header from a peer that may not send one: closed unread, counted.
     let mut c = Client::connect(addr).await;
-    let mut bytes = portier::l7::proxy_protocol::encode(
-        "198.51.100.10:41000".parse().unwrap(),
-        "203.0.113.10:80".parse().unwrap(),
-    );
-    bytes.extend_from_slice(&get("x", "/"));
-    c.send(&bytes).await;
+    c.send(&proxied_get()).await;
     assert!(c.closed().await);
     b.no_request().await;
     let metrics = p.metrics();
