@@ -5,6 +5,7 @@
 mod bench_failover;
 mod bench_l7;
 mod demo;
+mod fuzz;
 mod package;
 mod setup;
 
@@ -55,6 +56,14 @@ enum Task {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Coverage-guided fuzzing of the decoders (cargo-fuzz, nightly): builds fuzz/, then runs
+    /// each target (or the one named) for `seconds` on a copy of its committed corpus.
+    Fuzz {
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Benchmarks: `xdp` (ns per packet against a floor program), `l7` (portier vs HAProxy vs
     /// direct: requests/s, p99, CPU per request), `failover` (a silent anycast LB: portier vs
@@ -139,6 +148,7 @@ fn main() -> Result<()> {
         }
         Task::Package { debug } => package::run(&root, debug).map(|_| ()),
         Task::Test { args } => test(&args),
+        Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
         Task::Bench { what } => bench(&what),
     }
 }
@@ -193,7 +203,8 @@ fn test(extra: &[String]) -> Result<()> {
     package::run(&workspace_root(), true)?;
     let mut args = vec!["test"];
     args.extend(extra.iter().map(String::as_str));
-    cargo(&args)
+    cargo(&args)?;
+    fuzz::run(&workspace_root(), None, fuzz::TEST_SECONDS)
 }
 
 /// xtask must build with nothing but the preinstalled toolchain: a dependency on the daemon's

@@ -36,11 +36,14 @@ const PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Builds with the preinstalled stable toolchain; newer releases may need a newer rustc.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn run() -> Result<()> {
     apt_packages()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     bpffs()?;
     Ok(())
 }
@@ -111,6 +114,29 @@ fn bpf_linker() -> Result<()> {
             "llvm-22",
         ],
         &[("LLVM_PREFIX", "/usr/lib/llvm-22")],
+    )
+}
+
+/// `cargo xtask fuzz` (and the fuzz step of `test`) runs cargo-fuzz on the nightly toolchain.
+fn cargo_fuzz() -> Result<()> {
+    let ok = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    sh(
+        "cargo",
+        &[
+            "install",
+            &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+            "--locked",
+        ],
+        &[],
     )
 }
 

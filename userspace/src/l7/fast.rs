@@ -98,20 +98,20 @@ where
 }
 
 /// What a parsed request head turned into.
-enum Prep {
+pub enum Prep {
     Partial,
     Handoff,
     Ready(Plan),
 }
 
-struct Plan {
-    head_len: usize,
+pub struct Plan {
+    pub head_len: usize,
     pool: Arc<Pool>,
     /// The first server, and its claim when a slot was free at once.
     first: usize,
     claim: Option<Claim>,
-    head_only: bool,
-    client_close: bool,
+    pub head_only: bool,
+    pub client_close: bool,
     access: Option<Access>,
 }
 
@@ -127,8 +127,9 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Parses the head in `buf`; when it is a fast-path request, writes the upstream request
-/// into `out` and claims a server.
-fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> Prep {
+/// into `out` and claims a server. Public for the fuzz target (fuzz/fuzz_targets/
+/// http_fast_head.rs).
+pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) -> Prep {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(buf) {
@@ -419,11 +420,11 @@ fn log_access(plan: &Plan, info: &ConnInfo, status: u16, server: Option<std::net
     }
 }
 
-struct ResponseHead {
-    len: usize,
-    status: u16,
-    framing: Framing,
-    reusable: bool,
+pub struct ResponseHead {
+    pub len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    pub reusable: bool,
 }
 
 /// One try on one server: a kept-alive connection if there is one (a fresh one if that
@@ -549,8 +550,9 @@ async fn send_and_read_head(
     }
 }
 
-/// Parses a response head; when complete, writes the client's head into `to`.
-fn rewrite_response_head(
+/// Parses a response head; when complete, writes the client's head into `to`. Public for the
+/// fuzz target.
+pub fn rewrite_response_head(
     bytes: &[u8],
     plan: &Plan,
     to: &mut Vec<u8>,
