@@ -94,12 +94,11 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 let len = usize::from(input.u8());
                 let bytes = input.bytes(len);
-                if let Ok(rx) = decode(bytes) {
-                    if rx.authenticated {
-                        if let Some(auth) = &auth {
-                            let _ = auth.verify(bytes);
-                        }
-                    }
+                if let Ok(rx) = decode(bytes)
+                    && rx.authenticated
+                    && let Some(auth) = &auth
+                {
+                    let _ = auth.verify(bytes);
                 }
                 let out = deliver(&mut a, bytes, now);
                 sent(out, &auth);

@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             h.seq,
             body,
         );
-        if body.len() % 4 != 0 || body.len() > usize::from(u16::MAX) - LSA_HEADER_LEN {
+        if !body.len().is_multiple_of(4) || body.len() > usize::from(u16::MAX) - LSA_HEADER_LEN {
             // Not an LSA anyone can send (lengths are multiples of four and fit 16 bits).
             return;
         }
