@@ -52,6 +52,9 @@ pub const MAX_DECAP_ADDRS: u32 = 64;
 /// Prefixes `DECAP_SOURCES` can hold (the balancers' outer source prefixes).
 pub const MAX_DECAP_SOURCES: u32 = 64;
 
+/// Prefixes `MIDFLOW_SOURCES` can hold.
+pub const MAX_MIDFLOW_SOURCES: u32 = 256;
+
 /// VIPs `DECAP_VIPS` can hold (what inner packets may be addressed to).
 pub const MAX_DECAP_VIPS: u32 = 256;
 
@@ -75,7 +78,7 @@ pub mod maps {
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const SVC_STATS: &str = "SVC_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
-    /// `PerCpuArray<[u64; REASON_COUNT]>` of one entry, indexed inside by `Reason`.
+    /// `PerCpuArray<[u64; REASON_SLOTS]>` of one entry, indexed inside by `Reason`.
     pub const REASONS: &str = "REASONS";
     /// `Array<u32>` indexed by `vip_filter_index`: the OR of the address-marker flags of every
     /// VIP hashing there. Array lookups are inlined by the verifier, hash lookups are calls;
@@ -94,10 +97,13 @@ pub mod maps {
     pub const DECAP_ADDRS: &str = "DECAP_ADDRS";
     /// `PerCpuArray<u64>` indexed by `DecapReason`.
     pub const DECAP_REASONS: &str = "DECAP_REASONS";
-    /// `LpmTrie<DecapSource, u32>`: outer sources `portier_decap` accepts tunnels from.
+    /// `LpmTrie<SourcePrefix, u32>`: outer sources `portier_decap` accepts tunnels from.
     pub const DECAP_SOURCES: &str = "DECAP_SOURCES";
     /// `HashMap<DecapKey, u32>`: what inner packets may be addressed to.
     pub const DECAP_VIPS: &str = "DECAP_VIPS";
+    /// `LpmTrie<SourcePrefix, u32>`: sources whose mid-flow TCP packets may create
+    /// connection-table entries (`[dataplane] midflow_sources`).
+    pub const MIDFLOW_SOURCES: &str = "MIDFLOW_SOURCES";
 }
 
 /// Program names in the object file.
@@ -161,21 +167,21 @@ pub struct EncapSource {
     pub flags: u32,
 }
 
-/// Data of a `DECAP_SOURCES` LPM key (after its `u32` prefix length, in bits over this
+/// Data of a `DECAP_SOURCES` and `MIDFLOW_SOURCES` LPM key (after its `u32` prefix length, in bits over this
 /// whole struct): the family word first, so a prefix of one family never matches the other.
 /// An IPv4 prefix `a/n` is stored with length `32 + n`, IPv6 likewise.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct DecapSource {
+pub struct SourcePrefix {
     pub family: u8,
     pub _pad: [u8; 3],
     /// IPv4 in the first four bytes, the rest zero.
     pub addr: [u8; 16],
 }
 
-/// Bits of `DecapSource` before the address: a prefix's length in the trie is this plus the
+/// Bits of `SourcePrefix` before the address: a prefix's length in the trie is this plus the
 /// prefix's own.
-pub const DECAP_SOURCE_FAMILY_BITS: u32 = 32;
+pub const SOURCE_PREFIX_FAMILY_BITS: u32 = 32;
 
 /// Key of `DECAP_ADDRS` and `DECAP_VIPS`.
 #[repr(C, align(4))]
@@ -437,7 +443,8 @@ pub enum Reason {
     ConntrackHit = 12,
     /// New flow (TCP SYN or first UDP packet) balanced by Maglev and recorded.
     ConntrackNew = 13,
-    /// Non-SYN TCP packet with no entry (table pressure or another LB's flow): Maglev, recorded.
+    /// Non-SYN TCP packet with no entry from a source in `MIDFLOW_SOURCES` (another LB's
+    /// flows, moved here by the routers): Maglev, recorded.
     ConntrackMissMidflow = 14,
     /// Entry pointed at a backend removed from the configuration: re-balanced.
     ConntrackStale = 15,
@@ -453,9 +460,20 @@ pub enum Reason {
     EncapIpip = 20,
     /// IPIP service, but no source prefix for the family, or no room to grow the frame.
     DropEncapFailed = 21,
+    /// An ICMP error not addressed to the VIP that sent the quoted datagram, or quoting more
+    /// header than the ICMP message holds: a forged error, dropped.
+    DropIcmpMismatch = 22,
+    /// Non-SYN TCP packet with no entry from a source outside `MIDFLOW_SOURCES`: Maglev, not
+    /// recorded, so a flood of forged mid-flow packets cannot evict established flows.
+    ConntrackMidflowUntracked = 23,
 }
 
-pub const REASON_COUNT: u32 = 22;
+pub const REASON_COUNT: u32 = 24;
+
+/// Counters in the `REASONS` value: room for reasons added later, so a newer program still
+/// adopts the pinned map of an older one.
+pub const REASON_SLOTS: u32 = 32;
+const _: () = assert!(REASON_COUNT <= REASON_SLOTS);
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT as usize] = [
@@ -481,6 +499,8 @@ impl Reason {
         Reason::DropNoTxPort,
         Reason::EncapIpip,
         Reason::DropEncapFailed,
+        Reason::DropIcmpMismatch,
+        Reason::ConntrackMidflowUntracked,
     ];
 
     pub const fn from_index(i: u32) -> Option<Reason> {
@@ -516,6 +536,8 @@ impl Reason {
             Reason::DropNoTxPort => "drop_no_tx_port",
             Reason::EncapIpip => "encap_ipip",
             Reason::DropEncapFailed => "drop_encap_failed",
+            Reason::DropIcmpMismatch => "drop_icmp_mismatch",
+            Reason::ConntrackMidflowUntracked => "conntrack_midflow_untracked",
         }
     }
 }
@@ -626,8 +648,8 @@ mod pod {
     unsafe impl aya::Pod for ServiceSlot {}
     unsafe impl aya::Pod for EncapSource {}
     unsafe impl aya::Pod for DecapKey {}
-    // SAFETY: as above; DecapSource is repr(C) with explicit padding, 20 bytes.
-    unsafe impl aya::Pod for DecapSource {}
+    // SAFETY: as above; SourcePrefix is repr(C) with explicit padding, 20 bytes.
+    unsafe impl aya::Pod for SourcePrefix {}
 }
 
 #[cfg(test)]
@@ -646,7 +668,7 @@ mod tests {
         assert_eq!(size_of::<ServiceSlot>(), 44);
         assert_eq!(size_of::<EncapSource>(), 44);
         assert_eq!(size_of::<DecapKey>(), 20);
-        assert_eq!(size_of::<DecapSource>(), 20);
+        assert_eq!(size_of::<SourcePrefix>(), 20);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use dataplane_common::{
     BACKEND_F_VALID, Backend, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, NO_BACKEND,
-    PROTO_ADDR_MARKER, REASON_COUNT, Reason, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
+    PROTO_ADDR_MARKER, REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
     SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, SERVICE_SLOT_WORDS,
     ServiceKey, ServiceValue, flow_hash_words, service_slot_check, service_slot_index,
     vip_filter_index_words,
@@ -16,10 +16,11 @@ type Addr = [u32; 4];
 use crate::{
     encap::encapsulate,
     maps::{
-        BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, REASONS, SERVICE_SLOTS, SERVICES, SVC_STATS,
-        TX_PORTS, VIP_FILTER,
+        BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, MIDFLOW_SOURCES, REASONS, SERVICE_SLOTS,
+        SERVICES, SVC_STATS, TX_PORTS, VIP_FILTER,
     },
     parse::*,
+    prefix::in_prefixes,
 };
 
 /// How the packet relates to its flow; decides conntrack handling.
@@ -36,7 +37,7 @@ enum Kind {
 
 /// The per-CPU reason counters, looked up once per packet where several reasons are
 /// counted (a forwarded packet counts its connection-table outcome and its verdict).
-struct Tally(Option<*mut [u64; REASON_COUNT as usize]>);
+struct Tally(Option<*mut [u64; REASON_SLOTS as usize]>);
 
 impl Tally {
     #[inline(always)]
@@ -48,7 +49,7 @@ impl Tally {
     fn add(&self, reason: Reason) {
         if let Some(p) = self.0 {
             // SAFETY: per-CPU value, only this program on this CPU writes it; `reason` is
-            // below REASON_COUNT by construction.
+            // below REASON_SLOTS by construction.
             unsafe { (*p)[reason as usize] += 1 };
         }
     }
@@ -261,7 +262,7 @@ fn ipv4(ctx: &XdpContext, ip: usize, end: usize) -> u32 {
             }
             transport(ctx, l4, &[saddr, 0, 0, 0], &dst, proto, FAMILY_V4)
         }
-        IPPROTO_ICMP => icmp4(ctx, l4, end, &dst),
+        IPPROTO_ICMP => icmp4(ctx, l4, ip + tot_len, end, &dst),
         _ => not_balanced(&dst, FAMILY_V4, Reason::PassVipOther),
     }
 }
@@ -312,7 +313,7 @@ fn ipv6(ctx: &XdpContext, ip: usize, end: usize) -> u32 {
             }
             transport(ctx, l4, &src, &dst, nh, FAMILY_V6)
         }
-        IPPROTO_ICMPV6 => icmp6(ctx, l4, end, &dst),
+        IPPROTO_ICMPV6 => icmp6(ctx, l4, l4 + plen, end, &dst),
         IPPROTO_FRAGMENT => fragment(&dst, FAMILY_V6),
         // Walking a chain of options costs a bounded loop for traffic that practically never
         // carries them towards a VIP; the kernel stack still gets them.
@@ -365,8 +366,10 @@ fn flow_words(src: &Addr, dst: &Addr, ports: u32, proto: u8, family: u8) -> Stac
     ])
 }
 
+/// `ip_end` is where the IP datagram ends (the frame may carry padding after it): the quoted
+/// header must lie inside the ICMP message, not merely inside the frame.
 #[inline(always)]
-fn icmp4(ctx: &XdpContext, l4: usize, end: usize, dst: &Addr) -> u32 {
+fn icmp4(ctx: &XdpContext, l4: usize, ip_end: usize, end: usize, dst: &Addr) -> u32 {
     if l4 + 8 > end {
         return drop(Reason::DropTruncated);
     }
@@ -376,8 +379,13 @@ fn icmp4(ctx: &XdpContext, l4: usize, end: usize, dst: &Addr) -> u32 {
         return not_balanced(dst, FAMILY_V4, Reason::PassVipOther);
     }
     let inner = l4 + 8;
+    // The frame first, in the shape the verifier follows: it cannot carry `ip_end <= end`
+    // over, and the compiler drops a frame check that comes after the datagram check.
     if inner + 20 > end {
         return drop(Reason::DropTruncated);
+    }
+    if inner + 20 > ip_end {
+        return drop(Reason::DropIcmpMismatch);
     }
     // SAFETY: the embedded fixed header is inside the frame.
     let (vihl, frag, proto, isrc, idst) = unsafe {
@@ -397,8 +405,13 @@ fn icmp4(ctx: &XdpContext, l4: usize, end: usize, dst: &Addr) -> u32 {
         return not_balanced(dst, FAMILY_V4, Reason::PassVipOther);
     }
     let ports = inner + ((vihl & 0xf) as usize) * 4;
+    // The frame first, in the shape the verifier follows: it cannot carry `ip_end <= end`
+    // over, and the compiler drops a frame check that comes after the datagram check.
     if ports + 4 > end {
         return drop(Reason::DropTruncated);
+    }
+    if ports + 4 > ip_end {
+        return drop(Reason::DropIcmpMismatch);
     }
     // SAFETY: checked above.
     let (isport, idport) = unsafe { (read::<u16>(ports), read::<u16>(ports + 2)) };
@@ -414,8 +427,9 @@ fn icmp4(ctx: &XdpContext, l4: usize, end: usize, dst: &Addr) -> u32 {
     )
 }
 
+/// `ip_end` as for `icmp4`.
 #[inline(always)]
-fn icmp6(ctx: &XdpContext, l4: usize, end: usize, dst: &Addr) -> u32 {
+fn icmp6(ctx: &XdpContext, l4: usize, ip_end: usize, end: usize, dst: &Addr) -> u32 {
     if l4 + 8 > end {
         return drop(Reason::DropTruncated);
     }
@@ -425,8 +439,13 @@ fn icmp6(ctx: &XdpContext, l4: usize, end: usize, dst: &Addr) -> u32 {
         return not_balanced(dst, FAMILY_V6, Reason::PassVipOther);
     }
     let inner = l4 + 8;
+    // The frame first, in the shape the verifier follows: it cannot carry `ip_end <= end`
+    // over, and the compiler drops a frame check that comes after the datagram check.
     if inner + 44 > end {
         return drop(Reason::DropTruncated);
+    }
+    if inner + 44 > ip_end {
+        return drop(Reason::DropIcmpMismatch);
     }
     // SAFETY: embedded fixed header plus the 4 port bytes are inside the frame.
     let (proto, isrc, idst, isport, idport) = unsafe {
@@ -461,6 +480,12 @@ fn icmp_error(
     let Some(svc) = find_service(isrc, isport, proto, family) else {
         return not_balanced(outer_dst, family, Reason::PassVipOther);
     };
+    // A router sends the error to the datagram's source, the VIP. One addressed elsewhere
+    // (another VIP, a host address the frame passes) quoting a VIP flow is forged: following
+    // it would let anyone on the path steer ICMP into a backend.
+    if outer_dst != isrc {
+        return drop(Reason::DropIcmpMismatch);
+    }
     // The client's flow: its source port is the embedded destination port.
     let (cp, vp) = (idport.to_ne_bytes(), isport.to_ne_bytes());
     let ports = u32::from_ne_bytes([cp[0], cp[1], vp[0], vp[1]]);
@@ -508,7 +533,21 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
         _ => return drop(Reason::DropBackendInvalid),
     };
     let mut ct = None;
-    if kind != Kind::IcmpError {
+    // A mid-flow segment without an entry is usually a forged one (or a flow whose entry was
+    // evicted): recording it would let a flood of random non-SYN packets evict the
+    // established flows the table protects. Maglev still sends it to the host a SYN would
+    // have reached; only sources trusted to carry real moved flows (another LB's clients,
+    // `MIDFLOW_SOURCES`) are recorded.
+    let untracked = kind == Kind::TcpOther
+        && recorded.is_none()
+        && !in_prefixes(
+            &MIDFLOW_SOURCES,
+            [words[0], words[1], words[2], words[3]],
+            words[9].to_ne_bytes()[1],
+        );
+    if untracked {
+        ct = Some(Reason::ConntrackMidflowUntracked);
+    } else if kind != Kind::IcmpError {
         let value = FlowValue {
             backend: id,
             generation: b.generation,

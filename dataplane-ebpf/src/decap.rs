@@ -7,17 +7,13 @@
 //! node's VIPs (`DECAP_VIPS`) are stripped: anything else addressed to a tunnel address is
 //! dropped and counted, so the host is no open relay (the CVE-2020-10136 class).
 
-use aya_ebpf::{
-    bindings::xdp_action, btf_maps::lpm_trie::Key, helpers::bpf_xdp_adjust_head,
-    programs::XdpContext,
-};
-use dataplane_common::{
-    DECAP_SOURCE_FAMILY_BITS, DecapKey, DecapReason, DecapSource, FAMILY_V4, FAMILY_V6,
-};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use dataplane_common::{DecapKey, DecapReason, FAMILY_V4, FAMILY_V6};
 
 use crate::{
     maps::{DECAP_ADDRS, DECAP_REASONS, DECAP_SOURCES, DECAP_VIPS},
     parse::*,
+    prefix::in_prefixes,
 };
 
 const IPPROTO_IPIP: u8 = 4;
@@ -74,19 +70,7 @@ fn in_addr_map(addr: [u32; 4], family: u8, vips: bool) -> bool {
 /// Whether the outer source lies in one of the balancers' prefixes.
 #[inline(always)]
 fn from_balancer(addr: [u32; 4], family: u8) -> bool {
-    // Key<DecapSource> as words: the prefix length (the whole key: a lookup matches the
-    // longest stored prefix), the family word, the address.
-    let words = Stack([
-        DECAP_SOURCE_FAMILY_BITS + 128,
-        u32::from_ne_bytes([family, 0, 0, 0]),
-        addr[0],
-        addr[1],
-        addr[2],
-        addr[3],
-    ]);
-    // SAFETY: Key<DecapSource> is repr(C, packed): u32 then 20 bytes, any bit pattern valid.
-    let key = unsafe { &*(words.0.as_ptr() as *const Key<DecapSource>) };
-    DECAP_SOURCES.get(key).is_some()
+    in_prefixes(&DECAP_SOURCES, addr, family)
 }
 
 #[inline(always)]

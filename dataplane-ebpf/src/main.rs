@@ -8,6 +8,7 @@ mod decap;
 mod encap;
 mod maps;
 mod parse;
+mod prefix;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use parse::{read, write};

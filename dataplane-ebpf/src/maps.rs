@@ -7,9 +7,10 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     Backend, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapKey,
-    DecapSource, EncapSource, FlowKey, FlowValue, MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_DECAP_SOURCES,
-    MAX_DECAP_VIPS, MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS, REASON_COUNT,
-    SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue, VIP_FILTER_SIZE,
+    EncapSource, FlowKey, FlowValue, MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_DECAP_SOURCES,
+    MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES, MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS,
+    REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue, SourcePrefix,
+    VIP_FILTER_SIZE,
 };
 
 /// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any
@@ -48,7 +49,7 @@ pub static SVC_STATS: PerCpuArray<Counters, { MAX_SERVICES as usize }> = PerCpuA
 pub static BACKEND_STATS: PerCpuArray<Counters, { MAX_BACKENDS as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static REASONS: PerCpuArray<[u64; REASON_COUNT as usize], 1> = PerCpuArray::new();
+pub static REASONS: PerCpuArray<[u64; REASON_SLOTS as usize], 1> = PerCpuArray::new();
 
 #[btf_map]
 pub static VIP_FILTER: Array<u32, { VIP_FILTER_SIZE as usize }> = Array::new();
@@ -66,8 +67,12 @@ pub static DECAP_ADDRS: HashMap<DecapKey, u32, { MAX_DECAP_ADDRS as usize }> = H
 pub static DECAP_REASONS: PerCpuArray<u64, { DECAP_REASON_COUNT as usize }> = PerCpuArray::new();
 
 #[btf_map]
-pub static DECAP_SOURCES: LpmTrie<DecapSource, u32, { MAX_DECAP_SOURCES as usize }> =
+pub static DECAP_SOURCES: LpmTrie<SourcePrefix, u32, { MAX_DECAP_SOURCES as usize }> =
     LpmTrie::new();
 
 #[btf_map]
 pub static DECAP_VIPS: HashMap<DecapKey, u32, { MAX_DECAP_VIPS as usize }> = HashMap::new();
+
+#[btf_map]
+pub static MIDFLOW_SOURCES: LpmTrie<SourcePrefix, u32, { MAX_MIDFLOW_SOURCES as usize }> =
+    LpmTrie::new();

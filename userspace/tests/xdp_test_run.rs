@@ -230,12 +230,68 @@ fn cleared_backend_rebalances_its_flows() {
 }
 
 #[test]
-fn midflow_miss_is_balanced_and_recorded() {
-    let dp = setup(2);
+fn midflow_miss_is_balanced_but_recorded_only_from_midflow_sources() {
+    let mut dp = setup(2);
     let ack = tcp4(40000, VIP, 80, false);
+    let out = run(&dp, &ack, XDP_TX, Reason::ConntrackMidflowUntracked);
+    assert_forwarded(&ack, &out, 2);
+    assert_eq!(dp.flow(&flow4(40000, 80, PROTO_TCP)).expect("ct"), None);
+    run(&dp, &ack, XDP_TX, Reason::ConntrackMidflowUntracked);
+    // Another LB's clients: their moved flows are recorded.
+    dp.set_midflow_sources(&[("198.51.100.0".parse().expect("a"), 24)])
+        .expect("midflow sources");
     let out = run(&dp, &ack, XDP_TX, Reason::ConntrackMissMidflow);
     assert_forwarded(&ack, &out, 2);
     run(&dp, &ack, XDP_TX, Reason::ConntrackHit);
+    // A prefix elsewhere, and the set replaced: not recorded any more.
+    dp.set_midflow_sources(&[("192.0.2.0".parse().expect("a"), 24)])
+        .expect("midflow sources");
+    run(
+        &dp,
+        &tcp4(40001, VIP, 80, false),
+        XDP_TX,
+        Reason::ConntrackMidflowUntracked,
+    );
+}
+
+/// A flood of mid-flow segments from ever new flows (the source port bumped each
+/// repetition), four times the table: recorded, it evicts an established flow; not recorded
+/// (the default), the flow keeps its host after the table changed.
+#[test]
+fn midflow_flood_does_not_evict_established_flows() {
+    for everyone in [true, false] {
+        let mut dp = setup(1);
+        if everyone {
+            dp.set_midflow_sources(&[("0.0.0.0".parse().expect("a"), 0)])
+                .expect("midflow sources");
+        }
+        let syn = tcp4(50000, VIP, 80, true);
+        run(&dp, &syn, XDP_TX, Reason::ConntrackNew);
+        dp.set_service(svc4(80, PROTO_TCP), 0, &[2; 65537])
+            .expect("table");
+        let flood = tcp4(1, VIP, 80, false);
+        let reps = 4 * 4096;
+        let reason = if everyone {
+            Reason::ConntrackMissMidflow
+        } else {
+            Reason::ConntrackMidflowUntracked
+        };
+        let before = dp.reason(reason).expect("reasons");
+        dp.test_run("portier_bench_new_flows", &flood, reps)
+            .expect("flood");
+        assert_eq!(
+            dp.reason(reason).expect("reasons") - before,
+            u64::from(reps)
+        );
+        let kept = dp.flow(&flow4(50000, 80, PROTO_TCP)).expect("ct");
+        if everyone {
+            assert_eq!(kept, None, "the flood should have evicted the flow");
+        } else {
+            assert!(kept.is_some(), "the flood evicted an established flow");
+            let ack = tcp4(50000, VIP, 80, false);
+            assert_forwarded(&ack, &run(&dp, &ack, XDP_TX, Reason::ConntrackHit), 1);
+        }
+    }
 }
 
 #[test]
@@ -442,6 +498,86 @@ fn icmpv6_packet_too_big_follows_the_flow() {
         .write(&mut f, &inner)
         .expect("frame");
     assert_forwarded(&f, &run(&dp, &f, XDP_TX, Reason::IcmpErrorForwarded), 2);
+}
+
+/// Frag-needed about the VIP's flow from client port `sport`, addressed to `dst`.
+fn frag_needed4(dst: [u8; 4], sport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(ROUTER, dst, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut f, &quoted_reply4(sport))
+        .expect("frame");
+    f
+}
+
+#[test]
+fn icmp_errors_not_addressed_to_the_quoted_vip_are_dropped() {
+    let mut dp = setup(1);
+    const VIP2: [u8; 4] = [203, 0, 113, 11];
+    dp.set_service(
+        ServiceKey {
+            addr: v4(VIP2),
+            ..svc4(80, PROTO_TCP)
+        },
+        1,
+        &[2; 65537],
+    )
+    .expect("service");
+    let good = frag_needed4(VIP, 40000);
+    assert_forwarded(
+        &good,
+        &run(&dp, &good, XDP_TX, Reason::IcmpErrorForwarded),
+        1,
+    );
+    // To another VIP, and to an address that is no VIP, quoting VIP's flow.
+    run(
+        &dp,
+        &frag_needed4(VIP2, 40000),
+        XDP_DROP,
+        Reason::DropIcmpMismatch,
+    );
+    run(
+        &dp,
+        &frag_needed4(OTHER, 40000),
+        XDP_DROP,
+        Reason::DropIcmpMismatch,
+    );
+}
+
+#[test]
+fn icmp_quote_must_fit_the_ip_datagram_not_just_the_frame() {
+    let dp = setup(1);
+    // The IP length says the message ends inside the quoted header; the frame goes on
+    // (padding, or bytes an attacker appended).
+    let mut f = frag_needed4(VIP, 40000);
+    let ip_len = 20 + 8 + 20 + 2;
+    set_tot_len(&mut f, ip_len);
+    run(&dp, &f, XDP_DROP, Reason::DropIcmpMismatch);
+    let mut f = frag_needed4(VIP, 40000);
+    set_tot_len(&mut f, 20 + 8 + 10);
+    run(&dp, &f, XDP_DROP, Reason::DropIcmpMismatch);
+    // IPv6: the payload length cuts the quoted fixed header.
+    let mut dp = setup(1);
+    dp.set_service(svc6(443, PROTO_TCP), 4, &[2; 1021])
+        .expect("service");
+    let mut inner = Vec::new();
+    PacketBuilder::ipv6(VIP6, CLIENT6, 64)
+        .tcp(443, 40000, 1, 65535)
+        .ack(1)
+        .write(&mut inner, &[0u8; 64])
+        .expect("inner");
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv6(ROUTER6, VIP6, 64)
+        .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut f, &inner)
+        .expect("frame");
+    assert_forwarded(&f, &run(&dp, &f, XDP_TX, Reason::IcmpErrorForwarded), 2);
+    f[14 + 4..14 + 6].copy_from_slice(&(8u16 + 30).to_be_bytes());
+    run(&dp, &f, XDP_DROP, Reason::DropIcmpMismatch);
 }
 
 #[test]

@@ -123,7 +123,7 @@ pub enum XdpMode {
     Generic,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DataplaneConfig {
     /// Prime, so every Maglev permutation visits every slot.
     pub maglev_table_size: u32,
@@ -132,6 +132,10 @@ pub struct DataplaneConfig {
     /// backend's flows spread over its receive queues); required when one exists.
     pub encap_source_v4: Option<(std::net::Ipv4Addr, u8)>,
     pub encap_source_v6: Option<(std::net::Ipv6Addr, u8)>,
+    /// Sources whose mid-flow TCP segments may create connection-table entries (clients of
+    /// another LB whose flows the routers may move here); from elsewhere such a segment is
+    /// forwarded by Maglev but not recorded.
+    pub midflow_sources: Vec<(std::net::IpAddr, u8)>,
 }
 
 impl Default for DataplaneConfig {
@@ -141,6 +145,7 @@ impl Default for DataplaneConfig {
             conntrack_size: dataplane_common::DEFAULT_CONNTRACK_SIZE,
             encap_source_v4: None,
             encap_source_v6: None,
+            midflow_sources: Vec::new(),
         }
     }
 }

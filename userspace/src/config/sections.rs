@@ -73,6 +73,7 @@ pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Optio
             "conntrack_size",
             "encap_source_v4",
             "encap_source_v6",
+            "midflow_sources",
         ],
     );
     let defaults = DataplaneConfig::default();
@@ -105,11 +106,33 @@ pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Optio
         Some(_) => Some(None),
         None => None,
     };
+    let midflow_sources = match table.optional_str_array(report, "midflow_sources") {
+        Some(list) => {
+            let (offset, key) = (list.offset, list.key.clone());
+            let prefixes: Vec<_> = list
+                .value
+                .into_iter()
+                .filter_map(|item| match item.value {
+                    // Everyone: every mid-flow miss is recorded, as before this setting.
+                    "0.0.0.0/0" => Some((IpAddr::from([0u8; 4]), 0)),
+                    "::/0" => Some((IpAddr::from([0u8; 16]), 0)),
+                    _ => rules::prefix(report, item),
+                })
+                .collect();
+            let max = dataplane_common::MAX_MIDFLOW_SOURCES as usize;
+            if prefixes.len() > max {
+                report.add(offset, key, format!("lists more than {max} prefixes"));
+            }
+            prefixes
+        }
+        None => Vec::new(),
+    };
     Some(DataplaneConfig {
         maglev_table_size: maglev_table_size?,
         conntrack_size: conntrack_size?,
         encap_source_v4: encap_source_v4?,
         encap_source_v6: encap_source_v6?,
+        midflow_sources,
     })
 }
 

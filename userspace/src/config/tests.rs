@@ -43,6 +43,7 @@ fn example_parses() {
         DataplaneConfig {
             encap_source_v4: Some(("10.255.0.0".parse().unwrap(), 24)),
             encap_source_v6: Some(("fd00:255::".parse().unwrap(), 64)),
+            midflow_sources: vec![("198.51.100.0".parse().unwrap(), 24)],
             ..DataplaneConfig::default()
         }
     );
@@ -439,6 +440,26 @@ fn conntrack_size_range() {
         14,
         "dataplane.conntrack_size",
         "out of range 1..=16777216",
+    );
+}
+
+#[test]
+fn midflow_sources() {
+    let text = format!("{BASE}[dataplane]\nmidflow_sources = [\"198.51.100.0/24\", \"::/0\"]\n");
+    let config = parse(&text, FILE).unwrap();
+    assert_eq!(
+        config.dataplane.midflow_sources,
+        vec![
+            ("198.51.100.0".parse().unwrap(), 24),
+            ("::".parse().unwrap(), 0)
+        ]
+    );
+    let text = format!("{BASE}[dataplane]\nmidflow_sources = [\"198.51.100.0\"]\n");
+    assert_one(
+        &text,
+        14,
+        "dataplane.midflow_sources[0]",
+        "is not an address/length prefix",
     );
 }
 

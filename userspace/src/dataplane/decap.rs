@@ -18,8 +18,8 @@ use aya::{
     programs::Xdp,
 };
 use dataplane_common::{
-    DECAP_REASON_COUNT, DECAP_SOURCE_FAMILY_BITS, DecapKey, DecapReason, DecapSource, FAMILY_V4,
-    FAMILY_V6, maps, programs,
+    DECAP_REASON_COUNT, DecapKey, DecapReason, FAMILY_V4, FAMILY_V6, SOURCE_PREFIX_FAMILY_BITS,
+    SourcePrefix, maps, programs,
 };
 
 use super::{
@@ -102,9 +102,9 @@ fn key(addr: IpAddr) -> DecapKey {
 
 /// The trie key of prefix `addr/len`; the address is masked to the prefix, as the trie
 /// stores it.
-fn source_key(addr: IpAddr, len: u8) -> LpmKey<DecapSource> {
+pub(super) fn source_key(addr: IpAddr, len: u8) -> LpmKey<SourcePrefix> {
     let k = key(addr);
-    let mut data = DecapSource {
+    let mut data = SourcePrefix {
         family: k.family,
         _pad: [0; 3],
         addr: k.addr,
@@ -119,7 +119,7 @@ fn source_key(addr: IpAddr, len: u8) -> LpmKey<DecapSource> {
             0xffu8 << (8 - bits_here)
         };
     }
-    LpmKey::new(DECAP_SOURCE_FAMILY_BITS + len, data)
+    LpmKey::new(SOURCE_PREFIX_FAMILY_BITS + len, data)
 }
 
 impl Decapsulator {
@@ -215,7 +215,7 @@ impl Decapsulator {
         }
     }
 
-    fn sources(&mut self) -> Result<LpmTrie<&mut MapData, DecapSource, u32>, DataplaneError> {
+    fn sources(&mut self) -> Result<LpmTrie<&mut MapData, SourcePrefix, u32>, DataplaneError> {
         let map = self
             .ebpf
             .map_mut(maps::DECAP_SOURCES)

@@ -15,24 +15,29 @@ mod sys;
 use std::{
     collections::HashMap,
     fs,
+    net::IpAddr,
     os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
-    maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, xdp::DevMapHash},
+    maps::{
+        Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, PerCpuArray, lpm_trie::LpmTrie,
+        xdp::DevMapHash,
+    },
     programs::{Xdp, XdpMode},
 };
 pub use dataplane_common::{
     BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapReason,
     EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
-    PROTO_TCP, PROTO_UDP, REASON_COUNT, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot,
-    ServiceValue, flow_hash, service_slot_index,
+    PROTO_TCP, PROTO_UDP, REASON_COUNT, REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey,
+    ServiceSlot, ServiceValue, flow_hash, service_slot_index,
 };
 use dataplane_common::{
-    PROTO_ADDR_MARKER, SERVICE_F_ADDR_MARKER, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP,
-    SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, maps, programs, vip_filter_index,
+    MAX_MIDFLOW_SOURCES, PROTO_ADDR_MARKER, SERVICE_F_ADDR_MARKER, SERVICE_F_EXACT_TCP,
+    SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, SourcePrefix, maps,
+    programs, vip_filter_index,
 };
 pub use decap::{DecapOptions, Decapsulator};
 pub use error::DataplaneError;
@@ -145,7 +150,7 @@ impl std::fmt::Debug for Dataplane {
 }
 
 const ALL_PROGRAMS: [&str; 3] = [programs::BALANCER, programs::PASS, programs::FLOOR];
-const ALL_MAPS: [&str; 11] = [
+const ALL_MAPS: [&str; 12] = [
     maps::SERVICES,
     maps::MAGLEV,
     maps::BACKENDS,
@@ -157,6 +162,7 @@ const ALL_MAPS: [&str; 11] = [
     maps::VIP_FILTER,
     maps::SERVICE_SLOTS,
     maps::ENCAP_SOURCE,
+    maps::MIDFLOW_SOURCES,
 ];
 
 /// How a service's packets reach its backends.
@@ -683,6 +689,43 @@ impl Dataplane {
             .map_err(DataplaneError::map(maps::ENCAP_SOURCE))
     }
 
+    /// Mid-flow TCP segments without a connection-table entry are recorded only when their
+    /// source lies in one of `prefixes` (the clients of another LB whose flows may move
+    /// here); others are forwarded by Maglev and not recorded. Replaces the previous set.
+    pub fn set_midflow_sources(&mut self, prefixes: &[(IpAddr, u8)]) -> Result<(), DataplaneError> {
+        let name = maps::MIDFLOW_SOURCES;
+        if prefixes.len() > MAX_MIDFLOW_SOURCES as usize {
+            return Err(DataplaneError::Invalid(format!(
+                "{} mid-flow source prefixes, at most {MAX_MIDFLOW_SOURCES}",
+                prefixes.len()
+            )));
+        }
+        let mut trie: LpmTrie<&mut MapData, SourcePrefix, u32> = self.typed_mut(name)?;
+        let wanted: Vec<_> = prefixes
+            .iter()
+            .map(|&(a, l)| decap::source_key(a, l))
+            .collect();
+        let present: Vec<_> = trie
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(DataplaneError::map(name))?;
+        for k in &present {
+            let keep = wanted
+                .iter()
+                .any(|w| w.prefix_len() == k.prefix_len() && w.data() == k.data());
+            if !keep {
+                match trie.remove(k) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                    Err(e) => return Err(DataplaneError::map(name)(e)),
+                }
+            }
+        }
+        for k in &wanted {
+            trie.insert(k, 1, 0).map_err(DataplaneError::map(name))?;
+        }
+        Ok(())
+    }
+
     /// Overwrites the raw `SERVICE_SLOTS` slot of `key`, bypassing the bookkeeping: lets
     /// tests show what the program does with a torn or foreign slot. The next change to a
     /// service of that slot rewrites it properly.
@@ -759,7 +802,7 @@ impl Dataplane {
 
     /// Every reason with its count, summed over CPUs, in `Reason::ALL` order.
     pub fn reasons(&self) -> Result<Vec<(Reason, u64)>, DataplaneError> {
-        let map: PerCpuArray<&MapData, [u64; REASON_COUNT as usize]> = self.typed(maps::REASONS)?;
+        let map: PerCpuArray<&MapData, [u64; REASON_SLOTS as usize]> = self.typed(maps::REASONS)?;
         let per_cpu = map.get(&0, 0).map_err(DataplaneError::map(maps::REASONS))?;
         Ok(Reason::ALL
             .iter()

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
-use dataplane_common::{Counters, REASON_COUNT, Reason, maps};
+use dataplane_common::{Counters, REASON_SLOTS, Reason, maps};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,7 @@ pub fn print(pin_dir: &Path, json: bool) -> Result<()> {
         .unwrap_or_default();
 
     // One per-CPU value holding every reason's count (one lookup per packet in the program).
-    let reasons_map: PerCpuArray<MapData, [u64; REASON_COUNT as usize]> =
+    let reasons_map: PerCpuArray<MapData, [u64; REASON_SLOTS as usize]> =
         open(pin_dir, maps::REASONS)?.try_into()?;
     let per_cpu = reasons_map.get(&0, 0)?;
     let mut reasons = BTreeMap::new();

@@ -49,6 +49,8 @@ pub struct L4 {
     routed_ok: BTreeSet<IpAddr>,
     /// Outer source prefixes as written to the map; `None` before the first write.
     encap: Option<EncapSourceConfig>,
+    /// `[dataplane] midflow_sources` as last written to the program.
+    midflow: Option<Vec<(std::net::IpAddr, u8)>>,
     src_macs: HashMap<u32, [u8; 6]>,
     ticks: u32,
 }
@@ -219,6 +221,7 @@ async fn start(config: &Config, env: Env) -> Result<L4> {
         routes: HashMap::new(),
         routed_ok: BTreeSet::new(),
         encap: None,
+        midflow: None,
         src_macs: HashMap::new(),
         ticks: 0,
     })
@@ -248,6 +251,12 @@ impl L4 {
                 .set_encap_source(&encap)
                 .context("cannot set the IPIP source prefixes")?;
             self.encap = Some(encap);
+        }
+        if self.midflow.as_ref() != Some(&config.dataplane.midflow_sources) {
+            self.dataplane
+                .set_midflow_sources(&config.dataplane.midflow_sources)
+                .context("cannot set the mid-flow source prefixes")?;
+            self.midflow = Some(config.dataplane.midflow_sources.clone());
         }
         let routed_ok = Reconciler::routed_ok(&effective);
         if routed_ok != self.routed_ok {
