@@ -193,6 +193,9 @@ fn test(extra: &[String]) -> Result<()> {
         "-p",
         "xtask",
         "--all-targets",
+        // portier-bench and the benchmark-only kernel interface are linted too.
+        "--features",
+        "portier/bench",
         "--",
         "-D",
         "warnings",
@@ -247,6 +250,8 @@ fn bench(what: &str) -> Result<()> {
             "--release",
             "-p",
             "portier",
+            "--features",
+            "bench",
             "--bin",
             "portier-bench",
             "--",
