@@ -104,6 +104,10 @@ pub mod maps {
     /// `LpmTrie<SourcePrefix, u32>`: sources whose mid-flow TCP packets may create
     /// connection-table entries (`[dataplane] midflow_sources`).
     pub const MIDFLOW_SOURCES: &str = "MIDFLOW_SOURCES";
+    /// `Array<FlowGuard>` of one entry: the SYN-flood guard's setting.
+    pub const FLOW_GUARD: &str = "FLOW_GUARD";
+    /// `PerCpuArray<FlowWindow>` of one entry: new entries this CPU wrote in its current second.
+    pub const FLOW_WINDOW: &str = "FLOW_WINDOW";
 }
 
 /// Program names in the object file.
@@ -151,6 +155,26 @@ pub struct ServiceValue {
     pub table_size: u32,
     pub flags: u32,
     pub _pad: u32,
+}
+
+/// The SYN-flood guard: how many new connection-table entries one CPU may write per second.
+/// Past that, new flows are balanced by Maglev alone (consistent while the backend set does
+/// not change) and not recorded, so a flood cannot evict established flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowGuard {
+    /// 0: no limit.
+    pub new_flow_rate: u32,
+    pub _pad: u32,
+}
+
+/// One CPU's count of new entries in its current one-second window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowWindow {
+    /// `bpf_ktime_get_ns` when the window began.
+    pub start_ns: u64,
+    pub inserts: u64,
 }
 
 /// Outer source addresses for IPIP: `prefix | (flow hash & host_mask)`, so the flows of one
@@ -466,9 +490,13 @@ pub enum Reason {
     /// Non-SYN TCP packet with no entry from a source outside `MIDFLOW_SOURCES`: Maglev, not
     /// recorded, so a flood of forged mid-flow packets cannot evict established flows.
     ConntrackMidflowUntracked = 23,
+    /// A new flow (SYN, first UDP datagram) while this CPU wrote more new entries this second
+    /// than `FlowGuard::new_flow_rate`: Maglev, not recorded, so a SYN flood cannot evict the
+    /// established flows.
+    ConntrackFloodUntracked = 24,
 }
 
-pub const REASON_COUNT: u32 = 24;
+pub const REASON_COUNT: u32 = 25;
 
 /// Counters in the `REASONS` value: room for reasons added later, so a newer program still
 /// adopts the pinned map of an older one.
@@ -501,6 +529,7 @@ impl Reason {
         Reason::DropEncapFailed,
         Reason::DropIcmpMismatch,
         Reason::ConntrackMidflowUntracked,
+        Reason::ConntrackFloodUntracked,
     ];
 
     pub const fn from_index(i: u32) -> Option<Reason> {
@@ -538,6 +567,7 @@ impl Reason {
             Reason::DropEncapFailed => "drop_encap_failed",
             Reason::DropIcmpMismatch => "drop_icmp_mismatch",
             Reason::ConntrackMidflowUntracked => "conntrack_midflow_untracked",
+            Reason::ConntrackFloodUntracked => "conntrack_flood_untracked",
         }
     }
 }
@@ -647,6 +677,8 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for ServiceSlot {}
     unsafe impl aya::Pod for EncapSource {}
+    unsafe impl aya::Pod for FlowGuard {}
+    unsafe impl aya::Pod for FlowWindow {}
     unsafe impl aya::Pod for DecapKey {}
     // SAFETY: as above; SourcePrefix is repr(C) with explicit padding, 20 bytes.
     unsafe impl aya::Pod for SourcePrefix {}

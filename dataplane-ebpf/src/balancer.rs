@@ -16,8 +16,8 @@ type Addr = [u32; 4];
 use crate::{
     encap::encapsulate,
     maps::{
-        BACKEND_STATS, BACKENDS, CONNTRACK, MAGLEV, MIDFLOW_SOURCES, REASONS, SERVICE_SLOTS,
-        SERVICES, SVC_STATS, TX_PORTS, VIP_FILTER,
+        BACKEND_STATS, BACKENDS, CONNTRACK, FLOW_GUARD, FLOW_WINDOW, MAGLEV, MIDFLOW_SOURCES,
+        REASONS, SERVICE_SLOTS, SERVICES, SVC_STATS, TX_PORTS, VIP_FILTER,
     },
     parse::*,
     prefix::in_prefixes,
@@ -547,6 +547,8 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
         );
     if untracked {
         ct = Some(Reason::ConntrackMidflowUntracked);
+    } else if kind != Kind::IcmpError && recorded.is_none() && flooded() {
+        ct = Some(Reason::ConntrackFloodUntracked);
     } else if kind != Kind::IcmpError {
         let value = FlowValue {
             backend: id,
@@ -565,6 +567,34 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
         });
     }
     emit(ctx, svc, id, b, kind, words, ct)
+}
+
+/// Whether this CPU has written its budget of new entries this second (the SYN-flood guard);
+/// otherwise counts one more. Only new entries pay for the clock: established flows and
+/// rewrites of an existing entry (which evict nothing) never get here.
+#[inline(always)]
+fn flooded() -> bool {
+    let rate = match FLOW_GUARD.get(0) {
+        Some(g) if g.new_flow_rate != 0 => u64::from(g.new_flow_rate),
+        _ => return false,
+    };
+    let Some(w) = FLOW_WINDOW.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU value only this program on this CPU writes; the clock helper has no
+    // preconditions.
+    unsafe {
+        let now = aya_ebpf::helpers::bpf_ktime_get_ns();
+        if now.wrapping_sub((*w).start_ns) >= 1_000_000_000 {
+            (*w).start_ns = now;
+            (*w).inserts = 0;
+        }
+        if (*w).inserts >= rate {
+            return true;
+        }
+        (*w).inserts += 1;
+    }
+    false
 }
 
 #[inline(always)]

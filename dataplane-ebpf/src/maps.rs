@@ -7,10 +7,10 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     Backend, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapKey,
-    EncapSource, FlowKey, FlowValue, MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_DECAP_SOURCES,
-    MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES, MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS,
-    REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue, SourcePrefix,
-    VIP_FILTER_SIZE,
+    EncapSource, FlowGuard, FlowKey, FlowValue, FlowWindow, MAX_BACKENDS, MAX_DECAP_ADDRS,
+    MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES, MAX_SERVICE_ENTRIES, MAX_SERVICES,
+    MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue,
+    SourcePrefix, VIP_FILTER_SIZE,
 };
 
 /// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any
@@ -76,3 +76,9 @@ pub static DECAP_VIPS: HashMap<DecapKey, u32, { MAX_DECAP_VIPS as usize }> = Has
 #[btf_map]
 pub static MIDFLOW_SOURCES: LpmTrie<SourcePrefix, u32, { MAX_MIDFLOW_SOURCES as usize }> =
     LpmTrie::new();
+
+#[btf_map]
+pub static FLOW_GUARD: Array<FlowGuard, 1> = Array::new();
+
+#[btf_map]
+pub static FLOW_WINDOW: PerCpuArray<FlowWindow, 1> = PerCpuArray::new();

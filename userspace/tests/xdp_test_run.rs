@@ -294,6 +294,62 @@ fn midflow_flood_does_not_evict_established_flows() {
     }
 }
 
+/// Katran's flood test: 10,000 established flows, then a million distinct SYNs. With the
+/// guard every established flow keeps its entry; without it the flood evicts them.
+#[test]
+fn syn_flood_guard_keeps_established_flows() {
+    const ESTABLISHED: u32 = 10_000;
+    const FLOOD: u32 = 1_000_000;
+    for guard in [0, 5_000] {
+        let mut dp = Dataplane::load_for_test(65_536).expect("load");
+        dp.set_backend(1, &backend(1, 1)).expect("backend 1");
+        dp.set_service(svc4(80, PROTO_TCP), 0, &[1; 65537])
+            .expect("service");
+        // Source ports 2..=10001 from CLIENT.
+        dp.test_run(
+            "portier_bench_new_flows",
+            &tcp4(1, VIP, 80, true),
+            ESTABLISHED,
+        )
+        .expect("established");
+        assert_eq!(
+            dp.reason(Reason::ConntrackNew).expect("r"),
+            u64::from(ESTABLISHED)
+        );
+        dp.set_new_flow_rate(guard).expect("guard");
+        // From 198.51.101.10 upwards (the bump carries into the address): never CLIENT.
+        let mut syn = Vec::new();
+        eth()
+            .ipv4([198, 51, 101, 10], VIP, 64)
+            .tcp(1, 80, 1000, 65535)
+            .syn()
+            .write(&mut syn, b"")
+            .expect("frame");
+        dp.test_run("portier_bench_new_flows", &syn, FLOOD)
+            .expect("flood");
+        let untracked = dp.reason(Reason::ConntrackFloodUntracked).expect("r");
+        let kept = (2..2 + ESTABLISHED as u16)
+            .filter(|&p| dp.flow(&flow4(p, 80, PROTO_TCP)).expect("ct").is_some())
+            .count();
+        if guard == 0 {
+            assert_eq!(untracked, 0);
+            assert!(
+                kept < ESTABLISHED as usize / 2,
+                "{kept} kept without the guard"
+            );
+        } else {
+            // The flood ran for seconds at most: a few windows' worth was recorded.
+            assert!(
+                untracked > u64::from(FLOOD) * 9 / 10,
+                "{untracked} untracked"
+            );
+            assert_eq!(kept, ESTABLISHED as usize, "flows evicted by the flood");
+            let ack = tcp4(5000, VIP, 80, false);
+            run(&dp, &ack, XDP_TX, Reason::ConntrackHit);
+        }
+    }
+}
+
 #[test]
 fn non_vip_passes_untouched() {
     let dp = setup(1);

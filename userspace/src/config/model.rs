@@ -136,6 +136,16 @@ pub struct DataplaneConfig {
     /// another LB whose flows the routers may move here); from elsewhere such a segment is
     /// forwarded by Maglev but not recorded.
     pub midflow_sources: Vec<(std::net::IpAddr, u8)>,
+    /// The SYN-flood guard: new connection-table entries one CPU may write per second (0: no
+    /// limit); past it new flows go by Maglev alone, unrecorded.
+    pub new_flow_rate: u32,
+}
+
+/// A tenth of the table per CPU per second: a flood at the guard's rate on every CPU turns
+/// the table over no faster than every 10 s / CPUs, while a burst of real new connections
+/// above it only loses stickiness across backend changes (Maglev still picks its host).
+pub fn default_new_flow_rate(conntrack_size: u32) -> u32 {
+    (conntrack_size / 10).max(1)
 }
 
 impl Default for DataplaneConfig {
@@ -146,6 +156,7 @@ impl Default for DataplaneConfig {
             encap_source_v4: None,
             encap_source_v6: None,
             midflow_sources: Vec::new(),
+            new_flow_rate: default_new_flow_rate(dataplane_common::DEFAULT_CONNTRACK_SIZE),
         }
     }
 }

@@ -74,6 +74,7 @@ pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Optio
             "encap_source_v4",
             "encap_source_v6",
             "midflow_sources",
+            "new_flow_rate",
         ],
     );
     let defaults = DataplaneConfig::default();
@@ -127,7 +128,12 @@ pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Optio
         }
         None => Vec::new(),
     };
+    let new_flow_rate = match table.optional_int(report, "new_flow_rate") {
+        Some(v) => rules::in_range(report, v, 0..=i128::from(u32::MAX)),
+        None => conntrack_size.map(super::model::default_new_flow_rate),
+    };
     Some(DataplaneConfig {
+        new_flow_rate: new_flow_rate?,
         maglev_table_size: maglev_table_size?,
         conntrack_size: conntrack_size?,
         encap_source_v4: encap_source_v4?,

@@ -464,6 +464,16 @@ fn midflow_sources() {
 }
 
 #[test]
+fn new_flow_rate_defaults_to_a_tenth_of_the_table() {
+    let text = format!("{BASE}[dataplane]\nconntrack_size = 1_000_000\n");
+    assert_eq!(parse(&text, FILE).unwrap().dataplane.new_flow_rate, 100_000);
+    let text = format!("{BASE}[dataplane]\nnew_flow_rate = 0\n");
+    assert_eq!(parse(&text, FILE).unwrap().dataplane.new_flow_rate, 0);
+    let text = format!("{BASE}[dataplane]\nnew_flow_rate = -1\n");
+    assert_one(&text, 14, "dataplane.new_flow_rate", "out of range");
+}
+
+#[test]
 fn node_name_rules() {
     for bad in ["LB1", "", "lb_1", "a23456789012345678901234567890123"] {
         let text = base_with("name = \"lb1\"", &format!("name = \"{bad}\""));

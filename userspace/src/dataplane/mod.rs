@@ -133,7 +133,7 @@ impl std::fmt::Debug for Dataplane {
 }
 
 const ALL_PROGRAMS: [&str; 3] = [programs::BALANCER, programs::PASS, programs::FLOOR];
-const ALL_MAPS: [&str; 12] = [
+const ALL_MAPS: [&str; 14] = [
     maps::SERVICES,
     maps::MAGLEV,
     maps::BACKENDS,
@@ -146,6 +146,8 @@ const ALL_MAPS: [&str; 12] = [
     maps::SERVICE_SLOTS,
     maps::ENCAP_SOURCE,
     maps::MIDFLOW_SOURCES,
+    maps::FLOW_GUARD,
+    maps::FLOW_WINDOW,
 ];
 
 fn require_root() -> Result<(), DataplaneError> {

@@ -6,11 +6,11 @@ use std::{net::IpAddr, os::fd::AsFd as _};
 
 use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, lpm_trie::LpmTrie};
 use dataplane_common::{
-    BACKEND_F_VALID, Backend, EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS,
-    MAX_MIDFLOW_SOURCES, MAX_SERVICES, NO_BACKEND, PROTO_ADDR_MARKER, PROTO_TCP, PROTO_UDP,
-    SERVICE_F_ADDR_MARKER, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP,
-    SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, ServiceKey, ServiceSlot, ServiceValue,
-    SourcePrefix, maps, service_slot_index, vip_filter_index,
+    BACKEND_F_VALID, Backend, EncapSource, FAMILY_V4, FAMILY_V6, FlowGuard, FlowKey, FlowValue,
+    MAX_BACKENDS, MAX_MIDFLOW_SOURCES, MAX_SERVICES, NO_BACKEND, PROTO_ADDR_MARKER, PROTO_TCP,
+    PROTO_UDP, SERVICE_F_ADDR_MARKER, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
+    SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, ServiceKey, ServiceSlot,
+    ServiceValue, SourcePrefix, maps, service_slot_index, vip_filter_index,
 };
 
 use super::{BPF_F_INNER_MAP, Dataplane, DataplaneError, decap, sys};
@@ -282,6 +282,18 @@ impl Dataplane {
         let mut m: Array<&mut MapData, EncapSource> = self.typed_mut(maps::ENCAP_SOURCE)?;
         m.set(0, value, 0)
             .map_err(DataplaneError::map(maps::ENCAP_SOURCE))
+    }
+
+    /// The SYN-flood guard: at most `rate` new connection-table entries per CPU per second
+    /// (0: no limit); new flows past it are balanced by Maglev without an entry.
+    pub fn set_new_flow_rate(&mut self, rate: u32) -> Result<(), DataplaneError> {
+        let mut m: Array<&mut MapData, FlowGuard> = self.typed_mut(maps::FLOW_GUARD)?;
+        let value = FlowGuard {
+            new_flow_rate: rate,
+            _pad: 0,
+        };
+        m.set(0, value, 0)
+            .map_err(DataplaneError::map(maps::FLOW_GUARD))
     }
 
     /// Mid-flow TCP segments without a connection-table entry are recorded only when their

@@ -51,6 +51,8 @@ pub struct L4 {
     encap: Option<EncapSourceConfig>,
     /// `[dataplane] midflow_sources` as last written to the program.
     midflow: Option<Vec<(std::net::IpAddr, u8)>>,
+    /// `[dataplane] new_flow_rate` as last written.
+    new_flow_rate: Option<u32>,
     src_macs: HashMap<u32, [u8; 6]>,
     ticks: u32,
 }
@@ -222,6 +224,7 @@ async fn start(config: &Config, env: Env) -> Result<L4> {
         routed_ok: BTreeSet::new(),
         encap: None,
         midflow: None,
+        new_flow_rate: None,
         src_macs: HashMap::new(),
         ticks: 0,
     })
@@ -251,6 +254,12 @@ impl L4 {
                 .set_encap_source(&encap)
                 .context("cannot set the IPIP source prefixes")?;
             self.encap = Some(encap);
+        }
+        if self.new_flow_rate != Some(config.dataplane.new_flow_rate) {
+            self.dataplane
+                .set_new_flow_rate(config.dataplane.new_flow_rate)
+                .context("cannot set the new-flow rate")?;
+            self.new_flow_rate = Some(config.dataplane.new_flow_rate);
         }
         if self.midflow.as_ref() != Some(&config.dataplane.midflow_sources) {
             self.dataplane

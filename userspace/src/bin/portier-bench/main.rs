@@ -197,6 +197,8 @@ struct Case {
     frame: Vec<u8>,
     /// Expected XDP action, so a misconfigured run cannot report a wrong path's cost.
     action: u32,
+    /// The SYN-flood guard's rate while the case runs (0: off, as a table write costs).
+    guard: u32,
 }
 
 struct Params {
@@ -360,48 +362,64 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             program: "portier_floor",
             frame: frames::v4(VIP, 40000, 80, Some(ACK)),
             action: tx,
+            guard: 0,
         },
         Case {
             name: "XDP_PASS program",
             program: "portier_pass",
             frame: frames::v4(VIP, 40000, 80, Some(ACK)),
             action: pass,
+            guard: 0,
         },
         Case {
             name: "non-VIP pass",
             program: "portier_lb",
             frame: frames::v4(OTHER, 40000, 80, Some(ACK)),
             action: pass,
+            guard: 0,
         },
         Case {
             name: "TCP SYN to VIP (same flow)",
             program: "portier_lb",
             frame: frames::v4(VIP, 40001, 80, Some(SYN)),
             action: tx,
+            guard: 0,
         },
         Case {
             name: "TCP SYN, new flow each",
             program: "portier_bench_new_flows",
             frame: frames::v4(VIP, 1, 80, Some(SYN)),
             action: tx,
+            guard: 0,
+        },
+        Case {
+            name: "TCP SYN flood, guard on",
+            program: "portier_bench_new_flows",
+            frame: frames::v4(VIP, 1, 80, Some(SYN)),
+            action: tx,
+            // One entry per second: the flood goes by Maglev alone, as past the guard's rate.
+            guard: 1,
         },
         Case {
             name: "TCP established",
             program: "portier_lb",
             frame: frames::v4(VIP, 40002, 80, Some(ACK)),
             action: tx,
+            guard: 0,
         },
         Case {
             name: "UDP established",
             program: "portier_lb",
             frame: frames::v4(VIP, 40003, 53, None),
             action: tx,
+            guard: 0,
         },
         Case {
             name: "IPv6 TCP established",
             program: "portier_lb",
             frame: frames::v6(40004, 443, Some(ACK)),
             action: tx,
+            guard: 0,
         },
     ];
     let cases: Vec<Case> = cases
@@ -412,6 +430,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         .collect();
     // Warm: the established cases find their flow in the connection table.
     for c in &cases {
+        dp.set_new_flow_rate(c.guard)?;
         let out = dp.test_run(c.program, &c.frame, 1)?;
         if out.action != c.action {
             bail!("{}: action {} instead of {}", c.name, out.action, c.action);
@@ -421,6 +440,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
     for _ in 0..rounds {
         // Interleaved, so drift (frequency, neighbours) hits every case alike.
         for (c, s) in cases.iter().zip(&mut samples) {
+            dp.set_new_flow_rate(c.guard)?;
             s.push(dp.test_run(c.program, &c.frame, repeat)?.duration_ns);
         }
     }
