@@ -534,3 +534,38 @@ fn count(log: &std::path::Path, pattern: &str) -> usize {
         .map(|t| t.matches(pattern).count())
         .unwrap_or(0)
 }
+
+/// The longest time a client pinging the VIP every `every` for `run` goes without a reply
+/// when the master of a pair of `kind` (priorities 150 and 100, VRRPv3, adverts every
+/// `advert_ms`) fails `fail_after` into the run: SIGKILL and its LAN link cut at once
+/// (`clean`: a clean stop instead), so that neither the VIP left on the dead node nor a
+/// goodbye advert can hide the gap. Shared by `cargo xtask bench failover` and the
+/// `vrrp_bench` test.
+pub fn failover_gap(
+    prefix: &str,
+    kind: Kind,
+    advert_ms: u32,
+    clean: bool,
+    every: Duration,
+    run: Duration,
+    fail_after: Duration,
+) -> Result<Duration> {
+    let mut lan = Lan::up(prefix)?;
+    lan.start("b", &Router::new(kind, 100, 3, advert_ms))?;
+    lan.start("a", &Router::new(kind, 150, 3, advert_ms))?;
+    lan.owner_is("a", "b", Duration::from_secs(10))?;
+    std::thread::scope(|s| {
+        let client = lan.ns("c");
+        let pinger = s.spawn(move || ping_gap(&client, every, run));
+        std::thread::sleep(fail_after);
+        if clean {
+            lan.stop("a")?;
+        } else {
+            lan.kill("a")?;
+            lan.set_link("a", "eth0", false)?;
+        }
+        pinger
+            .join()
+            .map_err(|_| anyhow::anyhow!("the pinger panicked"))?
+    })
+}

@@ -7,31 +7,15 @@
 
 use std::time::Duration;
 
-use portier_tests::vrrp::{Kind, Lan, Router};
+use portier_tests::vrrp::Kind;
 
 const PING_EVERY: Duration = Duration::from_millis(10);
 const RUN: Duration = Duration::from_secs(8);
 const FAIL_AFTER: Duration = Duration::from_secs(2);
 
 fn gaps(prefix: &str, kind: Kind, advert_ms: u32, clean: bool) -> Duration {
-    let mut lan = Lan::up(prefix).unwrap();
-    lan.start("b", &Router::new(kind, 100, 3, advert_ms))
-        .unwrap();
-    lan.start("a", &Router::new(kind, 150, 3, advert_ms))
-        .unwrap();
-    lan.owner_is("a", "b", Duration::from_secs(10)).unwrap();
-    std::thread::scope(|s| {
-        let client = lan.ns("c");
-        let pinger = s.spawn(move || portier_tests::vrrp::ping_gap(&client, PING_EVERY, RUN));
-        std::thread::sleep(FAIL_AFTER);
-        if clean {
-            lan.stop("a").unwrap();
-        } else {
-            lan.kill("a").unwrap();
-            lan.set_link("a", "eth0", false).unwrap();
-        }
-        pinger.join().unwrap().unwrap()
-    })
+    portier_tests::vrrp::failover_gap(prefix, kind, advert_ms, clean, PING_EVERY, RUN, FAIL_AFTER)
+        .unwrap()
 }
 
 /// Samples per case: the failure lands at a random point of the advert cycle, so one sample
@@ -52,7 +36,7 @@ fn median_of(prefix: &str, kind: Kind, advert_ms: u32, clean: bool) -> (Duration
 #[test]
 #[ignore = "benchmark: cargo test -p portier-tests --test vrrp_bench -- --ignored --nocapture"]
 fn failover_gap_portier_vs_keepalived() {
-    for (advert_ms, label) in [(1000, "1 s"), (200, "200 ms")] {
+    for (advert_ms, label) in [(1000, "1 s"), (200, "200 ms"), (20, "20 ms")] {
         println!(
             "advert {label}, ping every {PING_EVERY:?}; longest time without replies (median of {SAMPLES}):"
         );
