@@ -273,6 +273,9 @@ fn encapsulation(dp: &mut Dataplane, table: &[u32], n: u32, tx: u32) -> anyhow::
         encapsulated[33],
     );
     decap.add_address(dst.into())?;
+    // Only the balancers' tunnels to the node's VIPs are stripped (see `[decap]`).
+    decap.add_source(std::net::Ipv4Addr::new(10, 255, 0, 0).into(), 24)?;
+    decap.add_vip(std::net::Ipv4Addr::from(VIP).into())?;
     let pass = 2;
     let mut total = 0u64;
     for _ in 0..n {
