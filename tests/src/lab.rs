@@ -10,6 +10,12 @@
 //!             br0 172.17.0.1/16 (not routed)
 //!               +-- <p>-hostN-todo1 172.17.0.10, -todo2 .11, -shop1 .12   lab app :8080
 //! ```
+//! IPv6 beside it: client 2001:db8:c::10/64 (gw ::1, router eth0), router eth1
+//! 2001:db8:a::1/64, LAN 2001:db8:a::/64 with lb1 ::11, lb2 ::12, host1-3 ::21-::23; VIP
+//! 2001:db8:f::10 (TCP 80, every UDP port) owned by VRRPv3 VRID 52. The router learns it by
+//! MP-BGP in `--routing bgp`; with OSPF (OSPFv2 carries no IPv6) the stand-in is an on-link
+//! route, so the router's neighbour discovery finds whichever LB is VRRP master (and, in
+//! `--anycast` without BGP, static ECMP routes over both LBs, which nothing withdraws).
 //! Each host's portier (examples/lab-host.toml) routes `todo.example` and `shop.example` to
 //! its own containers; a small app per host answers UDP on port 9000.
 //! The router runs FRR (zebra + ospfd, DR on eth1, ECMP) and learns the VIP /32 from the
@@ -23,7 +29,17 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 pub const VIP: &str = "203.0.113.10";
+pub const VIP6: &str = "2001:db8:f::10";
 pub const CLIENT_ADDR: &str = "198.51.100.10";
+pub const CLIENT_ADDR6: &str = "2001:db8:c::10";
+/// The router's address on the LAN, IPv6.
+pub const ROUTER_LAN6: &str = "2001:db8:a::1";
+/// A node's IPv6 address on the LAN: its IPv4 address's last byte, as hex digits (::11 for
+/// 10.0.0.11).
+pub fn lan6(addr4: &str) -> String {
+    let last = addr4.rsplit('.').next().unwrap_or("0");
+    format!("2001:db8:a::{last}")
+}
 pub const HTTP_PORT: u16 = 80;
 /// UDP service port of the lab apps (the UDP service is a wildcard-port one).
 pub const UDP_PORT: u16 = 9000;
@@ -150,6 +166,9 @@ impl Lab {
             &router_frr_config(&router, variant),
             &daemons,
         )?);
+        if !variant.bgp {
+            lab.route_vip6_standin()?;
+        }
         lab.start_apps()?;
         Ok(lab)
     }
@@ -172,9 +191,13 @@ impl Lab {
             netns::add(&self.ns(n))?;
             ip_in(&self.ns(n), &["link", "set", "lo", "up"])?;
             // Explicit, so a host's defaults never change what the lab does.
+            // No duplicate address detection either: link-local addresses (VRRPv3 adverts
+            // leave from them) are usable the moment a link is up.
             for key in [
                 "net.ipv4.conf.all.rp_filter",
                 "net.ipv4.conf.default.rp_filter",
+                "net.ipv6.conf.all.accept_dad",
+                "net.ipv6.conf.default.accept_dad",
             ] {
                 exec_in(&self.ns(n), "sysctl", &["-qw", &format!("{key}=0")])?;
             }
@@ -189,9 +212,26 @@ impl Lab {
         ip_in(&lan, &["link", "set", "router", "master", "br0", "up"])?;
         addr_up(&client, "eth0", "198.51.100.10/24")?;
         ip_in(&client, &["route", "add", "default", "via", "198.51.100.1"])?;
+        addr6(&client, "eth0", &format!("{CLIENT_ADDR6}/64"))?;
+        ip_in(
+            &client,
+            &["-6", "route", "add", "default", "via", "2001:db8:c::1"],
+        )?;
         addr_up(&router, "eth0", "198.51.100.1/24")?;
         addr_up(&router, "eth1", "10.0.0.1/24")?;
+        addr6(&router, "eth0", "2001:db8:c::1/64")?;
+        addr6(&router, "eth1", &format!("{ROUTER_LAN6}/64"))?;
         exec_in(&router, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        exec_in(
+            &router,
+            "sysctl",
+            &["-qw", "net.ipv6.conf.all.forwarding=1"],
+        )?;
+        exec_in(
+            &router,
+            "sysctl",
+            &["-qw", "net.ipv6.fib_multipath_hash_policy=1"],
+        )?;
         exec_in(
             &router,
             "sysctl",
@@ -209,14 +249,19 @@ impl Lab {
             ip_in(&lan, &["link", "set", name, "master", "br0", "up"])?;
             addr_up(&ns, "eth0", &format!("{addr}/24"))?;
             ip_in(&ns, &["route", "add", "default", "via", "10.0.0.1"])?;
+            addr6(&ns, "eth0", &format!("{}/64", lan6(addr)))?;
+            ip_in(&ns, &["-6", "route", "add", "default", "via", ROUTER_LAN6])?;
         }
         for (name, _) in HOSTS {
             self.build_containers(name)?;
         }
         for (name, _) in HOSTS {
             let ns = self.ns(name);
-            // DSR: the host accepts the VIP but must never answer ARP for it.
+            // DSR: the host accepts the VIP but must never answer ARP for it. (IPv6 neighbour
+            // discovery answers only for addresses of the interface asked, so the IPv6 VIP on
+            // lo needs nothing more.)
             ip_in(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            addr6(&ns, "lo", &format!("{VIP6}/128"))?;
             for (k, v) in [
                 ("net.ipv4.conf.all.arp_ignore", "1"),
                 ("net.ipv4.conf.all.arp_announce", "2"),
@@ -266,10 +311,15 @@ impl Lab {
             // UDP stand-in: answers on the VIP and the host's own address.
             let udp_vip = format!("{VIP}:{UDP_PORT}");
             let udp_own = format!("{addr}:{UDP_PORT}");
+            let udp_vip6 = format!("[{VIP6}]:{UDP_PORT}");
+            let udp_own6 = format!("[{}]:{UDP_PORT}", lan6(addr));
             self.spawn_app(
                 &format!("{host}-udp"),
                 &self.ns(host),
-                &["--name", host, "--udp", &udp_vip, "--udp", &udp_own],
+                &[
+                    "--name", host, "--udp", &udp_vip, "--udp", &udp_own, "--udp", &udp_vip6,
+                    "--udp", &udp_own6,
+                ],
             )?;
             self.start_app(host)?;
         }
@@ -395,6 +445,60 @@ impl Lab {
             .min()
             .unwrap_or(text.len());
         Ok(text[..cut].to_string())
+    }
+
+    /// Without BGP the router has no protocol that carries the IPv6 VIP (OSPFv2 is IPv4
+    /// only): an on-link route lets neighbour discovery find the VRRPv3 master; anycast has
+    /// no VRRP, so static ECMP routes over both LBs stand in (not withdrawn on failure).
+    fn route_vip6_standin(&self) -> Result<()> {
+        let router = self.ns("router");
+        let dst = format!("{VIP6}/128");
+        if self.variant.anycast {
+            let mut args = vec!["-6".to_string(), "route".into(), "replace".into(), dst];
+            for (_, addr) in LBS {
+                args.extend(["nexthop".into(), "via".into(), lan6(addr)]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ip_in(&router, &args)?;
+        } else {
+            ip_in(&router, &["-6", "route", "replace", &dst, "dev", "eth1"])?;
+        }
+        Ok(())
+    }
+
+    /// The IPv6 VIP's port `port`.
+    pub fn vip6(port: u16) -> std::net::SocketAddr {
+        let addr: std::net::Ipv6Addr = VIP6.parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+        std::net::SocketAddr::from((addr, port))
+    }
+
+    /// `n` requests for `host` from the client through the IPv6 VIP, each on its own
+    /// connection, the first retried until `timeout` (the VRRPv3 master and the router's
+    /// route or neighbour entry come up meanwhile): container -> count.
+    pub fn spread6(
+        &self,
+        host: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<std::collections::BTreeMap<String, usize>> {
+        let to = Self::vip6(HTTP_PORT);
+        netns::in_netns(&self.ns("client"), || {
+            let mut seen = std::collections::BTreeMap::new();
+            let mut first = None;
+            crate::wait::until("an answer through the IPv6 VIP", timeout, || {
+                first = crate::client::get_host(to, None, host, "/").ok();
+                Ok(first.is_some())
+            })?;
+            if let Some(r) = first {
+                *seen.entry(r.container).or_insert(0) += 1;
+            }
+            for i in 1..n {
+                let r = crate::client::get_host(to, None, host, "/")
+                    .with_context(|| format!("IPv6 request {i}"))?;
+                *seen.entry(r.container).or_insert(0) += 1;
+            }
+            Ok(seen)
+        })?
     }
 
     /// Routes the VIP on pt-router to `via` statically (for L4-only nodes, which announce
@@ -650,6 +754,13 @@ pub(crate) fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<()> {
 }
 
 /// Gives `dev` an address and brings it up.
+/// An IPv6 address usable at once (no duplicate address detection: the lab's addresses are
+/// unique by construction).
+pub(crate) fn addr6(ns: &str, dev: &str, cidr: &str) -> Result<()> {
+    ip_in(ns, &["-6", "addr", "add", cidr, "dev", dev, "nodad"])?;
+    Ok(())
+}
+
 pub(crate) fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
     ip_in(ns, &["addr", "add", cidr, "dev", dev])?;
     ip_in(ns, &["link", "set", dev, "up"])?;
@@ -700,7 +811,10 @@ fn router_frr_config(router: &str, variant: Variant) -> String {
     }
     if variant.bgp {
         let mut neighbors = String::new();
+        let mut activate6 = String::new();
         for (_, addr) in LBS {
+            // MP-BGP: the IPv6 VIP over the IPv4 sessions (RFC 4760, next hop RFC 2545).
+            activate6.push_str(&format!("  neighbor {addr} activate\n"));
             neighbors.push_str(&format!(
                 " neighbor {addr} remote-as {LB_AS}\n neighbor {addr} password {BGP_PASSWORD}\n neighbor {addr} timers 3 9\n neighbor {addr} timers connect 2\n"
             ));
@@ -709,7 +823,7 @@ fn router_frr_config(router: &str, variant: Variant) -> String {
             }
         }
         return format!(
-            "frr defaults traditional\nhostname {router}\n!\n{bfd}router bgp {ROUTER_AS}\n bgp router-id 10.0.0.1\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n{neighbors} address-family ipv4 unicast\n  maximum-paths 4\n exit-address-family\n!\n"
+            "frr defaults traditional\nhostname {router}\n!\n{bfd}router bgp {ROUTER_AS}\n bgp router-id 10.0.0.1\n no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n{neighbors} address-family ipv4 unicast\n  maximum-paths 4\n exit-address-family\n address-family ipv6 unicast\n{activate6}  maximum-paths 4\n exit-address-family\n!\n"
         );
     }
     let mut iface = frr::interface_config("eth1", false, 100, None);
@@ -734,7 +848,7 @@ pub fn bgp_config(text: &str, node: &str, anycast: bool) -> Result<String> {
         .context("not an LB")?;
     let mut out = text[..start].to_string();
     out.push_str(&format!(
-        "[bgp]\nasn = {LB_AS}\nrouter_id = \"{router_id}\"\n\n  [[bgp.peer]]\n  address = \"10.0.0.1\"\n           remote_as = {ROUTER_AS}\n  password = \"{BGP_PASSWORD}\"\n  hold_time = 9\n  families = [\"ipv4\"]\n\n           [[bgp.announce]]\n  vip = \"{VIP}\"\n  policy = \"{policy}\"\n  communities = [\"{LB_AS}:100\"]\n"
+        "[bgp]\nasn = {LB_AS}\nrouter_id = \"{router_id}\"\n\n  [[bgp.peer]]\n  address = \"10.0.0.1\"\n           remote_as = {ROUTER_AS}\n  password = \"{BGP_PASSWORD}\"\n  hold_time = 9\n  families = [\"ipv4\", \"ipv6\"]\n\n           [[bgp.announce]]\n  vip = \"{VIP}\"\n  policy = \"{policy}\"\n  communities = [\"{LB_AS}:100\"]\n\n  [[bgp.announce]]\n  vip = \"{VIP6}\"\n  policy = \"{policy}\"\n  communities = [\"{LB_AS}:100\"]\n"
     ));
     if anycast {
         out.push_str(
@@ -747,11 +861,12 @@ pub fn bgp_config(text: &str, node: &str, anycast: bool) -> Result<String> {
 /// An LB config made anycast: no VRRP, the VIP announced under `policy`; with `bfd`, the OSPF
 /// interface's neighbours watched by BFD at 50 ms x3 (the `--anycast` lab's timers).
 pub fn anycast_config(text: &str, policy: &str, bfd: bool) -> Result<String> {
-    let start = text
-        .find("[[vrrp.instance]]")
-        .context("no vrrp in lab-lb.toml")?;
-    let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
-    let mut text = format!("{}{}", &text[..start], &text[end..]);
+    anyhow::ensure!(text.contains("[[vrrp.instance]]"), "no vrrp in lab-lb.toml");
+    let mut text = text.to_string();
+    while let Some(start) = text.find("[[vrrp.instance]]") {
+        let end = text[start..].find("\n\n").map_or(text.len(), |e| start + e);
+        text = format!("{}{}", &text[..start], &text[end..]);
+    }
     anyhow::ensure!(text.contains("policy = \"vrrp-master\""), "no announce");
     text = text.replace(
         "policy = \"vrrp-master\"",

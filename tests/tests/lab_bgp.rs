@@ -52,6 +52,18 @@ fn vrrp_master_announces_by_bgp_and_a_clean_stop_moves_the_route() -> Result<()>
         }
         Ok(())
     })??;
+    // The IPv6 VIP by MP-BGP over the same session (FRR installs the link-local one of the
+    // RFC 2545 next hops), and requests through it.
+    wait_until(
+        "the IPv6 VIP by BGP at the router",
+        lab::VIP_ROUTE_TIMEOUT,
+        || {
+            let r = netns::ip_in(&l.ns("router"), &["-6", "route", "show", lab::VIP6])?;
+            Ok(r.contains("proto bgp"))
+        },
+    )?;
+    let todo6 = l.spread6(lab::TODO_HOST, 10, Duration::from_secs(10))?;
+    assert!(!todo6.is_empty(), "{todo6:?}");
 
     // Drain: the route stays, marked GRACEFUL_SHUTDOWN (RFC 8326) for the router to move
     // traffic away; undrain removes the mark.

@@ -47,6 +47,31 @@ fn l7_routing_end_to_end() -> Result<()> {
     let lb = l.start_portier("lb1", &l.lb_config("lb1")?)?;
     l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
 
+    // --- IPv6 end to end: client -> router -> lb1 (VRRPv3 master of the IPv6 VIP, XDP) ->
+    // hosts (DSR, the VIP on lo) -> their todo containers, and UDP to every port.
+    let todo6 = l.spread6(lab::TODO_HOST, 30, lab::VIP_ROUTE_TIMEOUT)?;
+    let hosts6: std::collections::BTreeSet<&str> =
+        todo6.keys().filter_map(|c| c.split('-').next()).collect();
+    assert!(
+        todo6
+            .keys()
+            .all(|c| c.ends_with("-todo1") || c.ends_with("-todo2")),
+        "todo.example over IPv6 reached {todo6:?}"
+    );
+    assert!(
+        hosts6.len() >= 2,
+        "IPv6 flows not spread over hosts: {todo6:?}"
+    );
+    let udp6 = netns::in_netns(&l.ns("client"), || -> Result<String> {
+        let s = std::net::UdpSocket::bind("[::]:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(b"who", Lab::vip6(lab::UDP_PORT))?;
+        let mut buf = [0u8; 256];
+        let (n, _) = s.recv_from(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })??;
+    assert!(udp6.contains("host"), "UDP over IPv6 answered {udp6:?}");
+
     // --- Each host name reaches only its own containers, on every host.
     let todo = containers(&l, lab::TODO_HOST, 150)?;
     let shop = containers(&l, lab::SHOP_HOST, 90)?;

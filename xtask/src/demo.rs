@@ -106,6 +106,11 @@ pub fn run() -> Result<()> {
     show(&spread(&l, lab::TODO_HOST, 60)?);
     println!("== 30 requests for http://shop.example/: only shop containers answer");
     show(&spread(&l, lab::SHOP_HOST, 30)?);
+    println!(
+        "== And over IPv6: 30 requests for http://todo.example/ to [{}] (VRRPv3 VRID 52 on the LBs)",
+        lab::VIP6
+    );
+    show(&l.spread6(lab::TODO_HOST, 30, lab::VIP_ROUTE_TIMEOUT)?);
 
     println!("\n== Replies go from the hosts straight to the client, not back through lb1:");
     let sent_to = |port: &str| netns::link_counter(&l.ns("lan"), port, "tx_bytes");
