@@ -59,7 +59,8 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     })?;
     let stopped_at = Instant::now();
     l.stop_app("host2")?;
-    lb.wait_for("backend down", 1, Duration::from_secs(10))?;
+    // The IPv4 service's backend (the IPv6 twin's goes down too, in its own time).
+    lb.wait_for("service=web backend=10.0.0.22", 1, Duration::from_secs(10))?;
     let detected = stopped_at.elapsed();
     println!("dead backend out of the table after {detected:?} (fall 2 x interval 500 ms)");
     // fall 2 x interval 500 ms (+ a probe timeout and scheduling).
@@ -84,7 +85,7 @@ fn l4_control_plane_under_traffic() -> Result<()> {
     );
     assert_eq!(served_by(&after, "host2"), 0);
     l.start_app("host2")?;
-    lb.wait_for("backend up", 1, Duration::from_secs(10))?;
+    lb.wait_for("service=web backend=10.0.0.22", 2, Duration::from_secs(10))?;
     let mark = traffic.samples().len();
     wait_until("host2 serving again", Duration::from_secs(10), || {
         served_by(&traffic.samples()[mark..], "host2") > 5

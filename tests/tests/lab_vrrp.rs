@@ -26,7 +26,7 @@ fn stopping_lb1_moves_the_vip_and_traffic_to_lb2() -> Result<()> {
     let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
     let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
     // Master-down at priority 150 with 1 s adverts is 3.4 s.
-    wait_until("lb1 master, lb2 backup", Duration::from_secs(10), || {
+    wait_until("lb1 master, lb2 backup", Duration::from_secs(20), || {
         Ok(l.has_vip_on_lan("lb1")? && !l.has_vip_on_lan("lb2")?)
     })?;
     l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
