@@ -16,7 +16,7 @@
 //! A peer task owns its session and nothing else; if it panics it is restarted after a pause
 //! with a fresh session, and the other peers do not notice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -56,6 +56,18 @@ pub struct LocalConfig {
     pub listen: Vec<SocketAddr>,
 }
 
+/// The BFD state of each peer that BFD watches (`bfd = true`), kept by whoever runs BFD
+/// (the daemon's BGP part, from the bus). A peer whose `downs` grows loses its session at
+/// once; a peer not in the map is not watched.
+pub type BfdStates = BTreeMap<IpAddr, BfdPeerState>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BfdPeerState {
+    pub up: bool,
+    /// Times the BFD session went from up to down.
+    pub downs: u64,
+}
+
 /// The whole speaker's state, published through a watch channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SpeakerStatus {
@@ -84,6 +96,13 @@ pub struct PeerStatus {
     pub negotiated: Option<Negotiated>,
     /// Our addresses on the established connection, usable as next hops.
     pub next_hops: Option<NextHops>,
+    /// The interface of the last connection (where a BFD session to the peer runs).
+    pub interface: Option<String>,
+    /// BFD, when it watches this peer.
+    pub bfd: Option<BfdPeerState>,
+    /// Our graceful restart time when we offer the capability (see `negotiated` for what
+    /// the peer said).
+    pub graceful_restart: Option<u16>,
     /// Prefixes the peer currently has from us.
     pub prefixes_advertised: usize,
     /// Message and prefix counters; received prefixes are counted, then discarded.
@@ -100,6 +119,9 @@ impl PeerStatus {
             last_error: None,
             negotiated: None,
             next_hops: None,
+            interface: None,
+            bfd: None,
+            graceful_restart: cfg.graceful_restart,
             prefixes_advertised: 0,
             stats: SessionStats::default(),
         }
@@ -110,6 +132,7 @@ impl PeerStatus {
 pub struct Speaker {
     local: LocalConfig,
     peers: Vec<PeerConfig>,
+    bfd: Option<watch::Receiver<BfdStates>>,
 }
 
 /// Where the listeners hand accepted connections: the peer task of each address.
@@ -117,7 +140,17 @@ type Registry = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
 
 impl Speaker {
     pub fn new(local: LocalConfig, peers: Vec<PeerConfig>) -> Self {
-        Self { local, peers }
+        Self {
+            local,
+            peers,
+            bfd: None,
+        }
+    }
+
+    /// Peers in `states` follow their BFD session: down brings their session down at once.
+    pub fn with_bfd(mut self, states: watch::Receiver<BfdStates>) -> Self {
+        self.bfd = Some(states);
+        self
     }
 
     /// Runs until `shutdown` holds `Some(message)` (or its sender goes away): then every
@@ -179,6 +212,7 @@ impl Speaker {
                 registry.clone(),
                 announce.clone(),
                 shutdown.clone(),
+                self.bfd.clone(),
                 status.clone(),
             ));
         }
@@ -201,6 +235,7 @@ async fn supervise(
     registry: Registry,
     announce: watch::Receiver<Routes>,
     mut shutdown: watch::Receiver<Option<String>>,
+    bfd: Option<watch::Receiver<BfdStates>>,
     status: Arc<watch::Sender<SpeakerStatus>>,
 ) {
     let problem = if duplicate {
@@ -231,6 +266,7 @@ async fn supervise(
             rx,
             announce.clone(),
             shutdown.clone(),
+            bfd.clone(),
             status.clone(),
         ));
         match task.await {
@@ -290,6 +326,9 @@ struct Peer {
     closing: Vec<JoinHandle<()>>,
     events: mpsc::Sender<IoEvent>,
     last_error: Option<String>,
+    /// Interface of the last connection.
+    interface: Option<String>,
+    bfd: Option<BfdPeerState>,
 }
 
 async fn peer_task(
@@ -298,6 +337,7 @@ async fn peer_task(
     mut incoming: mpsc::Receiver<TcpStream>,
     mut announce: watch::Receiver<Routes>,
     mut shutdown: watch::Receiver<Option<String>>,
+    mut bfd: Option<watch::Receiver<BfdStates>>,
     status: Arc<watch::Sender<SpeakerStatus>>,
 ) {
     let (events, mut rx) = mpsc::channel(256);
@@ -310,7 +350,12 @@ async fn peer_task(
         closing: Vec::new(),
         events,
         last_error: None,
+        interface: None,
+        bfd: None,
     };
+    if let Some(b) = &mut bfd {
+        peer.bfd = b.borrow_and_update().get(&peer.addr()).copied();
+    }
     let routes = announce.borrow_and_update().clone();
     peer.handle(Event::Announce(routes));
     if !stopping(&shutdown) {
@@ -344,6 +389,24 @@ async fn peer_task(
                 }
             }
             _ = second.tick() => peer.recheck_next_hops(),
+            changed = async {
+                match &mut bfd {
+                    Some(b) => b.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match (changed, &mut bfd) {
+                    (Ok(()), Some(b)) => {
+                        let state = b.borrow_and_update().get(&peer.addr()).copied();
+                        peer.bfd_changed(state);
+                    }
+                    // Whoever ran BFD is gone: nothing watches the peers any more.
+                    _ => {
+                        bfd = None;
+                        peer.bfd = None;
+                    }
+                }
+            }
         }
         peer.publish(&status);
     }
@@ -415,6 +478,18 @@ impl Peer {
         }
     }
 
+    fn bfd_changed(&mut self, state: Option<BfdPeerState>) {
+        let before = self.bfd.map_or(0, |b| b.downs);
+        if let Some(now) = state
+            && now.downs > before
+            && self.session.state() != State::Idle
+        {
+            warn!(peer = %self.addr(), "bgp: BFD session down; closing the BGP session");
+            self.handle(Event::BfdDown);
+        }
+        self.bfd = state;
+    }
+
     fn connect(&mut self) {
         if let Some((_, h)) = self.attempt.take() {
             h.abort();
@@ -452,6 +527,9 @@ impl Peer {
             _ => None,
         };
         let hops = addrs.map_or_else(NextHops::default, |(l, p)| local_next_hops(l, p));
+        if let Some(name) = addrs.and_then(|(l, _)| interface_of(l)) {
+            self.interface = Some(name);
+        }
         let (rd, wr) = stream.into_split();
         let (tx, queue) = mpsc::channel(SEND_QUEUE);
         let reader = tokio::spawn(read_loop(id, rd, self.events.clone()));
@@ -561,6 +639,9 @@ impl Peer {
                 .then(|| self.session.negotiated().cloned())
                 .flatten(),
             next_hops: self.session.next_hops(),
+            interface: self.interface.clone(),
+            bfd: self.bfd,
+            graceful_restart: cfg.graceful_restart,
             prefixes_advertised: self.session.advertised().len(),
             stats: self.session.stats().clone(),
         }
@@ -788,6 +869,19 @@ fn local_next_hops(local: IpAddr, peer: IpAddr) -> NextHops {
         hops.v6_link_local = None;
     }
     hops
+}
+
+/// The interface holding `local`.
+fn interface_of(local: IpAddr) -> Option<String> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        let addr = a.address.as_ref()?;
+        let ip = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+            (Some(s), _) => IpAddr::V4(s.ip()),
+            (None, Some(s)) => IpAddr::V6(s.ip()),
+            _ => return None,
+        };
+        (ip == local).then(|| a.interface_name.clone())
+    })
 }
 
 fn is_link_local(a: &Ipv6Addr) -> bool {

@@ -65,7 +65,7 @@ pub mod prefix;
 pub mod session;
 
 pub use config::{PeerConfig, RouteAttrs, Routes};
-pub use io::{LocalConfig, PeerStatus, Speaker, SpeakerStatus};
+pub use io::{BfdPeerState, BfdStates, LocalConfig, PeerStatus, Speaker, SpeakerStatus};
 pub use packet::{Community, LargeCommunity};
 pub use prefix::{Family, Prefix};
 pub use session::State;

@@ -13,10 +13,11 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{
-    Community, LocalConfig, PeerConfig, Prefix, RouteAttrs, Routes, Speaker, SpeakerStatus, State,
+    BfdStates, Community, LocalConfig, PeerConfig, Prefix, RouteAttrs, Routes, Speaker,
+    SpeakerStatus, State,
 };
 use crate::announce::{Entry, Policy};
-use crate::bus::Event;
+use crate::bus::{Bus, Event};
 use crate::config::{BgpAttrs, BgpConfig, Config};
 use crate::part::board::PartBoard;
 use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
@@ -48,6 +49,7 @@ fn peers(cfg: &BgpConfig) -> Vec<PeerConfig> {
             c.export = attrs(&p.export);
             c.next_hop_v4 = p.next_hop_v4;
             c.next_hop_v6 = p.next_hop_v6;
+            c.graceful_restart = cfg.graceful_restart;
             c
         })
         .collect()
@@ -97,7 +99,7 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(cfg: &BgpConfig, initial: Routes) -> Running {
+fn start(cfg: &BgpConfig, initial: Routes, bfd: watch::Receiver<BfdStates>) -> Running {
     let (announce, announce_rx) = watch::channel(initial);
     let (shutdown, shutdown_rx) = watch::channel(None);
     let (status_tx, status) = watch::channel(SpeakerStatus::default());
@@ -106,7 +108,8 @@ fn start(cfg: &BgpConfig, initial: Routes) -> Running {
             listen: cfg.listen.clone(),
         },
         peers(cfg),
-    );
+    )
+    .with_bfd(bfd);
     let task = tokio::spawn(speaker.run(announce_rx, shutdown_rx, status_tx));
     info!(asn = cfg.asn, router_id = %cfg.router_id, peers = cfg.peers.len(), "bgp started");
     Running {
@@ -137,6 +140,12 @@ pub struct Bgp {
     drained: BTreeSet<IpAddr>,
     /// Stopping: every route drained.
     stopping: bool,
+    bus: Bus,
+    /// Peers with `bfd = true` and the interface BFD watches them on (that of their last
+    /// connection), as FRR's `neighbor X bfd` registers them.
+    bfd_watched: BTreeSet<(IpAddr, String)>,
+    /// Their BFD states, read by the speaker's peer tasks.
+    bfd: watch::Sender<BfdStates>,
 }
 
 impl Bgp {
@@ -161,6 +170,59 @@ impl Bgp {
             changed
         });
     }
+
+    /// Asks BFD to watch each `bfd = true` peer once its interface is known, and to stop
+    /// watching the others.
+    fn sync_bfd(&mut self) {
+        let status = self.running.status.borrow().clone();
+        let wanted: BTreeSet<(IpAddr, String)> = self
+            .running
+            .cfg
+            .peers
+            .iter()
+            .filter(|p| p.bfd)
+            .filter_map(|p| {
+                let s = status.peers.iter().find(|s| s.address == p.address)?;
+                Some((p.address, s.interface.clone()?))
+            })
+            .collect();
+        for (peer, iface) in wanted.difference(&self.bfd_watched) {
+            self.watch(*peer, iface.clone(), true);
+        }
+        for (peer, iface) in self.bfd_watched.difference(&wanted) {
+            self.watch(*peer, iface.clone(), false);
+        }
+        let bfd_peers: BTreeSet<IpAddr> = self
+            .running
+            .cfg
+            .peers
+            .iter()
+            .filter(|p| p.bfd)
+            .map(|p| p.address)
+            .collect();
+        self.bfd.send_if_modified(|states| {
+            let before = states.len();
+            states.retain(|a, _| bfd_peers.contains(a));
+            let mut changed = states.len() != before;
+            for a in &bfd_peers {
+                if !states.contains_key(a) {
+                    states.insert(*a, Default::default());
+                    changed = true;
+                }
+            }
+            changed
+        });
+        self.bfd_watched = wanted;
+    }
+
+    fn watch(&self, peer: IpAddr, interface: String, watch: bool) {
+        self.bus.publish(Event::BfdWatch {
+            client: "bgp",
+            peer,
+            interface,
+            watch,
+        });
+    }
 }
 
 impl Part for Bgp {
@@ -173,20 +235,27 @@ impl Part for Bgp {
         config.bgp.is_some()
     }
 
-    async fn start(_env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
+    async fn start(env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
         let cfg = config.bgp.clone().ok_or("no [bgp] section")?;
         let mut policy = Policy::new(entries(&cfg));
         let none = BTreeSet::new();
+        let (bfd, bfd_rx) = watch::channel(BfdStates::new());
         let running = start(
             &cfg,
             routes(policy.announced(Instant::now()), &none, false, 0),
+            bfd_rx,
         );
-        Ok(Bgp {
+        let mut bgp = Bgp {
             policy,
             running,
             drained: none,
             stopping: false,
-        })
+            bus: env.bus,
+            bfd_watched: BTreeSet::new(),
+            bfd,
+        };
+        bgp.sync_bfd();
+        Ok(bgp)
     }
 
     async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
@@ -200,10 +269,15 @@ impl Part for Bgp {
         if !same_sessions(&new, &self.running.cfg) {
             self.running.stop(RECONFIGURE_MESSAGE).await;
             let set = self.policy.announced(Instant::now());
-            self.running = start(&new, routes(set, &self.drained, false, new.drain_prepend));
+            self.running = start(
+                &new,
+                routes(set, &self.drained, false, new.drain_prepend),
+                self.bfd.subscribe(),
+            );
         }
         self.running.cfg = new;
         self.push_routes();
+        self.sync_bfd();
         Ok(Applied::Running)
     }
 
@@ -230,6 +304,24 @@ impl Part for Bgp {
     }
 
     async fn event(&mut self, event: &Event) {
+        if let Event::BfdState {
+            peer,
+            interface,
+            up,
+        } = event
+            && self.bfd_watched.contains(&(*peer, interface.clone()))
+        {
+            self.bfd.send_if_modified(|states| match states.get_mut(peer) {
+                Some(s) if s.up != *up => {
+                    if s.up {
+                        s.downs += 1;
+                    }
+                    s.up = *up;
+                    true
+                }
+                _ => false,
+            });
+        }
         self.policy.event(event);
         // A condition that changed acts now, not at the next tick (which is for hold-downs).
         self.push_routes();
@@ -239,6 +331,10 @@ impl Part for Bgp {
         if self.running.status.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+
+    async fn woken(&mut self, _: ()) {
+        self.sync_bfd();
     }
 
     async fn tick(&mut self) {
@@ -259,6 +355,11 @@ impl Part for Bgp {
             "router_id": self.running.cfg.router_id,
             "announced": announced,
             "drained": self.drained,
+            "graceful_restart": self.running.cfg.graceful_restart.map(|t| serde_json::json!({
+                "restart_time": t,
+                "forwarding_preserved": true,
+                "notification": true,
+            })),
             "listeners": status.listeners,
             "peers": status.peers,
         }));
@@ -281,6 +382,9 @@ impl Part for Bgp {
         self.running.announce.send_replace(Routes::new());
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.running.stop(STOP_MESSAGE).await;
+        for (peer, interface) in std::mem::take(&mut self.bfd_watched) {
+            self.watch(peer, interface, false);
+        }
     }
 }
 
@@ -315,6 +419,50 @@ fn metrics(status: &SpeakerStatus, announced: usize) -> String {
             out,
             "portier_bgp_peer_prefixes_advertised{{peer=\"{}\"}} {}",
             p.address, p.prefixes_advertised
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP portier_bgp_peer_bfd_up 1 while the peer's BFD session is up (peers with bfd = true)."
+    );
+    let _ = writeln!(out, "# TYPE portier_bgp_peer_bfd_up gauge");
+    for p in &status.peers {
+        if let Some(b) = p.bfd {
+            let _ = writeln!(
+                out,
+                "portier_bgp_peer_bfd_up{{peer=\"{}\"}} {}",
+                p.address,
+                u8::from(b.up)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP portier_bgp_peer_bfd_down_total Sessions brought down because BFD went down."
+    );
+    let _ = writeln!(out, "# TYPE portier_bgp_peer_bfd_down_total counter");
+    for p in &status.peers {
+        let _ = writeln!(
+            out,
+            "portier_bgp_peer_bfd_down_total{{peer=\"{}\"}} {}",
+            p.address, p.stats.bfd_down
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP portier_bgp_peer_graceful_restart 1 while the established session negotiated graceful restart."
+    );
+    let _ = writeln!(out, "# TYPE portier_bgp_peer_graceful_restart gauge");
+    for p in &status.peers {
+        let _ = writeln!(
+            out,
+            "portier_bgp_peer_graceful_restart{{peer=\"{}\"}} {}",
+            p.address,
+            u8::from(
+                p.negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.graceful_restart_negotiated)
+            )
         );
     }
     out
