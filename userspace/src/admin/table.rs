@@ -146,7 +146,11 @@ fn print_vrrp(vrrp: &Value) {
 
 /// Peers with their BFD and graceful restart state, then the announced VIPs.
 fn print_bgp(bgp: &Value) {
-    println!("[bgp] AS {} router id {}", s(&bgp["asn"]), s(&bgp["router_id"]));
+    println!(
+        "[bgp] AS {} router id {}",
+        s(&bgp["asn"]),
+        s(&bgp["router_id"])
+    );
     println!(
         "{:<26} {:>10} {:<12} {:>8} {:>5} {:>8} {:<10} {:<14}  last error",
         "peer", "AS", "state", "uptime", "sent", "received", "bfd", "graceful rst"
@@ -156,7 +160,11 @@ fn print_bgp(bgp: &Value) {
             None => "-".to_string(),
             Some(b) => format!(
                 "{} ({} down)",
-                if b.get("up") == Some(&Value::Bool(true)) { "up" } else { "down" },
+                if b.get("up") == Some(&Value::Bool(true)) {
+                    "up"
+                } else {
+                    "down"
+                },
                 b.get("downs").map(s).unwrap_or_default()
             ),
         };
@@ -165,7 +173,11 @@ fn print_bgp(bgp: &Value) {
             (None, _) => "off".to_string(),
             (Some(t), false) => format!("{t} s"),
             (Some(t), true) if n["graceful_restart_negotiated"] == true => {
-                let notif = if n["graceful_notification"] == true { " +N" } else { "" };
+                let notif = if n["graceful_notification"] == true {
+                    " +N"
+                } else {
+                    ""
+                };
                 format!("{t} s, on{notif}")
             }
             (Some(t), true) => format!("{t} s, peer no"),
@@ -183,9 +195,19 @@ fn print_bgp(bgp: &Value) {
             s(&p["last_error"]),
         );
     }
-    let vips: Vec<String> = bgp["announced"].as_array().into_iter().flatten().map(s).collect();
+    let vips: Vec<String> = bgp["announced"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
     println!("announced {}", vips.join(", "));
-    let drained: Vec<String> = bgp["drained"].as_array().into_iter().flatten().map(s).collect();
+    let drained: Vec<String> = bgp["drained"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
     if !drained.is_empty() {
         println!("drained {}", drained.join(", "));
     }

@@ -311,16 +311,17 @@ impl Part for Bgp {
         } = event
             && self.bfd_watched.contains(&(*peer, interface.clone()))
         {
-            self.bfd.send_if_modified(|states| match states.get_mut(peer) {
-                Some(s) if s.up != *up => {
-                    if s.up {
-                        s.downs += 1;
+            self.bfd
+                .send_if_modified(|states| match states.get_mut(peer) {
+                    Some(s) if s.up != *up => {
+                        if s.up {
+                            s.downs += 1;
+                        }
+                        s.up = *up;
+                        true
                     }
-                    s.up = *up;
-                    true
-                }
-                _ => false,
-            });
+                    _ => false,
+                });
         }
         self.policy.event(event);
         // A condition that changed acts now, not at the next tick (which is for hold-downs).

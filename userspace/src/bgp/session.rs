@@ -616,12 +616,7 @@ impl Session {
                 flags,
                 restart_time,
                 // Forwarding state is preserved: the XDP program and its maps outlive us.
-                families: self
-                    .cfg
-                    .families()
-                    .into_iter()
-                    .map(|f| (f, true))
-                    .collect(),
+                families: self.cfg.families().into_iter().map(|f| (f, true)).collect(),
             }));
         }
         caps.push(Capability::FourOctetAs(self.cfg.local_as));
@@ -773,7 +768,8 @@ impl Session {
             graceful_restart_negotiated: self.cfg.graceful_restart.is_some()
                 && o.graceful_restart().is_some(),
             graceful_notification: self.cfg.graceful_restart.is_some()
-                && o.graceful_restart().is_some_and(GracefulRestart::notification),
+                && o.graceful_restart()
+                    .is_some_and(GracefulRestart::notification),
             peer_capabilities: o.capabilities.iter().map(Capability::code).collect(),
             outgoing: self.conns[i].outgoing,
         };

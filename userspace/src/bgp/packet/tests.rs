@@ -1085,10 +1085,7 @@ fn graceful_restart_capability_bytes() {
     });
     let mut out = Vec::new();
     gr.encode(&mut out);
-    assert_eq!(
-        out,
-        [64, 10, 0xc0, 120, 0, 1, 1, 0x80, 0, 2, 1, 0x80]
-    );
+    assert_eq!(out, [64, 10, 0xc0, 120, 0, 1, 1, 0x80, 0, 2, 1, 0x80]);
     let mut back = Vec::new();
     Capability::decode_all(&out, &mut back).unwrap();
     assert_eq!(back, [gr]);

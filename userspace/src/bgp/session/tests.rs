@@ -1154,13 +1154,12 @@ fn graceful_restart_capability_and_hard_reset_on_stop() {
     // FRR's capability as noted: nothing to keep for it (no RIB), but shown.
     assert_eq!(neg.graceful_restart.unwrap().restart_time, 120);
     // The session after this one is not a restart any more: no R bit.
-    let Capability::GracefulRestart(gr) = h
-        .s
-        .our_open()
-        .capabilities
-        .into_iter()
-        .find(|c| c.code() == 64)
-        .unwrap()
+    let Capability::GracefulRestart(gr) =
+        h.s.our_open()
+            .capabilities
+            .into_iter()
+            .find(|c| c.code() == 64)
+            .unwrap()
     else {
         panic!()
     };
@@ -1175,7 +1174,10 @@ fn graceful_restart_capability_and_hard_reset_on_stop() {
     );
     assert_eq!(
         wire(&a[..1], Codec::FOUR_OCTET),
-        [canon(&format!("{MARKER} 001b 03 0609 0602 03 {}", hexs(b"bye")))]
+        [canon(&format!(
+            "{MARKER} 001b 03 0609 0602 03 {}",
+            hexs(b"bye")
+        ))]
     );
 }
 
