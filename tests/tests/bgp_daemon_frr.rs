@@ -174,6 +174,38 @@ fn bfd_brings_the_session_down_before_the_hold_time() -> Result<()> {
     wait("VIP route at FRR again", Duration::from_secs(10), || {
         Ok(kernel_route(&pair, "203.0.113.31/32").contains(&our_addr))
     })?;
+
+    // FRR takes BFD down on purpose (AdminDown): not a path failure, the session stays
+    // (RFC 5882 §3.2).
+    frr.vtysh_lines(&["configure terminal", "bfd", "profile fast", "shutdown"])?;
+    wait("BFD AdminDown seen", Duration::from_secs(5), || {
+        Ok(our_peer(&d, &pair)?["bfd"]["up"] == false)
+    })?;
+    let p = our_peer(&d, &pair)?;
+    assert_eq!(p["state"], "Established", "{p:#}");
+    assert_eq!(p["stats"]["bfd_down"], 1, "{p:#}");
+    frr.vtysh_lines(&["configure terminal", "bfd", "profile fast", "no shutdown"])?;
+    wait("BFD up again", Duration::from_secs(10), || {
+        Ok(our_peer(&d, &pair)?["bfd"]["up"] == true)
+    })?;
+
+    // A clean stop sets our BFD AdminDown too, but after the BGP part's Cease: FRR (which
+    // drops sessions on a peer's AdminDown) gets our Cease, not a BFD failure.
+    // (FRR may still file the session's end under "BFD down received" when the AdminDown
+    // comes right after: its count of received NOTIFICATIONs is what says ours arrived.)
+    wait("FRR Established", Duration::from_secs(10), || {
+        Ok(neighbor(&frr, &our_addr)["bgpState"] == "Established")
+    })?;
+    let notifications = || {
+        neighbor(&frr, &our_addr)["messageStats"]["notificationsRecv"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = notifications();
+    d.stop()?;
+    wait("FRR to receive our Cease", Duration::from_secs(5), || {
+        Ok(notifications() > before)
+    })?;
     Ok(())
 }
 

@@ -570,10 +570,17 @@ impl Peer {
         };
         // Dropping the sender lets the writer flush what is queued, then shut down.
         drop(c.tx);
-        let (writer, reader) = (c.writer, c.reader);
+        let (writer, mut reader) = (c.writer, c.reader);
         self.closing.retain(|h| !h.is_finished());
         self.closing.push(tokio::spawn(async move {
-            let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+            // Written, then the peer's own close (it closes on our NOTIFICATION): a stop
+            // returns only once the peer has read it, so what the daemon does next (BFD's
+            // AdminDown) cannot overtake it.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = writer.await;
+                let _ = (&mut reader).await;
+            })
+            .await;
             reader.abort();
         }));
     }

@@ -308,13 +308,16 @@ impl Part for Bgp {
             peer,
             interface,
             up,
+            admin,
         } = event
             && self.bfd_watched.contains(&(*peer, interface.clone()))
         {
             self.bfd
                 .send_if_modified(|states| match states.get_mut(peer) {
                     Some(s) if s.up != *up => {
-                        if s.up {
+                        // AdminDown at either end is not a path failure (RFC 5882 §3.2):
+                        // the BGP session stays, e.g. while the daemons stop.
+                        if s.up && !*admin {
                             s.downs += 1;
                         }
                         s.up = *up;
