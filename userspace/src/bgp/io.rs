@@ -110,7 +110,7 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
-    fn idle(cfg: &PeerConfig) -> Self {
+    pub(crate) fn idle(cfg: &PeerConfig) -> Self {
         Self {
             address: cfg.address,
             remote_as: cfg.remote_as,
@@ -210,9 +210,11 @@ impl Speaker {
                 cfg,
                 duplicate,
                 registry.clone(),
-                announce.clone(),
-                shutdown.clone(),
-                self.bfd.clone(),
+                Inputs {
+                    announce: announce.clone(),
+                    shutdown: shutdown.clone(),
+                    bfd: self.bfd.clone(),
+                },
                 status.clone(),
             ));
         }
@@ -228,16 +230,23 @@ fn stopping(shutdown: &watch::Receiver<Option<String>>) -> bool {
 }
 
 /// Runs a peer's task, and again after a pause if it panics.
+/// What every peer task follows.
+#[derive(Clone)]
+struct Inputs {
+    announce: watch::Receiver<Routes>,
+    shutdown: watch::Receiver<Option<String>>,
+    bfd: Option<watch::Receiver<BfdStates>>,
+}
+
 async fn supervise(
     i: usize,
     cfg: PeerConfig,
     duplicate: bool,
     registry: Registry,
-    announce: watch::Receiver<Routes>,
-    mut shutdown: watch::Receiver<Option<String>>,
-    bfd: Option<watch::Receiver<BfdStates>>,
+    inputs: Inputs,
     status: Arc<watch::Sender<SpeakerStatus>>,
 ) {
+    let mut shutdown = inputs.shutdown.clone();
     let problem = if duplicate {
         Some(format!("peer {} is configured twice", cfg.address))
     } else {
@@ -264,9 +273,7 @@ async fn supervise(
             i,
             cfg.clone(),
             rx,
-            announce.clone(),
-            shutdown.clone(),
-            bfd.clone(),
+            inputs.clone(),
             status.clone(),
         ));
         match task.await {
@@ -335,11 +342,14 @@ async fn peer_task(
     i: usize,
     cfg: PeerConfig,
     mut incoming: mpsc::Receiver<TcpStream>,
-    mut announce: watch::Receiver<Routes>,
-    mut shutdown: watch::Receiver<Option<String>>,
-    mut bfd: Option<watch::Receiver<BfdStates>>,
+    inputs: Inputs,
     status: Arc<watch::Sender<SpeakerStatus>>,
 ) {
+    let Inputs {
+        mut announce,
+        mut shutdown,
+        mut bfd,
+    } = inputs;
     let (events, mut rx) = mpsc::channel(256);
     let mut peer = Peer {
         i,

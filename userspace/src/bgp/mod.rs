@@ -53,8 +53,13 @@
 //! every second, and routes go again when ours changed (e.g. the link-local address, which
 //! the kernel lists only some time after the link comes up).
 //!
-//! Not here: graceful restart as a restarting speaker (the peer's capability is only
-//! noted), enhanced route refresh, extended messages, ADD-PATH, GTSM, received routes.
+//! Graceful restart (RFC 4724) as the restarting speaker when `PeerConfig::graceful_restart`
+//! is set: capability with R (first session of the process), F for every family and N (RFC
+//! 8538), and a deliberate stop sent as Hard Reset when N was negotiated. BFD
+//! ([`Speaker::with_bfd`]): a peer whose BFD session goes down loses its session at once.
+//!
+//! Not here: enhanced route refresh, extended messages, ADD-PATH, GTSM, received routes
+//! (so graceful restart's helper side has nothing to keep).
 
 pub mod config;
 pub mod io;

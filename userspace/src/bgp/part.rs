@@ -477,6 +477,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metrics_show_bfd_and_graceful_restart_per_peer() {
+        let cfg = PeerConfig::new(
+            "10.0.0.1".parse().unwrap(),
+            64512,
+            64513,
+            "10.0.0.11".parse().unwrap(),
+        );
+        let mut peer = crate::bgp::io::PeerStatus::idle(&cfg);
+        peer.bfd = Some(crate::bgp::BfdPeerState { up: true, downs: 2 });
+        peer.stats.bfd_down = 2;
+        let status = SpeakerStatus {
+            listeners: Vec::new(),
+            peers: vec![peer],
+        };
+        let m = metrics(&status, 1);
+        assert!(
+            m.contains("portier_bgp_peer_bfd_up{peer=\"10.0.0.1\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("portier_bgp_peer_bfd_down_total{peer=\"10.0.0.1\"} 2"),
+            "{m}"
+        );
+        assert!(
+            m.contains("portier_bgp_peer_graceful_restart{peer=\"10.0.0.1\"} 0"),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn drained_routes_carry_graceful_shutdown_and_extra_prepends() {
         let vip: IpAddr = "203.0.113.10".parse().unwrap();
         let other: IpAddr = "203.0.113.11".parse().unwrap();
