@@ -1,5 +1,5 @@
 //! The BGP part of a real `portier run` against BIRD 2 (Debian's bird2) in namespaces made
-//! here: an eBGP session with TCP MD5 on both ends, the IPv4 and IPv6 VIPs in BIRD's table
+//! here: an eBGP session with TCP MD5 on both ends and graceful restart on both, the IPv4 and IPv6 VIPs in BIRD's table
 //! with our AS path and next hops, the IPv4 one withdrawn when a reload stops announcing it,
 //! and a clean stop whose Cease and shutdown communication BIRD shows.
 
@@ -21,7 +21,7 @@ fn wait(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Resul
 
 fn portier_config(pair: &Pair, vips: &[&str]) -> String {
     let mut c = format!(
-        "[node]\nname = \"bgi-p\"\n\n[bgp]\nasn = {PORTIER_AS}\nrouter_id = \"10.0.0.11\"\n\
+        "[node]\nname = \"bgi-p\"\n\n[bgp]\nasn = {PORTIER_AS}\nrouter_id = \"10.0.0.11\"\ngraceful_restart = true\n\
          listen = [\"{}:179\"]\n\n  [[bgp.peer]]\n  address = \"{}\"\n  remote_as = {BIRD_AS}\n  \
          password = \"portier-lab\"\n  hold_time = 9\n  communities = [\"{PORTIER_AS}:34\"]\n",
         pair.addr(2),
@@ -45,7 +45,7 @@ fn md5_session_ipv4_ipv6_withdraw_and_shutdown_with_bird() -> Result<()> {
         &format!(
             "router id 10.0.0.1;\nprotocol device {{ }}\nprotocol direct {{ ipv4; ipv6; interface \"eth0\"; }}\n\
              protocol bgp portier {{\n  local {bird_addr} as {BIRD_AS};\n  neighbor {our_addr} as {PORTIER_AS};\n  \
-             password \"portier-lab\";\n  hold time 9;\n  connect retry time 1;\n  \
+             password \"portier-lab\";\n  hold time 9;\n  connect retry time 1;\n  graceful restart on;\n  \
              ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
         ),
     )?;
@@ -61,6 +61,21 @@ fn md5_session_ipv4_ipv6_withdraw_and_shutdown_with_bird() -> Result<()> {
     })
     .with_context(|| format!("{}\n{}", bird.log(), d.log_text()))?;
     println!("BIRD established with portier (MD5) after {up:?}");
+    // Graceful restart both ways: BIRD sees ours with the R bit (a fresh process), we note
+    // BIRD's (nothing to keep for it: no RIB).
+    let proto = bird.show("show protocols all portier")?;
+    let theirs = proto
+        .split("Neighbor capabilities")
+        .nth(1)
+        .context("no neighbor capabilities")?;
+    assert!(
+        theirs.contains("Graceful restart") && theirs.contains("Restart recovery"),
+        "{proto}"
+    );
+    let status: serde_json::Value = serde_json::from_str(&d.cli(&ns, &["status", "--json"])?)?;
+    let n = &status["bgp"]["peers"][0]["negotiated"];
+    assert_eq!(n["graceful_restart_negotiated"], true, "{n:#}");
+    assert_eq!(n["graceful_restart"]["restart_time"], 120, "{n:#}");
 
     // Both VIPs, with our path, community and next hops.
     wait("both VIPs in BIRD", Duration::from_secs(10), || {
