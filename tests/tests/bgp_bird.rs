@@ -1,7 +1,7 @@
 //! The BGP part of a real `portier run` against BIRD 2 (Debian's bird2) in namespaces made
-//! here: an eBGP session with TCP MD5 on both ends and graceful restart on both, the IPv4 and IPv6 VIPs in BIRD's table
-//! with our AS path and next hops, the IPv4 one withdrawn when a reload stops announcing it,
-//! and a clean stop whose Cease and shutdown communication BIRD shows.
+//! here: an eBGP session with TCP MD5 and graceful restart on both ends, the IPv4 and IPv6
+//! VIPs in BIRD's table with our AS path and next hops, the IPv4 one withdrawn when a reload
+//! stops announcing it, and a clean stop whose Cease and shutdown communication BIRD shows.
 
 use std::time::Duration;
 
