@@ -1,9 +1,10 @@
 //! The BGP part of a real `portier run` against Debian's FRR (bgpd, bfdd) in namespaces made
 //! here: BFD per peer (`bfd = true`) bringing the session down when the link silently drops
 //! everything, in BFD time rather than hold time; and graceful restart (RFC 4724, RFC 8538)
-//! keeping the VIP route in FRR's kernel table across a `kill -9` and restart of portier,
-//! the stale route replaced after our End-of-RIB and a VIP no longer announced purged, then
-//! a clean stop sent as Hard Reset. Prints how long detection took.
+//! keeping the VIP route in FRR's kernel table across a `kill -9` and restart of portier
+//! (End-of-RIB held until the restarted policy announces the VIP again), the stale route
+//! replaced after our End-of-RIB and a VIP no longer announced purged, then a clean stop
+//! sent as Hard Reset. Prints how long detection took.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -316,9 +317,27 @@ fn graceful_restart_keeps_the_route_across_kill_and_restart() -> Result<()> {
         || Ok(frr_path(&frr, "203.0.113.32/32").is_some_and(|p| p["stale"] == true)),
     )
     .with_context(|| frr.log("bgpd"))?;
-    // Started again without the second VIP.
-    let one = portier_config("bgg-p", &pair, gr, "  hold_time = 9\n", &["203.0.113.32"]);
+    // Started again without the second VIP, and the first one held down for 3 s (as a
+    // health check or VRRP would take a while to say yes again): our End-of-RIB waits for
+    // it, so FRR keeps the stale route meanwhile instead of purging it.
+    let one = portier_config("bgg-p", &pair, gr, "  hold_time = 9\n", &["203.0.113.32"]).replace(
+        "policy = \"always\"\n",
+        "policy = \"always\"\n  hold_down_ms = 3000\n",
+    );
     let d = Daemon::spawn(&pair.ns("p"), "bgg-p", &one, &dir("bgg"))?;
+    wait(
+        "established with End-of-RIB held",
+        Duration::from_secs(3),
+        || {
+            let p = our_peer(&d, &pair)?;
+            Ok(p["state"] == "Established" && p["end_of_rib_held"] == true)
+        },
+    )
+    .with_context(|| d.log_text())?;
+    assert!(
+        frr_path(&frr, "203.0.113.33/32").is_some_and(|p| p["stale"] == true),
+        "the VIP no longer announced stays stale until our End-of-RIB"
+    );
     wait(
         "the fresh route, the other purged",
         Duration::from_secs(30),

@@ -103,6 +103,8 @@ pub struct PeerStatus {
     /// Our graceful restart time when we offer the capability (see `negotiated` for what
     /// the peer said).
     pub graceful_restart: Option<u16>,
+    /// Restarted: our End-of-RIB waits for the announce policy to settle.
+    pub end_of_rib_held: bool,
     /// Prefixes the peer currently has from us.
     pub prefixes_advertised: usize,
     /// Message and prefix counters; received prefixes are counted, then discarded.
@@ -122,6 +124,7 @@ impl PeerStatus {
             interface: None,
             bfd: None,
             graceful_restart: cfg.graceful_restart,
+            end_of_rib_held: false,
             prefixes_advertised: 0,
             stats: SessionStats::default(),
         }
@@ -133,6 +136,7 @@ pub struct Speaker {
     local: LocalConfig,
     peers: Vec<PeerConfig>,
     bfd: Option<watch::Receiver<BfdStates>>,
+    settled: Option<watch::Receiver<bool>>,
 }
 
 /// Where the listeners hand accepted connections: the peer task of each address.
@@ -144,7 +148,15 @@ impl Speaker {
             local,
             peers,
             bfd: None,
+            settled: None,
         }
+    }
+
+    /// Whether the announce set is what this process means to announce (see
+    /// [`Event::Settled`]): until it says so, restarting sessions hold their End-of-RIB.
+    pub fn with_settled(mut self, settled: watch::Receiver<bool>) -> Self {
+        self.settled = Some(settled);
+        self
     }
 
     /// Peers in `states` follow their BFD session: down brings their session down at once.
@@ -214,6 +226,7 @@ impl Speaker {
                     announce: announce.clone(),
                     shutdown: shutdown.clone(),
                     bfd: self.bfd.clone(),
+                    settled: self.settled.clone(),
                 },
                 status.clone(),
             ));
@@ -236,6 +249,7 @@ struct Inputs {
     announce: watch::Receiver<Routes>,
     shutdown: watch::Receiver<Option<String>>,
     bfd: Option<watch::Receiver<BfdStates>>,
+    settled: Option<watch::Receiver<bool>>,
 }
 
 async fn supervise(
@@ -349,6 +363,7 @@ async fn peer_task(
         mut announce,
         mut shutdown,
         mut bfd,
+        mut settled,
     } = inputs;
     let (events, mut rx) = mpsc::channel(256);
     let mut peer = Peer {
@@ -368,6 +383,10 @@ async fn peer_task(
     }
     let routes = announce.borrow_and_update().clone();
     peer.handle(Event::Announce(routes));
+    if let Some(s) = &mut settled {
+        let now = *s.borrow_and_update();
+        peer.handle(Event::Settled(now));
+    }
     if !stopping(&shutdown) {
         peer.handle(Event::ManualStart);
     }
@@ -416,6 +435,22 @@ async fn peer_task(
                         peer.bfd = None;
                     }
                 }
+            }
+            changed = async {
+                match &mut settled {
+                    Some(s) => s.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Whoever said it is gone: nothing more to wait for.
+                let now = match (changed.is_ok(), &mut settled) {
+                    (true, Some(s)) => *s.borrow_and_update(),
+                    _ => {
+                        settled = None;
+                        true
+                    }
+                };
+                peer.handle(Event::Settled(now));
             }
         }
         peer.publish(&status);
@@ -659,6 +694,7 @@ impl Peer {
             interface: self.interface.clone(),
             bfd: self.bfd,
             graceful_restart: cfg.graceful_restart,
+            end_of_rib_held: self.session.end_of_rib_held(),
             prefixes_advertised: self.session.advertised().len(),
             stats: self.session.stats().clone(),
         }

@@ -55,7 +55,8 @@
 //!
 //! Graceful restart (RFC 4724) as the restarting speaker when `PeerConfig::graceful_restart`
 //! is set: capability with R (first session of the process), F for every family and N (RFC
-//! 8538), and a deliberate stop sent as Hard Reset when N was negotiated. BFD
+//! 8538), a deliberate stop sent as Hard Reset when N was negotiated, and End-of-RIB held
+//! after a restart until [`Speaker::with_settled`] says the announce set is complete. BFD
 //! ([`Speaker::with_bfd`]): a peer whose BFD session goes down loses its session at once.
 //!
 //! Not here: enhanced route refresh, extended messages, ADD-PATH, GTSM, received routes

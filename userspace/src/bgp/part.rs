@@ -25,6 +25,10 @@ use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
 /// What peers read in our Cease when the daemon stops or the section changes.
 const STOP_MESSAGE: &str = "portier stopping";
 const RECONFIGURE_MESSAGE: &str = "portier reconfigured";
+/// After a start with graceful restart, how long our End-of-RIB may wait at most for every
+/// configured VIP to be announced again (never longer than the restart time): peers keep
+/// our stale routes meanwhile, and the XDP dataplane still forwards what they send.
+const SETTLE_MAX: Duration = Duration::from_secs(10);
 
 fn attrs(a: &BgpAttrs) -> RouteAttrs {
     RouteAttrs {
@@ -99,7 +103,12 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(cfg: &BgpConfig, initial: Routes, bfd: watch::Receiver<BfdStates>) -> Running {
+fn start(
+    cfg: &BgpConfig,
+    initial: Routes,
+    bfd: watch::Receiver<BfdStates>,
+    settled: watch::Receiver<bool>,
+) -> Running {
     let (announce, announce_rx) = watch::channel(initial);
     let (shutdown, shutdown_rx) = watch::channel(None);
     let (status_tx, status) = watch::channel(SpeakerStatus::default());
@@ -109,7 +118,8 @@ fn start(cfg: &BgpConfig, initial: Routes, bfd: watch::Receiver<BfdStates>) -> R
         },
         peers(cfg),
     )
-    .with_bfd(bfd);
+    .with_bfd(bfd)
+    .with_settled(settled);
     let task = tokio::spawn(speaker.run(announce_rx, shutdown_rx, status_tx));
     info!(asn = cfg.asn, router_id = %cfg.router_id, peers = cfg.peers.len(), "bgp started");
     Running {
@@ -146,6 +156,10 @@ pub struct Bgp {
     bfd_watched: BTreeSet<(IpAddr, String)>,
     /// Their BFD states, read by the speaker's peer tasks.
     bfd: watch::Sender<BfdStates>,
+    /// Whether the announce set has settled since the start (every configured VIP
+    /// announced, or `SETTLE_MAX` passed): restarting sessions hold End-of-RIB until then.
+    settled: watch::Sender<bool>,
+    started: Instant,
 }
 
 impl Bgp {
@@ -161,6 +175,7 @@ impl Bgp {
 
     fn push_routes(&mut self) {
         let set = self.routes();
+        self.update_settled(&set);
         self.running.announce.send_if_modified(|current| {
             let changed = *current != set;
             if changed {
@@ -169,6 +184,27 @@ impl Bgp {
             }
             changed
         });
+    }
+
+    fn update_settled(&mut self, set: &Routes) {
+        if *self.settled.borrow() {
+            return;
+        }
+        let cfg = &self.running.cfg;
+        let max = cfg.graceful_restart.map_or(Duration::ZERO, |t| {
+            SETTLE_MAX.min(Duration::from_secs(u64::from(t)))
+        });
+        let all = cfg
+            .announce
+            .iter()
+            .all(|a| set.contains_key(&Prefix::host(a.vip)));
+        if all || self.stopping || self.started.elapsed() >= max {
+            info!(
+                all_announced = all,
+                "bgp: announcements settled; End-of-RIB may go"
+            );
+            self.settled.send_replace(true);
+        }
     }
 
     /// Asks BFD to watch each `bfd = true` peer once its interface is known, and to stop
@@ -240,11 +276,9 @@ impl Part for Bgp {
         let mut policy = Policy::new(entries(&cfg));
         let none = BTreeSet::new();
         let (bfd, bfd_rx) = watch::channel(BfdStates::new());
-        let running = start(
-            &cfg,
-            routes(policy.announced(Instant::now()), &none, false, 0),
-            bfd_rx,
-        );
+        let initial = routes(policy.announced(Instant::now()), &none, false, 0);
+        let (settled, settled_rx) = watch::channel(cfg.graceful_restart.is_none());
+        let running = start(&cfg, initial, bfd_rx, settled_rx);
         let mut bgp = Bgp {
             policy,
             running,
@@ -253,7 +287,10 @@ impl Part for Bgp {
             bus: env.bus,
             bfd_watched: BTreeSet::new(),
             bfd,
+            settled,
+            started: Instant::now(),
         };
+        bgp.push_routes();
         bgp.sync_bfd();
         Ok(bgp)
     }
@@ -273,6 +310,7 @@ impl Part for Bgp {
                 &new,
                 routes(set, &self.drained, false, new.drain_prepend),
                 self.bfd.subscribe(),
+                self.settled.subscribe(),
             );
         }
         self.running.cfg = new;

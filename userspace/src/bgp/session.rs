@@ -101,6 +101,12 @@ pub enum Event {
     Tick,
     /// A new set of routes to announce.
     Announce(Routes),
+    /// Whether the routes given so far are what this process means to announce (the
+    /// announce policy has settled after a start). Until then, a restarting session with
+    /// graceful restart negotiated holds its End-of-RIB back, so the peer keeps our stale
+    /// routes rather than dropping those whose condition is not true again yet. Settled
+    /// unless told otherwise.
+    Settled(bool),
     /// The peer's BFD session went down (RFC 5882 §4.3): the connection goes at once with
     /// Cease / BFD Down (RFC 9384) rather than waiting for the hold timer.
     BfdDown,
@@ -296,6 +302,9 @@ pub struct Session {
     /// The R bit of our graceful restart capability: set until this session object has
     /// sent its first End-of-RIB, i.e. on the sessions right after the process (re)started.
     restarting: bool,
+    settled: bool,
+    /// End-of-RIB not sent yet on the established connection (waiting to be settled).
+    end_of_rib_held: bool,
 }
 
 impl Session {
@@ -313,6 +322,8 @@ impl Session {
             stats: SessionStats::default(),
             established_at: None,
             restarting: true,
+            settled: true,
+            end_of_rib_held: false,
         }
     }
 
@@ -326,6 +337,11 @@ impl Session {
 
     pub fn stats(&self) -> &SessionStats {
         &self.stats
+    }
+
+    /// The End-of-RIB of the established session is held back until [`Event::Settled`].
+    pub fn end_of_rib_held(&self) -> bool {
+        self.end_of_rib_held
     }
 
     /// Since when the session is established.
@@ -435,6 +451,15 @@ impl Session {
                 }
             }
             Event::Tick => self.tick(now, &mut out),
+            Event::Settled(settled) => {
+                self.settled = settled;
+                if settled
+                    && self.end_of_rib_held
+                    && let Some(i) = self.established()
+                {
+                    self.end_of_rib(now, i, &mut out);
+                }
+            }
             Event::BfdDown => {
                 let n = Notification::new(code::CEASE, subcode::cease::BFD_DOWN);
                 let mut any = false;
@@ -554,6 +579,7 @@ impl Session {
         self.retry_interval = self.cfg.connect_retry;
         self.adj_out.clear();
         self.established_at = None;
+        self.end_of_rib_held = false;
         if had {
             out.push(Action::Down {
                 reason: DownReason::Stopped,
@@ -675,6 +701,7 @@ impl Session {
         if was_established {
             self.adj_out.clear();
             self.established_at = None;
+            self.end_of_rib_held = false;
         }
         out.push(Action::Down {
             reason,
@@ -846,15 +873,29 @@ impl Session {
             out.push(Action::Established(Box::new(neg.clone())));
             self.adj_out.clear();
             self.sync(now, i, &[], out);
-            // End-of-RIB of the negotiated families only: a restarted session's peer then
-            // drops whatever stale routes of ours we did not send again (RFC 4724 §4.2).
-            for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
-                if neg.families.contains(&f) {
-                    self.send(now, i, Message::Update(Update::end_of_rib(f)), out);
-                }
+            if self.restarting && !self.settled && neg.graceful_restart_negotiated {
+                self.end_of_rib_held = true;
+            } else {
+                self.end_of_rib(now, i, out);
             }
-            self.restarting = false;
         }
+    }
+
+    /// End-of-RIB of the negotiated families only: a restarted session's peer then drops
+    /// whatever stale routes of ours we did not send again (RFC 4724 §4.2).
+    fn end_of_rib(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+        let families = self.conns[i]
+            .negotiated
+            .as_ref()
+            .map(|n| n.families.clone())
+            .unwrap_or_default();
+        for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+            if families.contains(&f) {
+                self.send(now, i, Message::Update(Update::end_of_rib(f)), out);
+            }
+        }
+        self.end_of_rib_held = false;
+        self.restarting = false;
     }
 
     /// What should be in the peer's Adj-RIB-In from us now.

@@ -1247,3 +1247,52 @@ fn bfd_down_ends_the_session_at_once() {
         "BFD session down (sent Cease/BFD Down)"
     );
 }
+
+/// After a restart, with graceful restart negotiated, End-of-RIB waits until the announce
+/// policy has settled: the peer keeps our stale routes until then. Without the capability
+/// on both sides there is nothing to wait for.
+#[test]
+fn end_of_rib_waits_for_the_settled_policy_after_a_restart() {
+    let mut c = cfg();
+    c.graceful_restart = Some(120);
+    let mut h = H::new(c);
+    let mut only4 = vips();
+    only4.remove(&p("2001:db8:f::10/128"));
+    h.ev(Event::Announce(only4));
+    h.ev(Event::Settled(false));
+    let a = h.establish();
+    assert_eq!(wire(&a, Codec::FOUR_OCTET), [canon(VIP4_UPDATE)]);
+    assert!(h.s.end_of_rib_held());
+    // The other VIP comes back, then the policy says it has settled: End-of-RIB now.
+    let a = h.ev(Event::Announce(vips()));
+    assert_eq!(wire(&a, Codec::FOUR_OCTET), [canon(VIP6_UPDATE)]);
+    let a = h.ev(Event::Settled(true));
+    assert_eq!(wire(&a, Codec::FOUR_OCTET), [canon(EOR4), canon(EOR6)]);
+    assert!(!h.s.end_of_rib_held());
+    assert_eq!(h.ev(Event::Settled(true)), []);
+
+    // FRR's OPEN without graceful restart: End-of-RIB at once, settled or not.
+    let mut c = cfg();
+    c.graceful_restart = Some(120);
+    let mut h = H::new(c);
+    h.ev(Event::Announce(vips()));
+    h.ev(Event::Settled(false));
+    h.ev(Event::ManualStart);
+    h.connected(C1, true);
+    h.recv(
+        C1,
+        &open_bytes(
+            64512,
+            30,
+            "10.0.0.1",
+            vec![
+                Capability::Multiprotocol(Family::IPV6_UNICAST),
+                Capability::Multiprotocol(Family::IPV4_UNICAST),
+            ],
+        ),
+    );
+    let a = h.recv(C1, &keepalive());
+    let w = wire(&a, Codec::default());
+    assert_eq!(w.len(), 4, "{w:?}");
+    assert!(!h.s.end_of_rib_held());
+}
