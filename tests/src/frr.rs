@@ -37,43 +37,60 @@ impl Frr {
             names: Vec::new(),
         };
         for &daemon in daemons {
-            let program = Path::new("/usr/lib/frr").join(daemon);
-            let pid = dir.join(format!("{daemon}.pid"));
-            let zsock = dir.join("zserv.api");
-            let args = [
-                "-N",
-                name,
-                "-f",
-                path_str(&conf)?,
-                "-i",
-                path_str(&pid)?,
-                "-z",
-                path_str(&zsock)?,
-                "--vty_socket",
-                path_str(&dir)?,
-                "-u",
-                "frr",
-                "-g",
-                "frr",
-            ];
-            let log = dir.join(format!("{daemon}.log"));
-            frr.children.push(spawn_in(ns, &program, &args, &log)?);
-            frr.names.push(daemon.to_string());
-            // The others need zebra's socket; wait for it rather than sleeping.
-            let ready = if daemon == "zebra" {
-                zsock
-            } else {
-                dir.join(format!("{daemon}.vty"))
-            };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !ready.exists() {
-                if Instant::now() > deadline {
-                    bail!("{daemon} did not start; see {}", log.display());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            frr.start_daemon(ns, name, daemon)?;
         }
         Ok(frr)
+    }
+
+    /// Starts one more daemon of this instance (same config, `name` as at the start) and
+    /// waits for its vty socket.
+    pub fn start_daemon(&mut self, ns: &str, name: &str, daemon: &str) -> Result<()> {
+        let conf = self.dir.join("frr.conf");
+        let program = Path::new("/usr/lib/frr").join(daemon);
+        let pid = self.dir.join(format!("{daemon}.pid"));
+        let zsock = self.dir.join("zserv.api");
+        let args = [
+            "-N",
+            name,
+            "-f",
+            path_str(&conf)?,
+            "-i",
+            path_str(&pid)?,
+            "-z",
+            path_str(&zsock)?,
+            "--vty_socket",
+            path_str(&self.dir)?,
+            "-u",
+            "frr",
+            "-g",
+            "frr",
+        ];
+        let log = self.dir.join(format!("{daemon}.log"));
+        self.children.push(spawn_in(ns, &program, &args, &log)?);
+        self.names.push(daemon.to_string());
+        // The others need zebra's socket; wait for it rather than sleeping.
+        let ready = if daemon == "zebra" {
+            zsock
+        } else {
+            self.dir.join(format!("{daemon}.vty"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            if Instant::now() > deadline {
+                bail!("{daemon} did not start; see {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// `vtysh -c C1 -c C2 ...`: a configuration change in one session.
+    pub fn vtysh_lines(&self, commands: &[&str]) -> Result<String> {
+        let mut args = vec!["--vty_socket", path_str(&self.dir)?];
+        for c in commands {
+            args.extend(["-c", c]);
+        }
+        run("vtysh", &args)
     }
 
     /// `vtysh -c COMMAND` against this instance.

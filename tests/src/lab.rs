@@ -836,8 +836,8 @@ fn router_frr_config(router: &str, variant: Variant) -> String {
 }
 
 /// An LB config announcing by eBGP to the router instead of OSPF: the `[ospf]` section
-/// replaced by `[bgp]` with the same announce policy; in the anycast variant a static BFD
-/// session to the router, which drops the BGP session when it goes down.
+/// replaced by `[bgp]` with the same announce policy; in the anycast variant the router is
+/// watched by BFD (`bfd = true` on the peer, 50 ms x3), whose going down ends the session.
 pub fn bgp_config(text: &str, node: &str, anycast: bool) -> Result<String> {
     let start = text.find("[ospf]").context("no [ospf] in the LB config")?;
     let policy = if anycast { "healthy" } else { "vrrp-master" };
@@ -846,14 +846,13 @@ pub fn bgp_config(text: &str, node: &str, anycast: bool) -> Result<String> {
         .find(|(n, _)| *n == node)
         .map(|(_, a)| *a)
         .context("not an LB")?;
+    let bfd = if anycast { "  bfd = true\n" } else { "" };
     let mut out = text[..start].to_string();
     out.push_str(&format!(
-        "[bgp]\nasn = {LB_AS}\nrouter_id = \"{router_id}\"\n\n  [[bgp.peer]]\n  address = \"10.0.0.1\"\n           remote_as = {ROUTER_AS}\n  password = \"{BGP_PASSWORD}\"\n  hold_time = 9\n  families = [\"ipv4\", \"ipv6\"]\n\n           [[bgp.announce]]\n  vip = \"{VIP}\"\n  policy = \"{policy}\"\n  communities = [\"{LB_AS}:100\"]\n\n  [[bgp.announce]]\n  vip = \"{VIP6}\"\n  policy = \"{policy}\"\n  communities = [\"{LB_AS}:100\"]\n"
+        "[bgp]\nasn = {LB_AS}\nrouter_id = \"{router_id}\"\n\n  [[bgp.peer]]\n  address = \"10.0.0.1\"\n           remote_as = {ROUTER_AS}\n  password = \"{BGP_PASSWORD}\"\n  hold_time = 9\n  families = [\"ipv4\", \"ipv6\"]\n{bfd}\n           [[bgp.announce]]\n  vip = \"{VIP}\"\n  policy = \"{policy}\"\n  communities = [\"{LB_AS}:100\"]\n\n  [[bgp.announce]]\n  vip = \"{VIP6}\"\n  policy = \"{policy}\"\n  communities = [\"{LB_AS}:100\"]\n"
     ));
     if anycast {
-        out.push_str(
-            "\n[bfd]\nmin_tx_ms = 50\nmin_rx_ms = 50\nmultiplier = 3\n  [[bfd.peer]]\n  address = \"10.0.0.1\"\n  interface = \"eth0\"\n",
-        );
+        out.push_str("\n[bfd]\nmin_tx_ms = 50\nmin_rx_ms = 50\nmultiplier = 3\n");
     }
     Ok(out)
 }

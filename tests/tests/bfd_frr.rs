@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use portier_tests::bird::Bird;
 use portier_tests::frr::Frr;
 use portier_tests::lab::Daemon;
-use portier_tests::netns::{run, spawn_in};
 use portier_tests::pair::Pair;
 
 fn dir(name: &str) -> PathBuf {
@@ -108,57 +108,6 @@ fn frr_bfdd_session_timers_and_loss_both_ways() -> Result<()> {
     );
     println!("FRR detected the killed portier after {took:?}");
     Ok(())
-}
-
-/// BIRD 2 in a namespace, its control socket in a private directory.
-struct Bird {
-    dir: PathBuf,
-    child: std::process::Child,
-}
-
-impl Bird {
-    fn start(ns: &str, name: &str, config: &str) -> Result<Bird> {
-        let dir = dir(&format!("bird-{name}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let conf = dir.join("bird.conf");
-        std::fs::write(&conf, config)?;
-        let sock = dir.join("bird.ctl");
-        let child = spawn_in(
-            ns,
-            std::path::Path::new("/usr/sbin/bird"),
-            &[
-                "-f",
-                "-c",
-                &conf.to_string_lossy(),
-                "-s",
-                &sock.to_string_lossy(),
-                "-P",
-                &dir.join("bird.pid").to_string_lossy(),
-            ],
-            &dir.join("bird.log"),
-        )?;
-        let b = Bird { dir, child };
-        wait("bird control socket", Duration::from_secs(10), || {
-            Ok(sock.exists())
-        })?;
-        Ok(b)
-    }
-
-    fn show(&self, what: &str) -> Result<String> {
-        let sock = self.dir.join("bird.ctl");
-        let mut args = vec!["-s", sock.to_str().context("path")?];
-        args.extend(what.split(' '));
-        run("birdc", &args)
-    }
-}
-
-impl Drop for Bird {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[test]

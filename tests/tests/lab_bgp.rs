@@ -2,7 +2,8 @@
 //! portier's BGP part on the LBs (AS 64513) instead of OSPF. With VRRP, only the master
 //! announces it (with its community), and a clean stop of the master moves the route to the
 //! new master (the old one's Cease carries a shutdown communication). With `--anycast`, both
-//! LBs announce it and the router installs both next hops.
+//! LBs announce it and the router installs both next hops, each LB watching the router by BFD
+//! (`bfd = true` on its BGP peer) and the router each LB.
 
 use anyhow::{Context, Result};
 use portier_tests::client;
@@ -106,10 +107,19 @@ fn anycast_over_bgp_gives_the_router_both_next_hops() -> Result<()> {
             anycast: true,
         },
     )?;
-    let _lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
-    let _lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
+    let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
     l.wait_vip_route(&["10.0.0.11", "10.0.0.12"], lab::VIP_ROUTE_TIMEOUT)?;
     let route = vip_route(&l)?;
     assert!(route.contains("proto bgp"), "{route}");
+    for (node, d) in [("lb1", &lb1), ("lb2", &lb2)] {
+        wait_until("BFD up for the BGP peer", Duration::from_secs(15), || {
+            let status: serde_json::Value =
+                serde_json::from_str(&d.cli(&l.ns(node), &["status", "--json"])?)?;
+            Ok(status["bgp"]["peers"][0]["bfd"]["up"] == true
+                && status["bfd"]["sessions"][0]["clients"] == serde_json::json!(["bgp"]))
+        })
+        .with_context(|| node.to_string())?;
+    }
     Ok(())
 }

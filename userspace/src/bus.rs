@@ -27,6 +27,9 @@ pub enum Event {
         peer: IpAddr,
         interface: String,
         up: bool,
+        /// Down on purpose, not a failure: this end or the peer went AdminDown, or the
+        /// session was removed. Clients keep their sessions then (RFC 5882 §3.2).
+        admin: bool,
     },
     /// A service's count of healthy backends changed.
     ServiceHealth {

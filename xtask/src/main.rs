@@ -2,6 +2,7 @@
 //!
 //! Every task runs `setup` first, so a fresh Debian machine needs nothing but this repository.
 
+mod bench_bgp;
 mod bench_failover;
 mod bench_l7;
 mod demo;
@@ -67,7 +68,8 @@ enum Task {
     },
     /// Benchmarks: `xdp` (ns per packet against a floor program), `l7` (portier vs HAProxy vs
     /// direct: requests/s, p99, CPU per request), `failover` (a silent anycast LB: portier vs
-    /// FRR ospfd+bfdd).
+    /// FRR ospfd+bfdd), `bgp` (VIP route in and out of an FRR edge router: portier vs FRR
+    /// bgpd announcing).
     Bench {
         #[arg(default_value = "xdp")]
         what: String,
@@ -271,6 +273,10 @@ fn bench(what: &str) -> Result<()> {
             build(false)?;
             bench_failover::run()
         }
-        other => bail!("unknown benchmark {other:?} (known: xdp, l7, failover)"),
+        "bgp" => {
+            build(false)?;
+            bench_bgp::run()
+        }
+        other => bail!("unknown benchmark {other:?} (known: xdp, l7, failover, bgp)"),
     }
 }

@@ -20,6 +20,7 @@ pub fn print(status: &Value) {
             "l4" => print_l4(value),
             "vrrp" => print_vrrp(value),
             "l7" => print_l7(value),
+            "bgp" => print_bgp(value),
             _ => {
                 println!("[{part}]");
                 println!(
@@ -140,6 +141,75 @@ fn print_vrrp(vrrp: &Value) {
                 if t["down"] == true { "DOWN" } else { "up" }
             );
         }
+    }
+}
+
+/// Peers with their BFD and graceful restart state, then the announced VIPs.
+fn print_bgp(bgp: &Value) {
+    println!(
+        "[bgp] AS {} router id {}",
+        s(&bgp["asn"]),
+        s(&bgp["router_id"])
+    );
+    println!(
+        "{:<26} {:>10} {:<12} {:>8} {:>5} {:>8} {:<10} {:<14}  last error",
+        "peer", "AS", "state", "uptime", "sent", "received", "bfd", "graceful rst"
+    );
+    for p in bgp["peers"].as_array().into_iter().flatten() {
+        let bfd = match p["bfd"].as_object() {
+            None => "-".to_string(),
+            Some(b) => format!(
+                "{} ({} down)",
+                if b.get("up") == Some(&Value::Bool(true)) {
+                    "up"
+                } else {
+                    "down"
+                },
+                b.get("downs").map(s).unwrap_or_default()
+            ),
+        };
+        let n = &p["negotiated"];
+        let gr = match (p["graceful_restart"].as_u64(), n.is_object()) {
+            (None, _) => "off".to_string(),
+            (Some(t), false) => format!("{t} s"),
+            (Some(t), true) if n["graceful_restart_negotiated"] == true => {
+                let notif = if n["graceful_notification"] == true {
+                    " +N"
+                } else {
+                    ""
+                };
+                format!("{t} s, on{notif}")
+            }
+            (Some(t), true) => format!("{t} s, peer no"),
+        };
+        println!(
+            "{:<26} {:>10} {:<12} {:>8} {:>5} {:>8} {:<10} {:<14}  {}",
+            format!("{}%{}", s(&p["address"]), s(&p["interface"])),
+            s(&p["remote_as"]),
+            s(&p["state"]),
+            s(&p["uptime_secs"]),
+            s(&p["prefixes_advertised"]),
+            s(&p["stats"]["prefixes_received"]),
+            bfd,
+            gr,
+            s(&p["last_error"]),
+        );
+    }
+    let vips: Vec<String> = bgp["announced"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    println!("announced {}", vips.join(", "));
+    let drained: Vec<String> = bgp["drained"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    if !drained.is_empty() {
+        println!("drained {}", drained.join(", "));
     }
 }
 

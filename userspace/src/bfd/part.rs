@@ -270,7 +270,7 @@ impl Bfd {
             if let Some(e) = self.sessions.remove(&key) {
                 self.by_discr.remove(&e.session.local_discr());
                 if e.announced_up {
-                    self.announce(&key, false);
+                    self.announce(&key, false, true);
                 }
                 info!(peer = %key.0, interface = %key.1, "bfd session removed");
             }
@@ -388,18 +388,21 @@ impl Bfd {
                         && e.announced_up != up
                     {
                         e.announced_up = up;
-                        self.announce(key, up);
+                        let admin =
+                            to == State::AdminDown || e.session.remote_state() == State::AdminDown;
+                        self.announce(key, up, admin);
                     }
                 }
             }
         }
     }
 
-    fn announce(&self, key: &Key, up: bool) {
+    fn announce(&self, key: &Key, up: bool, admin: bool) {
         self.bus.publish(Event::BfdState {
             peer: key.0,
             interface: key.1.clone(),
             up,
+            admin,
         });
     }
 }

@@ -121,6 +121,11 @@ impl Session {
         self.state
     }
 
+    /// The state the peer last said it was in.
+    pub fn remote_state(&self) -> State {
+        self.remote_state
+    }
+
     pub fn local_discr(&self) -> u32 {
         self.local_discr
     }

@@ -85,6 +85,11 @@ pub struct PeerConfig {
     /// Global IPv6 next hop; when absent, a global address of the interface the session
     /// runs on, plus its link-local address when the peer is on that link.
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// Graceful restart (RFC 4724) as the restarting speaker, with this restart time in
+    /// seconds (1 to 4095): our OPEN carries the capability with the forwarding bit for each
+    /// family (the XDP dataplane keeps forwarding while the daemon is away) and the N bit
+    /// (RFC 8538). None: no capability, a peer drops our routes as soon as the session ends.
+    pub graceful_restart: Option<u16>,
 }
 
 /// Why a [`PeerConfig`] cannot be used.
@@ -104,6 +109,8 @@ pub enum ConfigError {
     LocalAddressFamily { local: IpAddr, peer: IpAddr },
     #[error("no address family enabled")]
     NoFamily,
+    #[error("restart time {0} s: must be 1 to 4095")]
+    RestartTime(u16),
 }
 
 impl PeerConfig {
@@ -127,6 +134,7 @@ impl PeerConfig {
             export: RouteAttrs::default(),
             next_hop_v4: None,
             next_hop_v6: None,
+            graceful_restart: None,
         }
     }
 
@@ -172,6 +180,11 @@ impl PeerConfig {
         }
         if !self.ipv4_unicast && !self.ipv6_unicast {
             return Err(ConfigError::NoFamily);
+        }
+        if let Some(t) = self.graceful_restart
+            && !(1..=0x0fff).contains(&t)
+        {
+            return Err(ConfigError::RestartTime(t));
         }
         Ok(())
     }

@@ -16,7 +16,7 @@
 //! A peer task owns its session and nothing else; if it panics it is restarted after a pause
 //! with a fresh session, and the other peers do not notice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -56,6 +56,18 @@ pub struct LocalConfig {
     pub listen: Vec<SocketAddr>,
 }
 
+/// The BFD state of each peer that BFD watches (`bfd = true`), kept by whoever runs BFD
+/// (the daemon's BGP part, from the bus). A peer whose `downs` grows loses its session at
+/// once; a peer not in the map is not watched.
+pub type BfdStates = BTreeMap<IpAddr, BfdPeerState>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BfdPeerState {
+    pub up: bool,
+    /// Times the BFD session went from up to down.
+    pub downs: u64,
+}
+
 /// The whole speaker's state, published through a watch channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SpeakerStatus {
@@ -84,6 +96,15 @@ pub struct PeerStatus {
     pub negotiated: Option<Negotiated>,
     /// Our addresses on the established connection, usable as next hops.
     pub next_hops: Option<NextHops>,
+    /// The interface of the last connection (where a BFD session to the peer runs).
+    pub interface: Option<String>,
+    /// BFD, when it watches this peer.
+    pub bfd: Option<BfdPeerState>,
+    /// Our graceful restart time when we offer the capability (see `negotiated` for what
+    /// the peer said).
+    pub graceful_restart: Option<u16>,
+    /// Restarted: our End-of-RIB waits for the announce policy to settle.
+    pub end_of_rib_held: bool,
     /// Prefixes the peer currently has from us.
     pub prefixes_advertised: usize,
     /// Message and prefix counters; received prefixes are counted, then discarded.
@@ -91,7 +112,7 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
-    fn idle(cfg: &PeerConfig) -> Self {
+    pub(crate) fn idle(cfg: &PeerConfig) -> Self {
         Self {
             address: cfg.address,
             remote_as: cfg.remote_as,
@@ -100,6 +121,10 @@ impl PeerStatus {
             last_error: None,
             negotiated: None,
             next_hops: None,
+            interface: None,
+            bfd: None,
+            graceful_restart: cfg.graceful_restart,
+            end_of_rib_held: false,
             prefixes_advertised: 0,
             stats: SessionStats::default(),
         }
@@ -110,6 +135,8 @@ impl PeerStatus {
 pub struct Speaker {
     local: LocalConfig,
     peers: Vec<PeerConfig>,
+    bfd: Option<watch::Receiver<BfdStates>>,
+    settled: Option<watch::Receiver<bool>>,
 }
 
 /// Where the listeners hand accepted connections: the peer task of each address.
@@ -117,7 +144,25 @@ type Registry = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
 
 impl Speaker {
     pub fn new(local: LocalConfig, peers: Vec<PeerConfig>) -> Self {
-        Self { local, peers }
+        Self {
+            local,
+            peers,
+            bfd: None,
+            settled: None,
+        }
+    }
+
+    /// Whether the announce set is what this process means to announce (see
+    /// [`Event::Settled`]): until it says so, restarting sessions hold their End-of-RIB.
+    pub fn with_settled(mut self, settled: watch::Receiver<bool>) -> Self {
+        self.settled = Some(settled);
+        self
+    }
+
+    /// Peers in `states` follow their BFD session: down brings their session down at once.
+    pub fn with_bfd(mut self, states: watch::Receiver<BfdStates>) -> Self {
+        self.bfd = Some(states);
+        self
     }
 
     /// Runs until `shutdown` holds `Some(message)` (or its sender goes away): then every
@@ -177,8 +222,12 @@ impl Speaker {
                 cfg,
                 duplicate,
                 registry.clone(),
-                announce.clone(),
-                shutdown.clone(),
+                Inputs {
+                    announce: announce.clone(),
+                    shutdown: shutdown.clone(),
+                    bfd: self.bfd.clone(),
+                    settled: self.settled.clone(),
+                },
                 status.clone(),
             ));
         }
@@ -194,15 +243,24 @@ fn stopping(shutdown: &watch::Receiver<Option<String>>) -> bool {
 }
 
 /// Runs a peer's task, and again after a pause if it panics.
+/// What every peer task follows.
+#[derive(Clone)]
+struct Inputs {
+    announce: watch::Receiver<Routes>,
+    shutdown: watch::Receiver<Option<String>>,
+    bfd: Option<watch::Receiver<BfdStates>>,
+    settled: Option<watch::Receiver<bool>>,
+}
+
 async fn supervise(
     i: usize,
     cfg: PeerConfig,
     duplicate: bool,
     registry: Registry,
-    announce: watch::Receiver<Routes>,
-    mut shutdown: watch::Receiver<Option<String>>,
+    inputs: Inputs,
     status: Arc<watch::Sender<SpeakerStatus>>,
 ) {
+    let mut shutdown = inputs.shutdown.clone();
     let problem = if duplicate {
         Some(format!("peer {} is configured twice", cfg.address))
     } else {
@@ -229,8 +287,7 @@ async fn supervise(
             i,
             cfg.clone(),
             rx,
-            announce.clone(),
-            shutdown.clone(),
+            inputs.clone(),
             status.clone(),
         ));
         match task.await {
@@ -290,16 +347,24 @@ struct Peer {
     closing: Vec<JoinHandle<()>>,
     events: mpsc::Sender<IoEvent>,
     last_error: Option<String>,
+    /// Interface of the last connection.
+    interface: Option<String>,
+    bfd: Option<BfdPeerState>,
 }
 
 async fn peer_task(
     i: usize,
     cfg: PeerConfig,
     mut incoming: mpsc::Receiver<TcpStream>,
-    mut announce: watch::Receiver<Routes>,
-    mut shutdown: watch::Receiver<Option<String>>,
+    inputs: Inputs,
     status: Arc<watch::Sender<SpeakerStatus>>,
 ) {
+    let Inputs {
+        mut announce,
+        mut shutdown,
+        mut bfd,
+        mut settled,
+    } = inputs;
     let (events, mut rx) = mpsc::channel(256);
     let mut peer = Peer {
         i,
@@ -310,9 +375,18 @@ async fn peer_task(
         closing: Vec::new(),
         events,
         last_error: None,
+        interface: None,
+        bfd: None,
     };
+    if let Some(b) = &mut bfd {
+        peer.bfd = b.borrow_and_update().get(&peer.addr()).copied();
+    }
     let routes = announce.borrow_and_update().clone();
     peer.handle(Event::Announce(routes));
+    if let Some(s) = &mut settled {
+        let now = *s.borrow_and_update();
+        peer.handle(Event::Settled(now));
+    }
     if !stopping(&shutdown) {
         peer.handle(Event::ManualStart);
     }
@@ -344,6 +418,40 @@ async fn peer_task(
                 }
             }
             _ = second.tick() => peer.recheck_next_hops(),
+            changed = async {
+                match &mut bfd {
+                    Some(b) => b.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match (changed, &mut bfd) {
+                    (Ok(()), Some(b)) => {
+                        let state = b.borrow_and_update().get(&peer.addr()).copied();
+                        peer.bfd_changed(state);
+                    }
+                    // Whoever ran BFD is gone: nothing watches the peers any more.
+                    _ => {
+                        bfd = None;
+                        peer.bfd = None;
+                    }
+                }
+            }
+            changed = async {
+                match &mut settled {
+                    Some(s) => s.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Whoever said it is gone: nothing more to wait for.
+                let now = match (changed.is_ok(), &mut settled) {
+                    (true, Some(s)) => *s.borrow_and_update(),
+                    _ => {
+                        settled = None;
+                        true
+                    }
+                };
+                peer.handle(Event::Settled(now));
+            }
         }
         peer.publish(&status);
     }
@@ -415,6 +523,18 @@ impl Peer {
         }
     }
 
+    fn bfd_changed(&mut self, state: Option<BfdPeerState>) {
+        let before = self.bfd.map_or(0, |b| b.downs);
+        if let Some(now) = state
+            && now.downs > before
+            && self.session.state() != State::Idle
+        {
+            warn!(peer = %self.addr(), "bgp: BFD session down; closing the BGP session");
+            self.handle(Event::BfdDown);
+        }
+        self.bfd = state;
+    }
+
     fn connect(&mut self) {
         if let Some((_, h)) = self.attempt.take() {
             h.abort();
@@ -452,6 +572,9 @@ impl Peer {
             _ => None,
         };
         let hops = addrs.map_or_else(NextHops::default, |(l, p)| local_next_hops(l, p));
+        if let Some(name) = addrs.and_then(|(l, _)| interface_of(l)) {
+            self.interface = Some(name);
+        }
         let (rd, wr) = stream.into_split();
         let (tx, queue) = mpsc::channel(SEND_QUEUE);
         let reader = tokio::spawn(read_loop(id, rd, self.events.clone()));
@@ -492,10 +615,17 @@ impl Peer {
         };
         // Dropping the sender lets the writer flush what is queued, then shut down.
         drop(c.tx);
-        let (writer, reader) = (c.writer, c.reader);
+        let (writer, mut reader) = (c.writer, c.reader);
         self.closing.retain(|h| !h.is_finished());
         self.closing.push(tokio::spawn(async move {
-            let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+            // Written, then the peer's own close (it closes on our NOTIFICATION): a stop
+            // returns only once the peer has read it, so what the daemon does next (BFD's
+            // AdminDown) cannot overtake it.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = writer.await;
+                let _ = (&mut reader).await;
+            })
+            .await;
             reader.abort();
         }));
     }
@@ -561,6 +691,10 @@ impl Peer {
                 .then(|| self.session.negotiated().cloned())
                 .flatten(),
             next_hops: self.session.next_hops(),
+            interface: self.interface.clone(),
+            bfd: self.bfd,
+            graceful_restart: cfg.graceful_restart,
+            end_of_rib_held: self.session.end_of_rib_held(),
             prefixes_advertised: self.session.advertised().len(),
             stats: self.session.stats().clone(),
         }
@@ -788,6 +922,19 @@ fn local_next_hops(local: IpAddr, peer: IpAddr) -> NextHops {
         hops.v6_link_local = None;
     }
     hops
+}
+
+/// The interface holding `local`.
+fn interface_of(local: IpAddr) -> Option<String> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        let addr = a.address.as_ref()?;
+        let ip = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+            (Some(s), _) => IpAddr::V4(s.ip()),
+            (None, Some(s)) => IpAddr::V6(s.ip()),
+            _ => return None,
+        };
+        (ip == local).then(|| a.interface_name.clone())
+    })
 }
 
 fn is_link_local(a: &Ipv6Addr) -> bool {

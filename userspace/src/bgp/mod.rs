@@ -53,8 +53,14 @@
 //! every second, and routes go again when ours changed (e.g. the link-local address, which
 //! the kernel lists only some time after the link comes up).
 //!
-//! Not here: graceful restart as a restarting speaker (the peer's capability is only
-//! noted), enhanced route refresh, extended messages, ADD-PATH, GTSM, received routes.
+//! Graceful restart (RFC 4724) as the restarting speaker when `PeerConfig::graceful_restart`
+//! is set: capability with R (first session of the process), F for every family and N (RFC
+//! 8538), a deliberate stop sent as Hard Reset when N was negotiated, and End-of-RIB held
+//! after a restart until [`Speaker::with_settled`] says the announce set is complete. BFD
+//! ([`Speaker::with_bfd`]): a peer whose BFD session goes down loses its session at once.
+//!
+//! Not here: enhanced route refresh, extended messages, ADD-PATH, GTSM, received routes
+//! (so graceful restart's helper side has nothing to keep).
 
 pub mod config;
 pub mod io;
@@ -65,7 +71,7 @@ pub mod prefix;
 pub mod session;
 
 pub use config::{PeerConfig, RouteAttrs, Routes};
-pub use io::{LocalConfig, PeerStatus, Speaker, SpeakerStatus};
+pub use io::{BfdPeerState, BfdStates, LocalConfig, PeerStatus, Speaker, SpeakerStatus};
 pub use packet::{Community, LargeCommunity};
 pub use prefix::{Family, Prefix};
 pub use session::State;

@@ -13,10 +13,11 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{
-    Community, LocalConfig, PeerConfig, Prefix, RouteAttrs, Routes, Speaker, SpeakerStatus, State,
+    BfdStates, Community, LocalConfig, PeerConfig, Prefix, RouteAttrs, Routes, Speaker,
+    SpeakerStatus, State,
 };
 use crate::announce::{Entry, Policy};
-use crate::bus::Event;
+use crate::bus::{Bus, Event};
 use crate::config::{BgpAttrs, BgpConfig, Config};
 use crate::part::board::PartBoard;
 use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
@@ -24,6 +25,10 @@ use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
 /// What peers read in our Cease when the daemon stops or the section changes.
 const STOP_MESSAGE: &str = "portier stopping";
 const RECONFIGURE_MESSAGE: &str = "portier reconfigured";
+/// After a start with graceful restart, how long our End-of-RIB may wait at most for every
+/// configured VIP to be announced again (never longer than the restart time): peers keep
+/// our stale routes meanwhile, and the XDP dataplane still forwards what they send.
+const SETTLE_MAX: Duration = Duration::from_secs(10);
 
 fn attrs(a: &BgpAttrs) -> RouteAttrs {
     RouteAttrs {
@@ -48,6 +53,7 @@ fn peers(cfg: &BgpConfig) -> Vec<PeerConfig> {
             c.export = attrs(&p.export);
             c.next_hop_v4 = p.next_hop_v4;
             c.next_hop_v6 = p.next_hop_v6;
+            c.graceful_restart = cfg.graceful_restart;
             c
         })
         .collect()
@@ -97,7 +103,12 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start(cfg: &BgpConfig, initial: Routes) -> Running {
+fn start(
+    cfg: &BgpConfig,
+    initial: Routes,
+    bfd: watch::Receiver<BfdStates>,
+    settled: watch::Receiver<bool>,
+) -> Running {
     let (announce, announce_rx) = watch::channel(initial);
     let (shutdown, shutdown_rx) = watch::channel(None);
     let (status_tx, status) = watch::channel(SpeakerStatus::default());
@@ -106,7 +117,9 @@ fn start(cfg: &BgpConfig, initial: Routes) -> Running {
             listen: cfg.listen.clone(),
         },
         peers(cfg),
-    );
+    )
+    .with_bfd(bfd)
+    .with_settled(settled);
     let task = tokio::spawn(speaker.run(announce_rx, shutdown_rx, status_tx));
     info!(asn = cfg.asn, router_id = %cfg.router_id, peers = cfg.peers.len(), "bgp started");
     Running {
@@ -137,6 +150,16 @@ pub struct Bgp {
     drained: BTreeSet<IpAddr>,
     /// Stopping: every route drained.
     stopping: bool,
+    bus: Bus,
+    /// Peers with `bfd = true` and the interface BFD watches them on (that of their last
+    /// connection), as FRR's `neighbor X bfd` registers them.
+    bfd_watched: BTreeSet<(IpAddr, String)>,
+    /// Their BFD states, read by the speaker's peer tasks.
+    bfd: watch::Sender<BfdStates>,
+    /// Whether the announce set has settled since the start (every configured VIP
+    /// announced, or `SETTLE_MAX` passed): restarting sessions hold End-of-RIB until then.
+    settled: watch::Sender<bool>,
+    started: Instant,
 }
 
 impl Bgp {
@@ -152,6 +175,7 @@ impl Bgp {
 
     fn push_routes(&mut self) {
         let set = self.routes();
+        self.update_settled(&set);
         self.running.announce.send_if_modified(|current| {
             let changed = *current != set;
             if changed {
@@ -159,6 +183,80 @@ impl Bgp {
                 *current = set;
             }
             changed
+        });
+    }
+
+    fn update_settled(&mut self, set: &Routes) {
+        if *self.settled.borrow() {
+            return;
+        }
+        let cfg = &self.running.cfg;
+        let max = cfg.graceful_restart.map_or(Duration::ZERO, |t| {
+            SETTLE_MAX.min(Duration::from_secs(u64::from(t)))
+        });
+        let all = cfg
+            .announce
+            .iter()
+            .all(|a| set.contains_key(&Prefix::host(a.vip)));
+        if all || self.stopping || self.started.elapsed() >= max {
+            info!(
+                all_announced = all,
+                "bgp: announcements settled; End-of-RIB may go"
+            );
+            self.settled.send_replace(true);
+        }
+    }
+
+    /// Asks BFD to watch each `bfd = true` peer once its interface is known, and to stop
+    /// watching the others.
+    fn sync_bfd(&mut self) {
+        let status = self.running.status.borrow().clone();
+        let wanted: BTreeSet<(IpAddr, String)> = self
+            .running
+            .cfg
+            .peers
+            .iter()
+            .filter(|p| p.bfd)
+            .filter_map(|p| {
+                let s = status.peers.iter().find(|s| s.address == p.address)?;
+                Some((p.address, s.interface.clone()?))
+            })
+            .collect();
+        for (peer, iface) in wanted.difference(&self.bfd_watched) {
+            self.watch(*peer, iface.clone(), true);
+        }
+        for (peer, iface) in self.bfd_watched.difference(&wanted) {
+            self.watch(*peer, iface.clone(), false);
+        }
+        let bfd_peers: BTreeSet<IpAddr> = self
+            .running
+            .cfg
+            .peers
+            .iter()
+            .filter(|p| p.bfd)
+            .map(|p| p.address)
+            .collect();
+        self.bfd.send_if_modified(|states| {
+            let before = states.len();
+            states.retain(|a, _| bfd_peers.contains(a));
+            let mut changed = states.len() != before;
+            for a in &bfd_peers {
+                if !states.contains_key(a) {
+                    states.insert(*a, Default::default());
+                    changed = true;
+                }
+            }
+            changed
+        });
+        self.bfd_watched = wanted;
+    }
+
+    fn watch(&self, peer: IpAddr, interface: String, watch: bool) {
+        self.bus.publish(Event::BfdWatch {
+            client: "bgp",
+            peer,
+            interface,
+            watch,
         });
     }
 }
@@ -173,20 +271,28 @@ impl Part for Bgp {
         config.bgp.is_some()
     }
 
-    async fn start(_env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
+    async fn start(env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
         let cfg = config.bgp.clone().ok_or("no [bgp] section")?;
         let mut policy = Policy::new(entries(&cfg));
         let none = BTreeSet::new();
-        let running = start(
-            &cfg,
-            routes(policy.announced(Instant::now()), &none, false, 0),
-        );
-        Ok(Bgp {
+        let (bfd, bfd_rx) = watch::channel(BfdStates::new());
+        let initial = routes(policy.announced(Instant::now()), &none, false, 0);
+        let (settled, settled_rx) = watch::channel(cfg.graceful_restart.is_none());
+        let running = start(&cfg, initial, bfd_rx, settled_rx);
+        let mut bgp = Bgp {
             policy,
             running,
             drained: none,
             stopping: false,
-        })
+            bus: env.bus,
+            bfd_watched: BTreeSet::new(),
+            bfd,
+            settled,
+            started: Instant::now(),
+        };
+        bgp.push_routes();
+        bgp.sync_bfd();
+        Ok(bgp)
     }
 
     async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
@@ -200,10 +306,16 @@ impl Part for Bgp {
         if !same_sessions(&new, &self.running.cfg) {
             self.running.stop(RECONFIGURE_MESSAGE).await;
             let set = self.policy.announced(Instant::now());
-            self.running = start(&new, routes(set, &self.drained, false, new.drain_prepend));
+            self.running = start(
+                &new,
+                routes(set, &self.drained, false, new.drain_prepend),
+                self.bfd.subscribe(),
+                self.settled.subscribe(),
+            );
         }
         self.running.cfg = new;
         self.push_routes();
+        self.sync_bfd();
         Ok(Applied::Running)
     }
 
@@ -230,6 +342,28 @@ impl Part for Bgp {
     }
 
     async fn event(&mut self, event: &Event) {
+        if let Event::BfdState {
+            peer,
+            interface,
+            up,
+            admin,
+        } = event
+            && self.bfd_watched.contains(&(*peer, interface.clone()))
+        {
+            self.bfd
+                .send_if_modified(|states| match states.get_mut(peer) {
+                    Some(s) if s.up != *up => {
+                        // AdminDown at either end is not a path failure (RFC 5882 §3.2):
+                        // the BGP session stays, e.g. while the daemons stop.
+                        if s.up && !*admin {
+                            s.downs += 1;
+                        }
+                        s.up = *up;
+                        true
+                    }
+                    _ => false,
+                });
+        }
         self.policy.event(event);
         // A condition that changed acts now, not at the next tick (which is for hold-downs).
         self.push_routes();
@@ -239,6 +373,10 @@ impl Part for Bgp {
         if self.running.status.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+
+    async fn woken(&mut self, _: ()) {
+        self.sync_bfd();
     }
 
     async fn tick(&mut self) {
@@ -259,6 +397,11 @@ impl Part for Bgp {
             "router_id": self.running.cfg.router_id,
             "announced": announced,
             "drained": self.drained,
+            "graceful_restart": self.running.cfg.graceful_restart.map(|t| serde_json::json!({
+                "restart_time": t,
+                "forwarding_preserved": true,
+                "notification": true,
+            })),
             "listeners": status.listeners,
             "peers": status.peers,
         }));
@@ -281,6 +424,9 @@ impl Part for Bgp {
         self.running.announce.send_replace(Routes::new());
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.running.stop(STOP_MESSAGE).await;
+        for (peer, interface) in std::mem::take(&mut self.bfd_watched) {
+            self.watch(peer, interface, false);
+        }
     }
 }
 
@@ -317,12 +463,86 @@ fn metrics(status: &SpeakerStatus, announced: usize) -> String {
             p.address, p.prefixes_advertised
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP portier_bgp_peer_bfd_up 1 while the peer's BFD session is up (peers with bfd = true)."
+    );
+    let _ = writeln!(out, "# TYPE portier_bgp_peer_bfd_up gauge");
+    for p in &status.peers {
+        if let Some(b) = p.bfd {
+            let _ = writeln!(
+                out,
+                "portier_bgp_peer_bfd_up{{peer=\"{}\"}} {}",
+                p.address,
+                u8::from(b.up)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP portier_bgp_peer_bfd_down_total Sessions brought down because BFD went down."
+    );
+    let _ = writeln!(out, "# TYPE portier_bgp_peer_bfd_down_total counter");
+    for p in &status.peers {
+        let _ = writeln!(
+            out,
+            "portier_bgp_peer_bfd_down_total{{peer=\"{}\"}} {}",
+            p.address, p.stats.bfd_down
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP portier_bgp_peer_graceful_restart 1 while the established session negotiated graceful restart."
+    );
+    let _ = writeln!(out, "# TYPE portier_bgp_peer_graceful_restart gauge");
+    for p in &status.peers {
+        let _ = writeln!(
+            out,
+            "portier_bgp_peer_graceful_restart{{peer=\"{}\"}} {}",
+            p.address,
+            u8::from(
+                p.negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.graceful_restart_negotiated)
+            )
+        );
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_show_bfd_and_graceful_restart_per_peer() {
+        let cfg = PeerConfig::new(
+            "10.0.0.1".parse().unwrap(),
+            64512,
+            64513,
+            "10.0.0.11".parse().unwrap(),
+        );
+        let mut peer = crate::bgp::io::PeerStatus::idle(&cfg);
+        peer.bfd = Some(crate::bgp::BfdPeerState { up: true, downs: 2 });
+        peer.stats.bfd_down = 2;
+        let status = SpeakerStatus {
+            listeners: Vec::new(),
+            peers: vec![peer],
+        };
+        let m = metrics(&status, 1);
+        assert!(
+            m.contains("portier_bgp_peer_bfd_up{peer=\"10.0.0.1\"} 1"),
+            "{m}"
+        );
+        assert!(
+            m.contains("portier_bgp_peer_bfd_down_total{peer=\"10.0.0.1\"} 2"),
+            "{m}"
+        );
+        assert!(
+            m.contains("portier_bgp_peer_graceful_restart{peer=\"10.0.0.1\"} 0"),
+            "{m}"
+        );
+    }
 
     #[test]
     fn drained_routes_carry_graceful_shutdown_and_extra_prepends() {

@@ -101,6 +101,15 @@ pub enum Event {
     Tick,
     /// A new set of routes to announce.
     Announce(Routes),
+    /// Whether the routes given so far are what this process means to announce (the
+    /// announce policy has settled after a start). Until then, a restarting session with
+    /// graceful restart negotiated holds its End-of-RIB back, so the peer keeps our stale
+    /// routes rather than dropping those whose condition is not true again yet. Settled
+    /// unless told otherwise.
+    Settled(bool),
+    /// The peer's BFD session went down (RFC 5882 §4.3): the connection goes at once with
+    /// Cease / BFD Down (RFC 9384) rather than waiting for the hold timer.
+    BfdDown,
     /// Our addresses on a connection, found again by the I/O edge (an address appeared,
     /// e.g. the link-local one after duplicate address detection, or changed): routes
     /// already sent go again with the new next hops, those left without one are withdrawn.
@@ -152,8 +161,15 @@ pub struct Negotiated {
     pub route_refresh: bool,
     /// Families both sides offered.
     pub families: Vec<Family>,
-    /// The peer's graceful restart capability (we only note it).
+    /// The peer's graceful restart capability. As the receiving side we hold none of the
+    /// peer's routes, so helper mode has nothing to keep: the capability is only noted.
     pub graceful_restart: Option<GracefulRestartInfo>,
+    /// Both sides sent the graceful restart capability: when this session ends without a
+    /// NOTIFICATION (our process killed), the peer keeps our routes for our restart time.
+    pub graceful_restart_negotiated: bool,
+    /// Both sides set the N bit (RFC 8538): a NOTIFICATION other than Hard Reset also
+    /// keeps the routes, so a deliberate stop is sent as Hard Reset.
+    pub graceful_notification: bool,
     /// Codes of every capability the peer sent.
     pub peer_capabilities: Vec<u8>,
     /// Whether the surviving connection is the one we opened.
@@ -201,6 +217,8 @@ pub enum DownReason {
     NotificationReceived(Notification),
     /// Closed without a NOTIFICATION.
     TcpClosed,
+    /// The peer's BFD session went down; we sent this Cease.
+    BfdDown(Notification),
 }
 
 impl fmt::Display for DownReason {
@@ -213,6 +231,7 @@ impl fmt::Display for DownReason {
             } => write!(f, "sent {notification} ({cause})"),
             DownReason::NotificationReceived(n) => write!(f, "received {n}"),
             DownReason::TcpClosed => f.write_str("connection closed by peer"),
+            DownReason::BfdDown(n) => write!(f, "BFD session down (sent {n})"),
         }
     }
 }
@@ -240,6 +259,8 @@ pub struct SessionStats {
     pub connect_attempts: u64,
     pub established_transitions: u64,
     pub collisions: u64,
+    /// Sessions brought down because the peer's BFD session went down.
+    pub bfd_down: u64,
     /// Routes of the set not sent because the family was not negotiated or no next hop of
     /// that family is known, at the last computation.
     pub prefixes_unsendable: u64,
@@ -278,6 +299,12 @@ pub struct Session {
     adj_out: BTreeMap<Prefix, RouteAttrs>,
     stats: SessionStats,
     established_at: Option<Instant>,
+    /// The R bit of our graceful restart capability: set until this session object has
+    /// sent its first End-of-RIB, i.e. on the sessions right after the process (re)started.
+    restarting: bool,
+    settled: bool,
+    /// End-of-RIB not sent yet on the established connection (waiting to be settled).
+    end_of_rib_held: bool,
 }
 
 impl Session {
@@ -294,6 +321,9 @@ impl Session {
             adj_out: BTreeMap::new(),
             stats: SessionStats::default(),
             established_at: None,
+            restarting: true,
+            settled: true,
+            end_of_rib_held: false,
         }
     }
 
@@ -307,6 +337,11 @@ impl Session {
 
     pub fn stats(&self) -> &SessionStats {
         &self.stats
+    }
+
+    /// The End-of-RIB of the established session is held back until [`Event::Settled`].
+    pub fn end_of_rib_held(&self) -> bool {
+        self.end_of_rib_held
     }
 
     /// Since when the session is established.
@@ -416,6 +451,27 @@ impl Session {
                 }
             }
             Event::Tick => self.tick(now, &mut out),
+            Event::Settled(settled) => {
+                self.settled = settled;
+                if settled
+                    && self.end_of_rib_held
+                    && let Some(i) = self.established()
+                {
+                    self.end_of_rib(now, i, &mut out);
+                }
+            }
+            Event::BfdDown => {
+                let n = Notification::new(code::CEASE, subcode::cease::BFD_DOWN);
+                let mut any = false;
+                while !self.conns.is_empty() {
+                    any = true;
+                    self.send(now, 0, Message::Notification(n.clone()), &mut out);
+                    self.drop_conn(now, 0, DownReason::BfdDown(n.clone()), &mut out);
+                }
+                if any {
+                    self.stats.bfd_down += 1;
+                }
+            }
             Event::Announce(routes) => {
                 self.routes = routes;
                 if let Some(i) = self.established() {
@@ -498,7 +554,17 @@ impl Session {
         let had = !self.conns.is_empty();
         let was_established = self.established().is_some();
         for i in 0..self.conns.len() {
-            self.send(now, i, Message::Notification(n.clone()), out);
+            // A deliberate stop must not leave our routes at the peer as stale ones.
+            let n = if self.conns[i]
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| n.graceful_notification)
+            {
+                Notification::hard_reset(&n)
+            } else {
+                n.clone()
+            };
+            self.send(now, i, Message::Notification(n), out);
             out.push(Action::Close {
                 conn: self.conns[i].id,
             });
@@ -513,6 +579,7 @@ impl Session {
         self.retry_interval = self.cfg.connect_retry;
         self.adj_out.clear();
         self.established_at = None;
+        self.end_of_rib_held = false;
         if had {
             out.push(Action::Down {
                 reason: DownReason::Stopped,
@@ -556,7 +623,8 @@ impl Session {
         self.send(now, i, Message::Open(open), out);
     }
 
-    /// Our OPEN: multiprotocol per configured family, route refresh, four-octet AS.
+    /// Our OPEN: multiprotocol per configured family, route refresh, graceful restart when
+    /// configured, four-octet AS.
     pub fn our_open(&self) -> Open {
         let mut caps: Vec<Capability> = self
             .cfg
@@ -565,6 +633,18 @@ impl Session {
             .map(Capability::Multiprotocol)
             .collect();
         caps.push(Capability::RouteRefresh);
+        if let Some(restart_time) = self.cfg.graceful_restart {
+            let mut flags = GracefulRestart::NOTIFICATION;
+            if self.restarting {
+                flags |= GracefulRestart::RESTART_STATE;
+            }
+            caps.push(Capability::GracefulRestart(GracefulRestart {
+                flags,
+                restart_time,
+                // Forwarding state is preserved: the XDP program and its maps outlive us.
+                families: self.cfg.families().into_iter().map(|f| (f, true)).collect(),
+            }));
+        }
         caps.push(Capability::FourOctetAs(self.cfg.local_as));
         Open::new(
             self.cfg.local_as,
@@ -621,6 +701,7 @@ impl Session {
         if was_established {
             self.adj_out.clear();
             self.established_at = None;
+            self.end_of_rib_held = false;
         }
         out.push(Action::Down {
             reason,
@@ -711,6 +792,11 @@ impl Session {
             route_refresh: o.route_refresh(),
             families,
             graceful_restart: o.graceful_restart().map(GracefulRestartInfo::from),
+            graceful_restart_negotiated: self.cfg.graceful_restart.is_some()
+                && o.graceful_restart().is_some(),
+            graceful_notification: self.cfg.graceful_restart.is_some()
+                && o.graceful_restart()
+                    .is_some_and(GracefulRestart::notification),
             peer_capabilities: o.capabilities.iter().map(Capability::code).collect(),
             outgoing: self.conns[i].outgoing,
         };
@@ -787,12 +873,29 @@ impl Session {
             out.push(Action::Established(Box::new(neg.clone())));
             self.adj_out.clear();
             self.sync(now, i, &[], out);
-            for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
-                if neg.families.contains(&f) {
-                    self.send(now, i, Message::Update(Update::end_of_rib(f)), out);
-                }
+            if self.restarting && !self.settled && neg.graceful_restart_negotiated {
+                self.end_of_rib_held = true;
+            } else {
+                self.end_of_rib(now, i, out);
             }
         }
+    }
+
+    /// End-of-RIB of the negotiated families only: a restarted session's peer then drops
+    /// whatever stale routes of ours we did not send again (RFC 4724 §4.2).
+    fn end_of_rib(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
+        let families = self.conns[i]
+            .negotiated
+            .as_ref()
+            .map(|n| n.families.clone())
+            .unwrap_or_default();
+        for f in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+            if families.contains(&f) {
+                self.send(now, i, Message::Update(Update::end_of_rib(f)), out);
+            }
+        }
+        self.end_of_rib_held = false;
+        self.restarting = false;
     }
 
     /// What should be in the peer's Adj-RIB-In from us now.

@@ -25,6 +25,10 @@ pub struct BgpConfig {
     /// then withdraw. 0: withdraw at once.
     pub drain_ms: u64,
     pub drain_prepend: u8,
+    /// Graceful restart (RFC 4724) as the restarting speaker, with the forwarding bit and
+    /// RFC 8538's N bit: peers keep our routes for `restart_time` seconds while the daemon
+    /// is away (the XDP dataplane keeps forwarding). None: off.
+    pub graceful_restart: Option<u16>,
 }
 
 /// What every route to a peer, or one VIP's route, carries besides the defaults.
@@ -51,6 +55,8 @@ pub struct BgpPeer {
     pub export: BgpAttrs,
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// BFD watches the peer (the `[bfd]` part runs the session): down ends the BGP session.
+    pub bfd: bool,
 }
 
 impl std::fmt::Debug for BgpPeer {
@@ -63,6 +69,7 @@ impl std::fmt::Debug for BgpPeer {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("local_address", &self.local_address)
             .field("export", &self.export)
+            .field("bfd", &self.bfd)
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +155,7 @@ pub(super) fn section(
     report: &mut Report<'_>,
     table: &Table<'_, '_>,
     service_vips: &[IpAddr],
+    bfd_runs: bool,
 ) -> Option<BgpConfig> {
     table.deny_unknown(
         report,
@@ -159,8 +167,12 @@ pub(super) fn section(
             "announce",
             "drain_ms",
             "drain_prepend",
+            "graceful_restart",
+            "restart_time",
         ],
     );
+    let graceful_restart = t_bool(report, table, "graceful_restart");
+    let restart_time = rules::int_or(report, table, "restart_time", 1..=4095, 120u16);
     let drain_ms = rules::int_or(report, table, "drain_ms", 0..=600_000, 0u64);
     let drain_prepend = rules::int_or(report, table, "drain_prepend", 0..=16, 0u8);
     let asn = asn(report, table, "asn");
@@ -193,7 +205,7 @@ pub(super) fn section(
     let mut seen = HashSet::new();
     let peers: Vec<Option<BgpPeer>> = peer_tables
         .iter()
-        .map(|t| peer(report, t, &mut seen))
+        .map(|t| peer(report, t, &mut seen, bfd_runs))
         .collect();
     let mut vips = HashSet::new();
     let announce: Vec<Option<BgpAnnounce>> = table
@@ -209,10 +221,24 @@ pub(super) fn section(
         announce: announce.into_iter().collect::<Option<_>>()?,
         drain_ms: drain_ms?,
         drain_prepend: drain_prepend?,
+        graceful_restart: match graceful_restart? {
+            true => Some(restart_time?),
+            false => None,
+        },
     })
 }
 
-fn peer(report: &mut Report<'_>, t: &Table<'_, '_>, seen: &mut HashSet<IpAddr>) -> Option<BgpPeer> {
+fn t_bool(report: &mut Report<'_>, t: &Table<'_, '_>, key: &str) -> Option<bool> {
+    t.optional_bool(report, key)
+        .map_or(Some(false), |v| Some(v.value))
+}
+
+fn peer(
+    report: &mut Report<'_>,
+    t: &Table<'_, '_>,
+    seen: &mut HashSet<IpAddr>,
+    bfd_runs: bool,
+) -> Option<BgpPeer> {
     let mut keys = vec![
         "address",
         "remote_as",
@@ -223,6 +249,7 @@ fn peer(report: &mut Report<'_>, t: &Table<'_, '_>, seen: &mut HashSet<IpAddr>) 
         "families",
         "next_hop_v4",
         "next_hop_v6",
+        "bfd",
     ];
     keys.extend(ATTR_KEYS);
     t.deny_unknown(report, &keys);
@@ -294,6 +321,18 @@ fn peer(report: &mut Report<'_>, t: &Table<'_, '_>, seen: &mut HashSet<IpAddr>) 
         }
         None => Some(None),
     };
+    let bfd = match t.optional_bool(report, "bfd") {
+        Some(v) if v.value && !bfd_runs => {
+            report.add(
+                v.offset,
+                v.key,
+                "needs a [bfd] section (the BFD part runs the sessions)",
+            );
+            None
+        }
+        Some(v) => Some(v.value),
+        None => Some(false),
+    };
     let export = attrs(report, t);
     let families = families?;
     let (ipv4_unicast, ipv6_unicast) = if families.is_empty() {
@@ -316,6 +355,7 @@ fn peer(report: &mut Report<'_>, t: &Table<'_, '_>, seen: &mut HashSet<IpAddr>) 
         export: export?,
         next_hop_v4: next_hop_v4?,
         next_hop_v6: next_hop_v6?,
+        bfd: bfd?,
     })
 }
 
@@ -395,6 +435,8 @@ mod tests {
         assert_eq!(p.export.communities.len(), 2);
         assert_eq!(p.export.med, Some(5));
         assert!(!format!("{p:?}").contains("portier-lab"));
+        assert!(!p.bfd);
+        assert_eq!(b.graceful_restart, None);
         let a = &b.announce[0];
         assert_eq!(
             (a.attrs.as_path_prepend, a.attrs.large_communities.len()),
@@ -432,10 +474,42 @@ mod tests {
             "needs a [[service]]",
         );
         assert_one(
+            &format!("{BASE}{PEER}  bfd = true\n"),
+            9,
+            "bgp.peer[0].bfd",
+            "needs a [bfd] section",
+        );
+        assert_one(
+            &format!("{BASE}graceful_restart = true\nrestart_time = 5000\n{PEER}"),
+            7,
+            "bgp.restart_time",
+            "4095",
+        );
+        assert_one(
             &format!("[node]\nname = \"lb1\"\n[bgp]\nrouter_id = \"10.0.0.11\"\n{PEER}"),
             3,
             "bgp.asn",
             "missing key",
         );
+    }
+}
+
+#[cfg(test)]
+mod gr_bfd_tests {
+    use super::super::test_support::FILE;
+    use super::super::*;
+
+    #[test]
+    fn graceful_restart_and_bfd_peers() {
+        let c = parse(
+            "[node]\nname = \"lb1\"\n[bfd]\n[bgp]\nasn = 64513\nrouter_id = \"10.0.0.11\"\n\
+             graceful_restart = true\n  [[bgp.peer]]\n  address = \"10.0.0.1\"\n  remote_as = 64512\n  \
+             bfd = true\n",
+            FILE,
+        )
+        .unwrap();
+        let b = c.bgp.unwrap();
+        assert_eq!(b.graceful_restart, Some(120));
+        assert!(b.peers[0].bfd);
     }
 }

@@ -151,7 +151,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .filter_map(|s| s.vip.as_ref().map(|v| v.value))
         .collect();
     let bgp = match root.optional_table(report, "bgp") {
-        Some(table) => bgp::section(report, &table, &service_vips).map(Some),
+        Some(table) => bgp::section(report, &table, &service_vips, root.has("bfd")).map(Some),
         None => Some(None),
     };
     let ospf = match root.optional_table(report, "ospf") {

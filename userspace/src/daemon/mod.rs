@@ -26,6 +26,10 @@ const COMMAND_QUEUE: usize = 16;
 /// The parts the daemon knows: a name, whether a config wants it, and how to run it.
 struct PartSpec {
     name: &'static str,
+    /// Stops after the others: parts they use while stopping (BFD: its AdminDown would
+    /// otherwise reach routers before the routing parts' goodbyes, and some routers, FRR
+    /// among them, drop their sessions on it).
+    late: bool,
     wanted: fn(&Config) -> bool,
     spawn: fn(Link) -> JoinHandle<Result<(), String>>,
 }
@@ -33,6 +37,7 @@ struct PartSpec {
 fn spec<P: Part>() -> PartSpec {
     PartSpec {
         name: P::NAME,
+        late: P::NAME == crate::bfd::part::Bfd::NAME,
         wanted: P::wanted,
         spawn: |link| tokio::spawn(driver::drive::<P>(link)),
     }
@@ -53,6 +58,7 @@ fn part_specs() -> Vec<PartSpec> {
 
 struct Running {
     handle: JoinHandle<Result<(), String>>,
+    late: bool,
 }
 
 /// How this process runs, from the command line.
@@ -70,12 +76,14 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
         config: Arc::new(config.clone()),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (late_shutdown_tx, late_shutdown_rx) = watch::channel(false);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
     let (control, mut reload_rx) = Control::new();
     let mut d = Orchestrator {
         config_path: config_path.to_path_buf(),
         config_tx,
         shutdown_rx,
+        late_shutdown_rx,
         ack_tx,
         bus,
         status: status.clone(),
@@ -128,12 +136,17 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     info!("shutting down");
     notify(&[NotifyState::Stopping]);
     drop(admin);
-    let _ = shutdown_tx.send(true);
-    for (name, part) in std::mem::take(&mut d.running) {
-        match part.handle.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(part = name, "stopped with an error: {e}"),
-            Err(e) => error!(part = name, "panicked: {e}"),
+    let (late, early): (Vec<_>, Vec<_>) = std::mem::take(&mut d.running)
+        .into_iter()
+        .partition(|(_, p)| p.late);
+    for (parts, tx) in [(early, &shutdown_tx), (late, &late_shutdown_tx)] {
+        let _ = tx.send(true);
+        for (name, part) in parts {
+            match part.handle.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => error!(part = name, "stopped with an error: {e}"),
+                Err(e) => error!(part = name, "panicked: {e}"),
+            }
         }
     }
     info!("stopped");
@@ -144,6 +157,7 @@ struct Orchestrator {
     config_path: PathBuf,
     config_tx: watch::Sender<ConfigUpdate>,
     shutdown_rx: watch::Receiver<bool>,
+    late_shutdown_rx: watch::Receiver<bool>,
     ack_tx: mpsc::UnboundedSender<Ack>,
     bus: Bus,
     status: StatusBoard,
@@ -174,7 +188,11 @@ impl Orchestrator {
             let link = Link {
                 config: self.config_tx.subscribe(),
                 bus: self.bus.clone(),
-                shutdown: self.shutdown_rx.clone(),
+                shutdown: if spec.late {
+                    self.late_shutdown_rx.clone()
+                } else {
+                    self.shutdown_rx.clone()
+                },
                 board: self.status.clone(),
                 commands: cmd_rx,
                 acks: self.ack_tx.clone(),
@@ -182,7 +200,13 @@ impl Orchestrator {
             };
             let handle = (spec.spawn)(link);
             self.control.register(spec.name, cmd_tx);
-            self.running.insert(spec.name, Running { handle });
+            self.running.insert(
+                spec.name,
+                Running {
+                    handle,
+                    late: spec.late,
+                },
+            );
             info!(part = spec.name, "started");
         }
     }

@@ -181,6 +181,7 @@ impl Part for Ospf {
             peer: IpAddr::V4(peer),
             interface,
             up: false,
+            admin: false,
         } = event
             && self.bfd_watched.contains(&(*peer, interface.clone()))
         {

@@ -64,6 +64,8 @@ pub mod subcode {
         pub const COLLISION: u8 = 7;
         pub const OUT_OF_RESOURCES: u8 = 8;
         pub const HARD_RESET: u8 = 9;
+        /// RFC 9384: the BFD session of the peer went down.
+        pub const BFD_DOWN: u8 = 10;
     }
 
     /// RFC 7313.
@@ -111,6 +113,26 @@ impl Notification {
         Self::with_data(code::CEASE, subcode, data)
     }
 
+    /// Cease / Hard Reset (RFC 8538 §3) wrapping `inner`: its code, subcode and data. With
+    /// the N bit negotiated, this is the NOTIFICATION that ends graceful restart (the peer
+    /// drops our routes at once) where any other one would let it keep them.
+    pub fn hard_reset(inner: &Notification) -> Self {
+        let mut data = vec![inner.code, inner.subcode];
+        data.extend_from_slice(&inner.data);
+        Self::with_data(code::CEASE, subcode::cease::HARD_RESET, data)
+    }
+
+    /// The NOTIFICATION a Cease / Hard Reset carries, when it holds one.
+    pub fn hard_reset_inner(&self) -> Option<Notification> {
+        if self.code != code::CEASE || self.subcode != subcode::cease::HARD_RESET {
+            return None;
+        }
+        match self.data.as_slice() {
+            [c, s, rest @ ..] => Some(Self::with_data(*c, *s, rest.to_vec())),
+            _ => None,
+        }
+    }
+
     pub(crate) fn decode(body: &[u8]) -> Self {
         // The header check guarantees the two octets.
         Self::with_data(
@@ -129,6 +151,9 @@ impl Notification {
     /// The shutdown communication of a Cease / Administrative Shutdown or Reset, when the
     /// data holds a well-formed one (RFC 9003 §2: otherwise it is not to be shown).
     pub fn shutdown_communication(&self) -> Option<String> {
+        if let Some(inner) = self.hard_reset_inner() {
+            return inner.shutdown_communication();
+        }
         if self.code != code::CEASE
             || !matches!(
                 self.subcode,
@@ -191,7 +216,13 @@ impl Notification {
             (code::CEASE, subcode::cease::OTHER_CONFIG_CHANGE) => "Other Configuration Change",
             (code::CEASE, subcode::cease::COLLISION) => "Connection Collision Resolution",
             (code::CEASE, subcode::cease::OUT_OF_RESOURCES) => "Out of Resources",
-            (code::CEASE, subcode::cease::HARD_RESET) => "Hard Reset",
+            (code::CEASE, subcode::cease::HARD_RESET) => {
+                return match self.hard_reset_inner() {
+                    Some(inner) => format!("{c}/Hard Reset ({})", inner.describe()),
+                    None => format!("{c}/Hard Reset"),
+                };
+            }
+            (code::CEASE, subcode::cease::BFD_DOWN) => "BFD Down",
             (code::ROUTE_REFRESH, subcode::route_refresh::INVALID_LENGTH) => {
                 "Invalid Message Length"
             }
@@ -206,7 +237,7 @@ impl fmt::Display for Notification {
         f.write_str(&self.describe())?;
         if let Some(text) = self.shutdown_communication() {
             write!(f, " {text:?}")?;
-        } else if !self.data.is_empty() {
+        } else if !self.data.is_empty() && self.hard_reset_inner().is_none() {
             f.write_str(" data ")?;
             for b in self.data.iter().take(32) {
                 write!(f, "{b:02x}")?;

@@ -1044,3 +1044,49 @@ fn random_inputs_never_panic() {
     }
     assert!(decoded > 5_000, "only {decoded} mutants decoded");
 }
+
+/// RFC 8538 §3: Hard Reset carries the real NOTIFICATION's code, subcode and data.
+#[test]
+fn hard_reset_wraps_the_real_notification() {
+    let inner = Notification::cease(subcode::cease::ADMIN_SHUTDOWN, Some("bye"));
+    let hr = Notification::hard_reset(&inner);
+    assert_eq!(
+        Message::Notification(hr.clone()).encode(Codec::default()),
+        [
+            &[0xff; 16][..],
+            &[0, 27, 3, 6, 9, 6, 2, 3, b'b', b'y', b'e'][..]
+        ]
+        .concat()
+    );
+    assert_eq!(hr.hard_reset_inner(), Some(inner));
+    assert_eq!(hr.shutdown_communication().as_deref(), Some("bye"));
+    assert_eq!(
+        hr.to_string(),
+        "Cease/Hard Reset (Cease/Administrative Shutdown) \"bye\""
+    );
+    // Too short to hold a NOTIFICATION: shown as a bare Hard Reset.
+    let bare = Notification::with_data(code::CEASE, subcode::cease::HARD_RESET, vec![6]);
+    assert_eq!(bare.hard_reset_inner(), None);
+    assert_eq!(bare.to_string(), "Cease/Hard Reset data 06");
+    assert_eq!(
+        Notification::new(code::CEASE, subcode::cease::BFD_DOWN).to_string(),
+        "Cease/BFD Down"
+    );
+}
+
+/// Our graceful restart capability (RFC 4724 §3) as FRR sends its own: R and N set, restart
+/// time 120 s, IPv4 and IPv6 unicast with the forwarding bit.
+#[test]
+fn graceful_restart_capability_bytes() {
+    let gr = Capability::GracefulRestart(GracefulRestart {
+        flags: GracefulRestart::RESTART_STATE | GracefulRestart::NOTIFICATION,
+        restart_time: 120,
+        families: vec![(Family::IPV4_UNICAST, true), (Family::IPV6_UNICAST, true)],
+    });
+    let mut out = Vec::new();
+    gr.encode(&mut out);
+    assert_eq!(out, [64, 10, 0xc0, 120, 0, 1, 1, 0x80, 0, 2, 1, 0x80]);
+    let mut back = Vec::new();
+    Capability::decode_all(&out, &mut back).unwrap();
+    assert_eq!(back, [gr]);
+}

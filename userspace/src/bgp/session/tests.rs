@@ -203,6 +203,8 @@ fn active_peer_opens_establishes_announces_and_ends_with_end_of_rib() {
             notification: true,
             families: vec![(Family::IPV4_UNICAST, false), (Family::IPV6_UNICAST, false)],
         }),
+        graceful_restart_negotiated: false,
+        graceful_notification: false,
         peer_capabilities: vec![1, 1, 128, 2, 70, 65, 6, 69, 73, 64, 71],
         outgoing: true,
     };
@@ -1126,4 +1128,171 @@ fn replay_of_the_frr_interop_session() {
     run(&mut h, a);
     let ours: Vec<String> = ours.iter().map(|b| hexs(b)).collect();
     assert_eq!(sent, ours);
+}
+
+/// RFC 4724 as the restarting speaker, RFC 8538's N bit: the first OPEN after a (re)start says
+/// R, later ones do not; every family with F; a deliberate stop is a Hard Reset.
+#[test]
+fn graceful_restart_capability_and_hard_reset_on_stop() {
+    let mut c = cfg();
+    c.graceful_restart = Some(120);
+    let mut h = H::new(c);
+    h.ev(Event::Announce(vips()));
+    h.ev(Event::ManualStart);
+    let a = h.connected(C1, true);
+    assert_eq!(
+        wire(&a, Codec::default()),
+        [canon(&format!(
+            "{MARKER} 003f 01 04 fc01 005a 0a00000b 22 02 20 01040001 0001 01040002 0001 0200 \
+             400a c078 00010180 00020180 4104 0000fc01"
+        ))]
+    );
+    h.recv(C1, &frr_open());
+    h.recv(C1, &keepalive());
+    let neg = h.s.negotiated().unwrap().clone();
+    assert!(neg.graceful_restart_negotiated && neg.graceful_notification);
+    // FRR's capability as noted: nothing to keep for it (no RIB), but shown.
+    assert_eq!(neg.graceful_restart.unwrap().restart_time, 120);
+    // The session after this one is not a restart any more: no R bit.
+    let Capability::GracefulRestart(gr) =
+        h.s.our_open()
+            .capabilities
+            .into_iter()
+            .find(|c| c.code() == 64)
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(gr.flags, GracefulRestart::NOTIFICATION);
+    let a = h.ev(Event::ManualStop {
+        message: Some("bye".into()),
+    });
+    let cease = Notification::cease(subcode::cease::ADMIN_SHUTDOWN, Some("bye"));
+    assert_eq!(
+        a[0],
+        send(C1, Message::Notification(Notification::hard_reset(&cease)))
+    );
+    assert_eq!(
+        wire(&a[..1], Codec::FOUR_OCTET),
+        [canon(&format!(
+            "{MARKER} 001b 03 0609 0602 03 {}",
+            hexs(b"bye")
+        ))]
+    );
+}
+
+/// Without the N bit from the peer, a stop stays a plain Cease (a Hard Reset would mean
+/// nothing to it), and without our capability nothing is negotiated.
+#[test]
+fn no_hard_reset_without_the_peers_n_bit() {
+    let mut c = cfg();
+    c.graceful_restart = Some(90);
+    let mut h = H::new(c);
+    h.ev(Event::ManualStart);
+    h.connected(C1, true);
+    let gr = Capability::GracefulRestart(GracefulRestart {
+        flags: 0,
+        restart_time: 60,
+        families: vec![(Family::IPV4_UNICAST, false)],
+    });
+    h.recv(C1, &open_bytes(64512, 30, "10.0.0.1", vec![gr]));
+    h.recv(C1, &keepalive());
+    let neg = h.s.negotiated().unwrap().clone();
+    assert!(neg.graceful_restart_negotiated && !neg.graceful_notification);
+    let a = h.ev(Event::ManualStop { message: None });
+    assert_eq!(
+        a[0],
+        send(
+            C1,
+            Message::Notification(Notification::cease(subcode::cease::ADMIN_SHUTDOWN, None))
+        )
+    );
+    let mut h = H::new(cfg());
+    h.establish();
+    let neg = h.s.negotiated().unwrap().clone();
+    assert!(!neg.graceful_restart_negotiated && !neg.graceful_notification);
+}
+
+/// BFD down: the session goes at once with Cease / BFD Down (RFC 9384), counted, and the
+/// connect retry starts; when no connection exists it changes nothing.
+#[test]
+fn bfd_down_ends_the_session_at_once() {
+    let mut h = H::new(cfg());
+    h.ev(Event::Announce(vips()));
+    assert_eq!(h.ev(Event::BfdDown), []);
+    h.establish();
+    let a = h.ev(Event::BfdDown);
+    let n = Notification::new(code::CEASE, subcode::cease::BFD_DOWN);
+    assert_eq!(
+        a,
+        [
+            send(C1, Message::Notification(n.clone())),
+            Action::Close { conn: C1 },
+            Action::Down {
+                reason: DownReason::BfdDown(n),
+                was_established: true
+            },
+            state(State::Established, State::Active)
+        ]
+    );
+    assert_eq!(
+        wire(&a, Codec::FOUR_OCTET),
+        [canon(&format!("{MARKER} 0015 03 060a"))]
+    );
+    assert_eq!(h.s.stats().bfd_down, 1);
+    assert!(h.s.advertised().is_empty());
+    assert_eq!(h.deadline(), Some(5));
+    assert_eq!(
+        DownReason::BfdDown(Notification::new(6, 10)).to_string(),
+        "BFD session down (sent Cease/BFD Down)"
+    );
+}
+
+/// After a restart, with graceful restart negotiated, End-of-RIB waits until the announce
+/// policy has settled: the peer keeps our stale routes until then. Without the capability
+/// on both sides there is nothing to wait for.
+#[test]
+fn end_of_rib_waits_for_the_settled_policy_after_a_restart() {
+    let mut c = cfg();
+    c.graceful_restart = Some(120);
+    let mut h = H::new(c);
+    let mut only4 = vips();
+    only4.remove(&p("2001:db8:f::10/128"));
+    h.ev(Event::Announce(only4));
+    h.ev(Event::Settled(false));
+    let a = h.establish();
+    assert_eq!(wire(&a, Codec::FOUR_OCTET), [canon(VIP4_UPDATE)]);
+    assert!(h.s.end_of_rib_held());
+    // The other VIP comes back, then the policy says it has settled: End-of-RIB now.
+    let a = h.ev(Event::Announce(vips()));
+    assert_eq!(wire(&a, Codec::FOUR_OCTET), [canon(VIP6_UPDATE)]);
+    let a = h.ev(Event::Settled(true));
+    assert_eq!(wire(&a, Codec::FOUR_OCTET), [canon(EOR4), canon(EOR6)]);
+    assert!(!h.s.end_of_rib_held());
+    assert_eq!(h.ev(Event::Settled(true)), []);
+
+    // FRR's OPEN without graceful restart: End-of-RIB at once, settled or not.
+    let mut c = cfg();
+    c.graceful_restart = Some(120);
+    let mut h = H::new(c);
+    h.ev(Event::Announce(vips()));
+    h.ev(Event::Settled(false));
+    h.ev(Event::ManualStart);
+    h.connected(C1, true);
+    h.recv(
+        C1,
+        &open_bytes(
+            64512,
+            30,
+            "10.0.0.1",
+            vec![
+                Capability::Multiprotocol(Family::IPV6_UNICAST),
+                Capability::Multiprotocol(Family::IPV4_UNICAST),
+            ],
+        ),
+    );
+    let a = h.recv(C1, &keepalive());
+    let w = wire(&a, Codec::default());
+    assert_eq!(w.len(), 4, "{w:?}");
+    assert!(!h.s.end_of_rib_held());
 }
