@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{Instance, NEIGHBOR_LIMIT};
 use crate::ospf::interface::IfState;
 use crate::ospf::neighbor::{NbrEvent, NbrState, Neighbor};
-use crate::ospf::packet::{self, Body, Header, Hello, OPTION_E};
+use crate::ospf::packet::{self, Body, Header, Hello, OPTION_E, OPTION_O};
 
 impl Instance {
     /// `goodbye` lists no neighbours (sent on shutdown).
@@ -28,7 +28,7 @@ impl Instance {
         let hello = Hello {
             network_mask: addr.mask(),
             hello_interval: iface.cfg.hello_interval,
-            options: OPTION_E,
+            options: OPTION_E | OPTION_O,
             priority: iface.cfg.priority,
             dead_interval: iface.cfg.dead_interval,
             designated_router: iface.dr,
@@ -80,7 +80,8 @@ impl Instance {
         nbr.router_id = header.router_id;
         nbr.addr = src;
         nbr.options = hello.options;
-        if broadcast {
+        let helping = nbr.helping.is_some();
+        if broadcast && !helping {
             nbr.priority = hello.priority;
             nbr.dr = hello.designated_router;
             nbr.bdr = hello.backup_designated_router;
@@ -89,11 +90,14 @@ impl Instance {
         self.nbr_event(i, n, NbrEvent::HelloReceived, now);
 
         if !hello.neighbors.contains(&self.router_id) {
-            self.nbr_event(i, n, NbrEvent::OneWayReceived, now);
+            if !helping {
+                // A restarting neighbour forgot us; it keeps its adjacency (RFC 3623 3).
+                self.nbr_event(i, n, NbrEvent::OneWayReceived, now);
+            }
             return Ok(());
         }
         self.nbr_event(i, n, NbrEvent::TwoWayReceived, now);
-        if !broadcast {
+        if !broadcast || helping {
             return Ok(());
         }
 
