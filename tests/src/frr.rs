@@ -13,6 +13,8 @@ pub struct Frr {
     pub dir: PathBuf,
     children: Vec<Child>,
     names: Vec<String>,
+    ns: String,
+    name: String,
 }
 
 impl Frr {
@@ -35,14 +37,27 @@ impl Frr {
             dir: dir.clone(),
             children: Vec::new(),
             names: Vec::new(),
+            ns: ns.to_string(),
+            name: name.to_string(),
         };
         for &daemon in daemons {
+            frr.spawn(daemon)?;
+        }
+        Ok(frr)
+    }
+
+    /// Starts `daemon` (again, after `kill`: as a router's restart).
+    pub fn spawn(&mut self, daemon: &str) -> Result<()> {
+        let (ns, name, dir) = (self.ns.clone(), self.name.clone(), self.dir.clone());
+        let conf = dir.join("frr.conf");
+        let frr = self;
+        {
             let program = Path::new("/usr/lib/frr").join(daemon);
             let pid = dir.join(format!("{daemon}.pid"));
             let zsock = dir.join("zserv.api");
             let args = [
                 "-N",
-                name,
+                &name,
                 "-f",
                 path_str(&conf)?,
                 "-i",
@@ -57,14 +72,21 @@ impl Frr {
                 "frr",
             ];
             let log = dir.join(format!("{daemon}.log"));
-            frr.children.push(spawn_in(ns, &program, &args, &log)?);
-            frr.names.push(daemon.to_string());
-            // The others need zebra's socket; wait for it rather than sleeping.
             let ready = if daemon == "zebra" {
-                zsock
+                zsock.clone()
             } else {
                 dir.join(format!("{daemon}.vty"))
             };
+            let _ = std::fs::remove_file(&ready);
+            let child = spawn_in(&ns, &program, &args, &log)?;
+            match frr.names.iter().position(|n| n == daemon) {
+                Some(i) => frr.children[i] = child,
+                None => {
+                    frr.children.push(child);
+                    frr.names.push(daemon.to_string());
+                }
+            }
+            // The others need zebra's socket; wait for it rather than sleeping.
             let deadline = Instant::now() + Duration::from_secs(10);
             while !ready.exists() {
                 if Instant::now() > deadline {
@@ -73,7 +95,7 @@ impl Frr {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        Ok(frr)
+        Ok(())
     }
 
     /// `vtysh -c COMMAND` against this instance.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{Instance, NEIGHBOR_LIMIT};
 use crate::ospf::interface::IfState;
 use crate::ospf::neighbor::{NbrEvent, NbrState, Neighbor};
-use crate::ospf::packet::{self, Body, Header, Hello, OPTION_E, OPTION_O};
+use crate::ospf::packet::{self, Body, Header, Hello, OPTION_E};
 
 impl Instance {
     /// `goodbye` lists no neighbours (sent on shutdown).
@@ -28,7 +28,7 @@ impl Instance {
         let hello = Hello {
             network_mask: addr.mask(),
             hello_interval: iface.cfg.hello_interval,
-            options: OPTION_E | OPTION_O,
+            options: OPTION_E,
             priority: iface.cfg.priority,
             dead_interval: iface.cfg.dead_interval,
             designated_router: iface.dr,
