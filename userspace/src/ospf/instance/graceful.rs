@@ -4,6 +4,9 @@
 //! of the pre-restart Router-LSA are back (2.2, 2.3). As helper: a neighbour announcing a
 //! restart stays advertised as fully adjacent for its grace period, until it completes, the
 //! period ends or the topology changes (strict LSA checking, as FRR by default) (3).
+//! Entering helper mode does not look at the retransmission list as RFC 3623 3.1 suggests:
+//! our own Router-LSA, flooded when the adjacency came up, is often still unacknowledged
+//! when a planned restart begins; FRR too counts only changes made while helping.
 
 use std::time::{Duration, Instant};
 
@@ -373,9 +376,6 @@ impl Instance {
             Some("restarting")
         } else if nbr.state != NbrState::Full && nbr.helping.is_none() {
             Some("not-full")
-        } else if nbr.retransmit.keys().any(|k| lsa::topology_type(k.ls_type)) {
-            // Strict LSA checking: it has changes to learn that it cannot act on.
-            Some("topology-change")
         } else if u32::from(lsa.header.age) >= body.grace_period {
             Some("grace-period-expired")
         } else {
