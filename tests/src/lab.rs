@@ -717,7 +717,7 @@ fn router_frr_config(router: &str, variant: Variant) -> String {
         iface = iface.replace("!\n", " ip ospf bfd\n ip ospf bfd profile lab\n!\n");
     }
     format!(
-        "frr defaults traditional\nhostname {router}\n!\n{bfd}{iface}router ospf\n ospf router-id 10.0.0.1\n network 10.0.0.0/24 area 0\n maximum-paths 8\n!\n"
+        "frr defaults traditional\nhostname {router}\n!\n{bfd}{iface}router ospf\n ospf router-id 10.0.0.1\n capability opaque\n graceful-restart helper enable\n network 10.0.0.0/24 area 0\n maximum-paths 8\n!\n"
     )
 }
 
