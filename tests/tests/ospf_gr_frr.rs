@@ -357,17 +357,22 @@ fn frr_restarts_gracefully_with_portier_as_helper() -> Result<()> {
     .with_context(|| diagnose(&frr, &speaker))?;
     // The status is a snapshot a second old at most: wait for one showing the adjacency
     // and our Router-LSA in FRR's hands before counting originations.
-    wait("portier's status with FRR Full", Duration::from_secs(5), || {
-        speaker
-            .status(|s| {
-                s.counters.lsa_originated > 0
-                    && s.interfaces[0]
-                        .neighbors
-                        .iter()
-                        .any(|n| n.router_id == frr_id && n.state == NbrState::Full && n.retransmit_list == 0)
-            })
-            .unwrap_or(false)
-    })?;
+    wait(
+        "portier's status with FRR Full",
+        Duration::from_secs(5),
+        || {
+            speaker
+                .status(|s| {
+                    s.counters.lsa_originated > 0
+                        && s.interfaces[0].neighbors.iter().any(|n| {
+                            n.router_id == frr_id
+                                && n.state == NbrState::Full
+                                && n.retransmit_list == 0
+                        })
+                })
+                .unwrap_or(false)
+        },
+    )?;
     let originated = speaker
         .status(|s| s.counters.lsa_originated)
         .unwrap_or_default();

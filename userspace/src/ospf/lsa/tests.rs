@@ -201,10 +201,7 @@ mod grace_lsa {
         other.extend_from_slice(&bytes[..8]);
         assert_eq!(
             GraceLsa::decode(&other),
-            Ok(GraceLsa {
-                address: None,
-                ..g
-            })
+            Ok(GraceLsa { address: None, ..g })
         );
         assert!(RestartReason::from_u8(1).planned());
         assert!(!RestartReason::Unknown.planned());
@@ -214,11 +211,20 @@ mod grace_lsa {
     #[test]
     fn malformed_grace_tlvs_are_errors() {
         // No grace period.
-        assert_eq!(GraceLsa::decode(&[0, 2, 0, 1, 1, 0, 0, 0]), Err(LsaError::Body));
+        assert_eq!(
+            GraceLsa::decode(&[0, 2, 0, 1, 1, 0, 0, 0]),
+            Err(LsaError::Body)
+        );
         // A TLV running past the body, a header cut short, a known TLV of the wrong length.
-        assert_eq!(GraceLsa::decode(&[0, 1, 0, 8, 0, 0, 0, 120]), Err(LsaError::Body));
+        assert_eq!(
+            GraceLsa::decode(&[0, 1, 0, 8, 0, 0, 0, 120]),
+            Err(LsaError::Body)
+        );
         assert_eq!(GraceLsa::decode(&[0, 1, 0]), Err(LsaError::Body));
-        assert_eq!(GraceLsa::decode(&[0, 1, 0, 2, 0, 120, 0, 0]), Err(LsaError::Body));
+        assert_eq!(
+            GraceLsa::decode(&[0, 1, 0, 2, 0, 120, 0, 0]),
+            Err(LsaError::Body)
+        );
         assert_eq!(GraceLsa::decode(&[]), Err(LsaError::Body));
     }
 }
