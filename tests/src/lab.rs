@@ -420,6 +420,15 @@ impl Lab {
         Ok(text)
     }
 
+    /// [`Lab::lb_config`] without OSPF graceful restart: for scenarios where a cleanly stopped
+    /// LB leaves (with graceful restart a clean stop is a planned restart, and the router
+    /// keeps the route via the stopped node, whose XDP program keeps forwarding).
+    pub fn lb_config_leaving(&self, node: &str) -> Result<String> {
+        Ok(self
+            .lb_config(node)?
+            .replace("graceful_restart = true", "graceful_restart = false"))
+    }
+
     /// examples/lab-lb.toml for `node`, with this lab's node name.
     fn vrrp_lb_config(&self, node: &str) -> Result<String> {
         let path = examples_dir().join("lab-lb.toml");
