@@ -1259,3 +1259,60 @@ fn grace_lsa_refused_when_helping_is_off() {
     );
     assert!(helper.graceful_restart.helping.is_empty());
 }
+
+/// A planned restart: 11 floods grace-LSAs, which 1 acknowledges and helps; 11 goes silent
+/// past the dead interval and comes back without sending new ones: 1 kept the adjacency and
+/// the VIP all along.
+#[test]
+fn planned_graceful_restart_outlasts_the_dead_interval() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    let now = seg.now;
+    seg.router(11).set_announcements(stub(1), now);
+    seg.run_until(Duration::from_secs(10), |s| {
+        s.full(1, 11) && s.sees_stub(1, 11, vip())
+    });
+    seg.run_for(Duration::from_secs(2));
+    let now = seg.now;
+    seg.router(11).set_graceful_restart(GrConfig {
+        restart: true,
+        ..GrConfig::default()
+    });
+    seg.router(11).prepare_restart(RestartReason::SoftwareRestart, now);
+    seg.run_until(Duration::from_secs(30), |s| {
+        s.routers[1].1.flush_acknowledged()
+            && s.routers[0].1.status(s.now).graceful_restart.helping.len() == 1
+    });
+    let helping = &seg.routers[0].1.status(seg.now).graceful_restart.helping[0];
+    assert_eq!(helping.router_id, rid(11));
+    assert_eq!(helping.grace_period, GrConfig::default().grace_period);
+    assert_eq!(helping.reason, RestartReason::SoftwareRestart);
+
+    // Silent for 6 s: past the 4 s dead interval, the helper still has it, Full, and the VIP.
+    seg.drop = Box::new(|from, _| from == 11);
+    let quiet = seg.now;
+    while seg.now - quiet < Duration::from_secs(6) {
+        seg.step();
+        assert!(seg.full(1, 11), "the helper dropped the restarting neighbour");
+        assert!(seg.sees_stub(1, 11, vip()));
+    }
+    seg.drop = Box::new(|_, _| false);
+    let now = seg.now;
+    let mut fresh = restarted_11(now);
+    fresh.set_announcements(stub(1), now);
+    fresh.begin_restart(100, RestartReason::SoftwareRestart, false, now);
+    seg.routers[1].1 = fresh;
+    seg.run_until(Duration::from_secs(60), |s| {
+        assert!(s.sees_stub(1, 11, vip()), "the helper lost the VIP");
+        !s.routers[1].1.restarting()
+            && s.routers[0].1.status(s.now).graceful_restart.helping.is_empty()
+    });
+    assert_eq!(
+        seg.routers[0]
+            .1
+            .status(seg.now)
+            .graceful_restart
+            .last_helper_exit
+            .as_deref(),
+        Some("10.0.0.11: completed")
+    );
+}
