@@ -409,12 +409,14 @@ fn frr_restarts_gracefully_with_portier_as_helper() -> Result<()> {
                 nbr.map(|n| n.state),
                 s.graceful_restart.helping.len(),
                 s.lsdb.by_type.get("network").copied(),
+                s.lsdb.by_type.get("router").copied(),
             )
         })
         .unwrap_or_default();
+    // FRR's Router- and Network-LSA stay in the database: its routes stay computed.
     assert_eq!(
         held,
-        (Some(NbrState::Full), 1, Some(1)),
+        (Some(NbrState::Full), 1, Some(1), Some(2)),
         "after the dead interval"
     );
     frr.spawn("ospfd")?;

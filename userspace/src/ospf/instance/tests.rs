@@ -1277,7 +1277,8 @@ fn planned_graceful_restart_outlasts_the_dead_interval() {
         restart: true,
         ..GrConfig::default()
     });
-    seg.router(11).prepare_restart(RestartReason::SoftwareRestart, now);
+    seg.router(11)
+        .prepare_restart(RestartReason::SoftwareRestart, now);
     seg.run_until(Duration::from_secs(30), |s| {
         s.routers[1].1.flush_acknowledged()
             && s.routers[0].1.status(s.now).graceful_restart.helping.len() == 1
@@ -1292,7 +1293,10 @@ fn planned_graceful_restart_outlasts_the_dead_interval() {
     let quiet = seg.now;
     while seg.now - quiet < Duration::from_secs(6) {
         seg.step();
-        assert!(seg.full(1, 11), "the helper dropped the restarting neighbour");
+        assert!(
+            seg.full(1, 11),
+            "the helper dropped the restarting neighbour"
+        );
         assert!(seg.sees_stub(1, 11, vip()));
     }
     seg.drop = Box::new(|_, _| false);
@@ -1304,7 +1308,12 @@ fn planned_graceful_restart_outlasts_the_dead_interval() {
     seg.run_until(Duration::from_secs(60), |s| {
         assert!(s.sees_stub(1, 11, vip()), "the helper lost the VIP");
         !s.routers[1].1.restarting()
-            && s.routers[0].1.status(s.now).graceful_restart.helping.is_empty()
+            && s.routers[0]
+                .1
+                .status(s.now)
+                .graceful_restart
+                .helping
+                .is_empty()
     });
     assert_eq!(
         seg.routers[0]
