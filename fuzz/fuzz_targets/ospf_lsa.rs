@@ -1,5 +1,6 @@
 //! LSAs (userspace/src/ospf/lsa.rs): whatever decodes re-encodes to bytes that decode to the
-//! same value, for the whole LSA and for the Router, Network and AS-external bodies; an LSA
+//! same value, for the whole LSA and for the Router, Network, AS-external and grace-LSA
+//! (RFC 3623 TLVs) bodies; an LSA
 //! built from any body passes its own checksum; the "newer instance" order is antisymmetric.
 //!
 //! Input: a mode byte. Even: the rest is one LSA as received (its Fletcher checksum must be
@@ -9,6 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use portier::ospf::lsa::grace::{GraceLsa, is_grace};
 use portier::ospf::lsa::{
     ExternalLsa, LSA_HEADER_LEN, Lsa, LsaHeader, MAX_AGE, NetworkLsa, RouterLsa, TYPE_AS_EXTERNAL,
     TYPE_NETWORK, TYPE_ROUTER,
@@ -113,6 +115,16 @@ fuzz_target!(|data: &[u8]| {
                 rebuild(body);
             }
         }
+        _ if is_grace(lsa.header.ls_type, lsa.header.ls_id) => {
+            // Grace TLVs (RFC 3623): what decodes re-encodes to the same value.
+            if let Ok(g) = GraceLsa::decode(lsa.body()) {
+                let body = g.encode();
+                assert_eq!(GraceLsa::decode(&body), Ok(g));
+                rebuild(body);
+            }
+        }
         _ => {}
     }
+    // Every body decoder takes any bytes without panicking.
+    let _ = GraceLsa::decode(lsa.body());
 });

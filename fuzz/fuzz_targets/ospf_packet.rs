@@ -1,6 +1,7 @@
 //! OSPF packet decoding (userspace/src/ospf/packet), including the simple password and keyed
 //! MD5 checks: never panics, and whatever decodes re-encodes to bytes that decode to the
-//! same packet (LSAs refused inside an LS Update are left out by the encoder).
+//! same packet (LSAs refused inside an LS Update are left out by the encoder); grace-LSAs in
+//! an update decode their TLVs and re-encode them.
 //!
 //! Input: a flags byte, then the packet. Flags bits 0-1 choose the interface's scheme (null,
 //! simple, MD5 with keys 1 and 7); bit 2 seals the packet first (valid checksum or digest) so
@@ -9,6 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use portier::ospf::lsa::grace::{GraceLsa, is_grace};
 use portier::ospf::packet::{Auth, AuthKey, Body, decode};
 use portier_fuzz::{OspfSeal, seal_ospf};
 
@@ -50,6 +52,14 @@ fuzz_target!(|data: &[u8]| {
     let mut expected = decoded.clone();
     if let Body::LsUpdate(lsu) = &mut expected.body {
         lsu.lsas.retain(Result::is_ok);
+        // Grace-LSAs (RFC 3623) as the helper reads them: TLVs that decode re-encode.
+        for lsa in lsu.lsas.iter().flatten() {
+            if is_grace(lsa.header.ls_type, lsa.header.ls_id)
+                && let Ok(g) = GraceLsa::decode(lsa.body())
+            {
+                assert_eq!(GraceLsa::decode(&g.encode()), Ok(g));
+            }
+        }
     }
     let again = decoded.encode(&auth, received.crypto_seq.unwrap_or(0));
     let (redecoded, received_again) =

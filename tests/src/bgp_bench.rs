@@ -239,7 +239,7 @@ impl Bench {
         let mut frr =
             Frr::start_daemons(&ns, &name, &announcer_frr_config(&self.pair), &["zebra"])?;
         let pending = self.begin()?;
-        frr.start_daemon(&ns, &name, "bgpd")?;
+        frr.spawn("bgpd")?;
         let (established, installed) = self.announced(pending)?;
         let noop = Instant::now();
         frr.vtysh_lines(&["configure terminal", &format!("router bgp {ANNOUNCER_AS}")])?;

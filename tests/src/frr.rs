@@ -13,6 +13,8 @@ pub struct Frr {
     pub dir: PathBuf,
     children: Vec<Child>,
     names: Vec<String>,
+    ns: String,
+    name: String,
 }
 
 impl Frr {
@@ -35,51 +37,63 @@ impl Frr {
             dir: dir.clone(),
             children: Vec::new(),
             names: Vec::new(),
+            ns: ns.to_string(),
+            name: name.to_string(),
         };
         for &daemon in daemons {
-            frr.start_daemon(ns, name, daemon)?;
+            frr.spawn(daemon)?;
         }
         Ok(frr)
     }
 
-    /// Starts one more daemon of this instance (same config, `name` as at the start) and
-    /// waits for its vty socket.
-    pub fn start_daemon(&mut self, ns: &str, name: &str, daemon: &str) -> Result<()> {
-        let conf = self.dir.join("frr.conf");
-        let program = Path::new("/usr/lib/frr").join(daemon);
-        let pid = self.dir.join(format!("{daemon}.pid"));
-        let zsock = self.dir.join("zserv.api");
-        let args = [
-            "-N",
-            name,
-            "-f",
-            path_str(&conf)?,
-            "-i",
-            path_str(&pid)?,
-            "-z",
-            path_str(&zsock)?,
-            "--vty_socket",
-            path_str(&self.dir)?,
-            "-u",
-            "frr",
-            "-g",
-            "frr",
-        ];
-        let log = self.dir.join(format!("{daemon}.log"));
-        self.children.push(spawn_in(ns, &program, &args, &log)?);
-        self.names.push(daemon.to_string());
-        // The others need zebra's socket; wait for it rather than sleeping.
-        let ready = if daemon == "zebra" {
-            zsock
-        } else {
-            self.dir.join(format!("{daemon}.vty"))
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready.exists() {
-            if Instant::now() > deadline {
-                bail!("{daemon} did not start; see {}", log.display());
+    /// Starts `daemon` (again, after `kill`: as a router's restart).
+    pub fn spawn(&mut self, daemon: &str) -> Result<()> {
+        let (ns, name, dir) = (self.ns.clone(), self.name.clone(), self.dir.clone());
+        let conf = dir.join("frr.conf");
+        let frr = self;
+        {
+            let program = Path::new("/usr/lib/frr").join(daemon);
+            let pid = dir.join(format!("{daemon}.pid"));
+            let zsock = dir.join("zserv.api");
+            let args = [
+                "-N",
+                &name,
+                "-f",
+                path_str(&conf)?,
+                "-i",
+                path_str(&pid)?,
+                "-z",
+                path_str(&zsock)?,
+                "--vty_socket",
+                path_str(&dir)?,
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+            ];
+            let log = dir.join(format!("{daemon}.log"));
+            let ready = if daemon == "zebra" {
+                zsock.clone()
+            } else {
+                dir.join(format!("{daemon}.vty"))
+            };
+            let _ = std::fs::remove_file(&ready);
+            let child = spawn_in(&ns, &program, &args, &log)?;
+            match frr.names.iter().position(|n| n == daemon) {
+                Some(i) => frr.children[i] = child,
+                None => {
+                    frr.children.push(child);
+                    frr.names.push(daemon.to_string());
+                }
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // The others need zebra's socket; wait for it rather than sleeping.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ready.exists() {
+                if Instant::now() > deadline {
+                    bail!("{daemon} did not start; see {}", log.display());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Ok(())
     }

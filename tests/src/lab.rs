@@ -524,6 +524,15 @@ impl Lab {
         Ok(text)
     }
 
+    /// [`Lab::lb_config`] without OSPF graceful restart: for scenarios where a cleanly stopped
+    /// LB leaves (with graceful restart a clean stop is a planned restart, and the router
+    /// keeps the route via the stopped node, whose XDP program keeps forwarding).
+    pub fn lb_config_leaving(&self, node: &str) -> Result<String> {
+        Ok(self
+            .lb_config(node)?
+            .replace("graceful_restart = true", "graceful_restart = false"))
+    }
+
     /// examples/lab-lb.toml for `node`, with this lab's node name.
     fn vrrp_lb_config(&self, node: &str) -> Result<String> {
         let path = examples_dir().join("lab-lb.toml");
@@ -831,7 +840,7 @@ fn router_frr_config(router: &str, variant: Variant) -> String {
         iface = iface.replace("!\n", " ip ospf bfd\n ip ospf bfd profile lab\n!\n");
     }
     format!(
-        "frr defaults traditional\nhostname {router}\n!\n{bfd}{iface}router ospf\n ospf router-id 10.0.0.1\n network 10.0.0.0/24 area 0\n maximum-paths 8\n!\n"
+        "frr defaults traditional\nhostname {router}\n!\n{bfd}{iface}router ospf\n ospf router-id 10.0.0.1\n capability opaque\n graceful-restart helper enable\n network 10.0.0.0/24 area 0\n maximum-paths 8\n!\n"
     )
 }
 

@@ -4,8 +4,9 @@
 //! dead interval) and after 5 s (when pt-lb2 has taken over). No request may fail, and after
 //! each restart lb1 is back in its role: master, and the router's route to the VIP via it.
 //! Within the master-down interval lb1 resumes as master (its VRRP state file says it was
-//! master moments ago), so pt-lb2 never takes the VIP; lb2's standby announcement (a worse
-//! OSPF metric) keeps a route while lb1's adjacency forms again.
+//! master moments ago), so pt-lb2 never takes the VIP; and OSPF graceful restart (RFC 3623:
+//! lb1 sends grace-LSAs first thing, pt-router's FRR helps) keeps the router's route via lb1
+//! the whole time, whose XDP program never stopped forwarding.
 
 use anyhow::Result;
 use portier_tests::client::Traffic;
@@ -66,11 +67,14 @@ fn kill_9_and_restart_of_lb1_loses_no_request() -> Result<()> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             assert!(!lb2_took_over, "lb2 took the VIP; next hops {seen:?}");
-            // Without OSPF graceful restart (not yet) lb1's adjacency forms again; the router
-            // then uses lb2's standby announcement for that moment, never no route at all.
+            // Graceful restart: the route via lb1 never leaves the router.
             assert!(
-                seen.iter().all(|h| !h.is_empty()),
-                "the router had no route: {seen:?}"
+                seen.iter().all(|h| h.iter().any(|hop| hop == "10.0.0.11")),
+                "the route via lb1 left the router: {seen:?}"
+            );
+            assert!(
+                lb1.log_text().contains("graceful restart ends"),
+                "lb1 did not restart gracefully"
             );
             assert!(lb1.log_text().contains("resumed"), "lb1 did not resume");
         }

@@ -23,8 +23,9 @@ fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) ->
 #[test]
 fn stopping_lb1_moves_the_vip_and_traffic_to_lb2() -> Result<()> {
     let l = Lab::up(PREFIX)?;
+    // lb1 leaves for good here: no OSPF graceful restart on its clean stop.
     let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
-    let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    let lb1 = l.start_portier("lb1", &l.lb_config_leaving("lb1")?)?;
     // Master-down at priority 150 with 1 s adverts is 3.4 s.
     wait_until("lb1 master, lb2 backup", Duration::from_secs(20), || {
         Ok(l.has_vip_on_lan("lb1")? && !l.has_vip_on_lan("lb2")?)

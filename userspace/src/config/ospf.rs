@@ -20,9 +20,17 @@ pub struct OspfConfig {
     /// LSAs kept in the database (new ones beyond it are dropped); also bounds each
     /// neighbour's link state request and retransmission list.
     pub max_lsas: usize,
+    /// RFC 3623 restarting router: grace-LSAs before a clean stop and after a crash, so
+    /// neighbours keep the routes through us while the XDP program keeps forwarding.
+    pub graceful_restart: bool,
+    /// Seconds neighbours are asked to wait (`grace_period`, FRR's default).
+    pub grace_period: u32,
+    /// RFC 3623 helper for neighbours that restart (`gr_helper`, on as in FRR).
+    pub gr_helper: bool,
 }
 
 impl OspfConfig {
+    pub const DEFAULT_GRACE_PERIOD: u32 = 120;
     /// As FRR and BIRD behave for an edge node: a LAN or two of routers, an area's LSDB.
     pub const DEFAULT_MAX_NEIGHBORS: usize = 64;
     pub const DEFAULT_MAX_LSAS: usize = 10_000;
@@ -174,7 +182,24 @@ pub(super) fn ospf(
             "announce",
             "max_neighbors",
             "max_lsas",
+            "graceful_restart",
+            "grace_period",
+            "gr_helper",
         ],
+    );
+    let graceful_restart = table
+        .optional_bool(report, "graceful_restart")
+        .is_some_and(|v| v.value);
+    let gr_helper = table
+        .optional_bool(report, "gr_helper")
+        .is_none_or(|v| v.value);
+    // RFC 3623 A: at most 1800 s (the LSRefreshTime).
+    let grace_period = int_or(
+        report,
+        table,
+        "grace_period",
+        1..=1800,
+        OspfConfig::DEFAULT_GRACE_PERIOD,
     );
     let max_neighbors = int_or(
         report,
@@ -275,6 +300,9 @@ pub(super) fn ospf(
         announce,
         max_neighbors: max_neighbors?,
         max_lsas: max_lsas?,
+        graceful_restart,
+        grace_period: grace_period?,
+        gr_helper,
     })
 }
 

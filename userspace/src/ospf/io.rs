@@ -17,7 +17,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::instance::{Announce, IfaceAddr, IfaceConfig, Instance, InstanceStatus, Limits};
+use super::instance::{
+    Announce, GrConfig, IfaceAddr, IfaceConfig, Instance, InstanceStatus, Limits,
+};
+use super::lsa::grace::RestartReason;
 use super::packet::{ALL_D_ROUTERS, ALL_SPF_ROUTERS, IPPROTO_OSPF};
 
 /// Timer resolution of the instance.
@@ -58,6 +61,53 @@ pub struct Speaker {
     pub shutdown_grace: Duration,
     /// Neighbours to bring down now (interface name, address), from BFD.
     kills: Option<mpsc::UnboundedReceiver<(String, Ipv4Addr)>>,
+    /// Where the speaker notes that it runs with graceful restart, or stopped for one.
+    state_file: Option<std::path::PathBuf>,
+    /// Whether the coming stop is a planned graceful restart rather than a withdrawal.
+    restart_on_stop: Option<watch::Receiver<bool>>,
+}
+
+/// What the state file says about the last run (`RestartState::read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartState {
+    /// It ran with graceful restart and did not stop cleanly: an unplanned restart.
+    Running,
+    /// It stopped for a planned restart; helpers wait until then (ms since the epoch).
+    Planned { until_ms: u64 },
+}
+
+impl RestartState {
+    pub fn read(path: &std::path::Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut words = text.split_whitespace();
+        match words.next()? {
+            "running" => Some(Self::Running),
+            "planned" => Some(Self::Planned {
+                until_ms: words.next()?.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+
+    fn write(self, path: &std::path::Path) {
+        let text = match self {
+            Self::Running => "running\n".to_string(),
+            Self::Planned { until_ms } => format!("planned {until_ms}\n"),
+        };
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(path, text));
+        if let Err(e) = written {
+            warn!("ospf: cannot write {}: {e}", path.display());
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn next_kill(
@@ -101,6 +151,52 @@ impl Speaker {
             rx,
             shutdown_grace: Duration::from_secs(grace),
             kills: None,
+            state_file: None,
+            restart_on_stop: None,
+        }
+    }
+
+    /// Graceful restart (`[ospf]` `graceful_restart`, `grace_period`, `gr_helper`), with
+    /// the file that tells the next start whether this run stopped for a restart.
+    pub fn set_graceful_restart(&mut self, gr: GrConfig, state_file: Option<std::path::PathBuf>) {
+        self.inst.set_graceful_restart(gr);
+        self.state_file = state_file;
+    }
+
+    /// Set it to `true` before the shutdown to stop for a planned graceful restart: grace-
+    /// LSAs instead of a withdrawal (only with `graceful_restart`).
+    pub fn restart_on_stop(&mut self) -> watch::Sender<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.restart_on_stop = Some(rx);
+        tx
+    }
+
+    /// At start: a graceful restart if the state file says the last run had one coming
+    /// (planned, within its grace period) or died while running with it (unplanned).
+    fn resume_restart(&mut self, now: Instant) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        let gr = self.inst.graceful_restart();
+        match RestartState::read(&path) {
+            Some(RestartState::Planned { until_ms }) if gr.restart => {
+                let left = until_ms.saturating_sub(now_ms()) / 1000;
+                if left > 0 {
+                    let left = u32::try_from(left).unwrap_or(gr.grace_period);
+                    self.inst
+                        .begin_restart(left, RestartReason::SoftwareRestart, false, now);
+                }
+            }
+            Some(RestartState::Running) if gr.restart => {
+                self.inst
+                    .begin_restart(gr.grace_period, RestartReason::Unknown, true, now);
+            }
+            _ => {}
+        }
+        if gr.restart {
+            RestartState::Running.write(&path);
+        } else {
+            let _ = std::fs::remove_file(&path);
         }
     }
 
@@ -144,6 +240,7 @@ impl Speaker {
         let mut last_poll: Option<Instant> = None;
         let mut last_status = Instant::now();
         let first = announce.borrow_and_update().clone();
+        self.resume_restart(Instant::now());
         self.inst.set_announcements(first, Instant::now());
         loop {
             tokio::select! {
@@ -198,10 +295,18 @@ impl Speaker {
         }
     }
 
-    /// Flushes our LSAs, waits for acknowledgments (bounded), then a goodbye Hello.
+    /// Flushes our LSAs, waits for acknowledgments (bounded), then a goodbye Hello. Or,
+    /// for a planned graceful restart: grace-LSAs, acknowledged, and silence.
     async fn graceful_stop(&mut self) {
         let start = Instant::now();
-        self.inst.shutdown(start);
+        let gr = self.inst.graceful_restart();
+        let planned = gr.restart && self.restart_on_stop.as_ref().is_some_and(|r| *r.borrow());
+        if planned {
+            self.inst
+                .prepare_restart(RestartReason::SoftwareRestart, start);
+        } else {
+            self.inst.shutdown(start);
+        }
         self.send_output();
         while !self.inst.flush_acknowledged() && start.elapsed() < self.shutdown_grace {
             tokio::select! {
@@ -211,6 +316,20 @@ impl Speaker {
                 _ = tokio::time::sleep(TICK) => self.inst.tick(Instant::now()),
             }
             self.send_output();
+        }
+        if planned {
+            if let Some(path) = &self.state_file {
+                let until_ms = now_ms() + u64::from(gr.grace_period) * 1000;
+                RestartState::Planned { until_ms }.write(path);
+            }
+            info!(
+                acknowledged = self.inst.flush_acknowledged(),
+                "ospf: grace-LSAs sent, leaving for a graceful restart"
+            );
+            return;
+        }
+        if let Some(path) = &self.state_file {
+            let _ = std::fs::remove_file(path);
         }
         self.inst.say_goodbye();
         self.send_output();

@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 
 use super::packet::ipv4;
 
+pub mod grace;
+
 pub const LSA_HEADER_LEN: usize = 20;
 /// Seconds.
 pub const MAX_AGE: u16 = 3600;
@@ -19,11 +21,27 @@ pub const TYPE_NETWORK: u8 = 2;
 pub const TYPE_SUMMARY_NETWORK: u8 = 3;
 pub const TYPE_SUMMARY_ASBR: u8 = 4;
 pub const TYPE_AS_EXTERNAL: u8 = 5;
+/// Opaque LSAs (RFC 5250) by flooding scope: link, area, AS.
+pub const TYPE_OPAQUE_LINK: u8 = 9;
+pub const TYPE_OPAQUE_AREA: u8 = 10;
+pub const TYPE_OPAQUE_AS: u8 = 11;
 
-/// Types this router stores and floods (no NSSA, no opaque: we never set those options, so
-/// conforming neighbours do not send them).
+/// Types this router stores and floods (no NSSA: we never set that option). Opaque LSAs
+/// are kept and flooded as RFC 5250 asks of a router that sets the O option, which we do
+/// for graceful restart's grace-LSA.
 pub fn known_type(ls_type: u8) -> bool {
     (TYPE_ROUTER..=TYPE_AS_EXTERNAL).contains(&ls_type)
+        || (TYPE_OPAQUE_LINK..=TYPE_OPAQUE_AS).contains(&ls_type)
+}
+
+/// Link-local flooding scope: the LSA never leaves the link it belongs to.
+pub fn link_local(ls_type: u8) -> bool {
+    ls_type == TYPE_OPAQUE_LINK
+}
+
+/// The types whose change is a topology change (RFC 3623 3.2: types 1 to 5 and 7).
+pub fn topology_type(ls_type: u8) -> bool {
+    (TYPE_ROUTER..=TYPE_AS_EXTERNAL).contains(&ls_type) || ls_type == 7
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -127,6 +127,21 @@ pub struct Neighbor {
     pub sent_back: HashMap<LsaKey, Instant>,
     /// When the neighbour last reached Full or left it, for status.
     pub since: Instant,
+    /// We are its graceful-restart helper (RFC 3623 3) until then.
+    pub helping: Option<Helping>,
+}
+
+/// Helper mode for a restarting neighbour: it stays advertised as fully adjacent, its
+/// Hellos may not list us, and its inactivity timer does not bring it down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Helping {
+    pub until: Instant,
+    pub grace_period: u32,
+    pub reason: super::lsa::grace::RestartReason,
+    /// What its Hellos said before the restart, kept so the DR election does not move.
+    pub priority: u8,
+    pub dr: Ipv4Addr,
+    pub bdr: Ipv4Addr,
 }
 
 impl Neighbor {
@@ -154,6 +169,7 @@ impl Neighbor {
             crypto_seq: None,
             sent_back: HashMap::new(),
             since: now,
+            helping: None,
         }
     }
 

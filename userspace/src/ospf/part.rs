@@ -10,7 +10,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::instance::{Announce, IfaceConfig, InstanceStatus, Limits};
+use std::path::PathBuf;
+
+use super::instance::{Announce, GrConfig, IfaceConfig, InstanceStatus, Limits};
 use super::interface::NetworkType;
 use super::io::Speaker;
 use super::neighbor::NbrState;
@@ -96,15 +98,36 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
     /// Neighbours BFD found gone, to bring down at once.
     kills: mpsc::UnboundedSender<(String, Ipv4Addr)>,
+    /// Set before a stop that is a planned graceful restart.
+    restart_on_stop: watch::Sender<bool>,
 }
 
-fn start(cfg: &OspfConfig, initial: BTreeMap<Ipv4Addr, Announce>) -> Running {
+/// The graceful restart settings of `[ospf]`.
+fn gr_config(cfg: &OspfConfig) -> GrConfig {
+    GrConfig {
+        restart: cfg.graceful_restart,
+        grace_period: cfg.grace_period,
+        helper: cfg.gr_helper,
+    }
+}
+
+/// Where the speaker notes across restarts that it runs with graceful restart.
+pub fn state_file(node: &str) -> PathBuf {
+    PathBuf::from("/run/portier")
+        .join(node)
+        .join("ospf")
+        .join("restart.state")
+}
+
+fn start(cfg: &OspfConfig, initial: BTreeMap<Ipv4Addr, Announce>, state_file: PathBuf) -> Running {
     let (announce, announce_rx) = watch::channel(initial);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (status_tx, status) = watch::channel(None);
     let mut speaker = Speaker::new(cfg.router_id, interfaces(cfg));
     speaker.set_limits(Limits::from(cfg));
     let kills = speaker.neighbor_kills();
+    speaker.set_graceful_restart(gr_config(cfg), Some(state_file));
+    let restart_on_stop = speaker.restart_on_stop();
     let task = tokio::spawn(speaker.run(announce_rx, shutdown_rx, status_tx));
     info!(router_id = %cfg.router_id, interfaces = cfg.interfaces.len(), "ospf started");
     Running {
@@ -114,6 +137,7 @@ fn start(cfg: &OspfConfig, initial: BTreeMap<Ipv4Addr, Announce>) -> Running {
         status,
         task,
         kills,
+        restart_on_stop,
     }
 }
 
@@ -132,6 +156,12 @@ pub struct Ospf {
     bus: Bus,
     /// Neighbours (address, interface) BFD watches for us.
     bfd_watched: BTreeSet<(Ipv4Addr, String)>,
+    state_file: PathBuf,
+    /// The process stops but the dataplane stays: a stop is a planned graceful restart
+    /// (with `graceful_restart`), not a withdrawal.
+    dataplane_stays: bool,
+    /// The `[ospf]` section went away: the stop withdraws.
+    retiring: bool,
 }
 
 impl Part for Ospf {
@@ -147,18 +177,27 @@ impl Part for Ospf {
     async fn start(env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
         let cfg = config.ospf.clone().ok_or("no [ospf] section")?;
         let mut policy = Policy::new(entries(&cfg));
-        let running = start(&cfg, v4_set(policy.announced(Instant::now())));
+        let state_file = state_file(&config.node.name);
+        let running = start(
+            &cfg,
+            v4_set(policy.announced(Instant::now())),
+            state_file.clone(),
+        );
         Ok(Ospf {
             policy,
             running,
             bus: env.bus,
             bfd_watched: BTreeSet::new(),
+            state_file,
+            dataplane_stays: !env.teardown_on_exit,
+            retiring: false,
         })
     }
 
     async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
         let Some(new) = config.ospf.clone() else {
             warn!("ospf: section removed; withdrawing and stopping");
+            self.retiring = true;
             return Ok(Applied::Retired);
         };
         self.policy.reconfigure(entries(&new));
@@ -169,7 +208,17 @@ impl Part for Ospf {
             // A new router ID or interface set is a new router: withdraw under the old
             // identity, then start over.
             self.running.stop().await;
-            self.running = start(&new, v4_set(self.policy.announced(Instant::now())));
+            self.running = start(
+                &new,
+                v4_set(self.policy.announced(Instant::now())),
+                self.state_file.clone(),
+            );
+        } else if new.graceful_restart != self.running.cfg.graceful_restart
+            || new.grace_period != self.running.cfg.grace_period
+            || new.gr_helper != self.running.cfg.gr_helper
+        {
+            // Takes effect at the next stop (or start): the speaker reads them then.
+            warn!("ospf: graceful restart settings change at the next restart of portier");
         }
         self.running.cfg = new;
         self.push_announcements();
@@ -217,6 +266,9 @@ impl Part for Ospf {
     }
 
     async fn stop(mut self) {
+        if self.running.cfg.graceful_restart && self.dataplane_stays && !self.retiring {
+            let _ = self.running.restart_on_stop.send(true);
+        }
         self.running.stop().await;
         for (peer, interface) in std::mem::take(&mut self.bfd_watched) {
             self.watch(peer, interface, false);

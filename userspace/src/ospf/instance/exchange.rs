@@ -8,6 +8,7 @@ use crate::ospf::lsa::{self, LSA_HEADER_LEN, Lsa};
 use crate::ospf::neighbor::{NbrEvent, NbrState};
 use crate::ospf::packet::{
     Body, DbDescription, DdFlags, HEADER_LEN, LsRequest, LsRequestEntry, LsUpdate, OPTION_E,
+    OPTION_O,
 };
 
 impl Instance {
@@ -24,7 +25,7 @@ impl Instance {
         nbr.dd_seq = self.dd_seed;
         nbr.last_tx_dd = Some(DbDescription {
             interface_mtu: 0,
-            options: OPTION_E,
+            options: OPTION_E | OPTION_O,
             flags: DdFlags {
                 init: true,
                 more: true,
@@ -58,7 +59,7 @@ impl Instance {
         let lsa_headers: Vec<_> = nbr.summary.drain(..take).collect();
         nbr.last_tx_dd = Some(DbDescription {
             interface_mtu: 0,
-            options: OPTION_E,
+            options: OPTION_E | OPTION_O,
             flags: DdFlags {
                 init: false,
                 more: !nbr.summary.is_empty(),
@@ -333,7 +334,10 @@ impl Instance {
             for (key, header) in wanted {
                 match self.lsdb.get(&key) {
                     Some(e) if e.header(now).compare(&header).is_eq() => lsas.push(e.lsa(now)),
-                    _ => stale.push(key),
+                    _ => match self.own_grace(i, &key) {
+                        Some(g) if g.header.compare(&header).is_eq() => lsas.push(g.clone()),
+                        _ => stale.push(key),
+                    },
                 }
             }
             let nbr = &mut self.ifaces[i].neighbors[n];

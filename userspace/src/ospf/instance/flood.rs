@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Instance, LSDB_LIMIT, MIN_LS_ARRIVAL, RETRANSMIT_LIMIT};
+use super::{Instance, LSDB_LIMIT, MIN_LS_ARRIVAL, RETRANSMIT_LIMIT, graceful};
 use crate::ospf::interface::IfState;
 use crate::ospf::lsa::{self, Lsa, LsaHeader, LsaKey, MAX_AGE, MAX_SEQ};
 use crate::ospf::neighbor::{NbrEvent, NbrState};
@@ -103,6 +103,15 @@ impl Instance {
                 *self.counters.dropped.entry("min-ls-arrival").or_default() += 1;
                 return Ok(());
             }
+            if lsa::link_local(key.ls_type) {
+                self.link_scope.insert(key, i);
+            }
+            let topology_change = lsa::topology_type(key.ls_type)
+                && self
+                    .lsdb
+                    .get(&key)
+                    .is_none_or(|e| e.body() != lsa.body() || lsa.header.age == MAX_AGE);
+            let inconsistent = self.restart_inconsistent(&lsa);
             let flooded_back = self.flood(&lsa, Some((i, n)), now);
             self.drop_older_from_retransmit(&lsa.header);
             let maxage = lsa.header.age == MAX_AGE;
@@ -119,6 +128,15 @@ impl Instance {
                 }
             }
             self.self_originated_received(&lsa, now);
+            if graceful::is_grace_key(&key) {
+                self.grace_received(i, n, &lsa, now);
+            }
+            if topology_change && self.helping_any() {
+                self.exit_helping_all(super::EXIT_TOPOLOGY, now);
+            }
+            if inconsistent {
+                self.end_restart(super::EXIT_TOPOLOGY, now);
+            }
             return Ok(());
         }
         let Some((db_header, _)) = current else {
@@ -188,15 +206,22 @@ impl Instance {
         let max = self.limits.max_lsas;
         let mut flooded_back = false;
         let mut full_lists = None;
+        // Link-local LSAs stay on their link; opaque ones go only to neighbours that set O.
+        let scope = lsa::link_local(key.ls_type)
+            .then(|| self.link_scope.get(&key).copied())
+            .flatten();
+        let opaque = key.ls_type >= lsa::TYPE_OPAQUE_LINK;
         for i in 0..self.ifaces.len() {
-            if self.ifaces[i].state == IfState::Down {
+            if self.ifaces[i].state == IfState::Down || scope.is_some_and(|s| s != i) {
                 continue;
             }
             let rxmt =
                 Duration::from_secs(u64::from(self.ifaces[i].cfg.retransmit_interval.max(1)));
             let mut added = false;
             for (m, nbr) in self.ifaces[i].neighbors.iter_mut().enumerate() {
-                if nbr.state < NbrState::Exchange {
+                if nbr.state < NbrState::Exchange
+                    || (opaque && nbr.options & crate::ospf::packet::OPTION_O == 0)
+                {
                     continue;
                 }
                 if nbr.exchanging()
@@ -335,6 +360,7 @@ impl Instance {
                 .any(|n| n.retransmit.contains_key(&key));
             if !listed && !self.any_exchanging() {
                 self.lsdb.remove(&key);
+                self.link_scope.remove(&key);
             }
         }
     }

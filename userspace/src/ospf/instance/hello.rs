@@ -80,7 +80,8 @@ impl Instance {
         nbr.router_id = header.router_id;
         nbr.addr = src;
         nbr.options = hello.options;
-        if broadcast {
+        let helping = nbr.helping.is_some();
+        if broadcast && !helping {
             nbr.priority = hello.priority;
             nbr.dr = hello.designated_router;
             nbr.bdr = hello.backup_designated_router;
@@ -89,11 +90,14 @@ impl Instance {
         self.nbr_event(i, n, NbrEvent::HelloReceived, now);
 
         if !hello.neighbors.contains(&self.router_id) {
-            self.nbr_event(i, n, NbrEvent::OneWayReceived, now);
+            if !helping {
+                // A restarting neighbour forgot us; it keeps its adjacency (RFC 3623 3).
+                self.nbr_event(i, n, NbrEvent::OneWayReceived, now);
+            }
             return Ok(());
         }
         self.nbr_event(i, n, NbrEvent::TwoWayReceived, now);
-        if !broadcast {
+        if !broadcast || helping {
             return Ok(());
         }
 

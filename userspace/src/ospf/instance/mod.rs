@@ -6,6 +6,7 @@
 
 mod exchange;
 mod flood;
+mod graceful;
 mod hello;
 mod origin;
 mod status;
@@ -23,7 +24,8 @@ use super::lsdb::Lsdb;
 use super::neighbor::{NbrEvent, NbrState, Neighbor, next_state};
 use super::packet::{self, Auth, Body, Header, Packet};
 
-pub use status::{Counters, InstanceStatus};
+pub use graceful::{EXIT_COMPLETED, EXIT_TIMEOUT, EXIT_TOPOLOGY, GrConfig};
+pub use status::{Counters, GrStatus, HelperStatus, InstanceStatus};
 
 /// RFC 2328 appendix B.
 pub const MIN_LS_INTERVAL: Duration = Duration::from_secs(5);
@@ -146,6 +148,9 @@ struct Iface {
     /// LSAs flooded out of this interface since the output was last taken: they leave
     /// together, in as few updates as the MTU allows (`take_output`).
     floods: BTreeMap<LsaKey, Lsa>,
+    /// Our grace-LSA on this link (RFC 3623), kept out of the database: each interface has
+    /// its own under the same key.
+    grace: Option<Lsa>,
 }
 
 impl Iface {
@@ -202,6 +207,18 @@ pub struct Instance {
     limits: Limits,
     /// Limits reached and logged; a limit is logged again only after usage fell below it.
     limits_reached: BTreeSet<&'static str>,
+    /// The interface each link-local LSA in the database belongs to.
+    link_scope: HashMap<LsaKey, usize>,
+    gr: GrConfig,
+    restart: Option<graceful::Restart>,
+    /// The grace period this restart announced (seconds).
+    restart_grace_period: u32,
+    /// How the last graceful restart ended, and when.
+    gr_restart_exit: Option<(&'static str, Instant)>,
+    /// The last helper mode that ended: for whom, why, when.
+    gr_helper_exit: Option<(Ipv4Addr, &'static str, Instant)>,
+    /// The time of the last event handled, for calls that are not given one.
+    last_tick: Instant,
 }
 
 impl Instance {
@@ -228,6 +245,7 @@ impl Instance {
                     neighbors: Vec::new(),
                     delayed_acks: Vec::new(),
                     floods: BTreeMap::new(),
+                    grace: None,
                 })
                 .collect(),
             lsdb: Lsdb::default(),
@@ -245,6 +263,13 @@ impl Instance {
             counters: Counters::default(),
             limits: Limits::default(),
             limits_reached: BTreeSet::new(),
+            link_scope: HashMap::new(),
+            gr: GrConfig::default(),
+            restart: None,
+            restart_grace_period: 0,
+            gr_restart_exit: None,
+            gr_helper_exit: None,
+            last_tick: now,
         }
     }
 
@@ -379,6 +404,7 @@ impl Instance {
                 IfState::Waiting
             }
         };
+        self.announce_restart(i);
         self.originate(now);
     }
 
@@ -412,6 +438,10 @@ impl Instance {
         else {
             return;
         };
+        if self.ifaces[i].neighbors[n].helping.is_some() {
+            // Its BFD went with its daemon; the grace period decides (RFC 3623 3).
+            return;
+        }
         self.nbr_event(i, n, NbrEvent::KillNbr, now);
         self.ifaces[i]
             .neighbors
@@ -437,6 +467,7 @@ impl Instance {
         now: Instant,
     ) {
         self.counters.rx_packets += 1;
+        self.last_tick = now;
         if let Err(reason) = self.receive_inner(i, src, dst, ttl, data, now) {
             *self.counters.dropped.entry(reason).or_default() += 1;
         }
@@ -526,6 +557,9 @@ impl Instance {
     /// Timers: hellos, wait timer, inactivity, retransmissions, delayed acks, aging,
     /// pending and refreshed originations.
     pub fn tick(&mut self, now: Instant) {
+        self.last_tick = now;
+        self.check_helping(now);
+        self.check_restart(now);
         for i in 0..self.ifaces.len() {
             if self.ifaces[i].state == IfState::Down {
                 continue;
@@ -546,7 +580,7 @@ impl Instance {
                 if nbr.state == NbrState::Down {
                     continue;
                 }
-                if now >= nbr.inactivity_deadline {
+                if now >= nbr.inactivity_deadline && nbr.helping.is_none() {
                     self.nbr_event(i, n, NbrEvent::InactivityTimer, now);
                     continue;
                 }
@@ -624,8 +658,17 @@ impl Instance {
         match new {
             NbrState::ExStart => self.start_exstart(i, n, now),
             NbrState::Exchange => {
+                let opaque_ok = self.ifaces[i].neighbors[n].options & packet::OPTION_O != 0;
+                let scope = &self.link_scope;
                 let nbr = &mut self.ifaces[i].neighbors[n];
                 for header in self.lsdb.headers(now) {
+                    let key = header.key();
+                    if (key.ls_type >= super::lsa::TYPE_OPAQUE_LINK && !opaque_ok)
+                        || (super::lsa::link_local(key.ls_type)
+                            && scope.get(&key).is_some_and(|s| *s != i))
+                    {
+                        continue;
+                    }
                     if header.age >= super::lsa::MAX_AGE {
                         nbr.retransmit.insert(header.key(), header);
                     } else {

@@ -40,7 +40,10 @@ impl Instance {
                 link_type: LINK_STUB,
                 metric: iface.cfg.cost,
             };
-            let full = |n: &&crate::ospf::neighbor::Neighbor| n.state == NbrState::Full;
+            // A neighbour we help through its restart stays advertised as Full (RFC 3623 3).
+            let full = |n: &&crate::ospf::neighbor::Neighbor| {
+                n.state == NbrState::Full || n.helping.is_some()
+            };
             match iface.state {
                 IfState::PointToPoint => {
                     for nbr in iface.neighbors.iter().filter(full) {
@@ -55,12 +58,12 @@ impl Instance {
                 }
                 IfState::Dr | IfState::Backup | IfState::DrOther => {
                     let adjacent_to_dr = if iface.state == IfState::Dr {
-                        iface.neighbors.iter().any(|n| n.state == NbrState::Full)
+                        iface.neighbors.iter().any(|n| full(&n))
                     } else {
                         iface
                             .neighbors
                             .iter()
-                            .any(|n| n.addr == iface.dr && n.state == NbrState::Full)
+                            .any(|n| n.addr == iface.dr && full(&n))
                     };
                     if adjacent_to_dr {
                         links.push(RouterLink {
@@ -121,10 +124,12 @@ impl Instance {
     }
 
     pub(super) fn originate(&mut self, now: Instant) {
-        if self.shutting_down {
+        if self.shutting_down || self.restart.is_some() {
+            // A restarting router neither originates nor flushes (RFC 3623 2.2).
             return;
         }
         let desired = self.desired();
+        let mut changed = false;
         for (key, body) in &desired {
             let current = self.lsdb.get(key);
             let needed = match current {
@@ -174,6 +179,7 @@ impl Instance {
                 (Some(MAX_SEQ), None) => INITIAL_SEQ,
                 (Some(seq), _) => seq + 1,
             };
+            changed |= current.is_none_or(|e| e.body() != &body[..] || e.age(now) >= MAX_AGE);
             self.own_seq.insert(*key, seq);
             let lsa = Lsa::build(
                 key.ls_type,
@@ -199,8 +205,13 @@ impl Instance {
             })
             .map(|(k, _)| *k)
             .collect();
+        changed |= !stale.is_empty();
         for key in stale {
             self.flush(key, now);
+        }
+        if changed && self.helping_any() {
+            // Strict LSA checking: a restarting neighbour cannot act on a change.
+            self.exit_helping_all(super::EXIT_TOPOLOGY, now);
         }
     }
 
@@ -233,6 +244,10 @@ impl Instance {
         }
         let seen = self.own_seq.entry(key).or_insert(lsa.header.seq);
         *seen = (*seen).max(lsa.header.seq);
+        if self.restart.is_some() {
+            // Re-learnt from a helper: valid as it is until the restart ends (RFC 3623 2.2).
+            return;
+        }
         if lsa.header.age == MAX_AGE {
             // Somebody flushed it; if we still want it, the next origination brings it back.
             if ours && !self.shutting_down {

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Announce, Instance, Limits};
+use super::{Announce, GrConfig, Instance, Limits};
 use crate::ospf::interface::IfState;
 use crate::ospf::lsa;
+use crate::ospf::lsa::grace::RestartReason;
 use crate::ospf::neighbor::NbrState;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -25,6 +26,41 @@ pub struct Counters {
     pub lsa_flushed: u64,
     pub lsa_installed: u64,
     pub retransmitted: u64,
+    /// Graceful restarts begun, and how they ended.
+    pub gr_restarts: u64,
+    pub gr_restart_exits: BTreeMap<&'static str, u64>,
+    /// Helper modes entered for neighbours, how they ended, and grace-LSAs not helped.
+    pub gr_helper_entered: u64,
+    pub gr_helper_exits: BTreeMap<&'static str, u64>,
+    pub gr_helper_rejected: BTreeMap<&'static str, u64>,
+}
+
+/// Graceful restart (RFC 3623) as the status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrStatus {
+    pub config: GrConfig,
+    /// This router is restarting gracefully now.
+    pub restarting: bool,
+    pub restart_reason: Option<RestartReason>,
+    /// Seconds left of the grace period of our restart.
+    pub restart_remaining_secs: Option<u64>,
+    /// How our last graceful restart ended, and how long ago.
+    pub last_restart_exit: Option<String>,
+    pub last_restart_exit_secs_ago: Option<u64>,
+    /// Neighbours we help through their restart now.
+    pub helping: Vec<HelperStatus>,
+    /// The last helper mode that ended: for whom and why.
+    pub last_helper_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HelperStatus {
+    pub router_id: Ipv4Addr,
+    pub address: Ipv4Addr,
+    pub interface: String,
+    pub reason: RestartReason,
+    pub grace_period: u32,
+    pub remaining_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +121,7 @@ pub struct InstanceStatus {
     /// Limits reached now (their `dropped` reasons).
     pub limits_reached: Vec<&'static str>,
     pub counters: Counters,
+    pub graceful_restart: GrStatus,
 }
 
 fn type_name(ls_type: u8) -> &'static str {
@@ -133,6 +170,40 @@ impl Instance {
             limits: self.limits,
             limits_reached: self.limits_reached.iter().copied().collect(),
             counters: self.counters.clone(),
+            graceful_restart: self.gr_status(now),
+        }
+    }
+
+    fn gr_status(&self, now: Instant) -> GrStatus {
+        let helping = self
+            .ifaces
+            .iter()
+            .flat_map(|i| i.neighbors.iter().map(move |n| (i, n)))
+            .filter_map(|(i, n)| {
+                let h = n.helping?;
+                Some(HelperStatus {
+                    router_id: n.router_id,
+                    address: n.addr,
+                    interface: i.cfg.name.clone(),
+                    reason: h.reason,
+                    grace_period: h.grace_period,
+                    remaining_secs: h.until.saturating_duration_since(now).as_secs(),
+                })
+            })
+            .collect();
+        GrStatus {
+            config: self.gr,
+            restarting: self.restart.is_some(),
+            restart_reason: self.restart.map(|r| r.reason),
+            restart_remaining_secs: self
+                .restart
+                .map(|r| r.until.saturating_duration_since(now).as_secs()),
+            last_restart_exit: self.gr_restart_exit.map(|(r, _)| r.to_string()),
+            last_restart_exit_secs_ago: self
+                .gr_restart_exit
+                .map(|(_, t)| now.saturating_duration_since(t).as_secs()),
+            helping,
+            last_helper_exit: self.gr_helper_exit.map(|(id, r, _)| format!("{id}: {r}")),
         }
     }
 
@@ -249,6 +320,37 @@ impl InstanceStatus {
             );
         }
         let _ = writeln!(out, "portier_ospf_announced_vips {}", self.announced.len());
+        let gr = &self.graceful_restart;
+        let _ = writeln!(
+            out,
+            "portier_ospf_gr_restarting {}",
+            u8::from(gr.restarting)
+        );
+        let _ = writeln!(out, "portier_ospf_gr_restarts_total {}", c.gr_restarts);
+        for (reason, v) in &c.gr_restart_exits {
+            let _ = writeln!(
+                out,
+                "portier_ospf_gr_restart_exits_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
+        let _ = writeln!(out, "portier_ospf_gr_helping {}", gr.helping.len());
+        let _ = writeln!(
+            out,
+            "portier_ospf_gr_helper_entered_total {}",
+            c.gr_helper_entered
+        );
+        for (reason, v) in &c.gr_helper_exits {
+            let _ = writeln!(
+                out,
+                "portier_ospf_gr_helper_exits_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
+        for (reason, v) in &c.gr_helper_rejected {
+            let _ = writeln!(
+                out,
+                "portier_ospf_gr_helper_rejected_total{{reason=\"{reason}\"}} {v}"
+            );
+        }
         out
     }
 }

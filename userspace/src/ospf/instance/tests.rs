@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::ospf::interface::NetworkType;
+use crate::ospf::lsa::grace::RestartReason;
 use crate::ospf::lsa::{self, MAX_AGE, RouterLsa};
 use crate::ospf::packet::tests::{BROADCAST, frames};
 use crate::ospf::packet::{AuthKey, DdFlags, Hello, decode};
@@ -1165,4 +1166,162 @@ fn lsas_made_up_in_our_name_leave_no_state_behind() {
     }
     assert!(me.own_seq.len() + me.force_originate.len() <= 4);
     assert_eq!(me.lsdb().len(), 1);
+}
+
+/// Router 11 restarts gracefully without warning (its process died) while 1, the DR, helps:
+/// 1 never stops advertising 11 nor loses 11's VIP, 11 re-learns its Router-LSA instead of
+/// originating, and both leave their modes as `completed`.
+#[test]
+fn unplanned_graceful_restart_keeps_the_vip_at_the_helper() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    let now = seg.now;
+    seg.router(11).set_announcements(stub(1), now);
+    seg.run_until(Duration::from_secs(10), |s| {
+        s.full(1, 11) && s.sees_stub(1, 11, vip())
+    });
+    seg.run_for(Duration::from_secs(2));
+    let network = |s: &Segment| {
+        let key = LsaKey {
+            ls_type: lsa::TYPE_NETWORK,
+            ls_id: rid(1),
+            advertising_router: rid(1),
+        };
+        let r = &s.routers[0].1;
+        r.lsdb().get(&key).map(|e| e.header(s.now).seq)
+    };
+    let network_before = network(&seg);
+
+    // 11 is silent for 3 s (within the dead interval), then starts again.
+    seg.drop = Box::new(|from, _| from == 11);
+    seg.run_for(Duration::from_secs(3));
+    seg.drop = Box::new(|_, _| false);
+    let now = seg.now;
+    let mut fresh = restarted_11(now);
+    fresh.set_graceful_restart(GrConfig {
+        restart: true,
+        ..GrConfig::default()
+    });
+    fresh.set_announcements(stub(1), now);
+    fresh.begin_restart(60, RestartReason::Unknown, true, now);
+    seg.routers[1].1 = fresh;
+    let mut helped = false;
+    seg.run_until(Duration::from_secs(60), |s| {
+        assert!(s.sees_stub(1, 11, vip()), "the helper lost the VIP");
+        helped |= s.routers[0].1.status(s.now).graceful_restart.helping.len() == 1;
+        !s.routers[1].1.restarting()
+    });
+    assert!(helped, "router 1 never helped");
+    seg.run_until(Duration::from_secs(70), |s| {
+        s.routers[0]
+            .1
+            .status(s.now)
+            .graceful_restart
+            .helping
+            .is_empty()
+    });
+    let (helper, restarter) = (
+        seg.routers[0].1.status(seg.now),
+        seg.routers[1].1.status(seg.now),
+    );
+    assert_eq!(
+        restarter.graceful_restart.last_restart_exit.as_deref(),
+        Some("completed")
+    );
+    assert_eq!(
+        helper.graceful_restart.last_helper_exit.as_deref(),
+        Some("10.0.0.11: completed")
+    );
+    // The helper's Network-LSA never changed: no topology change for anyone.
+    assert_eq!(network(&seg), network_before);
+    assert!(seg.full(1, 11) && seg.full(11, 1));
+    seg.run_until(Duration::from_secs(90), |s| s.databases_equal());
+}
+
+/// A helper with `gr_helper = false` refuses, counted; the restarter then times out only at
+/// the end of its grace period or completes as the adjacency forms again.
+#[test]
+fn grace_lsa_refused_when_helping_is_off() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    seg.router(1).set_graceful_restart(GrConfig {
+        helper: false,
+        ..GrConfig::default()
+    });
+    seg.run_until(Duration::from_secs(10), |s| s.full(1, 11));
+    let now = seg.now;
+    let mut fresh = restarted_11(now);
+    fresh.begin_restart(60, RestartReason::Unknown, true, now);
+    seg.routers[1].1 = fresh;
+    seg.run_until(Duration::from_secs(120), |s| !s.routers[1].1.restarting());
+    let helper = seg.routers[0].1.status(seg.now);
+    assert_eq!(
+        helper.counters.gr_helper_rejected.get("helper-disabled"),
+        Some(&1)
+    );
+    assert!(helper.graceful_restart.helping.is_empty());
+}
+
+/// A planned restart: 11 floods grace-LSAs, which 1 acknowledges and helps; 11 goes silent
+/// past the dead interval and comes back without sending new ones: 1 kept the adjacency and
+/// the VIP all along.
+#[test]
+fn planned_graceful_restart_outlasts_the_dead_interval() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    let now = seg.now;
+    seg.router(11).set_announcements(stub(1), now);
+    seg.run_until(Duration::from_secs(10), |s| {
+        s.full(1, 11) && s.sees_stub(1, 11, vip())
+    });
+    seg.run_for(Duration::from_secs(2));
+    let now = seg.now;
+    seg.router(11).set_graceful_restart(GrConfig {
+        restart: true,
+        ..GrConfig::default()
+    });
+    seg.router(11)
+        .prepare_restart(RestartReason::SoftwareRestart, now);
+    seg.run_until(Duration::from_secs(30), |s| {
+        s.routers[1].1.flush_acknowledged()
+            && s.routers[0].1.status(s.now).graceful_restart.helping.len() == 1
+    });
+    let helping = &seg.routers[0].1.status(seg.now).graceful_restart.helping[0];
+    assert_eq!(helping.router_id, rid(11));
+    assert_eq!(helping.grace_period, GrConfig::default().grace_period);
+    assert_eq!(helping.reason, RestartReason::SoftwareRestart);
+
+    // Silent for 6 s: past the 4 s dead interval, the helper still has it, Full, and the VIP.
+    seg.drop = Box::new(|from, _| from == 11);
+    let quiet = seg.now;
+    while seg.now - quiet < Duration::from_secs(6) {
+        seg.step();
+        assert!(
+            seg.full(1, 11),
+            "the helper dropped the restarting neighbour"
+        );
+        assert!(seg.sees_stub(1, 11, vip()));
+    }
+    seg.drop = Box::new(|_, _| false);
+    let now = seg.now;
+    let mut fresh = restarted_11(now);
+    fresh.set_announcements(stub(1), now);
+    fresh.begin_restart(100, RestartReason::SoftwareRestart, false, now);
+    seg.routers[1].1 = fresh;
+    seg.run_until(Duration::from_secs(60), |s| {
+        assert!(s.sees_stub(1, 11, vip()), "the helper lost the VIP");
+        !s.routers[1].1.restarting()
+            && s.routers[0]
+                .1
+                .status(s.now)
+                .graceful_restart
+                .helping
+                .is_empty()
+    });
+    assert_eq!(
+        seg.routers[0]
+            .1
+            .status(seg.now)
+            .graceful_restart
+            .last_helper_exit
+            .as_deref(),
+        Some("10.0.0.11: completed")
+    );
 }

@@ -29,6 +29,9 @@ pub const IPPROTO_OSPF: i32 = 89;
 
 /// Options bit E: the area carries AS-external LSAs (RFC 2328 A.2).
 pub const OPTION_E: u8 = 0x02;
+/// O: opaque LSAs understood (RFC 5250); set in DDs (not Hellos: FRR warns of "O-bit
+/// abuse") so neighbours flood us grace-LSAs.
+pub const OPTION_O: u8 = 0x40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PacketType {
