@@ -1,6 +1,7 @@
 //! The lab harness: network namespaces, the lab topology of DESIGN.md, and client helpers.
 //! Used by `cargo xtask lab|demo` and by the end-to-end tests.
 
+pub mod browser;
 pub mod client;
 pub mod failover;
 pub mod frr;
