@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "curl",
     "iputils-ping",
     "nftables",
+    // The dashboard's browser test and the demo's screenshot: headless, driven over DevTools.
+    "chromium",
     // `xtask package` and its test: dpkg-shlibdeps and strip (binutils), man -l and groff,
     // systemd-analyze verify.
     "dpkg-dev",

@@ -30,11 +30,11 @@ const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; 
 
 fn with_headers(mut r: Response<Body>) -> Response<Body> {
     let h = r.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(CSP),
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     // Small and compiled in: always fresh after an upgrade of the node.
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -203,7 +203,10 @@ mod tests {
         }
         assert_eq!(j.log.len(), MAX_TRANSITIONS);
         assert_eq!(j.total, MAX_TRANSITIONS as u64 + 10);
-        assert_eq!(j.log.back().map(|t| t.at_ms), Some(MAX_TRANSITIONS as u64 + 9));
+        assert_eq!(
+            j.log.back().map(|t| t.at_ms),
+            Some(MAX_TRANSITIONS as u64 + 9)
+        );
     }
 
     #[tokio::test]

@@ -36,10 +36,10 @@ use crate::part::{Control, StatusBoard};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Bytes, Incoming};
-use live::Live;
-use std::convert::Infallible;
 use hyper::{Method, Request, Response, StatusCode};
+use live::Live;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 /// Who is asking: what the door lets them do, and who they are for the log.
 #[derive(Debug, Clone)]

@@ -122,16 +122,17 @@ pub fn diff(
     after: &BTreeMap<(String, String), Observed>,
     at_ms: u64,
 ) -> Vec<Transition> {
-    let record = |(part, object): &(String, String), from: Option<&Observed>, to: Option<&Observed>| {
-        Transition {
-            at_ms,
-            part: part.clone(),
-            object: object.clone(),
-            from: from.map(|o| o.state.clone()),
-            to: to.map(|o| o.state.clone()),
-            reason: to.and_then(|o| o.reason.clone()),
-        }
-    };
+    let record =
+        |(part, object): &(String, String), from: Option<&Observed>, to: Option<&Observed>| {
+            Transition {
+                at_ms,
+                part: part.clone(),
+                object: object.clone(),
+                from: from.map(|o| o.state.clone()),
+                to: to.map(|o| o.state.clone()),
+                reason: to.and_then(|o| o.reason.clone()),
+            }
+        };
     let changed = after.iter().filter_map(|(key, now)| match before.get(key) {
         Some(was) if was.state == now.state => None,
         was => Some(record(key, was, Some(now))),

@@ -39,6 +39,8 @@ pub struct L4 {
     /// (service, backend) pairs whose health check failed: out of the Maglev table, while
     /// their established flows keep going through the connection table.
     down: BTreeSet<(String, IpAddr)>,
+    /// Why each backend in `down` went down (the last probe's error), for the status.
+    down_reasons: BTreeMap<(String, IpAddr), String>,
     dataplane: Dataplane,
     reconciler: Reconciler,
     handle: rtnetlink::Handle,
@@ -132,8 +134,10 @@ impl Part for L4 {
         let key = (t.service.clone(), t.backend);
         if t.healthy {
             self.down.remove(&key);
+            self.down_reasons.remove(&key);
         } else {
-            self.down.insert(key);
+            self.down.insert(key.clone());
+            self.down_reasons.insert(key, t.reason.clone());
         }
         let config = self.config.clone();
         match self.install(&config).await {
@@ -217,6 +221,7 @@ async fn start(config: &Config, env: Env) -> Result<L4> {
         bus: env.bus,
         teardown_on_exit,
         down: BTreeSet::new(),
+        down_reasons: BTreeMap::new(),
         dataplane,
         reconciler,
         handle,
@@ -315,6 +320,8 @@ impl L4 {
             self.down.remove(&key);
         }
         self.down.retain(|k| targets.contains_key(k));
+        let down = &self.down;
+        self.down_reasons.retain(|k, _| down.contains(k));
     }
 
     fn announce_all(&self) {
@@ -514,6 +521,7 @@ impl L4 {
                 s.name, counters.bytes
             );
             let mut backends = Vec::new();
+            let slots = self.reconciler.slots(&s.name);
             for b in &s.backends {
                 let weight = self
                     .overrides
@@ -528,11 +536,15 @@ impl L4 {
                 };
                 let labels = format!("service=\"{}\",backend=\"{}\"", s.name, b.address);
                 let _ = writeln!(metrics, "portier_l4_backend_weight{{{labels}}} {weight}");
+                let key = (s.name.clone(), b.address);
                 backends.push(serde_json::json!({
                     "address": b.address,
                     "weight": weight,
                     "configured_weight": b.weight,
                     "state": state,
+                    "reason": if down { self.down_reasons.get(&key) } else { None },
+                    // Maglev table entries: the share of new flows it gets.
+                    "share": slots.and_then(|m| m.get(&b.address)).copied().unwrap_or(0),
                 }));
             }
             services.push(serde_json::json!({

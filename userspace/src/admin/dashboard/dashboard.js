@@ -163,7 +163,7 @@ function renderVips(d) {
     const pps = rate((x) => (((x.l4 || {}).services || [])[i] || {}).packets);
     const bps = rate((x) => (((x.l4 || {}).services || [])[i] || {}).bytes);
     rows.push([
-      s.vip, s.port === null || s.port === undefined ? "any" : s.port, s.protocol,
+      s.vip, !s.port ? "any" : s.port, s.protocol,
       "L4 " + str(s.forwarding), s.name, announcedBy(d, s.vip),
       vrrp ? badge(vrrp) : "-",
       badge(healthy === 0 ? "down" : healthy < backends.length ? "going down" : "up",
@@ -193,12 +193,6 @@ function renderVips(d) {
     "healthy", ["pkt/s", "num"], ["bit/s", "num"]], rows, (i) => attrs[i]);
 }
 
-function l4State(b) {
-  // Checks still counting towards a change are HAProxy's "going up/down".
-  if (b.check && b.check.streak > 0) return b.state === "down" ? "going up" : b.state === "active" ? "going down" : b.state;
-  return b.state;
-}
-
 function renderL4(d) {
   const l4 = d.l4;
   show("sec-l4", !!l4);
@@ -209,7 +203,7 @@ function renderL4(d) {
   for (const s of l4.services || []) {
     const total = (s.backends || []).reduce((a, b) => a + (b.share || 0), 0);
     for (const b of s.backends || []) {
-      const state = l4State(b);
+      const state = b.state;
       const hi = hosts[b.address];
       const pps = hi === undefined ? null : rate((x) => (((x.l4 || {}).backends || [])[hi] || {}).packets);
       let share = "-";
@@ -221,19 +215,17 @@ function renderL4(d) {
         wrap.append(bar, pct.toFixed(1) + "%");
         share = wrap;
       }
-      const check = b.check || {};
       rows.push([
         s.name, b.address, badge(stateClass(state), state),
         `${str(b.weight)}/${str(b.configured_weight)}`, share,
-        check.last ? check.last : "-",
-        check.latency_ms === undefined || check.latency_ms === null ? "-" : check.latency_ms + " ms",
+        { v: str(b.reason), cls: "wrap" },
         { v: num(pps), cls: "num" },
       ]);
       attrs.push({ cls: "row-" + stateClass(state), data: { backend: `${s.name} ${b.address}`, state } });
     }
   }
-  fill($("l4-backends"), ["service", "backend", "state", "weight", "Maglev share", "last check",
-    "latency", ["pkt/s (host)", "num"]], rows, (i) => attrs[i]);
+  fill($("l4-backends"), ["service", "backend", "state", "weight", "Maglev share", "check error",
+    ["pkt/s (host)", "num"]], rows, (i) => attrs[i]);
 }
 
 function renderL7(d) {
@@ -304,7 +296,7 @@ function renderOspf(d) {
     (k) => ({ data: { neighbor: nbrs[k][1].router_id, state: nbrs[k][1].state } }));
   fill($("ospf-announced"), ["VIP", "as"],
     Object.entries(o.announced || {}).map(([vip, a]) => [vip,
-      a.Stub ? `stub /32, metric ${a.Stub.metric}` : a.External ? `external type ${a.External.type2 ? 2 : 1}, metric ${a.External.metric}` : str(a)]));
+      a.as === "external" ? `external type ${a.type2 ? 2 : 1}, metric ${a.metric}` : a.as ? `${a.as} /32, metric ${a.metric}` : str(a)]));
 }
 
 function renderBfd(d) {

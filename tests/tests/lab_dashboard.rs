@@ -1,0 +1,119 @@
+//! The dashboard in a real browser (Debian's headless Chromium) against the lab's lb1: the
+//! rendered page (not the HTML source) shows the VIP, its three backends and lb1 as VRRP
+//! master from live data, follows a drain and a dead host, and says "disconnected" when the
+//! node is killed. One lab (prefix `db`) for the file, torn down also on panic.
+
+use anyhow::Result;
+use portier_tests::browser::Browser;
+use portier_tests::lab::{HOSTS, Lab};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const PREFIX: &str = "db";
+const URL: &str = "http://127.0.0.1:9900/";
+
+/// The rendered text of a row the page marks with `data-<attr>="<key>"` (empty if absent).
+fn row_text(b: &mut Browser, attr: &str, key: &str) -> Result<String> {
+    let js = format!(
+        "(() => {{ const r = document.querySelector('[data-{attr}=\"{key}\"]'); return r ? r.innerText : ''; }})()"
+    );
+    Ok(b.eval(&js)?.as_str().unwrap_or_default().to_string())
+}
+
+fn wait_row(b: &mut Browser, attr: &str, key: &str, word: &str, timeout: Duration) -> Result<()> {
+    let what = format!("the page's {attr} row {key} shows {word}");
+    let r =
+        portier_tests::wait::until(
+            &what,
+            timeout,
+            || Ok(row_text(b, attr, key)?.contains(word)),
+        );
+    if r.is_err() {
+        eprintln!("page text:\n{}", b.text().unwrap_or_default());
+    }
+    r.map(|_| ())
+}
+
+fn screenshots_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+#[test]
+fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
+    let l = Lab::up(PREFIX)?;
+    let lb = l.start_portier("lb1", &l.lb_config("lb1")?)?;
+    let ns = l.ns("lb1");
+    let mut b = Browser::open(Some(&ns), URL, 1400, 1100)?;
+
+    // From live data: the VIP, its three hosts serving, lb1 master of VRID 51.
+    let start = Duration::from_secs(30);
+    wait_row(&mut b, "service", "web", "203.0.113.10", start)?;
+    for (_, addr) in HOSTS {
+        wait_row(&mut b, "backend", &format!("web {addr}"), "active", start)?;
+    }
+    wait_row(&mut b, "vrrp", "vip51", "master", start)?;
+    wait_row(&mut b, "service", "web", "3/3", start)?;
+    let text = b.text()?;
+    assert!(text.contains(&ns), "the node's name: {text}");
+    assert!(text.contains("live"), "{text}");
+
+    let dir = screenshots_dir();
+    b.screenshot(&dir.join("dashboard-light.png"))?;
+    b.prefer_dark(true)?;
+    b.screenshot(&dir.join("dashboard-dark.png"))?;
+    b.prefer_dark(false)?;
+    println!("screenshots: {}", dir.display());
+
+    // The operator drains host2: the page shows it within 2 s (one status period and the
+    // stream's delivery), and logs the transition.
+    lb.cli(
+        &ns,
+        &["drain", "--service", "web", "--backend", "10.0.0.22"],
+    )?;
+    wait_row(
+        &mut b,
+        "backend",
+        "web 10.0.0.22",
+        "drained",
+        Duration::from_secs(2),
+    )?;
+    portier_tests::wait::until("the transition in the log", Duration::from_secs(2), || {
+        Ok(b.text()?.contains("web 10.0.0.22"))
+    })?;
+    lb.cli(
+        &ns,
+        &["undrain", "--service", "web", "--backend", "10.0.0.22"],
+    )?;
+    wait_row(
+        &mut b,
+        "backend",
+        "web 10.0.0.22",
+        "active",
+        Duration::from_secs(2),
+    )?;
+
+    // host3's front door dies: its health checks fail (fall 2 x 500 ms) and its row goes down,
+    // with the probe's error.
+    l.stop_app("host3")?;
+    wait_row(
+        &mut b,
+        "backend",
+        "web 10.0.0.23",
+        "down",
+        Duration::from_secs(10),
+    )?;
+    wait_row(&mut b, "service", "web", "2/3", Duration::from_secs(2))?;
+    b.screenshot(&dir.join("dashboard-host-down.png"))?;
+
+    // The node is killed: the page says so instead of showing stale data as live.
+    lb.kill()?;
+    portier_tests::wait::until("disconnected", Duration::from_secs(10), || {
+        Ok(b.eval("document.getElementById('conn').innerText")?
+            .as_str()
+            == Some("disconnected"))
+    })?;
+    b.screenshot(&dir.join("dashboard-disconnected.png"))?;
+    Ok(())
+}
