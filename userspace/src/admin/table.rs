@@ -1,6 +1,18 @@
-//! `portier status` for people: the admin API's JSON as tables.
+//! `portier status` for people: the admin API's JSON as tables, the way `vtysh` and `birdc`
+//! users read their daemons. Rendered into a string so `--watch` redraws in one write.
 
 use serde_json::Value;
+use std::fmt::Write as _;
+
+/// `writeln!` into the output string; writing to a String cannot fail.
+macro_rules! w {
+    ($out:expr) => {
+        let _ = writeln!($out);
+    };
+    ($out:expr, $($arg:tt)*) => {
+        let _ = writeln!($out, $($arg)*);
+    };
+}
 
 fn s(v: &Value) -> String {
     match v {
@@ -10,41 +22,301 @@ fn s(v: &Value) -> String {
     }
 }
 
-pub fn print(status: &Value) {
-    let Some(parts) = status.as_object() else {
-        println!("{status}");
-        return;
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// Seconds as `1d02h03m`, `2h03m04s`, `3m04s`, `4s`.
+fn duration(v: &Value) -> String {
+    let Some(secs) = v.as_u64() else {
+        return "-".into();
     };
+    let (d, h, m, sec) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m{sec:02}s"),
+        (0, _, _) => format!("{h}h{m:02}m{sec:02}s"),
+        _ => format!("{d}d{h:02}h{m:02}m"),
+    }
+}
+
+pub fn print(status: &Value) {
+    print!("{}", render(status));
+}
+
+/// Every part as tables; a part this CLI does not know yet as indented JSON.
+pub fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let Some(parts) = status.as_object() else {
+        w!(out, "{status}");
+        return out;
+    };
+    if let Some(node) = parts.get("node") {
+        render_node(&mut out, node);
+        w!(out);
+    }
     for (part, value) in parts {
         match part.as_str() {
-            "l4" => print_l4(value),
-            "vrrp" => print_vrrp(value),
-            "l7" => print_l7(value),
+            "node" => continue,
+            "l4" => print_l4(&mut out, value),
+            "vrrp" => print_vrrp(&mut out, value),
+            "l7" => print_l7(&mut out, value),
+            "ospf" => print_ospf(&mut out, value),
+            "bfd" => print_bfd(&mut out, value),
+            "bgp" => print_bgp(&mut out, value),
             _ => {
-                println!("[{part}]");
-                println!(
+                w!(out, "[{part}]");
+                w!(
+                    out,
                     "{}",
                     serde_json::to_string_pretty(value).unwrap_or_default()
                 );
             }
         }
-        println!();
+        w!(out);
+    }
+    out
+}
+
+fn render_node(out: &mut String, node: &Value) {
+    w!(
+        out,
+        "node {} (portier {}), up {}, health {}",
+        s(&node["name"]),
+        s(&node["version"]),
+        duration(&node["uptime_secs"]),
+        s(&node["health"])
+    );
+    for p in items(&node["problems"]) {
+        w!(out, "  problem: {}", s(p));
+    }
+    let log: Vec<&Value> = items(&node["transitions"]).take(5).collect();
+    if !log.is_empty() {
+        w!(out, "last transitions (newest first):");
+    }
+    for t in log {
+        let ago = node["now_ms"]
+            .as_u64()
+            .zip(t["at_ms"].as_u64())
+            .map(|(now, at)| Value::from(now.saturating_sub(at) / 1000));
+        w!(
+            out,
+            "  {:>8} ago  {:<5} {:<32} {} -> {}{}",
+            ago.as_ref().map_or("-".into(), duration),
+            s(&t["part"]),
+            s(&t["object"]),
+            s(&t["from"]),
+            s(&t["to"]),
+            if t["reason"].is_null() {
+                String::new()
+            } else {
+                format!(" ({})", s(&t["reason"]))
+            }
+        );
     }
 }
 
-fn print_l4(l4: &Value) {
-    println!("[l4]");
+fn print_ospf(out: &mut String, ospf: &Value) {
+    w!(out, "[ospf] router ID {}", s(&ospf["router_id"]));
+    w!(
+        out,
+        "{:<10} {:<20} {:<15} {:<15} {:<15} {:>4}",
+        "interface",
+        "address",
+        "state",
+        "DR",
+        "BDR",
+        "nbrs"
+    );
+    for i in items(&ospf["interfaces"]) {
+        w!(
+            out,
+            "{:<10} {:<20} {:<15} {:<15} {:<15} {:>4}",
+            s(&i["name"]),
+            s(&i["address"]),
+            s(&i["state"]),
+            s(&i["dr"]),
+            s(&i["bdr"]),
+            items(&i["neighbors"]).count()
+        );
+    }
+    w!(
+        out,
+        "{:<15} {:>3} {:<10} {:<15} {:<10} {:<15} {:<15} {:>9} {:>6}",
+        "neighbor ID",
+        "pri",
+        "state",
+        "address",
+        "interface",
+        "DR",
+        "BDR",
+        "since",
+        "rxmt"
+    );
+    for i in items(&ospf["interfaces"]) {
+        for n in items(&i["neighbors"]) {
+            w!(
+                out,
+                "{:<15} {:>3} {:<10} {:<15} {:<10} {:<15} {:<15} {:>9} {:>6}",
+                s(&n["router_id"]),
+                s(&n["priority"]),
+                s(&n["state"]),
+                s(&n["address"]),
+                s(&i["name"]),
+                s(&n["dr"]),
+                s(&n["bdr"]),
+                duration(&n["since_secs"]),
+                s(&n["retransmit_list"])
+            );
+        }
+    }
+    let by_type: Vec<String> = ospf["lsdb"]["by_type"]
+        .as_object()
+        .map(|m| m.iter().map(|(t, n)| format!("{t} {n}")).collect())
+        .unwrap_or_default();
+    w!(
+        out,
+        "LSDB: {} LSAs ({})",
+        s(&ospf["lsdb"]["total"]),
+        if by_type.is_empty() {
+            "none".to_string()
+        } else {
+            by_type.join(", ")
+        }
+    );
+    let announced: Vec<String> = ospf["announced"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(vip, a)| match a["as"].as_str() {
+                    Some("external") => format!(
+                        "{vip} (external type {}, metric {})",
+                        if a["type2"] == true { 2 } else { 1 },
+                        s(&a["metric"])
+                    ),
+                    Some(kind) => format!("{vip} ({kind}, metric {})", s(&a["metric"])),
+                    None => format!("{vip} ({a})"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    w!(
+        out,
+        "announced: {}",
+        if announced.is_empty() {
+            "nothing".to_string()
+        } else {
+            announced.join(", ")
+        }
+    );
+    let reached: Vec<String> = items(&ospf["limits_reached"]).map(s).collect();
+    if !reached.is_empty() {
+        w!(out, "limits reached: {}", reached.join(", "));
+    }
+}
+
+fn print_bfd(out: &mut String, bfd: &Value) {
+    w!(out, "[bfd]");
+    w!(
+        out,
+        "{:<26} {:<10} {:<10} {:<10} {:<22} {:>6} {:>8} {:>10}  for",
+        "peer",
+        "interface",
+        "state",
+        "remote",
+        "diag",
+        "tx ms",
+        "detect",
+        "up for"
+    );
+    for x in items(&bfd["sessions"]) {
+        let ses = &x["session"];
+        let up = ses["up_for_ms"].as_u64().map(|ms| Value::from(ms / 1000));
+        let clients: Vec<String> = items(&x["clients"]).map(s).collect();
+        w!(
+            out,
+            "{:<26} {:<10} {:<10} {:<10} {:<22} {:>6} {:>8} {:>10}  {}",
+            s(&x["peer"]),
+            s(&x["interface"]),
+            s(&ses["state"]),
+            s(&ses["remote_state"]),
+            s(&ses["diag"]),
+            s(&ses["tx_interval_ms"]),
+            s(&ses["detect_time_ms"]),
+            up.as_ref().map_or("-".into(), duration),
+            clients.join(",")
+        );
+    }
+}
+
+fn print_bgp(out: &mut String, bgp: &Value) {
+    let announced: Vec<String> = items(&bgp["announced"]).map(s).collect();
+    w!(
+        out,
+        "[bgp] AS {}, router ID {}{}",
+        s(&bgp["asn"]),
+        s(&bgp["router_id"]),
+        if bgp["drained"] == true {
+            ", drained"
+        } else {
+            ""
+        }
+    );
+    w!(
+        out,
+        "{:<26} {:>10} {:<12} {:>10} {:>8} {:>8}  last error",
+        "neighbor",
+        "AS",
+        "state",
+        "up/down",
+        "PfxSnt",
+        "MsgRcvd"
+    );
+    for p in items(&bgp["peers"]) {
+        w!(
+            out,
+            "{:<26} {:>10} {:<12} {:>10} {:>8} {:>8}  {}",
+            s(&p["address"]),
+            s(&p["remote_as"]),
+            s(&p["state"]),
+            duration(&p["uptime_secs"]),
+            s(&p["prefixes_advertised"]),
+            s(&p["stats"]["messages_in"]),
+            s(&p["last_error"])
+        );
+    }
+    w!(
+        out,
+        "announced: {}",
+        if announced.is_empty() {
+            "nothing".to_string()
+        } else {
+            announced.join(", ")
+        }
+    );
+}
+
+fn print_l4(out: &mut String, l4: &Value) {
+    w!(out, "[l4]");
     for i in l4["interfaces"].as_array().into_iter().flatten() {
-        println!(
+        w!(
+            out,
             "interface {} (ifindex {}, {})",
             s(&i["name"]),
             s(&i["ifindex"]),
             s(&i["mode"])
         );
     }
-    println!(
+    w!(
+        out,
         "{:<16} {:<24} {:>12} {:>14}  {:<18} {:>6} {:<10}",
-        "service", "vip", "packets", "bytes", "backend", "weight", "state"
+        "service",
+        "vip",
+        "packets",
+        "bytes",
+        "backend",
+        "weight",
+        "state"
     );
     for svc in l4["services"].as_array().into_iter().flatten() {
         let vip = format!(
@@ -55,7 +327,7 @@ fn print_l4(l4: &Value) {
         );
         let backends = svc["backends"].as_array().cloned().unwrap_or_default();
         if backends.is_empty() {
-            println!("{:<16} {:<24} (no backends)", s(&svc["name"]), vip);
+            w!(out, "{:<16} {:<24} (no backends)", s(&svc["name"]), vip);
         }
         for (i, b) in backends.iter().enumerate() {
             let (name, vip, packets, bytes) = if i == 0 {
@@ -68,7 +340,8 @@ fn print_l4(l4: &Value) {
             } else {
                 Default::default()
             };
-            println!(
+            w!(
+                out,
                 "{name:<16} {vip:<24} {packets:>12} {bytes:>14}  {:<18} {:>6} {:<10}",
                 s(&b["address"]),
                 s(&b["weight"]),
@@ -76,12 +349,17 @@ fn print_l4(l4: &Value) {
             );
         }
     }
-    println!(
+    w!(
+        out,
         "{:<18} {:<18} {:>12} {:>14}",
-        "backend", "mac", "packets", "bytes"
+        "backend",
+        "mac",
+        "packets",
+        "bytes"
     );
     for b in l4["backends"].as_array().into_iter().flatten() {
-        println!(
+        w!(
+            out,
             "{:<18} {:<18} {:>12} {:>14}",
             s(&b["address"]),
             s(&b["mac"]),
@@ -95,15 +373,24 @@ fn print_l4(l4: &Value) {
             .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!("events: {}", nonzero.join(" "));
+        w!(out, "events: {}", nonzero.join(" "));
     }
 }
 
-fn print_vrrp(vrrp: &Value) {
-    println!("[vrrp]");
-    println!(
+fn print_vrrp(out: &mut String, vrrp: &Value) {
+    w!(out, "[vrrp]");
+    w!(
+        out,
         "{:<12} {:<8} {:>4} {:<8} {:>8} {:<16} {:>9} {:>9} {:>6}  last transition",
-        "instance", "iface", "vrid", "state", "priority", "master", "adv sent", "adv rcvd", "drops"
+        "instance",
+        "iface",
+        "vrid",
+        "state",
+        "priority",
+        "master",
+        "adv sent",
+        "adv rcvd",
+        "drops"
     );
     for i in vrrp["instances"].as_array().into_iter().flatten() {
         let drops: u64 = i["counters"]["drops"]
@@ -116,7 +403,8 @@ fn print_vrrp(vrrp: &Value) {
         } else {
             s(&i["master"])
         };
-        println!(
+        w!(
+            out,
             "{:<12} {:<8} {:>4} {:<8} {:>8} {:<16} {:>9} {:>9} {:>6}  {}",
             s(&i["name"]),
             s(&i["interface"]),
@@ -130,9 +418,10 @@ fn print_vrrp(vrrp: &Value) {
             s(&i["last_transition"]["reason"]),
         );
         let vips: Vec<String> = i["vips"].as_array().into_iter().flatten().map(s).collect();
-        println!("{:<12} vips {}", "", vips.join(", "));
+        w!(out, "{:<12} vips {}", "", vips.join(", "));
         for t in i["tracks"].as_array().into_iter().flatten() {
-            println!(
+            w!(
+                out,
                 "{:<12} track {} weight {}: {}",
                 "",
                 t["target"],
@@ -143,16 +432,22 @@ fn print_vrrp(vrrp: &Value) {
     }
 }
 
-fn print_l7(l7: &Value) {
-    println!("[l7] generation {}", s(&l7["generation"]));
+fn print_l7(out: &mut String, l7: &Value) {
+    w!(out, "[l7] generation {}", s(&l7["generation"]));
     if let Some(listeners) = l7["listeners"].as_object() {
         for (name, l) in listeners {
-            println!("listener {name} on {}", s(&l["address"]));
+            w!(out, "listener {name} on {}", s(&l["address"]));
         }
     }
-    println!(
+    w!(
+        out,
         "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}",
-        "pool", "server", "weight", "configured", "state", "outstanding"
+        "pool",
+        "server",
+        "weight",
+        "configured",
+        "state",
+        "outstanding"
     );
     let mut pools: Vec<(&String, &Value)> = l7["pools"]
         .as_object()
@@ -161,7 +456,8 @@ fn print_l7(l7: &Value) {
     pools.sort_by_key(|(name, _)| name.as_str());
     for (name, pool) in pools {
         for (i, server) in pool["servers"].as_array().into_iter().flatten().enumerate() {
-            println!(
+            w!(
+                out,
                 "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}",
                 if i == 0 { name.as_str() } else { "" },
                 s(&server["address"]),
@@ -171,5 +467,86 @@ fn print_l7(l7: &Value) {
                 s(&server["outstanding"]),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn ospf_bfd_and_bgp_are_tables_not_json() {
+        let status = json!({
+            "node": { "name": "lb1", "version": "0.1.0", "uptime_secs": 3725, "health": "ok",
+                "now_ms": 10_000, "problems": [],
+                "transitions": [{ "at_ms": 4_000, "part": "vrrp", "object": "vip51",
+                    "from": "backup", "to": "master", "reason": "master down timer expired" }] },
+            "ospf": {
+                "router_id": "10.0.0.11",
+                "interfaces": [{ "name": "eth0", "address": "10.0.0.11/24", "state": "drother",
+                    "dr": "10.0.0.1", "bdr": "0.0.0.0", "neighbors": [{
+                        "router_id": "10.0.0.1", "address": "10.0.0.1", "state": "full",
+                        "priority": 100, "dr": "10.0.0.1", "bdr": "0.0.0.0",
+                        "retransmit_list": 0, "request_list": 0, "since_secs": 65 }] }],
+                "lsdb": { "total": 3, "by_type": { "router": 2, "network": 1 }, "lsas": [], "truncated": false },
+                "announced": { "203.0.113.10": { "as": "stub", "metric": 10 } },
+                "limits_reached": [],
+            },
+            "bfd": { "sessions": [{ "peer": "10.0.0.1", "interface": "eth0", "clients": ["ospf"],
+                "session": { "state": "up", "remote_state": "up", "diag": "none",
+                    "tx_interval_ms": 50, "detect_time_ms": 150, "up_for_ms": 61_000 } }] },
+            "bgp": { "asn": 64513, "router_id": "10.0.0.11", "announced": ["203.0.113.10/32"],
+                "drained": false, "peers": [{ "address": "10.0.0.1", "remote_as": 64512,
+                    "state": "Established", "uptime_secs": 42, "prefixes_advertised": 1,
+                    "last_error": null, "stats": { "messages_in": 7 } }] },
+        });
+        let out = super::render(&status);
+        assert!(!out.contains('{'), "no JSON left:\n{out}");
+        for line in [
+            "node lb1 (portier 0.1.0), up 1h02m05s, health ok",
+            "6s ago  vrrp  vip51",
+            "backup -> master (master down timer expired)",
+            "[ospf] router ID 10.0.0.11",
+            "LSDB: 3 LSAs (network 1, router 2)",
+            "announced: 203.0.113.10 (stub, metric 10)",
+            "[bgp] AS 64513, router ID 10.0.0.11",
+            "announced: 203.0.113.10/32",
+        ] {
+            assert!(out.contains(line), "{line:?} missing in:\n{out}");
+        }
+        let row = |first: &str| {
+            out.lines()
+                .find(|l| l.starts_with(first))
+                .unwrap_or_else(|| panic!("no row {first}:\n{out}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            row("10.0.0.1        100"),
+            [
+                "10.0.0.1", "100", "full", "10.0.0.1", "eth0", "10.0.0.1", "0.0.0.0", "1m05s", "0"
+            ]
+        );
+        assert_eq!(
+            row("eth0"),
+            [
+                "eth0",
+                "10.0.0.11/24",
+                "drother",
+                "10.0.0.1",
+                "0.0.0.0",
+                "1"
+            ]
+        );
+        assert_eq!(
+            row("10.0.0.1                   eth0"),
+            [
+                "10.0.0.1", "eth0", "up", "up", "none", "50", "150", "1m01s", "ospf"
+            ]
+        );
+        assert_eq!(
+            row("10.0.0.1                        64512"),
+            ["10.0.0.1", "64512", "Established", "42s", "1", "7", "-"]
+        );
     }
 }
