@@ -8,6 +8,7 @@ pub mod frr;
 pub mod lab;
 pub mod lab_routed;
 pub mod netns;
+pub mod openmetrics;
 pub mod pair;
 pub mod vrrp;
 pub mod wait;

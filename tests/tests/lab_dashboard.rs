@@ -3,9 +3,11 @@
 //! master from live data, follows a drain and a dead host, and says "disconnected" when the
 //! node is killed. One lab (prefix `db`) for the file, torn down also on panic.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use portier_tests::browser::Browser;
 use portier_tests::lab::{HOSTS, Lab};
+use portier_tests::{netns, openmetrics};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +36,43 @@ fn wait_row(b: &mut Browser, attr: &str, key: &str, word: &str, timeout: Duratio
     r.map(|_| ())
 }
 
+/// GET `path` from the admin listener of the node in namespace `ns`: the body.
+fn admin_get(ns: &str, path: &str) -> Result<String> {
+    netns::in_netns(ns, || -> Result<String> {
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9900")?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (head, body) = out.split_once("\r\n\r\n").context("no body")?;
+        anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+        Ok(body.to_string())
+    })?
+}
+
+/// `/metrics` of the node in `ns`, read by the Prometheus project's strict OpenMetrics parser;
+/// every family has HELP and TYPE and every counter sample ends in `_total`. Returns the
+/// families by name.
+fn metrics(ns: &str) -> Result<std::collections::BTreeMap<String, openmetrics::Family>> {
+    let families = openmetrics::parse(&admin_get(ns, "/metrics")?)?;
+    for f in &families {
+        assert!(!f.help.is_empty(), "{} has no HELP", f.name);
+        assert!(
+            f.kind == "counter" || f.kind == "gauge",
+            "{} is {}",
+            f.name,
+            f.kind
+        );
+        if f.kind == "counter" {
+            assert!(f.samples.iter().all(|s| s.name == format!("{}_total", f.name)));
+        }
+    }
+    Ok(families.into_iter().map(|f| (f.name.clone(), f)).collect())
+}
+
 fn screenshots_dir() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     let _ = std::fs::create_dir_all(&d);
@@ -58,6 +97,41 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
     let text = b.text()?;
     assert!(text.contains(&ns), "the node's name: {text}");
     assert!(text.contains("live"), "{text}");
+
+    // The metrics of every part of this node and of a host's L7, through a strict
+    // parser; the browser's stream is counted.
+    let lb_metrics = metrics(&ns)?;
+    for (name, kind) in [
+        ("portier_l4_service_packets", "counter"),
+        ("portier_l4_backend_weight", "gauge"),
+        ("portier_l4_packets", "counter"),
+        ("portier_vrrp_master", "gauge"),
+        ("portier_vrrp_drops", "counter"),
+        ("portier_ospf_rx_packets", "counter"),
+        ("portier_ospf_neighbors_full", "gauge"),
+        ("portier_admin_event_streams", "gauge"),
+    ] {
+        let f = lb_metrics
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing: {:?}", lb_metrics.keys()));
+        assert_eq!(f.kind, kind, "{name}");
+    }
+    assert!(lb_metrics["portier_admin_event_streams"].samples[0].value >= 1.0);
+    let master = &lb_metrics["portier_vrrp_master"].samples[0];
+    assert_eq!(master.labels["instance"], "vip51");
+    assert_eq!(master.value, 1.0);
+    let host_metrics = metrics(&l.ns("host1"))?;
+    for name in [
+        "portier_l7_listener_requests",
+        "portier_l7_pool_responses",
+        "portier_l7_server_up",
+    ] {
+        assert!(
+            host_metrics.contains_key(name),
+            "{name} missing: {:?}",
+            host_metrics.keys()
+        );
+    }
 
     let dir = screenshots_dir();
     b.screenshot(&dir.join("dashboard-light.png"))?;

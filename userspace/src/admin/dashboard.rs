@@ -8,7 +8,7 @@
 use super::{Body, live::Live, reply};
 use hyper::header::{CACHE_CONTROL, HeaderValue};
 use hyper::{Response, StatusCode};
-use std::fmt::Write as _;
+use crate::part::prometheus::Metrics;
 use std::sync::atomic::Ordering;
 
 const INDEX: &str = include_str!("dashboard/index.html");
@@ -58,20 +58,18 @@ pub fn file(name: &str) -> Response<Body> {
 
 /// The admin API's own families: dashboards streaming, and those refused at the bound.
 pub fn metrics(live: &Live) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP portier_admin_event_streams Dashboards streaming /events now.\n\
-         # TYPE portier_admin_event_streams gauge\n\
-         portier_admin_event_streams {}",
-        live.streams()
+    let mut m = Metrics::new("admin");
+    m.gauge_u(
+        "event_streams",
+        "Dashboards streaming /events now.",
+        vec![],
+        live.streams() as u64,
     );
-    let _ = writeln!(
-        out,
-        "# HELP portier_admin_event_streams_refused_total /events requests refused at the bound on streams.\n\
-         # TYPE portier_admin_event_streams_refused_total counter\n\
-         portier_admin_event_streams_refused_total {}",
-        live.counters.refused.load(Ordering::Relaxed)
+    m.counter(
+        "event_streams_refused",
+        "Requests for /events refused at the bound on streams.",
+        vec![],
+        live.counters.refused.load(Ordering::Relaxed),
     );
-    out
+    m.text()
 }

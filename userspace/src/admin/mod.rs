@@ -11,7 +11,8 @@
 //! - `GET /status`: JSON, one entry per running part and `node` (name, version, uptime,
 //!   health, the log of state transitions).
 //! - `GET /events`: the same JSON every second as Server-Sent Events, for the dashboard.
-//! - `GET /metrics`: Prometheus text.
+//! - `GET /metrics`: every part's metrics in the OpenMetrics text format (Prometheus
+//!   scrapes it as is).
 //! - `POST /reload`: re-read the config file (as SIGHUP), answers once applied or refused.
 //! - `POST /command/<part>/<verb>?key=value&...`: a runtime command for one part, e.g.
 //!   `/command/l4/drain?service=web&backend=10.0.0.21` or
@@ -173,8 +174,8 @@ async fn handle(
         (&Method::GET, ["events"]) => events(live),
         (&Method::GET, ["metrics"]) => reply(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
-            status.metrics() + &dashboard::metrics(live),
+            crate::part::prometheus::CONTENT_TYPE,
+            status.metrics() + &dashboard::metrics(live) + &crate::part::prometheus::eof(),
         ),
         (&Method::POST, ["reload"]) => match control.reload().await {
             Ok(g) => json(StatusCode::OK, &serde_json::json!({ "applied": g })),

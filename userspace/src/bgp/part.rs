@@ -4,7 +4,8 @@
 //! Administrative Shutdown and a shutdown communication (RFC 8203).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
+use crate::labels;
+use crate::part::prometheus::Metrics;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -285,39 +286,30 @@ impl Part for Bgp {
 }
 
 fn metrics(status: &SpeakerStatus, announced: usize) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_announced_prefixes VIP routes announced now."
+    let mut m = Metrics::new("bgp");
+    m.gauge_u(
+        "announced_prefixes",
+        "VIP routes announced now.",
+        vec![],
+        announced as u64,
     );
-    let _ = writeln!(out, "# TYPE portier_bgp_announced_prefixes gauge");
-    let _ = writeln!(out, "portier_bgp_announced_prefixes {announced}");
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_peer_established 1 while the session is established."
-    );
-    let _ = writeln!(out, "# TYPE portier_bgp_peer_established gauge");
     for p in &status.peers {
-        let _ = writeln!(
-            out,
-            "portier_bgp_peer_established{{peer=\"{}\"}} {}",
-            p.address,
-            u8::from(p.state == State::Established)
+        m.gauge(
+            "peer_established",
+            "1 while the session is established.",
+            labels![("peer", p.address)],
+            i64::from(p.state == State::Established),
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_peer_prefixes_advertised Prefixes the peer has from us."
-    );
-    let _ = writeln!(out, "# TYPE portier_bgp_peer_prefixes_advertised gauge");
     for p in &status.peers {
-        let _ = writeln!(
-            out,
-            "portier_bgp_peer_prefixes_advertised{{peer=\"{}\"}} {}",
-            p.address, p.prefixes_advertised
+        m.gauge_u(
+            "peer_prefixes_advertised",
+            "Prefixes the peer has from us.",
+            labels![("peer", p.address)],
+            p.prefixes_advertised as u64,
         );
     }
-    out
+    m.text()
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use crate::part::board::PartBoard;
 use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
+use crate::labels;
+use crate::part::prometheus::Metrics;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -499,26 +500,23 @@ impl L4 {
     fn publish_status(&self, board: &PartBoard) {
         let ids: HashMap<String, u32> = self.reconciler.service_ids().into_iter().collect();
         let mut services = Vec::new();
-        let mut metrics = String::new();
-        let _ = writeln!(metrics, "# TYPE portier_l4_service_packets counter");
-        let _ = writeln!(metrics, "# TYPE portier_l4_service_bytes counter");
-        let _ = writeln!(metrics, "# TYPE portier_l4_backend_packets counter");
-        let _ = writeln!(metrics, "# TYPE portier_l4_backend_bytes counter");
-        let _ = writeln!(metrics, "# TYPE portier_l4_backend_weight gauge");
+        let mut metrics = Metrics::new("l4");
         for s in &self.config.services {
             let counters = ids
                 .get(&s.name)
                 .and_then(|id| self.dataplane.service_counters(*id).ok())
                 .unwrap_or_default();
-            let _ = writeln!(
-                metrics,
-                "portier_l4_service_packets{{service=\"{}\"}} {}",
-                s.name, counters.packets
+            metrics.counter(
+                "service_packets",
+                "Packets to the service's VIP and port that the balancer forwarded.",
+                labels![("service", s.name)],
+                counters.packets,
             );
-            let _ = writeln!(
-                metrics,
-                "portier_l4_service_bytes{{service=\"{}\"}} {}",
-                s.name, counters.bytes
+            metrics.counter(
+                "service_bytes",
+                "Bytes of those packets.",
+                labels![("service", s.name)],
+                counters.bytes,
             );
             let mut backends = Vec::new();
             let slots = self.reconciler.slots(&s.name);
@@ -534,8 +532,12 @@ impl L4 {
                     (0, _, _) => "drained",
                     _ => "active",
                 };
-                let labels = format!("service=\"{}\",backend=\"{}\"", s.name, b.address);
-                let _ = writeln!(metrics, "portier_l4_backend_weight{{{labels}}} {weight}");
+                metrics.gauge_u(
+                    "backend_weight",
+                    "The backend's weight in the service's Maglev table (0: drained).",
+                    labels![("service", s.name), ("backend", b.address)],
+                    u64::from(weight),
+                );
                 let key = (s.name.clone(), b.address);
                 backends.push(serde_json::json!({
                     "address": b.address,
@@ -562,15 +564,17 @@ impl L4 {
         let mut hosts = Vec::new();
         for (addr, id) in self.reconciler.backend_ids() {
             let c = self.dataplane.backend_counters(id).unwrap_or_default();
-            let _ = writeln!(
-                metrics,
-                "portier_l4_backend_packets{{backend=\"{addr}\"}} {}",
-                c.packets
+            metrics.counter(
+                "backend_packets",
+                "Packets sent to the host, for all services it serves.",
+                labels![("backend", addr)],
+                c.packets,
             );
-            let _ = writeln!(
-                metrics,
-                "portier_l4_backend_bytes{{backend=\"{addr}\"}} {}",
-                c.bytes
+            metrics.counter(
+                "backend_bytes",
+                "Bytes of those packets.",
+                labels![("backend", addr)],
+                c.bytes,
             );
             hosts.push(serde_json::json!({
                 "address": addr,
@@ -580,14 +584,14 @@ impl L4 {
             }));
         }
         let mut reasons = serde_json::Map::new();
-        let _ = writeln!(metrics, "# TYPE portier_l4_packets_total counter");
         if let Ok(rs) = self.dataplane.reasons() {
             for (r, n) in rs {
                 reasons.insert(r.name().to_string(), n.into());
-                let _ = writeln!(
-                    metrics,
-                    "portier_l4_packets_total{{reason=\"{}\"}} {n}",
-                    r.name()
+                metrics.counter(
+                    "packets",
+                    "Packets the balancer saw, by what it did with them.",
+                    labels![("reason", r.name())],
+                    n,
                 );
             }
         }
@@ -603,7 +607,7 @@ impl L4 {
             "backends": hosts,
             "events": reasons,
         }));
-        board.set_metrics(metrics);
+        board.set_metrics(metrics.text());
     }
 }
 

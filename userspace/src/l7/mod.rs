@@ -191,9 +191,9 @@ impl L7 {
         self.listeners.get(listener).map(|l| l.local_addr)
     }
 
-    /// Prometheus text for every listener, route, pool and server.
+    /// Metrics of every listener, route, pool and server (OpenMetrics text).
     pub fn metrics(&self) -> String {
-        let mut out = String::new();
+        let mut out = crate::part::prometheus::Metrics::new("l7");
         let mut names: Vec<_> = self.listener_metrics.keys().collect();
         names.sort();
         for n in names {
@@ -222,7 +222,7 @@ impl L7 {
                 );
             }
         }
-        out
+        out.text()
     }
 
     /// For `/status`: listeners, routes, pools with their counters, and each server's state.
