@@ -67,7 +67,11 @@ fn metrics(ns: &str) -> Result<std::collections::BTreeMap<String, openmetrics::F
             f.kind
         );
         if f.kind == "counter" {
-            assert!(f.samples.iter().all(|s| s.name == format!("{}_total", f.name)));
+            assert!(
+                f.samples
+                    .iter()
+                    .all(|s| s.name == format!("{}_total", f.name))
+            );
         }
     }
     Ok(families.into_iter().map(|f| (f.name.clone(), f)).collect())

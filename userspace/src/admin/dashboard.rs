@@ -6,9 +6,9 @@
 //! calls do in a few hundred lines anyone can read and change.
 
 use super::{Body, live::Live, reply};
+use crate::part::prometheus::Metrics;
 use hyper::header::{CACHE_CONTROL, HeaderValue};
 use hyper::{Response, StatusCode};
-use crate::part::prometheus::Metrics;
 use std::sync::atomic::Ordering;
 
 const INDEX: &str = include_str!("dashboard/index.html");

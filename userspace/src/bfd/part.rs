@@ -15,8 +15,8 @@ use super::packet::{self, Auth, AuthType, Discard, State};
 use super::session::{Action, Params, Session, Snapshot};
 use crate::bus::{Bus, Event};
 use crate::config::{BfdAuth, BfdAuthKind, BfdConfig, BfdPeer, BfdTimers, Config};
-use crate::part::board::PartBoard;
 use crate::labels;
+use crate::part::board::PartBoard;
 use crate::part::prometheus::Metrics;
 use crate::part::{Applied, ApplyError, Env, Part};
 

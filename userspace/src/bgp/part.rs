@@ -3,9 +3,9 @@
 //! hold-down), and publishes the peers' state. A clean stop ends every session with Cease /
 //! Administrative Shutdown and a shutdown communication (RFC 8203).
 
-use std::collections::{BTreeMap, BTreeSet};
 use crate::labels;
 use crate::part::prometheus::Metrics;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

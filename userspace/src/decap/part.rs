@@ -3,12 +3,12 @@
 
 use crate::config::{Config, DecapConfig};
 use crate::dataplane::{DataplaneError, DecapOptions, Decapsulator};
+use crate::labels;
 use crate::part::board::PartBoard;
+use crate::part::prometheus::Metrics;
 use crate::part::{Applied, ApplyError, Env, Part};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
-use crate::labels;
-use crate::part::prometheus::Metrics;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,12 +10,12 @@ use crate::dataplane::{
 use crate::health::{Checker, Probe, Schedule, Transition};
 use crate::l4::neigh::{self, Lookup};
 use crate::l4::{NextHop, Op, Overrides, Reconciler};
+use crate::labels;
 use crate::part::board::PartBoard;
+use crate::part::prometheus::Metrics;
 use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use crate::labels;
-use crate::part::prometheus::Metrics;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

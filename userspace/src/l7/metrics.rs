@@ -159,7 +159,11 @@ pub fn render_pool(out: &mut Metrics, name: &str, m: &PoolMetrics) {
             "Requests that timed out upstream.",
             get(&m.timeouts),
         ),
-        ("pool_retries", "Requests retried on another server.", get(&m.retries)),
+        (
+            "pool_retries",
+            "Requests retried on another server.",
+            get(&m.retries),
+        ),
     ] {
         out.counter(metric, help, labels![("pool", name)], value);
     }
@@ -189,7 +193,11 @@ pub fn render_server(
     } = *g;
     let l = || labels![("pool", pool), ("server", server)];
     for (metric, help, value) in [
-        ("server_requests", "Requests sent to the server.", get(&m.requests)),
+        (
+            "server_requests",
+            "Requests sent to the server.",
+            get(&m.requests),
+        ),
         (
             "server_failures",
             "Requests that failed at the server (connect, reset, timeout).",
@@ -229,8 +237,16 @@ pub fn render_server(
             "Upstream connections kept alive, waiting for a request.",
             idle as u64,
         ),
-        ("server_up", "1 while the server takes requests.", u64::from(up)),
-        ("server_weight", "The server's weight now (0: drained).", u64::from(weight)),
+        (
+            "server_up",
+            "1 while the server takes requests.",
+            u64::from(up),
+        ),
+        (
+            "server_weight",
+            "The server's weight now (0: drained).",
+            u64::from(weight),
+        ),
     ] {
         out.gauge_u(metric, help, l(), value);
     }

@@ -16,9 +16,9 @@ use super::machine::State;
 use super::{no_accept, packet};
 use crate::bus::{Bus, Event};
 use crate::config::{Config, TrackTarget, VrrpInstanceConfig};
+use crate::labels;
 use crate::net::addr;
 use crate::part::board::PartBoard;
-use crate::labels;
 use crate::part::prometheus::Metrics;
 use crate::part::{Applied, ApplyError, Env, Part};
 
@@ -450,7 +450,11 @@ pub fn metrics(snapshots: &[Snapshot], no_accept_dropped: Option<u64>) -> String
         let c = &s.counters;
         for (name, help, v) in [
             ("adverts_sent", "Advertisements sent.", c.adverts_sent),
-            ("adverts_received", "Advertisements accepted.", c.adverts_received),
+            (
+                "adverts_received",
+                "Advertisements accepted.",
+                c.adverts_received,
+            ),
             (
                 "priority_zero_received",
                 "Priority 0 advertisements accepted (a master resigning).",

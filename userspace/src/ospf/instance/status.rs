@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use super::{Announce, Instance, Limits};
 use crate::labels;
-use crate::part::prometheus::Metrics;
 use crate::ospf::interface::IfState;
 use crate::ospf::lsa;
 use crate::ospf::neighbor::NbrState;
+use crate::part::prometheus::Metrics;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counters {
@@ -224,9 +224,17 @@ impl InstanceStatus {
                 "Neighbour state changes.",
                 c.nbr_transitions,
             ),
-            ("lsa_originated", "LSAs this router originated.", c.lsa_originated),
+            (
+                "lsa_originated",
+                "LSAs this router originated.",
+                c.lsa_originated,
+            ),
             ("lsa_flushed", "LSAs this router flushed.", c.lsa_flushed),
-            ("lsa_installed", "LSAs installed in the database.", c.lsa_installed),
+            (
+                "lsa_installed",
+                "LSAs installed in the database.",
+                c.lsa_installed,
+            ),
             ("lsa_retransmitted", "LSAs retransmitted.", c.retransmitted),
         ] {
             m.counter(name, help, vec![], v);
