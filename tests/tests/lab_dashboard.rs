@@ -98,6 +98,12 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
     }
     wait_row(&mut b, "vrrp", "vip51", "master", start)?;
     wait_row(&mut b, "service", "web", "3/3", start)?;
+    // Once OSPF is Full with the router, nothing is wrong: the node says ok.
+    portier_tests::wait::until("the node healthy", start, || {
+        Ok(b.eval("document.getElementById('node-health').innerText")?
+            .as_str()
+            == Some("ok"))
+    })?;
     let text = b.text()?;
     assert!(text.contains(&ns), "the node's name: {text}");
     assert!(text.contains("live"), "{text}");
@@ -175,13 +181,12 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
     // host3's front door dies: its health checks fail (fall 2 x 500 ms) and its row goes down,
     // with the probe's error.
     l.stop_app("host3")?;
-    wait_row(
-        &mut b,
-        "backend",
-        "web 10.0.0.23",
-        "down",
-        Duration::from_secs(10),
-    )?;
+    portier_tests::wait::until("host3's row down", Duration::from_secs(10), || {
+        let js = "document.querySelector('[data-backend=\"web 10.0.0.23\"]').dataset.state";
+        Ok(b.eval(js)?.as_str() == Some("down"))
+    })?;
+    let row = row_text(&mut b, "backend", "web 10.0.0.23")?;
+    assert!(row.contains("failed") && row.contains("connect"), "{row}");
     wait_row(&mut b, "service", "web", "2/3", Duration::from_secs(2))?;
     b.screenshot(&dir.join("dashboard-host-down.png"))?;
 

@@ -545,6 +545,7 @@ impl L4 {
                     "configured_weight": b.weight,
                     "state": state,
                     "reason": if down { self.down_reasons.get(&key) } else { None },
+                    "check": self.checker.report(&s.name, b.address),
                     // Maglev table entries: the share of new flows it gets.
                     "share": slots.and_then(|m| m.get(&b.address)).copied().unwrap_or(0),
                 }));

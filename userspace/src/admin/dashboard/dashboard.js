@@ -193,6 +193,21 @@ function renderVips(d) {
     "healthy", ["pkt/s", "num"], ["bit/s", "num"]], rows, (i) => attrs[i]);
 }
 
+function check(b) {
+  const c = b.check;
+  if (!c) return "-";
+  return badge(c.ok ? "up" : "down", `${c.ok ? "ok" : "failed"} ${c.latency_ms} ms`);
+}
+
+// A backend whose last checks contradict its state is HAProxy's "going down" / "going up".
+function l4State(b) {
+  if (b.check && b.check.streak > 0) {
+    if (b.state === "active") return "going down";
+    if (b.state === "down") return "going up";
+  }
+  return b.state;
+}
+
 function renderL4(d) {
   const l4 = d.l4;
   show("sec-l4", !!l4);
@@ -203,7 +218,7 @@ function renderL4(d) {
   for (const s of l4.services || []) {
     const total = (s.backends || []).reduce((a, b) => a + (b.share || 0), 0);
     for (const b of s.backends || []) {
-      const state = b.state;
+      const state = l4State(b);
       const hi = hosts[b.address];
       const pps = hi === undefined ? null : rate((x) => (((x.l4 || {}).backends || [])[hi] || {}).packets);
       let share = "-";
@@ -218,13 +233,14 @@ function renderL4(d) {
       rows.push([
         s.name, b.address, badge(stateClass(state), state),
         `${str(b.weight)}/${str(b.configured_weight)}`, share,
+        check(b),
         { v: str(b.reason), cls: "wrap" },
         { v: num(pps), cls: "num" },
       ]);
       attrs.push({ cls: "row-" + stateClass(state), data: { backend: `${s.name} ${b.address}`, state } });
     }
   }
-  fill($("l4-backends"), ["service", "backend", "state", "weight", "Maglev share", "check error",
+  fill($("l4-backends"), ["service", "backend", "state", "weight", "Maglev share", "last check", "down because",
     ["pkt/s (host)", "num"]], rows, (i) => attrs[i]);
 }
 
