@@ -143,6 +143,23 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
         );
     }
 
+    // The CLI's tables of the same node: OSPF as vtysh shows it, not JSON.
+    let table = lb.cli(&ns, &["status"])?;
+    println!("portier status:\n{table}");
+    for line in [
+        "[ospf] router ID 10.0.0.11",
+        "announced: 203.0.113.10 (stub, metric 10)",
+    ] {
+        assert!(table.contains(line), "{line:?} in\n{table}");
+    }
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("10.0.0.1 ") && l.contains(" full ") && l.contains("eth0")),
+        "the router as a Full neighbour:\n{table}"
+    );
+    assert!(!table.contains("\"interfaces\""), "no raw JSON:\n{table}");
+
     let dir = screenshots_dir();
     b.screenshot(&dir.join("dashboard-light.png"))?;
     b.prefer_dark(true)?;

@@ -116,6 +116,15 @@ fn render_node(out: &mut String, node: &Value) {
     }
 }
 
+/// A health check's last probe: `ok 2ms`, `FAIL 250ms timeout`, or `-` (not checked).
+fn check(c: &Value) -> String {
+    match c["ok"].as_bool() {
+        Some(true) => format!("ok {}ms", s(&c["latency_ms"])),
+        Some(false) => format!("FAIL {}ms {}", s(&c["latency_ms"]), s(&c["error"])),
+        None => "-".into(),
+    }
+}
+
 fn print_ospf(out: &mut String, ospf: &Value) {
     w!(out, "[ospf] router ID {}", s(&ospf["router_id"]));
     w!(
@@ -309,14 +318,15 @@ fn print_l4(out: &mut String, l4: &Value) {
     }
     w!(
         out,
-        "{:<16} {:<24} {:>12} {:>14}  {:<18} {:>6} {:<10}",
+        "{:<16} {:<24} {:>12} {:>14}  {:<18} {:>6} {:<10} {:>6}  last check",
         "service",
         "vip",
         "packets",
         "bytes",
         "backend",
         "weight",
-        "state"
+        "state",
+        "share"
     );
     for svc in l4["services"].as_array().into_iter().flatten() {
         let vip = format!(
@@ -326,6 +336,7 @@ fn print_l4(out: &mut String, l4: &Value) {
             s(&svc["protocol"])
         );
         let backends = svc["backends"].as_array().cloned().unwrap_or_default();
+        let slots: u64 = backends.iter().filter_map(|b| b["share"].as_u64()).sum();
         if backends.is_empty() {
             w!(out, "{:<16} {:<24} (no backends)", s(&svc["name"]), vip);
         }
@@ -342,10 +353,15 @@ fn print_l4(out: &mut String, l4: &Value) {
             };
             w!(
                 out,
-                "{name:<16} {vip:<24} {packets:>12} {bytes:>14}  {:<18} {:>6} {:<10}",
+                "{name:<16} {vip:<24} {packets:>12} {bytes:>14}  {:<18} {:>6} {:<10} {:>6}  {}",
                 s(&b["address"]),
                 s(&b["weight"]),
-                s(&b["state"])
+                s(&b["state"]),
+                match b["share"].as_u64() {
+                    Some(n) if slots > 0 => format!("{:.1}%", 100.0 * n as f64 / slots as f64),
+                    _ => "-".into(),
+                },
+                check(&b["check"])
             );
         }
     }
