@@ -231,7 +231,7 @@ pub fn run() -> Result<()> {
         lab::VIP
     );
     println!(
-        "The dashboard: `ip netns exec pt-lb1 chromium http://127.0.0.1:9900/` (or forward the port)."
+        "lb1's dashboard is http://127.0.0.1:9900/ inside pt-lb1 (a browser started with `ip netns exec pt-lb1` reaches it)."
     );
     println!("`cargo xtask lab down` removes it.");
     Ok(())

@@ -151,10 +151,11 @@ fn print_ospf(out: &mut String, ospf: &Value) {
     }
     w!(
         out,
-        "{:<15} {:>3} {:<10} {:<15} {:<10} {:<15} {:<15} {:>9} {:>6}",
+        "{:<15} {:>3} {:<10} {:>9} {:<15} {:<10} {:<15} {:<15} {:>9} {:>6}",
         "neighbor ID",
         "pri",
         "state",
+        "dead time",
         "address",
         "interface",
         "DR",
@@ -166,10 +167,13 @@ fn print_ospf(out: &mut String, ospf: &Value) {
         for n in items(&i["neighbors"]) {
             w!(
                 out,
-                "{:<15} {:>3} {:<10} {:<15} {:<10} {:<15} {:<15} {:>9} {:>6}",
+                "{:<15} {:>3} {:<10} {:>9} {:<15} {:<10} {:<15} {:<15} {:>9} {:>6}",
                 s(&n["router_id"]),
                 s(&n["priority"]),
                 s(&n["state"]),
+                n["dead_in_ms"]
+                    .as_u64()
+                    .map_or("-".into(), |ms| format!("{:.3}s", ms as f64 / 1000.0)),
                 s(&n["address"]),
                 s(&i["name"]),
                 s(&n["dr"]),
@@ -503,7 +507,8 @@ mod tests {
                     "dr": "10.0.0.1", "bdr": "0.0.0.0", "neighbors": [{
                         "router_id": "10.0.0.1", "address": "10.0.0.1", "state": "full",
                         "priority": 100, "dr": "10.0.0.1", "bdr": "0.0.0.0",
-                        "retransmit_list": 0, "request_list": 0, "since_secs": 65 }] }],
+                        "retransmit_list": 0, "request_list": 0, "since_secs": 65,
+                        "dead_in_ms": 3_250 }] }],
                 "lsdb": { "total": 3, "by_type": { "router": 2, "network": 1 }, "lsas": [], "truncated": false },
                 "announced": { "203.0.113.10": { "as": "stub", "metric": 10 } },
                 "limits_reached": [],
@@ -540,7 +545,8 @@ mod tests {
         assert_eq!(
             row("10.0.0.1        100"),
             [
-                "10.0.0.1", "100", "full", "10.0.0.1", "eth0", "10.0.0.1", "0.0.0.0", "1m05s", "0"
+                "10.0.0.1", "100", "full", "3.250s", "10.0.0.1", "eth0", "10.0.0.1", "0.0.0.0",
+                "1m05s", "0"
             ]
         );
         assert_eq!(

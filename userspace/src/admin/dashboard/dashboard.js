@@ -305,9 +305,10 @@ function renderOspf(d) {
   fill($("ospf-interfaces"), ["interface", "address", "state", "DR", "BDR", ["neighbours", "num"]],
     ifs.map((i) => [i.name, i.address, badge(i.state), i.dr, i.bdr, { v: (i.neighbors || []).length, cls: "num" }]));
   const nbrs = ifs.flatMap((i) => (i.neighbors || []).map((n) => [i, n]));
-  fill($("ospf-neighbors"), ["router ID", "address", "interface", "state", "priority", "DR", "BDR", "since", ["retransmit", "num"]],
+  fill($("ospf-neighbors"), ["router ID", "address", "interface", "state", "priority", ["dead in", "num"], "DR", "BDR", "since", ["retransmit", "num"]],
     nbrs.map(([i, n]) => [n.router_id, n.address, i.name,
       badge(n.state === "2-way" ? "none" : n.state, n.state), n.priority,
+      { v: n.dead_in_ms === undefined ? "-" : (n.dead_in_ms / 1000).toFixed(1) + " s", cls: "num" },
       n.dr, n.bdr, duration(n.since_secs), { v: n.retransmit_list, cls: "num" }]),
     (k) => ({ data: { neighbor: nbrs[k][1].router_id, state: nbrs[k][1].state } }));
   fill($("ospf-announced"), ["VIP", "as"],

@@ -40,6 +40,9 @@ pub struct NeighborStatus {
     pub request_list: usize,
     /// Seconds since the neighbour last reached or left Full.
     pub since_secs: u64,
+    /// Milliseconds until the neighbour is declared down unless it says Hello (vtysh's
+    /// "Dead Time").
+    pub dead_in_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +128,12 @@ impl Instance {
                             retransmit_list: n.retransmit.len(),
                             request_list: n.requests.len(),
                             since_secs: now.saturating_duration_since(n.since).as_secs(),
+                            dead_in_ms: u64::try_from(
+                                n.inactivity_deadline
+                                    .saturating_duration_since(now)
+                                    .as_millis(),
+                            )
+                            .unwrap_or(u64::MAX),
                         })
                         .collect(),
                 })
