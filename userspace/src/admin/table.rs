@@ -333,12 +333,17 @@ fn print_l4(out: &mut String, l4: &Value) {
         "share"
     );
     for svc in l4["services"].as_array().into_iter().flatten() {
-        let vip = format!(
-            "{}:{}/{}",
-            s(&svc["vip"]),
-            s(&svc["port"]),
-            s(&svc["protocol"])
-        );
+        let addr = s(&svc["vip"]);
+        let addr = if addr.contains(':') {
+            format!("[{addr}]")
+        } else {
+            addr
+        };
+        let port = match svc["port"].as_u64() {
+            Some(0) | None => "any".to_string(),
+            Some(p) => p.to_string(),
+        };
+        let vip = format!("{addr}:{port}/{}", s(&svc["protocol"]));
         let backends = svc["backends"].as_array().cloned().unwrap_or_default();
         let slots: u64 = backends.iter().filter_map(|b| b["share"].as_u64()).sum();
         if backends.is_empty() {
