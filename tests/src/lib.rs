@@ -3,12 +3,14 @@
 
 pub mod bgp_bench;
 pub mod bird;
+pub mod browser;
 pub mod client;
 pub mod failover;
 pub mod frr;
 pub mod lab;
 pub mod lab_routed;
 pub mod netns;
+pub mod openmetrics;
 pub mod pair;
 pub mod vrrp;
 pub mod wait;

@@ -55,6 +55,9 @@ enum Command {
         admin: Option<SocketAddr>,
         #[arg(long)]
         json: bool,
+        /// Redraw the tables every second, in place, until interrupted (as `watch`).
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// Re-read the config file of a running node (as SIGHUP); reports whether it was applied.
     Reload {
@@ -225,11 +228,24 @@ fn run(cli: Cli) -> Result<()> {
             socket,
             admin,
             json,
+            watch,
         } => {
             let target = match admin {
                 Some(a) => Target::Tcp(a),
                 None => socket.target()?,
             };
+            if watch {
+                loop {
+                    // Home and clear, then the whole frame in one write: no flicker.
+                    let frame = match request(&target, "GET", "/status") {
+                        Ok(body) => portier::admin::table::render(&serde_json::from_str(&body)?),
+                        Err(e) => format!("portier: {e:#}\n(retrying every second)\n"),
+                    };
+                    print!("\x1b[H\x1b[2J{frame}");
+                    std::io::Write::flush(&mut std::io::stdout())?;
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
             let body = request(&target, "GET", "/status")?;
             if json {
                 print!("{body}");

@@ -239,3 +239,101 @@ fn slow_clients_cannot_hold_the_admin_server() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(node.socket_request("GET", "/status").is_ok());
 }
+
+/// Opens `/events` on the TCP listener and reads until the first status document; the open
+/// stream is returned so it stays counted.
+fn open_stream(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\ndata: ")
+        && !String::from_utf8_lossy(&got).starts_with("HTTP/1.1 503")
+    {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    (s, String::from_utf8_lossy(&got).into_owned())
+}
+
+#[test]
+fn the_dashboard_is_self_contained_and_its_streams_are_bounded() {
+    let node = Node::start("adm-dash");
+    // The page and its two files, under a policy that allows nothing from elsewhere.
+    let page = tcp_exchange(
+        node.tcp,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let lower = page.to_ascii_lowercase();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        lower.contains("content-security-policy: default-src 'self'"),
+        "{page}"
+    );
+    assert!(page.contains("<script src=\"dashboard.js\""), "{page}");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing from elsewhere: {page}"
+    );
+    for file in ["dashboard.js", "dashboard.css"] {
+        let answer = tcp_exchange(
+            node.tcp,
+            &format!("GET /{file} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{file}: {answer}");
+        assert!(
+            !answer.contains("http://") && !answer.contains("https://"),
+            "{file} loads nothing from elsewhere"
+        );
+    }
+
+    // A stream carries the /status document, node entry included.
+    let (first, head) = open_stream(node.tcp);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    let doc = head
+        .split("\ndata: ")
+        .nth(1)
+        .expect("data")
+        .lines()
+        .next()
+        .expect("line");
+    let status: serde_json::Value = serde_json::from_str(doc).expect("json");
+    assert_eq!(status["node"]["name"], "adm-dash");
+    assert_eq!(status["l7"]["pools"]["p"]["servers"][0]["state"], "active");
+
+    // 16 streams at once; the 17th is refused (503, counted) until one closes.
+    let mut streams = vec![first];
+    for _ in 1..16 {
+        let (s, head) = open_stream(node.tcp);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        streams.push(s);
+    }
+    let (_, refused) = open_stream(node.tcp);
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let metrics = node.socket_request("GET", "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("portier_admin_event_streams 16\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portier_admin_event_streams_refused_total 1\n"),
+        "{metrics}"
+    );
+    drop(streams.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_s, head) = open_stream(node.tcp);
+        if head.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed stream's slot never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

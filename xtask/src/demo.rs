@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the lab, and portier doing its job in it, narrated.
 
 use anyhow::Result;
+use portier_tests::browser::Browser;
 use portier_tests::client::{self, Traffic};
 use portier_tests::lab::{self, Lab};
 use portier_tests::netns;
@@ -22,6 +23,14 @@ pub fn lab_up(prefix: &str, variant: lab::Variant) -> Result<()> {
         })?;
         l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
     }
+    println!("\n== The dashboard of pt-lb1 (its admin listener, 127.0.0.1:9900 in pt-lb1):");
+    let shot = l.run_dir.join("dashboard.png");
+    dashboard_screenshot(&l.ns("lb1"), &shot)?;
+    println!(
+        "   a screenshot as Chromium renders it live: {}",
+        shot.display()
+    );
+
     std::mem::forget(lb1);
     std::mem::forget(lb2);
     l.keep();
@@ -210,6 +219,14 @@ pub fn run() -> Result<()> {
     );
     println!("   {}", route(&l)?);
 
+    println!("\n== The dashboard of pt-lb1 (its admin listener, 127.0.0.1:9900 in pt-lb1):");
+    let shot = l.run_dir.join("dashboard.png");
+    dashboard_screenshot(&l.ns("lb1"), &shot)?;
+    println!(
+        "   a screenshot as Chromium renders it live: {}",
+        shot.display()
+    );
+
     std::mem::forget(lb1);
     std::mem::forget(lb2);
     l.keep();
@@ -217,6 +234,24 @@ pub fn run() -> Result<()> {
         "\nThe lab stays up: try `ip netns exec pt-client curl -s -H 'Host: shop.example' http://{}/`",
         lab::VIP
     );
+    println!(
+        "lb1's dashboard is http://127.0.0.1:9900/ inside pt-lb1 (a browser started with `ip netns exec pt-lb1` reaches it)."
+    );
     println!("`cargo xtask lab down` removes it.");
     Ok(())
+}
+
+/// Opens lb1's dashboard in headless Chromium inside `ns`, waits until it shows lb1 as VRRP
+/// master with all three hosts serving, and saves a PNG of it.
+fn dashboard_screenshot(ns: &str, path: &std::path::Path) -> Result<()> {
+    let mut b = Browser::open(Some(ns), "http://127.0.0.1:9900/", 1400, 1000)?;
+    wait_until(
+        "the dashboard to show lb1 live",
+        Duration::from_secs(20),
+        || {
+            let text = b.text()?;
+            Ok(text.contains("live") && text.contains("3/3") && text.contains("master"))
+        },
+    )?;
+    b.screenshot(path)
 }

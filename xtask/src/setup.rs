@@ -22,6 +22,10 @@ const PACKAGES: &[&str] = &[
     "curl",
     "iputils-ping",
     "nftables",
+    // The dashboard's browser test and the demo's screenshot: headless, driven over DevTools.
+    "chromium",
+    // A strict OpenMetrics parser (the Prometheus project's) for the /metrics tests.
+    "python3-prometheus-client",
     // `xtask package` and its test: dpkg-shlibdeps and strip (binutils), man -l and groff,
     // systemd-analyze verify.
     "dpkg-dev",

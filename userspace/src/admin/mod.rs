@@ -7,8 +7,12 @@
 //!   face a Prometheus server: any other method gets 405 and a pointer to the socket.
 //!
 //! Requests:
-//! - `GET /status`: JSON, one entry per running part.
-//! - `GET /metrics`: Prometheus text.
+//! - `GET /`: the dashboard, one page (`dashboard/`, compiled in) live over `/events`.
+//! - `GET /status`: JSON, one entry per running part and `node` (name, version, uptime,
+//!   health, the log of state transitions).
+//! - `GET /events`: the same JSON every second as Server-Sent Events, for the dashboard.
+//! - `GET /metrics`: every part's metrics in the OpenMetrics text format (Prometheus
+//!   scrapes it as is).
 //! - `POST /reload`: re-read the config file (as SIGHUP), answers once applied or refused.
 //! - `POST /command/<part>/<verb>?key=value&...`: a runtime command for one part, e.g.
 //!   `/command/l4/drain?service=web&backend=10.0.0.21` or
@@ -19,18 +23,24 @@
 //! on a connection's lifetime, and a pause after accept errors (out of file descriptors).
 
 pub mod client;
+mod dashboard;
+pub mod live;
 mod server;
 pub mod table;
+pub mod transitions;
 
 pub use server::{Admin, serve};
 
 use crate::part::command::{Command, CommandError, ParseError};
 use crate::part::control::ReloadError;
 use crate::part::{Control, StatusBoard};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
+use live::Live;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 /// Who is asking: what the door lets them do, and who they are for the log.
 #[derive(Debug, Clone)]
@@ -45,8 +55,11 @@ pub enum Caller {
     Remote(std::net::SocketAddr),
 }
 
-fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+/// A whole answer, or the dashboard's endless one.
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = code;
     if let Ok(v) = content_type.parse() {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -54,13 +67,13 @@ fn reply(code: StatusCode, content_type: &str, body: String) -> Response<Full<By
     r
 }
 
-fn json(code: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(code: StatusCode, v: &serde_json::Value) -> Response<Body> {
     let mut body = serde_json::to_string_pretty(v).unwrap_or_default();
     body.push('\n');
     reply(code, "application/json", body)
 }
 
-fn error(code: StatusCode, e: &(dyn std::error::Error + 'static)) -> Response<Full<Bytes>> {
+fn error(code: StatusCode, e: &(dyn std::error::Error + 'static)) -> Response<Body> {
     json(
         code,
         &serde_json::json!({ "error": crate::part::driver::chain(e) }),
@@ -129,7 +142,8 @@ async fn handle(
     caller: &Caller,
     status: &StatusBoard,
     control: &Control,
-) -> Response<Full<Bytes>> {
+    live: &Live,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if let Caller::Remote(_) = caller
@@ -139,9 +153,8 @@ async fn handle(
         let mut r = reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "this listener only serves GET /status and /metrics; changes go through the \
-             node's admin socket (/run/portier/<node>.sock), e.g. with the portier CLI as root\n"
-                .into(),
+            "this listener only serves GET (the dashboard, /status, /events, /metrics); changes go through the \
+             node's admin socket (/run/portier/<node>.sock), e.g. with the portier CLI as root\n",
         );
         r.headers_mut().insert(
             hyper::header::ALLOW,
@@ -155,11 +168,14 @@ async fn handle(
         tracing::info!(uid, gid, pid = ?pid, path = %req.uri(), "admin command");
     }
     match (req.method(), segments.as_slice()) {
+        (&Method::GET | &Method::HEAD, [""]) => dashboard::page(),
+        (&Method::GET | &Method::HEAD, [file]) if dashboard::has(file) => dashboard::file(file),
         (&Method::GET, ["status"]) => json(StatusCode::OK, &status.status()),
+        (&Method::GET, ["events"]) => events(live),
         (&Method::GET, ["metrics"]) => reply(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
-            status.metrics(),
+            crate::part::prometheus::CONTENT_TYPE,
+            status.metrics() + &dashboard::metrics(live) + &crate::part::prometheus::eof(),
         ),
         (&Method::POST, ["reload"]) => match control.reload().await {
             Ok(g) => json(StatusCode::OK, &serde_json::json!({ "applied": g })),
@@ -192,13 +208,40 @@ async fn handle(
                 Err(e) => error(command_status(&e), &e),
             }
         }
-        (_, ["status"] | ["metrics"] | ["reload"] | ["command", _, _]) => reply(
+        (_, ["status"] | ["events"] | ["metrics"] | ["reload"] | ["command", _, _]) => reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "method not allowed\n".into(),
+            "method not allowed\n",
         ),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// The Server-Sent Events stream of the status document, or 503 past the bound on streams.
+fn events(live: &Live) -> Response<Body> {
+    let Some(slot) = live.admit() else {
+        let mut r = reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "too many dashboards streaming; poll /status\n",
+        );
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("5"),
+        );
+        return r;
+    };
+    let mut r = Response::new(StreamBody::new(live.stream(slot)).boxed_unsync());
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    r
 }
 
 #[cfg(test)]

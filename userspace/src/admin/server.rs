@@ -1,5 +1,6 @@
 //! The two listeners of the admin API and what bounds their clients.
 
+use super::live::{self, Live};
 use super::{Caller, handle};
 use crate::config::{AdminConfig, Cidr};
 use crate::part::{Control, StatusBoard};
@@ -63,11 +64,16 @@ pub async fn serve(
     let path = config.socket_path(node);
     let unix = bind_socket(&path, config.group.as_deref()).await?;
     info!(socket = %path.display(), group = ?config.group, "admin socket listening");
-    let mut tasks = vec![tokio::spawn(accept_loop(
-        Listener::Unix(unix),
-        status.clone(),
-        control.clone(),
-    ))];
+    let (live, ticker) = live::start(status.clone(), node);
+    let mut tasks = vec![
+        ticker,
+        tokio::spawn(accept_loop(
+            Listener::Unix(unix),
+            status.clone(),
+            control.clone(),
+            live.clone(),
+        )),
+    ];
     if let Some(listen) = config.listen {
         let tcp = TcpListener::bind(listen)
             .await
@@ -77,6 +83,7 @@ pub async fn serve(
             Listener::Tcp(tcp, config.allow.clone()),
             status,
             control,
+            live,
         )));
     }
     Ok(Admin {
@@ -129,7 +136,7 @@ enum Listener {
     Tcp(TcpListener, Vec<Cidr>),
 }
 
-async fn accept_loop(listener: Listener, status: StatusBoard, control: Control) {
+async fn accept_loop(listener: Listener, status: StatusBoard, control: Control, live: Live) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = Duration::ZERO;
     loop {
@@ -177,11 +184,12 @@ async fn accept_loop(listener: Listener, status: StatusBoard, control: Control) 
         };
         let status = status.clone();
         let control = control.clone();
+        let live = live.clone();
         tokio::spawn(async move {
             let _slot = slot;
             match stream {
-                Stream::Unix(s) => serve_connection(s, caller, status, control).await,
-                Stream::Tcp(s) => serve_connection(s, caller, status, control).await,
+                Stream::Unix(s) => serve_connection(s, caller, status, control, live).await,
+                Stream::Tcp(s) => serve_connection(s, caller, status, control, live).await,
             }
         });
     }
@@ -192,15 +200,23 @@ enum Stream {
     Tcp(tokio::net::TcpStream),
 }
 
-async fn serve_connection<S>(stream: S, caller: Caller, status: StatusBoard, control: Control)
-where
+async fn serve_connection<S>(
+    stream: S,
+    caller: Caller,
+    status: StatusBoard,
+    control: Control,
+    live: Live,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let status = status.clone();
         let control = control.clone();
         let caller = caller.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(req, &caller, &status, &control).await) }
+        let live = live.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(handle(req, &caller, &status, &control, &live).await)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

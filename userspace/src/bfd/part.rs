@@ -15,8 +15,9 @@ use super::packet::{self, Auth, AuthType, Discard, State};
 use super::session::{Action, Params, Session, Snapshot};
 use crate::bus::{Bus, Event};
 use crate::config::{BfdAuth, BfdAuthKind, BfdConfig, BfdPeer, BfdTimers, Config};
+use crate::labels;
 use crate::part::board::PartBoard;
-use crate::part::prometheus;
+use crate::part::prometheus::Metrics;
 use crate::part::{Applied, ApplyError, Env, Part};
 
 /// Sessions one node may hold: a peer on the LAN could otherwise make us create one per
@@ -412,65 +413,49 @@ fn metrics(
     discards: &BTreeMap<&'static str, u64>,
     refused: u64,
 ) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        prometheus::family(&mut out, &format!("portier_bfd_{name}"), kind, help, rows);
-    };
-    let per = |f: &dyn Fn(&Snapshot) -> u64| -> Vec<(String, u64)> {
-        sessions
-            .iter()
-            .map(|(peer, iface, _, s)| (format!("peer=\"{peer}\",interface=\"{iface}\""), f(s)))
-            .collect()
-    };
-    family(
-        "session_up",
-        "gauge",
-        "1 while the session is up.",
-        per(&|s| u64::from(s.state == State::Up)),
-    );
-    family(
-        "session_up_transitions_total",
-        "counter",
-        "Times the session came up.",
-        per(&|s| s.counters.up),
-    );
-    family(
-        "session_down_transitions_total",
-        "counter",
-        "Times the session went down from up.",
-        per(&|s| s.counters.down),
-    );
-    family(
-        "packets_sent_total",
-        "counter",
-        "Control packets sent.",
-        per(&|s| s.counters.sent),
-    );
-    family(
-        "packets_received_total",
-        "counter",
-        "Control packets accepted.",
-        per(&|s| s.counters.received),
-    );
-    family(
-        "discarded_packets_total",
-        "counter",
-        "Control packets discarded, by failed check.",
-        Discard::ALL
-            .iter()
-            .map(|d| {
-                (
-                    format!("reason=\"{}\"", d.name()),
-                    discards.get(d.name()).copied().unwrap_or(0),
-                )
-            })
-            .collect(),
-    );
-    family(
-        "refused_sessions_total",
-        "counter",
+    let mut m = Metrics::new("bfd");
+    for (peer, iface, _, s) in sessions {
+        let label = || labels![("peer", peer), ("interface", iface)];
+        m.gauge(
+            "session_up",
+            "1 while the session is up.",
+            label(),
+            i64::from(s.state == State::Up),
+        );
+        for (name, help, v) in [
+            (
+                "session_up_transitions",
+                "Times the session came up.",
+                s.counters.up,
+            ),
+            (
+                "session_down_transitions",
+                "Times the session went down from up.",
+                s.counters.down,
+            ),
+            ("packets_sent", "Control packets sent.", s.counters.sent),
+            (
+                "packets_received",
+                "Control packets accepted.",
+                s.counters.received,
+            ),
+        ] {
+            m.counter(name, help, label(), v);
+        }
+    }
+    for d in Discard::ALL {
+        m.counter(
+            "discarded_packets",
+            "Control packets discarded, by failed check.",
+            labels![("reason", d.name())],
+            discards.get(d.name()).copied().unwrap_or(0),
+        );
+    }
+    m.counter(
+        "refused_sessions",
         "Sessions not created because the limit was reached.",
-        vec![(String::new(), refused)],
+        vec![],
+        refused,
     );
-    out
+    m.text()
 }

@@ -3,8 +3,9 @@
 //! hold-down), and publishes the peers' state. A clean stop ends every session with Cease /
 //! Administrative Shutdown and a shutdown communication (RFC 8203).
 
+use crate::labels;
+use crate::part::prometheus::Metrics;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -431,83 +432,60 @@ impl Part for Bgp {
 }
 
 fn metrics(status: &SpeakerStatus, announced: usize) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_announced_prefixes VIP routes announced now."
+    let mut m = Metrics::new("bgp");
+    m.gauge_u(
+        "announced_prefixes",
+        "VIP routes announced now.",
+        vec![],
+        announced as u64,
     );
-    let _ = writeln!(out, "# TYPE portier_bgp_announced_prefixes gauge");
-    let _ = writeln!(out, "portier_bgp_announced_prefixes {announced}");
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_peer_established 1 while the session is established."
-    );
-    let _ = writeln!(out, "# TYPE portier_bgp_peer_established gauge");
     for p in &status.peers {
-        let _ = writeln!(
-            out,
-            "portier_bgp_peer_established{{peer=\"{}\"}} {}",
-            p.address,
-            u8::from(p.state == State::Established)
+        m.gauge(
+            "peer_established",
+            "1 while the session is established.",
+            labels![("peer", p.address)],
+            i64::from(p.state == State::Established),
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_peer_prefixes_advertised Prefixes the peer has from us."
-    );
-    let _ = writeln!(out, "# TYPE portier_bgp_peer_prefixes_advertised gauge");
     for p in &status.peers {
-        let _ = writeln!(
-            out,
-            "portier_bgp_peer_prefixes_advertised{{peer=\"{}\"}} {}",
-            p.address, p.prefixes_advertised
+        m.gauge_u(
+            "peer_prefixes_advertised",
+            "Prefixes the peer has from us.",
+            labels![("peer", p.address)],
+            p.prefixes_advertised as u64,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_peer_bfd_up 1 while the peer's BFD session is up (peers with bfd = true)."
-    );
-    let _ = writeln!(out, "# TYPE portier_bgp_peer_bfd_up gauge");
     for p in &status.peers {
         if let Some(b) = p.bfd {
-            let _ = writeln!(
-                out,
-                "portier_bgp_peer_bfd_up{{peer=\"{}\"}} {}",
-                p.address,
-                u8::from(b.up)
+            m.gauge(
+                "peer_bfd_up",
+                "1 while the peer's BFD session is up (peers with bfd = true).",
+                labels![("peer", p.address)],
+                i64::from(b.up),
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_peer_bfd_down_total Sessions brought down because BFD went down."
-    );
-    let _ = writeln!(out, "# TYPE portier_bgp_peer_bfd_down_total counter");
     for p in &status.peers {
-        let _ = writeln!(
-            out,
-            "portier_bgp_peer_bfd_down_total{{peer=\"{}\"}} {}",
-            p.address, p.stats.bfd_down
+        m.counter(
+            "peer_bfd_down",
+            "Sessions brought down because BFD went down.",
+            labels![("peer", p.address)],
+            p.stats.bfd_down,
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP portier_bgp_peer_graceful_restart 1 while the established session negotiated graceful restart."
-    );
-    let _ = writeln!(out, "# TYPE portier_bgp_peer_graceful_restart gauge");
     for p in &status.peers {
-        let _ = writeln!(
-            out,
-            "portier_bgp_peer_graceful_restart{{peer=\"{}\"}} {}",
-            p.address,
-            u8::from(
+        m.gauge(
+            "peer_graceful_restart",
+            "1 while the established session negotiated graceful restart.",
+            labels![("peer", p.address)],
+            i64::from(
                 p.negotiated
                     .as_ref()
-                    .is_some_and(|n| n.graceful_restart_negotiated)
-            )
+                    .is_some_and(|n| n.graceful_restart_negotiated),
+            ),
         );
     }
-    out
+    m.text()
 }
 
 #[cfg(test)]

@@ -3,11 +3,12 @@
 
 use crate::config::{Config, DecapConfig};
 use crate::dataplane::{DataplaneError, DecapOptions, Decapsulator};
+use crate::labels;
 use crate::part::board::PartBoard;
+use crate::part::prometheus::Metrics;
 use crate::part::{Applied, ApplyError, Env, Part};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,17 +136,17 @@ impl Decap {
     }
 
     fn publish_status(&self, board: &PartBoard) {
-        let mut metrics = String::new();
+        let mut metrics = Metrics::new("decap");
         let mut reasons = serde_json::Map::new();
-        let _ = writeln!(metrics, "# TYPE portier_decap_packets_total counter");
         match self.decapsulator.reasons() {
             Ok(rs) => {
                 for (r, n) in rs {
                     reasons.insert(r.name().to_string(), n.into());
-                    let _ = writeln!(
-                        metrics,
-                        "portier_decap_packets_total{{reason=\"{}\"}} {n}",
-                        r.name()
+                    metrics.counter(
+                        "packets",
+                        "Packets the decapsulator saw, by what it did with them.",
+                        labels![("reason", r.name())],
+                        n,
                     );
                 }
             }
@@ -164,6 +165,6 @@ impl Decap {
             "vips": self.vips,
             "events": reasons,
         }));
-        board.set_metrics(metrics);
+        board.set_metrics(metrics.text());
     }
 }

@@ -6,6 +6,6 @@ mod checker;
 mod probe;
 mod state;
 
-pub use checker::{Checker, Schedule, Transition};
+pub use checker::{CheckReport, Checker, Schedule, Transition};
 pub use probe::{Probe, ProbeError, run_probe};
 pub use state::HealthState;

@@ -21,6 +21,11 @@ impl HealthState {
         self.healthy
     }
 
+    /// Results in a row against the current state (HAProxy's going down / going up).
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
     /// Records one probe result; returns the new state when it changed.
     pub fn record(&mut self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
         if ok == self.healthy {

@@ -10,11 +10,12 @@ use crate::dataplane::{
 use crate::health::{Checker, Probe, Schedule, Transition};
 use crate::l4::neigh::{self, Lookup};
 use crate::l4::{NextHop, Op, Overrides, Reconciler};
+use crate::labels;
 use crate::part::board::PartBoard;
+use crate::part::prometheus::Metrics;
 use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct L4 {
     /// (service, backend) pairs whose health check failed: out of the Maglev table, while
     /// their established flows keep going through the connection table.
     down: BTreeSet<(String, IpAddr)>,
+    /// Why each backend in `down` went down (the last probe's error), for the status.
+    down_reasons: BTreeMap<(String, IpAddr), String>,
     dataplane: Dataplane,
     reconciler: Reconciler,
     handle: rtnetlink::Handle,
@@ -132,8 +135,10 @@ impl Part for L4 {
         let key = (t.service.clone(), t.backend);
         if t.healthy {
             self.down.remove(&key);
+            self.down_reasons.remove(&key);
         } else {
-            self.down.insert(key);
+            self.down.insert(key.clone());
+            self.down_reasons.insert(key, t.reason.clone());
         }
         let config = self.config.clone();
         match self.install(&config).await {
@@ -217,6 +222,7 @@ async fn start(config: &Config, env: Env) -> Result<L4> {
         bus: env.bus,
         teardown_on_exit,
         down: BTreeSet::new(),
+        down_reasons: BTreeMap::new(),
         dataplane,
         reconciler,
         handle,
@@ -315,6 +321,8 @@ impl L4 {
             self.down.remove(&key);
         }
         self.down.retain(|k| targets.contains_key(k));
+        let down = &self.down;
+        self.down_reasons.retain(|k, _| down.contains(k));
     }
 
     fn announce_all(&self) {
@@ -492,28 +500,26 @@ impl L4 {
     fn publish_status(&self, board: &PartBoard) {
         let ids: HashMap<String, u32> = self.reconciler.service_ids().into_iter().collect();
         let mut services = Vec::new();
-        let mut metrics = String::new();
-        let _ = writeln!(metrics, "# TYPE portier_l4_service_packets counter");
-        let _ = writeln!(metrics, "# TYPE portier_l4_service_bytes counter");
-        let _ = writeln!(metrics, "# TYPE portier_l4_backend_packets counter");
-        let _ = writeln!(metrics, "# TYPE portier_l4_backend_bytes counter");
-        let _ = writeln!(metrics, "# TYPE portier_l4_backend_weight gauge");
+        let mut metrics = Metrics::new("l4");
         for s in &self.config.services {
             let counters = ids
                 .get(&s.name)
                 .and_then(|id| self.dataplane.service_counters(*id).ok())
                 .unwrap_or_default();
-            let _ = writeln!(
-                metrics,
-                "portier_l4_service_packets{{service=\"{}\"}} {}",
-                s.name, counters.packets
+            metrics.counter(
+                "service_packets",
+                "Packets to the service's VIP and port that the balancer forwarded.",
+                labels![("service", s.name)],
+                counters.packets,
             );
-            let _ = writeln!(
-                metrics,
-                "portier_l4_service_bytes{{service=\"{}\"}} {}",
-                s.name, counters.bytes
+            metrics.counter(
+                "service_bytes",
+                "Bytes of those packets.",
+                labels![("service", s.name)],
+                counters.bytes,
             );
             let mut backends = Vec::new();
+            let slots = self.reconciler.slots(&s.name);
             for b in &s.backends {
                 let weight = self
                     .overrides
@@ -526,13 +532,22 @@ impl L4 {
                     (0, _, _) => "drained",
                     _ => "active",
                 };
-                let labels = format!("service=\"{}\",backend=\"{}\"", s.name, b.address);
-                let _ = writeln!(metrics, "portier_l4_backend_weight{{{labels}}} {weight}");
+                metrics.gauge_u(
+                    "backend_weight",
+                    "The backend's weight in the service's Maglev table (0: drained).",
+                    labels![("service", s.name), ("backend", b.address)],
+                    u64::from(weight),
+                );
+                let key = (s.name.clone(), b.address);
                 backends.push(serde_json::json!({
                     "address": b.address,
                     "weight": weight,
                     "configured_weight": b.weight,
                     "state": state,
+                    "reason": if down { self.down_reasons.get(&key) } else { None },
+                    "check": self.checker.report(&s.name, b.address),
+                    // Maglev table entries: the share of new flows it gets.
+                    "share": slots.and_then(|m| m.get(&b.address)).copied().unwrap_or(0),
                 }));
             }
             services.push(serde_json::json!({
@@ -550,15 +565,17 @@ impl L4 {
         let mut hosts = Vec::new();
         for (addr, id) in self.reconciler.backend_ids() {
             let c = self.dataplane.backend_counters(id).unwrap_or_default();
-            let _ = writeln!(
-                metrics,
-                "portier_l4_backend_packets{{backend=\"{addr}\"}} {}",
-                c.packets
+            metrics.counter(
+                "backend_packets",
+                "Packets sent to the host, for all services it serves.",
+                labels![("backend", addr)],
+                c.packets,
             );
-            let _ = writeln!(
-                metrics,
-                "portier_l4_backend_bytes{{backend=\"{addr}\"}} {}",
-                c.bytes
+            metrics.counter(
+                "backend_bytes",
+                "Bytes of those packets.",
+                labels![("backend", addr)],
+                c.bytes,
             );
             hosts.push(serde_json::json!({
                 "address": addr,
@@ -568,14 +585,14 @@ impl L4 {
             }));
         }
         let mut reasons = serde_json::Map::new();
-        let _ = writeln!(metrics, "# TYPE portier_l4_packets_total counter");
         if let Ok(rs) = self.dataplane.reasons() {
             for (r, n) in rs {
                 reasons.insert(r.name().to_string(), n.into());
-                let _ = writeln!(
-                    metrics,
-                    "portier_l4_packets_total{{reason=\"{}\"}} {n}",
-                    r.name()
+                metrics.counter(
+                    "packets",
+                    "Packets the balancer saw, by what it did with them.",
+                    labels![("reason", r.name())],
+                    n,
                 );
             }
         }
@@ -591,7 +608,7 @@ impl L4 {
             "backends": hosts,
             "events": reasons,
         }));
-        board.set_metrics(metrics);
+        board.set_metrics(metrics.text());
     }
 }
 

@@ -1,7 +1,8 @@
-//! Counters per listener, route, pool and server, rendered as Prometheus text for the admin
-//! API. Plain relaxed atomics: read rarely, bumped on every request.
+//! Counters per listener, route, pool and server, rendered as metrics for the admin API.
+//! Plain relaxed atomics: read rarely, bumped on every request.
 
-use std::fmt::Write;
+use crate::labels;
+use crate::part::prometheus::Metrics;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
@@ -62,70 +63,109 @@ fn get(a: &AtomicU64) -> u64 {
     a.load(Ordering::Relaxed)
 }
 
-/// Escapes a label value for the text format.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-pub fn render_listener(out: &mut String, name: &str, m: &ListenerMetrics) {
-    let l = label(name);
-    for (metric, value) in [
-        ("connections_total", get(&m.connections)),
-        ("connections_active", get(&m.active)),
-        ("requests_total", get(&m.requests)),
-        ("fast_path_requests_total", get(&m.fast_requests)),
-        ("bad_requests_total", get(&m.bad_requests)),
-        ("no_route_total", get(&m.no_route)),
-        ("proxy_protocol_errors_total", get(&m.proxy_protocol_errors)),
+pub fn render_listener(out: &mut Metrics, name: &str, m: &ListenerMetrics) {
+    let l = || labels![("listener", name)];
+    out.counter(
+        "listener_connections",
+        "Connections accepted.",
+        l(),
+        get(&m.connections),
+    );
+    out.gauge_u(
+        "listener_connections_active",
+        "Connections open now.",
+        l(),
+        get(&m.active),
+    );
+    for (metric, help, value) in [
+        ("listener_requests", "Requests received.", get(&m.requests)),
         (
-            "proxy_protocol_refused_total",
+            "listener_fast_path_requests",
+            "Requests forwarded by the byte-level HTTP/1.1 fast path.",
+            get(&m.fast_requests),
+        ),
+        (
+            "listener_bad_requests",
+            "Requests refused before routing: missing, repeated or invalid Host.",
+            get(&m.bad_requests),
+        ),
+        (
+            "listener_no_route",
+            "Requests no route matched.",
+            get(&m.no_route),
+        ),
+        (
+            "listener_proxy_protocol_errors",
+            "Connections with a malformed PROXY header.",
+            get(&m.proxy_protocol_errors),
+        ),
+        (
+            "listener_proxy_protocol_refused",
+            "Connections of a PROXY listener from peers outside proxy_from, closed unread.",
             get(&m.proxy_protocol_refused),
         ),
-        ("tls_errors_total", get(&m.tls_errors)),
-        ("client_timeouts_total", get(&m.client_timeouts)),
+        (
+            "listener_tls_errors",
+            "TLS handshakes that failed.",
+            get(&m.tls_errors),
+        ),
+        (
+            "listener_client_timeouts",
+            "Clients cut for their silence (client_timeout_ms).",
+            get(&m.client_timeouts),
+        ),
     ] {
-        let _ = writeln!(
-            out,
-            "portier_l7_listener_{metric}{{listener=\"{l}\"}} {value}"
-        );
+        out.counter(metric, help, l(), value);
     }
 }
 
-pub fn render_route(out: &mut String, host: &str, path: &str, pool: &str, m: &RouteMetrics) {
-    let _ = writeln!(
-        out,
-        "portier_l7_route_requests_total{{host=\"{}\",path=\"{}\",pool=\"{}\"}} {}",
-        label(host),
-        label(path),
-        label(pool),
-        get(&m.requests)
+pub fn render_route(out: &mut Metrics, host: &str, path: &str, pool: &str, m: &RouteMetrics) {
+    out.counter(
+        "route_requests",
+        "Requests routed by the route.",
+        labels![("host", host), ("path", path), ("pool", pool)],
+        get(&m.requests),
     );
 }
 
-pub fn render_pool(out: &mut String, name: &str, m: &PoolMetrics) {
-    let p = label(name);
-    let _ = writeln!(
-        out,
-        "portier_l7_pool_requests_total{{pool=\"{p}\"}} {}",
-        get(&m.requests)
+pub fn render_pool(out: &mut Metrics, name: &str, m: &PoolMetrics) {
+    out.counter(
+        "pool_requests",
+        "Requests sent to the pool.",
+        labels![("pool", name)],
+        get(&m.requests),
     );
     for (i, c) in m.responses.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "portier_l7_pool_responses_total{{pool=\"{p}\",class=\"{}xx\"}} {}",
-            i + 1,
-            get(c)
+        out.counter(
+            "pool_responses",
+            "Responses, by status class.",
+            labels![("pool", name), ("class", format!("{}xx", i + 1))],
+            get(c),
         );
     }
-    for (metric, value) in [
-        ("no_server_total", get(&m.no_server)),
-        ("upstream_errors_total", get(&m.upstream_errors)),
-        ("timeouts_total", get(&m.timeouts)),
-        ("retries_total", get(&m.retries)),
+    for (metric, help, value) in [
+        (
+            "pool_no_server",
+            "Requests answered 502/503/504 by the proxy itself.",
+            get(&m.no_server),
+        ),
+        (
+            "pool_upstream_errors",
+            "Requests that failed on the upstream connection.",
+            get(&m.upstream_errors),
+        ),
+        (
+            "pool_timeouts",
+            "Requests that timed out upstream.",
+            get(&m.timeouts),
+        ),
+        (
+            "pool_retries",
+            "Requests retried on another server.",
+            get(&m.retries),
+        ),
     ] {
-        let _ = writeln!(out, "portier_l7_pool_{metric}{{pool=\"{p}\"}} {value}");
+        out.counter(metric, help, labels![("pool", name)], value);
     }
 }
 
@@ -139,7 +179,7 @@ pub struct ServerGauges {
 }
 
 pub fn render_server(
-    out: &mut String,
+    out: &mut Metrics,
     pool: &str,
     server: &str,
     m: &ServerMetrics,
@@ -151,20 +191,64 @@ pub fn render_server(
         up,
         weight,
     } = *g;
-    let labels = format!("pool=\"{}\",server=\"{}\"", label(pool), label(server));
-    for (metric, value) in [
-        ("requests_total", get(&m.requests)),
-        ("failures_total", get(&m.failures)),
-        ("connects_total", get(&m.connects)),
-        ("reuses_total", get(&m.reuses)),
-        ("ejections_total", get(&m.ejections)),
-        ("tls_errors_total", get(&m.tls_errors)),
-        ("outstanding", outstanding as u64),
-        ("idle_connections", idle as u64),
-        ("up", u64::from(up)),
-        ("weight", u64::from(weight)),
+    let l = || labels![("pool", pool), ("server", server)];
+    for (metric, help, value) in [
+        (
+            "server_requests",
+            "Requests sent to the server.",
+            get(&m.requests),
+        ),
+        (
+            "server_failures",
+            "Requests that failed at the server (connect, reset, timeout).",
+            get(&m.failures),
+        ),
+        (
+            "server_connects",
+            "Upstream connections opened.",
+            get(&m.connects),
+        ),
+        (
+            "server_reuses",
+            "Requests sent on a kept-alive connection.",
+            get(&m.reuses),
+        ),
+        (
+            "server_ejections",
+            "Times the server was ejected by passive health checks.",
+            get(&m.ejections),
+        ),
+        (
+            "server_tls_errors",
+            "Upstream TLS handshakes that failed.",
+            get(&m.tls_errors),
+        ),
     ] {
-        let _ = writeln!(out, "portier_l7_server_{metric}{{{labels}}} {value}");
+        out.counter(metric, help, l(), value);
+    }
+    for (metric, help, value) in [
+        (
+            "server_outstanding",
+            "Requests in flight to the server.",
+            outstanding as u64,
+        ),
+        (
+            "server_idle_connections",
+            "Upstream connections kept alive, waiting for a request.",
+            idle as u64,
+        ),
+        (
+            "server_up",
+            "1 while the server takes requests.",
+            u64::from(up),
+        ),
+        (
+            "server_weight",
+            "The server's weight now (0: drained).",
+            u64::from(weight),
+        ),
+    ] {
+        out.gauge_u(metric, help, l(), value);
     }
 }
 
@@ -179,8 +263,9 @@ mod tests {
         m.response(204);
         m.response(503);
         m.response(0);
-        let mut out = String::new();
+        let mut out = Metrics::new("l7");
         render_pool(&mut out, "to\"do", &m);
+        let out = out.text();
         assert!(
             out.contains("portier_l7_pool_requests_total{pool=\"to\\\"do\"} 3\n"),
             "{out}"

@@ -191,9 +191,9 @@ impl L7 {
         self.listeners.get(listener).map(|l| l.local_addr)
     }
 
-    /// Prometheus text for every listener, route, pool and server.
+    /// Metrics of every listener, route, pool and server (OpenMetrics text).
     pub fn metrics(&self) -> String {
-        let mut out = String::new();
+        let mut out = crate::part::prometheus::Metrics::new("l7");
         let mut names: Vec<_> = self.listener_metrics.keys().collect();
         names.sort();
         for n in names {
@@ -222,11 +222,12 @@ impl L7 {
                 );
             }
         }
-        out
+        out.text()
     }
 
-    /// For `/status`: listeners and each server's state.
+    /// For `/status`: listeners, routes, pools with their counters, and each server's state.
     pub fn status(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
         let snap = self.shared.load();
         let configured = overrides::Overrides::configured(&self.config);
         let pools: serde_json::Map<String, serde_json::Value> = snap
@@ -257,22 +258,58 @@ impl L7 {
                         })
                     })
                     .collect();
-                (p.name.clone(), serde_json::json!({ "servers": servers }))
+                let m = &p.metrics;
+                let responses: serde_json::Map<String, serde_json::Value> = m
+                    .responses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("{}xx", i + 1), c.load(Relaxed).into()))
+                    .collect();
+                (
+                    p.name.clone(),
+                    serde_json::json!({
+                        "servers": servers,
+                        "requests": m.requests.load(Relaxed),
+                        "responses": responses,
+                    }),
+                )
             })
             .collect();
         let listeners: serde_json::Map<String, serde_json::Value> = self
             .listeners
             .iter()
             .map(|(n, l)| {
+                let m = self.listener_metrics.get(n);
+                let get = |f: fn(&metrics::ListenerMetrics) -> &std::sync::atomic::AtomicU64| {
+                    m.map_or(0, |m| f(m).load(Relaxed))
+                };
                 (
                     n.clone(),
-                    serde_json::json!({ "address": l.local_addr.to_string() }),
+                    serde_json::json!({
+                        "address": l.local_addr.to_string(),
+                        "requests": get(|m| &m.requests),
+                        "connections": get(|m| &m.connections),
+                        "connections_active": get(|m| &m.active),
+                    }),
                 )
+            })
+            .collect();
+        let routes: Vec<_> = snap
+            .routes
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "host": r.host,
+                    "path": r.path_prefix,
+                    "pool": r.pool.name,
+                    "requests": r.metrics.requests.load(Relaxed),
+                })
             })
             .collect();
         serde_json::json!({
             "generation": snap.generation,
             "listeners": listeners,
+            "routes": routes,
             "pools": pools,
         })
     }

@@ -1,4 +1,4 @@
-//! What the parts publish for the admin API: a JSON value and Prometheus text per part.
+//! What the parts publish for the admin API: a JSON value and metrics text per part.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,8 @@ impl StatusBoard {
         }
     }
 
-    /// `text` is in the Prometheus text exposition format, metric names `portier_<part>_...`.
+    /// `text` is [`super::prometheus::Metrics::text`]: OpenMetrics families `portier_<part>_...`
+    /// without the final `# EOF`.
     pub fn set_metrics(&self, part: &str, text: String) {
         if let Ok(mut b) = self.inner.lock() {
             b.metrics.insert(part.to_string(), text);

@@ -113,7 +113,7 @@ pub trait Part: Sized + Send + 'static {
         async {}
     }
 
-    /// Writes the part's status (JSON) and metrics (Prometheus text) to the board.
+    /// Writes the part's status (JSON) and metrics (`prometheus::Metrics` text) to the board.
     fn publish(&mut self, board: &board::PartBoard);
 
     /// The graceful exit: the daemon is stopping, or the part retired.

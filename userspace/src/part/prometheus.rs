@@ -1,51 +1,126 @@
-//! The Prometheus text exposition format, written the same way by every part: a family's
-//! HELP and TYPE lines, then its samples.
+//! The one way every part writes its metrics: families registered in a `prometheus-client`
+//! [`Registry`] (prefix `portier_<part>_`) and encoded in the OpenMetrics text format, so each
+//! family has its HELP and TYPE, counters end in `_total`, and label values are escaped by
+//! the library rather than by each part.
+//!
+//! Parts hold their counters in their own state (atomics, snapshots); on each publish they
+//! copy them into a fresh registry. A sample is added with [`Metrics::counter`] or
+//! [`Metrics::gauge`] in whatever order the part walks its objects: the family is registered
+//! on first use and its samples stay together in the output.
 
-use std::fmt::Write as _;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 
-/// Writes family `name` (the full metric name) with one sample per row of (labels, value);
-/// empty labels give a sample without braces.
-pub fn family(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (String, u64)>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in rows {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+/// A sample's labels: (name, value), in the order written.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// The content type of [`Metrics::text`] put together with [`eof`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// One part's metrics for one publish.
+pub struct Metrics {
+    registry: Registry,
+    counters: HashMap<&'static str, Family<Labels, Counter>>,
+    gauges: HashMap<&'static str, Family<Labels, Gauge>>,
+}
+
+/// The library appends the period of a HELP text itself.
+fn help_text(help: &str) -> &str {
+    help.strip_suffix('.').unwrap_or(help)
+}
+
+impl Metrics {
+    /// Families of part `part` are named `portier_<part>_<name>`.
+    pub fn new(part: &str) -> Self {
+        Self {
+            registry: Registry::with_prefix(format!("portier_{part}")),
+            counters: HashMap::new(),
+            gauges: HashMap::new(),
         }
     }
+
+    /// Adds `value` to counter `name` (without `_total`: the encoder appends it) for
+    /// `labels`.
+    pub fn counter(&mut self, name: &'static str, help: &str, labels: Labels, value: u64) {
+        let family = self.counters.entry(name).or_insert_with(|| {
+            let f = Family::<Labels, Counter>::default();
+            self.registry.register(name, help_text(help), f.clone());
+            f
+        });
+        family.get_or_create(&labels).inc_by(value);
+    }
+
+    /// Sets gauge `name` for `labels`.
+    pub fn gauge(&mut self, name: &'static str, help: &str, labels: Labels, value: i64) {
+        let family = self.gauges.entry(name).or_insert_with(|| {
+            let f = Family::<Labels, Gauge>::default();
+            self.registry.register(name, help_text(help), f.clone());
+            f
+        });
+        family.get_or_create(&labels).set(value);
+    }
+
+    /// A gauge from an unsigned count (saturating: no count here comes near 2^63).
+    pub fn gauge_u(&mut self, name: &'static str, help: &str, labels: Labels, value: u64) {
+        self.gauge(name, help, labels, i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
+    /// The families in the OpenMetrics text format, without the final `# EOF` (the admin API
+    /// puts the parts together and ends the exposition once).
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = encode_registry(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The line that ends an exposition.
+pub fn eof() -> String {
+    let mut out = String::new();
+    let _ = encode_eof(&mut out);
+    out
+}
+
+/// Shorthand for a label list: `labels![("pool", name), ("server", addr)]`.
+#[macro_export]
+macro_rules! labels {
+    ($(($k:expr, $v:expr)),* $(,)?) => {
+        vec![$(($k, ::std::string::ToString::to_string(&$v))),*]
+    };
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn families_with_and_without_labels() {
-        let mut out = String::new();
-        super::family(
-            &mut out,
-            "portier_x_total",
-            "counter",
-            "Xs.",
-            [(String::new(), 3)],
-        );
-        super::family(
-            &mut out,
-            "portier_y",
-            "gauge",
-            "Ys.",
-            [("a=\"1\"".to_string(), 1)],
-        );
-        assert_eq!(
-            out,
-            "# HELP portier_x_total Xs.\n# TYPE portier_x_total counter\nportier_x_total 3\n\
-             # HELP portier_y Ys.\n# TYPE portier_y gauge\nportier_y{a=\"1\"} 1\n"
-        );
+    fn families_have_help_type_total_and_escaped_labels() {
+        let mut m = Metrics::new("x");
+        m.counter("packets", "Packets seen.", vec![], 3);
+        m.gauge("up", "1 while up.", labels![("pool", "a\"b\\c\nd")], 1);
+        m.counter("requests", "Requests.", labels![("pool", "p")], 2);
+        m.gauge("up", "1 while up.", labels![("pool", "q")], 0);
+        m.counter("requests", "Requests.", labels![("pool", "q")], 5);
+        let text = m.text() + &eof();
+        for family in [
+            "# HELP portier_x_packets Packets seen.\n# TYPE portier_x_packets counter\nportier_x_packets_total 3\n",
+            "# HELP portier_x_up 1 while up.\n# TYPE portier_x_up gauge\n",
+            "# HELP portier_x_requests Requests.\n# TYPE portier_x_requests counter\n",
+        ] {
+            assert!(text.contains(family), "{family:?} in\n{text}");
+        }
+        for sample in [
+            "portier_x_up{pool=\"a\\\"b\\\\c\\nd\"} 1\n",
+            "portier_x_up{pool=\"q\"} 0\n",
+            "portier_x_requests_total{pool=\"p\"} 2\n",
+            "portier_x_requests_total{pool=\"q\"} 5\n",
+        ] {
+            assert!(text.contains(sample), "{sample:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -16,9 +16,10 @@ use super::machine::State;
 use super::{no_accept, packet};
 use crate::bus::{Bus, Event};
 use crate::config::{Config, TrackTarget, VrrpInstanceConfig};
+use crate::labels;
 use crate::net::addr;
 use crate::part::board::PartBoard;
-use crate::part::prometheus;
+use crate::part::prometheus::Metrics;
 use crate::part::{Applied, ApplyError, Env, Part};
 
 /// How often tracked interfaces and the instances' own are looked at; well under one advert
@@ -414,109 +415,81 @@ fn publish_status(board: &PartBoard, running: &BTreeMap<String, Running>, nft: &
         "instances": serde_json::to_value(&snapshots).unwrap_or_default(),
         "no_accept_dropped_packets": dropped,
     }));
-    let mut text = metrics(&snapshots);
-    if let Some(n) = dropped {
-        text.push_str(&no_accept_metrics(n));
+    board.set_metrics(metrics(&snapshots, dropped));
+}
+
+/// Metrics of the instances, and the nftables counter of `accept = false` drops (one per
+/// node: the sets are shared) when it is known.
+pub fn metrics(snapshots: &[Snapshot], no_accept_dropped: Option<u64>) -> String {
+    let mut m = Metrics::new("vrrp");
+    let label = |s: &Snapshot| labels![("instance", s.name), ("vrid", s.vrid)];
+    for s in snapshots {
+        m.gauge(
+            "master",
+            "1 while the instance is master.",
+            label(s),
+            i64::from(s.state == State::Master),
+        );
+        m.gauge(
+            "state",
+            "0 initialize, 1 backup, 2 master, 3 fault (own interface down or without address).",
+            label(s),
+            match s.state {
+                State::Initialize => 0,
+                State::Backup => 1,
+                State::Master => 2,
+                State::Fault => 3,
+            },
+        );
+        m.gauge(
+            "effective_priority",
+            "Priority after tracked objects' weights.",
+            label(s),
+            i64::from(s.effective_priority),
+        );
+        let c = &s.counters;
+        for (name, help, v) in [
+            ("adverts_sent", "Advertisements sent.", c.adverts_sent),
+            (
+                "adverts_received",
+                "Advertisements accepted.",
+                c.adverts_received,
+            ),
+            (
+                "priority_zero_received",
+                "Priority 0 advertisements accepted (a master resigning).",
+                c.priority_zero_received,
+            ),
+            ("transitions", "State transitions.", c.transitions),
+            ("became_master", "Transitions to master.", c.became_master),
+            (
+                "announcements_sent",
+                "Gratuitous ARPs and unsolicited NAs sent.",
+                c.announcements_sent,
+            ),
+        ] {
+            m.counter(name, help, label(s), v);
+        }
+        for d in packet::Drop::ALL {
+            let mut l = label(s);
+            l.push(("reason", d.name().to_string()));
+            m.counter(
+                "drops",
+                "Received packets dropped, by failed check.",
+                l,
+                c.drops.get(d.name()).copied().unwrap_or(0),
+            );
+        }
     }
-    board.set_metrics(text);
-}
-
-/// The nftables counter of `accept = false` drops (one per node: the sets are shared).
-fn no_accept_metrics(dropped: u64) -> String {
-    format!(
-        "# HELP portier_vrrp_no_accept_dropped_packets_total Packets to VIPs dropped while master with accept = false.\n\
-         # TYPE portier_vrrp_no_accept_dropped_packets_total counter\n\
-         portier_vrrp_no_accept_dropped_packets_total {dropped}\n"
-    )
-}
-
-/// Prometheus text for the instances.
-pub fn metrics(snapshots: &[Snapshot]) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        prometheus::family(&mut out, &format!("portier_vrrp_{name}"), kind, help, rows);
-    };
-    let label = |s: &Snapshot| format!("instance=\"{}\",vrid=\"{}\"", s.name, s.vrid);
-    let per = |f: &dyn Fn(&Snapshot) -> u64| -> Vec<(String, u64)> {
-        snapshots.iter().map(|s| (label(s), f(s))).collect()
-    };
-    family(
-        "master",
-        "gauge",
-        "1 while the instance is master.",
-        per(&|s| u64::from(s.state == State::Master)),
-    );
-    family(
-        "state",
-        "gauge",
-        "0 initialize, 1 backup, 2 master, 3 fault (own interface down or without address).",
-        per(&|s| match s.state {
-            State::Initialize => 0,
-            State::Backup => 1,
-            State::Master => 2,
-            State::Fault => 3,
-        }),
-    );
-    family(
-        "effective_priority",
-        "gauge",
-        "Priority after tracked objects' weights.",
-        per(&|s| u64::from(s.effective_priority)),
-    );
-    family(
-        "adverts_sent_total",
-        "counter",
-        "Advertisements sent.",
-        per(&|s| s.counters.adverts_sent),
-    );
-    family(
-        "adverts_received_total",
-        "counter",
-        "Advertisements accepted.",
-        per(&|s| s.counters.adverts_received),
-    );
-    family(
-        "priority_zero_received_total",
-        "counter",
-        "Priority 0 advertisements accepted (a master resigning).",
-        per(&|s| s.counters.priority_zero_received),
-    );
-    family(
-        "transitions_total",
-        "counter",
-        "State transitions.",
-        per(&|s| s.counters.transitions),
-    );
-    family(
-        "became_master_total",
-        "counter",
-        "Transitions to master.",
-        per(&|s| s.counters.became_master),
-    );
-    family(
-        "announcements_sent_total",
-        "counter",
-        "Gratuitous ARPs and unsolicited NAs sent.",
-        per(&|s| s.counters.announcements_sent),
-    );
-    let drops = snapshots
-        .iter()
-        .flat_map(|s| {
-            packet::Drop::ALL.iter().map(move |d| {
-                (
-                    format!("{},reason=\"{}\"", label(s), d.name()),
-                    s.counters.drops.get(d.name()).copied().unwrap_or(0),
-                )
-            })
-        })
-        .collect();
-    family(
-        "drops_total",
-        "counter",
-        "Received packets dropped, by failed check.",
-        drops,
-    );
-    out
+    if let Some(n) = no_accept_dropped {
+        m.counter(
+            "no_accept_dropped_packets",
+            "Packets to VIPs dropped while master with accept = false.",
+            vec![],
+            n,
+        );
+    }
+    m.text()
 }
 
 #[cfg(test)]
@@ -551,7 +524,7 @@ mod tests {
         faulty.name = "vip52".into();
         faulty.vrid = 52;
         faulty.state = State::Fault;
-        let text = metrics(&[snapshot, faulty]);
+        let text = metrics(&[snapshot, faulty], None);
         assert!(
             text.lines()
                 .any(|l| l == "portier_vrrp_state{instance=\"vip52\",vrid=\"52\"} 3"),

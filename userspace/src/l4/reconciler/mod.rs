@@ -66,6 +66,9 @@ pub struct Reconciler {
     free_slots: BTreeSet<u32>,
     free_service_ids: BTreeSet<u32>,
     next_service_id: u32,
+    /// Table slots per backend of each service (by name), as last built: the share of new
+    /// flows each gets, for the status.
+    shares: BTreeMap<String, BTreeMap<IpAddr, u32>>,
 }
 
 /// The map key of a configured service.
@@ -243,6 +246,7 @@ impl Reconciler {
         for key in &stale {
             if let Some(st) = self.services.remove(key) {
                 self.free_service_ids.insert(st.id);
+                self.shares.remove(&st.name);
                 ops.push(Op::RemoveService {
                     key: *key,
                     id: st.id,
@@ -279,13 +283,14 @@ impl Reconciler {
                 );
             }
             if let Some(st) = self.services.get(&key) {
-                let table = Arc::new(self.table_for(st));
+                let (table, slots) = self.table_for(st);
                 ops.push(Op::SetService {
                     key,
                     id: st.id,
-                    table,
+                    table: Arc::new(table),
                     forwarding: st.forwarding.unwrap_or_default(),
                 });
+                self.shares.insert(st.name.clone(), slots);
             }
         }
         // 3. Backends nobody references any more: invalidate (new generation) and free the slot.
@@ -325,25 +330,36 @@ impl Reconciler {
         })
     }
 
-    fn table_for(&self, st: &ServiceState) -> Vec<u32> {
+    /// Table slots per backend of service `name`, as last built.
+    pub fn slots(&self, name: &str) -> Option<&BTreeMap<IpAddr, u32>> {
+        self.shares.get(name)
+    }
+
+    /// The service's Maglev table (backend slot ids) and how many entries each member got.
+    fn table_for(&self, st: &ServiceState) -> (Vec<u32>, BTreeMap<IpAddr, u32>) {
         let keys: Vec<String> = st.members.iter().map(|(a, _)| a.to_string()).collect();
         let inputs: Vec<MaglevInput<'_>> = keys
             .iter()
             .zip(&st.members)
             .map(|(k, (_, w))| MaglevInput { key: k, weight: *w })
             .collect();
-        match maglev::build(&inputs, st.table_size) {
+        let mut slots = BTreeMap::new();
+        let table = match maglev::build(&inputs, st.table_size) {
             Some(t) => t
                 .into_iter()
                 .map(|i| {
-                    st.members
-                        .get(i as usize)
+                    let member = st.members.get(i as usize);
+                    if let Some((a, _)) = member {
+                        *slots.entry(*a).or_insert(0) += 1;
+                    }
+                    member
                         .and_then(|(a, _)| self.backends.get(a))
                         .map_or(NO_BACKEND, |b| b.id)
                 })
                 .collect(),
             None => vec![NO_BACKEND; st.table_size as usize],
-        }
+        };
+        (table, slots)
     }
 
     fn take_slot(&mut self) -> u32 {

@@ -2,17 +2,18 @@
 //! counters for Prometheus.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::{Announce, GrConfig, Instance, Limits};
+use crate::labels;
 use crate::ospf::interface::IfState;
 use crate::ospf::lsa;
 use crate::ospf::lsa::grace::RestartReason;
 use crate::ospf::neighbor::NbrState;
+use crate::part::prometheus::Metrics;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counters {
@@ -75,6 +76,9 @@ pub struct NeighborStatus {
     pub request_list: usize,
     /// Seconds since the neighbour last reached or left Full.
     pub since_secs: u64,
+    /// Milliseconds until the neighbour is declared down unless it says Hello (vtysh's
+    /// "Dead Time").
+    pub dead_in_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +165,12 @@ impl Instance {
                             retransmit_list: n.retransmit.len(),
                             request_list: n.requests.len(),
                             since_secs: now.saturating_duration_since(n.since).as_secs(),
+                            dead_in_ms: u64::try_from(
+                                n.inactivity_deadline
+                                    .saturating_duration_since(now)
+                                    .as_millis(),
+                            )
+                            .unwrap_or(u64::MAX),
                         })
                         .collect(),
                 })
@@ -264,93 +274,152 @@ impl Instance {
 }
 
 impl InstanceStatus {
-    /// Prometheus text lines, `portier_ospf_...`.
+    /// The OSPF families, `portier_ospf_...`.
     pub fn metrics(&self) -> String {
-        let mut out = String::new();
+        let mut m = Metrics::new("ospf");
         let c = &self.counters;
-        let _ = writeln!(out, "portier_ospf_rx_packets_total {}", c.rx_packets);
+        m.counter("rx_packets", "OSPF packets received.", vec![], c.rx_packets);
         for (kind, v) in &c.rx {
-            let _ = writeln!(out, "portier_ospf_rx_total{{type=\"{kind}\"}} {v}");
+            m.counter(
+                "rx",
+                "Packets accepted, by type.",
+                labels![("type", kind)],
+                *v,
+            );
         }
         for (kind, v) in &c.tx {
-            let _ = writeln!(out, "portier_ospf_tx_total{{type=\"{kind}\"}} {v}");
+            m.counter("tx", "Packets sent, by type.", labels![("type", kind)], *v);
         }
         for (reason, v) in &c.dropped {
-            let _ = writeln!(out, "portier_ospf_dropped_total{{reason=\"{reason}\"}} {v}");
+            m.counter(
+                "dropped",
+                "Packets and LSAs dropped, by reason.",
+                labels![("reason", reason)],
+                *v,
+            );
         }
-        let _ = writeln!(
-            out,
-            "portier_ospf_neighbor_transitions_total {}",
-            c.nbr_transitions
-        );
-        let _ = writeln!(
-            out,
-            "portier_ospf_lsa_originated_total {}",
-            c.lsa_originated
-        );
-        let _ = writeln!(out, "portier_ospf_lsa_flushed_total {}", c.lsa_flushed);
-        let _ = writeln!(out, "portier_ospf_lsa_installed_total {}", c.lsa_installed);
-        let _ = writeln!(
-            out,
-            "portier_ospf_lsa_retransmitted_total {}",
-            c.retransmitted
-        );
+        for (name, help, v) in [
+            (
+                "neighbor_transitions",
+                "Neighbour state changes.",
+                c.nbr_transitions,
+            ),
+            (
+                "lsa_originated",
+                "LSAs this router originated.",
+                c.lsa_originated,
+            ),
+            ("lsa_flushed", "LSAs this router flushed.", c.lsa_flushed),
+            (
+                "lsa_installed",
+                "LSAs installed in the database.",
+                c.lsa_installed,
+            ),
+            ("lsa_retransmitted", "LSAs retransmitted.", c.retransmitted),
+        ] {
+            m.counter(name, help, vec![], v);
+        }
         let full = self
             .interfaces
             .iter()
             .flat_map(|i| &i.neighbors)
             .filter(|n| n.state == NbrState::Full)
             .count();
-        let _ = writeln!(out, "portier_ospf_neighbors_full {full}");
-        let _ = writeln!(out, "portier_ospf_lsdb_lsas {}", self.lsdb.total);
+        m.gauge_u(
+            "neighbors_full",
+            "Neighbours in state Full.",
+            vec![],
+            full as u64,
+        );
+        m.gauge_u(
+            "lsdb_lsas",
+            "LSAs in the database.",
+            vec![],
+            self.lsdb.total as u64,
+        );
         for (kind, n) in &self.lsdb.by_type {
-            let _ = writeln!(out, "portier_ospf_lsdb_lsas_by_type{{type=\"{kind}\"}} {n}");
+            m.gauge_u(
+                "lsdb_lsas_by_type",
+                "LSAs in the database, by type.",
+                labels![("type", kind)],
+                *n as u64,
+            );
         }
-        let _ = writeln!(
-            out,
-            "portier_ospf_max_neighbors_per_interface {}",
-            self.limits.max_neighbors
+        m.gauge_u(
+            "max_neighbors_per_interface",
+            "The configured bound on neighbours per interface.",
+            vec![],
+            self.limits.max_neighbors as u64,
         );
-        let _ = writeln!(out, "portier_ospf_max_lsas {}", self.limits.max_lsas);
+        m.gauge_u(
+            "max_lsas",
+            "The configured bound on LSAs in the database.",
+            vec![],
+            self.limits.max_lsas as u64,
+        );
         for limit in super::LIMIT_REASONS {
-            let reached = u8::from(self.limits_reached.contains(&limit));
-            let _ = writeln!(
-                out,
-                "portier_ospf_limit_reached{{limit=\"{limit}\"}} {reached}"
+            m.gauge(
+                "limit_reached",
+                "1 while the limit is reached (what exceeds it is dropped).",
+                labels![("limit", limit)],
+                i64::from(self.limits_reached.contains(&limit)),
             );
         }
-        let _ = writeln!(out, "portier_ospf_announced_vips {}", self.announced.len());
-        let gr = &self.graceful_restart;
-        let _ = writeln!(
-            out,
-            "portier_ospf_gr_restarting {}",
-            u8::from(gr.restarting)
+        m.gauge_u(
+            "announced_vips",
+            "VIPs announced now.",
+            vec![],
+            self.announced.len() as u64,
         );
-        let _ = writeln!(out, "portier_ospf_gr_restarts_total {}", c.gr_restarts);
+        let gr = &self.graceful_restart;
+        m.gauge(
+            "gr_restarting",
+            "1 while this router restarts gracefully (RFC 3623).",
+            vec![],
+            i64::from(gr.restarting),
+        );
+        m.counter(
+            "gr_restarts",
+            "Graceful restarts begun.",
+            vec![],
+            c.gr_restarts,
+        );
         for (reason, v) in &c.gr_restart_exits {
-            let _ = writeln!(
-                out,
-                "portier_ospf_gr_restart_exits_total{{reason=\"{reason}\"}} {v}"
+            m.counter(
+                "gr_restart_exits",
+                "Graceful restarts ended, by reason.",
+                labels![("reason", reason)],
+                *v,
             );
         }
-        let _ = writeln!(out, "portier_ospf_gr_helping {}", gr.helping.len());
-        let _ = writeln!(
-            out,
-            "portier_ospf_gr_helper_entered_total {}",
-            c.gr_helper_entered
+        m.gauge_u(
+            "gr_helping",
+            "Neighbours this router helps through their restart now.",
+            vec![],
+            gr.helping.len() as u64,
+        );
+        m.counter(
+            "gr_helper_entered",
+            "Times helper mode was entered.",
+            vec![],
+            c.gr_helper_entered,
         );
         for (reason, v) in &c.gr_helper_exits {
-            let _ = writeln!(
-                out,
-                "portier_ospf_gr_helper_exits_total{{reason=\"{reason}\"}} {v}"
+            m.counter(
+                "gr_helper_exits",
+                "Helper modes ended, by reason.",
+                labels![("reason", reason)],
+                *v,
             );
         }
         for (reason, v) in &c.gr_helper_rejected {
-            let _ = writeln!(
-                out,
-                "portier_ospf_gr_helper_rejected_total{{reason=\"{reason}\"}} {v}"
+            m.counter(
+                "gr_helper_rejected",
+                "Grace-LSAs not helped, by reason.",
+                labels![("reason", reason)],
+                *v,
             );
         }
-        out
+        m.text()
     }
 }
