@@ -28,6 +28,8 @@ pub struct ConnInfo {
     /// The client formatted for the forwarding fields, once per connection.
     pub forwarding: ClientInfo,
     pub metrics: Arc<ListenerMetrics>,
+    /// The listener's `max_body_bytes` (0: no limit).
+    pub max_body: u64,
 }
 
 /// One request of a general-path connection; its hold on the connection (`down`) travels
@@ -83,6 +85,19 @@ async fn route_and_forward(
     let route = &snap.routes[route_id];
     route.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let pool = route.pool.clone();
+    // A declared length over the limit is refused before anything reaches a server; the
+    // body is not read, so the connection closes.
+    if conn.max_body != 0
+        && http_body::Body::size_hint(req.body()).lower() > conn.max_body
+    {
+        conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        pool.metrics
+            .response(StatusCode::PAYLOAD_TOO_LARGE.as_u16());
+        let mut r = local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     let access = view.access_log.then(|| Access {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
@@ -342,6 +357,9 @@ async fn forward(
         body = body
             .with_upload(Upload::new())
             .with_idle(down.client_timeout, Silence::Client);
+        if conn.max_body != 0 {
+            body = body.with_limit(conn.max_body);
+        }
     }
     let mut pending = Some(Request::from_parts(parts, body));
     let mut tried: Vec<usize> = Vec::new();
@@ -430,6 +448,14 @@ async fn forward(
                 conn.metrics.client_timeouts.fetch_add(1, Ordering::Relaxed);
                 m.response(StatusCode::REQUEST_TIMEOUT.as_u16());
                 let mut r = local(StatusCode::REQUEST_TIMEOUT, "request body timeout\n");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return (r, last_server);
+            }
+            Err(SendError::TooLarge) => {
+                conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+                m.response(StatusCode::PAYLOAD_TOO_LARGE.as_u16());
+                let mut r = local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 return (r, last_server);
