@@ -71,6 +71,12 @@ enum Task {
     Bench {
         #[arg(default_value = "xdp")]
         what: String,
+        /// `l7` only: another portier binary (an earlier build) measured in the same run.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// `l7` only: the shapes to run, comma-separated (get, post, h2c); all by default.
+        #[arg(long)]
+        shapes: Option<String>,
     },
 }
 
@@ -149,7 +155,11 @@ fn main() -> Result<()> {
         Task::Package { debug } => package::run(&root, debug).map(|_| ()),
         Task::Test { args } => test(&args),
         Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
-        Task::Bench { what } => bench(&what),
+        Task::Bench {
+            what,
+            baseline,
+            shapes,
+        } => bench(&what, baseline.as_deref(), shapes.as_deref()),
     }
 }
 
@@ -240,7 +250,7 @@ fn xtask_stays_light() -> Result<()> {
     Ok(())
 }
 
-fn bench(what: &str) -> Result<()> {
+fn bench(what: &str, baseline: Option<&Path>, shapes: Option<&str>) -> Result<()> {
     let run = |sub: &str| {
         cargo(&[
             "run",
@@ -260,7 +270,7 @@ fn bench(what: &str) -> Result<()> {
             run("xdp")?;
             run("xdp-live")
         }
-        "l7" => bench_l7::run(&workspace_root()),
+        "l7" => bench_l7::run(&workspace_root(), baseline, shapes),
         // Needs the debug build the lab runs (`build`), not the release one.
         "failover" => {
             build(false)?;

@@ -243,9 +243,9 @@ mod tests {
     #[test]
     fn declared_sizes_are_summed_at_each_size_line() {
         let mut s = ChunkedScanner::new();
-        assert_eq!(s.feed(b"3\r\nab"), Ok(6));
+        assert_eq!(s.feed(b"3\r\nab"), Ok(5));
         assert_eq!(s.declared(), 3);
-        assert_eq!(s.feed(b"c\r\n10;x=y\r\n"), Ok(12));
+        assert_eq!(s.feed(b"c\r\n10;x=y\r\n"), Ok(11));
         assert_eq!(s.declared(), 19);
         assert_eq!(s.feed(b"0123456789abcdef\r\n0\r\n\r\n"), Ok(23));
         assert!(s.is_done());

@@ -19,10 +19,11 @@
 //! has been sent, and a request any byte of whose body went to a server is never sent again.
 
 use crate::config::{Balance, HttpProtocol};
+use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::chunked::ChunkedScanner;
 use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED};
 use crate::l7::pool::{Claim, Pool, Server, Timeouts};
-use crate::l7::proxy::{Access, ConnInfo, note_failure};
+use crate::l7::proxy::{Access, ConnInfo};
 use crate::l7::response_fields::{self, Framing};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
@@ -366,11 +367,7 @@ fn decimal(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        value
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
-    )
+    Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 fn plain_target_byte(b: u8) -> bool {
@@ -471,7 +468,9 @@ impl BodyLeft {
         match self {
             BodyLeft::Done => Ok(0),
             BodyLeft::Length(left) => {
-                let n = input.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let n = input
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
                 *left -= n as u64;
                 if *left == 0 {
                     *self = BodyLeft::Done;
@@ -498,12 +497,8 @@ impl BodyLeft {
 
 /// Why an attempt on one server failed.
 enum Fail {
-    /// Nothing of the request reached the server: another may be tried.
-    NotSent(&'static str, String),
-    /// The server failed after the request (or part of it) was sent: another is tried only
-    /// for a request without a body, which can be sent again.
-    Sent(&'static str, String),
-    Timeout,
+    /// No response head: the retry loop decides (`l7::attempt`).
+    Upstream(AttemptError),
     /// The response had started: the client connection must close.
     Broken,
     /// The server sent nothing of the body for the response timeout; the client connection
@@ -511,6 +506,12 @@ enum Fail {
     Silent,
     /// The client's body failed; the server is not at fault.
     Client(ClientFail),
+}
+
+impl From<AttemptError> for Fail {
+    fn from(e: AttemptError) -> Fail {
+        Fail::Upstream(e)
+    }
 }
 
 /// Forwards one request with retries; whether the client connection stays open.
@@ -524,64 +525,29 @@ async fn exchange<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let pool = &plan.pool;
+    let pool = plan.pool.clone();
     let m = &pool.metrics;
     m.requests.fetch_add(1, Ordering::Relaxed);
-    let (eject_after, eject_ms) = (pool.config.eject_after, pool.config.eject_ms);
     // A request with a body cannot be sent twice: what the client sent of it is gone.
     let resendable = plan.body == RequestBody::None;
-    let mut tried = Vec::new();
-    let mut idx = plan.first;
+    let mut attempts = Attempts::new(&pool);
+    let mut server = attempts.start(plan.first);
     let mut claim = match plan.claim.take() {
         Some(c) => Some(c),
-        None => pool.servers[idx].claim(pool.timeouts.queue).await,
+        None => server.claim(pool.timeouts.queue).await,
     };
-    let mut last = (503u16, "no server available\n");
-    let mut last_server = None;
-    for attempt in 0..=pool.config.retries {
-        if attempt > 0 {
-            let Some(next) = pool.pick(&http::HeaderMap::new(), &tried) else {
-                break;
-            };
-            idx = next;
-            m.retries.fetch_add(1, Ordering::Relaxed);
-            claim = pool.servers[idx].claim(pool.timeouts.queue).await;
-        }
-        tried.push(idx);
-        let server = &pool.servers[idx];
-        last_server = Some(server.address);
-        let Some(c) = claim.take() else {
-            last = (503, "all servers busy\n");
-            continue;
+    loop {
+        let result = match claim.take() {
+            None => Err(Fail::Upstream(AttemptError::Busy)),
+            Some(c) => attempt_once(client, server, c, request, plan, info, s).await,
         };
-        server.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        match attempt_once(client, server, c, request, plan, info, s).await {
+        match result {
             Ok((status, keep)) => {
-                server.record(status < 500, eject_after, eject_ms);
-                if status >= 500 {
-                    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
-                }
-                m.response(status);
+                attempts.answered(server, status);
                 return keep && !plan.client_close;
             }
-            Err(Fail::NotSent(text, why)) => {
-                note_failure(server, &why, eject_after, eject_ms);
-                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                last = (502, text);
-            }
-            Err(Fail::Sent(text, why)) => {
-                note_failure(server, &why, eject_after, eject_ms);
-                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                last = (502, text);
-                if !resendable {
-                    break;
-                }
-            }
-            Err(Fail::Timeout) => {
-                note_failure(server, "response timeout", eject_after, eject_ms);
-                m.timeouts.fetch_add(1, Ordering::Relaxed);
-                last = (504, "upstream response timeout\n");
-                if !resendable {
+            Err(Fail::Upstream(e)) => {
+                if !attempts.failed(server, e, resendable) {
                     break;
                 }
             }
@@ -607,22 +573,26 @@ where
                     }
                 };
                 m.response(status);
-                log_access(plan, info, status, last_server);
+                log_access(plan, info, status, attempts.last_server());
                 s.to.clear();
                 local_response(&mut s.to, status, text, true);
                 let _ = client.io.write_all(&s.to).await;
                 return false;
             }
         }
+        let Some(next) = attempts.next(&http::HeaderMap::new()) else {
+            break;
+        };
+        server = next;
+        claim = server.claim(pool.timeouts.queue).await;
     }
-    m.no_server.fetch_add(1, Ordering::Relaxed);
-    m.response(last.0);
-    log_access(plan, info, last.0, last_server);
+    let (status, text) = attempts.give_up();
+    log_access(plan, info, status.as_u16(), attempts.last_server());
     // What is left of a body the client may still be sending is not read: the connection
     // closes after the answer.
     let close = plan.client_close || !resendable;
     s.to.clear();
-    local_response(&mut s.to, last.0, last.1, close);
+    local_response(&mut s.to, status.as_u16(), text, close);
     client.io.write_all(&s.to).await.is_ok() && !close
 }
 
@@ -673,7 +643,11 @@ where
                     up = connect(server, t).await?;
                     continue;
                 }
-                return Err(Fail::Sent(DURING, format!("{}: write failed", server.address)));
+                return Err(AttemptError::Sent(
+                    DURING,
+                    format!("{}: write failed", server.address),
+                )
+                .into());
             }
             match read_head(&mut up, plan, t, s).await {
                 Ok(h) => break h,
@@ -700,8 +674,15 @@ where
         claim: Some(claim),
         reusable: head.reusable,
     };
-    let keep_client =
-        relay_body(client.io, &mut upstream, head.framing, head.len, t.response, s).await?;
+    let keep_client = relay_body(
+        client.io,
+        &mut upstream,
+        head.framing,
+        head.len,
+        t.response,
+        s,
+    )
+    .await?;
     Ok((head.status, keep_client))
 }
 
@@ -709,7 +690,7 @@ async fn connect(server: &Server, t: &Timeouts) -> Result<TcpStream, Fail> {
     server
         .connect_raw(t)
         .await
-        .map_err(|e| Fail::NotSent("upstream connection failed\n", e))
+        .map_err(|e| AttemptError::NotSent("upstream connection failed\n", e).into())
 }
 
 /// Sends the head with the body's first bytes in one write (read first, after a `100
@@ -746,8 +727,11 @@ where
     client.buf.drain(..n);
     let sent = |r: Result<Result<(), std::io::Error>, tokio::time::error::Elapsed>| match r {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Fail::Sent(DURING, "request body not taken".to_owned())),
-        Err(_) => Err(Fail::Timeout),
+        Ok(Err(_)) => Err(Fail::Upstream(AttemptError::Sent(
+            DURING,
+            "request body not taken".to_owned(),
+        ))),
+        Err(_) => Err(Fail::Upstream(AttemptError::Timeout)),
     };
     sent(tokio::time::timeout(t.response, up.write_all(&s.first)).await)?;
     while !body.is_done() {
@@ -767,14 +751,16 @@ enum HeadError {
 
 impl HeadError {
     fn fail(self, server: &Server) -> Fail {
-        match self {
-            HeadError::Closed => Fail::Sent(
+        Fail::Upstream(match self {
+            HeadError::Closed => AttemptError::Sent(
                 DURING,
                 format!("{}: closed before a response", server.address),
             ),
-            HeadError::Timeout => Fail::Timeout,
-            HeadError::Invalid(why) => Fail::Sent(DURING, format!("{}: {why}", server.address)),
-        }
+            HeadError::Timeout => AttemptError::Timeout,
+            HeadError::Invalid(why) => {
+                AttemptError::Sent(DURING, format!("{}: {why}", server.address))
+            }
+        })
     }
 }
 

@@ -362,8 +362,10 @@ async fn a_body_by_length_goes_byte_for_byte_and_the_connection_stays_open() {
     let mut c = Client::connect(addr).await;
     // The body comes in three pieces after the head; the next request is pipelined
     // right behind its last byte.
-    c.send(b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n\r\n")
-        .await;
+    c.send(
+        b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n\r\n",
+    )
+    .await;
     c.send(b"hel").await;
     c.send(b"lo ").await;
     c.send(b"worldGET /next HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -431,7 +433,8 @@ async fn a_bad_chunk_size_is_400_reaches_no_server_and_is_not_its_fault() {
         let mut b = Backend::named("b").await;
         let (p, addr) = proxy(&simple(&[&b], "", ""));
         let mut c = Client::connect(addr).await;
-        let mut req = b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut req =
+            b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         req.extend_from_slice(first);
         c.send(&req).await;
         if !rest.is_empty() {
@@ -468,7 +471,10 @@ async fn odd_framing_is_left_to_the_general_path() {
     assert_eq!(status(&c.response().await), 200);
     assert!(c.closed().await);
     let got = b.request().await;
-    assert!(!got.to_ascii_lowercase().contains("content-length"), "{got}");
+    assert!(
+        !got.to_ascii_lowercase().contains("content-length"),
+        "{got}"
+    );
     b.no_request().await;
     // Another coding, a sign: the general path's 400.
     for framing in ["Transfer-Encoding: gzip", "Content-Length: +3"] {
