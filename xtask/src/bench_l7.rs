@@ -8,7 +8,8 @@
 //! 64 keep-alive connections; `post`, the same with a 2 KB request body (a wrk Lua script);
 //! `h2c`, HTTP/2 with h2load, 64 connections with 10 streams each, prior knowledge.
 //! `--baseline PATH` adds another portier binary (an earlier build) as a fourth target, so a
-//! change is measured before and after in one run; `--shapes post,get` picks shapes.
+//! change is measured before and after in one run; `--shapes post,get` picks shapes;
+//! `--portier PATH` measures that binary instead of building the tree.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -333,14 +334,30 @@ fn shapes(list: Option<&str>) -> Result<Vec<Shape>> {
         .collect()
 }
 
-pub fn run(root: &Path, baseline: Option<&Path>, shape_list: Option<&str>) -> Result<()> {
-    let shapes = shapes(shape_list)?;
+/// `cargo xtask bench l7` options.
+pub struct Options {
+    /// Another portier binary measured as a fourth target.
+    pub baseline: Option<PathBuf>,
+    /// Comma-separated shape names; all when absent.
+    pub shapes: Option<String>,
+    /// The portier binary to measure; the tree's release build when absent.
+    pub portier: Option<PathBuf>,
+}
+
+pub fn run(root: &Path, options: Options) -> Result<()> {
+    let shapes = shapes(options.shapes.as_deref())?;
+    let baseline = options.baseline.as_deref();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
         bail!("the L7 benchmark needs 2 CPUs (proxy on one, load and backend on the other)");
     }
-    crate::cargo(&["build", "--release", "-p", "portier", "--bin", "portier"])?;
-    let portier_bin: PathBuf = root.join("target/release/portier");
+    let portier_bin: PathBuf = match options.portier {
+        Some(p) => p,
+        None => {
+            crate::cargo(&["build", "--release", "-p", "portier", "--bin", "portier"])?;
+            root.join("target/release/portier")
+        }
+    };
     let dir = PathBuf::from("/tmp/portier-bench-l7");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

@@ -77,6 +77,9 @@ enum Task {
         /// `l7` only: the shapes to run, comma-separated (get, post, h2c); all by default.
         #[arg(long)]
         shapes: Option<String>,
+        /// `l7` only: measure this portier binary instead of building the tree's.
+        #[arg(long)]
+        portier: Option<PathBuf>,
     },
 }
 
@@ -159,7 +162,15 @@ fn main() -> Result<()> {
             what,
             baseline,
             shapes,
-        } => bench(&what, baseline.as_deref(), shapes.as_deref()),
+            portier,
+        } => bench(
+            &what,
+            bench_l7::Options {
+                baseline,
+                shapes,
+                portier,
+            },
+        ),
     }
 }
 
@@ -250,7 +261,7 @@ fn xtask_stays_light() -> Result<()> {
     Ok(())
 }
 
-fn bench(what: &str, baseline: Option<&Path>, shapes: Option<&str>) -> Result<()> {
+fn bench(what: &str, l7: bench_l7::Options) -> Result<()> {
     let run = |sub: &str| {
         cargo(&[
             "run",
@@ -270,7 +281,7 @@ fn bench(what: &str, baseline: Option<&Path>, shapes: Option<&str>) -> Result<()
             run("xdp")?;
             run("xdp-live")
         }
-        "l7" => bench_l7::run(&workspace_root(), baseline, shapes),
+        "l7" => bench_l7::run(&workspace_root(), l7),
         // Needs the debug build the lab runs (`build`), not the release one.
         "failover" => {
             build(false)?;
