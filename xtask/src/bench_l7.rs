@@ -4,8 +4,12 @@
 //!
 //! Everything runs on loopback. CPU 1 holds the proxy under test (portier with its tokio
 //! workers, or HAProxy with one thread); CPU 0 holds the load generator and the backend
-//! (nginx, one worker), the same for all three targets. HTTP/1.1: wrk, 64 keep-alive
-//! connections. HTTP/2: h2load, 64 connections with 10 streams each, prior knowledge.
+//! (nginx, one worker), the same for all three targets. Shapes: `get`, HTTP/1.1 GET with wrk,
+//! 64 keep-alive connections; `post`, the same with a 2 KB request body (a wrk Lua script);
+//! `h2c`, HTTP/2 with h2load, 64 connections with 10 streams each, prior knowledge.
+//! `--baseline PATH` adds another portier binary (an earlier build) as a fourth target, so a
+//! change is measured before and after in one run; `--shapes post,get` picks shapes;
+//! `--portier PATH` measures that binary instead of building the tree.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -16,6 +20,8 @@ const BACKEND_H1: u16 = 18080;
 const BACKEND_H2: u16 = 18081;
 const PORTIER_H1: u16 = 28080;
 const PORTIER_H2: u16 = 28081;
+const BASELINE_H1: u16 = 28082;
+const BASELINE_H2: u16 = 28083;
 const HAPROXY_H1: u16 = 38080;
 const HAPROXY_H2: u16 = 38081;
 const PROXY_CPU: &str = "1";
@@ -23,6 +29,35 @@ const LOAD_CPU: &str = "0";
 const DURATION_S: u32 = 10;
 const CONNECTIONS: u32 = 64;
 const ROUNDS: usize = 3;
+/// The request body of the `post` shape.
+const POST_BYTES: usize = 2048;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Get,
+    Post,
+    H2c,
+}
+
+impl Shape {
+    const ALL: [Shape; 3] = [Shape::Get, Shape::Post, Shape::H2c];
+
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Get => "get",
+            Shape::Post => "post",
+            Shape::H2c => "h2c",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Shape::Get => "HTTP/1.1 GET (wrk)",
+            Shape::Post => "HTTP/1.1 POST, 2 KB body (wrk + Lua)",
+            Shape::H2c => "HTTP/2 h2c (h2load, 10 streams)",
+        }
+    }
+}
 
 struct Proc {
     name: &'static str,
@@ -108,12 +143,17 @@ fn parse_ms(text: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * factor)
 }
 
-fn wrk(port: u16) -> Result<Result1> {
+/// `script`: a wrk Lua script (the POST shape's), or none for GETs.
+fn wrk(port: u16, script: Option<&Path>) -> Result<Result1> {
     let url = format!("http://127.0.0.1:{port}/");
-    let out = Command::new("taskset")
-        .args(["-c", LOAD_CPU, "wrk", "-t1"])
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", LOAD_CPU, "wrk", "-t1"])
         .arg(format!("-c{CONNECTIONS}"))
-        .arg(format!("-d{DURATION_S}s"))
+        .arg(format!("-d{DURATION_S}s"));
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd
         .args(["--latency", "-H", "Host: todo.example", &url])
         .output()
         .context("cannot run wrk")?;
@@ -268,16 +308,56 @@ fn write_configs(dir: &Path) -> Result<()> {
              backend shop\n  balance roundrobin\n  server s1 127.0.0.1:{BACKEND_H1}\n"
         ),
     )?;
+    // The POST shape: every request carries the same 2 KB body (nginx's `return` reads and
+    // discards it, keeping the connection).
+    std::fs::write(
+        dir.join("post.lua"),
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", {POST_BYTES})\n\
+             wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n"
+        ),
+    )?;
     Ok(())
 }
 
-pub fn run(root: &Path) -> Result<()> {
+fn shapes(list: Option<&str>) -> Result<Vec<Shape>> {
+    let Some(list) = list else {
+        return Ok(Shape::ALL.to_vec());
+    };
+    list.split(',')
+        .map(|n| {
+            Shape::ALL
+                .into_iter()
+                .find(|s| s.name() == n.trim())
+                .with_context(|| format!("unknown shape {n:?} (known: get, post, h2c)"))
+        })
+        .collect()
+}
+
+/// `cargo xtask bench l7` options.
+pub struct Options {
+    /// Another portier binary measured as a fourth target.
+    pub baseline: Option<PathBuf>,
+    /// Comma-separated shape names; all when absent.
+    pub shapes: Option<String>,
+    /// The portier binary to measure; the tree's release build when absent.
+    pub portier: Option<PathBuf>,
+}
+
+pub fn run(root: &Path, options: Options) -> Result<()> {
+    let shapes = shapes(options.shapes.as_deref())?;
+    let baseline = options.baseline.as_deref();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
         bail!("the L7 benchmark needs 2 CPUs (proxy on one, load and backend on the other)");
     }
-    crate::cargo(&["build", "--release", "-p", "portier", "--bin", "portier"])?;
-    let portier_bin: PathBuf = root.join("target/release/portier");
+    let portier_bin: PathBuf = match options.portier {
+        Some(p) => p,
+        None => {
+            crate::cargo(&["build", "--release", "-p", "portier", "--bin", "portier"])?;
+            root.join("target/release/portier")
+        }
+    };
     let dir = PathBuf::from("/tmp/portier-bench-l7");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -314,35 +394,63 @@ pub fn run(root: &Path) -> Result<()> {
         &["-db", "-f", &dir.join("haproxy.cfg").to_string_lossy()],
     )?;
     wait_port(HAPROXY_H1, &mut haproxy, &dir)?;
+    // The same config on the baseline's own ports.
+    let mut base = match baseline {
+        Some(bin) => {
+            let config = std::fs::read_to_string(dir.join("portier.toml"))?
+                .replace(&PORTIER_H1.to_string(), &BASELINE_H1.to_string())
+                .replace(&PORTIER_H2.to_string(), &BASELINE_H2.to_string())
+                // Its own node name, so its own admin socket.
+                .replace("name = \"bench\"", "name = \"bench-baseline\"");
+            std::fs::write(dir.join("baseline.toml"), config)?;
+            let mut p = spawn(
+                "baseline",
+                &dir,
+                PROXY_CPU,
+                &bin.to_string_lossy(),
+                &["run", "-c", &dir.join("baseline.toml").to_string_lossy()],
+            )?;
+            wait_port(BASELINE_H1, &mut p, &dir)?;
+            Some(p)
+        }
+        None => None,
+    };
 
     println!(
         "L7 benchmark: {DURATION_S} s per run, {ROUNDS} interleaved rounds (medians), {CONNECTIONS} \
          connections; proxy on CPU {PROXY_CPU}, load generator and nginx backend on CPU {LOAD_CPU}"
     );
+    let script = dir.join("post.lua");
     let mut table = Vec::new();
-    for (proto, h2) in [
-        ("HTTP/1.1 (wrk)", false),
-        ("HTTP/2 h2c (h2load, 10 streams)", true),
-    ] {
-        let (pp, hp, dp) = if h2 {
-            (PORTIER_H2, HAPROXY_H2, BACKEND_H2)
+    for shape in shapes {
+        let h2 = shape == Shape::H2c;
+        let (pp, bp, hp, dp) = if h2 {
+            (PORTIER_H2, BASELINE_H2, HAPROXY_H2, BACKEND_H2)
         } else {
-            (PORTIER_H1, HAPROXY_H1, BACKEND_H1)
+            (PORTIER_H1, BASELINE_H1, HAPROXY_H1, BACKEND_H1)
         };
-        let run = |port: u16| if h2 { h2load(port, &dir) } else { wrk(port) };
+        let run = |port: u16| match shape {
+            Shape::H2c => h2load(port, &dir),
+            Shape::Get => wrk(port, None),
+            Shape::Post => wrk(port, Some(&script)),
+        };
         // A short warm-up so connection pools and caches are in place for every target.
-        for port in [pp, hp, dp] {
+        for port in [pp, bp, hp, dp] {
             let _ = std::net::TcpStream::connect(("127.0.0.1", port));
         }
         // Interleaved rounds, medians reported: a slow spell of the shared machine then
         // hits every target alike instead of whichever ran during it.
-        let (mut d, mut h, mut p) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut d, mut h, mut p, mut b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             d.push(measure(None, || run(dp))?);
             h.push(measure(Some(&haproxy), || run(hp))?);
             p.push(measure(Some(&portier), || run(pp))?);
+            if let Some(base) = &base {
+                b.push(measure(Some(base), || run(bp))?);
+            }
         }
-        table.push((proto, median(p), median(h), median(d)));
+        let b = (!b.is_empty()).then(|| median(b));
+        table.push((shape.title(), median(p), b, median(h), median(d)));
     }
 
     println!();
@@ -350,24 +458,42 @@ pub fn run(root: &Path) -> Result<()> {
         "{:<34} {:>12} {:>10} {:>14}",
         "target", "requests/s", "p99 ms", "CPU us/req"
     );
-    for (proto, p, h, d) in &table {
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "-".into(),
+    };
+    for (proto, p, b, h, d) in &table {
         println!("{proto}");
-        for (name, r) in [("  portier", p), ("  haproxy", h), ("  direct (nginx)", d)] {
+        let rows = [
+            ("  portier", Some(p)),
+            ("  portier (baseline)", b.as_ref()),
+            ("  haproxy", Some(h)),
+            ("  direct (nginx)", Some(d)),
+        ];
+        for (name, r) in rows {
+            let Some(r) = r else { continue };
             let cpu = r.cpu_us.map_or("-".to_string(), |c| format!("{c:.1}"));
             println!("{name:<34} {:>12.0} {:>10.2} {:>14}", r.rps, r.p99_ms, cpu);
+        }
+        if let Some(b) = b {
+            println!(
+                "  baseline/haproxy requests/s {:.2}, p99 {:.2}, CPU/req {}; portier/baseline requests/s {:.2}",
+                b.rps / h.rps,
+                b.p99_ms / h.p99_ms,
+                ratio(b.cpu_us, h.cpu_us),
+                p.rps / b.rps,
+            );
         }
         println!(
             "  ratios: portier/haproxy requests/s {:.2}, p99 {:.2}, CPU/req {}; portier/direct requests/s {:.2}, p99 {:.2}",
             p.rps / h.rps,
             p.p99_ms / h.p99_ms,
-            match (p.cpu_us, h.cpu_us) {
-                (Some(a), Some(b)) => format!("{:.2}", a / b),
-                _ => "-".into(),
-            },
+            ratio(p.cpu_us, h.cpu_us),
             p.rps / d.rps,
             p.p99_ms / d.p99_ms,
         );
     }
+    drop(base.take());
     drop(haproxy);
     drop(portier);
     drop(nginx);

@@ -73,6 +73,15 @@ enum Task {
     Bench {
         #[arg(default_value = "xdp")]
         what: String,
+        /// `l7` only: another portier binary (an earlier build) measured in the same run.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// `l7` only: the shapes to run, comma-separated (get, post, h2c); all by default.
+        #[arg(long)]
+        shapes: Option<String>,
+        /// `l7` only: measure this portier binary instead of building the tree's.
+        #[arg(long)]
+        portier: Option<PathBuf>,
     },
 }
 
@@ -151,7 +160,19 @@ fn main() -> Result<()> {
         Task::Package { debug } => package::run(&root, debug).map(|_| ()),
         Task::Test { args } => test(&args),
         Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
-        Task::Bench { what } => bench(&what),
+        Task::Bench {
+            what,
+            baseline,
+            shapes,
+            portier,
+        } => bench(
+            &what,
+            bench_l7::Options {
+                baseline,
+                shapes,
+                portier,
+            },
+        ),
     }
 }
 
@@ -245,7 +266,7 @@ fn xtask_stays_light() -> Result<()> {
     Ok(())
 }
 
-fn bench(what: &str) -> Result<()> {
+fn bench(what: &str, l7: bench_l7::Options) -> Result<()> {
     let run = |sub: &str| {
         cargo(&[
             "run",
@@ -267,7 +288,7 @@ fn bench(what: &str) -> Result<()> {
             run("xdp")?;
             run("xdp-live")
         }
-        "l7" => bench_l7::run(&workspace_root()),
+        "l7" => bench_l7::run(&workspace_root(), l7),
         // Needs the debug build the lab runs (`build`), not the release one.
         "failover" => {
             build(false)?;

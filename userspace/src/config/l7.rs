@@ -83,6 +83,9 @@ pub struct ListenerConfig {
     /// a request body it stops sending, for this long ends the request (408 or a close),
     /// counted against the client, never the server.
     pub client_timeout_ms: u64,
+    /// The largest request body accepted (0: no limit); a larger one gets 413 and the
+    /// connection closes (nginx's `client_max_body_size`).
+    pub max_body_bytes: u64,
     /// An HTTP/2 connection with no request in progress for this long is closed (GOAWAY).
     pub h2_idle_timeout_ms: u64,
     /// Requests one client connection may have at the servers at once (HTTP/2 streams hold
@@ -386,6 +389,7 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
             "header_timeout_ms",
             "max_header_bytes",
             "client_timeout_ms",
+            "max_body_bytes",
             "h2_idle_timeout_ms",
             "max_upstream_per_connection",
             "no_route_status",
@@ -473,6 +477,7 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
     // hyper's read buffer cannot be smaller than 8 KiB.
     let max_header_bytes = int(report, table, "max_header_bytes", 8192..=1 << 20, 65_536);
     let client_timeout_ms = ms(report, table, "client_timeout_ms", 30_000);
+    let max_body_bytes = int(report, table, "max_body_bytes", 0..=1 << 50, 0u64);
     let h2_idle_timeout_ms = ms(report, table, "h2_idle_timeout_ms", 30_000);
     let max_upstream_per_connection = int(
         report,
@@ -494,6 +499,7 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
             header_timeout_ms: header_timeout_ms?,
             max_header_bytes: max_header_bytes?,
             client_timeout_ms: client_timeout_ms?,
+            max_body_bytes: max_body_bytes?,
             h2_idle_timeout_ms: h2_idle_timeout_ms?,
             max_upstream_per_connection: max_upstream_per_connection?,
             no_route_status: no_route_status?,

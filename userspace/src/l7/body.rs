@@ -34,6 +34,8 @@ pub struct Body {
     upload: Option<Arc<Upload>>,
     /// The client connection's hold for this request, released when the body ends.
     hold: Option<Hold>,
+    /// Data bytes a request body may still carry (`max_body_bytes`), when limited.
+    allowed: Option<u64>,
 }
 
 /// Whose silence a body's idle bound measures.
@@ -230,6 +232,8 @@ pub enum BodyError {
     ClientTimeout,
     #[error("the server sent nothing of the response body within the response timeout")]
     ServerTimeout,
+    #[error("the request body is larger than max_body_bytes")]
+    TooLarge,
     #[error("{0}")]
     Upstream(&'static str),
 }
@@ -243,6 +247,7 @@ impl Body {
             idle: None,
             upload: None,
             hold: None,
+            allowed: None,
         }
     }
 
@@ -255,6 +260,7 @@ impl Body {
             idle: None,
             upload: None,
             hold: None,
+            allowed: None,
         }
     }
 
@@ -270,6 +276,7 @@ impl Body {
             idle: None,
             upload: None,
             hold: None,
+            allowed: None,
         }
     }
 
@@ -295,6 +302,12 @@ impl Body {
             stall: Stall::default(),
             whose,
         });
+        self
+    }
+
+    /// A request body that fails once it has carried more than `max` data bytes.
+    pub fn with_limit(mut self, max: u64) -> Body {
+        self.allowed = Some(max);
         self
     }
 
@@ -392,6 +405,19 @@ impl HttpBody for Body {
         };
         if let Some(idle) = &mut this.idle {
             idle.stall.progress();
+        }
+        if let (Some(allowed), Some(Ok(frame))) = (&mut this.allowed, &polled) {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match allowed.checked_sub(n) {
+                Some(rest) => *allowed = rest,
+                None => {
+                    if let Some(u) = &this.upload {
+                        u.fail(ClientFailure::TooLarge);
+                    }
+                    this.end(false);
+                    return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                }
+            }
         }
         if let Some(Err(_)) = &polled {
             if let Some(u) = &this.upload {

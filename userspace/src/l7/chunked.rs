@@ -54,6 +54,8 @@ const MAX_SIZE_DIGITS: u8 = 15;
 pub struct ChunkedScanner {
     state: State,
     trailer_bytes: usize,
+    /// The sum of the chunk sizes announced so far (the body's data length once done).
+    declared: u64,
 }
 
 impl Default for ChunkedScanner {
@@ -70,7 +72,14 @@ impl ChunkedScanner {
                 value: 0,
             },
             trailer_bytes: 0,
+            declared: 0,
         }
+    }
+
+    /// The data bytes the chunk-size lines read so far announce: a size limit is enforced
+    /// at the line, before the chunk's data arrives.
+    pub fn declared(&self) -> u64 {
+        self.declared
     }
 
     pub fn is_done(&self) -> bool {
@@ -163,7 +172,10 @@ impl ChunkedScanner {
                 },
                 State::SizeLf { value } => match (b, value) {
                     (b'\n', 0) => State::TrailerStart,
-                    (b'\n', v) => State::Data { left: v },
+                    (b'\n', v) => {
+                        self.declared = self.declared.saturating_add(v);
+                        State::Data { left: v }
+                    }
                     _ => return Err(Malformed),
                 },
                 State::Data { left } => {
@@ -227,6 +239,18 @@ fn hex(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_sizes_are_summed_at_each_size_line() {
+        let mut s = ChunkedScanner::new();
+        assert_eq!(s.feed(b"3\r\nab"), Ok(5));
+        assert_eq!(s.declared(), 3);
+        assert_eq!(s.feed(b"c\r\n10;x=y\r\n"), Ok(11));
+        assert_eq!(s.declared(), 19);
+        assert_eq!(s.feed(b"0123456789abcdef\r\n0\r\n\r\n"), Ok(23));
+        assert!(s.is_done());
+        assert_eq!(s.declared(), 19);
+    }
 
     /// Feeds `body` in pieces of `step` bytes; the body's length, or the error.
     fn scan(body: &[u8], step: usize) -> Result<Option<usize>, Malformed> {

@@ -1,20 +1,29 @@
-//! The HTTP/1.1 fast path: the common request (GET or HEAD, no body, no upgrade, routed to a
-//! plain HTTP/1 pool with a free slot) is forwarded as bytes, the way HAProxy and nginx do
-//! it: the client's head is parsed once in place, rewritten straight into the upstream
-//! request, and the response head is rewritten the same way while its body (by length,
+//! The HTTP/1.1 fast path: the common request (a GET or HEAD, or a request with a body
+//! framed by one valid `Content-Length` or by `Transfer-Encoding: chunked`, routed to a plain
+//! HTTP/1 pool with a free slot) is forwarded as bytes, the way HAProxy and nginx do it: the
+//! client's head is parsed once in place, rewritten straight into the upstream request, the
+//! request body relayed as it arrives (chunked bodies checked by the same strict scanner as
+//! responses), and the response head is rewritten the same way while its body (by length,
 //! chunked or to close) is relayed unchanged. No header map, no task or channel per request.
 //!
 //! Anything else is handed, with the bytes read so far, to the general path (hyper), which
-//! then owns the connection: other methods and bodies, HTTP/1.0, upgrades, `Expect`, `TE`,
-//! invalid or repeated Host, unknown routes, hashing pools, HTTP/2 (its preface is not an
-//! HTTP/1 request line), oversized heads. So every refusal, limit and defence stays where it
-//! is implemented and tested once.
+//! then owns the connection: other methods, HTTP/1.0, upgrades, `TE`, an `Expect` other than
+//! `100-continue`, repeated or unusual framing fields (both `Content-Length` and
+//! `Transfer-Encoding`, two `Content-Length`s, a coding other than chunked), a declared body
+//! above `max_body_bytes`, invalid or repeated Host, unknown routes, hashing pools, HTTP/2
+//! (its preface is not an HTTP/1 request line), oversized heads. So every refusal, limit and
+//! defence of an odd head stays where it is implemented and tested once.
+//!
+//! A request body is the client's to send: its silence is bounded by `client_timeout_ms`
+//! (408, counted against the client, never the server), the response timeout starts once it
+//! has been sent, and a request any byte of whose body went to a server is never sent again.
 
 use crate::config::{Balance, HttpProtocol};
+use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::chunked::ChunkedScanner;
 use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED};
 use crate::l7::pool::{Claim, Pool, Server, Timeouts};
-use crate::l7::proxy::{Access, ConnInfo, note_failure};
+use crate::l7::proxy::{Access, ConnInfo};
 use crate::l7::response_fields::{self, Framing};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
@@ -37,6 +46,8 @@ const MAX_NAMED: usize = 8;
 pub struct Settings {
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
+    /// The client's silence allowed while its request body is awaited.
+    pub client_timeout: Duration,
 }
 
 /// How a connection left the fast path.
@@ -60,6 +71,7 @@ where
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut upstream: Vec<u8> = Vec::with_capacity(1024);
     let mut scratch = Scratch::default();
+    let mut client_silence = Stall::default();
     // One timer per connection, re-armed for each head (the slowloris bound).
     let head_timer = tokio::time::sleep(settings.header_timeout);
     tokio::pin!(head_timer);
@@ -88,8 +100,14 @@ where
                 Ok(_) => {}
             }
         };
-        let keep = exchange(io, &mut plan, &upstream, info, &mut scratch).await;
         buf.drain(..plan.head_len);
+        let mut client = Downstream {
+            io: &mut *io,
+            buf: &mut buf,
+            timeout: settings.client_timeout,
+            silence: &mut client_silence,
+        };
+        let keep = exchange(&mut client, &mut plan, &upstream, info, &mut scratch).await;
         if !keep {
             let _ = io.shutdown().await;
             return Outcome::Closed;
@@ -104,8 +122,19 @@ pub enum Prep {
     Ready(Plan),
 }
 
+/// How the request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
 pub struct Plan {
     pub head_len: usize,
+    pub body: RequestBody,
+    /// The client sent `Expect: 100-continue`: it may wait for a 100 before its body.
+    pub expect_continue: bool,
     pool: Arc<Pool>,
     /// The first server, and its claim when a slot was free at once.
     first: usize,
@@ -141,7 +170,7 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
         return Prep::Handoff;
     };
     let head_only = match method {
-        "GET" => false,
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" => false,
         "HEAD" => true,
         _ => return Prep::Handoff,
     };
@@ -151,6 +180,9 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
         return Prep::Handoff;
     }
     let mut host: Option<&[u8]> = None;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
     let mut client_close = false;
     let mut named: [&[u8]; MAX_NAMED] = [&[]; MAX_NAMED];
     let mut n_named = 0;
@@ -172,18 +204,36 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
                     n_named += 1;
                 }
             }
-        } else if [
-            "content-length",
-            "transfer-encoding",
-            "expect",
-            "upgrade",
-            "te",
-        ]
-        .iter()
-        .any(|n| eq(name, n))
-        {
+        } else if eq(name, "content-length") {
+            // One plain decimal length; lists, repeats and signs are the general path's to
+            // refuse (or fold) as it does.
+            let Some(n) = decimal(f.value).filter(|_| length.is_none()) else {
+                return Prep::Handoff;
+            };
+            length = Some(n);
+        } else if eq(name, "transfer-encoding") {
+            if chunked || !f.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Prep::Handoff;
+            }
+            chunked = true;
+        } else if eq(name, "expect") {
+            if expect_continue || !f.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                return Prep::Handoff;
+            }
+            expect_continue = true;
+        } else if eq(name, "upgrade") || eq(name, "te") {
             return Prep::Handoff;
         }
+    }
+    let body = match (length, chunked) {
+        (None, false) | (Some(0), false) => RequestBody::None,
+        (Some(n), false) if info.max_body == 0 || n <= info.max_body => RequestBody::Length(n),
+        (None, true) => RequestBody::Chunked,
+        // Both (a smuggling shape), or a declared body over the limit (413).
+        _ => return Prep::Handoff,
+    };
+    if expect_continue && body == RequestBody::None {
+        return Prep::Handoff;
     }
     let Some(host_raw) = host else {
         return Prep::Handoff;
@@ -261,6 +311,10 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
         }
         push_field(out, name.as_bytes(), f.value);
     }
+    if body == RequestBody::Chunked {
+        // Hop-by-hop, so skipped above; the body goes on in the same coding.
+        push_field(out, b"transfer-encoding", b"chunked");
+    }
     let ip = info.forwarding.ip.as_bytes();
     match xff {
         Some((name, previous)) => {
@@ -297,6 +351,8 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
     });
     Prep::Ready(Plan {
         head_len,
+        body,
+        expect_continue,
         pool: pool.clone(),
         first: idx,
         claim,
@@ -304,6 +360,14 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
         client_close,
         access,
     })
+}
+
+/// A Content-Length value: digits only, at most 18 of them (no u64 overflow).
+fn decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 fn plain_target_byte(b: u8) -> bool {
@@ -324,25 +388,135 @@ struct Scratch {
     from: Vec<u8>,
     /// What goes to the client next.
     to: Vec<u8>,
+    /// What goes to the server first: the head and the body's first bytes, in one write.
+    first: Vec<u8>,
     /// The server's silence while a response body is awaited.
     silence: Stall,
 }
 
+/// The client side of a request being forwarded: its connection, what was read of it past
+/// the head (the body's start, perhaps the next request), and the bound on its silence.
+struct Downstream<'a, I> {
+    io: &'a mut I,
+    buf: &'a mut Vec<u8>,
+    timeout: Duration,
+    silence: &'a mut Stall,
+}
+
+impl<I: AsyncRead + Unpin> Downstream<'_, I> {
+    /// Reads more of the request body into `buf`; fails when the client sends nothing for
+    /// the client timeout (the timer is armed only when a read has to wait).
+    async fn read(&mut self) -> Result<(), ClientFail> {
+        self.buf.reserve(16 * 1024);
+        let (io, buf, silence, limit) = (
+            &mut *self.io,
+            &mut *self.buf,
+            &mut *self.silence,
+            self.timeout,
+        );
+        std::future::poll_fn(|cx| {
+            match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *io), cx, buf) {
+                Poll::Ready(Ok(0) | Err(_)) => {
+                    silence.progress();
+                    Poll::Ready(Err(ClientFail::Gone))
+                }
+                Poll::Ready(Ok(_)) => {
+                    silence.progress();
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Pending if silence.pending(cx, limit) => {
+                    silence.progress();
+                    Poll::Ready(Err(ClientFail::Timeout))
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// Why the client's request body could not be forwarded: the client's fault, never the
+/// server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientFail {
+    Malformed,
+    Timeout,
+    TooLarge,
+    /// The client closed its connection (or it failed).
+    Gone,
+}
+
+/// The part of a request body still to come.
+enum BodyLeft {
+    Length(u64),
+    Chunked(ChunkedScanner),
+    Done,
+}
+
+impl BodyLeft {
+    fn new(body: RequestBody) -> BodyLeft {
+        match body {
+            RequestBody::None | RequestBody::Length(0) => BodyLeft::Done,
+            RequestBody::Length(n) => BodyLeft::Length(n),
+            RequestBody::Chunked => BodyLeft::Chunked(ChunkedScanner::new()),
+        }
+    }
+
+    /// How many bytes at the start of `input` belong to the body (checked, and counted
+    /// against `max`, 0 for no limit).
+    fn take(&mut self, input: &[u8], max: u64) -> Result<usize, ClientFail> {
+        match self {
+            BodyLeft::Done => Ok(0),
+            BodyLeft::Length(left) => {
+                let n = input
+                    .len()
+                    .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                if *left == 0 {
+                    *self = BodyLeft::Done;
+                }
+                Ok(n)
+            }
+            BodyLeft::Chunked(scanner) => {
+                let n = scanner.feed(input).map_err(|_| ClientFail::Malformed)?;
+                if max != 0 && scanner.declared() > max {
+                    return Err(ClientFail::TooLarge);
+                }
+                if scanner.is_done() {
+                    *self = BodyLeft::Done;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, BodyLeft::Done)
+    }
+}
+
 /// Why an attempt on one server failed.
 enum Fail {
-    /// Nothing went to the client yet: another server may be tried.
-    Upstream(&'static str, String),
-    Timeout,
+    /// No response head: the retry loop decides (`l7::attempt`).
+    Upstream(AttemptError),
     /// The response had started: the client connection must close.
     Broken,
     /// The server sent nothing of the body for the response timeout; the client connection
     /// closes.
     Silent,
+    /// The client's body failed; the server is not at fault.
+    Client(ClientFail),
+}
+
+impl From<AttemptError> for Fail {
+    fn from(e: AttemptError) -> Fail {
+        Fail::Upstream(e)
+    }
 }
 
 /// Forwards one request with retries; whether the client connection stays open.
 async fn exchange<I>(
-    client: &mut I,
+    client: &mut Downstream<'_, I>,
     plan: &mut Plan,
     request: &[u8],
     info: &ConnInfo,
@@ -351,67 +525,75 @@ async fn exchange<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let pool = &plan.pool;
+    let pool = plan.pool.clone();
     let m = &pool.metrics;
     m.requests.fetch_add(1, Ordering::Relaxed);
-    let (eject_after, eject_ms) = (pool.config.eject_after, pool.config.eject_ms);
-    let mut tried = Vec::new();
-    let mut idx = plan.first;
+    // A request with a body cannot be sent twice: what the client sent of it is gone.
+    let resendable = plan.body == RequestBody::None;
+    let mut attempts = Attempts::new(&pool);
+    let mut server = attempts.start(plan.first);
     let mut claim = match plan.claim.take() {
         Some(c) => Some(c),
-        None => pool.servers[idx].claim(pool.timeouts.queue).await,
+        None => server.claim(pool.timeouts.queue).await,
     };
-    let mut last = (503u16, "no server available\n");
-    let mut last_server = None;
-    for attempt in 0..=pool.config.retries {
-        if attempt > 0 {
-            let Some(next) = pool.pick(&http::HeaderMap::new(), &tried) else {
-                break;
-            };
-            idx = next;
-            m.retries.fetch_add(1, Ordering::Relaxed);
-            claim = pool.servers[idx].claim(pool.timeouts.queue).await;
-        }
-        tried.push(idx);
-        let server = &pool.servers[idx];
-        last_server = Some(server.address);
-        let Some(c) = claim.take() else {
-            last = (503, "all servers busy\n");
-            continue;
+    loop {
+        let result = match claim.take() {
+            None => Err(Fail::Upstream(AttemptError::Busy)),
+            Some(c) => attempt_once(client, server, c, request, plan, info, s).await,
         };
-        server.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        match attempt_once(client, server, c, request, plan, info, s).await {
+        match result {
             Ok((status, keep)) => {
-                server.record(status < 500, eject_after, eject_ms);
-                if status >= 500 {
-                    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
-                }
-                m.response(status);
+                attempts.answered(server, status);
                 return keep && !plan.client_close;
             }
-            Err(Fail::Upstream(text, why)) => {
-                note_failure(server, &why, eject_after, eject_ms);
-                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                last = (502, text);
-            }
-            Err(Fail::Timeout) => {
-                note_failure(server, "response timeout", eject_after, eject_ms);
-                m.timeouts.fetch_add(1, Ordering::Relaxed);
-                last = (504, "upstream response timeout\n");
+            Err(Fail::Upstream(e)) => {
+                if !attempts.failed(server, e, resendable) {
+                    break;
+                }
             }
             Err(Fail::Broken) => return false,
             Err(Fail::Silent) => {
                 m.timeouts.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
+            Err(Fail::Client(why)) => {
+                let (status, text) = match why {
+                    ClientFail::Gone => return false,
+                    ClientFail::Malformed => {
+                        info.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+                        (400, "malformed request body\n")
+                    }
+                    ClientFail::Timeout => {
+                        info.metrics.client_timeouts.fetch_add(1, Ordering::Relaxed);
+                        (408, "request body timeout\n")
+                    }
+                    ClientFail::TooLarge => {
+                        info.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+                        (413, "request body too large\n")
+                    }
+                };
+                m.response(status);
+                log_access(plan, info, status, attempts.last_server());
+                s.to.clear();
+                local_response(&mut s.to, status, text, true);
+                let _ = client.io.write_all(&s.to).await;
+                return false;
+            }
         }
+        let Some(next) = attempts.next(&http::HeaderMap::new()) else {
+            break;
+        };
+        server = next;
+        claim = server.claim(pool.timeouts.queue).await;
     }
-    m.no_server.fetch_add(1, Ordering::Relaxed);
-    m.response(last.0);
-    log_access(plan, info, last.0, last_server);
+    let (status, text) = attempts.give_up();
+    log_access(plan, info, status.as_u16(), attempts.last_server());
+    // What is left of a body the client may still be sending is not read: the connection
+    // closes after the answer.
+    let close = plan.client_close || !resendable;
     s.to.clear();
-    local_response(&mut s.to, last.0, last.1, plan.client_close);
-    client.write_all(&s.to).await.is_ok() && !plan.client_close
+    local_response(&mut s.to, status.as_u16(), text, close);
+    client.io.write_all(&s.to).await.is_ok() && !close
 }
 
 fn log_access(plan: &Plan, info: &ConnInfo, status: u16, server: Option<std::net::SocketAddr>) {
@@ -427,10 +609,13 @@ pub struct ResponseHead {
     pub reusable: bool,
 }
 
+const DURING: &str = "upstream failed during the exchange\n";
+
 /// One try on one server: a kept-alive connection if there is one (a fresh one if that
-/// turns out closed), the request, the response head, the body.
+/// turns out closed, for a request without a body), the request and its body, the response
+/// head, the response body.
 async fn attempt_once<I>(
-    client: &mut I,
+    client: &mut Downstream<'_, I>,
     server: &Arc<Server>,
     claim: Claim,
     request: &[u8],
@@ -450,29 +635,36 @@ where
             connect(server, t).await?
         }
     };
-    let head = loop {
-        match send_and_read_head(&mut up, request, plan, t, s).await {
-            Ok(h) => break h,
-            // A kept-alive connection the server closed meanwhile: nothing of this request
-            // was processed, so a fresh connection to the same server is safe.
-            Err(HeadError::Closed) if reused => {
-                reused = false;
-                up = connect(server, t).await?;
+    let head = if plan.body == RequestBody::None {
+        loop {
+            if up.write_all(request).await.is_err() {
+                if reused {
+                    reused = false;
+                    up = connect(server, t).await?;
+                    continue;
+                }
+                return Err(AttemptError::Sent(
+                    DURING,
+                    format!("{}: write failed", server.address),
+                )
+                .into());
             }
-            Err(HeadError::Closed) => {
-                return Err(Fail::Upstream(
-                    "upstream failed during the exchange\n",
-                    format!("{}: closed before a response", server.address),
-                ));
-            }
-            Err(HeadError::Timeout) => return Err(Fail::Timeout),
-            Err(HeadError::Invalid(why)) => {
-                return Err(Fail::Upstream(
-                    "upstream failed during the exchange\n",
-                    format!("{}: {why}", server.address),
-                ));
+            match read_head(&mut up, plan, t, s).await {
+                Ok(h) => break h,
+                // A kept-alive connection the server closed meanwhile: nothing of this
+                // request was processed, so a fresh connection to the same server is safe.
+                Err(HeadError::Closed) if reused => {
+                    reused = false;
+                    up = connect(server, t).await?;
+                }
+                Err(e) => return Err(e.fail(server)),
             }
         }
+    } else {
+        send_body(client, &mut up, request, plan, info.max_body, t, s).await?;
+        read_head(&mut up, plan, t, s)
+            .await
+            .map_err(|e| e.fail(server))?
     };
     // Logged with the head, as the general path does, before the body streams.
     log_access(plan, info, head.status, Some(server.address));
@@ -482,8 +674,15 @@ where
         claim: Some(claim),
         reusable: head.reusable,
     };
-    let keep_client =
-        relay_body(client, &mut upstream, head.framing, head.len, t.response, s).await?;
+    let keep_client = relay_body(
+        client.io,
+        &mut upstream,
+        head.framing,
+        head.len,
+        t.response,
+        s,
+    )
+    .await?;
     Ok((head.status, keep_client))
 }
 
@@ -491,7 +690,57 @@ async fn connect(server: &Server, t: &Timeouts) -> Result<TcpStream, Fail> {
     server
         .connect_raw(t)
         .await
-        .map_err(|e| Fail::Upstream("upstream connection failed\n", e))
+        .map_err(|e| AttemptError::NotSent("upstream connection failed\n", e).into())
+}
+
+/// Sends the head with the body's first bytes in one write (read first, after a `100
+/// Continue` when the client waits for one, so a malformed start reaches no server), then
+/// the rest as the client sends it. Writes the server does not take within the response
+/// timeout fail the attempt.
+async fn send_body<I>(
+    client: &mut Downstream<'_, I>,
+    up: &mut TcpStream,
+    request: &[u8],
+    plan: &Plan,
+    max_body: u64,
+    t: &Timeouts,
+    s: &mut Scratch,
+) -> Result<(), Fail>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut body = BodyLeft::new(plan.body);
+    if client.buf.is_empty() {
+        if plan.expect_continue {
+            client
+                .io
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| Fail::Client(ClientFail::Gone))?;
+        }
+        client.read().await.map_err(Fail::Client)?;
+    }
+    let n = body.take(client.buf, max_body).map_err(Fail::Client)?;
+    s.first.clear();
+    s.first.extend_from_slice(request);
+    s.first.extend_from_slice(&client.buf[..n]);
+    client.buf.drain(..n);
+    let sent = |r: Result<Result<(), std::io::Error>, tokio::time::error::Elapsed>| match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Fail::Upstream(AttemptError::Sent(
+            DURING,
+            "request body not taken".to_owned(),
+        ))),
+        Err(_) => Err(Fail::Upstream(AttemptError::Timeout)),
+    };
+    sent(tokio::time::timeout(t.response, up.write_all(&s.first)).await)?;
+    while !body.is_done() {
+        client.read().await.map_err(Fail::Client)?;
+        let n = body.take(client.buf, max_body).map_err(Fail::Client)?;
+        sent(tokio::time::timeout(t.response, up.write_all(&client.buf[..n])).await)?;
+        client.buf.drain(..n);
+    }
+    Ok(())
 }
 
 enum HeadError {
@@ -500,25 +749,36 @@ enum HeadError {
     Invalid(&'static str),
 }
 
-/// Sends the request and reads up to the end of the final response head, writing the
-/// client's version of the head into `s.to`.
-async fn send_and_read_head(
+impl HeadError {
+    fn fail(self, server: &Server) -> Fail {
+        Fail::Upstream(match self {
+            HeadError::Closed => AttemptError::Sent(
+                DURING,
+                format!("{}: closed before a response", server.address),
+            ),
+            HeadError::Timeout => AttemptError::Timeout,
+            HeadError::Invalid(why) => {
+                AttemptError::Sent(DURING, format!("{}: {why}", server.address))
+            }
+        })
+    }
+}
+
+/// Reads up to the end of the final response head, writing the client's version of the
+/// head into `s.to`.
+async fn read_head(
     up: &mut TcpStream,
-    request: &[u8],
     plan: &Plan,
     t: &Timeouts,
     s: &mut Scratch,
 ) -> Result<ResponseHead, HeadError> {
-    if up.write_all(request).await.is_err() {
-        return Err(HeadError::Closed);
-    }
     s.from.clear();
     let read = async {
         loop {
             if !s.from.is_empty() {
                 match rewrite_response_head(&s.from, plan, &mut s.to) {
                     Ok(Some(head)) if (100..200).contains(&head.status) => {
-                        // Interim responses to a request without Expect or Upgrade: dropped,
+                        // Interim responses (a server's own 100 Continue among them): dropped,
                         // as the general path does.
                         if head.status == 101 {
                             return Err(HeadError::Invalid("unexpected 101"));

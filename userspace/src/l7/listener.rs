@@ -188,11 +188,13 @@ async fn accept_loop(
     let fast = Arc::new(fast::Settings {
         header_timeout,
         max_header_bytes: config.max_header_bytes,
+        client_timeout: Duration::from_millis(config.client_timeout_ms),
     });
     let limits = Limits {
         client_timeout: Duration::from_millis(config.client_timeout_ms),
         h2_idle_timeout: Duration::from_millis(config.h2_idle_timeout_ms),
         max_upstream_per_connection: config.max_upstream_per_connection,
+        max_body: config.max_body_bytes,
     };
     let plain_fast = config.protocols.contains(&HttpProtocol::Http1);
     let plain_h2 = config.protocols.contains(&HttpProtocol::H2c);
@@ -274,6 +276,7 @@ struct Limits {
     client_timeout: Duration,
     h2_idle_timeout: Duration,
     max_upstream_per_connection: u32,
+    max_body: u64,
 }
 
 impl Conn {
@@ -385,6 +388,7 @@ impl Conn {
             tls,
             forwarding: crate::l7::headers::ClientInfo::new(client.ip(), tls),
             metrics: self.metrics.clone(),
+            max_body: self.limits.max_body,
         })
     }
 }

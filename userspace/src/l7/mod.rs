@@ -5,6 +5,7 @@
 //! are restarted only when their own settings change, and then the new socket is bound (with
 //! SO_REUSEPORT) before the old one stops, so a reload never refuses a connection.
 
+pub mod attempt;
 pub mod balance;
 pub mod body;
 pub mod chunked;

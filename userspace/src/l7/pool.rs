@@ -134,6 +134,8 @@ pub enum SendError {
     Downstream(String),
     /// The client sent nothing of its request body for the client timeout: its fault too.
     ClientTimeout,
+    /// The client's body grew past the listener's `max_body_bytes`: its fault too.
+    TooLarge,
     /// The server was silent for the response timeout: no response head once the request
     /// was sent, or none of the request body taken.
     Timeout,
@@ -580,6 +582,7 @@ impl Server {
         match result {
             Some(Err(e)) if client_failure.is_some() => Err(match client_failure {
                 Some(ClientFailure::Timeout) => SendError::ClientTimeout,
+                Some(ClientFailure::TooLarge) => SendError::TooLarge,
                 _ => SendError::Downstream(e.into_error().to_string()),
             }),
             Some(Ok(resp)) => {

@@ -1,11 +1,12 @@
 //! One request through the proxy: validate the host, route, pick a server, rewrite headers,
 //! send with bounded retries, and relay the response (or tunnel an upgrade).
 
+use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::body::{Body, Silence};
 use crate::l7::downstream::{Downstream, Hold};
 use crate::l7::headers::{self, ClientInfo};
-use crate::l7::metrics::ListenerMetrics;
-use crate::l7::pool::{Pool, SendError, Server};
+use crate::l7::metrics::{ListenerMetrics, PoolMetrics};
+use crate::l7::pool::{Pool, SendError};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
 use crate::l7::timeouts::Upload;
@@ -28,6 +29,8 @@ pub struct ConnInfo {
     /// The client formatted for the forwarding fields, once per connection.
     pub forwarding: ClientInfo,
     pub metrics: Arc<ListenerMetrics>,
+    /// The listener's `max_body_bytes` (0: no limit).
+    pub max_body: u64,
 }
 
 /// One request of a general-path connection; its hold on the connection (`down`) travels
@@ -83,6 +86,13 @@ async fn route_and_forward(
     let route = &snap.routes[route_id];
     route.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let pool = route.pool.clone();
+    // A declared length over the limit is refused before anything reaches a server; the
+    // body is not read, so the connection closes.
+    if conn.max_body != 0 && http_body::Body::size_hint(req.body()).lower() > conn.max_body {
+        conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        let text = "request body too large\n";
+        return client_fault(&pool.metrics, StatusCode::PAYLOAD_TOO_LARGE, text);
+    }
     let access = view.access_log.then(|| Access {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
@@ -342,45 +352,33 @@ async fn forward(
         body = body
             .with_upload(Upload::new())
             .with_idle(down.client_timeout, Silence::Client);
+        if conn.max_body != 0 {
+            body = body.with_limit(conn.max_body);
+        }
     }
     let mut pending = Some(Request::from_parts(parts, body));
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last = (StatusCode::SERVICE_UNAVAILABLE, "no server available\n");
-    let mut last_server = None;
-    for attempt in 0..=pool.config.retries {
-        let Some(req) = pending
-            .take()
-            .or_else(|| template.as_ref().map(Template::build))
-        else {
+    let mut attempts = Attempts::new(pool);
+    // Sent again after a failure once on the wire only when kept as a template.
+    let resendable = template.is_some();
+    while let Some(req) = pending
+        .take()
+        .or_else(|| template.as_ref().map(Template::build))
+    {
+        let Some(server) = attempts.next(req.headers()) else {
             break;
         };
-        let Some(idx) = pool.pick(req.headers(), &tried) else {
-            break;
-        };
-        if attempt > 0 {
-            m.retries.fetch_add(1, Ordering::Relaxed);
-        }
-        tried.push(idx);
-        let server = &pool.servers[idx];
-        last_server = Some(server.address);
-        server.metrics.requests.fetch_add(1, Ordering::Relaxed);
         // Boxed: hyper's client futures (handshake, TLS, send) take kilobytes, which would
         // otherwise be part of every request's future, moved with it at each spawn, also
         // on the paths that never use them.
         let sent = Box::pin(server.send(req, &pool.timeouts)).await;
-        let (eject_after, eject_ms) = (pool.config.eject_after, pool.config.eject_ms);
-        match sent {
+        let failure = match sent {
             Ok((mut resp, lease)) => {
                 let status = resp.status();
-                server.record(status.as_u16() < 500, eject_after, eject_ms);
-                if status.is_server_error() {
-                    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
-                }
-                m.response(status.as_u16());
+                attempts.answered(server, status.as_u16());
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     let idle = Duration::from_millis(pool.config.tunnel_timeout_ms);
                     let tunnel = tunnel(resp, down_upgrade, lease, down.clone(), idle);
-                    return (tunnel, last_server);
+                    return (tunnel, attempts.last_server());
                 }
                 let rh = resp.headers_mut();
                 headers::strip_hop_by_hop(rh);
@@ -394,62 +392,56 @@ async fn forward(
                     .with_deadline(deadline)
                     .with_idle(pool.timeouts.response, Silence::Server(m.clone()))
                     .with_guard(Box::new(lease));
-                return (Response::from_parts(rparts, body), last_server);
+                return (Response::from_parts(rparts, body), attempts.last_server());
             }
             Err(SendError::NotSent(back, why)) => {
-                note_failure(server, &why, eject_after, eject_ms);
-                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                last = (StatusCode::BAD_GATEWAY, "upstream connection failed\n");
                 pending = Some(back);
+                AttemptError::NotSent("upstream connection failed\n", why)
             }
             Err(SendError::Busy(back)) => {
-                last = (StatusCode::SERVICE_UNAVAILABLE, "all servers busy\n");
                 pending = Some(back);
+                AttemptError::Busy
             }
             Err(SendError::Sent(why)) => {
-                note_failure(server, &why, eject_after, eject_ms);
-                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                last = (
-                    StatusCode::BAD_GATEWAY,
-                    "upstream failed during the exchange\n",
-                );
+                AttemptError::Sent("upstream failed during the exchange\n", why)
             }
+            Err(SendError::Timeout) => AttemptError::Timeout,
             Err(SendError::Downstream(why)) => {
                 // A client sending a broken body must not count against, or eject, a
                 // healthy server; nor is the request retried.
                 tracing::debug!("request body failed: {why}");
                 conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-                m.response(StatusCode::BAD_REQUEST.as_u16());
-                let mut r = local(StatusCode::BAD_REQUEST, "malformed request body\n");
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return (r, last_server);
+                let r = client_fault(m, StatusCode::BAD_REQUEST, "malformed request body\n");
+                return (r, attempts.last_server());
             }
             Err(SendError::ClientTimeout) => {
                 // The client stopped sending its body: its timeout, never the server's.
                 conn.metrics.client_timeouts.fetch_add(1, Ordering::Relaxed);
-                m.response(StatusCode::REQUEST_TIMEOUT.as_u16());
-                let mut r = local(StatusCode::REQUEST_TIMEOUT, "request body timeout\n");
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                return (r, last_server);
+                let r = client_fault(m, StatusCode::REQUEST_TIMEOUT, "request body timeout\n");
+                return (r, attempts.last_server());
             }
-            Err(SendError::Timeout) => {
-                note_failure(server, "response timeout", eject_after, eject_ms);
-                m.timeouts.fetch_add(1, Ordering::Relaxed);
-                last = (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout\n");
+            Err(SendError::TooLarge) => {
+                conn.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+                let r = client_fault(m, StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+                return (r, attempts.last_server());
             }
+        };
+        if !attempts.failed(server, failure, resendable) {
+            break;
         }
     }
-    m.no_server.fetch_add(1, Ordering::Relaxed);
-    m.response(last.0.as_u16());
-    (local(last.0, last.1), last_server)
+    let (status, text) = attempts.give_up();
+    (local(status, text), attempts.last_server())
 }
 
-pub(crate) fn note_failure(server: &Server, why: &str, eject_after: u32, eject_ms: u64) {
-    tracing::debug!(server = %server.address, "upstream failure: {why}");
-    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
-    server.record(false, eject_after, eject_ms);
+/// The answer to a request whose client failed it (its body): counted in the pool's
+/// responses, never against the server, and the connection closes.
+fn client_fault(m: &PoolMetrics, status: StatusCode, text: &'static str) -> Response<Body> {
+    m.response(status.as_u16());
+    let mut r = local(status, text);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// Answers 101 to the client and splices the two upgraded connections together until either

@@ -6,19 +6,18 @@
 //! wake-ups cost more than the exchange itself.
 
 use crate::config::HttpProtocol;
+use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::body::{Body, RawBody, RawFraming, Silence};
 use crate::l7::chunked::ChunkedScanner;
 use crate::l7::headers::{ClientInfo, HOP_BY_HOP, forwarded};
 use crate::l7::metrics::PoolMetrics;
 use crate::l7::pool::{Pool, Server, Timeouts};
-use crate::l7::proxy::note_failure;
 use crate::l7::response_fields::{self, Framing};
 use bytes::BytesMut;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -98,54 +97,22 @@ pub async fn forward(
     Result<Response<Body>, (StatusCode, &'static str)>,
     Option<SocketAddr>,
 ) {
-    let m = &pool.metrics;
-    let (eject_after, eject_ms) = (pool.config.eject_after, pool.config.eject_ms);
-    let mut tried = Vec::new();
-    let mut last = (StatusCode::SERVICE_UNAVAILABLE, "no server available\n");
-    let mut last_server = None;
-    for attempt in 0..=pool.config.retries {
-        let Some(idx) = pool.pick(headers, &tried) else {
-            break;
-        };
-        if attempt > 0 {
-            m.retries.fetch_add(1, Ordering::Relaxed);
-        }
-        tried.push(idx);
-        let server = &pool.servers[idx];
-        last_server = Some(server.address);
-        server.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let mut attempts = Attempts::new(pool);
+    while let Some(server) = attempts.next(headers) {
         match exchange(server, request, head_only, &pool.timeouts, &pool.metrics).await {
             Ok(resp) => {
-                let status = resp.status().as_u16();
-                server.record(status < 500, eject_after, eject_ms);
-                if status >= 500 {
-                    server.metrics.failures.fetch_add(1, Ordering::Relaxed);
+                attempts.answered(server, resp.status().as_u16());
+                return (Ok(resp), attempts.last_server());
+            }
+            // GET and HEAD without a body: always sent again.
+            Err(e) => {
+                if !attempts.failed(server, e, true) {
+                    break;
                 }
-                m.response(status);
-                return (Ok(resp), last_server);
-            }
-            Err(Fail::Busy) => last = (StatusCode::SERVICE_UNAVAILABLE, "all servers busy\n"),
-            Err(Fail::Upstream(text, why)) => {
-                note_failure(server, &why, eject_after, eject_ms);
-                m.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                last = (StatusCode::BAD_GATEWAY, text);
-            }
-            Err(Fail::Timeout) => {
-                note_failure(server, "response timeout", eject_after, eject_ms);
-                m.timeouts.fetch_add(1, Ordering::Relaxed);
-                last = (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout\n");
             }
         }
     }
-    m.no_server.fetch_add(1, Ordering::Relaxed);
-    m.response(last.0.as_u16());
-    (Err(last), last_server)
-}
-
-enum Fail {
-    Busy,
-    Upstream(&'static str, String),
-    Timeout,
+    (Err(attempts.give_up()), attempts.last_server())
 }
 
 const DURING: &str = "upstream failed during the exchange\n";
@@ -156,13 +123,13 @@ async fn exchange(
     head_only: bool,
     t: &Timeouts,
     metrics: &Arc<PoolMetrics>,
-) -> Result<Response<Body>, Fail> {
-    let claim = server.claim(t.queue).await.ok_or(Fail::Busy)?;
+) -> Result<Response<Body>, AttemptError> {
+    let claim = server.claim(t.queue).await.ok_or(AttemptError::Busy)?;
     let connect = || async {
         server
             .connect_raw(t)
             .await
-            .map_err(|e| Fail::Upstream("upstream connection failed\n", e))
+            .map_err(|e| AttemptError::NotSent("upstream connection failed\n", e))
     };
     let (mut up, mut reused) = match server.take_raw(t.idle) {
         Some(c) => (c, true),
@@ -171,7 +138,7 @@ async fn exchange(
     let mut buf = BytesMut::with_capacity(8192);
     let head = loop {
         match tokio::time::timeout(t.response, send_and_read(&mut up, request, &mut buf)).await {
-            Err(_) => return Err(Fail::Timeout),
+            Err(_) => return Err(AttemptError::Timeout),
             Ok(Ok(())) => {}
             // A kept-alive connection the server closed meanwhile: nothing was processed.
             Ok(Err(None)) if reused => {
@@ -180,18 +147,26 @@ async fn exchange(
                 continue;
             }
             Ok(Err(None)) => {
-                return Err(Fail::Upstream(
+                return Err(AttemptError::Sent(
                     DURING,
                     format!("{}: closed before a response", server.address),
                 ));
             }
             Ok(Err(Some(why))) => {
-                return Err(Fail::Upstream(DURING, format!("{}: {why}", server.address)));
+                return Err(AttemptError::Sent(
+                    DURING,
+                    format!("{}: {why}", server.address),
+                ));
             }
         }
         match parse_head(&buf, head_only) {
             Ok(h) => break h,
-            Err(why) => return Err(Fail::Upstream(DURING, format!("{}: {why}", server.address))),
+            Err(why) => {
+                return Err(AttemptError::Sent(
+                    DURING,
+                    format!("{}: {why}", server.address),
+                ));
+            }
         }
     };
     let _ = buf.split_to(head.len);

@@ -156,6 +156,8 @@ pub enum ClientFailure {
     Timeout,
     /// A malformed body, or the client went away.
     Broken,
+    /// The body grew past the listener's `max_body_bytes`.
+    TooLarge,
 }
 
 /// Whom a request with a body waits on while it is being sent, so that the response timeout
@@ -195,6 +197,7 @@ impl Upload {
         let code = match why {
             ClientFailure::Timeout => 1,
             ClientFailure::Broken => 2,
+            ClientFailure::TooLarge => 3,
         };
         let _ = self
             .failed
@@ -205,6 +208,7 @@ impl Upload {
         match self.failed.load(Ordering::Relaxed) {
             1 => Some(ClientFailure::Timeout),
             2 => Some(ClientFailure::Broken),
+            3 => Some(ClientFailure::TooLarge),
             _ => None,
         }
     }

@@ -170,8 +170,8 @@ async fn a_request_the_fast_path_does_not_take_continues_on_the_general_path() {
     let mut c = Client::connect(addr).await;
     c.send(&get("x", "/one")).await;
     assert_eq!(body(&c.response().await), "b");
-    // A body: hyper takes over the connection, with the bytes already read.
-    c.send(b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    // Two (equal) lengths: hyper takes over the connection, with the bytes already read.
+    c.send(b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello")
         .await;
     assert_eq!(body(&c.response().await), "b");
     c.send(&get("x", "/three")).await;
@@ -332,11 +332,263 @@ async fn the_fast_and_general_paths_share_upstream_connections() {
             "{round}"
         );
         idle_again().await;
-        let post = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+        // Two equal lengths: a request the fast path leaves to the general path.
+        let post =
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi";
         assert_eq!(status(&exchange(addr, post).await), 200, "{round}");
         idle_again().await;
     }
     assert_eq!(b.drain(), 6);
     assert_eq!(b.connections.load(Ordering::SeqCst), 1);
     assert_eq!(fast_count(&p), 3);
+}
+
+/// A server's failure count, from the metrics text.
+fn server_failures(p: &portier::l7::L7, b: &Backend) -> u64 {
+    let key = format!(
+        "portier_l7_server_failures_total{{pool=\"p\",server=\"{}\"}} ",
+        b.addr
+    );
+    p.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&key)?.parse().ok())
+        .expect("server failure counter")
+}
+
+#[tokio::test]
+async fn a_body_by_length_goes_byte_for_byte_and_the_connection_stays_open() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    // The body comes in three pieces after the head; the next request is pipelined
+    // right behind its last byte.
+    c.send(
+        b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n\r\n",
+    )
+    .await;
+    c.send(b"hel").await;
+    c.send(b"lo ").await;
+    c.send(b"worldGET /next HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(body(&c.response().await), "b");
+    assert_eq!(body(&c.response().await), "b");
+    assert_eq!(
+        b.request().await,
+        "POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nContent-Type: text/plain\r\n\
+         x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: x\r\n\
+         forwarded: for=127.0.0.1;proto=http;host=x\r\n\r\nhello world"
+    );
+    assert!(b.request().await.starts_with("GET /next HTTP/1.1\r\n"));
+    assert_eq!(fast_count(&p), 2);
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_relayed_as_sent_with_its_extensions_and_trailers() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    c.send(b"PUT /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5;ext=1\r\nhel")
+        .await;
+    c.send(b"lo\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n").await;
+    assert_eq!(body(&c.response().await), "b");
+    assert_eq!(
+        b.request().await,
+        "PUT /f HTTP/1.1\r\nHost: x\r\nTrailer: X-Sum\r\ntransfer-encoding: chunked\r\n\
+         x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: x\r\n\
+         forwarded: for=127.0.0.1;proto=http;host=x\r\n\r\n\
+         5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n"
+    );
+    // Kept alive after the body's exact end.
+    c.send(&get("x", "/again")).await;
+    assert_eq!(body(&c.response().await), "b");
+    assert_eq!(fast_count(&p), 2);
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_100_before_the_body_is_read() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut c = Client::connect(addr).await;
+    c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        .await;
+    assert_eq!(c.response().await, "HTTP/1.1 100 Continue\r\n\r\n");
+    c.send(b"data").await;
+    assert_eq!(body(&c.response().await), "b");
+    let got = b.request().await;
+    assert!(got.contains("\r\nExpect: 100-continue\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\ndata"), "{got}");
+    assert_eq!(fast_count(&p), 1);
+}
+
+#[tokio::test]
+async fn a_bad_chunk_size_is_400_reaches_no_server_and_is_not_its_fault() {
+    for (first, rest) in [
+        // At the start: nothing is sent upstream.
+        (&b"zz\r\nhello\r\n0\r\n\r\n"[..], &b""[..]),
+        // After a good chunk, in a later read: the upstream connection is dropped.
+        (b"5\r\nhello\r\n", b"-1\r\nx\r\n0\r\n\r\n"),
+        // Sizes beyond any sane chunk.
+        (b"1000000000000000\r\n", b""),
+    ] {
+        let mut b = Backend::named("b").await;
+        let (p, addr) = proxy(&simple(&[&b], "", ""));
+        let mut c = Client::connect(addr).await;
+        let mut req =
+            b"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(first);
+        c.send(&req).await;
+        if !rest.is_empty() {
+            c.send(rest).await;
+        }
+        let r = c.response().await;
+        assert_eq!(status(&r), 400, "{r}");
+        assert!(r.contains("\r\nconnection: close\r\n"), "{r}");
+        assert!(c.closed().await);
+        b.no_request().await;
+        assert_eq!(fast_count(&p), 1);
+        assert_eq!(server_failures(&p, &b), 0);
+    }
+}
+
+#[tokio::test]
+async fn odd_framing_is_left_to_the_general_path() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", ""));
+    // Differing lengths: 400 from the general path.
+    let r = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    )
+    .await;
+    assert_eq!(status(&r), 400, "{r}");
+    // Both framings (a smuggling shape): chunked wins and the connection closes there.
+    let mut c = Client::connect(addr).await;
+    c.send(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&c.response().await), 200);
+    assert!(c.closed().await);
+    let got = b.request().await;
+    assert!(
+        !got.to_ascii_lowercase().contains("content-length"),
+        "{got}"
+    );
+    b.no_request().await;
+    // Another coding, a sign: the general path's 400.
+    for framing in ["Transfer-Encoding: gzip", "Content-Length: +3"] {
+        let req = format!("POST / HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\nabc");
+        let r = exchange(addr, req.as_bytes()).await;
+        assert_eq!(status(&r), 400, "{framing}: {r}");
+    }
+    assert_eq!(fast_count(&p), 0);
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_bytes_is_413_on_both_paths() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(&[&b], "", "max_body_bytes = 10"));
+    // At the limit: forwarded.
+    let r = exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    b.request().await;
+    // Declared over it: refused before any server (by the general path).
+    let mut c = Client::connect(addr).await;
+    c.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n0123456789a")
+        .await;
+    assert_eq!(status(&c.response().await), 413);
+    assert!(c.closed().await);
+    b.no_request().await;
+    // Chunked, growing past it in its second chunk: refused at that chunk's size line.
+    let mut c = Client::connect(addr).await;
+    c.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n")
+        .await;
+    c.send(b"5\r\n6789a\r\n0\r\n\r\n").await;
+    let r = c.response().await;
+    assert_eq!(status(&r), 413, "{r}");
+    assert!(c.closed().await);
+    assert_eq!(fast_count(&p), 2);
+    assert_eq!(server_failures(&p, &b), 0);
+    // The general path's own limit on a chunked body (a total timeout keeps it there).
+    let mut g = Backend::named("g").await;
+    let (_q, addr) = proxy(&simple(
+        &[&g],
+        "total_timeout_ms = 30000",
+        "max_body_bytes = 10",
+    ));
+    let mut c = Client::connect(addr).await;
+    c.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n5\r\n6789a\r\n0\r\n\r\n")
+        .await;
+    let r = c.response().await;
+    assert_eq!(status(&r), 413, "{r}");
+    g.no_request().await;
+}
+
+#[tokio::test]
+async fn a_request_whose_body_was_partly_sent_is_never_retried() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The first server reads the head and part of the body, then closes; retries are on and
+    // the second server is healthy, yet the request must not reach it: what the client sent
+    // of the body is gone.
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let first_addr = first.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = first.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(6).any(|w| w == b"\r\n\r\nab") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+        drop(s);
+        got
+    });
+    let mut second = Backend::named("second").await;
+    let l7 = format!(
+        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+         [[l7.pool]]\nname = \"p\"\nbalance = \"round-robin\"\nretries = 1\neject_after = 0\n\
+         servers = [{{ address = \"{first_addr}\" }}, {{ address = \"{}\" }}]\n",
+        second.addr
+    );
+    let (p, addr) = proxy(&l7);
+    let mut c = Client::connect(addr).await;
+    c.send(b"PUT /doc HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab")
+        .await;
+    let got = reader.await.unwrap();
+    assert!(got.starts_with(b"PUT /doc HTTP/1.1\r\n"));
+    // The rest of the body, sent after the server has gone.
+    let _ = c.stream().get_mut().write_all(b"cdef").await;
+    let r = c.response().await;
+    assert_eq!(status(&r), 502, "{r}");
+    assert!(c.closed().await);
+    second.no_request().await;
+    assert_eq!(fast_count(&p), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_upload_on_the_fast_path_is_408_and_not_the_servers_fault() {
+    let mut b = Backend::named("b").await;
+    let (p, addr) = proxy(&simple(
+        &[&b],
+        "response_timeout_ms = 100\neject_after = 1\nretries = 0",
+        "client_timeout_ms = 300",
+    ));
+    let mut c = Client::connect(addr).await;
+    c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .await;
+    let r = c.response().await;
+    assert!(r.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{r}");
+    assert!(c.closed().await);
+    assert_eq!(fast_count(&p), 1);
+    assert_eq!(server_failures(&p, &b), 0);
+    // Not ejected: the next request is served.
+    assert_eq!(status(&exchange(addr, &get("x", "/")).await), 200);
+    b.drain();
 }

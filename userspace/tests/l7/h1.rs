@@ -285,7 +285,9 @@ async fn content_length_body_is_forwarded_exactly() {
 #[tokio::test]
 async fn chunked_body_with_trailers_is_rechunked() {
     let mut b = Backend::named("b").await;
-    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    // A total timeout keeps the request on the general path (the fast path relays chunks as
+    // they came: tests/l7/fast.rs).
+    let (_p, addr) = proxy(&simple(&[&b], "total_timeout_ms = 30000", ""));
     let r = exchange(
         addr,
         b"POST /f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n\
