@@ -1,0 +1,112 @@
+//! What an engine event means for discovery. Pure: the source does what the action says.
+//!
+//! Most events only say "look again": the container is inspected and its new state replaces
+//! the old (as Traefik re-reads the engine on each event), so the rules stay in one place
+//! ([`super::inventory`]). Two are acted on at once: `die`/`destroy` (gone, no inspect needed)
+//! and a stop signal (drain now, before the process exits).
+
+use bollard::models::{EventMessage, EventMessageTypeEnum};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Inspect this container and take its new state.
+    Inspect(String),
+    Remove(String),
+    /// A stopping signal was sent: drain.
+    Stopping(String),
+    Ignore,
+}
+
+/// Signals `docker stop` and `podman stop` send (SIGTERM then SIGKILL), and the usual
+/// graceful-stop ones images set with STOPSIGNAL.
+const STOP_SIGNALS: &[&str] = &["15", "9", "2", "3", "SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT"];
+
+pub fn action(e: &EventMessage) -> Action {
+    let Some(actor) = &e.actor else {
+        return Action::Ignore;
+    };
+    let action = e.action.as_deref().unwrap_or("");
+    // `health_status: healthy`, `exec_start: sh -c ...`: the verb is before the colon.
+    let verb = action.split(':').next().unwrap_or("").trim();
+    match e.typ {
+        Some(EventMessageTypeEnum::CONTAINER) => {
+            let Some(id) = actor.id.clone() else {
+                return Action::Ignore;
+            };
+            match verb {
+                "start" | "restart" | "unpause" | "pause" | "health_status" | "rename"
+                | "update" => Action::Inspect(id),
+                "die" | "destroy" | "stop" => Action::Remove(id),
+                "kill" => {
+                    let signal = actor
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.get("signal"))
+                        .map(String::as_str)
+                        .unwrap_or("");
+                    if STOP_SIGNALS.contains(&signal) {
+                        Action::Stopping(id)
+                    } else {
+                        Action::Ignore
+                    }
+                }
+                _ => Action::Ignore,
+            }
+        }
+        Some(EventMessageTypeEnum::NETWORK) => match verb {
+            "connect" | "disconnect" => actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("container"))
+                .map_or(Action::Ignore, |id| Action::Inspect(id.clone())),
+            _ => Action::Ignore,
+        },
+        _ => Action::Ignore,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Docker 20.10's event stream while containers were created, connected to a second
+    /// network, renamed, paused, found unhealthy, stopped, started and killed.
+    #[test]
+    fn the_engines_events() {
+        let text = include_str!("testdata/events.jsonl");
+        let actions: Vec<(String, Action)> = text
+            .lines()
+            .map(|l| {
+                let e: EventMessage = serde_json::from_str(l).expect("engine JSON");
+                (e.action.clone().unwrap_or_default(), action(&e))
+            })
+            .collect();
+        let short = |a: &Action| match a {
+            Action::Inspect(id) => format!("inspect {}", &id[..12]),
+            Action::Remove(id) => format!("remove {}", &id[..12]),
+            Action::Stopping(id) => format!("stopping {}", &id[..12]),
+            Action::Ignore => "ignore".to_owned(),
+        };
+        let got: Vec<String> = actions
+            .iter()
+            .map(|(verb, a)| format!("{verb} -> {}", short(a)))
+            .collect();
+        let want = [
+            "create -> ignore",
+            "create -> ignore",
+            "connect -> inspect 8d3e345d2435",
+            "start -> inspect 8d3e345d2435",
+            "connect -> inspect 8d3e345d2435",
+            "rename -> inspect 8d3e345d2435",
+            "pause -> inspect c49167c807f8",
+            "unpause -> inspect c49167c807f8",
+            "health_status: unhealthy -> inspect 8d3e345d2435",
+            "disconnect -> inspect 8d3e345d2435",
+            "disconnect -> inspect 8d3e345d2435",
+            "kill -> stopping c49167c807f8",
+        ];
+        assert_eq!(&got[..want.len()], want, "{got:#?}");
+        assert!(got.contains(&"die -> remove c49167c807f8".to_owned()));
+        assert!(got.contains(&"start -> inspect c49167c807f8".to_owned()));
+    }
+}
