@@ -2,6 +2,7 @@
 //! Used by `cargo xtask lab|demo` and by the end-to-end tests.
 
 pub mod client;
+pub mod dockerd;
 pub mod failover;
 pub mod frr;
 pub mod lab;
