@@ -39,7 +39,9 @@ impl Engine {
         netns::require_root()?;
         for tool in [DOCKER, DOCKERD, BUSYBOX] {
             if !Path::new(tool).exists() {
-                bail!("{tool} is missing: `cargo xtask setup` installs docker.io and busybox-static");
+                bail!(
+                    "{tool} is missing: `cargo xtask setup` installs docker.io and busybox-static"
+                );
             }
         }
         let ns = format!("{prefix}-eng");
@@ -98,7 +100,9 @@ impl Engine {
                     tail(&self.dir.join("dockerd.log"))
                 );
             }
-            Ok(self.docker(&["version", "--format", "{{.Server.Version}}"]).is_ok())
+            Ok(self
+                .docker(&["version", "--format", "{{.Server.Version}}"])
+                .is_ok())
         })?;
         Ok(())
     }
@@ -260,7 +264,12 @@ fn cleanup(ns: &str, dir: &Path, cgroup: &str) {
         .unwrap_or_default();
     for g in &groups {
         let children: Vec<PathBuf> = std::fs::read_dir(g)
-            .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
             .unwrap_or_default();
         for c in children.iter().chain(std::iter::once(g)) {
             let procs = std::fs::read_to_string(c.join("cgroup.procs")).unwrap_or_default();
@@ -291,7 +300,12 @@ fn cleanup(ns: &str, dir: &Path, cgroup: &str) {
     for g in &groups {
         let _ = wait::until("container cgroups empty", Duration::from_secs(5), || {
             let children: Vec<PathBuf> = std::fs::read_dir(g)
-                .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect()
+                })
                 .unwrap_or_default();
             for c in &children {
                 let _ = std::fs::remove_dir(c);

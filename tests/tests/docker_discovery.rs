@@ -83,7 +83,10 @@ fn get(ns: &str, host: &str) -> Result<(u16, String)> {
             .get(9..12)
             .and_then(|c| c.parse().ok())
             .with_context(|| format!("no status line in {text:?}"))?;
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
         Ok((status, body))
     })?
 }
@@ -198,12 +201,22 @@ fn containers_become_servers_and_routes() -> Result<()> {
         "sick",
         "pdnet",
         &[("portier.host", "sick.example")],
-        &["--health-cmd", "false", "--health-interval", "1s", "--health-retries", "1"],
+        &[
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+        ],
     )?;
     engine.run_app(
         "thief",
         "pdnet",
-        &[("portier.host", "static.example"), ("portier.pool", "stolen")],
+        &[
+            ("portier.host", "static.example"),
+            ("portier.pool", "stolen"),
+        ],
         &[],
     )?;
     engine.run_app("multi", "pdnet2", &[("portier.host", "multi.example")], &[])?;
@@ -269,7 +282,10 @@ fn containers_become_servers_and_routes() -> Result<()> {
     wait::until("new.example served by new", Duration::from_secs(20), || {
         Ok(served(&ns, "new.example", "new"))
     })?;
-    println!("new container routed {:?} after docker run returned", start.elapsed());
+    println!(
+        "new container routed {:?} after docker run returned",
+        start.elapsed()
+    );
 
     // docker stop: gone from the pool; a sequential client loses at most its one
     // in-flight request.
@@ -299,7 +315,9 @@ fn containers_become_servers_and_routes() -> Result<()> {
         "docker stop todo1: {:?} for docker stop, removed {took:?} later",
         start.elapsed()
     );
-    let during = stopper.join().map_err(|_| anyhow::anyhow!("client panicked"))?;
+    let during = stopper
+        .join()
+        .map_err(|_| anyhow::anyhow!("client panicked"))?;
     println!("requests during the stop: {during:?}");
     let failed: usize = during
         .iter()
@@ -367,7 +385,12 @@ fn containers_become_servers_and_routes() -> Result<()> {
     // The CLI shows where each server comes from and the containers.
     let table = daemon.cli(&ns, &["status"])?;
     println!("{table}");
-    for want in ["container todo2b (", "docker discovery unix://", "bad-label", "refused"] {
+    for want in [
+        "container todo2b (",
+        "docker discovery unix://",
+        "bad-label",
+        "refused",
+    ] {
         if !table.contains(want) {
             bail!("`portier status` lacks {want:?}:\n{table}");
         }

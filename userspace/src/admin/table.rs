@@ -177,7 +177,10 @@ fn print_l7(l7: &Value) {
     if docker.is_object() {
         let link = match (docker["connected"] == true, docker["stale"] == true) {
             (true, _) => "connected".to_owned(),
-            (false, true) => format!("UNREACHABLE, last known containers kept (stale): {}", s(&docker["last_error"])),
+            (false, true) => format!(
+                "UNREACHABLE, last known containers kept (stale): {}",
+                s(&docker["last_error"])
+            ),
             (false, false) => format!("unreachable: {}", s(&docker["last_error"])),
         };
         println!("docker discovery {}: {link}", s(&docker["endpoint"]));
@@ -193,7 +196,11 @@ fn print_l7(l7: &Value) {
                 s(&c["state"]),
                 s(&c["pool"]),
                 s(&c["address"]),
-                if c["detail"].is_null() { String::new() } else { s(&c["detail"]) },
+                if c["detail"].is_null() {
+                    String::new()
+                } else {
+                    s(&c["detail"])
+                },
             );
         }
     }

@@ -147,7 +147,8 @@ fn docker(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<DockerDiscov
 mod tests {
     use crate::config::parse;
 
-    const BASE: &str = "[node]\nname = \"t\"\n[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:80\"\n";
+    const BASE: &str =
+        "[node]\nname = \"t\"\n[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:80\"\n";
 
     #[test]
     fn defaults_and_keys() {
@@ -191,7 +192,10 @@ mod tests {
         .to_string();
         assert!(err.contains("t.toml:7: discovery.docker.endpoint"), "{err}");
         assert!(err.contains("not unix:///path"), "{err}");
-        assert!(err.contains("t.toml:8: discovery.docker.label_prefix"), "{err}");
+        assert!(
+            err.contains("t.toml:8: discovery.docker.label_prefix"),
+            "{err}"
+        );
         assert!(
             err.contains("t.toml:10: discovery.docker.defaults.name: unknown key"),
             "{err}"

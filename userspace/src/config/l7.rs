@@ -637,22 +637,22 @@ fn pool_settings(
         .iter()
         .copied()
         .chain([
-        "balance",
-        "health",
-        "protocol",
-        "connect_timeout_ms",
-        "response_timeout_ms",
-        "idle_timeout_ms",
-        "total_timeout_ms",
-        "max_connections",
-        "queue_timeout_ms",
-        "retries",
-        "eject_after",
-        "eject_ms",
-        "tunnel_timeout_ms",
-    ])
-    .chain(l7_tls::KEYS.iter().copied())
-    .collect();
+            "balance",
+            "health",
+            "protocol",
+            "connect_timeout_ms",
+            "response_timeout_ms",
+            "idle_timeout_ms",
+            "total_timeout_ms",
+            "max_connections",
+            "queue_timeout_ms",
+            "retries",
+            "eject_after",
+            "eject_ms",
+            "tunnel_timeout_ms",
+        ])
+        .chain(l7_tls::KEYS.iter().copied())
+        .collect();
     table.deny_unknown(report, &keys);
     let balance = match table.optional_str(report, "balance") {
         Some(v) => balance(report, v),

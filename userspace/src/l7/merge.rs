@@ -21,9 +21,10 @@ pub struct Merged {
 pub fn merge(config: &L7Config, d: &Discovered, defaults: &PoolConfig) -> Merged {
     let mut refused: BTreeMap<String, String> = BTreeMap::new();
     for r in &d.routes {
-        let taken = config.routes.iter().find(|c| {
-            c.listener.is_none() && c.host == r.host && c.path_prefix == r.path_prefix
-        });
+        let taken = config
+            .routes
+            .iter()
+            .find(|c| c.listener.is_none() && c.host == r.host && c.path_prefix == r.path_prefix);
         if let Some(c) = taken
             && c.pool != r.pool
         {
@@ -175,9 +176,15 @@ mod tests {
         let shop = m.config.pools.iter().find(|p| p.name == "shop").unwrap();
         assert_eq!((shop.retries, shop.protocol), (7, HttpProtocol::H2c));
         assert_eq!(m.config.routes.len(), 2);
-        assert_eq!(m.sources[&("todo".into(), "172.17.0.2:8080".parse().unwrap())].name, "todo1");
+        assert_eq!(
+            m.sources[&("todo".into(), "172.17.0.2:8080".parse().unwrap())].name,
+            "todo1"
+        );
         // The file's server is the file's, not the container's.
-        assert!(!m.sources.contains_key(&("todo".into(), "10.0.0.1:80".parse().unwrap())));
+        assert!(
+            !m.sources
+                .contains_key(&("todo".into(), "10.0.0.1:80".parse().unwrap()))
+        );
         // Nothing discovered: the config as written.
         assert_eq!(merge(&c, &Discovered::default(), &defaults).config, c);
     }

@@ -151,9 +151,8 @@ impl L7 {
                 verb: command.verb(),
             });
         };
-        let change =
-            overrides::Change::checked(&self.merged.config, pool, server, change.weight())
-                .map_err(CommandError::NoSuchTarget)?;
+        let change = overrides::Change::checked(&self.merged.config, pool, server, change.weight())
+            .map_err(CommandError::NoSuchTarget)?;
         let mut next = self.overrides.clone();
         next.set(&change);
         let merged = self.merged.config.clone();

@@ -35,8 +35,7 @@ impl L7Part {
         if self.docker.is_none() {
             self.report = None;
             let defaults = self.l7.discovery_defaults.clone();
-            self.l7
-                .apply_discovered(&Default::default(), &defaults)?;
+            self.l7.apply_discovered(&Default::default(), &defaults)?;
         }
         Ok(())
     }

@@ -43,10 +43,7 @@ impl Container {
             .map(|n| n.trim_start_matches('/').to_owned())
             .unwrap_or_else(|| id.chars().take(12).collect());
         let state = r.state.as_ref();
-        let health = match state
-            .and_then(|s| s.health.as_ref())
-            .and_then(|h| h.status)
-        {
+        let health = match state.and_then(|s| s.health.as_ref()).and_then(|h| h.status) {
             Some(HealthStatusEnum::STARTING) => Health::Starting,
             Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
             Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
@@ -102,6 +99,12 @@ impl Container {
         })
     }
 
+    /// From the inspect answer's JSON as the engine sent it.
+    pub fn from_inspect_json(json: &[u8]) -> Result<Option<Container>, serde_json::Error> {
+        let r: ContainerInspectResponse = serde_json::from_slice(json)?;
+        Ok(Container::from_inspect(&r))
+    }
+
     /// The first 12 characters of the id, as `docker ps` shows it.
     pub fn short_id(&self) -> &str {
         self.id.get(..12).unwrap_or(&self.id)
@@ -114,9 +117,10 @@ pub(super) fn from_testdata(name: &str) -> Container {
         "{}/src/discovery/docker/testdata/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
-    let text = std::fs::read_to_string(&path).expect("testdata");
-    let r: ContainerInspectResponse = serde_json::from_str(&text).expect("engine JSON");
-    Container::from_inspect(&r).expect("an id")
+    let text = std::fs::read(&path).expect("testdata");
+    Container::from_inspect_json(&text)
+        .expect("engine JSON")
+        .expect("an id")
 }
 
 #[cfg(test)]
@@ -132,10 +136,7 @@ mod tests {
         assert!(c3.running && !c3.paused);
         assert_eq!(c3.health, Health::Healthy);
         assert_eq!(c3.exposed_tcp, vec![8080]);
-        assert_eq!(
-            c3.networks.keys().collect::<Vec<_>>(),
-            vec!["net1", "net2"]
-        );
+        assert_eq!(c3.networks.keys().collect::<Vec<_>>(), vec!["net1", "net2"]);
         assert_eq!(c3.networks["net1"], Some("172.30.0.2".parse().unwrap()));
         assert_eq!(c3.labels["portier.path_prefix"], "/api");
 
@@ -149,6 +150,22 @@ mod tests {
         let c1 = from_testdata("inspect_c1.json");
         assert!(!c1.running);
         assert_eq!(c1.health, Health::None);
-        assert!(c1.networks.values().all(Option::is_none), "{:?}", c1.networks);
+        assert!(
+            c1.networks.values().all(Option::is_none),
+            "{:?}",
+            c1.networks
+        );
+    }
+
+    /// Podman 4.3's compatible answer for a running container without a healthcheck.
+    #[test]
+    fn reads_podmans_inspect_answer() {
+        let p2 = from_testdata("podman_inspect_p2.json");
+        assert_eq!(p2.name, "p2");
+        assert!(p2.running && !p2.paused);
+        assert_eq!(p2.health, Health::None);
+        assert_eq!(p2.exposed_tcp, vec![8080]);
+        assert_eq!(p2.networks["pmnet"], Some("172.27.0.6".parse().unwrap()));
+        assert_eq!(p2.labels["portier.host"], "todo.example");
     }
 }

@@ -19,7 +19,15 @@ pub enum Action {
 
 /// Signals `docker stop` and `podman stop` send (SIGTERM then SIGKILL), and the usual
 /// graceful-stop ones images set with STOPSIGNAL.
-const STOP_SIGNALS: &[&str] = &["15", "9", "2", "3", "SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT"];
+const STOP_SIGNALS: &[&str] = &[
+    "15", "9", "2", "3", "SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT",
+];
+
+/// One event of the stream, as the engine sent it.
+pub fn action_json(json: &[u8]) -> Result<Action, serde_json::Error> {
+    let e: EventMessage = serde_json::from_slice(json)?;
+    Ok(action(&e))
+}
 
 pub fn action(e: &EventMessage) -> Action {
     let Some(actor) = &e.actor else {
@@ -36,7 +44,8 @@ pub fn action(e: &EventMessage) -> Action {
             match verb {
                 "start" | "restart" | "unpause" | "pause" | "health_status" | "rename"
                 | "update" => Action::Inspect(id),
-                "die" | "destroy" | "stop" => Action::Remove(id),
+                // Podman says `remove` where Docker says `destroy`.
+                "die" | "destroy" | "remove" | "stop" => Action::Remove(id),
                 "kill" => {
                     let signal = actor
                         .attributes
@@ -108,5 +117,33 @@ mod tests {
         assert_eq!(&got[..want.len()], want, "{got:#?}");
         assert!(got.contains(&"die -> remove c49167c807f8".to_owned()));
         assert!(got.contains(&"start -> inspect c49167c807f8".to_owned()));
+    }
+
+    /// Podman 4.3's compatible event stream (`podman system service`): three containers
+    /// that failed to start and were removed, two started, one stopped.
+    #[test]
+    fn podmans_events() {
+        let text = include_str!("testdata/podman_events.jsonl");
+        let got: Vec<String> = text
+            .lines()
+            .map(|l| match action_json(l.as_bytes()).expect("engine JSON") {
+                Action::Inspect(id) => format!("inspect {}", &id[..12]),
+                Action::Remove(id) => format!("remove {}", &id[..12]),
+                Action::Stopping(id) => format!("stopping {}", &id[..12]),
+                Action::Ignore => "ignore".to_owned(),
+            })
+            .filter(|a| a != "ignore")
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "remove f1fa6513ab2c",
+                "remove 6812907b5465",
+                "remove 35b07f304c14",
+                "inspect 3a05ccee75a5",
+                "inspect b6e579398a44",
+                "remove 3a05ccee75a5",
+            ]
+        );
     }
 }

@@ -222,7 +222,10 @@ impl Inventory {
                         [] => Err("no address on any network".to_owned()),
                         many => Err(format!(
                             "on several networks ({}): set [discovery.docker] network",
-                            many.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                            many.iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )),
                     }
                 }
@@ -230,7 +233,8 @@ impl Inventory {
             let address = match ip {
                 Ok(ip) => SocketAddr::new(ip, claim.port),
                 Err(why) => {
-                    out.containers.push(entry(State::NoAddress(why), pool, None));
+                    out.containers
+                        .push(entry(State::NoAddress(why), pool, None));
                     continue;
                 }
             };
@@ -303,7 +307,11 @@ impl Inventory {
                 out.servers.push(Server {
                     pool: claim.pool.clone(),
                     address,
-                    weight: if state == State::Stopping { 0 } else { claim.weight },
+                    weight: if state == State::Stopping {
+                        0
+                    } else {
+                        claim.weight
+                    },
                     protocol: claim.protocol,
                     source: source.clone(),
                 });
@@ -357,10 +365,17 @@ mod tests {
         let d = inv.discovered();
         // c1 is stopped (not kept); c2b is unhealthy; c3 serves /api of todo.example.
         assert_eq!(inv.len(), 2);
-        assert_eq!(servers(&d), vec![("todo".into(), "172.30.0.2:8080".into(), 1)]);
+        assert_eq!(
+            servers(&d),
+            vec![("todo".into(), "172.30.0.2:8080".into(), 1)]
+        );
         assert_eq!(d.routes.len(), 2, "{:?}", d.routes);
         assert_eq!(
-            (d.routes[1].host.as_str(), d.routes[1].path_prefix.as_str(), d.routes[1].pool.as_str()),
+            (
+                d.routes[1].host.as_str(),
+                d.routes[1].path_prefix.as_str(),
+                d.routes[1].pool.as_str()
+            ),
             ("todo.example", "/api", "todo")
         );
         let states: Vec<_> = d
@@ -388,8 +403,18 @@ mod tests {
     #[test]
     fn later_container_loses_a_route_conflict() {
         let mut inv = Inventory::new("portier", None, 10);
-        inv.upsert(c("b", "2026-01-02", "10.1.0.2", &[("portier.host", "a.example"), ("portier.pool", "two")]));
-        inv.upsert(c("a", "2026-01-01", "10.1.0.1", &[("portier.host", "a.example"), ("portier.pool", "one")]));
+        inv.upsert(c(
+            "b",
+            "2026-01-02",
+            "10.1.0.2",
+            &[("portier.host", "a.example"), ("portier.pool", "two")],
+        ));
+        inv.upsert(c(
+            "a",
+            "2026-01-01",
+            "10.1.0.1",
+            &[("portier.host", "a.example"), ("portier.pool", "one")],
+        ));
         let d = inv.discovered();
         assert_eq!(servers(&d), vec![("one".into(), "10.1.0.1:8080".into(), 1)]);
         assert_eq!(d.containers[1].source.name, "b");
@@ -398,11 +423,23 @@ mod tests {
             State::Refused("route a.example/ already goes to pool one (container a)".into())
         );
         // The same host and path in the same pool is two servers of one pool.
-        inv.upsert(c("c", "2026-01-03", "10.1.0.3", &[("portier.host", "a.example"), ("portier.pool", "one"), ("portier.weight", "2")]));
+        inv.upsert(c(
+            "c",
+            "2026-01-03",
+            "10.1.0.3",
+            &[
+                ("portier.host", "a.example"),
+                ("portier.pool", "one"),
+                ("portier.weight", "2"),
+            ],
+        ));
         let d = inv.discovered();
         assert_eq!(
             servers(&d),
-            vec![("one".into(), "10.1.0.1:8080".into(), 1), ("one".into(), "10.1.0.3:8080".into(), 2)]
+            vec![
+                ("one".into(), "10.1.0.1:8080".into(), 1),
+                ("one".into(), "10.1.0.3:8080".into(), 2)
+            ]
         );
         assert_eq!(d.routes.len(), 1);
     }
@@ -410,10 +447,30 @@ mod tests {
     #[test]
     fn protocol_conflict_and_bad_labels_are_reported() {
         let mut inv = Inventory::new("portier", None, 10);
-        inv.upsert(c("a", "1", "10.1.0.1", &[("portier.pool", "p"), ("portier.protocol", "h2c")]));
-        inv.upsert(c("b", "2", "10.1.0.2", &[("portier.pool", "p"), ("portier.protocol", "http1")]));
-        inv.upsert(c("d", "3", "10.1.0.4", &[("portier.host", "x.example"), ("portier.port", "http")]));
-        inv.upsert(c("e", "4", "10.1.0.5", &[("portier.host", "y.example"), ("portier.enable", "false")]));
+        inv.upsert(c(
+            "a",
+            "1",
+            "10.1.0.1",
+            &[("portier.pool", "p"), ("portier.protocol", "h2c")],
+        ));
+        inv.upsert(c(
+            "b",
+            "2",
+            "10.1.0.2",
+            &[("portier.pool", "p"), ("portier.protocol", "http1")],
+        ));
+        inv.upsert(c(
+            "d",
+            "3",
+            "10.1.0.4",
+            &[("portier.host", "x.example"), ("portier.port", "http")],
+        ));
+        inv.upsert(c(
+            "e",
+            "4",
+            "10.1.0.5",
+            &[("portier.host", "y.example"), ("portier.enable", "false")],
+        ));
         let d = inv.discovered();
         let words: Vec<_> = d.containers.iter().map(|e| e.state.word()).collect();
         assert_eq!(words, vec!["serving", "refused", "bad-label", "disabled"]);
@@ -431,7 +488,10 @@ mod tests {
         inv.stopping(&format!("{:0<64}", "a"));
         // A later inspect (still running) keeps the drain.
         inv.upsert(c("a", "1", "10.1.0.1", &[("portier.host", "a.example")]));
-        assert_eq!(servers(&inv.discovered()), vec![("a.example".into(), "10.1.0.1:8080".into(), 0)]);
+        assert_eq!(
+            servers(&inv.discovered()),
+            vec![("a.example".into(), "10.1.0.1:8080".into(), 0)]
+        );
         let mut b = c("b", "2", "10.1.0.2", &[("portier.host", "a.example")]);
         b.health = Health::Starting;
         inv.upsert(b.clone());

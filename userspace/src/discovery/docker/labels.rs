@@ -76,10 +76,7 @@ pub fn read(
         None | Some("true") => {}
         Some("false") => return Ok(Reading::Disabled),
         Some(other) => {
-            return Err(err(
-                "enable",
-                format!("\"{other}\" is not true or false"),
-            ));
+            return Err(err("enable", format!("\"{other}\" is not true or false")));
         }
     }
     let mut hosts = Vec::new();
@@ -133,8 +130,7 @@ pub fn read(
     let pool = match (ours.get("pool"), hosts.first()) {
         (Some((_, v)), _) => {
             let ok = (1..=64).contains(&v.len())
-                && v
-                    .chars()
+                && v.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
             if !ok {
                 return Err(err(
@@ -273,18 +269,67 @@ mod tests {
 
     #[test]
     fn errors_name_the_label() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
-            (&[("portier.hots", "a.example")], "portier.hots", "unknown label"),
-            (&[("portier.host", "a.example:80")], "portier.host", "not a host name"),
-            (&[("portier.host", "a.example"), ("portier.port", "0")], "portier.port", "not a port"),
-            (&[("portier.host", "a.example"), ("portier.port", "http")], "portier.port", "not a port"),
-            (&[("portier.host", "a.example"), ("portier.weight", "-1")], "portier.weight", "not a weight"),
-            (&[("portier.host", "a.example"), ("portier.weight", "999")], "portier.weight", "not a weight"),
-            (&[("portier.host", "a.example"), ("portier.protocol", "h2")], "portier.protocol", "allowed: http1, h2c"),
-            (&[("portier.host", "a.example"), ("portier.path_prefix", "api")], "portier.path_prefix", "must start with '/'"),
-            (&[("portier.host", "a.example"), ("portier.pool", "a b")], "portier.pool", "1 to 64"),
-            (&[("portier.host", "a.example"), ("portier.enable", "yes")], "portier.enable", "not true or false"),
-            (&[("portier.port", "80")], "portier.host", "needs portier.host or portier.pool"),
+        // (labels, the key the error names, part of its message)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[("portier.hots", "a.example")],
+                "portier.hots",
+                "unknown label",
+            ),
+            (
+                &[("portier.host", "a.example:80")],
+                "portier.host",
+                "not a host name",
+            ),
+            (
+                &[("portier.host", "a.example"), ("portier.port", "0")],
+                "portier.port",
+                "not a port",
+            ),
+            (
+                &[("portier.host", "a.example"), ("portier.port", "http")],
+                "portier.port",
+                "not a port",
+            ),
+            (
+                &[("portier.host", "a.example"), ("portier.weight", "-1")],
+                "portier.weight",
+                "not a weight",
+            ),
+            (
+                &[("portier.host", "a.example"), ("portier.weight", "999")],
+                "portier.weight",
+                "not a weight",
+            ),
+            (
+                &[("portier.host", "a.example"), ("portier.protocol", "h2")],
+                "portier.protocol",
+                "allowed: http1, h2c",
+            ),
+            (
+                &[
+                    ("portier.host", "a.example"),
+                    ("portier.path_prefix", "api"),
+                ],
+                "portier.path_prefix",
+                "must start with '/'",
+            ),
+            (
+                &[("portier.host", "a.example"), ("portier.pool", "a b")],
+                "portier.pool",
+                "1 to 64",
+            ),
+            (
+                &[("portier.host", "a.example"), ("portier.enable", "yes")],
+                "portier.enable",
+                "not true or false",
+            ),
+            (
+                &[("portier.port", "80")],
+                "portier.host",
+                "needs portier.host or portier.pool",
+            ),
         ];
         for (pairs, key, message) in cases {
             let e = read(&labels(pairs), "portier", &[80]).unwrap_err();
@@ -292,7 +337,11 @@ mod tests {
             assert!(e.message.contains(message), "{pairs:?}: {e}");
         }
         let many: String = (0..=MAX_HOSTS).map(|i| format!("h{i}.example,")).collect();
-        let e = read(&labels(&[("portier.host", many.trim_end_matches(','))]), "portier", &[80]);
+        let e = read(
+            &labels(&[("portier.host", many.trim_end_matches(','))]),
+            "portier",
+            &[80],
+        );
         assert!(e.unwrap_err().message.contains("more than 16"));
     }
 }

@@ -215,7 +215,10 @@ async fn follow(
 /// `None` when the container is gone already.
 async fn inspect(docker: &Docker, id: &str) -> Result<Option<Container>, SourceError> {
     match docker
-        .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+        .inspect_container(
+            id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
         .await
     {
         Ok(r) => Ok(Container::from_inspect(&r)),
