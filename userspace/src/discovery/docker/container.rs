@@ -20,6 +20,8 @@ pub struct Container {
     pub networks: BTreeMap<String, Option<IpAddr>>,
     /// TCP ports the image or `docker run --expose` declares.
     pub exposed_tcp: Vec<u16>,
+    /// The image's STOPSIGNAL (`docker stop` sends it first), as a number.
+    pub stop_signal: Option<i32>,
     /// A stop signal was sent: no new requests while it finishes the ones it has.
     pub stopping: bool,
 }
@@ -95,6 +97,9 @@ impl Container {
             health,
             networks,
             exposed_tcp,
+            stop_signal: config
+                .and_then(|c| c.stop_signal.as_deref())
+                .and_then(super::events::signal_number),
             stopping: false,
         })
     }
@@ -167,5 +172,6 @@ mod tests {
         assert_eq!(p2.exposed_tcp, vec![8080]);
         assert_eq!(p2.networks["pmnet"], Some("172.27.0.6".parse().unwrap()));
         assert_eq!(p2.labels["portier.host"], "todo.example");
+        assert_eq!(p2.stop_signal, Some(15));
     }
 }

@@ -3,7 +3,8 @@
 //! Most events only say "look again": the container is inspected and its new state replaces
 //! the old (as Traefik re-reads the engine on each event), so the rules stay in one place
 //! ([`super::inventory`]). Two are acted on at once: `die`/`destroy` (gone, no inspect needed)
-//! and a stop signal (drain now, before the process exits).
+//! and a signal, which the inventory takes as a stop (drain now, before the process exits)
+//! when it is TERM, INT, QUIT, KILL or the container's own STOPSIGNAL.
 
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 
@@ -12,16 +13,27 @@ pub enum Action {
     /// Inspect this container and take its new state.
     Inspect(String),
     Remove(String),
-    /// A stopping signal was sent: drain.
-    Stopping(String),
+    /// A signal was sent (its number): a stop signal drains.
+    Signal(String, i32),
     Ignore,
 }
 
-/// Signals `docker stop` and `podman stop` send (SIGTERM then SIGKILL), and the usual
-/// graceful-stop ones images set with STOPSIGNAL.
-const STOP_SIGNALS: &[&str] = &[
-    "15", "9", "2", "3", "SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT",
-];
+/// `15`, `SIGTERM` or `TERM` -> 15.
+pub fn signal_number(text: &str) -> Option<i32> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i32>() {
+        return Some(n);
+    }
+    let name = text.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
 
 /// One event of the stream, as the engine sent it.
 pub fn action_json(json: &[u8]) -> Result<Action, serde_json::Error> {
@@ -46,19 +58,12 @@ pub fn action(e: &EventMessage) -> Action {
                 | "update" => Action::Inspect(id),
                 // Podman says `remove` where Docker says `destroy`.
                 "die" | "destroy" | "remove" | "stop" => Action::Remove(id),
-                "kill" => {
-                    let signal = actor
-                        .attributes
-                        .as_ref()
-                        .and_then(|a| a.get("signal"))
-                        .map(String::as_str)
-                        .unwrap_or("");
-                    if STOP_SIGNALS.contains(&signal) {
-                        Action::Stopping(id)
-                    } else {
-                        Action::Ignore
-                    }
-                }
+                "kill" => actor
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get("signal"))
+                    .and_then(|s| signal_number(s))
+                    .map_or(Action::Ignore, |n| Action::Signal(id, n)),
                 _ => Action::Ignore,
             }
         }
@@ -93,7 +98,7 @@ mod tests {
         let short = |a: &Action| match a {
             Action::Inspect(id) => format!("inspect {}", &id[..12]),
             Action::Remove(id) => format!("remove {}", &id[..12]),
-            Action::Stopping(id) => format!("stopping {}", &id[..12]),
+            Action::Signal(id, n) => format!("signal {n} {}", &id[..12]),
             Action::Ignore => "ignore".to_owned(),
         };
         let got: Vec<String> = actions
@@ -112,11 +117,20 @@ mod tests {
             "health_status: unhealthy -> inspect 8d3e345d2435",
             "disconnect -> inspect 8d3e345d2435",
             "disconnect -> inspect 8d3e345d2435",
-            "kill -> stopping c49167c807f8",
+            "kill -> signal 15 c49167c807f8",
         ];
         assert_eq!(&got[..want.len()], want, "{got:#?}");
         assert!(got.contains(&"die -> remove c49167c807f8".to_owned()));
         assert!(got.contains(&"start -> inspect c49167c807f8".to_owned()));
+        assert!(got.contains(&"kill -> signal 9 c49167c807f8".to_owned()));
+    }
+
+    #[test]
+    fn signal_names_and_numbers() {
+        assert_eq!(signal_number("15"), Some(15));
+        assert_eq!(signal_number("SIGWINCH"), Some(28));
+        assert_eq!(signal_number("quit"), Some(3));
+        assert_eq!(signal_number("SIGNOPE"), None);
     }
 
     /// Podman 4.3's compatible event stream (`podman system service`): three containers
@@ -129,7 +143,7 @@ mod tests {
             .map(|l| match action_json(l.as_bytes()).expect("engine JSON") {
                 Action::Inspect(id) => format!("inspect {}", &id[..12]),
                 Action::Remove(id) => format!("remove {}", &id[..12]),
-                Action::Stopping(id) => format!("stopping {}", &id[..12]),
+                Action::Signal(id, n) => format!("signal {n} {}", &id[..12]),
                 Action::Ignore => "ignore".to_owned(),
             })
             .filter(|a| a != "ignore")

@@ -162,9 +162,13 @@ impl Inventory {
         self.containers.remove(id);
     }
 
-    /// A stop signal went to the container: it drains from now on.
-    pub fn stopping(&mut self, id: &str) {
-        if let Some(c) = self.containers.get_mut(id) {
+    /// Signal `signal` went to the container: a stop signal (TERM, INT, QUIT, KILL, or its
+    /// own STOPSIGNAL) drains it from now on; others (HUP for a reload...) change nothing.
+    pub fn signalled(&mut self, id: &str, signal: i32) {
+        const STOPS: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGKILL];
+        if let Some(c) = self.containers.get_mut(id)
+            && (STOPS.contains(&signal) || c.stop_signal == Some(signal))
+        {
             c.stopping = true;
         }
     }
@@ -343,6 +347,7 @@ mod tests {
             health: Health::None,
             networks: [("apps".to_owned(), ip.parse().ok())].into(),
             exposed_tcp: vec![8080],
+            stop_signal: Some(libc::SIGWINCH),
             stopping: false,
         }
     }
@@ -485,7 +490,12 @@ mod tests {
     fn stopping_drains_and_health_paused_and_limits() {
         let mut inv = Inventory::new("portier", None, 2);
         inv.upsert(c("a", "1", "10.1.0.1", &[("portier.host", "a.example")]));
-        inv.stopping(&format!("{:0<64}", "a"));
+        let a = format!("{:0<64}", "a");
+        // A reload signal is not a stop.
+        inv.signalled(&a, libc::SIGHUP);
+        assert_eq!(servers(&inv.discovered())[0].2, 1);
+        // The image's own STOPSIGNAL is.
+        inv.signalled(&a, libc::SIGWINCH);
         // A later inspect (still running) keeps the drain.
         inv.upsert(c("a", "1", "10.1.0.1", &[("portier.host", "a.example")]));
         assert_eq!(

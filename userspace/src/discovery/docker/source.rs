@@ -205,7 +205,7 @@ async fn follow(
                 None => inventory.remove(&id),
             },
             Action::Remove(id) => inventory.remove(&id),
-            Action::Stopping(id) => inventory.stopping(&id),
+            Action::Signal(id, n) => inventory.signalled(&id, n),
         }
         publish(inventory, report, tx);
     }
