@@ -279,12 +279,18 @@ fn containers_become_servers_and_routes() -> Result<()> {
     // A new container is routed without a config change.
     let start = Instant::now();
     engine.run_app("new", "pdnet", &[("portier.host", "new.example")], &[])?;
+    let ran = start.elapsed();
+    let listed = until_status(&daemon, &ns, "new in pool new.example", |l7| {
+        servers(l7, "new.example").len() == 1
+    })?;
+    let answering = Instant::now();
     wait::until("new.example served by new", Duration::from_secs(20), || {
         Ok(served(&ns, "new.example", "new"))
     })?;
     println!(
-        "new container routed {:?} after docker run returned",
-        start.elapsed()
+        "new container: docker run took {ran:?}; a server {listed:?} after it returned; \
+         answering through portier {:?} later",
+        answering.elapsed()
     );
 
     // docker stop: gone from the pool; a sequential client loses at most its one
