@@ -7,7 +7,8 @@
 //! the static server, by weight); a new container is routed without a reload; `enable=false`
 //! ignored; a bad label named and the container skipped; an unhealthy container gets nothing;
 //! a route claimed against the config refused and reported; a container on two networks
-//! uses the configured one; `docker stop` removes a server (a sequential client sees at most
+//! uses the configured one; runtime drain/undrain of a discovered server; `docker stop`
+//! removes a server (a sequential client sees at most
 //! one failed request); a container restarted with a new address is followed; a rename
 //! shows; the engine stopped keeps the servers (stale) and its restart re-syncs, dropping a
 //! container that died meanwhile. Prints how long each change took to take effect.
@@ -360,6 +361,22 @@ fn containers_become_servers_and_routes() -> Result<()> {
             .iter()
             .any(|(_, s)| s.starts_with("container todo2b ("))
     })?;
+
+    // A discovered server takes runtime drain and undrain like a configured one.
+    let addr = format!("{new}:8080");
+    let weight_of = |l7: &Value| {
+        l7["pools"]["todo"]["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["address"] == addr.as_str())
+            .and_then(|s| s["weight"].as_u64())
+    };
+    daemon.cli(&ns, &["drain", "--pool", "todo", "--server", &addr])?;
+    assert_eq!(weight_of(&status(&daemon, &ns)?), Some(0));
+    assert!(!spread(&ns, "todo.example", 6).contains_key("todo2"));
+    daemon.cli(&ns, &["undrain", "--pool", "todo", "--server", &addr])?;
+    assert_eq!(weight_of(&status(&daemon, &ns)?), Some(3));
 
     // The engine goes away: servers kept (stale), traffic keeps flowing. A container dies
     // meanwhile; the restarted engine's listing removes it.
