@@ -11,7 +11,7 @@
 //! removes a server (a sequential client sees at most
 //! one failed request); a container restarted with a new address is followed; a rename
 //! shows; the engine stopped keeps the servers (stale) and its restart re-syncs, dropping a
-//! container that died meanwhile. Prints how long each change took to take effect.
+//! container that died meanwhile; a reload to an absent engine keeps them and says why. Prints how long each change took to take effect.
 //!
 //! Namespace prefix `pd`.
 
@@ -418,6 +418,20 @@ fn containers_become_servers_and_routes() -> Result<()> {
             bail!("`portier status` lacks {want:?}:\n{table}");
         }
     }
+
+    // A reload pointing discovery at an engine that is not there: the new source reports
+    // why, and what the old one found stays in force until a new one lists an engine.
+    let gone = format!("unix://{}", engine.dir.join("no-engine.sock").display());
+    daemon.reload(&config(&engine).replace(&engine.endpoint(), &gone))?;
+    until_status(&daemon, &ns, "the new source's error", |l7| {
+        let d = &l7["discovery"]["docker"];
+        d["connected"] == false
+            && d["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot reach the engine"))
+    })?;
+    assert_eq!(servers(&status(&daemon, &ns)?, "todo").len(), 2);
+    assert!(spread(&ns, "todo.example", 6).contains_key("todo2"));
     Ok(())
 }
 
