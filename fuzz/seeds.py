@@ -276,6 +276,17 @@ def bgp():
         write("bgp_message", name, data)
 
 
+def docker():
+    """Docker 20.10's and Podman 4.3's inspect answers (flag 0) and events (flag 1), as the
+    unit tests use."""
+    data = US / "src/discovery/docker/testdata"
+    for f in sorted(data.glob("*inspect_*.json")):
+        write("docker_engine", f.stem, b"\x00" + f.read_bytes())
+    for events in sorted(data.glob("*events.jsonl")):
+        for i, line in enumerate(events.read_text().splitlines()):
+            write("docker_engine", f"{events.stem}-{i:02}", b"\x01" + line.encode())
+
+
 if __name__ == "__main__":
     clear_seeds()
     ospf()
@@ -286,6 +297,7 @@ if __name__ == "__main__":
     small()
     bfd()
     bgp()
+    docker()
     for d in sorted(CORPUS.iterdir()):
         files = list(d.iterdir())
         print(f"{d.name}: {len(files)} files, {sum(f.stat().st_size for f in files)} bytes")

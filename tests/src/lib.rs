@@ -5,6 +5,7 @@ pub mod bgp_bench;
 pub mod bird;
 pub mod browser;
 pub mod client;
+pub mod dockerd;
 pub mod failover;
 pub mod frr;
 pub mod lab;

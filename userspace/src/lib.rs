@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod decap;
+pub mod discovery;
 pub mod health;
 pub mod hostname;
 pub mod l4;

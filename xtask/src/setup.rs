@@ -26,6 +26,10 @@ const PACKAGES: &[&str] = &[
     "chromium",
     // A strict OpenMetrics parser (the Prometheus project's) for the /metrics tests.
     "python3-prometheus-client",
+    // Docker discovery's tests run an engine of their own (tests/src/dockerd.rs) and make
+    // their image from the static busybox (no registry needed).
+    "docker.io",
+    "busybox-static",
     // `xtask package` and its test: dpkg-shlibdeps and strip (binutils), man -l and groff,
     // systemd-analyze verify.
     "dpkg-dev",
@@ -71,7 +75,16 @@ fn apt_packages() -> Result<()> {
     args.extend(&missing);
     sh("apt-get", &args, &[("DEBIAN_FRONTEND", "noninteractive")])?;
     // Debian starts these on install; the lab runs its own instances in namespaces.
-    for svc in ["frr", "bird", "keepalived", "haproxy", "nginx", "varnish"] {
+    for svc in [
+        "frr",
+        "bird",
+        "keepalived",
+        "haproxy",
+        "nginx",
+        "varnish",
+        "docker.socket",
+        "docker",
+    ] {
         let _ = Command::new("systemctl")
             .args(["stop", svc])
             .stderr(Stdio::null())

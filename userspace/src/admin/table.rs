@@ -495,7 +495,7 @@ fn print_l7(out: &mut String, l7: &Value) {
     }
     w!(
         out,
-        "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}",
+        "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}  source",
         "pool",
         "server",
         "weight",
@@ -512,13 +512,51 @@ fn print_l7(out: &mut String, l7: &Value) {
         for (i, server) in pool["servers"].as_array().into_iter().flatten().enumerate() {
             w!(
                 out,
-                "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}",
+                "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}  {}",
                 if i == 0 { name.as_str() } else { "" },
                 s(&server["address"]),
                 s(&server["weight"]),
                 s(&server["configured_weight"]),
                 s(&server["state"]),
                 s(&server["outstanding"]),
+                s(&server["source"]),
+            );
+        }
+    }
+    let docker = &l7["discovery"]["docker"];
+    if docker.is_object() {
+        let link = match (docker["connected"] == true, docker["stale"] == true) {
+            (true, _) => "connected".to_owned(),
+            (false, true) => format!(
+                "UNREACHABLE, last known containers kept (stale): {}",
+                s(&docker["last_error"])
+            ),
+            (false, false) => format!("unreachable: {}", s(&docker["last_error"])),
+        };
+        w!(out, "docker discovery {}: {link}", s(&docker["endpoint"]));
+        w!(
+            out,
+            "{:<24} {:<12} {:<10} {:<16} {:<22} detail",
+            "container",
+            "id",
+            "state",
+            "pool",
+            "address"
+        );
+        for c in docker["containers"].as_array().into_iter().flatten() {
+            w!(
+                out,
+                "{:<24} {:<12} {:<10} {:<16} {:<22} {}",
+                s(&c["name"]),
+                s(&c["id"]),
+                s(&c["state"]),
+                s(&c["pool"]),
+                s(&c["address"]),
+                if c["detail"].is_null() {
+                    String::new()
+                } else {
+                    s(&c["detail"])
+                },
             );
         }
     }

@@ -614,28 +614,52 @@ fn pool(
     report: &mut Report<'_>,
     table: &Table<'_, '_>,
 ) -> (Option<Located<String>>, Option<PoolConfig>) {
-    let keys: Vec<&str> = [
-        "name",
-        "balance",
-        "servers",
-        "health",
-        "protocol",
-        "connect_timeout_ms",
-        "response_timeout_ms",
-        "idle_timeout_ms",
-        "total_timeout_ms",
-        "max_connections",
-        "queue_timeout_ms",
-        "retries",
-        "eject_after",
-        "eject_ms",
-        "tunnel_timeout_ms",
-    ]
-    .into_iter()
-    .chain(l7_tls::KEYS.iter().copied())
-    .collect();
-    table.deny_unknown(report, &keys);
     let name = name(report, table);
+    if !table.has("servers") {
+        report.add(
+            table.offset(),
+            table.key_path("servers"),
+            "missing required key",
+        );
+    }
+    (name, pool_settings(report, table, true))
+}
+
+/// `[discovery.docker.defaults]`: the settings of pools that only containers make, as a
+/// `[[l7.pool]]` without `name` and `servers`.
+pub(super) fn pool_defaults(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<PoolConfig> {
+    pool_settings(report, table, false)
+}
+
+/// A pool's settings; with `listed`, also its `name` and `servers` keys (read by the caller
+/// and here).
+fn pool_settings(
+    report: &mut Report<'_>,
+    table: &Table<'_, '_>,
+    listed: bool,
+) -> Option<PoolConfig> {
+    let listing: &[&str] = if listed { &["name", "servers"] } else { &[] };
+    let keys: Vec<&str> = listing
+        .iter()
+        .copied()
+        .chain([
+            "balance",
+            "health",
+            "protocol",
+            "connect_timeout_ms",
+            "response_timeout_ms",
+            "idle_timeout_ms",
+            "total_timeout_ms",
+            "max_connections",
+            "queue_timeout_ms",
+            "retries",
+            "eject_after",
+            "eject_ms",
+            "tunnel_timeout_ms",
+        ])
+        .chain(l7_tls::KEYS.iter().copied())
+        .collect();
+    table.deny_unknown(report, &keys);
     let balance = match table.optional_str(report, "balance") {
         Some(v) => balance(report, v),
         None => Some(Balance::RoundRobin),
@@ -664,16 +688,13 @@ fn pool(
         }
         None => Some(HttpProtocol::Http1),
     };
-    if !table.has("servers") {
-        report.add(
-            table.offset(),
-            table.key_path("servers"),
-            "missing required key",
-        );
-    }
     let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
-    let servers: Vec<Option<ServerConfig>> = table
-        .array_of_tables(report, "servers")
+    let server_tables = if listed {
+        table.array_of_tables(report, "servers")
+    } else {
+        Vec::new()
+    };
+    let servers: Vec<Option<ServerConfig>> = server_tables
         .iter()
         .map(|t| {
             t.deny_unknown(report, &["address", "weight", "sni"]);
@@ -769,7 +790,7 @@ fn pool(
         1..=86_400_000,
         3_600_000u64,
     );
-    let rest = (|| {
+    (|| {
         Some(PoolConfig {
             name: String::new(),
             balance: balance?,
@@ -788,8 +809,7 @@ fn pool(
             eject_ms: eject_ms?,
             tunnel_timeout_ms: tunnel_timeout_ms?,
         })
-    })();
-    (name, rest)
+    })()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod bfd;
 mod bgp;
 mod checks;
 mod decap;
+pub mod discovery;
 mod error;
 mod health;
 pub mod l7;
@@ -30,6 +31,7 @@ use toml::de::DeTable;
 pub use admin::warnings;
 pub use bfd::{BfdAuth, BfdAuthKind, BfdConfig, BfdPeer, BfdTimers};
 pub use bgp::{BgpAnnounce, BgpAttrs, BgpConfig, BgpPeer};
+pub use discovery::{DiscoveryConfig, DockerDiscoveryConfig};
 pub use error::{ConfigError, Problem};
 pub use l7::{
     Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
@@ -102,6 +104,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
             "decap",
             "bfd",
             "bgp",
+            "discovery",
         ],
     );
     let node = root
@@ -122,6 +125,10 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         .collect();
     let l7 = match root.optional_table(report, "l7") {
         Some(table) => l7::read(report, &table).map(Some),
+        None => Some(None),
+    };
+    let discovery = match root.optional_table(report, "discovery") {
+        Some(table) => discovery::section(report, &table, root.has("l7")).map(Some),
         None => Some(None),
     };
     checks::services(report, &services);
@@ -200,6 +207,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         decap: decap?,
         bfd: bfd?,
         bgp: bgp?,
+        discovery: discovery?,
     })
 }
 

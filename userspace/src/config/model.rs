@@ -24,6 +24,8 @@ pub struct Config {
     pub bfd: Option<super::BfdConfig>,
     /// `[bgp]`: the BGP part announces VIPs to the configured peers.
     pub bgp: Option<super::BgpConfig>,
+    /// `[discovery]`: L7 servers and routes found at runtime (Docker/Podman containers).
+    pub discovery: Option<super::DiscoveryConfig>,
 }
 
 /// `[decap]`: where the host receives IPIP from the balancers.

@@ -9,11 +9,13 @@ pub mod attempt;
 pub mod balance;
 pub mod body;
 pub mod chunked;
+pub mod discovery_status;
 pub mod downstream;
 pub mod fast;
 pub mod headers;
 pub mod health;
 pub mod listener;
+pub mod merge;
 pub mod metrics;
 pub mod overrides;
 pub mod part;
@@ -31,7 +33,8 @@ pub mod tls;
 pub mod upstream_tls;
 pub mod workers;
 
-use crate::config::{L7Config, ListenerConfig};
+use crate::config::{L7Config, ListenerConfig, PoolConfig};
+use crate::discovery::docker::inventory::Discovered;
 use crate::part::command::{Command, CommandError, Reply};
 use listener::Listener;
 use metrics::ListenerMetrics;
@@ -50,8 +53,13 @@ pub struct L7 {
     listeners: HashMap<String, Listener>,
     listener_metrics: HashMap<String, Arc<ListenerMetrics>>,
     health: health::HealthChecks,
-    /// The configured settings, before runtime overrides.
+    /// The configured settings, before discovery and runtime overrides.
     config: L7Config,
+    /// What discovery reported last, and the settings of pools only it makes.
+    discovered: Discovered,
+    discovery_defaults: PoolConfig,
+    /// The file and discovery together (before overrides): what commands are checked against.
+    merged: merge::Merged,
     overrides: overrides::Overrides,
     /// Started with the first config (their count is read once).
     workers: Option<workers::Workers>,
@@ -71,6 +79,9 @@ impl L7 {
             listener_metrics: HashMap::new(),
             health: health::HealthChecks::default(),
             config: L7Config::default(),
+            discovered: Discovered::default(),
+            discovery_defaults: crate::config::discovery::pool_defaults(),
+            merged: merge::Merged::default(),
             overrides: overrides::Overrides::default(),
             workers: None,
         }
@@ -80,13 +91,51 @@ impl L7 {
     /// new and changed ones before retiring the old. Runtime overrides (drain, weight) of
     /// servers the config keeps stay in force. On error nothing changes.
     pub fn apply(&mut self, config: &L7Config) -> Result<(), L7Error> {
+        let (discovered, defaults) = (self.discovered.clone(), self.discovery_defaults.clone());
+        self.rebuild(config, &discovered, &defaults)
+    }
+
+    /// Takes what discovery found, through the same snapshot swap as a reload: servers that
+    /// stay keep their connections and counters, removed ones finish their requests.
+    pub fn apply_discovered(
+        &mut self,
+        discovered: &Discovered,
+        defaults: &PoolConfig,
+    ) -> Result<(), L7Error> {
+        if *discovered == self.discovered && *defaults == self.discovery_defaults {
+            return Ok(());
+        }
+        let config = self.config.clone();
+        self.rebuild(&config, discovered, defaults)
+    }
+
+    /// The configured settings as read from the file.
+    pub fn config(&self) -> &L7Config {
+        &self.config
+    }
+
+    fn rebuild(
+        &mut self,
+        config: &L7Config,
+        discovered: &Discovered,
+        defaults: &PoolConfig,
+    ) -> Result<(), L7Error> {
+        let merged = merge::merge(config, discovered, defaults);
         let mut overrides = self.overrides.clone();
-        overrides.retain_existing(config);
-        self.apply_effective(&overrides.apply_to(config))?;
-        upstream_tls::warn_insecure(&self.config.pools, &config.pools);
+        overrides.retain_existing(&merged.config);
+        self.apply_effective(&overrides.apply_to(&merged.config))?;
+        upstream_tls::warn_insecure(&self.merged.config.pools, &merged.config.pools);
         self.overrides = overrides;
         self.config = config.clone();
+        self.discovered = discovered.clone();
+        self.discovery_defaults = defaults.clone();
+        self.merged = merged;
         Ok(())
+    }
+
+    /// Containers the config made discovery refuse: short id -> why.
+    pub fn refused(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.merged.refused
     }
 
     /// A runtime command: `drain`, `undrain` or `weight` of a pool's server; the answer names
@@ -103,11 +152,12 @@ impl L7 {
                 verb: command.verb(),
             });
         };
-        let change = overrides::Change::checked(&self.config, pool, server, change.weight())
+        let change = overrides::Change::checked(&self.merged.config, pool, server, change.weight())
             .map_err(CommandError::NoSuchTarget)?;
         let mut next = self.overrides.clone();
         next.set(&change);
-        self.apply_effective(&next.apply_to(&self.config))
+        let merged = self.merged.config.clone();
+        self.apply_effective(&next.apply_to(&merged))
             .map_err(|e| CommandError::Failed(e.into()))?;
         self.overrides = next;
         let snap = self.shared.load();
@@ -230,7 +280,7 @@ impl L7 {
     pub fn status(&self) -> serde_json::Value {
         use std::sync::atomic::Ordering::Relaxed;
         let snap = self.shared.load();
-        let configured = overrides::Overrides::configured(&self.config);
+        let configured = overrides::Overrides::configured(&self.merged.config);
         let pools: serde_json::Map<String, serde_json::Value> = snap
             .pools
             .values()
@@ -248,8 +298,13 @@ impl L7 {
                         } else {
                             "active"
                         };
+                        let source = match self.merged.sources.get(&(p.name.clone(), s.address)) {
+                            Some(c) => format!("container {} ({})", c.name, c.id),
+                            None => "config".to_owned(),
+                        };
                         serde_json::json!({
                             "address": s.address.to_string(),
+                            "source": source,
                             "weight": s.weight(),
                             "configured_weight": configured.get(&(p.name.as_str(), s.address)),
                             "state": state,
