@@ -591,7 +591,10 @@ mod tests {
             "bgp": { "asn": 64513, "router_id": "10.0.0.11", "announced": ["203.0.113.10/32"],
                 "drained": false, "peers": [{ "address": "10.0.0.1", "remote_as": 64512,
                     "state": "Established", "uptime_secs": 42, "prefixes_advertised": 1,
-                    "last_error": null, "stats": { "messages_in": 7 } }] },
+                    "last_error": null, "stats": { "messages_in": 7 },
+                    "bfd": { "up": true, "downs": 1 }, "graceful_restart": 120,
+                    "negotiated": { "graceful_restart_negotiated": true,
+                        "graceful_notification": true } }] },
         });
         let out = super::render(&status);
         assert!(!out.contains('{'), "no JSON left:\n{out}");
@@ -640,7 +643,22 @@ mod tests {
         );
         assert_eq!(
             row("10.0.0.1                        64512"),
-            ["10.0.0.1", "64512", "Established", "42s", "1", "7", "-"]
+            [
+                "10.0.0.1",
+                "64512",
+                "Established",
+                "42s",
+                "1",
+                "7",
+                "up",
+                "(1",
+                "down)",
+                "120",
+                "s,",
+                "on",
+                "+N",
+                "-"
+            ]
         );
     }
 }
