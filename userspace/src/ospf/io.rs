@@ -65,13 +65,17 @@ pub struct Speaker {
     state_file: Option<std::path::PathBuf>,
     /// Whether the coming stop is a planned graceful restart rather than a withdrawal.
     restart_on_stop: Option<watch::Receiver<bool>>,
+    /// The longest dead interval of the interfaces, in ms.
+    dead_ms: u64,
 }
 
 /// What the state file says about the last run (`RestartState::read`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartState {
-    /// It ran with graceful restart and did not stop cleanly: an unplanned restart.
-    Running,
+    /// It ran with graceful restart, still alive at `at_ms` (ms since the epoch; noted every
+    /// second), and did not stop cleanly: an unplanned restart, if neighbours still hold the
+    /// adjacency (within the dead interval).
+    Running { at_ms: u64 },
     /// It stopped for a planned restart; helpers wait until then (ms since the epoch).
     Planned { until_ms: u64 },
 }
@@ -81,7 +85,9 @@ impl RestartState {
         let text = std::fs::read_to_string(path).ok()?;
         let mut words = text.split_whitespace();
         match words.next()? {
-            "running" => Some(Self::Running),
+            "running" => Some(Self::Running {
+                at_ms: words.next()?.parse().ok()?,
+            }),
             "planned" => Some(Self::Planned {
                 until_ms: words.next()?.parse().ok()?,
             }),
@@ -91,7 +97,7 @@ impl RestartState {
 
     fn write(self, path: &std::path::Path) {
         let text = match self {
-            Self::Running => "running\n".to_string(),
+            Self::Running { at_ms } => format!("running {at_ms}\n"),
             Self::Planned { until_ms } => format!("planned {until_ms}\n"),
         };
         let written = path
@@ -143,6 +149,11 @@ impl Speaker {
             .max()
             .unwrap_or(5)
             + 1;
+        let dead_ms = interfaces
+            .iter()
+            .map(|c| u64::from(c.dead_interval) * 1000)
+            .max()
+            .unwrap_or(40_000);
         let (rx_tx, rx) = mpsc::channel(1024);
         Self {
             inst: Instance::new(router_id, interfaces, wall_secs(), Instant::now()),
@@ -153,6 +164,7 @@ impl Speaker {
             kills: None,
             state_file: None,
             restart_on_stop: None,
+            dead_ms,
         }
     }
 
@@ -171,6 +183,15 @@ impl Speaker {
         tx
     }
 
+    /// Notes that we still run with graceful restart (every second: /run is a tmpfs).
+    fn heartbeat(&self) {
+        if let Some(path) = &self.state_file
+            && self.inst.graceful_restart().restart
+        {
+            RestartState::Running { at_ms: now_ms() }.write(path);
+        }
+    }
+
     /// At start: a graceful restart if the state file says the last run had one coming
     /// (planned, within its grace period) or died while running with it (unplanned).
     fn resume_restart(&mut self, now: Instant) {
@@ -187,14 +208,18 @@ impl Speaker {
                         .begin_restart(left, RestartReason::SoftwareRestart, false, now);
                 }
             }
-            Some(RestartState::Running) if gr.restart => {
+            // Past the dead interval the neighbours dropped us: a grace-LSA would be refused
+            // and only hold back our LSAs.
+            Some(RestartState::Running { at_ms })
+                if gr.restart && now_ms().saturating_sub(at_ms) < self.dead_ms =>
+            {
                 self.inst
                     .begin_restart(gr.grace_period, RestartReason::Unknown, true, now);
             }
             _ => {}
         }
         if gr.restart {
-            RestartState::Running.write(&path);
+            RestartState::Running { at_ms: now_ms() }.write(&path);
         } else {
             let _ = std::fs::remove_file(&path);
         }
@@ -255,6 +280,7 @@ impl Speaker {
                     self.send_output();
                     if now - last_status >= Duration::from_secs(1) {
                         last_status = now;
+                        self.heartbeat();
                         let _ = status.send(Some(self.inst.status(now)));
                     }
                 }
@@ -533,6 +559,26 @@ fn interface_mtu(name: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restart_state_file_round_trips_and_rejects_garbage() {
+        let dir = std::env::temp_dir().join(format!("portier-ospf-state-{}", std::process::id()));
+        let path = dir.join("restart.state");
+        for state in [
+            RestartState::Running {
+                at_ms: 1_796_000_000_123,
+            },
+            RestartState::Planned { until_ms: 42 },
+        ] {
+            state.write(&path);
+            assert_eq!(RestartState::read(&path), Some(state));
+        }
+        for garbage in ["", "running", "planned soon", "master 12\n"] {
+            std::fs::write(&path, garbage).unwrap();
+            assert_eq!(RestartState::read(&path), None, "{garbage:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn ip_payload_takes_the_ospf_part_and_rejects_the_rest() {
