@@ -31,11 +31,16 @@ const NODE: &str = "pd-docker";
 const LISTEN: &str = "127.0.0.1:8000";
 /// A server of pool `todo` written in the config: busybox httpd outside Docker.
 const STATIC: &str = "127.0.0.1:9001";
+/// The admin API's read-only listener (`/metrics`).
+const ADMIN: &str = "127.0.0.1:9902";
 
 fn config(engine: &Engine) -> String {
     format!(
         r#"[node]
 name = "{NODE}"
+
+[admin]
+listen = "{ADMIN}"
 
 [l7]
 drain_timeout_ms = 2000
@@ -70,13 +75,18 @@ connect_timeout_ms = 500
 
 /// One GET with `host`, on a new connection: (status, body).
 fn get(ns: &str, host: &str) -> Result<(u16, String)> {
+    get_from(ns, LISTEN, host, "/")
+}
+
+/// One GET of `path` from `to` with `host`, on a new connection: (status, body).
+fn get_from(ns: &str, to: &str, host: &str, path: &str) -> Result<(u16, String)> {
     in_netns(ns, || -> Result<(u16, String)> {
-        let addr: SocketAddr = LISTEN.parse()?;
+        let addr: SocketAddr = to.parse()?;
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         write!(
             s,
-            "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
         )?;
         let mut text = String::new();
         s.read_to_string(&mut text)?;
@@ -276,6 +286,17 @@ fn containers_become_servers_and_routes() -> Result<()> {
         state_of(l7, "sick") == "unhealthy"
     })?;
     assert_eq!(get(&ns, "sick.example")?.0, 503, "no server for sick");
+
+    // The discovery's families in /metrics.
+    let (_, metrics) = get_from(&ns, ADMIN, "localhost", "/metrics")?;
+    for want in [
+        "portier_l7_discovery_connected 1\n",
+        "portier_l7_discovery_stale 0\n",
+        "portier_l7_discovery_containers{state=\"bad-label\"} 1\n",
+        "portier_l7_discovery_containers{state=\"refused\"} 1\n",
+    ] {
+        assert!(metrics.contains(want), "{want:?} not in\n{metrics}");
+    }
 
     // A new container is routed without a config change.
     let start = Instant::now();

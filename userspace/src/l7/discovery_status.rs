@@ -41,10 +41,16 @@ pub fn status(r: &Report, refused: &BTreeMap<String, String>) -> serde_json::Val
 }
 
 /// Appends the discovery's metric families (`portier_l7_discovery_*`) to `out`.
-pub fn metrics(out: &mut String, r: &Report) {
+/// `refused` as for [`status`]: a container the config refused counts as refused here too.
+pub fn metrics(out: &mut String, r: &Report, refused: &BTreeMap<String, String>) {
     let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
     for e in &r.discovered.containers {
-        *by_state.entry(e.state.word()).or_default() += 1;
+        let state = if refused.contains_key(&e.source.id) {
+            "refused"
+        } else {
+            e.state.word()
+        };
+        *by_state.entry(state).or_default() += 1;
     }
     let mut m = Metrics::new("l7");
     m.gauge(

@@ -117,7 +117,7 @@ impl Part for L7Part {
             status["discovery"] = serde_json::json!({
                 "docker": super::discovery_status::status(r, self.l7.refused()),
             });
-            super::discovery_status::metrics(&mut metrics, r);
+            super::discovery_status::metrics(&mut metrics, r, self.l7.refused());
         }
         board.set(status);
         board.set_metrics(metrics);
