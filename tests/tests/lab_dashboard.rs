@@ -127,8 +127,12 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
         assert_eq!(f.kind, kind, "{name}");
     }
     assert!(lb_metrics["portier_admin_event_streams"].samples[0].value >= 1.0);
-    let master = &lb_metrics["portier_vrrp_master"].samples[0];
-    assert_eq!(master.labels["instance"], "vip51");
+    let master = lb_metrics["portier_vrrp_master"]
+        .samples
+        .iter()
+        .find(|s| s.labels.get("instance").map(String::as_str) == Some("vip51"))
+        .expect("vip51's sample");
+    assert_eq!(master.labels["vrid"], "51");
     assert_eq!(master.value, 1.0);
     let host_metrics = metrics(&l.ns("host1"))?;
     for name in [

@@ -169,18 +169,29 @@ impl BackendArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // netlink-packet-route warns about attributes newer kernels add; not ours to fix.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error")
-                }),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // `[log] format` of the config `run` is given: read here, before the first event. A config
+    // that does not load logs as text; `run` then reports its problems.
+    let json = match &cli.command {
+        Command::Run { config, .. } => portier::config::load(config)
+            .is_ok_and(|c| c.log.format == portier::config::LogFormat::Json),
+        _ => false,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        // netlink-packet-route warns about attributes newer kernels add; not ours to fix.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        // One object per line, the event's fields as fields: journald and log shippers keep
+        // them structured.
+        fmt.json().flatten_event(true).init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portier: {e:#}");

@@ -14,6 +14,7 @@ mod error;
 mod health;
 pub mod l7;
 mod l7_tls;
+mod log;
 mod model;
 mod ospf;
 mod reader;
@@ -37,6 +38,7 @@ pub use l7::{
     Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
     PoolConfig, RouteConfig, ServerConfig, UpstreamTlsConfig,
 };
+pub use log::{LogConfig, LogFormat};
 pub use model::{
     AdminConfig, BackendConfig, Cidr, Config, DataplaneConfig, DecapConfig, Forwarding,
     HealthCheckConfig, HealthKind, HttpCheck, NodeConfig, Protocol, ServiceConfig, XdpMode,
@@ -105,6 +107,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
             "bfd",
             "bgp",
             "discovery",
+            "log",
         ],
     );
     let node = root
@@ -113,6 +116,10 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
     let dataplane = match root.optional_table(report, "dataplane") {
         Some(table) => sections::dataplane(report, &table),
         None => Some(DataplaneConfig::default()),
+    };
+    let log = match root.optional_table(report, "log") {
+        Some(table) => log::log(report, &table),
+        None => Some(LogConfig::default()),
     };
     let admin = match root.optional_table(report, "admin") {
         Some(table) => admin::admin(report, &table),
@@ -208,6 +215,7 @@ fn read(report: &mut Report<'_>, root: &Table<'_, '_>) -> Option<Config> {
         bfd: bfd?,
         bgp: bgp?,
         discovery: discovery?,
+        log: log?,
     })
 }
 

@@ -26,6 +26,8 @@ pub struct Config {
     pub bgp: Option<super::BgpConfig>,
     /// `[discovery]`: L7 servers and routes found at runtime (Docker/Podman containers).
     pub discovery: Option<super::DiscoveryConfig>,
+    /// `[log]`: text or JSON lines on stderr.
+    pub log: super::LogConfig,
 }
 
 /// `[decap]`: where the host receives IPIP from the balancers.
