@@ -35,7 +35,7 @@ fn the_lab_config_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 services"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 services"));
 }
 
 #[test]
