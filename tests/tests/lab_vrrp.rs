@@ -29,6 +29,22 @@ fn stopping_lb1_moves_the_vip_and_traffic_to_lb2() -> Result<()> {
     // Master-down at priority 150 with 1 s adverts is 3.4 s.
     wait_until("lb1 master, lb2 backup", Duration::from_secs(20), || {
         Ok(l.has_vip_on_lan("lb1")? && !l.has_vip_on_lan("lb2")?)
+    })
+    .map_err(|e| {
+        let vrrp = |d: &lab::Daemon, node: &str| {
+            d.cli(&l.ns(node), &["status", "--json"])
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .map(|v| v["vrrp"].to_string())
+                .unwrap_or_default()
+        };
+        e.context(format!(
+            "lb1 vrrp {}\nlb2 vrrp {}\nlb1 log:\n{}\nlb2 log:\n{}",
+            vrrp(&lb1, "lb1"),
+            vrrp(&lb2, "lb2"),
+            lb1.log_text(),
+            lb2.log_text()
+        ))
     })?;
     l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
 
