@@ -56,10 +56,6 @@ const SERVICES: [Svc; 3] = [
     },
 ];
 
-fn host_mac(i: u32) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0x21, i as u8]
-}
-
 fn setup() -> Dataplane {
     let mut dp = Dataplane::load_for_test(4096)
         .unwrap_or_else(|e| panic!("loading the XDP balancer (these tests need root): {e}"));

@@ -20,10 +20,6 @@ fn load() -> Dataplane {
         .unwrap_or_else(|e| panic!("loading the XDP balancer (these tests need root): {e}"))
 }
 
-fn host_mac(i: u32) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0x21, i as u8]
-}
-
 fn backend(i: u32, generation: u32) -> Backend {
     Backend {
         mac: host_mac(i),

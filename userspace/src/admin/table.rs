@@ -213,18 +213,19 @@ fn print_ospf(out: &mut String, ospf: &Value) {
                 .collect()
         })
         .unwrap_or_default();
-    w!(
-        out,
-        "announced: {}",
-        if announced.is_empty() {
-            "nothing".to_string()
-        } else {
-            announced.join(", ")
-        }
-    );
+    w!(out, "announced: {}", list_or_nothing(&announced));
     let reached: Vec<String> = items(&ospf["limits_reached"]).map(s).collect();
     if !reached.is_empty() {
         w!(out, "limits reached: {}", reached.join(", "));
+    }
+}
+
+/// `a, b, c`, or `nothing` for an empty list.
+fn list_or_nothing(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".to_string()
+    } else {
+        items.join(", ")
     }
 }
 
@@ -323,15 +324,7 @@ fn print_bgp(out: &mut String, bgp: &Value) {
         );
     }
     let announced: Vec<String> = items(&bgp["announced"]).map(s).collect();
-    w!(
-        out,
-        "announced: {}",
-        if announced.is_empty() {
-            "nothing".to_string()
-        } else {
-            announced.join(", ")
-        }
-    );
+    w!(out, "announced: {}", list_or_nothing(&announced));
     let drained: Vec<String> = items(&bgp["drained"]).map(s).collect();
     if !drained.is_empty() {
         w!(out, "drained: {}", drained.join(", "));

@@ -26,3 +26,8 @@ pub fn v4(a: [u8; 4]) -> [u8; 16] {
     o[..4].copy_from_slice(&a);
     o
 }
+
+/// The MAC of test backend `i`.
+pub fn host_mac(i: u32) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x21, i as u8]
+}

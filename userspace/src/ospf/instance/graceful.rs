@@ -218,16 +218,7 @@ impl Instance {
             .iter()
             .flat_map(|i| &i.neighbors)
             .any(|n| n.state >= NbrState::ExStart && n.state < NbrState::Full);
-        let key = LsaKey {
-            ls_type: lsa::TYPE_ROUTER,
-            ls_id: self.router_id,
-            advertising_router: self.router_id,
-        };
-        let Some(pre) = self
-            .lsdb
-            .get(&key)
-            .and_then(|e| RouterLsa::decode(e.body()).ok())
-        else {
+        let Some(pre) = self.own_router_lsa() else {
             // Nothing re-learnt: once some adjacency is Full and none is still
             // synchronising, there is nothing left to protect.
             let any_full = self
@@ -259,22 +250,26 @@ impl Instance {
         })
     }
 
+    /// Our own Router-LSA as the database holds it: during a restart, the one re-learnt
+    /// from the neighbours (what we announced before the restart).
+    fn own_router_lsa(&self) -> Option<RouterLsa> {
+        let key = LsaKey {
+            ls_type: lsa::TYPE_ROUTER,
+            ls_id: self.router_id,
+            advertising_router: self.router_id,
+        };
+        self.lsdb
+            .get(&key)
+            .and_then(|e| RouterLsa::decode(e.body()).ok())
+    }
+
     /// 2.2 (1): a helper's LSA no longer shows the adjacency our pre-restart Router-LSA
     /// had with it, so it gave up helping: the restart cannot complete.
     pub(super) fn restart_inconsistent(&self, lsa: &Lsa) -> bool {
         if self.restart.is_none() || lsa.header.advertising_router == self.router_id {
             return false;
         }
-        let key = LsaKey {
-            ls_type: lsa::TYPE_ROUTER,
-            ls_id: self.router_id,
-            advertising_router: self.router_id,
-        };
-        let Some(pre) = self
-            .lsdb
-            .get(&key)
-            .and_then(|e| RouterLsa::decode(e.body()).ok())
-        else {
+        let Some(pre) = self.own_router_lsa() else {
             return false;
         };
         let gone = lsa.header.age == MAX_AGE;
