@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::model::{AdminConfig, Cidr, Config};
+use super::model::{AdminConfig, Config};
 use super::reader::Table;
 use super::report::Report;
 use super::rules;
@@ -24,16 +24,7 @@ pub(super) fn admin(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<Ad
             }
         },
     };
-    let allow: Option<Vec<Cidr>> = match table.optional_str_array(report, "allow") {
-        None => Some(Vec::new()),
-        Some(items) => items
-            .value
-            .into_iter()
-            .map(|item| rules::cidr(report, item))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect(),
-    };
+    let allow = rules::cidrs(report, table, "allow");
     let socket = match table.optional_str(report, "socket") {
         None => Some(None),
         Some(v) if v.value.starts_with('/') => Some(Some(PathBuf::from(v.value))),

@@ -321,18 +321,7 @@ fn peer(
         }
         None => Some(None),
     };
-    let bfd = match t.optional_bool(report, "bfd") {
-        Some(v) if v.value && !bfd_runs => {
-            report.add(
-                v.offset,
-                v.key,
-                "needs a [bfd] section (the BFD part runs the sessions)",
-            );
-            None
-        }
-        Some(v) => Some(v.value),
-        None => Some(false),
-    };
+    let bfd = rules::bfd_flag(report, t, bfd_runs);
     let export = attrs(report, t);
     let families = families?;
     let (ipv4_unicast, ipv6_unicast) = if families.is_empty() {
@@ -381,22 +370,7 @@ fn announcement(
         }
         Some(a)
     });
-    let policy = t.required_str(report, "policy").and_then(|v| {
-        let (offset, key) = (v.offset, v.key.clone());
-        let p = rules::choice::<AnnouncePolicy>(report, v)?;
-        if p == AnnouncePolicy::Healthy
-            && let Some(vip) = vip
-            && !service_vips.contains(&vip)
-        {
-            report.add(
-                offset,
-                key,
-                format!("policy \"healthy\" needs a [[service]] on {vip}"),
-            );
-            return None;
-        }
-        Some(p)
-    });
+    let policy = rules::announce_policy(report, t, vip, service_vips);
     let hold_down_ms = rules::int_or(report, t, "hold_down_ms", 0..=3_600_000, 0u64);
     let attrs = attrs(report, t);
     Some(BgpAnnounce {

@@ -7,6 +7,7 @@ use dataplane_common::{MAX_BACKENDS, MAX_SERVICES};
 
 use super::model::Protocol;
 use super::report::Report;
+use super::rules;
 use super::sections::{NodeDraft, ServiceDraft};
 
 pub(super) fn services(report: &mut Report<'_>, services: &[ServiceDraft]) {
@@ -21,25 +22,18 @@ pub(super) fn services(report: &mut Report<'_>, services: &[ServiceDraft]) {
         );
     }
 
-    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut names = rules::FirstSeen::new();
     // A port-0 service and a specific-port one on the same VIP may coexist (exact port wins),
     // so the key includes the port as written.
     let mut listeners: HashMap<(IpAddr, u16, Protocol), (&str, usize)> = HashMap::new();
     for service in services {
         if let Some(name) = &service.name {
-            if let Some(&first) = names.get(name.value.as_str()) {
-                let line = report.line_of(first);
-                report.add(
-                    name.offset,
-                    name.key.clone(),
-                    format!(
-                        "service name \"{}\" is already used (line {line})",
-                        name.value
-                    ),
-                );
-            } else {
-                names.insert(&name.value, name.offset);
-            }
+            names.first(report, name.value.as_str(), name, |line| {
+                format!(
+                    "service name \"{}\" is already used (line {line})",
+                    name.value
+                )
+            });
         }
         if let (Some(vip), Some(port), Some(protocol)) =
             (&service.vip, service.port, service.protocol)

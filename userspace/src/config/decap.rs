@@ -1,7 +1,6 @@
 //! `[decap]` (a host behind IPIP services runs the decapsulator) and the rule that IPIP
 //! services have an outer source prefix of their family.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::model::{DataplaneConfig, DecapConfig, Forwarding};
@@ -54,7 +53,7 @@ pub(super) fn section(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<
         if list.value.is_empty() && table.array_len("addresses") == Some(0) {
             report.add(list.offset, list.key.clone(), "lists no address");
         }
-        unique_ips(report, list.value)
+        addresses_of(rules::unique_ips(report, list.value))
     });
     let sources = table.optional_str_array(report, "sources").map(|list| {
         if list.value.is_empty() && table.array_len("sources") == Some(0) {
@@ -69,7 +68,7 @@ pub(super) fn section(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<
         if list.value.is_empty() && table.array_len("vips") == Some(0) {
             report.add(list.offset, list.key.clone(), "lists no VIP");
         }
-        unique_ips(report, list.value)
+        addresses_of(rules::unique_ips(report, list.value))
     });
     Some(DecapConfig {
         interfaces: interfaces?,
@@ -79,27 +78,8 @@ pub(super) fn section(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<
     })
 }
 
-/// Unicast addresses, each listed once.
-fn unique_ips(report: &mut Report<'_>, items: Vec<Located<&str>>) -> Vec<IpAddr> {
-    let mut seen: HashMap<IpAddr, usize> = HashMap::new();
-    let mut out = Vec::new();
-    for item in items {
-        let Some(address) = rules::unicast_ip(report, item) else {
-            continue;
-        };
-        if let Some(&first) = seen.get(&address.value) {
-            let line = report.line_of(first);
-            report.add(
-                address.offset,
-                address.key,
-                format!("{} is already listed (line {line})", address.value),
-            );
-            continue;
-        }
-        seen.insert(address.value, address.offset);
-        out.push(address.value);
-    }
-    out
+fn addresses_of(list: Vec<Located<IpAddr>>) -> Vec<IpAddr> {
+    list.into_iter().map(|a| a.value).collect()
 }
 
 /// An IPIP service's packets leave with an outer source from `[dataplane]`; without one of

@@ -190,12 +190,12 @@ pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7C
         .map(|t| route(report, t))
         .collect();
 
-    unique(
+    rules::unique_names(
         report,
         listeners.iter().filter_map(|l| l.0.as_ref()),
         "listener",
     );
-    unique(report, pools.iter().filter_map(|p| p.0.as_ref()), "pool");
+    rules::unique_names(report, pools.iter().filter_map(|p| p.0.as_ref()), "pool");
     let mut binds: HashMap<SocketAddr, usize> = HashMap::new();
     for bind in listeners.iter().filter_map(|l| l.1.as_ref()) {
         if let Some(&first) = binds.get(&bind.value) {
@@ -299,29 +299,6 @@ pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7C
         drain_timeout_ms: drain_timeout_ms?,
         workers: workers?,
     })
-}
-
-fn unique<'a>(
-    report: &mut Report<'_>,
-    names: impl Iterator<Item = &'a Located<String>>,
-    what: &str,
-) {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for name in names {
-        if let Some(&first) = seen.get(name.value.as_str()) {
-            let line = report.line_of(first);
-            report.add(
-                name.offset,
-                name.key.clone(),
-                format!(
-                    "{what} name \"{}\" is already used (line {line})",
-                    name.value
-                ),
-            );
-        } else {
-            seen.insert(&name.value, name.offset);
-        }
-    }
 }
 
 fn ms(report: &mut Report<'_>, table: &Table<'_, '_>, key: &str, default: u64) -> Option<u64> {
@@ -452,16 +429,7 @@ fn listener(report: &mut Report<'_>, table: &Table<'_, '_>) -> ListenerDraft {
     let proxy_protocol = table
         .optional_bool(report, "proxy_protocol")
         .map(|v| v.value);
-    let proxy_from: Option<Vec<Cidr>> = match table.optional_str_array(report, "proxy_from") {
-        None => Some(Vec::new()),
-        Some(items) => items
-            .value
-            .into_iter()
-            .map(|item| rules::cidr(report, item))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect(),
-    };
+    let proxy_from = rules::cidrs(report, table, "proxy_from");
     // A PROXY header names the client; taking it from anyone lets anyone claim any address.
     if proxy_protocol == Some(true) && !table.has("proxy_from") {
         report.add(

@@ -365,18 +365,7 @@ fn interface(
     let retransmit = int_or(report, t, "retransmit_interval", 1..=3600, 5);
     let priority = int_or(report, t, "priority", 0..=255, 1);
     let cost = int_or(report, t, "cost", 1..=65535, 10);
-    let bfd = match t.optional_bool(report, "bfd") {
-        Some(v) if v.value && !bfd_runs => {
-            report.add(
-                v.offset,
-                v.key,
-                "needs a [bfd] section (the BFD part runs the sessions)",
-            );
-            None
-        }
-        Some(v) => Some(v.value),
-        None => Some(false),
-    };
+    let bfd = rules::bfd_flag(report, t, bfd_runs);
     let kind = match t.optional_str(report, "auth") {
         Some(v) => rules::choice(report, v),
         None => Some(AuthKind::None),
@@ -519,22 +508,7 @@ fn announcement(
         }
         Some(a)
     });
-    let policy = t.required_str(report, "policy").and_then(|v| {
-        let (offset, key) = (v.offset, v.key.clone());
-        let p = rules::choice::<AnnouncePolicy>(report, v)?;
-        if p == AnnouncePolicy::Healthy
-            && let Some(vip) = vip
-            && !service_vips.contains(&IpAddr::V4(vip))
-        {
-            report.add(
-                offset,
-                key,
-                format!("policy \"healthy\" needs a [[service]] on {vip}"),
-            );
-            return None;
-        }
-        Some(p)
-    });
+    let policy = rules::announce_policy(report, t, vip.map(IpAddr::V4), service_vips);
     let as_external = t
         .optional_bool(report, "as_external")
         .map_or(Some(false), |v| Some(v.value));

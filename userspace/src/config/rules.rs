@@ -177,22 +177,18 @@ pub(super) fn interface_name(report: &mut Report<'_>, value: Located<&str>) -> O
 
 /// A list of interface names: each valid, none twice (a repeat names the first one's line).
 pub(super) fn interface_names(report: &mut Report<'_>, items: Vec<Located<&str>>) -> Vec<String> {
-    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut seen = FirstSeen::new();
     let mut names = Vec::new();
     for item in items {
-        if let Some(&first) = seen.get(item.value) {
-            let line = report.line_of(first);
-            report.add(
-                item.offset,
-                item.key,
-                format!(
-                    "interface \"{}\" is already listed (line {line})",
-                    item.value
-                ),
-            );
+        let repeat = |line| {
+            format!(
+                "interface \"{}\" is already listed (line {line})",
+                item.value
+            )
+        };
+        if !seen.first(report, item.value, &item, repeat) {
             continue;
         }
-        seen.insert(item.value, item.offset);
         if let Some(name) = interface_name(report, item) {
             names.push(name);
         }
@@ -233,4 +229,131 @@ pub(super) fn int_or<T: TryFrom<i128>>(
         Some(v) => in_range(report, v, range),
         None => Some(default),
     }
+}
+
+/// Where each value was first written, so that a repeat is reported with the first one's line.
+pub(super) struct FirstSeen<K>(std::collections::HashMap<K, usize>);
+
+impl<K: std::hash::Hash + Eq> FirstSeen<K> {
+    pub(super) fn new() -> FirstSeen<K> {
+        FirstSeen(std::collections::HashMap::new())
+    }
+
+    /// `true` the first time `value` is seen; a repeat is reported at `at` with `message`
+    /// given the first one's line.
+    pub(super) fn first<T>(
+        &mut self,
+        report: &mut Report<'_>,
+        value: K,
+        at: &Located<T>,
+        message: impl FnOnce(usize) -> String,
+    ) -> bool {
+        if let Some(&first) = self.0.get(&value) {
+            let line = report.line_of(first);
+            report.add(at.offset, at.key.clone(), message(line));
+            return false;
+        }
+        self.0.insert(value, at.offset);
+        true
+    }
+}
+
+/// Names that must be unique among `what`s (pools, listeners, instances...).
+pub(super) fn unique_names<'a>(
+    report: &mut Report<'_>,
+    names: impl IntoIterator<Item = &'a Located<String>>,
+    what: &str,
+) {
+    let mut seen = FirstSeen::new();
+    for name in names {
+        seen.first(report, name.value.as_str(), name, |line| {
+            format!(
+                "{what} name \"{}\" is already used (line {line})",
+                name.value
+            )
+        });
+    }
+}
+
+/// A list of unicast addresses, none twice.
+pub(super) fn unique_ips(
+    report: &mut Report<'_>,
+    items: Vec<Located<&str>>,
+) -> Vec<Located<IpAddr>> {
+    let mut seen = FirstSeen::new();
+    let mut out = Vec::new();
+    for item in items {
+        let Some(address) = unicast_ip(report, item) else {
+            continue;
+        };
+        if seen.first(report, address.value, &address, |line| {
+            format!("{} is already listed (line {line})", address.value)
+        }) {
+            out.push(address);
+        }
+    }
+    out
+}
+
+/// An optional list of address/length prefixes (empty when absent); `None` if one is bad.
+pub(super) fn cidrs(
+    report: &mut Report<'_>,
+    table: &super::reader::Table<'_, '_>,
+    key: &str,
+) -> Option<Vec<Cidr>> {
+    match table.optional_str_array(report, key) {
+        None => Some(Vec::new()),
+        Some(items) => items
+            .value
+            .into_iter()
+            .map(|item| cidr(report, item))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// `bfd = true` of a routing neighbour: only where the BFD part runs the sessions.
+pub(super) fn bfd_flag(
+    report: &mut Report<'_>,
+    table: &super::reader::Table<'_, '_>,
+    bfd_runs: bool,
+) -> Option<bool> {
+    match table.optional_bool(report, "bfd") {
+        Some(v) if v.value && !bfd_runs => {
+            report.add(
+                v.offset,
+                v.key,
+                "needs a [bfd] section (the BFD part runs the sessions)",
+            );
+            None
+        }
+        Some(v) => Some(v.value),
+        None => Some(false),
+    }
+}
+
+/// An announcement's `policy`; `healthy` follows a service's health, so its VIP needs one.
+pub(super) fn announce_policy(
+    report: &mut Report<'_>,
+    table: &super::reader::Table<'_, '_>,
+    vip: Option<IpAddr>,
+    service_vips: &[IpAddr],
+) -> Option<super::ospf::AnnouncePolicy> {
+    use super::ospf::AnnouncePolicy;
+    let v = table.required_str(report, "policy")?;
+    let (offset, key) = (v.offset, v.key.clone());
+    let p = choice::<AnnouncePolicy>(report, v)?;
+    if p == AnnouncePolicy::Healthy
+        && let Some(vip) = vip
+        && !service_vips.contains(&vip)
+    {
+        report.add(
+            offset,
+            key,
+            format!("policy \"healthy\" needs a [[service]] on {vip}"),
+        );
+        return None;
+    }
+    Some(p)
 }

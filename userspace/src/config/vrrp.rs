@@ -308,23 +308,9 @@ fn addresses(
         );
         return None;
     }
-    let mut seen: HashMap<IpAddr, usize> = HashMap::new();
     let mut out = Vec::new();
     let mut first_family: Option<bool> = None;
-    for item in list.value {
-        let Some(address) = rules::unicast_ip(report, item) else {
-            continue;
-        };
-        if let Some(&first) = seen.get(&address.value) {
-            let line = report.line_of(first);
-            report.add(
-                address.offset,
-                address.key,
-                format!("{} is already listed (line {line})", address.value),
-            );
-            continue;
-        }
-        seen.insert(address.value, address.offset);
+    for address in rules::unique_ips(report, list.value) {
         if version == Some(VrrpVersion::V2) && address.value.is_ipv6() {
             report.add(
                 address.offset,
@@ -405,23 +391,16 @@ fn track(
 
 /// Uniqueness across instances, and tracked services that exist.
 pub(super) fn check(report: &mut Report<'_>, instances: &[InstanceDraft], services: &[&str]) {
-    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut names = rules::FirstSeen::new();
     let mut routers: HashMap<(&str, u8, bool), usize> = HashMap::new();
     for instance in instances {
         if let Some(name) = &instance.name {
-            if let Some(&first) = names.get(name.value.as_str()) {
-                let line = report.line_of(first);
-                report.add(
-                    name.offset,
-                    name.key.clone(),
-                    format!(
-                        "instance name \"{}\" is already used (line {line})",
-                        name.value
-                    ),
-                );
-            } else {
-                names.insert(&name.value, name.offset);
-            }
+            names.first(report, name.value.as_str(), name, |line| {
+                format!(
+                    "instance name \"{}\" is already used (line {line})",
+                    name.value
+                )
+            });
         }
         let family = instance
             .vips
