@@ -2,19 +2,22 @@
 //! balancer by IPIP.
 //!
 //! ```text
-//!  <p>-router eth2 10.1.0.1/24
-//!      |  10.1.0.0/24: bridge br0 in namespace <p>-lan2
-//!      +-- <p>-rhost1..3 10.1.0.21..23   VIP on lo, portier decap on eth0, lab app :80
+//!  <p>-router eth2 10.1.0.1/24, 2001:db8:b::1/64
+//!      |  10.1.0.0/24, 2001:db8:b::/64: bridge br0 in namespace <p>-lan2
+//!      +-- <p>-rhost1..3 10.1.0.21..23, 2001:db8:b::21..23
+//!                        both VIPs on lo, portier decap on eth0, lab app on [::]:80
 //! ```
-//! The rest is [`Lab`]'s. lb1 reaches 10.1.0.0/24 through its default route via the router,
-//! so its IPIP frames carry the router's MAC.
+//! The rest is [`Lab`]'s. lb1 reaches both routed subnets through its default routes via the
+//! router, so its tunnel frames carry the router's MAC: IPIP for the IPv4 VIP, IPv6-in-IPv6
+//! for the IPv6 one. The router reaches the IPv6 VIP through lb1 by a static route (OSPFv2
+//! cannot carry it, and this variant runs no VRRP).
 //!
-//! MTU: the outer header adds 20 bytes and the lab's links are 1500, so the client's route
-//! carries `mtu 1480 advmss 1440`: its segments and those the hosts send back fit in 1480,
-//! and the encapsulated ones in 1500. A real deployment raises the path MTU to the hosts
-//! instead (or clamps MSS on the router).
+//! MTU: the outer header adds 20 bytes (40 for IPv6) and the lab's links are 1500, so the
+//! client's routes carry `mtu 1480 advmss 1440` (IPv6: `mtu 1460 advmss 1400`): its segments
+//! and those the hosts send back fit, and so do the encapsulated ones in 1500. A real
+//! deployment raises the path MTU to the hosts instead (or clamps MSS on the router).
 
-use crate::lab::{self, Daemon, Lab, VIP, addr_up, veth};
+use crate::lab::{self, Daemon, LBS, Lab, VIP, VIP6, addr_up, addr6, lan6, veth};
 use crate::netns::{self, exec_in, ip_in, spawn_in};
 use anyhow::{Context, Result, bail};
 use std::process::Child;
@@ -28,6 +31,15 @@ pub const ROUTED_HOSTS: [(&str, &str); 3] = [
 pub const ROUTED_SUBNET: &str = "10.1.0.0/24";
 /// Outer source prefix of lb1's IPIP packets.
 pub const ENCAP_SOURCE: &str = "10.255.0.0/24";
+/// Outer source prefix of lb1's IPv6-in-IPv6 packets.
+pub const ENCAP_SOURCE6: &str = "fd00:255::/64";
+const ROUTER_LAN2_6: &str = "2001:db8:b::1";
+
+/// A routed host's IPv6 address: its IPv4 address's last byte, as hex digits.
+pub fn routed6(addr4: &str) -> String {
+    let last = addr4.rsplit('.').next().unwrap_or("0");
+    format!("2001:db8:b::{last}")
+}
 /// The routed hosts' admin API (each in its own namespace).
 pub const HOST_ADMIN: &str = "127.0.0.1:9900";
 
@@ -73,6 +85,37 @@ impl RoutedLab {
         veth(&router, "eth2", &lan2, "router")?;
         ip_in(&lan2, &["link", "set", "router", "master", "br0", "up"])?;
         addr_up(&router, "eth2", "10.1.0.1/24")?;
+        addr6(&router, "eth2", &format!("{ROUTER_LAN2_6}/64"))?;
+        // No OSPFv3 and no VRRP here: the IPv6 VIP is routed to lb1 by hand.
+        let lb1 = lan6(LBS[0].1);
+        ip_in(
+            &router,
+            &[
+                "-6",
+                "route",
+                "replace",
+                &format!("{VIP6}/128"),
+                "via",
+                &lb1,
+            ],
+        )?;
+        ip_in(
+            &client,
+            &[
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "via",
+                "2001:db8:c::1",
+                "dev",
+                "eth0",
+                "mtu",
+                "1460",
+                "advmss",
+                "1400",
+            ],
+        )?;
         exec_in(&router, "ethtool", &["-K", "eth2", "tx", "off"])?;
         ip_in(
             &client,
@@ -101,6 +144,12 @@ impl RoutedLab {
             addr_up(&ns, "eth0", &format!("{addr}/24"))?;
             ip_in(&ns, &["route", "add", "default", "via", "10.1.0.1"])?;
             ip_in(&ns, &["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            addr6(&ns, "eth0", &format!("{}/64", routed6(addr)))?;
+            ip_in(
+                &ns,
+                &["-6", "route", "add", "default", "via", ROUTER_LAN2_6],
+            )?;
+            addr6(&ns, "lo", &format!("{VIP6}/128"))?;
         }
         for (name, addr) in ROUTED_HOSTS {
             let d = self
@@ -121,7 +170,7 @@ impl RoutedLab {
         let child = spawn_in(
             &self.lab.ns(host),
             &app,
-            &["--name", host, "--http", "0.0.0.0:80"],
+            &["--name", host, "--http", "[::]:80"],
             &log,
         )?;
         let start = Instant::now();
@@ -137,18 +186,28 @@ impl RoutedLab {
         Ok(child)
     }
 
-    /// lb1's config: one IPIP service on the VIP's port 80 over the routed hosts.
+    /// lb1's config: a tunnel service on each VIP's port 80 over the routed hosts.
     pub fn lb_config(&self) -> String {
         let mut text = format!(
             "[node]\nname = \"{}\"\ninterfaces = [\"eth0\"]\n\n[admin]\nlisten = \"127.0.0.1:9900\"\n\n\
-             [dataplane]\nmaglev_table_size = 65537\nconntrack_size = 65536\nencap_source_v4 = \"{ENCAP_SOURCE}\"\n\n\
-             [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"ipip\"\n",
+             [dataplane]\nmaglev_table_size = 65537\nconntrack_size = 65536\nencap_source_v4 = \"{ENCAP_SOURCE}\"\n\
+             encap_source_v6 = \"{ENCAP_SOURCE6}\"\n",
             self.lab.ns("lb1")
         );
-        for (_, addr) in ROUTED_HOSTS {
+        for (name, vip, family) in [("web", VIP, 4), ("web6", VIP6, 6)] {
             text.push_str(&format!(
-                "\n  [[service.backend]]\n  address = \"{addr}\"\n"
+                "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = 80\nprotocol = \"tcp\"\nforwarding = \"ipip\"\n"
             ));
+            for (_, addr) in ROUTED_HOSTS {
+                let addr = if family == 4 {
+                    addr.to_string()
+                } else {
+                    routed6(addr)
+                };
+                text.push_str(&format!(
+                    "\n  [[service.backend]]\n  address = \"{addr}\"\n"
+                ));
+            }
         }
         // The router learns the VIP by OSPF, as in the lab; lb1 alone announces it always.
         text.push_str(
@@ -168,11 +227,14 @@ impl RoutedLab {
     }
 }
 
-/// A routed host's portier: only the decapsulator, for its own address, accepting tunnels
-/// from lb1's encap prefix to the VIP.
+/// A routed host's portier: only the decapsulator, for its own addresses, accepting tunnels
+/// from lb1's encap prefixes to the VIPs.
 pub fn host_config(lab: &Lab, host: &str, addr: &str) -> String {
+    let addr6 = routed6(addr);
     format!(
-        "[node]\nname = \"{}\"\n\n[admin]\nlisten = \"{HOST_ADMIN}\"\n\n[decap]\ninterfaces = [\"eth0\"]\naddresses = [\"{addr}\"]\nsources = [\"{ENCAP_SOURCE}\"]\nvips = [\"{VIP}\"]\n",
+        "[node]\nname = \"{}\"\n\n[admin]\nlisten = \"{HOST_ADMIN}\"\n\n[decap]\ninterfaces = [\"eth0\"]\n\
+         addresses = [\"{addr}\", \"{addr6}\"]\nsources = [\"{ENCAP_SOURCE}\", \"{ENCAP_SOURCE6}\"]\n\
+         vips = [\"{VIP}\", \"{VIP6}\"]\n",
         lab.ns(host)
     )
 }

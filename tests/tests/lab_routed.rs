@@ -1,12 +1,13 @@
-//! End to end in the routed lab: lb1 sends the VIP's flows by IPIP through the router to
-//! hosts on another subnet; their decapsulator strips the outer header and they answer the
-//! client directly through the router.
+//! End to end in the routed lab: lb1 sends the VIPs' flows by IPIP (IPv6-in-IPv6 for the
+//! IPv6 VIP) through the router to hosts on another subnet; their decapsulator strips the
+//! outer header and they answer the client directly through the router.
 //!
 //! One lab (prefix `ri`), torn down by `Lab`'s Drop, also on panic.
 
 use anyhow::{Context, Result};
 use portier_tests::client;
-use portier_tests::lab_routed::{ROUTED_HOSTS, RoutedLab, host_config};
+use portier_tests::lab::Lab;
+use portier_tests::lab_routed::{ROUTED_HOSTS, RoutedLab, host_config, routed6};
 use portier_tests::netns;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,6 +85,21 @@ fn ipip_to_routed_hosts_end_to_end() -> Result<()> {
         );
     }
 
+    // The IPv6 VIP the same way, by IPv6-in-IPv6: spread over the routed hosts, and a large
+    // reply straight back to the client.
+    let spread6 = netns::in_netns(&client_ns, || -> Result<BTreeMap<String, usize>> {
+        let mut seen = BTreeMap::new();
+        for i in 0..60 {
+            let reply = client::get(Lab::vip6(80), None, "/")
+                .with_context(|| format!("IPv6 request {i}"))?;
+            *seen.entry(reply.served_by).or_insert(0) += 1;
+        }
+        let big = client::get(Lab::vip6(80), None, "/?size=100000")?;
+        anyhow::ensure!(big.bytes >= 100_000, "IPv6 reply of {} bytes", big.bytes);
+        Ok(seen)
+    })??;
+    assert_eq!(spread6.len(), ROUTED_HOSTS.len(), "{spread6:?}");
+
     // Replies go from the hosts through the router, never back through lb1: 1 MB of
     // replies, and lb1's side of the LAN bridge sees almost none of it.
     let lan = r.lab.ns("lan");
@@ -135,7 +151,10 @@ fn ipip_to_routed_hosts_end_to_end() -> Result<()> {
         let v: serde_json::Value = serde_json::from_str(&out)?;
         find(&v, "addresses").with_context(|| format!("no addresses in {out}"))
     };
-    assert_eq!(addresses(&r)?, serde_json::json!(["10.1.0.99"]));
+    assert_eq!(
+        addresses(&r)?,
+        serde_json::json!(["10.1.0.99", routed6(addr)])
+    );
     let dropped = netns::in_netns(&client_ns, || {
         (0..30)
             .filter(|_| {
@@ -150,7 +169,7 @@ fn ipip_to_routed_hosts_end_to_end() -> Result<()> {
         "{dropped} of 30 connections failed or reached {name} after its renumbering"
     );
     r.decaps[0].reload(&host_config(&r.lab, name, addr))?;
-    assert_eq!(addresses(&r)?, serde_json::json!([addr]));
+    assert_eq!(addresses(&r)?, serde_json::json!([addr, routed6(addr)]));
     Ok(())
 }
 

@@ -38,7 +38,7 @@ pub fn lab_up(prefix: &str, variant: lab::Variant) -> Result<()> {
 }
 
 /// `cargo xtask lab up-routed`: the lab with hosts behind the router (tests/src/lab_routed.rs),
-/// lb1 serving the VIP's port 80 over them by IPIP.
+/// lb1 serving both VIPs' port 80 over them by IPIP and IPv6-in-IPv6.
 pub fn lab_up_routed(prefix: &str) -> Result<()> {
     let r = portier_tests::lab_routed::RoutedLab::up(prefix)?;
     let lb1 = r.lab.start_portier("lb1", &r.lb_config())?;
