@@ -6,6 +6,9 @@
 //!
 //! No registry is reachable: the test image is made with `docker import` from a tarball
 //! holding Debian's static busybox (`busybox httpd` serves each container's name).
+//!
+//! [`Engine::start_in`] runs one in a namespace someone else owns (a docker lab host, see
+//! `lab_docker`), its files under a directory of theirs; [`remove`] undoes it by name.
 
 use crate::netns::{self, ip_in, spawn_in};
 use crate::wait;
@@ -30,6 +33,22 @@ pub struct Engine {
     /// finds container processes whatever state the daemon is in.
     cgroup: String,
     daemon: Option<Child>,
+    /// The namespace is the engine's own (deleted with it), not a host's it was started in.
+    own_ns: bool,
+}
+
+/// The cgroup (under each v1 controller) of the containers of the engine in namespace `ns`.
+fn cgroup_of(ns: &str) -> String {
+    format!("portier-{ns}-docker")
+}
+
+fn require_tools(tools: &[&str]) -> Result<()> {
+    for tool in tools {
+        if !Path::new(tool).exists() {
+            bail!("{tool} is missing: `cargo xtask setup` installs docker.io and busybox-static");
+        }
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -37,18 +56,12 @@ impl Engine {
     /// /tmp/portier-PREFIX-docker, and makes the test image.
     pub fn start(prefix: &str) -> Result<Engine> {
         netns::require_root()?;
-        for tool in [DOCKER, DOCKERD, BUSYBOX] {
-            if !Path::new(tool).exists() {
-                bail!(
-                    "{tool} is missing: `cargo xtask setup` installs docker.io and busybox-static"
-                );
-            }
-        }
+        require_tools(&[DOCKER, DOCKERD, BUSYBOX])?;
         let ns = format!("{prefix}-eng");
         let dir = PathBuf::from(format!("/tmp/portier-{prefix}-docker"));
-        let cgroup = format!("portier-{prefix}-docker");
+        let cgroup = cgroup_of(&ns);
         // Left over by a test that was killed: clean before use.
-        cleanup(&ns, &dir, &cgroup);
+        cleanup(&ns, &dir, &cgroup, true);
         std::fs::create_dir_all(&dir)?;
         netns::add(&ns)?;
         let mut e = Engine {
@@ -56,10 +69,28 @@ impl Engine {
             dir,
             cgroup,
             daemon: None,
+            own_ns: true,
         };
         ip_in(&e.ns, &["link", "set", "lo", "up"])?;
         e.start_daemon()?;
         e.make_image()?;
+        Ok(e)
+    }
+
+    /// Starts an engine in namespace `ns`, which the caller made and deletes, with its files
+    /// under `dir` (made here; [`remove`] with the same two names undoes it all). No image.
+    pub fn start_in(ns: &str, dir: &Path) -> Result<Engine> {
+        netns::require_root()?;
+        require_tools(&[DOCKER, DOCKERD])?;
+        std::fs::create_dir_all(dir)?;
+        let mut e = Engine {
+            ns: ns.to_owned(),
+            dir: dir.to_owned(),
+            cgroup: cgroup_of(ns),
+            daemon: None,
+            own_ns: false,
+        };
+        e.start_daemon()?;
         Ok(e)
     }
 
@@ -87,6 +118,8 @@ impl Engine {
             format!("--cgroup-parent=/{}", self.cgroup),
             // Containers outlive a daemon restart, as on hosts that upgrade the engine.
             "--live-restore".into(),
+            // The namespace stays a host, not a router, whatever the engine would like.
+            "--ip-forward=false".into(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = spawn_in(&self.ns, Path::new(DOCKERD), &args, &d.join("dockerd.log"))?;
@@ -126,22 +159,7 @@ impl Engine {
 
     /// `docker ARGS` against this engine; stdout, trimmed.
     pub fn docker(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(DOCKER)
-            .arg(format!("--host=unix://{}", self.socket().display()))
-            .args(args)
-            .env("DOCKER_CONFIG", self.dir.join("cli"))
-            .env("DOCKER_BUILDKIT", "0")
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run docker")?;
-        if !out.status.success() {
-            bail!(
-                "docker {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        docker_at(&self.dir, args)
     }
 
     fn make_image(&self) -> Result<()> {
@@ -150,7 +168,20 @@ impl Engine {
         std::fs::copy(BUSYBOX, root.join("bin/busybox"))?;
         let _ = std::fs::remove_file(root.join("bin/sh"));
         std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
-        let tar = self.dir.join("image.tar");
+        self.import(
+            IMAGE,
+            &root,
+            &[
+                "EXPOSE 8080",
+                r#"CMD ["/bin/sh", "-c", "mkdir -p /w && echo -n $HOSTNAME > /w/index.html && exec busybox httpd -f -p 8080 -h /w"]"#,
+            ],
+        )
+    }
+
+    /// `docker import` of the directory `root` as image `tag` (`FROM scratch`), with
+    /// Dockerfile instructions `changes` (`EXPOSE 8080`, `CMD [...]`).
+    pub fn import(&self, tag: &str, root: &Path, changes: &[&str]) -> Result<()> {
+        let tar = self.dir.join(format!("{}.tar", tag.replace(['/', ':'], "-")));
         netns::run(
             "tar",
             &[
@@ -161,15 +192,13 @@ impl Engine {
                 ".",
             ],
         )?;
-        self.docker(&[
-            "import",
-            "--change",
-            "EXPOSE 8080",
-            "--change",
-            r#"CMD ["/bin/sh", "-c", "mkdir -p /w && echo -n $HOSTNAME > /w/index.html && exec busybox httpd -f -p 8080 -h /w"]"#,
-            &tar.to_string_lossy(),
-            IMAGE,
-        ])?;
+        let mut args = vec!["import"];
+        for c in changes {
+            args.extend(["--change", c]);
+        }
+        let tar = tar.to_string_lossy();
+        args.extend([tar.as_ref(), tag]);
+        self.docker(&args)?;
         Ok(())
     }
 
@@ -237,7 +266,9 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        // (In a host's namespace the whole namespace is going: the cgroups' SIGKILL does.)
         if self.daemon.is_some()
+            && self.own_ns
             && let Ok(ids) = self.docker(&["ps", "-aq"])
             && !ids.is_empty()
         {
@@ -246,14 +277,42 @@ impl Drop for Engine {
             let _ = self.docker(&args);
         }
         let _ = self.stop_daemon();
-        cleanup(&self.ns, &self.dir, &self.cgroup);
+        cleanup(&self.ns, &self.dir, &self.cgroup, self.own_ns);
     }
+}
+
+/// `docker ARGS` against the engine whose files are under `dir` (its socket
+/// `dir/docker.sock`); stdout, trimmed.
+pub fn docker_at(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(DOCKER)
+        .arg(format!("--host=unix://{}", dir.join("docker.sock").display()))
+        .args(args)
+        .env("DOCKER_CONFIG", dir.join("cli"))
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Removes what [`Engine::start_in`]`(ns, dir)` made, in whatever state it is (a lab left up,
+/// a test killed): its containers, every process in `ns`, its mounts, cgroups and `dir`.
+/// The namespace itself stays, for its owner to delete. Safe when nothing is there.
+pub fn remove(ns: &str, dir: &Path) {
+    cleanup(ns, dir, &cgroup_of(ns), false);
 }
 
 /// Everything an engine of `ns`/`dir`/`cgroup` may leave: container processes (they outlive
 /// the daemon: live restore), processes in the namespace (containerd, its shims), mounts
-/// under `dir`, the cgroups, the namespace, the directory.
-fn cleanup(ns: &str, dir: &Path, cgroup: &str) {
+/// under `dir`, the cgroups, the directory, and with `own_ns` the namespace.
+fn cleanup(ns: &str, dir: &Path, cgroup: &str, own_ns: bool) {
     let groups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .map(|d| {
             d.flatten()
@@ -313,7 +372,9 @@ fn cleanup(ns: &str, dir: &Path, cgroup: &str) {
             Ok(std::fs::remove_dir(g).is_ok() || !g.exists())
         });
     }
-    let _ = netns::ip(&["netns", "del", ns]);
+    if own_ns {
+        let _ = netns::ip(&["netns", "del", ns]);
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -102,6 +102,9 @@ pub struct Variant {
     /// The VIP reaches the router by eBGP instead of OSPF: FRR bgpd AS 64512 (multipath, MD5
     /// password `portier-lab`), the LBs AS 64513.
     pub bgp: bool,
+    /// Each host runs a Docker engine of its own, the containers are real containers of it
+    /// and the host's portier finds them by labels ([`crate::lab_docker`]).
+    pub docker: bool,
 }
 
 /// The lab's BGP: the router's AS, the LBs' AS, the sessions' MD5 password.
@@ -119,6 +122,8 @@ pub struct Lab {
     doors: std::sync::Mutex<std::collections::HashMap<String, Daemon>>,
     /// The router's FRR (zebra + ospfd).
     frr: Option<Frr>,
+    /// The hosts' Docker engines, in the docker variant.
+    engines: std::sync::Mutex<Vec<crate::dockerd::Engine>>,
 }
 
 /// A portier process started in a lab namespace.
@@ -151,6 +156,7 @@ impl Lab {
             apps: Default::default(),
             doors: Default::default(),
             frr: None,
+            engines: Default::default(),
         };
         lab.build_topology()
             .with_context(|| format!("building lab {prefix}"))?;
@@ -253,7 +259,9 @@ impl Lab {
             ip_in(&ns, &["-6", "route", "add", "default", "via", ROUTER_LAN6])?;
         }
         for (name, _) in HOSTS {
-            self.build_containers(name)?;
+            if !self.variant.docker {
+                self.build_containers(name)?;
+            }
         }
         for (name, _) in HOSTS {
             let ns = self.ns(name);
@@ -304,6 +312,9 @@ impl Lab {
     }
 
     fn start_apps(&self) -> Result<()> {
+        if self.variant.docker {
+            self.start_engines()?;
+        }
         for (host, addr) in HOSTS {
             for (c, _) in CONTAINERS {
                 self.start_container(host, c)?;
@@ -347,17 +358,67 @@ impl Lab {
         Ok(())
     }
 
+    /// The hosts' engines, started side by side (each takes a few seconds to answer).
+    fn start_engines(&self) -> Result<()> {
+        let app = crate::lab_docker::static_app()?;
+        let prefix = self.prefix.as_str();
+        let started: Vec<Result<crate::dockerd::Engine>> = std::thread::scope(|s| {
+            let threads: Vec<_> = HOSTS
+                .iter()
+                .map(|(host, _)| {
+                    let app = &app;
+                    s.spawn(move || crate::lab_docker::start_engine(prefix, host, app))
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("engine start panicked")))
+                })
+                .collect()
+        });
+        let mut engines = self
+            .engines
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lab state poisoned"))?;
+        let mut first_error = None;
+        for e in started {
+            match e {
+                Ok(e) => engines.push(e),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Starts the app of container `container` (e.g. `todo1`) on `host`; its body and
-    /// X-Served-By name it `host-container`.
+    /// X-Served-By name it `host-container`. In the docker variant, a `docker run` with the
+    /// container's labels ([`crate::lab_docker::run_args`]).
     pub fn start_container(&self, host: &str, container: &str) -> Result<()> {
+        if self.variant.docker {
+            let args = crate::lab_docker::run_args(host, container);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::lab_docker::docker(&self.prefix, host, &args)?;
+            return Ok(());
+        }
         let name = format!("{host}-{container}");
         let http = format!("0.0.0.0:{APP_PORT}");
         self.spawn_app(&name, &self.ns(&name), &["--name", &name, "--http", &http])
     }
 
-    /// Kills a container's app: its connections are reset, new ones refused.
+    /// Kills a container's app: its connections are reset, new ones refused. In the docker
+    /// variant, `docker stop` (the app drains, then exits) and `docker rm`.
     pub fn stop_container(&self, host: &str, container: &str) -> Result<()> {
-        self.kill_app(&format!("{host}-{container}"))
+        let name = format!("{host}-{container}");
+        if self.variant.docker {
+            crate::lab_docker::docker(&self.prefix, host, &["stop", &name])?;
+            crate::lab_docker::docker(&self.prefix, host, &["rm", &name])?;
+            return Ok(());
+        }
+        self.kill_app(&name)
     }
 
     fn kill_app(&self, key: &str) -> Result<()> {
@@ -368,8 +429,12 @@ impl Lab {
         Ok(())
     }
 
-    /// The config of `host`'s portier (examples/lab-host.toml with this lab's node name).
+    /// The config of `host`'s portier (examples/lab-host.toml with this lab's node name; in
+    /// the docker variant examples/lab-host-docker.toml with its engine).
     pub fn host_config(&self, host: &str) -> Result<String> {
+        if self.variant.docker {
+            return crate::lab_docker::host_config(self, host);
+        }
         let path = examples_dir().join("lab-host.toml");
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
@@ -627,6 +692,13 @@ impl Drop for Lab {
                 }
             }
         }
+        if let Ok(mut engines) = self.engines.lock() {
+            for e in engines.drain(..) {
+                if self.keep {
+                    std::mem::forget(e);
+                }
+            }
+        }
         if !self.keep {
             down(&self.prefix);
         }
@@ -779,6 +851,9 @@ pub(crate) fn addr_up(ns: &str, dev: &str, cidr: &str) -> Result<()> {
 /// Removes everything a lab with this prefix made: processes, namespaces, pins, run files.
 /// Safe to call when nothing is there.
 pub fn down(prefix: &str) {
+    // First: the engines' containers live in namespaces of their own, their mounts under
+    // the run directory.
+    crate::lab_docker::remove_engines(prefix);
     let namespaces = netns::namespaces_with_prefix(prefix);
     for ns in &namespaces {
         netns::kill_all_in(ns);

@@ -9,6 +9,7 @@ pub mod dockerd;
 pub mod failover;
 pub mod frr;
 pub mod lab;
+pub mod lab_docker;
 pub mod lab_routed;
 pub mod netns;
 pub mod openmetrics;

@@ -105,6 +105,7 @@ fn anycast_over_bgp_gives_the_router_both_next_hops() -> Result<()> {
         Variant {
             bgp: true,
             anycast: true,
+            ..Variant::default()
         },
     )?;
     let lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;

@@ -2,13 +2,55 @@
 //! UDP responder. It runs inside lab namespaces only.
 //!
 //! `GET /?size=N` pads the body to N bytes so tests can tell reply traffic apart from requests.
+//!
+//! It depends on nothing but std, so that it also builds as a static binary with `rustc`
+//! alone: the docker lab's image is that binary `FROM scratch` (tests/src/lab_docker.rs).
+//! Without `--name` it takes the host name (a container's `--hostname`). SIGTERM (`docker
+//! stop`) ends it the way a well-behaved app behind a load balancer ends: `/health` answers
+//! 503, every request is still served (with `Connection: close`), and it exits once no
+//! request has been in flight for [`QUIET`], the window the proxy has to stop sending.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long without requests ends a stopping app.
+const QUIET: Duration = Duration::from_millis(300);
+/// A stopping app exits after this even if requests keep coming (docker stop waits 10 s).
+const STOP_LIMIT: Duration = Duration::from_secs(5);
+
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// Requests (other than `/health`) being served now.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// When the last request (other than `/health`) began or ended: ms since [`epoch`].
+static LAST_ACTIVE_MS: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+// std has no signal API and this binary has no dependencies: libc's own `signal`.
+unsafe extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+}
+const SIGTERM: i32 = 15;
+
+extern "C" fn on_term(_: i32) {
+    // Only an atomic store: async-signal-safe.
+    STOPPING.store(true, Ordering::SeqCst);
+}
 
 fn main() {
-    let mut name = String::from("app");
+    let mut name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| String::from("app"));
     let mut http = Vec::new();
     let mut udp = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -42,9 +84,32 @@ fn main() {
             }
         }));
     }
+    epoch();
+    let handler: extern "C" fn(i32) = on_term;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { signal(SIGTERM, handler as usize) };
     eprintln!("portier-lab-app {name} ready");
-    for h in handles {
-        let _ = h.join();
+    if handles.is_empty() {
+        return;
+    }
+    let mut stop_at = None;
+    loop {
+        thread::sleep(Duration::from_millis(20));
+        if !STOPPING.load(Ordering::SeqCst) {
+            continue;
+        }
+        let since = *stop_at.get_or_insert_with(|| {
+            LAST_ACTIVE_MS.fetch_max(now_ms(), Ordering::SeqCst);
+            eprintln!("portier-lab-app {name} stopping");
+            Instant::now()
+        });
+        let quiet = IN_FLIGHT.load(Ordering::SeqCst) == 0
+            && now_ms().saturating_sub(LAST_ACTIVE_MS.load(Ordering::SeqCst))
+                >= QUIET.as_millis() as u64;
+        if quiet || since.elapsed() > STOP_LIMIT {
+            eprintln!("portier-lab-app {name} stopped");
+            std::process::exit(0);
+        }
     }
 }
 
@@ -104,10 +169,24 @@ fn serve(conn: TcpStream, name: &str) {
                 return;
             }
         }
-        let size = request_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|path| path.split_once("size="))
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+        let stopping = STOPPING.load(Ordering::SeqCst);
+        if path == "/health" {
+            let status = if stopping {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let head = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            if out.write_all(head.as_bytes()).is_err() || close {
+                return;
+            }
+            continue;
+        }
+        let _active = Active::begin();
+        let close = close || stopping;
+        let size = path
+            .split_once("size=")
             .and_then(|(_, n)| n.split('&').next()?.parse::<usize>().ok())
             .unwrap_or(0);
         let mut body = format!("{name}\n");
@@ -126,5 +205,23 @@ fn serve(conn: TcpStream, name: &str) {
         if close {
             return;
         }
+    }
+}
+
+/// A request being served, for a stopping app's "no request for a while".
+struct Active;
+
+impl Active {
+    fn begin() -> Active {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        LAST_ACTIVE_MS.fetch_max(now_ms(), Ordering::SeqCst);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        LAST_ACTIVE_MS.fetch_max(now_ms(), Ordering::SeqCst);
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     }
 }
