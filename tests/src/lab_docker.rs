@@ -141,32 +141,27 @@ pub fn static_app() -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The servers of `pool` on `host`'s portier now, as `portier status --json` lists them:
-/// (address, source), the source `config` or `container NAME (ID)`.
-pub fn pool_servers(l: &Lab, host: &str, pool: &str) -> Result<Vec<(String, String)>> {
+/// The servers of `pool` on `host`'s portier now, as `portier status --json` lists them
+/// (`address`, `source`: `config` or `container NAME (ID)`, `outstanding`...).
+pub fn pool_servers(l: &Lab, host: &str, pool: &str) -> Result<Vec<serde_json::Value>> {
     let portier = crate::lab::bin_dir().join("portier");
     let text = crate::netns::exec_in(
         &l.ns(host),
         &portier.to_string_lossy(),
         &["status", "--json", "--node", &l.ns(host)],
     )?;
-    let status: serde_json::Value =
+    let mut status: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{host}: status {text:?}"))?;
-    Ok(status["l7"]["pools"][pool]["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let field = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
-            (field("address"), field("source"))
-        })
-        .collect())
+    Ok(match status["l7"]["pools"][pool]["servers"].take() {
+        serde_json::Value::Array(servers) => servers,
+        _ => Vec::new(),
+    })
 }
 
-/// Whether `host`'s pool `pool` has a server from container `name`.
-pub fn serves(l: &Lab, host: &str, pool: &str, name: &str) -> Result<bool> {
+/// The server of `host`'s pool `pool` that container `name` is, if it is one now.
+pub fn server_of(l: &Lab, host: &str, pool: &str, name: &str) -> Result<Option<serde_json::Value>> {
     let want = format!("container {name} (");
     Ok(pool_servers(l, host, pool)?
-        .iter()
-        .any(|(_, source)| source.starts_with(&want)))
+        .into_iter()
+        .find(|s| s["source"].as_str().is_some_and(|s| s.starts_with(&want))))
 }

@@ -86,12 +86,12 @@ fn docker_lab_containers_found_by_labels() -> Result<()> {
                 &format!("{host}-todo1"),
             ],
         )?;
-        let servers = lab_docker::pool_servers(&l, host, "todo")?;
-        assert!(
-            servers
-                .iter()
-                .any(|(a, s)| *a == format!("{ip}:8080") && s.starts_with("container ")),
-            "{host}: todo1 at {ip} not among {servers:?}"
+        let todo1 = lab_docker::server_of(&l, host, "todo", &format!("{host}-todo1"))?;
+        assert_eq!(
+            todo1.as_ref().map(|s| s["address"].clone()),
+            Some(format!("{ip}:8080").into()),
+            "{host}: {:?}",
+            lab_docker::pool_servers(&l, host, "todo")?
         );
     }
 
@@ -107,7 +107,7 @@ fn docker_lab_containers_found_by_labels() -> Result<()> {
     l.start_container("host2", "todo3")?;
     let ran = t0.elapsed();
     let listed = wait::until("host2-todo3 in host2's pool todo", Duration::from_secs(10), || {
-        lab_docker::serves(&l, "host2", "todo", "host2-todo3")
+        Ok(lab_docker::server_of(&l, "host2", "todo", "host2-todo3")?.is_some())
     })?;
     let mut before = 0usize;
     let answered = netns::in_netns(&l.ns("client"), || {
@@ -139,11 +139,42 @@ fn docker_lab_containers_found_by_labels() -> Result<()> {
             .count()
             >= 3)
     })?;
+    // And requests in flight at host2-todo3 when it is stopped: slow ones (1.5 s) straight
+    // to host2's portier, whose least-outstanding balance spreads them over its three.
+    let front = SocketAddr::from(([127, 0, 0, 1], lab::HTTP_PORT));
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let ns = l.ns("host2");
+            std::thread::spawn(move || {
+                netns::in_netns(&ns, || {
+                    client::get_host(front, None, lab::TODO_HOST, "/?delay_ms=1500")
+                })?
+            })
+        })
+        .collect();
+    wait::until(
+        "a slow request in flight at host2-todo3",
+        Duration::from_secs(10),
+        || {
+            Ok(lab_docker::server_of(&l, "host2", "todo", "host2-todo3")?
+                .is_some_and(|s| s["outstanding"].as_u64() >= Some(1)))
+        },
+    )?;
     let t2 = Instant::now();
     lab_docker::docker(PREFIX, "host2", &["stop", "host2-todo3"])?;
     let stopped = t2.elapsed();
+    let mut slow_by = BTreeMap::new();
+    for t in slow {
+        let r = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("slow request panicked"))?
+            .context("a slow request failed")?;
+        *slow_by.entry(r.container).or_insert(0) += 1;
+    }
+    println!("slow requests in flight at the stop, all answered: {slow_by:?}");
+    assert!(slow_by.contains_key("host2-todo3"), "{slow_by:?}");
     let gone = wait::until("host2-todo3 out of host2's pool", Duration::from_secs(10), || {
-        Ok(!lab_docker::serves(&l, "host2", "todo", "host2-todo3")?)
+        Ok(lab_docker::server_of(&l, "host2", "todo", "host2-todo3")?.is_none())
     })?;
     let mark = Instant::now();
     wait::until("traffic after the stop", Duration::from_secs(20), || {

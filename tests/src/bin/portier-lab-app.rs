@@ -1,7 +1,8 @@
 //! The lab's stand-in workload: a tiny HTTP/1.1 server whose response body names it, plus a
 //! UDP responder. It runs inside lab namespaces only.
 //!
-//! `GET /?size=N` pads the body to N bytes so tests can tell reply traffic apart from requests.
+//! `GET /?size=N` pads the body to N bytes so tests can tell reply traffic apart from requests;
+//! `?delay_ms=N` answers N ms late (a request still in flight when something stops).
 //!
 //! It depends on nothing but std, so that it also builds as a static binary with `rustc`
 //! alone: the docker lab's image is that binary `FROM scratch` (tests/src/lab_docker.rs).
@@ -185,10 +186,10 @@ fn serve(conn: TcpStream, name: &str) {
         }
         let _active = Active::begin();
         let close = close || stopping;
-        let size = path
-            .split_once("size=")
-            .and_then(|(_, n)| n.split('&').next()?.parse::<usize>().ok())
-            .unwrap_or(0);
+        let size = query_number(path, "size").unwrap_or(0);
+        if let Some(ms) = query_number(path, "delay_ms") {
+            thread::sleep(Duration::from_millis(ms as u64));
+        }
         let mut body = format!("{name}\n");
         if size > body.len() {
             body.push_str(&".".repeat(size - body.len() - 1));
@@ -206,6 +207,15 @@ fn serve(conn: TcpStream, name: &str) {
             return;
         }
     }
+}
+
+/// The number `key=N` of the path's query.
+fn query_number(path: &str, key: &str) -> Option<usize> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|n| n.parse().ok())
 }
 
 /// A request being served, for a stopping app's "no request for a while".
