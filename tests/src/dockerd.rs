@@ -181,7 +181,9 @@ impl Engine {
     /// `docker import` of the directory `root` as image `tag` (`FROM scratch`), with
     /// Dockerfile instructions `changes` (`EXPOSE 8080`, `CMD [...]`).
     pub fn import(&self, tag: &str, root: &Path, changes: &[&str]) -> Result<()> {
-        let tar = self.dir.join(format!("{}.tar", tag.replace(['/', ':'], "-")));
+        let tar = self
+            .dir
+            .join(format!("{}.tar", tag.replace(['/', ':'], "-")));
         netns::run(
             "tar",
             &[
@@ -285,7 +287,10 @@ impl Drop for Engine {
 /// `dir/docker.sock`); stdout, trimmed.
 pub fn docker_at(dir: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new(DOCKER)
-        .arg(format!("--host=unix://{}", dir.join("docker.sock").display()))
+        .arg(format!(
+            "--host=unix://{}",
+            dir.join("docker.sock").display()
+        ))
         .args(args)
         .env("DOCKER_CONFIG", dir.join("cli"))
         .env("DOCKER_BUILDKIT", "0")

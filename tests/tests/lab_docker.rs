@@ -26,7 +26,11 @@ fn vip() -> SocketAddr {
 
 /// Requests for `host` through the VIP, each on a new connection, until every container of
 /// `want` has answered: container -> count.
-fn until_all_answer(l: &Lab, host: &str, want: &BTreeSet<String>) -> Result<BTreeMap<String, usize>> {
+fn until_all_answer(
+    l: &Lab,
+    host: &str,
+    want: &BTreeSet<String>,
+) -> Result<BTreeMap<String, usize>> {
     let mut seen = BTreeMap::new();
     let r = netns::in_netns(&l.ns("client"), || {
         wait::until(
@@ -106,9 +110,11 @@ fn docker_lab_containers_found_by_labels() -> Result<()> {
     let t0 = Instant::now();
     l.start_container("host2", "todo3")?;
     let ran = t0.elapsed();
-    let listed = wait::until("host2-todo3 in host2's pool todo", Duration::from_secs(10), || {
-        Ok(lab_docker::server_of(&l, "host2", "todo", "host2-todo3")?.is_some())
-    })?;
+    let listed = wait::until(
+        "host2-todo3 in host2's pool todo",
+        Duration::from_secs(10),
+        || Ok(lab_docker::server_of(&l, "host2", "todo", "host2-todo3")?.is_some()),
+    )?;
     let mut before = 0usize;
     let answered = netns::in_netns(&l.ns("client"), || {
         wait::until(
@@ -131,14 +137,18 @@ fn docker_lab_containers_found_by_labels() -> Result<()> {
     // docker stop under continuous traffic: drained at the kill event, removed at die; the
     // app finishes what it has. No request may fail.
     let traffic = Traffic::start(&l.ns("client"), vip(), Duration::from_secs(120))?;
-    wait::until("traffic served by host2-todo3", Duration::from_secs(20), || {
-        Ok(traffic
-            .samples()
-            .iter()
-            .filter(|s| s.container.as_deref() == Some("host2-todo3"))
-            .count()
-            >= 3)
-    })?;
+    wait::until(
+        "traffic served by host2-todo3",
+        Duration::from_secs(20),
+        || {
+            Ok(traffic
+                .samples()
+                .iter()
+                .filter(|s| s.container.as_deref() == Some("host2-todo3"))
+                .count()
+                >= 3)
+        },
+    )?;
     // And requests in flight at host2-todo3 when it is stopped: slow ones (1.5 s) straight
     // to host2's portier, whose least-outstanding balance spreads them over its three.
     let front = SocketAddr::from(([127, 0, 0, 1], lab::HTTP_PORT));
@@ -173,12 +183,19 @@ fn docker_lab_containers_found_by_labels() -> Result<()> {
     }
     println!("slow requests in flight at the stop, all answered: {slow_by:?}");
     assert!(slow_by.contains_key("host2-todo3"), "{slow_by:?}");
-    let gone = wait::until("host2-todo3 out of host2's pool", Duration::from_secs(10), || {
-        Ok(lab_docker::server_of(&l, "host2", "todo", "host2-todo3")?.is_none())
-    })?;
+    let gone = wait::until(
+        "host2-todo3 out of host2's pool",
+        Duration::from_secs(10),
+        || Ok(lab_docker::server_of(&l, "host2", "todo", "host2-todo3")?.is_none()),
+    )?;
     let mark = Instant::now();
     wait::until("traffic after the stop", Duration::from_secs(20), || {
-        Ok(traffic.samples().iter().filter(|s| s.started > mark).count() >= 100)
+        Ok(traffic
+            .samples()
+            .iter()
+            .filter(|s| s.started > mark)
+            .count()
+            >= 100)
     })?;
     let samples = traffic.stop();
     let failed: Vec<_> = samples.iter().filter(|s| s.result.is_err()).collect();
@@ -199,13 +216,20 @@ fn docker_lab_containers_found_by_labels() -> Result<()> {
         failed.len()
     );
     if !failed.is_empty() {
-        bail!("requests failed around docker stop: {:?}", &failed[..failed.len().min(5)]);
+        bail!(
+            "requests failed around docker stop: {:?}",
+            &failed[..failed.len().min(5)]
+        );
     }
     assert!(
         by_todo3.iter().all(|s| s.started < t2 + stopped),
         "host2-todo3 answered after docker stop returned"
     );
-    assert_eq!(hosts.len(), 3, "every host serves after the stop: {hosts:?}");
+    assert_eq!(
+        hosts.len(),
+        3,
+        "every host serves after the stop: {hosts:?}"
+    );
     println!("test took {:?} (lab teardown not counted)", start.elapsed());
     Ok(())
 }

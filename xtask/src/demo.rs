@@ -47,7 +47,7 @@ pub fn lab_up_routed(prefix: &str) -> Result<()> {
     Ok(())
 }
 
-fn vip() -> SocketAddr {
+pub(crate) fn vip() -> SocketAddr {
     SocketAddr::from(([203, 0, 113, 10], lab::HTTP_PORT))
 }
 
@@ -66,7 +66,7 @@ fn route(l: &Lab) -> Result<String> {
 }
 
 /// `n` requests for `host`, each on a new connection: container -> count.
-fn spread(l: &Lab, host: &str, n: usize) -> Result<BTreeMap<String, usize>> {
+pub(crate) fn spread(l: &Lab, host: &str, n: usize) -> Result<BTreeMap<String, usize>> {
     netns::in_netns(&l.ns("client"), || {
         let mut seen = BTreeMap::new();
         for _ in 0..n {
@@ -77,7 +77,7 @@ fn spread(l: &Lab, host: &str, n: usize) -> Result<BTreeMap<String, usize>> {
     })?
 }
 
-fn show(seen: &BTreeMap<String, usize>) {
+pub(crate) fn show(seen: &BTreeMap<String, usize>) {
     let mut by_host: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (container, n) in seen {
         let host = container.split('-').next().unwrap_or_default();
@@ -91,10 +91,17 @@ fn show(seen: &BTreeMap<String, usize>) {
     }
 }
 
-pub fn run() -> Result<()> {
+pub fn run(docker: bool) -> Result<()> {
     println!("== Building the lab (namespaces pt-*): client -> router -> LAN with lb1, lb2 and");
     println!("   host1..3, each host with containers todo1, todo2, shop1 behind its own portier");
-    let l = Lab::up("pt")?;
+    if docker {
+        crate::demo_docker::intro();
+    }
+    let variant = lab::Variant {
+        docker,
+        ..lab::Variant::default()
+    };
+    let l = Lab::up_with("pt", variant)?;
     let lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
     // lb1 leaves at the failover below: no OSPF graceful restart on that clean stop.
     let lb1 = l.start_portier("lb1", &l.lb_config_leaving("lb1")?)?;
@@ -226,6 +233,10 @@ pub fn run() -> Result<()> {
         "   a screenshot as Chromium renders it live: {}",
         shot.display()
     );
+
+    if docker {
+        crate::demo_docker::new_container(&l)?;
+    }
 
     std::mem::forget(lb1);
     std::mem::forget(lb2);

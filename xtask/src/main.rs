@@ -6,6 +6,7 @@ mod bench_bgp;
 mod bench_failover;
 mod bench_l7;
 mod demo;
+mod demo_docker;
 mod fuzz;
 mod package;
 mod setup;
@@ -45,7 +46,12 @@ enum Task {
         prefix: String,
     },
     /// Bring up the lab and show portier at work.
-    Demo,
+    Demo {
+        /// On the docker lab (`lab up --docker`), ending with a new container on pt-host2
+        /// that announces itself by labels and answers through the VIP.
+        #[arg(long)]
+        docker: bool,
+    },
     /// The Debian package of the release build: target/debian/portier_VERSION_ARCH.deb.
     Package {
         /// Package the debug build instead (quicker; what `test` checks).
@@ -96,6 +102,10 @@ enum LabAction {
         /// AS 64513, MD5).
         #[arg(long, value_parser = ["ospf", "bgp"], default_value = "ospf")]
         routing: String,
+        /// Each host runs its own Docker engine; its containers are real containers found
+        /// by their labels (`[discovery.docker]`).
+        #[arg(long)]
+        docker: bool,
     },
     /// The lab plus hosts on 10.1.0.0/24 behind the router, served by lb1 over IPIP.
     UpRouted,
@@ -123,10 +133,21 @@ fn main() -> Result<()> {
             Ok(())
         }
         Task::Lab { action, prefix } => match action {
-            LabAction::Up { anycast, routing } => {
+            LabAction::Up {
+                anycast,
+                routing,
+                docker,
+            } => {
                 build(false)?;
                 let bgp = routing == "bgp";
-                demo::lab_up(&prefix, lab::Variant { anycast, bgp })?;
+                demo::lab_up(
+                    &prefix,
+                    lab::Variant {
+                        anycast,
+                        bgp,
+                        docker,
+                    },
+                )?;
                 println!("lab {prefix} is up; `cargo xtask lab down` removes it");
                 Ok(())
             }
@@ -153,9 +174,9 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
-        Task::Demo => {
+        Task::Demo { docker } => {
             build(false)?;
-            demo::run()
+            demo::run(docker)
         }
         Task::Package { debug } => package::run(&root, debug).map(|_| ()),
         Task::Test { args } => test(&args),

@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     // their image from the static busybox (no registry needed).
     "docker.io",
     "busybox-static",
+    // The docker lab's image is the lab app linked statically against glibc (libc.a).
+    "libc6-dev",
     // `xtask package` and its test: dpkg-shlibdeps and strip (binutils), man -l and groff,
     // systemd-analyze verify.
     "dpkg-dev",
