@@ -46,21 +46,36 @@ pub fn exec_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
 }
 
 /// Starts a long-running process inside a namespace, output appended to `log`.
+///
+/// It inherits no file descriptor but those three: a lab kept up (`cargo xtask lab up`,
+/// `demo`) must not hold what its starter held, such as the lab lock of `flock
+/// /tmp/portier-lab.lock cargo xtask demo`, until `lab down`.
 pub fn spawn_in(ns: &str, program: &Path, args: &[&str], log: &Path) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
     let out = File::options()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("cannot open {}", log.display()))?;
     let err = out.try_clone()?;
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}"))
         .arg(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)
-        .stderr(err)
-        .spawn()
+        .stderr(err);
+    // SAFETY: one syscall between fork and exec. CLOEXEC rather than closing: the pipe
+    // through which std reports a failed exec must stay open until the exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
         .with_context(|| format!("cannot start {} in {ns}", program.display()))
 }
 

@@ -90,7 +90,15 @@ fn docker_lab_containers_found_by_labels() -> Result<()> {
                 &format!("{host}-todo1"),
             ],
         )?;
-        let todo1 = lab_docker::server_of(&l, host, "todo", &format!("{host}-todo1"))?;
+        let mut todo1 = None;
+        wait::until(
+            &format!("{host}'s pool todo listing todo1"),
+            Duration::from_secs(10),
+            || {
+                todo1 = lab_docker::server_of(&l, host, "todo", &format!("{host}-todo1"))?;
+                Ok(todo1.is_some())
+            },
+        )?;
         assert_eq!(
             todo1.as_ref().map(|s| s["address"].clone()),
             Some(format!("{ip}:8080").into()),
