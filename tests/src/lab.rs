@@ -20,6 +20,8 @@
 //! its own containers; a small app per host answers UDP on port 9000.
 //! The router runs FRR (zebra + ospfd, DR on eth1, ECMP) and learns the VIP /32 from the
 //! LBs' portier by OSPF; [`Lab::wait_vip_route`] waits for the next hops a test expects.
+//! In the docker variant ([`Variant::docker`], [`crate::lab_docker`]) the hosts' containers
+//! are containers of a Docker engine per host instead, found by labels.
 
 use crate::frr::{self, Frr};
 use crate::netns::{self, exec_in, ip, ip_in, spawn_in};
