@@ -13,6 +13,7 @@
 mod bench;
 mod counters;
 mod decap;
+mod diag;
 mod error;
 mod persist;
 pub mod stats;
@@ -42,6 +43,8 @@ pub use dataplane_common::{
 };
 use dataplane_common::{SERVICE_F_ADDR_MARKER, maps, programs};
 pub use decap::{DecapOptions, Decapsulator};
+pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
+pub use diag::{LINES_PER_SECOND, LineBudget, XdpEvent, XdpLog};
 pub use error::DataplaneError;
 pub use sys::{parse_mac, pin_to_cpu};
 pub use tables::{EncapSourceConfig, ForwardMode};
@@ -119,6 +122,10 @@ pub struct Dataplane {
     keep_pinned: bool,
     /// The maps were adopted from a previous instance (their content is live state).
     adopted: bool,
+    /// `portier_lb_debug` is attached instead of `portier_lb` (see `diag`).
+    debug: bool,
+    /// The debug log's ring buffer was handed out (once per load).
+    log_taken: bool,
     _lock: Option<persist::NodeLock>,
 }
 
@@ -286,6 +293,8 @@ impl Dataplane {
             services: HashMap::new(),
             keep_pinned: opts.keep_pinned,
             adopted,
+            debug: false,
+            log_taken: false,
             _lock: Some(lock),
         };
         if adopted {
@@ -372,6 +381,8 @@ impl Dataplane {
             services: HashMap::new(),
             keep_pinned: false,
             adopted: false,
+            debug: false,
+            log_taken: false,
             _lock: None,
         })
     }
