@@ -321,6 +321,70 @@ impl LineBudget {
     }
 }
 
+/// How a part keeps one program's debug setting: `[dataplane] debug` applies at start and
+/// whenever a reload changes it; `portier debug xdp on|off` in between, until then.
+#[derive(Debug, Default)]
+pub struct DebugSwitch {
+    configured: Option<bool>,
+    on: bool,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DebugSwitch {
+    /// A config's value: applied when it differs from the previous config's.
+    pub fn configure(
+        &mut self,
+        wanted: bool,
+        set: impl FnOnce(bool) -> Result<Option<XdpLog>, DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        if self.configured == Some(wanted) {
+            return Ok(());
+        }
+        self.set(wanted, set)?;
+        self.configured = Some(wanted);
+        Ok(())
+    }
+
+    /// The operator's command.
+    pub fn set(
+        &mut self,
+        on: bool,
+        set: impl FnOnce(bool) -> Result<Option<XdpLog>, DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        if let Some(log) = set(on)? {
+            let program = log.program();
+            self.reader = Some(tokio::spawn(log.run()));
+            tracing::debug!(program, "XDP debug log reader started");
+        }
+        if on != self.on {
+            tracing::info!(
+                on,
+                "XDP debug {}: {}",
+                if on { "on" } else { "off" },
+                if on {
+                    "each drop and new flow is logged (target portier::xdp), rate-limited"
+                } else {
+                    "the plain programs are attached again"
+                }
+            );
+        }
+        self.on = on;
+        Ok(())
+    }
+
+    pub fn on(&self) -> bool {
+        self.on
+    }
+}
+
+impl Drop for DebugSwitch {
+    fn drop(&mut self) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+    }
+}
+
 /// Loads `name` if it is not yet (the debug programs are verified only when first wanted).
 fn ensure_loaded(ebpf: &mut aya::Ebpf, name: &str) -> Result<(), DataplaneError> {
     let prog = xdp_mut(ebpf, name)?;
@@ -363,6 +427,14 @@ impl Dataplane {
     pub fn debug(&self) -> bool {
         self.debug
     }
+
+    pub fn attached_program(&self) -> &'static str {
+        if self.debug {
+            BALANCER_DEBUG
+        } else {
+            programs::BALANCER
+        }
+    }
 }
 
 impl Decapsulator {
@@ -399,6 +471,14 @@ impl Decapsulator {
 
     pub fn debug(&self) -> bool {
         self.debug
+    }
+
+    pub fn attached_program(&self) -> &'static str {
+        if self.debug {
+            DECAP_DEBUG
+        } else {
+            programs::DECAP
+        }
     }
 }
 

@@ -44,7 +44,7 @@ pub use dataplane_common::{
 use dataplane_common::{SERVICE_F_ADDR_MARKER, maps, programs};
 pub use decap::{DecapOptions, Decapsulator};
 pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
-pub use diag::{LINES_PER_SECOND, LineBudget, XdpEvent, XdpLog};
+pub use diag::{DebugSwitch, LINES_PER_SECOND, LineBudget, XdpEvent, XdpLog};
 pub use error::DataplaneError;
 pub use sys::{parse_mac, pin_to_cpu};
 pub use tables::{EncapSourceConfig, ForwardMode};
