@@ -174,6 +174,16 @@ fn load_object(
     pins: Option<&Path>,
     extra: &[&str],
 ) -> Result<Ebpf, DataplaneError> {
+    load_object_from(OBJECT, conntrack_size, pins, extra)
+}
+
+/// [`load_object`] of another build of the programs (the benchmark's comparator).
+fn load_object_from(
+    object: &[u8],
+    conntrack_size: u32,
+    pins: Option<&Path>,
+    extra: &[&str],
+) -> Result<Ebpf, DataplaneError> {
     if conntrack_size == 0 {
         return Err(DataplaneError::Invalid("conntrack_size must be > 0".into()));
     }
@@ -184,7 +194,7 @@ fn load_object(
             loader.map_pin_path(name, dir.join(name));
         }
     }
-    let mut ebpf = loader.load(OBJECT)?;
+    let mut ebpf = loader.load(object)?;
     for &name in ALL_PROGRAMS.iter().chain(extra) {
         xdp_mut(&mut ebpf, name)?
             .load()
