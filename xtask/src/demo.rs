@@ -119,6 +119,8 @@ pub fn run() -> Result<()> {
 
     println!("\n== 60 requests for http://todo.example/ through the VIP (a new connection each):");
     show(&spread(&l, lab::TODO_HOST, 60)?);
+    println!("   (Maglev splits the hosts; each host's pool picks the less busy of two random");
+    println!("   containers, so requests sent one at a time split between them by chance)");
     println!("== 30 requests for http://shop.example/: only shop containers answer");
     show(&spread(&l, lab::SHOP_HOST, 30)?);
     println!(
