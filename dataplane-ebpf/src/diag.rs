@@ -5,11 +5,15 @@
 //! Nothing here runs while debug is off: the attached programs are then `portier_lb` and
 //! `portier_decap`, which never reach this module.
 
-use aya_ebpf::{btf_maps::PerCpuArray, helpers::bpf_ktime_get_ns, macros::btf_map, programs::XdpContext};
+use aya_ebpf::{
+    btf_maps::PerCpuArray, helpers::bpf_ktime_get_ns, macros::btf_map, programs::XdpContext,
+};
 use aya_log_ebpf::info;
 use dataplane_common::{
     DecapReason, Reason,
-    diag::{EVENT_DECAP_DROP, EVENT_DROP, EVENT_NEW_FLOW, EVENT_SUPPRESSED, RECORDS_PER_CPU_SECOND},
+    diag::{
+        EVENT_DECAP_DROP, EVENT_DROP, EVENT_NEW_FLOW, EVENT_SUPPRESSED, RECORDS_PER_CPU_SECOND,
+    },
 };
 
 use crate::{
@@ -285,20 +289,37 @@ fn record(event: u32, reason: u32, s: &Seen, mac: &[u8; 6]) {
         info!(
             &(),
             "event={} reason={} ifindex={} len={} proto={} src={:i} sport={} dst={:i} dport={} mac={:mac}",
-            event, reason, ifindex, len, proto, src, sport, dst, dport, mac
+            event,
+            reason,
+            ifindex,
+            len,
+            proto,
+            src,
+            sport,
+            dst,
+            dport,
+            mac
         );
     } else if s.family == 6 {
         let (src, dst) = (words_to_bytes(&s.src), words_to_bytes(&s.dst));
         info!(
             &(),
             "event={} reason={} ifindex={} len={} proto={} src={:i} sport={} dst={:i} dport={} mac={:mac}",
-            event, reason, ifindex, len, proto, src, sport, dst, dport, mac
+            event,
+            reason,
+            ifindex,
+            len,
+            proto,
+            src,
+            sport,
+            dst,
+            dport,
+            mac
         );
     } else {
         info!(
             &(),
-            "event={} reason={} ifindex={} len={}",
-            event, reason, ifindex, len
+            "event={} reason={} ifindex={} len={}", event, reason, ifindex, len
         );
     }
 }

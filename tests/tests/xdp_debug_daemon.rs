@@ -44,7 +44,16 @@ fn lines_with(log: &str, from: usize, parts: &[&str]) -> usize {
 #[test]
 fn debug_xdp_on_logs_drops_and_new_flows_and_off_logs_nothing() -> Result<()> {
     let pair = Pair::new("xdg", 90)?;
-    ip_in(&pair.ns("r"), &["route", "add", &format!("{VIP}/32"), "via", &pair.addr(2).to_string()])?;
+    ip_in(
+        &pair.ns("r"),
+        &[
+            "route",
+            "add",
+            &format!("{VIP}/32"),
+            "via",
+            &pair.addr(2).to_string(),
+        ],
+    )?;
     let dir = std::env::temp_dir().join("portier-xdg");
     let d = Daemon::spawn(&pair.ns("p"), "xdg-p", &config(&pair, false), &dir)?;
 
@@ -53,7 +62,10 @@ fn debug_xdp_on_logs_drops_and_new_flows_and_off_logs_nothing() -> Result<()> {
     knock(&pair, 80)?;
     knock(&pair, 81)?;
     let reply = d.cli(&pair.ns("p"), &["debug", "xdp", "on"])?;
-    ensure!(reply.contains("portier_lb_debug"), "debug on answered {reply}");
+    ensure!(
+        reply.contains("portier_lb_debug"),
+        "debug on answered {reply}"
+    );
     ensure!(
         lines_with(&d.log_text(), start, &["portier::xdp: xdp "]) == 0,
         "records while debug was off:\n{}",
@@ -64,21 +76,34 @@ fn debug_xdp_on_logs_drops_and_new_flows_and_off_logs_nothing() -> Result<()> {
     knock(&pair, 81)?;
     knock(&pair, 80)?;
     let client = pair.addr(1).to_string();
-    portier_tests::wait::until("the drop and the new flow logged", Duration::from_secs(10), || {
-        let log = d.log_text();
-        Ok(
-            lines_with(&log, on, &["xdp drop drop_", &client, &format!("-> {VIP}:81 tcp")]) >= 1
+    portier_tests::wait::until(
+        "the drop and the new flow logged",
+        Duration::from_secs(10),
+        || {
+            let log = d.log_text();
+            Ok(lines_with(
+                &log,
+                on,
+                &["xdp drop drop_", &client, &format!("-> {VIP}:81 tcp")],
+            ) >= 1
                 && lines_with(
                     &log,
                     on,
-                    &["xdp new_flow conntrack_new", &client, &format!("-> {VIP}:80 tcp via")],
-                ) >= 1,
-        )
-    })
+                    &[
+                        "xdp new_flow conntrack_new",
+                        &client,
+                        &format!("-> {VIP}:80 tcp via"),
+                    ],
+                ) >= 1)
+        },
+    )
     .with_context(|| format!("daemon log:\n{}", d.log_text()))?;
 
     let reply = d.cli(&pair.ns("p"), &["debug", "xdp", "off"])?;
-    ensure!(reply.contains("\"portier_lb\""), "debug off answered {reply}");
+    ensure!(
+        reply.contains("\"portier_lb\""),
+        "debug off answered {reply}"
+    );
     let off = d.log_text().len();
     knock(&pair, 81)?;
     knock(&pair, 80)?;
@@ -95,9 +120,17 @@ fn debug_xdp_on_logs_drops_and_new_flows_and_off_logs_nothing() -> Result<()> {
     let reloaded = d.log_text().len();
     d.reload(&config(&pair, true))?;
     knock(&pair, 81)?;
-    portier_tests::wait::until("a drop logged after the reload", Duration::from_secs(10), || {
-        Ok(lines_with(&d.log_text(), reloaded, &["xdp drop drop_", &format!("-> {VIP}:81")]) >= 1)
-    })
+    portier_tests::wait::until(
+        "a drop logged after the reload",
+        Duration::from_secs(10),
+        || {
+            Ok(lines_with(
+                &d.log_text(),
+                reloaded,
+                &["xdp drop drop_", &format!("-> {VIP}:81")],
+            ) >= 1)
+        },
+    )
     .with_context(|| format!("daemon log:\n{}", d.log_text()))?;
     Ok(())
 }

@@ -237,7 +237,9 @@ pub fn run() -> Result<()> {
         lab::VIP
     );
     println!("`cargo xtask lab down` removes it.");
-    println!("\n== The dashboard of pt-lb1: http://127.0.0.1:9900/ inside pt-lb1 (a browser started");
+    println!(
+        "\n== The dashboard of pt-lb1: http://127.0.0.1:9900/ inside pt-lb1 (a browser started"
+    );
     println!("   with `ip netns exec pt-lb1` reaches it). As Chromium renders it live:");
     println!("   {}", shot.display());
     Ok(())

@@ -613,7 +613,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert!(out.contains("p99 (10s)"), "{out}");
-        assert_eq!(row("todo "), ["todo", "1/2", "120", "118", "1", "1", "2.4", "ms"]);
+        assert_eq!(
+            row("todo "),
+            ["todo", "1/2", "120", "118", "1", "1", "2.4", "ms"]
+        );
         assert_eq!(row("idle "), ["idle", "0/0", "0", "0", "0", "0", "-"]);
     }
 

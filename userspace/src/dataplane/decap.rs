@@ -312,9 +312,7 @@ impl Decapsulator {
             repeat: 1,
             ..TestRunOptions::new()
         };
-        let r = prog
-            .test_run(opts)
-            .map_err(DataplaneError::program(name))?;
+        let r = prog.test_run(opts).map_err(DataplaneError::program(name))?;
         out.truncate(r.data_size_out as usize);
         Ok(TestRunOutput {
             action: r.return_value,

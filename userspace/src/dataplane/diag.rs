@@ -125,7 +125,10 @@ impl XdpEvent {
                 end(self.dst, self.dport)
             )
         } else {
-            format!("{} {} (not IP, {} bytes)", self.event, self.reason, self.len)
+            format!(
+                "{} {} (not IP, {} bytes)",
+                self.event, self.reason, self.len
+            )
         };
         if let Some(mac) = &self.next_hop_mac {
             s.push_str(" via ");
@@ -176,10 +179,7 @@ impl AsFd for XdpLog {
 }
 
 impl XdpLog {
-    pub(super) fn new(
-        ebpf: &mut aya::Ebpf,
-        program: &'static str,
-    ) -> Result<Self, DataplaneError> {
+    pub(super) fn new(ebpf: &mut aya::Ebpf, program: &'static str) -> Result<Self, DataplaneError> {
         let lines = Collector::default();
         let logger = EbpfLogger::init_with_logger(ebpf, lines.clone())
             .map_err(|e| DataplaneError::Log(e.to_string()))?;
@@ -401,7 +401,11 @@ impl Dataplane {
     /// is turned on, returns the reader of its log, which the caller runs
     /// ([`XdpLog::run`]); it stays valid for later toggles.
     pub fn set_debug(&mut self, on: bool) -> Result<Option<XdpLog>, DataplaneError> {
-        let name = if on { BALANCER_DEBUG } else { programs::BALANCER };
+        let name = if on {
+            BALANCER_DEBUG
+        } else {
+            programs::BALANCER
+        };
         ensure_loaded(&mut self.ebpf, name)?;
         let log = if on && !self.log_taken {
             self.log_taken = true;
@@ -512,7 +516,12 @@ mod tests {
         assert_eq!((e.event, e.reason), ("decap_drop", "drop_source"));
         let e = XdpEvent::parse("event=4 count=17").unwrap();
         assert_eq!((e.event, e.count), ("suppressed", 17));
-        for bad in ["event=1 reason=99 ifindex=1 len=1", "event=9 count=1", "hello", ""] {
+        for bad in [
+            "event=1 reason=99 ifindex=1 len=1",
+            "event=9 count=1",
+            "hello",
+            "",
+        ] {
             assert_eq!(XdpEvent::parse(bad), None, "{bad:?}");
         }
     }

@@ -35,6 +35,7 @@ use aya::{
 #[cfg(feature = "bench")]
 pub use bench::{BenchAttachment, attach_bench_program};
 pub use counters::MapMemory;
+pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
 pub use dataplane_common::{
     BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapReason,
     EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
@@ -43,7 +44,6 @@ pub use dataplane_common::{
 };
 use dataplane_common::{SERVICE_F_ADDR_MARKER, maps, programs};
 pub use decap::{DecapOptions, Decapsulator};
-pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
 pub use diag::{DebugSwitch, LINES_PER_SECOND, LineBudget, XdpEvent, XdpLog};
 pub use error::DataplaneError;
 pub use sys::{parse_mac, pin_to_cpu};

@@ -139,13 +139,16 @@ impl Latency {
     pub fn recent_p99(&self, now: Instant) -> Option<f64> {
         let counts = self.counts();
         let mut h = self.history.lock().ok()?;
-        while h.len() > 1 && h.get(1).is_some_and(|(t, _)| now.duration_since(*t) >= WINDOW) {
+        while h.len() > 1
+            && h.get(1)
+                .is_some_and(|(t, _)| now.duration_since(*t) >= WINDOW)
+        {
             h.pop_front();
         }
-        let base = h
-            .front()
-            .map_or(Counts::default(), |(_, c)| *c);
-        if h.back().is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_millis(500)) {
+        let base = h.front().map_or(Counts::default(), |(_, c)| *c);
+        if h.back()
+            .is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_millis(500))
+        {
             h.push_back((now, counts));
         }
         counts.minus(&base).quantile(0.99)

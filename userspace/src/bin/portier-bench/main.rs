@@ -368,11 +368,27 @@ fn diagnostics(p: &Params) -> anyhow::Result<()> {
     let _log = dp.set_debug(true)?;
     let (pass, tx, drop) = (2, 3, 1);
     let cases: [(&str, Vec<u8>, u32); 5] = [
-        ("non-VIP pass", frames::v4(OTHER, 40000, 80, Some(ACK)), pass),
+        (
+            "non-VIP pass",
+            frames::v4(OTHER, 40000, 80, Some(ACK)),
+            pass,
+        ),
         ("TCP established", frames::v4(VIP, 40002, 80, Some(ACK)), tx),
-        ("TCP SYN to VIP (same flow)", frames::v4(VIP, 40001, 80, Some(SYN)), tx),
-        ("IPv6 TCP established", frames::v6(40004, 443, Some(ACK)), tx),
-        ("drop: no backend", frames::v4(VIP, 40005, 81, Some(SYN)), drop),
+        (
+            "TCP SYN to VIP (same flow)",
+            frames::v4(VIP, 40001, 80, Some(SYN)),
+            tx,
+        ),
+        (
+            "IPv6 TCP established",
+            frames::v6(40004, 443, Some(ACK)),
+            tx,
+        ),
+        (
+            "drop: no backend",
+            frames::v4(VIP, 40005, 81, Some(SYN)),
+            drop,
+        ),
     ];
     let runs: [(&Dataplane, &str); 3] = [
         (&plain, "portier_lb"),
