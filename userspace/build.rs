@@ -51,34 +51,45 @@ fn build() -> Result<(), String> {
         "-Ctarget-cpu=v3".to_string(),
     ]
     .join("\x1f");
-    let status = Command::new("rustup")
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "build",
-            "--package",
-            PACKAGE,
-            "--bins",
-        ])
-        .args(["--release", "--target", target, "-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(workspace)
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("RUSTFLAGS")
-        .status()
-        .map_err(|e| {
-            format!("cannot run `rustup run nightly cargo`: {e} (run `cargo xtask setup`)")
-        })?;
-    if !status.success() {
-        return Err(format!(
-            "building {PACKAGE} failed ({status}); `cargo xtask setup` installs rust-src and bpf-linker"
-        ));
-    }
+    let build = |features: &[&str]| -> Result<(), String> {
+        let status = Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "build",
+                "--package",
+                PACKAGE,
+                "--bins",
+            ])
+            .args(features)
+            .args(["--release", "--target", target, "-Z", "build-std=core"])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .current_dir(workspace)
+            .env("CARGO_ENCODED_RUSTFLAGS", &rustflags)
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("RUSTFLAGS")
+            .status()
+            .map_err(|e| {
+                format!("cannot run `rustup run nightly cargo`: {e} (run `cargo xtask setup`)")
+            })?;
+        if !status.success() {
+            return Err(format!(
+                "building {PACKAGE} failed ({status}); `cargo xtask setup` installs rust-src and bpf-linker"
+            ));
+        }
+        Ok(())
+    };
     let built = target_dir.join(target).join("release").join(BINARY);
+    // The benchmark's comparator: the object without the diagnostics feature, so `bench xdp`
+    // can show that debug off costs what no log calls at all cost.
+    if std::env::var_os("CARGO_FEATURE_BENCH").is_some() {
+        build(&["--no-default-features"])?;
+        copy(&built, &out_dir.join(format!("{BINARY}-nodiag")))?;
+    }
+    build(&[])?;
     copy(&built, &out_dir.join(BINARY))
 }
 

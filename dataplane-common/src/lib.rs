@@ -6,6 +6,8 @@
 //! swaps bytes.
 #![no_std]
 
+pub mod diag;
+
 /// Upper bound on configured services (outer Maglev array, per-service counters).
 pub const MAX_SERVICES: u32 = 256;
 /// Upper bound on backend slots (backend array, per-backend counters).

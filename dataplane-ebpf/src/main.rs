@@ -5,6 +5,8 @@
 
 mod balancer;
 mod decap;
+#[cfg(feature = "diag")]
+mod diag;
 mod encap;
 mod maps;
 mod parse;
@@ -27,6 +29,29 @@ pub fn portier_lb(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub fn portier_decap(ctx: XdpContext) -> u32 {
     decap::process(&ctx)
+}
+
+/// `portier_lb` with diagnostics (`[dataplane] debug`): attached in its place while debug is
+/// on, and logs each drop and new flow (see `diag`).
+#[cfg(feature = "diag")]
+#[xdp]
+#[inline(always)]
+pub fn portier_lb_debug(ctx: XdpContext) -> u32 {
+    let scratch = diag::lb_before(&ctx);
+    let action = balancer::process(&ctx);
+    diag::lb_after(&ctx, scratch);
+    action
+}
+
+/// `portier_decap` with diagnostics: logs each drop.
+#[cfg(feature = "diag")]
+#[xdp]
+#[inline(always)]
+pub fn portier_decap_debug(ctx: XdpContext) -> u32 {
+    let scratch = diag::decap_before(&ctx);
+    let action = decap::process(&ctx);
+    diag::decap_after(scratch);
+    action
 }
 
 /// Plain pass: lets a veth peer accept frames its partner sends with `XDP_TX`.

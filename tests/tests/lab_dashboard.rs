@@ -61,11 +61,36 @@ fn metrics(ns: &str) -> Result<std::collections::BTreeMap<String, openmetrics::F
     for f in &families {
         assert!(!f.help.is_empty(), "{} has no HELP", f.name);
         assert!(
-            f.kind == "counter" || f.kind == "gauge",
+            ["counter", "gauge", "histogram"].contains(&f.kind.as_str()),
             "{} is {}",
             f.name,
             f.kind
         );
+        if f.kind == "histogram" {
+            // _bucket (cumulative, ending in +Inf = _count), _sum, _count per label set.
+            for s in &f.samples {
+                let suffix = s.name.strip_prefix(&f.name).unwrap_or_default();
+                assert!(
+                    ["_bucket", "_sum", "_count"].contains(&suffix),
+                    "{}: sample {}",
+                    f.name,
+                    s.name
+                );
+            }
+            let inf: f64 = f
+                .samples
+                .iter()
+                .filter(|s| s.labels.get("le").map(String::as_str) == Some("+Inf"))
+                .map(|s| s.value)
+                .sum();
+            let count: f64 = f
+                .samples
+                .iter()
+                .filter(|s| s.name.ends_with("_count"))
+                .map(|s| s.value)
+                .sum();
+            assert_eq!(inf, count, "{}: +Inf bucket and count", f.name);
+        }
         if f.kind == "counter" {
             assert!(
                 f.samples
@@ -139,6 +164,7 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
         "portier_l7_listener_requests",
         "portier_l7_pool_responses",
         "portier_l7_server_up",
+        "portier_l7_pool_request_duration_seconds",
     ] {
         assert!(
             host_metrics.contains_key(name),
@@ -146,6 +172,10 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
             host_metrics.keys()
         );
     }
+    assert_eq!(
+        host_metrics["portier_l7_pool_request_duration_seconds"].kind,
+        "histogram"
+    );
 
     // The CLI's tables of the same node: OSPF as vtysh shows it, not JSON.
     let table = lb.cli(&ns, &["status"])?;

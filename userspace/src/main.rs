@@ -78,6 +78,11 @@ enum Command {
         backend: BackendArgs,
         weight: u32,
     },
+    /// Opt-in diagnostics of a running node.
+    Debug {
+        #[command(subcommand)]
+        what: DebugCommand,
+    },
     /// Attach a plain XDP_PASS program to an interface and pin the link (lab helper: the veth
     /// peer of an interface that sends with XDP_TX needs an XDP program to receive).
     #[command(hide = true)]
@@ -93,6 +98,24 @@ enum Command {
     /// Print the man page (roff) to stdout (the Debian package ships it as portier(8)).
     #[command(hide = true)]
     Manpage,
+}
+
+#[derive(Subcommand)]
+enum DebugCommand {
+    /// Log each packet the XDP balancer or decapsulator drops, and each new flow, with its
+    /// reason (rate-limited; target portier::xdp), or stop. Until the next reload that changes
+    /// `[dataplane] debug`.
+    Xdp {
+        state: OnOff,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 /// Either an L4 backend (`--service`, `--backend`) or an L7 pool server (`--pool`,
@@ -286,6 +309,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Weight { backend, weight } => {
             let path = format!("{}&weight={weight}", backend.path("weight")?);
             print!("{}", request(&backend.socket.target()?, "POST", &path)?);
+            Ok(())
+        }
+        Command::Debug {
+            what: DebugCommand::Xdp { state, socket },
+        } => {
+            let state = match state {
+                OnOff::On => "on",
+                OnOff::Off => "off",
+            };
+            let path = format!("/command/xdp/debug?state={state}");
+            print!("{}", request(&socket.target()?, "POST", &path)?);
             Ok(())
         }
         Command::XdpPass { interface, pin } => {

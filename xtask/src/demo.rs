@@ -118,9 +118,16 @@ pub fn run(docker: bool) -> Result<()> {
         "   As master it announces the VIP by OSPF; pt-router (FRR) learnt it after {took:.1?}:"
     );
     println!("   {}", route(&l)?);
+    let took = wait_settled(&l)?;
+    println!(
+        "   Health checks: lb1 sees all three hosts up, and each host's portier all its containers"
+    );
+    println!("   (every check risen {:.1?} after the VIP's route):", took);
 
     println!("\n== 60 requests for http://todo.example/ through the VIP (a new connection each):");
     show(&spread(&l, lab::TODO_HOST, 60)?);
+    println!("   (Maglev splits the hosts; each host's pool picks the less busy of two random");
+    println!("   containers, so requests sent one at a time split between them by chance)");
     println!("== 30 requests for http://shop.example/: only shop containers answer");
     show(&spread(&l, lab::SHOP_HOST, 30)?);
     println!(
@@ -226,13 +233,8 @@ pub fn run(docker: bool) -> Result<()> {
     );
     println!("   {}", route(&l)?);
 
-    println!("\n== The dashboard of pt-lb1 (its admin listener, 127.0.0.1:9900 in pt-lb1):");
     let shot = l.run_dir.join("dashboard.png");
     dashboard_screenshot(&l.ns("lb1"), &shot)?;
-    println!(
-        "   a screenshot as Chromium renders it live: {}",
-        shot.display()
-    );
 
     if docker {
         crate::demo_docker::new_container(&l)?;
@@ -242,14 +244,73 @@ pub fn run(docker: bool) -> Result<()> {
     std::mem::forget(lb2);
     l.keep();
     println!(
-        "\nThe lab stays up: try `ip netns exec pt-client curl -s -H 'Host: shop.example' http://{}/`",
+        "\nThe lab stays up: try `ip netns exec pt-client curl -s -H 'Host: shop.example' http://{}/`;",
         lab::VIP
     );
-    println!(
-        "lb1's dashboard is http://127.0.0.1:9900/ inside pt-lb1 (a browser started with `ip netns exec pt-lb1` reaches it)."
-    );
     println!("`cargo xtask lab down` removes it.");
+    println!(
+        "\n== The dashboard of pt-lb1: http://127.0.0.1:9900/ inside pt-lb1 (a browser started"
+    );
+    println!("   with `ip netns exec pt-lb1` reaches it). As Chromium renders it live:");
+    println!("   {}", shot.display());
     Ok(())
+}
+
+/// Waits until what the tour is about to show holds: lb1 has every backend of every service
+/// active (its health checks risen, MACs resolved), and each host's portier every server of
+/// every L7 pool up. Right after start-up a host may still be rising one container, and its
+/// first table would look uneven for no reason a newcomer could see. Returns how long it took.
+fn wait_settled(l: &Lab) -> Result<Duration> {
+    let nodes: Vec<String> = std::iter::once(l.ns("lb1"))
+        .chain(lab::HOSTS.iter().map(|(h, _)| l.ns(h)))
+        .collect();
+    let mut waiting = String::new();
+    let took = portier_tests::wait::until(
+        "every health check up (lb1's backends, every host's L7 servers)",
+        Duration::from_secs(30),
+        || {
+            waiting.clear();
+            for node in &nodes {
+                for what in not_up(node)? {
+                    waiting.push_str(&format!(" {node}: {what};"));
+                }
+            }
+            Ok(waiting.is_empty())
+        },
+    )
+    .map_err(|e| e.context(format!("still waiting for:{waiting}")))?;
+    Ok(took)
+}
+
+/// What is not up on `node` per its `portier status --json`: L4 backends and L7 servers whose
+/// state is not `active`.
+fn not_up(node: &str) -> Result<Vec<String>> {
+    let out = std::process::Command::new(lab::bin_dir().join("portier"))
+        .args(["status", "--json", "--node", node])
+        .output()?;
+    if !out.status.success() {
+        return Ok(vec![format!(
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )]);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut waiting = Vec::new();
+    for s in v["l4"]["services"].as_array().into_iter().flatten() {
+        for b in s["backends"].as_array().into_iter().flatten() {
+            if b["state"] != "active" {
+                waiting.push(format!("{} {} {}", s["name"], b["address"], b["state"]));
+            }
+        }
+    }
+    for (pool, p) in v["l7"]["pools"].as_object().into_iter().flatten() {
+        for server in p["servers"].as_array().into_iter().flatten() {
+            if server["state"] != "active" {
+                waiting.push(format!("{pool} {} {}", server["address"], server["state"]));
+            }
+        }
+    }
+    Ok(waiting)
 }
 
 /// Opens lb1's dashboard in headless Chromium inside `ns`, waits until it shows lb1 as VRRP

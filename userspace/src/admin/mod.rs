@@ -189,6 +189,7 @@ async fn handle(
                 error(code, &e)
             }
         },
+        (&Method::POST, ["command", "xdp", verb]) => xdp_command(control, verb, &query(&req)).await,
         (&Method::POST, ["command", part, verb]) => {
             let running = control.running();
             if !running.iter().any(|r| r == part) {
@@ -215,6 +216,42 @@ async fn handle(
         ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
+}
+
+/// `/command/xdp/<verb>`: the same command to every running part that attaches XDP programs,
+/// answered with each one's reply.
+async fn xdp_command(
+    control: &Control,
+    verb: &str,
+    args: &BTreeMap<String, String>,
+) -> Response<Body> {
+    let command = match Command::parse("xdp", verb, args) {
+        Ok(c) => c,
+        Err(e @ ParseError::UnknownVerb { .. }) => return error(StatusCode::NOT_FOUND, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let running = control.running();
+    let parts: Vec<&str> = crate::part::command::XDP_PARTS
+        .into_iter()
+        .filter(|p| running.iter().any(|r| r == p))
+        .collect();
+    if parts.is_empty() {
+        let e = CommandError::NotRunning {
+            part: crate::part::command::XDP_PARTS.join(" or "),
+            running,
+        };
+        return error(StatusCode::NOT_FOUND, &e);
+    }
+    let mut replies = serde_json::Map::new();
+    for part in parts {
+        match control.command(part, command.clone()).await {
+            Ok(v) => {
+                replies.insert(part.to_string(), v);
+            }
+            Err(e) => return error(command_status(&e), &e),
+        }
+    }
+    json(StatusCode::OK, &serde_json::Value::Object(replies))
 }
 
 /// The Server-Sent Events stream of the status document, or 503 past the bound on streams.

@@ -486,6 +486,43 @@ fn print_l7(out: &mut String, l7: &Value) {
             w!(out, "listener {name} on {}", s(&l["address"]));
         }
     }
+    let mut pools: Vec<(&String, &Value)> = l7["pools"]
+        .as_object()
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    pools.sort_by_key(|(name, _)| name.as_str());
+    // As HAProxy's stats page: one line per pool, the p99 of the last seconds.
+    w!(
+        out,
+        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "pool",
+        "servers up",
+        "requests",
+        "2xx",
+        "4xx",
+        "5xx",
+        "p99 (10s)"
+    );
+    for (name, pool) in &pools {
+        let servers = pool["servers"].as_array().map_or(&[][..], |v| v.as_slice());
+        let up = servers.iter().filter(|s| s["state"] == "active").count();
+        let p99 = match pool["p99_ms"].as_f64() {
+            Some(ms) => format!("{ms} ms"),
+            None => "-".to_string(),
+        };
+        w!(
+            out,
+            "{:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            name,
+            format!("{up}/{}", servers.len()),
+            s(&pool["requests"]),
+            s(&pool["responses"]["2xx"]),
+            s(&pool["responses"]["4xx"]),
+            s(&pool["responses"]["5xx"]),
+            p99
+        );
+    }
+    w!(out);
     w!(
         out,
         "{:<16} {:<24} {:>6} {:>10} {:<8} {:>11}  source",
@@ -496,11 +533,6 @@ fn print_l7(out: &mut String, l7: &Value) {
         "state",
         "outstanding"
     );
-    let mut pools: Vec<(&String, &Value)> = l7["pools"]
-        .as_object()
-        .map(|p| p.iter().collect())
-        .unwrap_or_default();
-    pools.sort_by_key(|(name, _)| name.as_str());
     for (name, pool) in pools {
         for (i, server) in pool["servers"].as_array().into_iter().flatten().enumerate() {
             w!(
@@ -558,6 +590,35 @@ fn print_l7(out: &mut String, l7: &Value) {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn l7_pools_show_requests_classes_and_p99() {
+        let status = json!({
+            "l7": { "generation": 1, "listeners": {}, "routes": [], "pools": {
+                "todo": { "requests": 120, "p99_ms": 2.4,
+                    "responses": { "1xx": 0, "2xx": 118, "3xx": 0, "4xx": 1, "5xx": 1 },
+                    "servers": [
+                        { "address": "172.17.0.2:8080", "state": "active", "weight": 1 },
+                        { "address": "172.17.0.3:8080", "state": "down", "weight": 1 } ] },
+                "idle": { "requests": 0,
+                    "responses": { "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0 },
+                    "servers": [] } } },
+        });
+        let out = super::render(&status);
+        let row = |first: &str| {
+            out.lines()
+                .find(|l| l.starts_with(first))
+                .unwrap_or_else(|| panic!("no row {first}:\n{out}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        assert!(out.contains("p99 (10s)"), "{out}");
+        assert_eq!(
+            row("todo "),
+            ["todo", "1/2", "120", "118", "1", "1", "2.4", "ms"]
+        );
+        assert_eq!(row("idle "), ["idle", "0/0", "0", "0", "0", "0", "-"]);
+    }
 
     #[test]
     fn ospf_bfd_and_bgp_are_tables_not_json() {

@@ -143,6 +143,8 @@ pub struct DataplaneConfig {
     /// The SYN-flood guard: new connection-table entries one CPU may write per second (0: no
     /// limit); past it new flows go by Maglev alone, unrecorded.
     pub new_flow_rate: u32,
+    /// Attach the XDP programs' debug twins: each drop and new flow is logged, rate-limited.
+    pub debug: bool,
 }
 
 /// A tenth of the table per CPU per second: a flood at the guard's rate on every CPU turns
@@ -161,6 +163,7 @@ impl Default for DataplaneConfig {
             encap_source_v6: None,
             midflow_sources: Vec::new(),
             new_flow_rate: default_new_flow_rate(dataplane_common::DEFAULT_CONNTRACK_SIZE),
+            debug: false,
         }
     }
 }

@@ -75,6 +75,7 @@ pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Optio
             "encap_source_v6",
             "midflow_sources",
             "new_flow_rate",
+            "debug",
         ],
     );
     let defaults = DataplaneConfig::default();
@@ -132,7 +133,12 @@ pub(super) fn dataplane(report: &mut Report<'_>, table: &Table<'_, '_>) -> Optio
         Some(v) => rules::in_range(report, v, 0..=i128::from(u32::MAX)),
         None => conntrack_size.map(super::model::default_new_flow_rate),
     };
+    let debug = table
+        .optional_bool(report, "debug")
+        .map(|v| v.value)
+        .unwrap_or(defaults.debug);
     Some(DataplaneConfig {
+        debug,
         new_flow_rate: new_flow_rate?,
         maglev_table_size: maglev_table_size?,
         conntrack_size: conntrack_size?,

@@ -474,6 +474,15 @@ fn new_flow_rate_defaults_to_a_tenth_of_the_table() {
 }
 
 #[test]
+fn dataplane_debug_is_a_boolean_off_by_default() {
+    assert!(!parse(BASE, FILE).unwrap().dataplane.debug);
+    let text = format!("{BASE}[dataplane]\ndebug = true\n");
+    assert!(parse(&text, FILE).unwrap().dataplane.debug);
+    let text = format!("{BASE}[dataplane]\ndebug = \"yes\"\n");
+    assert_one(&text, 14, "dataplane.debug", "a boolean");
+}
+
+#[test]
 fn node_name_rules() {
     for bad in ["LB1", "", "lb_1", "a23456789012345678901234567890123"] {
         let text = base_with("name = \"lb1\"", &format!("name = \"{bad}\""));

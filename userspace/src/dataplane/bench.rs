@@ -7,7 +7,22 @@ use dataplane_common::programs;
 
 use super::{Dataplane, DataplaneError, OBJECT, XdpAttachMode, attach, require_root, xdp_mut};
 
+/// The programs built without the diagnostics feature: no debug entry points, no log calls.
+static OBJECT_NO_DIAG: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portier-xdp-nodiag"));
+
 impl Dataplane {
+    /// [`Dataplane::load_for_test`] of the build without diagnostics: what `portier_lb` costs
+    /// with no log call compiled anywhere, next to the real build's with debug off.
+    pub fn load_for_test_without_diagnostics(conntrack_size: u32) -> Result<Self, DataplaneError> {
+        require_root()?;
+        let ebpf =
+            super::load_object_from(OBJECT_NO_DIAG, conntrack_size, None, &super::TEST_PROGRAMS)?;
+        let mut dp = Self::load_for_test(conntrack_size)?;
+        dp.ebpf = ebpf;
+        Ok(dp)
+    }
+
     /// Runs `program` in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`): `repeat` copies of
     /// `frame`, in batches of `batch`, with `ingress_ifindex` as the receiving interface, so
     /// `XDP_TX` really transmits out of it. The interface is looked up in the calling

@@ -59,9 +59,14 @@ impl DecapOptions {
 
 /// A loaded decapsulator. Dropping it detaches the program and removes its pins.
 pub struct Decapsulator {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     interfaces: Vec<AttachedInterface>,
     pin_dir: Option<PathBuf>,
+    /// Each interface's link, owned by the program attached now.
+    pub(super) links: Vec<aya::programs::xdp::XdpLinkId>,
+    /// `portier_decap_debug` is the one attached.
+    pub(super) debug: bool,
+    pub(super) log_taken: bool,
 }
 
 impl std::fmt::Debug for Decapsulator {
@@ -150,6 +155,9 @@ impl Decapsulator {
             ebpf: load_object()?,
             interfaces: Vec::new(),
             pin_dir: None,
+            links: Vec::new(),
+            debug: false,
+            log_taken: false,
         };
         fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
         d.pin_dir = Some(pin_dir.clone());
@@ -168,7 +176,8 @@ impl Decapsulator {
         for name in &opts.interfaces {
             let ifindex = sys::ifindex(name)?;
             let mac = sys::mac(name)?;
-            let (_, mode) = attach(xdp_mut(&mut d.ebpf, programs::DECAP)?, name, opts.mode)?;
+            let (id, mode) = attach(xdp_mut(&mut d.ebpf, programs::DECAP)?, name, opts.mode)?;
+            d.links.push(id);
             d.interfaces.push(AttachedInterface {
                 name: name.clone(),
                 ifindex,
@@ -186,6 +195,9 @@ impl Decapsulator {
             ebpf: load_object()?,
             interfaces: Vec::new(),
             pin_dir: None,
+            links: Vec::new(),
+            debug: false,
+            log_taken: false,
         })
     }
 
@@ -279,14 +291,20 @@ impl Decapsulator {
             .collect()
     }
 
-    /// Runs `portier_decap` on `frame` once through `BPF_PROG_TEST_RUN`.
+    /// Runs the program attached now (`portier_decap`, or its debug twin while debug is on)
+    /// on `frame` once through `BPF_PROG_TEST_RUN`.
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRunOutput, DataplaneError> {
+        let name = if self.debug {
+            dataplane_common::diag::DECAP_DEBUG
+        } else {
+            programs::DECAP
+        };
         let prog: &Xdp = self
             .ebpf
-            .program(programs::DECAP)
-            .ok_or_else(|| DataplaneError::MissingProgram(programs::DECAP.into()))?
+            .program(name)
+            .ok_or_else(|| DataplaneError::MissingProgram(name.into()))?
             .try_into()
-            .map_err(DataplaneError::program(programs::DECAP))?;
+            .map_err(DataplaneError::program(name))?;
         let mut out = vec![0u8; frame.len() + 64];
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -294,9 +312,7 @@ impl Decapsulator {
             repeat: 1,
             ..TestRunOptions::new()
         };
-        let r = prog
-            .test_run(opts)
-            .map_err(DataplaneError::program(programs::DECAP))?;
+        let r = prog.test_run(opts).map_err(DataplaneError::program(name))?;
         out.truncate(r.data_size_out as usize);
         Ok(TestRunOutput {
             action: r.return_value,

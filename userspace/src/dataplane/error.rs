@@ -68,6 +68,9 @@ pub enum DataplaneError {
     },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The debug programs' log (aya-log's ring buffer) could not be opened.
+    #[error("XDP debug log: {0}")]
+    Log(String),
 }
 
 impl DataplaneError {

@@ -13,6 +13,7 @@
 mod bench;
 mod counters;
 mod decap;
+mod diag;
 mod error;
 mod persist;
 pub mod stats;
@@ -34,6 +35,7 @@ use aya::{
 #[cfg(feature = "bench")]
 pub use bench::{BenchAttachment, attach_bench_program};
 pub use counters::MapMemory;
+pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
 pub use dataplane_common::{
     BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapReason,
     EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
@@ -42,6 +44,7 @@ pub use dataplane_common::{
 };
 use dataplane_common::{SERVICE_F_ADDR_MARKER, maps, programs};
 pub use decap::{DecapOptions, Decapsulator};
+pub use diag::{DebugSwitch, LINES_PER_SECOND, LineBudget, XdpEvent, XdpLog};
 pub use error::DataplaneError;
 pub use sys::{parse_mac, pin_to_cpu};
 pub use tables::{EncapSourceConfig, ForwardMode};
@@ -119,6 +122,10 @@ pub struct Dataplane {
     keep_pinned: bool,
     /// The maps were adopted from a previous instance (their content is live state).
     adopted: bool,
+    /// `portier_lb_debug` is attached instead of `portier_lb` (see `diag`).
+    debug: bool,
+    /// The debug log's ring buffer was handed out (once per load).
+    log_taken: bool,
     _lock: Option<persist::NodeLock>,
 }
 
@@ -167,6 +174,16 @@ fn load_object(
     pins: Option<&Path>,
     extra: &[&str],
 ) -> Result<Ebpf, DataplaneError> {
+    load_object_from(OBJECT, conntrack_size, pins, extra)
+}
+
+/// [`load_object`] of another build of the programs (the benchmark's comparator).
+fn load_object_from(
+    object: &[u8],
+    conntrack_size: u32,
+    pins: Option<&Path>,
+    extra: &[&str],
+) -> Result<Ebpf, DataplaneError> {
     if conntrack_size == 0 {
         return Err(DataplaneError::Invalid("conntrack_size must be > 0".into()));
     }
@@ -177,7 +194,7 @@ fn load_object(
             loader.map_pin_path(name, dir.join(name));
         }
     }
-    let mut ebpf = loader.load(OBJECT)?;
+    let mut ebpf = loader.load(object)?;
     for &name in ALL_PROGRAMS.iter().chain(extra) {
         xdp_mut(&mut ebpf, name)?
             .load()
@@ -286,6 +303,8 @@ impl Dataplane {
             services: HashMap::new(),
             keep_pinned: opts.keep_pinned,
             adopted,
+            debug: false,
+            log_taken: false,
             _lock: Some(lock),
         };
         if adopted {
@@ -372,6 +391,8 @@ impl Dataplane {
             services: HashMap::new(),
             keep_pinned: false,
             adopted: false,
+            debug: false,
+            log_taken: false,
             _lock: None,
         })
     }

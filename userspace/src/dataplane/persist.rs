@@ -66,6 +66,23 @@ pub fn adopt_link(prog: &mut Xdp, pin: &Path) -> Result<bool, DataplaneError> {
     }
 }
 
+/// Points the pinned link at `pin` to `prog` now (atomic), as [`adopt_link`] does, but for a
+/// link this process attached and must exist: the debug toggle.
+pub fn repoint(prog: &mut Xdp, program: &str, pin: &Path) -> Result<(), DataplaneError> {
+    let unusable = |e: &dyn std::error::Error| DataplaneError::Interface {
+        name: pin.display().to_string(),
+        reason: format!("pinned XDP link unusable: {e}"),
+    };
+    let pinned = PinnedLink::from_pin(pin).map_err(|e| unusable(&e))?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| unusable(&e))?;
+    let id = prog
+        .attach_to_link(link)
+        .map_err(DataplaneError::program(program))?;
+    // The pin holds the link; our descriptor of it can go (closing it detaches nothing).
+    drop(prog.take_link(id));
+    Ok(())
+}
+
 /// Pins the link `prog` just got for `id`, so it outlives this process.
 pub fn pin_link(
     prog: &mut Xdp,

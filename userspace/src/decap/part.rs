@@ -2,11 +2,11 @@
 //! addresses in line with `[decap]`, publish its counters.
 
 use crate::config::{Config, DecapConfig};
-use crate::dataplane::{DataplaneError, DecapOptions, Decapsulator};
+use crate::dataplane::{DataplaneError, DebugSwitch, DecapOptions, Decapsulator};
 use crate::labels;
 use crate::part::board::PartBoard;
 use crate::part::prometheus::Metrics;
-use crate::part::{Applied, ApplyError, Env, Part};
+use crate::part::{Applied, ApplyError, Command, CommandError, Env, Part, Reply};
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -23,6 +23,8 @@ pub struct Decap {
     addresses: BTreeSet<IpAddr>,
     sources: BTreeSet<(IpAddr, u8)>,
     vips: BTreeSet<IpAddr>,
+    /// `[dataplane] debug` / `portier debug xdp`: which decap program is attached.
+    debug: DebugSwitch,
 }
 
 impl Part for Decap {
@@ -36,7 +38,23 @@ impl Part for Decap {
 
     async fn start(_env: Env, config: &Arc<Config>) -> Result<Self, ApplyError> {
         let wanted = config.decap.clone().ok_or("no [decap] section")?;
-        Ok(start(&config.node.name, &wanted)?)
+        let mut d = start(&config.node.name, &wanted)?;
+        d.configure_debug(config)?;
+        Ok(d)
+    }
+
+    async fn command(&mut self, command: Command) -> Result<Reply, CommandError> {
+        let Command::XdpDebug { on } = command else {
+            return Err(CommandError::Unsupported {
+                part: Self::NAME,
+                verb: command.verb(),
+            });
+        };
+        let d = &mut self.decapsulator;
+        self.debug
+            .set(on, |on| d.set_debug(on))
+            .map_err(|e| CommandError::Failed(e.into()))?;
+        Ok(serde_json::json!({ "program": d.attached_program(), "debug": on }))
     }
 
     async fn apply(&mut self, config: &Arc<Config>) -> Result<Applied, ApplyError> {
@@ -51,6 +69,7 @@ impl Part for Decap {
             warn!("decap: interfaces take effect on restart only");
         }
         self.sync(&wanted)?;
+        self.configure_debug(config)?;
         Ok(Applied::Running)
     }
 
@@ -99,12 +118,20 @@ fn start(node: &str, config: &DecapConfig) -> Result<Decap> {
         addresses: BTreeSet::new(),
         sources: BTreeSet::new(),
         vips: BTreeSet::new(),
+        debug: DebugSwitch::default(),
     };
     d.sync(config)?;
     Ok(d)
 }
 
 impl Decap {
+    fn configure_debug(&mut self, config: &Config) -> Result<()> {
+        let d = &mut self.decapsulator;
+        self.debug
+            .configure(config.dataplane.debug, |on| d.set_debug(on))
+            .context("cannot switch the XDP debug program")
+    }
+
     /// Brings the three maps in line with `config`: additions before removals, so a
     /// renumbering loses nothing addressed to either.
     fn sync(&mut self, config: &DecapConfig) -> Result<()> {
@@ -160,6 +187,7 @@ impl Decap {
             .collect();
         board.set(serde_json::json!({
             "interfaces": interfaces,
+            "xdp_debug": self.debug.on(),
             "addresses": self.addresses,
             "sources": self.sources.iter().map(|(a, l)| format!("{a}/{l}")).collect::<Vec<_>>(),
             "vips": self.vips,

@@ -5,7 +5,7 @@ use crate::bus::{Bus, Event};
 use crate::config::{Config, Forwarding, XdpMode};
 use crate::dataplane::stats::{IdNames, id_names_path};
 use crate::dataplane::{
-    Dataplane, DataplaneOptions, EncapSourceConfig, ForwardMode, XdpAttachMode,
+    Dataplane, DataplaneOptions, DebugSwitch, EncapSourceConfig, ForwardMode, XdpAttachMode,
 };
 use crate::health::{Checker, Probe, Schedule, Transition};
 use crate::l4::neigh::{self, Lookup};
@@ -58,6 +58,8 @@ pub struct L4 {
     new_flow_rate: Option<u32>,
     src_macs: HashMap<u32, [u8; 6]>,
     ticks: u32,
+    /// `[dataplane] debug` / `portier debug xdp`: which balancer program is attached.
+    debug: DebugSwitch,
 }
 
 impl Part for L4 {
@@ -89,6 +91,13 @@ impl Part for L4 {
     }
 
     async fn command(&mut self, command: Command) -> Result<Reply, CommandError> {
+        if let Command::XdpDebug { on } = command {
+            let dp = &mut self.dataplane;
+            self.debug
+                .set(on, |on| dp.set_debug(on))
+                .map_err(|e| CommandError::Failed(e.into()))?;
+            return Ok(serde_json::json!({ "program": dp.attached_program(), "debug": on }));
+        }
         let Command::Backend {
             service,
             backend,
@@ -233,6 +242,7 @@ async fn start(config: &Config, env: Env) -> Result<L4> {
         new_flow_rate: None,
         src_macs: HashMap::new(),
         ticks: 0,
+        debug: DebugSwitch::default(),
     })
 }
 
@@ -242,6 +252,10 @@ impl L4 {
     async fn install(&mut self, config: &Config) -> Result<()> {
         self.overrides.retain_existing(config);
         self.sync_checks(config);
+        let dp = &mut self.dataplane;
+        self.debug
+            .configure(config.dataplane.debug, |on| dp.set_debug(on))
+            .context("cannot switch the XDP debug program")?;
         let mut effective = self.overrides.apply_to(config);
         for s in &mut effective.services {
             for b in &mut s.backends {
@@ -604,6 +618,7 @@ impl L4 {
             .collect();
         board.set(serde_json::json!({
             "interfaces": interfaces,
+            "xdp_debug": self.debug.on(),
             "services": services,
             "backends": hosts,
             "events": reasons,

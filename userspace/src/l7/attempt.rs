@@ -11,6 +11,7 @@ use http::StatusCode;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Why an attempt on one server got no response head.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct Attempts<'a> {
     tried: Vec<usize>,
     last: (StatusCode, &'static str),
     last_server: Option<SocketAddr>,
+    /// When the request was routed: its latency ends at the response head.
+    started: Instant,
 }
 
 impl<'a> Attempts<'a> {
@@ -41,6 +44,7 @@ impl<'a> Attempts<'a> {
             tried: Vec::new(),
             last: (StatusCode::SERVICE_UNAVAILABLE, "no server available\n"),
             last_server: None,
+            started: Instant::now(),
         }
     }
 
@@ -75,6 +79,7 @@ impl<'a> Attempts<'a> {
             server.metrics.failures.fetch_add(1, Ordering::Relaxed);
         }
         self.pool.metrics.response(status);
+        self.pool.metrics.latency.observe(self.started.elapsed());
     }
 
     /// After a failed attempt: whether another server may be tried. `resendable`: the
@@ -112,6 +117,7 @@ impl<'a> Attempts<'a> {
         let m = &self.pool.metrics;
         m.no_server.fetch_add(1, Ordering::Relaxed);
         m.response(self.last.0.as_u16());
+        m.latency.observe(self.started.elapsed());
         self.last
     }
 

@@ -39,6 +39,8 @@ pub struct PoolMetrics {
     pub upstream_errors: AtomicU64,
     pub timeouts: AtomicU64,
     pub retries: AtomicU64,
+    /// Routing to response head, per request (see `latency`).
+    pub latency: super::latency::Latency,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +169,12 @@ pub fn render_pool(out: &mut Metrics, name: &str, m: &PoolMetrics) {
     ] {
         out.counter(metric, help, labels![("pool", name)], value);
     }
+    out.histogram(
+        "pool_request_duration_seconds",
+        "Time from routing a request to its response head: queue, connect, send and the server's answer.",
+        labels![("pool", name)],
+        m.latency.counts().histogram(),
+    );
 }
 
 /// A server's state at the time of rendering.

@@ -14,6 +14,7 @@ pub mod downstream;
 pub mod fast;
 pub mod headers;
 pub mod health;
+pub mod latency;
 pub mod listener;
 pub mod merge;
 pub mod metrics;
@@ -321,14 +322,16 @@ impl L7 {
                     .enumerate()
                     .map(|(i, c)| (format!("{}xx", i + 1), c.load(Relaxed).into()))
                     .collect();
-                (
-                    p.name.clone(),
-                    serde_json::json!({
-                        "servers": servers,
-                        "requests": m.requests.load(Relaxed),
-                        "responses": responses,
-                    }),
-                )
+                let mut pool = serde_json::json!({
+                    "servers": servers,
+                    "requests": m.requests.load(Relaxed),
+                    "responses": responses,
+                });
+                // Of the requests answered in the last seconds; absent when there were none.
+                if let Some(p99) = m.latency.recent_p99(std::time::Instant::now()) {
+                    pool["p99_ms"] = serde_json::json!((p99 * 1e4).round() / 10.0);
+                }
+                (p.name.clone(), pool)
             })
             .collect();
         let listeners: serde_json::Map<String, serde_json::Value> = self

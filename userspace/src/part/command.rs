@@ -10,7 +10,13 @@ pub const VERBS: &[(&str, &[&str])] = &[
     ("l4", &["drain", "undrain", "weight"]),
     ("l7", &["drain", "undrain", "weight"]),
     ("bgp", &["drain", "undrain"]),
+    // Not a part: the XDP programs' diagnostics, carried out by whichever of `l4` and
+    // `decap` runs on the node (see `XDP_PARTS`).
+    ("xdp", &["debug"]),
 ];
+
+/// The parts `/command/xdp/...` goes to: those that attach XDP programs.
+pub const XDP_PARTS: [&str; 2] = ["l4", "decap"];
 
 /// A change of a backend's or server's weight, as HAProxy's `set server ... state drain`,
 /// `state ready` and `weight`.
@@ -59,6 +65,9 @@ pub enum Command {
     /// A VIP's BGP route: drained (re-announced with GRACEFUL_SHUTDOWN, RFC 8326, so the
     /// routers move traffic away before it is withdrawn) or back to normal.
     Vip { vip: IpAddr, drain: bool },
+    /// The XDP programs' diagnostics: the debug twin attached (each drop and new flow logged)
+    /// or the plain program (`portier debug xdp on|off`).
+    XdpDebug { on: bool },
 }
 
 impl Command {
@@ -67,6 +76,7 @@ impl Command {
             Command::Backend { change, .. } | Command::Server { change, .. } => change.verb(),
             Command::Vip { drain: true, .. } => "drain",
             Command::Vip { drain: false, .. } => "undrain",
+            Command::XdpDebug { .. } => "debug",
         }
     }
 
@@ -93,6 +103,19 @@ impl Command {
                 .map(String::as_str)
                 .ok_or(ParseError::Missing(k))
         };
+        if part == "xdp" {
+            let on = match arg("state")? {
+                "on" => true,
+                "off" => false,
+                _ => {
+                    return Err(ParseError::Invalid {
+                        key: "state",
+                        expected: "on or off",
+                    });
+                }
+            };
+            return Ok(Command::XdpDebug { on });
+        }
         if part == "bgp" {
             return Ok(Command::Vip {
                 vip: arg("vip")?.parse().map_err(|_| ParseError::Invalid {
@@ -234,6 +257,25 @@ mod tests {
         assert_eq!(
             Command::parse("l7", "drain", &args(&[("pool", "todo")])),
             Err(ParseError::Missing("server"))
+        );
+    }
+
+    #[test]
+    fn xdp_debug_takes_on_or_off() {
+        assert_eq!(
+            Command::parse("xdp", "debug", &args(&[("state", "on")])),
+            Ok(Command::XdpDebug { on: true })
+        );
+        assert_eq!(
+            Command::parse("xdp", "debug", &args(&[("state", "off")])),
+            Ok(Command::XdpDebug { on: false })
+        );
+        assert_eq!(
+            Command::parse("xdp", "debug", &args(&[("state", "yes")])),
+            Err(ParseError::Invalid {
+                key: "state",
+                expected: "on or off"
+            })
         );
     }
 

@@ -9,11 +9,14 @@
 //! on first use and its samples stay together in the output.
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// A sample's labels: (name, value), in the order written.
 pub type Labels = Vec<(&'static str, String)>;
@@ -26,6 +29,36 @@ pub struct Metrics {
     registry: Registry,
     counters: HashMap<&'static str, Family<Labels, Counter>>,
     gauges: HashMap<&'static str, Family<Labels, Gauge>>,
+    histograms: HashMap<&'static str, Family<Labels, HistogramSample>>,
+}
+
+/// A histogram as a part counted it (its own lock-free buckets), for the encoder: what
+/// prometheus-client's `Histogram` would encode after the same observations.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Histogram {
+    pub sum: f64,
+    pub count: u64,
+    /// (upper bound, observations in this bucket alone), the last bound `f64::INFINITY`.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// One family member: set once per publish, encoded by prometheus-client's histogram encoder.
+#[derive(Debug, Default)]
+pub struct HistogramSample(Mutex<Histogram>);
+
+impl TypedMetric for HistogramSample {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for HistogramSample {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = self.0.lock().map_err(|_| std::fmt::Error)?;
+        encoder.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// The library appends the period of a HELP text itself.
@@ -40,6 +73,19 @@ impl Metrics {
             registry: Registry::with_prefix(format!("portier_{part}")),
             counters: HashMap::new(),
             gauges: HashMap::new(),
+            histograms: HashMap::new(),
+        }
+    }
+
+    /// Sets histogram `name` (with its unit in the name, e.g. `_seconds`) for `labels`.
+    pub fn histogram(&mut self, name: &'static str, help: &str, labels: Labels, value: Histogram) {
+        let family = self.histograms.entry(name).or_insert_with(|| {
+            let f = Family::<Labels, HistogramSample>::default();
+            self.registry.register(name, help_text(help), f.clone());
+            f
+        });
+        if let Ok(mut h) = family.get_or_create(&labels).0.lock() {
+            *h = value;
         }
     }
 
@@ -122,5 +168,27 @@ mod tests {
             assert!(text.contains(sample), "{sample:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_count_and_inf() {
+        let mut m = Metrics::new("x");
+        let h = Histogram {
+            sum: 0.75,
+            count: 3,
+            buckets: vec![(0.1, 1), (0.5, 2), (f64::INFINITY, 0)],
+        };
+        m.histogram("latency_seconds", "Latency.", labels![("pool", "p")], h);
+        let text = m.text();
+        for line in [
+            "# TYPE portier_x_latency_seconds histogram\n",
+            "portier_x_latency_seconds_sum{pool=\"p\"} 0.75\n",
+            "portier_x_latency_seconds_count{pool=\"p\"} 3\n",
+            "portier_x_latency_seconds_bucket{le=\"0.1\",pool=\"p\"} 1\n",
+            "portier_x_latency_seconds_bucket{le=\"0.5\",pool=\"p\"} 3\n",
+            "portier_x_latency_seconds_bucket{le=\"+Inf\",pool=\"p\"} 3\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
     }
 }

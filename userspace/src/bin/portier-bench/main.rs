@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portier::dataplane::{
     BACKEND_F_VALID, Backend, DEFAULT_MAGLEV_SIZE, Dataplane, Decapsulator, EncapSourceConfig,
-    FAMILY_V4, FAMILY_V6, ForwardMode, PROTO_TCP, PROTO_UDP, ServiceKey, pin_to_cpu,
+    FAMILY_V4, FAMILY_V6, ForwardMode, NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, pin_to_cpu,
 };
 
 #[derive(Parser)]
@@ -299,18 +299,8 @@ fn encapsulation(dp: &mut Dataplane, table: &[u32], n: u32, tx: u32) -> anyhow::
     Ok(())
 }
 
-fn xdp(p: &Params) -> anyhow::Result<()> {
-    let Params {
-        repeat,
-        rounds,
-        cpu,
-        backends,
-        ct,
-        new_flows,
-        ..
-    } = *p;
-    pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
-    let mut dp = Dataplane::load_for_test(ct).context("loading the XDP object (root needed)")?;
+/// Backends, a Maglev table over them and the services every case addresses.
+fn setup(dp: &mut Dataplane, backends: u32) -> anyhow::Result<Vec<u32>> {
     for id in 0..backends {
         let b = Backend {
             mac: [0x02, 0, 0, 0, (id >> 8) as u8, id as u8],
@@ -357,6 +347,114 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
     dp.set_service(key(v4, 80, PROTO_TCP, FAMILY_V4), 0, &table)?;
     dp.set_service(key(v4, 53, PROTO_UDP, FAMILY_V4), 1, &table)?;
     dp.set_service(key(VIP6, 443, PROTO_TCP, FAMILY_V6), 2, &table)?;
+    // A service whose backends are all gone: its packets are dropped (the debug rows).
+    let empty = vec![NO_BACKEND; DEFAULT_MAGLEV_SIZE as usize];
+    dp.set_service(key(v4, 81, PROTO_TCP, FAMILY_V4), 4, &empty)?;
+    Ok(table)
+}
+
+/// The diagnostics' cost: `portier_lb` of a build without any log call, `portier_lb` of the
+/// real build (attached while debug is off), and `portier_lb_debug` (debug on; its per-CPU
+/// budget is spent at once, so past the first records this is the cost of noticing, counting
+/// and refusing a record).
+fn diagnostics(p: &Params) -> anyhow::Result<()> {
+    let mut plain = Dataplane::load_for_test_without_diagnostics(p.ct)
+        .context("loading the build without diagnostics")?;
+    let mut dp = Dataplane::load_for_test(p.ct)?;
+    setup(&mut plain, p.backends)?;
+    setup(&mut dp, p.backends)?;
+    // The log is read by nobody here: once its ring buffer is full, records are refused
+    // there too, as under a flood no reader keeps up with.
+    let _log = dp.set_debug(true)?;
+    let (pass, tx, drop) = (2, 3, 1);
+    let cases: [(&str, Vec<u8>, u32); 5] = [
+        (
+            "non-VIP pass",
+            frames::v4(OTHER, 40000, 80, Some(ACK)),
+            pass,
+        ),
+        ("TCP established", frames::v4(VIP, 40002, 80, Some(ACK)), tx),
+        (
+            "TCP SYN to VIP (same flow)",
+            frames::v4(VIP, 40001, 80, Some(SYN)),
+            tx,
+        ),
+        (
+            "IPv6 TCP established",
+            frames::v6(40004, 443, Some(ACK)),
+            tx,
+        ),
+        (
+            "drop: no backend",
+            frames::v4(VIP, 40005, 81, Some(SYN)),
+            drop,
+        ),
+    ];
+    let runs: [(&Dataplane, &str); 3] = [
+        (&plain, "portier_lb"),
+        (&dp, "portier_lb"),
+        (&dp, "portier_lb_debug"),
+    ];
+    for (_, frame, action) in &cases {
+        for (d, prog) in runs {
+            let out = d.test_run(prog, frame, 1)?;
+            if out.action != *action {
+                bail!("{prog}: action {} instead of {action}", out.action);
+            }
+        }
+    }
+    let mut samples = vec![vec![Vec::with_capacity(p.rounds); runs.len()]; cases.len()];
+    for _ in 0..p.rounds {
+        for (c, s) in cases.iter().zip(&mut samples) {
+            for ((d, prog), s) in runs.iter().zip(s.iter_mut()) {
+                s.push(d.test_run(prog, &c.1, p.repeat)?.duration_ns);
+            }
+        }
+    }
+    println!(
+        "\nDiagnostics (aya-log), ns/pkt, median of {}: the build without log calls, debug off \
+         (what is attached), debug on (budget spent: every record noticed and refused)",
+        p.rounds
+    );
+    println!(
+        "{:<30} {:>12} {:>10} {:>9} {:>10}",
+        "case", "no log calls", "debug off", "debug on", "off/none"
+    );
+    for ((name, _, _), s) in cases.iter().zip(&mut samples) {
+        let m: Vec<u64> = s
+            .iter_mut()
+            .map(|v| {
+                v.sort_unstable();
+                v[v.len() / 2]
+            })
+            .collect();
+        println!(
+            "{name:<30} {:>12} {:>10} {:>9} {:>10.2}",
+            m[0],
+            m[1],
+            m[2],
+            m[1] as f64 / m[0].max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+fn xdp(p: &Params) -> anyhow::Result<()> {
+    let Params {
+        repeat,
+        rounds,
+        cpu,
+        backends,
+        ct,
+        new_flows,
+        ..
+    } = *p;
+    pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+    if p.only.as_deref() == Some("diagnostics") {
+        return diagnostics(p);
+    }
+    let mut dp = Dataplane::load_for_test(ct).context("loading the XDP object (root needed)")?;
+    let table = setup(&mut dp, backends)?;
 
     let (pass, tx) = (2, 3);
     let cases = [
@@ -526,6 +624,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
     println!("{:<30} {:>8.0}", "  new flow estimate", s1 - f1 + floor);
 
     encapsulation(&mut dp, &table, new_flows.max(1000), tx)?;
+    diagnostics(p)?;
 
     let reasons = dp.reasons()?;
     let hits: Vec<String> = reasons
