@@ -66,6 +66,11 @@ fn debug_xdp_on_logs_drops_and_new_flows_and_off_logs_nothing() -> Result<()> {
         reply.contains("portier_lb_debug"),
         "debug on answered {reply}"
     );
+    let table = d.cli(&pair.ns("p"), &["status"])?;
+    ensure!(
+        table.contains("XDP debug on"),
+        "portier status while debug is on:\n{table}"
+    );
     ensure!(
         lines_with(&d.log_text(), start, &["portier::xdp: xdp "]) == 0,
         "records while debug was off:\n{}",

@@ -342,6 +342,12 @@ fn print_l4(out: &mut String, l4: &Value) {
             s(&i["mode"])
         );
     }
+    if l4["xdp_debug"] == true {
+        w!(
+            out,
+            "XDP debug on: drops and new flows are logged (portier debug xdp off)"
+        );
+    }
     w!(
         out,
         "{:<16} {:<24} {:>12} {:>14}  {:<18} {:>6} {:<10} {:>6}  last check",
