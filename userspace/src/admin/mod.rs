@@ -18,6 +18,8 @@
 //!   `/command/l4/drain?service=web&backend=10.0.0.21` or
 //!   `/command/l7/weight?pool=todo&server=172.17.0.10:8080&weight=3`. Unknown parts and verbs
 //!   are 404 with the known ones; a part that cannot answer within a second, 503.
+//!   `/command/xdp/debug?state=on|off` goes to every running part that attaches XDP
+//!   programs (`l4`, `decap`) and answers with each one's reply.
 //!
 //! Both doors bound what a client can hold: a header read timeout, a cap on connections and
 //! on a connection's lifetime, and a pause after accept errors (out of file descriptors).
