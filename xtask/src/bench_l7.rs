@@ -10,6 +10,13 @@
 //! `--baseline PATH` adds another portier binary (an earlier build) as a fourth target, so a
 //! change is measured before and after in one run; `--shapes post,get` picks shapes;
 //! `--portier PATH` measures that binary instead of building the tree.
+//!
+//! `--matrix` runs the rows of issue 17 instead, each on portier and HAProxy (and the
+//! baseline if given; no direct run) in rounds whose order turns, 7 s per run, about eight
+//! minutes in all: GET and POST 2 KB with 64 keep-alive connections, GET 1 KB with 256, GET
+//! 1 KB with a connection per request, TLS (a self-signed ECDSA P-256 certificate made with
+//! openssl) keep-alive and with a handshake per request, a 64 KB response, a 1 MB upload,
+//! HTTP/2 over TLS and h2c. It prints a Markdown table of the medians.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -20,41 +27,217 @@ const BACKEND_H1: u16 = 18080;
 const BACKEND_H2: u16 = 18081;
 const PORTIER_H1: u16 = 28080;
 const PORTIER_H2: u16 = 28081;
+const PORTIER_TLS: u16 = 28443;
 const BASELINE_H1: u16 = 28082;
 const BASELINE_H2: u16 = 28083;
+const BASELINE_TLS: u16 = 28444;
 const HAPROXY_H1: u16 = 38080;
 const HAPROXY_H2: u16 = 38081;
+const HAPROXY_TLS: u16 = 38443;
 const PROXY_CPU: &str = "1";
 const LOAD_CPU: &str = "0";
+/// Seconds per run of the plain bench and of the matrix (ten rows, which must fit in about
+/// ten minutes).
 const DURATION_S: u32 = 10;
-const CONNECTIONS: u32 = 64;
+const MATRIX_DURATION_S: u32 = 7;
 const ROUNDS: usize = 3;
 /// The request body of the `post` shape.
 const POST_BYTES: usize = 2048;
 
+/// What one run of the load generator does.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Get,
-    Post,
-    H2c,
+enum Load {
+    /// wrk, HTTP/1.1: GETs of `path`, or POSTs to `/` of a body of `post` bytes (a Lua
+    /// script); `close` sends `Connection: close`, so each request has its own connection.
+    Wrk {
+        tls: bool,
+        path: &'static str,
+        connections: u32,
+        post: Option<usize>,
+        close: bool,
+    },
+    /// h2load, 10 streams on each connection: h2c by prior knowledge, or h2 by TLS ALPN.
+    H2load { tls: bool, connections: u32 },
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    name: &'static str,
+    title: &'static str,
+    load: Load,
+}
+
+const fn wrk_shape(
+    name: &'static str,
+    title: &'static str,
+    tls: bool,
+    path: &'static str,
+    connections: u32,
+    post: Option<usize>,
+    close: bool,
+) -> Shape {
+    Shape {
+        name,
+        title,
+        load: Load::Wrk {
+            tls,
+            path,
+            connections,
+            post,
+            close,
+        },
+    }
+}
+
+const GET: Shape = wrk_shape("get", "HTTP/1.1 GET (wrk)", false, "/", 64, None, false);
+const POST: Shape = wrk_shape(
+    "post",
+    "HTTP/1.1 POST, 2 KB body (wrk + Lua)",
+    false,
+    "/",
+    64,
+    Some(POST_BYTES),
+    false,
+);
+const H2C: Shape = Shape {
+    name: "h2c",
+    title: "HTTP/2 h2c (h2load, 10 streams)",
+    load: Load::H2load {
+        tls: false,
+        connections: 64,
+    },
+};
+
+/// The plain `bench l7` shapes (`--shapes` picks among them).
+const PLAIN: [Shape; 3] = [GET, POST, H2C];
+
+/// `bench l7 --matrix`: the shapes of issue 17, each against HAProxy.
+const MATRIX: [Shape; 10] = [
+    wrk_shape("get", "GET, 64 keep-alive", false, "/", 64, None, false),
+    wrk_shape(
+        "post",
+        "POST 2 KB body, 64 keep-alive",
+        false,
+        "/",
+        64,
+        Some(POST_BYTES),
+        false,
+    ),
+    wrk_shape(
+        "get1k-256",
+        "GET 1 KB body, 256 keep-alive",
+        false,
+        "/1k",
+        256,
+        None,
+        false,
+    ),
+    wrk_shape(
+        "get1k-close",
+        "GET 1 KB body, a connection per request",
+        false,
+        "/1k",
+        64,
+        None,
+        true,
+    ),
+    wrk_shape(
+        "tls",
+        "TLS (ECDSA P-256) GET, 64 keep-alive",
+        true,
+        "/",
+        64,
+        None,
+        false,
+    ),
+    wrk_shape(
+        "tls-close",
+        "TLS GET, a handshake per request",
+        true,
+        "/",
+        64,
+        None,
+        true,
+    ),
+    wrk_shape(
+        "get64k",
+        "GET 64 KB body, 64 keep-alive",
+        false,
+        "/64k",
+        64,
+        None,
+        false,
+    ),
+    wrk_shape(
+        "upload1m",
+        "POST 1 MB body, 16 keep-alive",
+        false,
+        "/",
+        16,
+        Some(1 << 20),
+        false,
+    ),
+    Shape {
+        name: "h2-tls",
+        title: "HTTP/2 over TLS, 64 x 10 streams (h2load)",
+        load: Load::H2load {
+            tls: true,
+            connections: 64,
+        },
+    },
+    Shape {
+        name: "h2c",
+        title: "HTTP/2 h2c, 64 x 10 streams (h2load)",
+        load: Load::H2load {
+            tls: false,
+            connections: 64,
+        },
+    },
+];
+
+/// Where one target listens; `tls` only for the proxies of the matrix.
+#[derive(Clone, Copy)]
+struct Ports {
+    h1: u16,
+    h2c: u16,
+    tls: u16,
 }
 
 impl Shape {
-    const ALL: [Shape; 3] = [Shape::Get, Shape::Post, Shape::H2c];
-
-    fn name(self) -> &'static str {
-        match self {
-            Shape::Get => "get",
-            Shape::Post => "post",
-            Shape::H2c => "h2c",
+    fn port(&self, ports: Ports) -> u16 {
+        match self.load {
+            Load::Wrk { tls: true, .. } | Load::H2load { tls: true, .. } => ports.tls,
+            Load::H2load { tls: false, .. } => ports.h2c,
+            Load::Wrk { tls: false, .. } => ports.h1,
         }
     }
 
-    fn title(self) -> &'static str {
-        match self {
-            Shape::Get => "HTTP/1.1 GET (wrk)",
-            Shape::Post => "HTTP/1.1 POST, 2 KB body (wrk + Lua)",
-            Shape::H2c => "HTTP/2 h2c (h2load, 10 streams)",
+    fn tls(&self) -> bool {
+        matches!(
+            self.load,
+            Load::Wrk { tls: true, .. } | Load::H2load { tls: true, .. }
+        )
+    }
+
+    fn run(&self, port: u16, dir: &Path, seconds: u32) -> Result<Result1> {
+        match self.load {
+            Load::Wrk {
+                tls,
+                path,
+                connections,
+                post,
+                close,
+            } => {
+                let script = post.map(|bytes| dir.join(format!("post-{bytes}.lua")));
+                let scheme = if tls { "https" } else { "http" };
+                let url = format!("{scheme}://127.0.0.1:{port}{path}");
+                wrk(&url, connections, seconds, script.as_deref(), close)
+            }
+            Load::H2load { tls, connections } => {
+                let scheme = if tls { "https" } else { "http" };
+                let url = format!("{scheme}://127.0.0.1:{port}/");
+                h2load(&url, connections, seconds, dir)
+            }
         }
     }
 }
@@ -65,7 +248,19 @@ struct Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first: nginx's master stops its worker then (a SIGKILL would leave the worker
+    /// listening on the backend port, serving the next run in place of its nginx).
     fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -143,18 +338,26 @@ fn parse_ms(text: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * factor)
 }
 
-/// `script`: a wrk Lua script (the POST shape's), or none for GETs.
-fn wrk(port: u16, script: Option<&Path>) -> Result<Result1> {
-    let url = format!("http://127.0.0.1:{port}/");
+/// `script`: a wrk Lua script (the POST shapes'), or none for GETs.
+fn wrk(
+    url: &str,
+    connections: u32,
+    seconds: u32,
+    script: Option<&Path>,
+    close: bool,
+) -> Result<Result1> {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", LOAD_CPU, "wrk", "-t1"])
-        .arg(format!("-c{CONNECTIONS}"))
-        .arg(format!("-d{DURATION_S}s"));
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"));
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     }
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
     let out = cmd
-        .args(["--latency", "-H", "Host: todo.example", &url])
+        .args(["--latency", "-H", "Host: todo.example", url])
         .output()
         .context("cannot run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -188,17 +391,16 @@ fn wrk(port: u16, script: Option<&Path>) -> Result<Result1> {
     })
 }
 
-fn h2load(port: u16, dir: &Path) -> Result<Result1> {
+fn h2load(url: &str, connections: u32, seconds: u32, dir: &Path) -> Result<Result1> {
     let log = dir.join("h2load.tsv");
     // h2load appends to its log: each run must start from an empty one.
     let _ = std::fs::remove_file(&log);
-    let url = format!("http://127.0.0.1:{port}/");
     let out = Command::new("taskset")
         .args(["-c", LOAD_CPU, "h2load", "-t1"])
-        .arg(format!("-c{CONNECTIONS}"))
-        .args(["-m10", &format!("-D{DURATION_S}")])
+        .arg(format!("-c{connections}"))
+        .args(["-m10", &format!("-D{seconds}")])
         .arg(format!("--log-file={}", log.display()))
-        .args(["-H", ":authority: todo.example", &url])
+        .args(["-H", ":authority: todo.example", url])
         .output()
         .context("cannot run h2load")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -263,17 +465,24 @@ fn median(runs: Vec<Result1>) -> Result1 {
     }
 }
 
-fn write_configs(dir: &Path) -> Result<()> {
+/// The configs of nginx, portier and HAProxy; with `tls`, a self-signed ECDSA P-256
+/// certificate and a TLS listener (HTTP/1.1 and h2 by ALPN) on each proxy.
+fn write_configs(dir: &Path, tls: bool, posts: &[usize]) -> Result<()> {
+    // The static bodies of the matrix, served by nginx from memory-cached open files.
+    std::fs::create_dir_all(dir.join("www"))?;
+    std::fs::write(dir.join("www/1k"), vec![b'x'; 1024])?;
+    std::fs::write(dir.join("www/64k"), vec![b'x'; 64 * 1024])?;
     std::fs::write(
         dir.join("nginx.conf"),
         format!(
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log stderr warn;\n\
              events {{ worker_connections 4096; }}\n\
              http {{\n  access_log off;\n  keepalive_requests 10000000;\n\
+             sendfile on;\n  open_file_cache max=16;\n  client_max_body_size 2m;\n\
              client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
              server {{\n    listen 127.0.0.1:{BACKEND_H1};\n    listen 127.0.0.1:{BACKEND_H2} http2;\n\
-             location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+             root {d}/www;\n    location = / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
             d = dir.display()
         ),
     )?;
@@ -284,13 +493,56 @@ fn write_configs(dir: &Path) -> Result<()> {
          [[l7.pool]]\nname = \"todo\"\nservers = [{{ address = \"127.0.0.1:{BACKEND_H1}\" }}]\n\n\
          [[l7.pool]]\nname = \"shop\"\nservers = [{{ address = \"127.0.0.1:{BACKEND_H1}\" }}]\n"
     );
+    let (cert, key, pem) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("haproxy.pem"),
+    );
+    let (portier_tls, haproxy_tls) = if tls {
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+            .args(["-subj", "/CN=todo.example", "-addext"])
+            .args([
+                "subjectAltName=DNS:todo.example,DNS:shop.example",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("cannot run openssl")?;
+        if !status.success() {
+            bail!("openssl could not make the benchmark's certificate");
+        }
+        // HAProxy takes the certificate and its key in one file.
+        let both = std::fs::read_to_string(&cert)? + &std::fs::read_to_string(&key)?;
+        std::fs::write(&pem, both)?;
+        (
+            format!(
+                "[[l7.listener]]\nname = \"tls\"\nbind = \"127.0.0.1:{PORTIER_TLS}\"\n\
+                 protocols = [\"http1\", \"h2\"]\n\
+                 [[l7.listener.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n\n",
+                cert.display(),
+                key.display()
+            ),
+            format!(
+                "  bind 127.0.0.1:{HAPROXY_TLS} ssl crt {} alpn h2,http/1.1\n",
+                pem.display()
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     std::fs::write(
         dir.join("portier.toml"),
         format!(
             "[node]\nname = \"bench\"\n\n\
              [[l7.listener]]\nname = \"h1\"\nbind = \"127.0.0.1:{PORTIER_H1}\"\n\n\
              [[l7.listener]]\nname = \"h2\"\nbind = \"127.0.0.1:{PORTIER_H2}\"\nprotocols = [\"h2c\"]\n\n\
-             {routes}"
+             {portier_tls}{routes}"
         ),
     )?;
     std::fs::write(
@@ -300,6 +552,7 @@ fn write_configs(dir: &Path) -> Result<()> {
              defaults\n  mode http\n  timeout connect 3s\n  timeout client 60s\n  timeout server 60s\n\
              option http-keep-alive\n  option forwardfor\n  http-reuse always\n\n\
              frontend fe\n  bind 127.0.0.1:{HAPROXY_H1}\n  bind 127.0.0.1:{HAPROXY_H2} proto h2\n\
+             {haproxy_tls}\
              http-request set-var(txn.host) req.hdr(host),field(1,:),lower\n\
              use_backend todo if {{ var(txn.host) -m str todo.example }}\n\
              use_backend shop if {{ var(txn.host) -m str shop.example }}\n\
@@ -308,27 +561,29 @@ fn write_configs(dir: &Path) -> Result<()> {
              backend shop\n  balance roundrobin\n  server s1 127.0.0.1:{BACKEND_H1}\n"
         ),
     )?;
-    // The POST shape: every request carries the same 2 KB body (nginx's `return` reads and
+    // The POST shapes: every request carries the same body (nginx's `return` reads and
     // discards it, keeping the connection).
-    std::fs::write(
-        dir.join("post.lua"),
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", {POST_BYTES})\n\
-             wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n"
-        ),
-    )?;
+    for bytes in posts {
+        std::fs::write(
+            dir.join(format!("post-{bytes}.lua")),
+            format!(
+                "wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", {bytes})\n\
+                 wrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n"
+            ),
+        )?;
+    }
     Ok(())
 }
 
 fn shapes(list: Option<&str>) -> Result<Vec<Shape>> {
     let Some(list) = list else {
-        return Ok(Shape::ALL.to_vec());
+        return Ok(PLAIN.to_vec());
     };
     list.split(',')
         .map(|n| {
-            Shape::ALL
+            PLAIN
                 .into_iter()
-                .find(|s| s.name() == n.trim())
+                .find(|s| s.name == n.trim())
                 .with_context(|| format!("unknown shape {n:?} (known: get, post, h2c)"))
         })
         .collect()
@@ -336,16 +591,37 @@ fn shapes(list: Option<&str>) -> Result<Vec<Shape>> {
 
 /// `cargo xtask bench l7` options.
 pub struct Options {
-    /// Another portier binary measured as a fourth target.
+    /// Another portier binary measured as another target.
     pub baseline: Option<PathBuf>,
     /// Comma-separated shape names; all when absent.
     pub shapes: Option<String>,
     /// The portier binary to measure; the tree's release build when absent.
     pub portier: Option<PathBuf>,
+    /// The ten rows of issue 17 against HAProxy (no direct run), instead of the plain shapes.
+    pub matrix: bool,
+}
+
+/// A process under measurement and where it listens.
+struct Target {
+    label: &'static str,
+    proc: Option<Proc>,
+    ports: Ports,
 }
 
 pub fn run(root: &Path, options: Options) -> Result<()> {
-    let shapes = shapes(options.shapes.as_deref())?;
+    if options.matrix && options.shapes.is_some() {
+        bail!("--matrix runs its own rows; --shapes is for the plain bench");
+    }
+    let shapes = if options.matrix {
+        MATRIX.to_vec()
+    } else {
+        shapes(options.shapes.as_deref())?
+    };
+    let seconds = if options.matrix {
+        MATRIX_DURATION_S
+    } else {
+        DURATION_S
+    };
     let baseline = options.baseline.as_deref();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus < 2 {
@@ -361,7 +637,17 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
     let dir = PathBuf::from("/tmp/portier-bench-l7");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    write_configs(&dir)?;
+    let mut posts: Vec<usize> = shapes
+        .iter()
+        .filter_map(|s| match s.load {
+            Load::Wrk { post, .. } => post,
+            Load::H2load { .. } => None,
+        })
+        .collect();
+    posts.sort_unstable();
+    posts.dedup();
+    let tls = shapes.iter().any(Shape::tls);
+    write_configs(&dir, tls, &posts)?;
 
     let mut nginx = spawn(
         "nginx",
@@ -386,6 +672,9 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
         &["run", "-c", &dir.join("portier.toml").to_string_lossy()],
     )?;
     wait_port(PORTIER_H1, &mut portier, &dir)?;
+    if tls {
+        wait_port(PORTIER_TLS, &mut portier, &dir)?;
+    }
     let mut haproxy = spawn(
         "haproxy",
         &dir,
@@ -394,12 +683,16 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
         &["-db", "-f", &dir.join("haproxy.cfg").to_string_lossy()],
     )?;
     wait_port(HAPROXY_H1, &mut haproxy, &dir)?;
+    if tls {
+        wait_port(HAPROXY_TLS, &mut haproxy, &dir)?;
+    }
     // The same config on the baseline's own ports.
-    let mut base = match baseline {
+    let base = match baseline {
         Some(bin) => {
             let config = std::fs::read_to_string(dir.join("portier.toml"))?
                 .replace(&PORTIER_H1.to_string(), &BASELINE_H1.to_string())
                 .replace(&PORTIER_H2.to_string(), &BASELINE_H2.to_string())
+                .replace(&PORTIER_TLS.to_string(), &BASELINE_TLS.to_string())
                 // Its own node name, so its own admin socket.
                 .replace("name = \"bench\"", "name = \"bench-baseline\"");
             std::fs::write(dir.join("baseline.toml"), config)?;
@@ -411,46 +704,107 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
                 &["run", "-c", &dir.join("baseline.toml").to_string_lossy()],
             )?;
             wait_port(BASELINE_H1, &mut p, &dir)?;
+            if tls {
+                wait_port(BASELINE_TLS, &mut p, &dir)?;
+            }
             Some(p)
         }
         None => None,
     };
+    let portier_ports = Ports {
+        h1: PORTIER_H1,
+        h2c: PORTIER_H2,
+        tls: PORTIER_TLS,
+    };
+    let mut targets = vec![
+        Target {
+            label: "portier",
+            proc: Some(portier),
+            ports: portier_ports,
+        },
+        Target {
+            label: "portier (baseline)",
+            proc: base,
+            ports: Ports {
+                h1: BASELINE_H1,
+                h2c: BASELINE_H2,
+                tls: BASELINE_TLS,
+            },
+        },
+        Target {
+            label: "haproxy",
+            proc: Some(haproxy),
+            ports: Ports {
+                h1: HAPROXY_H1,
+                h2c: HAPROXY_H2,
+                tls: HAPROXY_TLS,
+            },
+        },
+    ];
+    if targets[1].proc.is_none() {
+        targets.remove(1);
+    }
+    let outcome = if options.matrix {
+        matrix(&shapes, &targets, &dir, seconds)
+    } else {
+        plain(&shapes, &targets, &dir, seconds)
+    };
+    drop(targets);
+    drop(nginx);
+    outcome
+}
 
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// The plain bench: each shape on portier, the baseline, HAProxy and straight to nginx.
+fn plain(shapes: &[Shape], targets: &[Target], dir: &Path, seconds: u32) -> Result<()> {
+    let connections = 64;
     println!(
-        "L7 benchmark: {DURATION_S} s per run, {ROUNDS} interleaved rounds (medians), {CONNECTIONS} \
+        "L7 benchmark: {seconds} s per run, {ROUNDS} interleaved rounds (medians), {connections} \
          connections; proxy on CPU {PROXY_CPU}, load generator and nginx backend on CPU {LOAD_CPU}"
     );
-    let script = dir.join("post.lua");
+    let direct = Ports {
+        h1: BACKEND_H1,
+        h2c: BACKEND_H2,
+        tls: 0,
+    };
+    let find = |label: &str| targets.iter().find(|t| t.label == label);
+    let (portier, haproxy) = (find("portier").unwrap(), find("haproxy").unwrap());
+    let base = find("portier (baseline)");
     let mut table = Vec::new();
     for shape in shapes {
-        let h2 = shape == Shape::H2c;
-        let (pp, bp, hp, dp) = if h2 {
-            (PORTIER_H2, BASELINE_H2, HAPROXY_H2, BACKEND_H2)
-        } else {
-            (PORTIER_H1, BASELINE_H1, HAPROXY_H1, BACKEND_H1)
-        };
-        let run = |port: u16| match shape {
-            Shape::H2c => h2load(port, &dir),
-            Shape::Get => wrk(port, None),
-            Shape::Post => wrk(port, Some(&script)),
-        };
+        let (pp, hp, dp) = (
+            shape.port(portier.ports),
+            shape.port(haproxy.ports),
+            shape.port(direct),
+        );
+        let bp = base.map(|b| shape.port(b.ports));
         // A short warm-up so connection pools and caches are in place for every target.
-        for port in [pp, bp, hp, dp] {
+        for port in [Some(pp), bp, Some(hp), Some(dp)].into_iter().flatten() {
             let _ = std::net::TcpStream::connect(("127.0.0.1", port));
         }
         // Interleaved rounds, medians reported: a slow spell of the shared machine then
         // hits every target alike instead of whichever ran during it.
         let (mut d, mut h, mut p, mut b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            d.push(measure(None, || run(dp))?);
-            h.push(measure(Some(&haproxy), || run(hp))?);
-            p.push(measure(Some(&portier), || run(pp))?);
-            if let Some(base) = &base {
-                b.push(measure(Some(base), || run(bp))?);
+            d.push(measure(None, || shape.run(dp, dir, seconds))?);
+            h.push(measure(haproxy.proc.as_ref(), || {
+                shape.run(hp, dir, seconds)
+            })?);
+            p.push(measure(portier.proc.as_ref(), || {
+                shape.run(pp, dir, seconds)
+            })?);
+            if let (Some(base), Some(bp)) = (base, bp) {
+                b.push(measure(base.proc.as_ref(), || shape.run(bp, dir, seconds))?);
             }
         }
         let b = (!b.is_empty()).then(|| median(b));
-        table.push((shape.title(), median(p), b, median(h), median(d)));
+        table.push((shape.title, median(p), b, median(h), median(d)));
     }
 
     println!();
@@ -458,10 +812,6 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
         "{:<34} {:>12} {:>10} {:>14}",
         "target", "requests/s", "p99 ms", "CPU us/req"
     );
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => format!("{:.2}", a / b),
-        _ => "-".into(),
-    };
     for (proto, p, b, h, d) in &table {
         println!("{proto}");
         let rows = [
@@ -493,9 +843,90 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
             p.p99_ms / d.p99_ms,
         );
     }
-    drop(base.take());
-    drop(haproxy);
-    drop(portier);
-    drop(nginx);
+    Ok(())
+}
+
+/// `--matrix`: every row on each proxy (portier, the baseline if given, HAProxy), in
+/// interleaved rounds whose order turns each round, printed as a Markdown table of medians.
+fn matrix(shapes: &[Shape], targets: &[Target], dir: &Path, seconds: u32) -> Result<()> {
+    let started = Instant::now();
+    println!(
+        "L7 matrix: {} rows, {seconds} s per run, {ROUNDS} interleaved rounds (medians); proxy \
+         on CPU {PROXY_CPU} (HAProxy one thread, portier one worker), wrk/h2load and nginx on \
+         CPU {LOAD_CPU}",
+        shapes.len()
+    );
+    let mut table = Vec::new();
+    for shape in shapes {
+        // One second of the shape on each target first: pools, caches, TLS contexts warm.
+        for t in targets {
+            shape
+                .run(shape.port(t.ports), dir, 1)
+                .with_context(|| format!("{} warm-up on {}", shape.name, t.label))?;
+        }
+        let mut runs: Vec<Vec<Result1>> = targets.iter().map(|_| Vec::new()).collect();
+        for round in 0..ROUNDS {
+            for k in 0..targets.len() {
+                let i = (round + k) % targets.len();
+                let t = &targets[i];
+                let r = measure(t.proc.as_ref(), || {
+                    shape.run(shape.port(t.ports), dir, seconds)
+                })
+                .with_context(|| format!("{} on {}", shape.name, t.label))?;
+                runs[i].push(r);
+            }
+        }
+        let medians: Vec<Result1> = runs.into_iter().map(median).collect();
+        eprintln!(
+            "  {} done ({:.0} s so far)",
+            shape.name,
+            started.elapsed().as_secs_f64()
+        );
+        table.push((shape, medians));
+    }
+    let haproxy = targets
+        .iter()
+        .position(|t| t.label == "haproxy")
+        .context("no haproxy target")?;
+    println!();
+    println!(
+        "| shape | portier req/s | HAProxy req/s | ratio | p99 ms portier / HAProxy | ratio | CPU us/req portier / HAProxy | ratio |{}",
+        if targets.len() > 2 {
+            " baseline req/s | portier / baseline |"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "|---|---:|---:|---:|---:|---:|---:|---:|{}",
+        if targets.len() > 2 { "---:|---:|" } else { "" }
+    );
+    for (shape, m) in &table {
+        let (p, h) = (&m[0], &m[haproxy]);
+        let cpu = |r: &Result1| r.cpu_us.map_or("-".to_string(), |c| format!("{c:.1}"));
+        let mut line = format!(
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} | {} / {} | {} |",
+            shape.title,
+            p.rps,
+            h.rps,
+            p.rps / h.rps,
+            p.p99_ms,
+            h.p99_ms,
+            p.p99_ms / h.p99_ms,
+            cpu(p),
+            cpu(h),
+            ratio(p.cpu_us, h.cpu_us),
+        );
+        if targets.len() > 2 {
+            let b = &m[1];
+            line += &format!(" {:.0} | {:.2} |", b.rps, p.rps / b.rps);
+        }
+        println!("{line}");
+    }
+    println!(
+        "\n{} rows in {:.0} s",
+        table.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

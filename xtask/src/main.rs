@@ -88,6 +88,10 @@ enum Task {
         /// `l7` only: measure this portier binary instead of building the tree's.
         #[arg(long)]
         portier: Option<PathBuf>,
+        /// `l7` only: the shapes of issue 17 against HAProxy (keep-alive and connection per
+        /// request, TLS, large bodies, HTTP/2), printed as a Markdown table.
+        #[arg(long)]
+        matrix: bool,
     },
 }
 
@@ -186,12 +190,14 @@ fn main() -> Result<()> {
             baseline,
             shapes,
             portier,
+            matrix,
         } => bench(
             &what,
             bench_l7::Options {
                 baseline,
                 shapes,
                 portier,
+                matrix,
             },
         ),
     }

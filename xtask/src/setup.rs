@@ -18,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "nginx",
     "wrk",
     "nghttp2-client",
+    // The L7 matrix bench's self-signed certificate.
+    "openssl",
     "varnish",
     "curl",
     "iputils-ping",

@@ -42,6 +42,20 @@ const MAX_HEADERS: usize = 64;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Connection-named fields the fast path strips; more take the general path.
 const MAX_NAMED: usize = 8;
+/// Bytes asked of one read of a body.
+const READ_SIZE: usize = 16 * 1024;
+/// ... of a body still longer than that: a 64 KB response or a large upload then moves in
+/// one or two reads and writes rather than four or more (loopback delivers up to 64 KB at
+/// once). The buffer grows only on connections that carry such bodies.
+const LARGE_READ_SIZE: usize = 64 * 1024;
+
+fn read_size(left: u64) -> usize {
+    if left > READ_SIZE as u64 {
+        LARGE_READ_SIZE
+    } else {
+        READ_SIZE
+    }
+}
 
 pub struct Settings {
     pub header_timeout: Duration,
@@ -68,9 +82,12 @@ pub async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut upstream: Vec<u8> = Vec::with_capacity(1024);
-    let mut scratch = Scratch::default();
+    let mut buffers = Buffers::take();
+    let Buffers {
+        buf,
+        upstream,
+        scratch,
+    } = &mut buffers;
     let mut client_silence = Stall::default();
     // One timer per connection, re-armed for each head (the slowloris bound).
     let head_timer = tokio::time::sleep(settings.header_timeout);
@@ -81,9 +98,11 @@ where
             .reset(tokio::time::Instant::now() + settings.header_timeout);
         let mut plan = loop {
             if !buf.is_empty() {
-                match prepare(&buf, info, shared, &mut upstream) {
+                match prepare(buf, info, shared, upstream) {
                     Prep::Partial if buf.len() < settings.max_header_bytes => {}
-                    Prep::Partial | Prep::Handoff => return Outcome::Handoff(buf),
+                    Prep::Partial | Prep::Handoff => {
+                        return Outcome::Handoff(std::mem::take(buf));
+                    }
                     Prep::Ready(plan) => break plan,
                 }
             } else if *stopped.borrow() {
@@ -91,7 +110,7 @@ where
             }
             buf.reserve(4096);
             let read = tokio::select! {
-                r = io.read_buf(&mut buf) => r,
+                r = io.read_buf(buf) => r,
                 _ = &mut head_timer => return Outcome::Closed,
                 _ = stopped.changed(), if buf.is_empty() => return Outcome::Closed,
             };
@@ -103,11 +122,11 @@ where
         buf.drain(..plan.head_len);
         let mut client = Downstream {
             io: &mut *io,
-            buf: &mut buf,
+            buf,
             timeout: settings.client_timeout,
             silence: &mut client_silence,
         };
-        let keep = exchange(&mut client, &mut plan, &upstream, info, &mut scratch).await;
+        let keep = exchange(&mut client, &mut plan, upstream, info, scratch).await;
         if !keep {
             let _ = io.shutdown().await;
             return Outcome::Closed;
@@ -336,11 +355,9 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
     };
     push_field(out, proto_name.as_bytes(), proto);
     push_field(out, host_name.as_bytes(), host_raw);
-    push_field(
-        out,
-        b"forwarded",
-        headers::forwarded(&info.forwarding, host_text).as_bytes(),
-    );
+    out.extend_from_slice(b"forwarded: ");
+    headers::push_forwarded(out, &info.forwarding, host_text);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"\r\n");
 
     let access = view.access_log.then(|| Access {
@@ -381,6 +398,79 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Spare connection buffers a worker thread keeps (at most this many sets).
+const SPARE_SETS: usize = 64;
+/// A buffer grown past this is not kept.
+const SPARE_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<[Vec<u8>; 5]>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A connection's buffers on the fast path: taken from its worker thread's spares and given
+/// back when the connection leaves, so a churn of short connections allocates none (the
+/// profile of a connection per request showed their allocation and growth).
+struct Buffers {
+    /// What the client sent and was not forwarded yet.
+    buf: Vec<u8>,
+    /// The rewritten request head.
+    upstream: Vec<u8>,
+    scratch: Scratch,
+}
+
+impl Buffers {
+    fn take() -> Buffers {
+        let spare = SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten();
+        let [buf, upstream, from, to, first] = spare.unwrap_or_else(|| {
+            [
+                Vec::with_capacity(4096),
+                Vec::with_capacity(1024),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            ]
+        });
+        Buffers {
+            buf,
+            upstream,
+            // Not a kept timer: it would belong to another connection's task.
+            scratch: Scratch {
+                from,
+                to,
+                first,
+                silence: Stall::default(),
+            },
+        }
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        let s = &mut self.scratch;
+        let vecs = [
+            &mut self.buf,
+            &mut self.upstream,
+            &mut s.from,
+            &mut s.to,
+            &mut s.first,
+        ];
+        if vecs.iter().any(|v| v.capacity() > SPARE_CAPACITY) {
+            return;
+        }
+        let spare = vecs.map(|v| {
+            v.clear();
+            std::mem::take(v)
+        });
+        // At thread exit the spares are gone already: nothing to give back to.
+        let _ = SPARE.try_with(|spares| {
+            let mut spares = spares.borrow_mut();
+            if spares.len() < SPARE_SETS {
+                spares.push(spare);
+            }
+        });
+    }
+}
+
 /// Buffers kept for the connection's life.
 #[derive(Default)]
 struct Scratch {
@@ -404,10 +494,11 @@ struct Downstream<'a, I> {
 }
 
 impl<I: AsyncRead + Unpin> Downstream<'_, I> {
-    /// Reads more of the request body into `buf`; fails when the client sends nothing for
-    /// the client timeout (the timer is armed only when a read has to wait).
-    async fn read(&mut self) -> Result<(), ClientFail> {
-        self.buf.reserve(16 * 1024);
+    /// Reads more of the request body into `buf`, up to `want` bytes; fails when the client
+    /// sends nothing for the client timeout (the timer is armed only when a read has to
+    /// wait).
+    async fn read(&mut self, want: usize) -> Result<(), ClientFail> {
+        self.buf.reserve(want);
         let (io, buf, silence, limit) = (
             &mut *self.io,
             &mut *self.buf,
@@ -492,6 +583,13 @@ impl BodyLeft {
 
     fn is_done(&self) -> bool {
         matches!(self, BodyLeft::Done)
+    }
+
+    fn read_size(&self) -> usize {
+        match self {
+            BodyLeft::Length(left) => read_size(*left),
+            _ => READ_SIZE,
+        }
     }
 }
 
@@ -718,7 +816,7 @@ where
                 .await
                 .map_err(|_| Fail::Client(ClientFail::Gone))?;
         }
-        client.read().await.map_err(Fail::Client)?;
+        client.read(body.read_size()).await.map_err(Fail::Client)?;
     }
     let n = body.take(client.buf, max_body).map_err(Fail::Client)?;
     s.first.clear();
@@ -735,7 +833,7 @@ where
     };
     sent(tokio::time::timeout(t.response, up.write_all(&s.first)).await)?;
     while !body.is_done() {
-        client.read().await.map_err(Fail::Client)?;
+        client.read(body.read_size()).await.map_err(Fail::Client)?;
         let n = body.take(client.buf, max_body).map_err(Fail::Client)?;
         sent(tokio::time::timeout(t.response, up.write_all(&client.buf[..n])).await)?;
         client.buf.drain(..n);
@@ -901,6 +999,7 @@ impl Upstream<'_> {
     async fn read(
         &mut self,
         buf: &mut Vec<u8>,
+        want: usize,
         silence: &mut Stall,
         limit: Duration,
     ) -> Result<usize, Fail> {
@@ -908,7 +1007,7 @@ impl Upstream<'_> {
             return Err(Fail::Broken);
         };
         buf.clear();
-        buf.reserve(16 * 1024);
+        buf.reserve(want);
         std::future::poll_fn(|cx| {
             match tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *up), cx, buf) {
                 Poll::Ready(r) => {
@@ -954,7 +1053,9 @@ where
             }
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             while left > 0 {
-                let n = up.read(&mut s.from, &mut s.silence, limit).await?;
+                let n = up
+                    .read(&mut s.from, read_size(left), &mut s.silence, limit)
+                    .await?;
                 if n == 0 {
                     return Err(Fail::Broken);
                 }
@@ -981,7 +1082,9 @@ where
             }
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             while !scanner.is_done() {
-                let n = up.read(&mut s.from, &mut s.silence, limit).await?;
+                let n = up
+                    .read(&mut s.from, READ_SIZE, &mut s.silence, limit)
+                    .await?;
                 if n == 0 {
                     return Err(Fail::Broken);
                 }
@@ -1001,7 +1104,11 @@ where
             s.to.extend_from_slice(first);
             client.write_all(&s.to).await.map_err(|_| Fail::Broken)?;
             loop {
-                if up.read(&mut s.from, &mut s.silence, limit).await? == 0 {
+                if up
+                    .read(&mut s.from, READ_SIZE, &mut s.silence, limit)
+                    .await?
+                    == 0
+                {
                     up.release(false);
                     return Ok(false);
                 }

@@ -131,15 +131,29 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: &ClientInfo, host: &str) 
 
 /// The `Forwarded` element this hop adds (RFC 7239).
 pub fn forwarded(client: &ClientInfo, host: &str) -> String {
-    let proto = if client.tls { "https" } else { "http" };
-    let node = &client.node;
-    if host
+    let mut out = Vec::with_capacity(64);
+    push_forwarded(&mut out, client, host);
+    // Only ASCII and the host's own UTF-8 went in.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `forwarded`'s value appended to `out` (the fast path writes it into the head as is).
+pub fn push_forwarded(out: &mut Vec<u8>, client: &ClientInfo, host: &str) {
+    let proto: &[u8] = if client.tls { b"https" } else { b"http" };
+    let plain = host
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-    {
-        format!("for={node};proto={proto};host={host}")
+        .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    out.extend_from_slice(b"for=");
+    out.extend_from_slice(client.node.as_bytes());
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto);
+    out.extend_from_slice(b";host=");
+    if plain {
+        out.extend_from_slice(host.as_bytes());
     } else {
-        format!("for={node};proto={proto};host=\"{host}\"")
+        out.push(b'"');
+        out.extend_from_slice(host.as_bytes());
+        out.push(b'"');
     }
 }
 

@@ -321,28 +321,61 @@ impl Conn {
                         .await
                 } else {
                     let down = self.downstream(slot);
-                    run_http(stream, info, self, &http, Proto::H2, watcher, down).await
+                    Box::pin(run_http(
+                        stream,
+                        info,
+                        self,
+                        &http,
+                        Proto::H2,
+                        watcher,
+                        down,
+                    ))
+                    .await
                 }
             }
+            // Boxed, as hyper's paths are: the task spawned for each connection holds only
+            // the plain fast path's state inline, so it is small to build and move (a
+            // connection per request showed its copying in the profile).
             Some(acceptor) => {
-                let handshake = tokio::time::timeout(self.header_timeout, acceptor.accept(stream));
-                let tls_stream = match handshake.await {
-                    Ok(Ok(s)) => s,
-                    _ => {
-                        self.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                };
-                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                let info = self.info(client, true);
-                if h2 {
-                    let down = self.downstream(slot);
-                    run_http(tls_stream, info, self, &http, Proto::H2, watcher, down).await
-                } else {
-                    self.fast_then_http(tls_stream, info, &http, false, watcher, slot)
-                        .await
-                }
+                Box::pin(self.serve_tls(stream, acceptor, client, http, watcher, slot)).await
             }
+        }
+    }
+
+    async fn serve_tls(
+        self,
+        stream: ClientIo<TcpStream>,
+        acceptor: TlsAcceptor,
+        client: SocketAddr,
+        http: Arc<Http>,
+        watcher: hyper_util::server::graceful::Watcher,
+        slot: Slot,
+    ) {
+        let handshake = tokio::time::timeout(self.header_timeout, acceptor.accept(stream));
+        let tls_stream = match handshake.await {
+            Ok(Ok(s)) => s,
+            _ => {
+                self.metrics.tls_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        let info = self.info(client, true);
+        if h2 {
+            let down = self.downstream(slot);
+            Box::pin(run_http(
+                tls_stream,
+                info,
+                self,
+                &http,
+                Proto::H2,
+                watcher,
+                down,
+            ))
+            .await
+        } else {
+            self.fast_then_http(tls_stream, info, &http, false, watcher, slot)
+                .await
         }
     }
 
@@ -369,7 +402,7 @@ impl Conn {
             };
             let down = self.downstream(slot);
             let io = Prefixed::new(read, io);
-            run_http(io, info, self, http, proto, watcher, down).await
+            Box::pin(run_http(io, info, self, http, proto, watcher, down)).await
         }
     }
 
