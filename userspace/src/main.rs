@@ -32,6 +32,12 @@ enum Command {
         /// forwarding, and the next `portier run` of this node adopts them without loss.
         #[arg(long)]
         teardown_on_exit: bool,
+        /// Take the node over from the process running it, without losing a connection: bind
+        /// the L7 listeners beside its own (SO_REUSEPORT), stop it (SIGTERM: it stops
+        /// accepting and drains), then start the other parts once it has exited. SIGUSR2 to a
+        /// running daemon starts such a process from the same binary path.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Validate a config file; every problem is reported with file, line and key.
     Check {
@@ -228,6 +234,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run {
             config,
             teardown_on_exit,
+            take_over,
         } => tokio::runtime::Builder::new_multi_thread()
             // One worker per CPU this process may use (affinity and cpusets count), so a
             // node pinned to one core does not switch between two busy workers.
@@ -236,7 +243,10 @@ fn run(cli: Cli) -> Result<()> {
             .build()?
             .block_on(portier::daemon::run(
                 &config,
-                portier::daemon::RunOptions { teardown_on_exit },
+                portier::daemon::RunOptions {
+                    teardown_on_exit,
+                    take_over,
+                },
             )),
         Command::Check { config } => {
             let c = portier::config::load(&config)?;
