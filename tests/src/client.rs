@@ -59,11 +59,20 @@ pub fn get_host(to: SocketAddr, from: Option<SocketAddr>, host: &str, path: &str
 }
 
 /// [`get_host`], telling whether the request was written whole before any failure.
-fn get_host_sent(to: SocketAddr, host: &str, path: &str) -> (Result<Reply>, bool) {
+/// `think`: a pause between connecting and sending.
+fn get_host_sent(
+    to: SocketAddr,
+    host: &str,
+    path: &str,
+    think: Duration,
+) -> (Result<Reply>, bool) {
     let mut s = match connect(to, None, Duration::from_secs(3)) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
     };
+    if !think.is_zero() {
+        std::thread::sleep(think);
+    }
     if let Err(e) = write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n") {
         abort(s);
         return (Err(e.into()), false);
@@ -155,6 +164,23 @@ impl Traffic {
         every: Duration,
         limit: Duration,
     ) -> Result<Traffic> {
+        Self::run(ns, to, host, every, Duration::ZERO, limit)
+    }
+
+    /// Back-to-back requests from a slow client: each connection waits `think` between
+    /// connecting and sending its request (a server's stop must serve what it accepted).
+    pub fn start_slow(ns: &str, to: SocketAddr, think: Duration, limit: Duration) -> Result<Traffic> {
+        Self::run(ns, to, crate::lab::TODO_HOST, Duration::ZERO, think, limit)
+    }
+
+    fn run(
+        ns: &str,
+        to: SocketAddr,
+        host: &str,
+        every: Duration,
+        think: Duration,
+        limit: Duration,
+    ) -> Result<Traffic> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -166,7 +192,7 @@ impl Traffic {
                 let start = std::time::Instant::now();
                 while !s2.load(Ordering::Relaxed) && start.elapsed() < limit {
                     let started = std::time::Instant::now();
-                    let (reply, sent) = get_host_sent(to, &host, "/");
+                    let (reply, sent) = get_host_sent(to, &host, "/", think);
                     let reply = reply.map_err(|e| format!("{e:#}"));
                     let sample = Sample {
                         started,

@@ -20,7 +20,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const EVERY: Duration = Duration::from_millis(30);
-const BUSY_CLIENTS: usize = 3;
+/// Clients that connect, wait `THINK`, then send: when the old process stops, some of its
+/// connections are accepted with no request yet, and (host1 serving at most
+/// `MAX_CONNECTIONS` at once) others wait in its listeners' queues.
+const BUSY_CLIENTS: usize = 4;
+const THINK: Duration = Duration::from_millis(20);
+const MAX_CONNECTIONS: usize = 2;
 const TAKE_OVERS: usize = 5;
 
 fn wait_until(what: &str, timeout: Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
@@ -57,18 +62,23 @@ fn host1_hands_over_without_loss_and_survives_kill_9() -> Result<()> {
     let l = Lab::up("hr")?;
     let _lb2 = l.start_portier("lb2", &l.lb_config("lb2")?)?;
     let _lb1 = l.start_portier("lb1", &l.lb_config("lb1")?)?;
-    wait_until("lb1 master", Duration::from_secs(10), || {
+    wait_until("lb1 master", Duration::from_secs(30), || {
         Ok(l.has_vip_on_lan("lb1")? && !l.has_vip_on_lan("lb2")?)
     })?;
     l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
     let vip = SocketAddr::from(([203, 0, 113, 10], lab::HTTP_PORT));
-    let config = l.host_config("host1")?;
+    let config = l.host_config("host1")?.replace(
+        "no_route_status = 404",
+        &format!("no_route_status = 404\nmax_connections = {MAX_CONNECTIONS}"),
+    );
+    assert!(config.contains("max_connections"), "lab-host.toml changed");
     let client = l.ns("client");
 
-    // Planned: --take-over (several times, with back-to-back clients besides the paced one,
-    // so that the old listeners have connections queued, and just accepted, when they
-    // close), then SIGUSR2 to the last new process.
+    // Planned: --take-over (several times, with slow clients besides the paced one, so that
+    // the old listeners have connections queued, and just accepted, when they close), then
+    // SIGUSR2 to the last new process.
     let mut old = l.take_door("host1")?;
+    old.reload(&config)?;
     let traffic = Traffic::start_paced(
         &client,
         vip,
@@ -77,7 +87,7 @@ fn host1_hands_over_without_loss_and_survives_kill_9() -> Result<()> {
         Duration::from_secs(120),
     )?;
     let busy: Vec<Traffic> = (0..BUSY_CLIENTS)
-        .map(|_| Traffic::start(&client, vip, Duration::from_secs(120)))
+        .map(|_| Traffic::start_slow(&client, vip, THINK, Duration::from_secs(120)))
         .collect::<Result<_>>()?;
     let begin = Instant::now();
     host1_serves(&traffic, begin, 10)?;
@@ -118,7 +128,7 @@ fn host1_hands_over_without_loss_and_survives_kill_9() -> Result<()> {
     println!(
         "planned hand-overs of host1: {TAKE_OVERS} x --take-over (ready {took:?} after each \
          start), then SIGUSR2 ({:?} ago): paced client {} requests, {} answered by host1, {} \
-         failed; {BUSY_CLIENTS} back-to-back clients {} requests, {} failed",
+         failed; {BUSY_CLIENTS} slow clients {} requests, {} failed",
         usr2.elapsed(),
         samples.len(),
         from_host1(&samples, begin),
