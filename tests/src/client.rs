@@ -60,12 +60,7 @@ pub fn get_host(to: SocketAddr, from: Option<SocketAddr>, host: &str, path: &str
 
 /// [`get_host`], telling whether the request was written whole before any failure.
 /// `think`: a pause between connecting and sending.
-fn get_host_sent(
-    to: SocketAddr,
-    host: &str,
-    path: &str,
-    think: Duration,
-) -> (Result<Reply>, bool) {
+fn get_host_sent(to: SocketAddr, host: &str, path: &str, think: Duration) -> (Result<Reply>, bool) {
     let mut s = match connect(to, None, Duration::from_secs(3)) {
         Ok(s) => s,
         Err(e) => return (Err(e), false),
@@ -169,7 +164,12 @@ impl Traffic {
 
     /// Back-to-back requests from a slow client: each connection waits `think` between
     /// connecting and sending its request (a server's stop must serve what it accepted).
-    pub fn start_slow(ns: &str, to: SocketAddr, think: Duration, limit: Duration) -> Result<Traffic> {
+    pub fn start_slow(
+        ns: &str,
+        to: SocketAddr,
+        think: Duration,
+        limit: Duration,
+    ) -> Result<Traffic> {
         Self::run(ns, to, crate::lab::TODO_HOST, Duration::ZERO, think, limit)
     }
 

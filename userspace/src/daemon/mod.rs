@@ -244,9 +244,15 @@ async fn take_over(
     // process instead of taking its exit for the service's.
     notify(&[NotifyState::MainPid(std::process::id())]);
     old.terminate()?;
-    info!(pid = old.pid, "listeners up beside the old process; it stops accepting and drains");
+    info!(
+        pid = old.pid,
+        "listeners up beside the old process; it stops accepting and drains"
+    );
     old.exited().await?;
-    info!(pid = old.pid, "the old process has exited; starting the other parts");
+    info!(
+        pid = old.pid,
+        "the old process has exited; starting the other parts"
+    );
     Ok(())
 }
 

@@ -1497,7 +1497,7 @@ fn unplanned_grace_lsa_goes_past_a_planned_one_the_helper_holds() {
     assert_eq!(grace.header.seq, planned_seq + 100);
     assert_eq!(
         grace.header.seq,
-        lsa::INITIAL_SEQ + (1_700_000_100 % (1 << 30)) as i32
+        lsa::INITIAL_SEQ + 1_700_000_100_i32 % (1 << 30)
     );
     seg.wire.extend(out.into_iter().map(|t| (11, t)));
     seg.routers[1].1 = fresh;
