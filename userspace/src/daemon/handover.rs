@@ -6,10 +6,13 @@
 //! requests), waits for it to exit and only then starts the parts that must be alone on a node
 //! (XDP, VRRP, OSPF, BGP, BFD, the admin API).
 //!
-//! Who runs the node is told by `/run/portier/<node>.pid`: its pid, under an exclusive
-//! `flock` held for the process's life (the kernel drops it however the process dies, so a
-//! stale file is told apart from a running daemon without trusting the pid).
+//! Who runs the node is told by the pid file beside its admin socket (`/run/portier/<node>.pid`
+//! by default): its pid, under an exclusive `flock` held for the process's life (the kernel
+//! drops it however the process dies, so a stale file is told apart from a running daemon
+//! without trusting the pid). Beside the socket, because that is what names one running
+//! daemon: two of one node name (tests, namespaces) have two sockets.
 
+use crate::config::AdminConfig;
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -21,9 +24,9 @@ use tokio::io::unix::AsyncFd;
 /// its SO_REUSEPORT group instead of resetting them (Linux 5.14+).
 pub const MIGRATE_SYSCTL: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 
-/// `/run/portier/<node>.pid`.
-pub fn pid_path(node: &str) -> PathBuf {
-    Path::new("/run/portier").join(format!("{node}.pid"))
+/// The admin socket's path with the extension `pid`.
+pub fn pid_path(admin: &AdminConfig, node: &str) -> PathBuf {
+    admin.socket_path(node).with_extension("pid")
 }
 
 fn open(path: &Path) -> Result<File> {
@@ -52,8 +55,8 @@ pub struct PidFile {
 
 impl PidFile {
     /// Takes the node; fails, naming the running process, when another holds it.
-    pub fn acquire(node: &str) -> Result<PidFile> {
-        let path = pid_path(node);
+    pub fn acquire(admin: &AdminConfig, node: &str) -> Result<PidFile> {
+        let path = pid_path(admin, node);
         let mut file = open(&path)?;
         if !try_lock(&file) {
             let pid = read_pid(&mut file).map_or("?".to_string(), |p| p.to_string());
@@ -86,8 +89,8 @@ pub struct Predecessor {
 
 impl Predecessor {
     /// The running daemon of `node`, if there is one (the pid file is locked).
-    pub fn find(node: &str) -> Result<Option<Predecessor>> {
-        let path = pid_path(node);
+    pub fn find(admin: &AdminConfig, node: &str) -> Result<Option<Predecessor>> {
+        let path = pid_path(admin, node);
         if !path.exists() {
             return Ok(None);
         }

@@ -101,7 +101,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     let config = config::load(config_path)?;
     let node = config.node.name.clone();
     let predecessor = if options.take_over {
-        let p = handover::Predecessor::find(&node)?;
+        let p = handover::Predecessor::find(&config.admin, &node)?;
         if p.is_none() {
             info!(node = %node, "--take-over: no running process of this node, starting");
         }
@@ -111,7 +111,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     };
     // Without a take-over the node must be free (checked before binding anything).
     let mut pid_file = match predecessor {
-        None => Some(handover::PidFile::acquire(&node)?),
+        None => Some(handover::PidFile::acquire(&config.admin, &node)?),
         Some(_) => None,
     };
     let bus = Bus::new();
@@ -138,7 +138,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     };
     if let Some(old) = &predecessor {
         take_over(&mut d, &mut ack_rx, &config, old).await?;
-        pid_file = Some(handover::PidFile::acquire(&node)?);
+        pid_file = Some(handover::PidFile::acquire(&config.admin, &node)?);
     }
     let started = d.start_wanted_parts(&config, |_| true);
     // Every part must have applied the first config before the node is "ready".
