@@ -121,12 +121,21 @@ impl Predecessor {
 
     /// SIGTERM: stop accepting, drain, exit.
     pub fn terminate(&self) -> Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// SIGKILL, for a process that outlived its drain.
+    pub fn kill(&self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(&self, signal: i32) -> Result<()> {
         // SAFETY: pidfd_send_signal(2) with our pidfd, a signal number and no siginfo.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.pidfd.get_ref().as_raw_fd(),
-                libc::SIGTERM,
+                signal,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )

@@ -23,6 +23,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+/// How long a taken-over process may take beyond its L7 drain to exit (its other parts'
+/// clean stops: VRRP resigning, OSPF's grace-LSAs acknowledged, BGP's Cease).
+const OLD_PROCESS_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How many commands may wait for a part; more are answered "busy".
 const COMMAND_QUEUE: usize = 16;
 
@@ -248,7 +252,19 @@ async fn take_over(
         pid = old.pid,
         "listeners up beside the old process; it stops accepting and drains"
     );
-    old.exited().await?;
+    // Its drain is bounded by its [l7] drain_timeout_ms (ours, unless the file changed); past
+    // that and a margin for its other parts' goodbyes, it is stuck.
+    let drain = config.l7.as_ref().map_or(0, |l| l.drain_timeout_ms);
+    let bound = std::time::Duration::from_millis(drain) + OLD_PROCESS_MARGIN;
+    if tokio::time::timeout(bound, old.exited()).await.is_err() {
+        warn!(
+            pid = old.pid,
+            ?bound,
+            "the old process has not exited: killing it"
+        );
+        old.kill()?;
+        old.exited().await?;
+    }
     info!(
         pid = old.pid,
         "the old process has exited; starting the other parts"
