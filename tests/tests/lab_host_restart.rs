@@ -23,7 +23,7 @@ const EVERY: Duration = Duration::from_millis(30);
 /// Clients that connect, wait `THINK`, then send: when the old process stops, some of its
 /// connections are accepted with no request yet, and (host1 serving at most
 /// `MAX_CONNECTIONS` at once) others wait in its listeners' queues.
-const BUSY_CLIENTS: usize = 12;
+const BUSY_CLIENTS: usize = 4;
 const THINK: Duration = Duration::from_millis(20);
 const MAX_CONNECTIONS: usize = 2;
 const TAKE_OVERS: usize = 5;
