@@ -58,6 +58,25 @@ pub fn get_host(to: SocketAddr, from: Option<SocketAddr>, host: &str, path: &str
     r
 }
 
+/// [`get_host`], telling whether the request was written whole before any failure.
+/// `think`: a pause between connecting and sending.
+fn get_host_sent(to: SocketAddr, host: &str, path: &str, think: Duration) -> (Result<Reply>, bool) {
+    let mut s = match connect(to, None, Duration::from_secs(3)) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), false),
+    };
+    if !think.is_zero() {
+        std::thread::sleep(think);
+    }
+    if let Err(e) = write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n") {
+        abort(s);
+        return (Err(e.into()), false);
+    }
+    let r = read_reply(&mut s);
+    abort(s);
+    (r, true)
+}
+
 fn read_reply(s: &mut TcpStream) -> Result<Reply> {
     let mut r = BufReader::new(s);
     let mut status = String::new();
@@ -108,6 +127,9 @@ pub struct Sample {
     pub result: std::result::Result<String, String>,
     /// The container that answered (`host1-todo2`), when one did.
     pub container: Option<String>,
+    /// Whether the request had been written whole when it failed (or succeeded): a failure
+    /// before that (refused, reset) is one a client may retry without risk.
+    pub sent: bool,
 }
 
 /// Continuous client traffic from a namespace: one request per new connection, back to back,
@@ -125,6 +147,40 @@ impl Traffic {
 
     /// Like [`Traffic::start`], for the HTTP host name `host`.
     pub fn start_for(ns: &str, to: SocketAddr, host: &str, limit: Duration) -> Result<Traffic> {
+        Self::start_paced(ns, to, host, Duration::ZERO, limit)
+    }
+
+    /// Like [`Traffic::start_for`], a new request every `every` at most (back to back when a
+    /// request takes longer).
+    pub fn start_paced(
+        ns: &str,
+        to: SocketAddr,
+        host: &str,
+        every: Duration,
+        limit: Duration,
+    ) -> Result<Traffic> {
+        Self::run(ns, to, host, every, Duration::ZERO, limit)
+    }
+
+    /// Back-to-back requests from a slow client: each connection waits `think` between
+    /// connecting and sending its request (a server's stop must serve what it accepted).
+    pub fn start_slow(
+        ns: &str,
+        to: SocketAddr,
+        think: Duration,
+        limit: Duration,
+    ) -> Result<Traffic> {
+        Self::run(ns, to, crate::lab::TODO_HOST, Duration::ZERO, think, limit)
+    }
+
+    fn run(
+        ns: &str,
+        to: SocketAddr,
+        host: &str,
+        every: Duration,
+        think: Duration,
+        limit: Duration,
+    ) -> Result<Traffic> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -136,15 +192,21 @@ impl Traffic {
                 let start = std::time::Instant::now();
                 while !s2.load(Ordering::Relaxed) && start.elapsed() < limit {
                     let started = std::time::Instant::now();
-                    let reply = get_host(to, None, &host, "/").map_err(|e| format!("{e:#}"));
+                    let (reply, sent) = get_host_sent(to, &host, "/", think);
+                    let reply = reply.map_err(|e| format!("{e:#}"));
                     let sample = Sample {
                         started,
                         at: std::time::Instant::now(),
                         container: reply.as_ref().ok().map(|r| r.container.clone()),
                         result: reply.map(|r| r.served_by),
+                        sent,
                     };
                     if let Ok(mut v) = samples2.lock() {
                         v.push(sample);
+                    }
+                    let next = started + every;
+                    if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+                        std::thread::sleep(wait);
                     }
                 }
             });

@@ -463,6 +463,13 @@ impl Lab {
         Ok(())
     }
 
+    /// Takes the front door of host `name` out of the lab's keeping, for a test that stops
+    /// or replaces it itself.
+    pub fn take_door(&self, name: &str) -> Result<Daemon> {
+        let d = self.doors.lock().ok().and_then(|mut d| d.remove(name));
+        d.with_context(|| format!("{name}: front door not running"))
+    }
+
     /// Rewrites `host`'s portier config and reloads it (SIGHUP); waits until applied.
     pub fn reload_host(&self, host: &str, config: &str) -> Result<()> {
         let doors = self
@@ -806,6 +813,11 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The exit status, once the process has exited by itself.
+    pub fn try_exit(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     pub fn stop(mut self) -> Result<()> {

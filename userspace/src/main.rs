@@ -32,6 +32,12 @@ enum Command {
         /// forwarding, and the next `portier run` of this node adopts them without loss.
         #[arg(long)]
         teardown_on_exit: bool,
+        /// Take the node over from the process running it, without losing a connection: bind
+        /// the L7 listeners beside its own (SO_REUSEPORT), stop it (SIGTERM: it stops
+        /// accepting and drains), then start the other parts once it has exited. SIGUSR2 to a
+        /// running daemon starts such a process from the same binary path.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Validate a config file; every problem is reported with file, line and key.
     Check {
@@ -228,6 +234,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run {
             config,
             teardown_on_exit,
+            take_over,
         } => tokio::runtime::Builder::new_multi_thread()
             // One worker per CPU this process may use (affinity and cpusets count), so a
             // node pinned to one core does not switch between two busy workers.
@@ -236,7 +243,10 @@ fn run(cli: Cli) -> Result<()> {
             .build()?
             .block_on(portier::daemon::run(
                 &config,
-                portier::daemon::RunOptions { teardown_on_exit },
+                portier::daemon::RunOptions {
+                    teardown_on_exit,
+                    take_over,
+                },
             )),
         Command::Check { config } => {
             let c = portier::config::load(&config)?;
@@ -403,12 +413,21 @@ invalid config is refused and the running one keeps serving.
 .BR SIGTERM ", " SIGINT
 Stop: every part exits gracefully. The XDP programs, maps and links stay pinned and keep
 forwarding (unless \fB\-\-teardown\-on\-exit\fR); the next \fBportier run\fR of the node
-adopts them.
+adopts them. L7 listeners stop accepting at once; connections already accepted are served
+within \fB[l7] drain_timeout_ms\fR.
+.TP
+.B SIGUSR2
+Hand the node over to a new process without losing a connection: start \fBportier run
+\-c FILE \-\-take\-over\fR from the same binary path (after an upgrade, the new binary),
+which binds its L7 listeners beside this process's (SO_REUSEPORT), stops this one with
+SIGTERM, and starts the other parts once it has exited.
 .SH SYSTEMD
 The unit \fBportier@NODE.service\fR runs \fBportier run \-c /etc/portier/NODE.toml\fR
 (\fBType=notify\fR: it is started once every part has applied the config).
-\fBsystemctl reload portier@NODE\fR sends SIGHUP; \fBjournalctl \-u portier@NODE\fR shows
-the log.
+\fBsystemctl reload portier@NODE\fR sends SIGHUP; \fBsystemctl kill \-s USR2
+\-\-kill\-who=main portier@NODE\fR hands the node over to a new process (the unit's
+\fBNotifyAccess=all\fR lets it become the main process); \fBjournalctl \-u portier@NODE\fR
+shows the log.
 .SH FILES
 .TP
 .I /etc/portier/NODE.toml
@@ -417,7 +436,8 @@ The config of node NODE for the systemd unit. A commented example:
 .TP
 .I /run/portier/NODE.sock
 The node's admin socket: mode 0600 owned by root (0660 and a group with \fB[admin] group\fR).
-The node's lock and its map ids are kept beside it.
+The node's lock, its pid file (\fINODE.pid\fR, locked while the daemon runs) and its map
+ids are kept beside it.
 .TP
 .I /sys/fs/bpf/portier/NODE/
 The node's pinned XDP programs, maps and links.

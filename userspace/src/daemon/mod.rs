@@ -2,7 +2,10 @@
 //! present (each in the one driver loop of `part::driver`), fans reloads out to them and waits
 //! for every part's acknowledgment, serves the admin API, and on SIGTERM/SIGINT lets every
 //! part do its graceful exit before returning. It knows parts only through the `Part` trait:
-//! no part imports this module.
+//! no part imports this module. `--take-over` and SIGUSR2 hand the node to a new process
+//! (`handover`).
+
+pub mod handover;
 
 use crate::admin;
 use crate::bus::Bus;
@@ -20,24 +23,47 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+/// How long a taken-over process may take beyond its L7 drain to exit (its other parts'
+/// clean stops: VRRP resigning, OSPF's grace-LSAs acknowledged, BGP's Cease).
+const OLD_PROCESS_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How many commands may wait for a part; more are answered "busy".
 const COMMAND_QUEUE: usize = 16;
 
 /// The parts the daemon knows: a name, whether a config wants it, and how to run it.
 struct PartSpec {
     name: &'static str,
-    /// Stops after the others: parts they use while stopping (BFD: its AdminDown would
-    /// otherwise reach routers before the routing parts' goodbyes, and some routers, FRR
-    /// among them, drop their sessions on it).
-    late: bool,
+    /// When it stops, in stages, each once the one before has finished.
+    stage: Stage,
     wanted: fn(&Config) -> bool,
     spawn: fn(Link) -> JoinHandle<Result<(), String>>,
 }
 
+/// Stop stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// Most parts, at once.
+    First,
+    /// The IPIP decapsulator: it carries the tunnelled clients' packets to the L7 requests
+    /// that are draining, so it stays until they are done.
+    AfterDrain,
+    /// BFD: its AdminDown would otherwise reach routers before the routing parts' goodbyes,
+    /// and some routers, FRR among them, drop their sessions on it.
+    Last,
+}
+
+const STAGES: [Stage; 3] = [Stage::First, Stage::AfterDrain, Stage::Last];
+
 fn spec<P: Part>() -> PartSpec {
     PartSpec {
         name: P::NAME,
-        late: P::NAME == crate::bfd::part::Bfd::NAME,
+        stage: if P::NAME == crate::bfd::part::Bfd::NAME {
+            Stage::Last
+        } else if P::NAME == crate::decap::part::Decap::NAME {
+            Stage::AfterDrain
+        } else {
+            Stage::First
+        },
         wanted: P::wanted,
         spawn: |link| tokio::spawn(driver::drive::<P>(link)),
     }
@@ -58,32 +84,54 @@ fn part_specs() -> Vec<PartSpec> {
 
 struct Running {
     handle: JoinHandle<Result<(), String>>,
-    late: bool,
+    stage: Stage,
 }
 
 /// How this process runs, from the command line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     pub teardown_on_exit: bool,
+    /// Take the node over from the process running it (`portier run --take-over`).
+    pub take_over: bool,
+}
+
+/// The part that may run beside the node's old process while it hands over: its listeners
+/// join the old ones' SO_REUSEPORT groups. Every other part must be alone on a node.
+fn shares_node(name: &str) -> bool {
+    name == crate::l7::part::L7Part::NAME
 }
 
 pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     let config = config::load(config_path)?;
+    let node = config.node.name.clone();
+    let predecessor = if options.take_over {
+        let p = handover::Predecessor::find(&config.admin, &node)?;
+        if p.is_none() {
+            info!(node = %node, "--take-over: no running process of this node, starting");
+        }
+        p
+    } else {
+        None
+    };
+    // Without a take-over the node must be free (checked before binding anything).
+    let mut pid_file = match predecessor {
+        None => Some(handover::PidFile::acquire(&config.admin, &node)?),
+        Some(_) => None,
+    };
     let bus = Bus::new();
     let status = StatusBoard::new();
     let (config_tx, _) = watch::channel(ConfigUpdate {
         generation: 1,
         config: Arc::new(config.clone()),
     });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (late_shutdown_tx, late_shutdown_rx) = watch::channel(false);
+    let shutdown: [watch::Sender<bool>; STAGES.len()] =
+        std::array::from_fn(|_| watch::channel(false).0);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Ack>();
     let (control, mut reload_rx) = Control::new();
     let mut d = Orchestrator {
         config_path: config_path.to_path_buf(),
         config_tx,
-        shutdown_rx,
-        late_shutdown_rx,
+        shutdown: std::array::from_fn(|i| shutdown[i].subscribe()),
         ack_tx,
         bus,
         status: status.clone(),
@@ -92,9 +140,13 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
         generation: 1,
         options,
     };
-    d.start_wanted_parts(&config);
+    if let Some(old) = &predecessor {
+        take_over(&mut d, &mut ack_rx, &config, old).await?;
+        pid_file = Some(handover::PidFile::acquire(&config.admin, &node)?);
+    }
+    let started = d.start_wanted_parts(&config, |_| true);
     // Every part must have applied the first config before the node is "ready".
-    d.await_acks(&mut ack_rx, 1).await?;
+    d.await_acks(&mut ack_rx, 1, &started).await?;
 
     for w in config::warnings(&config)
         .into_iter()
@@ -114,8 +166,11 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
     info!(node = %config.node.name, parts = ?d.running.keys().collect::<Vec<_>>(), "portier ready");
     notify(&[NotifyState::Ready]);
+    // The process we started to take over (SIGUSR2), until it stops us.
+    let mut successor: Option<tokio::process::Child> = None;
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -129,19 +184,42 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
                 notify(&[NotifyState::Ready]);
                 let _ = reply.send(applied);
             }
+            _ = usr2.recv(), if successor.is_none() => {
+                match handover::spawn_successor(config_path, options.teardown_on_exit) {
+                    Ok(child) => {
+                        info!(pid = ?child.id(), "SIGUSR2: a new process takes the node over");
+                        successor = Some(child);
+                    }
+                    Err(e) => error!("SIGUSR2: no hand-over: {e:#}"),
+                }
+            }
+            exit = wait_child(&mut successor), if successor.is_some() => {
+                // It stops us once it is ready: ending first means it failed.
+                error!("the new process exited before taking the node over ({exit:?}); this one keeps running");
+                successor = None;
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     info!("shutting down");
-    notify(&[NotifyState::Stopping]);
+    // A successor told systemd it is the main process now; our STOPPING=1 would stop the unit.
+    if successor.is_none() {
+        notify(&[NotifyState::Stopping]);
+    }
     drop(admin);
-    let (late, early): (Vec<_>, Vec<_>) = std::mem::take(&mut d.running)
-        .into_iter()
-        .partition(|(_, p)| p.late);
-    for (parts, tx) in [(early, &shutdown_tx), (late, &late_shutdown_tx)] {
+    let mut running = std::mem::take(&mut d.running);
+    for (stage, tx) in STAGES.iter().zip(&shutdown) {
         let _ = tx.send(true);
-        for (name, part) in parts {
+        let names: Vec<&'static str> = running
+            .iter()
+            .filter(|(_, p)| p.stage == *stage)
+            .map(|(n, _)| *n)
+            .collect();
+        for name in names {
+            let Some(part) = running.remove(name) else {
+                continue;
+            };
             match part.handle.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => error!(part = name, "stopped with an error: {e}"),
@@ -149,15 +227,56 @@ pub async fn run(config_path: &Path, options: RunOptions) -> Result<()> {
             }
         }
     }
+    drop(pid_file);
     info!("stopped");
+    Ok(())
+}
+
+/// `--take-over`: the L7 part starts beside the running process (its listeners join theirs),
+/// then that process is stopped and awaited; the caller starts the other parts.
+async fn take_over(
+    d: &mut Orchestrator,
+    acks: &mut mpsc::UnboundedReceiver<Ack>,
+    config: &Config,
+    old: &handover::Predecessor,
+) -> Result<()> {
+    info!(pid = old.pid, "taking the node over");
+    handover::enable_migration();
+    let started = d.start_wanted_parts(config, shares_node);
+    d.await_acks(acks, 1, &started).await?;
+    // Before the old process goes: systemd (NotifyAccess=all) follows us as the unit's main
+    // process instead of taking its exit for the service's.
+    notify(&[NotifyState::MainPid(std::process::id())]);
+    old.terminate()?;
+    info!(
+        pid = old.pid,
+        "listeners up beside the old process; it stops accepting and drains"
+    );
+    // Its drain is bounded by its [l7] drain_timeout_ms (ours, unless the file changed); past
+    // that and a margin for its other parts' goodbyes, it is stuck.
+    let drain = config.l7.as_ref().map_or(0, |l| l.drain_timeout_ms);
+    let bound = std::time::Duration::from_millis(drain) + OLD_PROCESS_MARGIN;
+    if tokio::time::timeout(bound, old.exited()).await.is_err() {
+        warn!(
+            pid = old.pid,
+            ?bound,
+            "the old process has not exited: killing it"
+        );
+        old.kill()?;
+        old.exited().await?;
+    }
+    info!(
+        pid = old.pid,
+        "the old process has exited; starting the other parts"
+    );
     Ok(())
 }
 
 struct Orchestrator {
     config_path: PathBuf,
     config_tx: watch::Sender<ConfigUpdate>,
-    shutdown_rx: watch::Receiver<bool>,
-    late_shutdown_rx: watch::Receiver<bool>,
+    /// Each stop stage's signal, indexed by `Stage`.
+    shutdown: [watch::Receiver<bool>; STAGES.len()],
     ack_tx: mpsc::UnboundedSender<Ack>,
     bus: Bus,
     status: StatusBoard,
@@ -168,7 +287,13 @@ struct Orchestrator {
 }
 
 impl Orchestrator {
-    fn start_wanted_parts(&mut self, config: &Config) {
+    /// Starts the parts `config` wants (and `filter` lets through) that are not running;
+    /// returns their names.
+    fn start_wanted_parts(
+        &mut self,
+        config: &Config,
+        filter: fn(&str) -> bool,
+    ) -> Vec<&'static str> {
         // A part that retired (its section was removed) starts again when it comes back.
         let retired: Vec<&'static str> = self
             .running
@@ -180,19 +305,17 @@ impl Orchestrator {
             self.running.remove(name);
             self.control.unregister(name);
         }
+        let mut started = Vec::new();
         for spec in part_specs() {
-            if self.running.contains_key(spec.name) || !(spec.wanted)(config) {
+            if self.running.contains_key(spec.name) || !(spec.wanted)(config) || !filter(spec.name)
+            {
                 continue;
             }
             let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
             let link = Link {
                 config: self.config_tx.subscribe(),
                 bus: self.bus.clone(),
-                shutdown: if spec.late {
-                    self.late_shutdown_rx.clone()
-                } else {
-                    self.shutdown_rx.clone()
-                },
+                shutdown: self.shutdown[spec.stage as usize].clone(),
                 board: self.status.clone(),
                 commands: cmd_rx,
                 acks: self.ack_tx.clone(),
@@ -204,20 +327,23 @@ impl Orchestrator {
                 spec.name,
                 Running {
                     handle,
-                    late: spec.late,
+                    stage: spec.stage,
                 },
             );
             info!(part = spec.name, "started");
+            started.push(spec.name);
         }
+        started
     }
 
-    /// Waits until every running part acknowledged `generation`; the first failure wins.
+    /// Waits until each of `parts` acknowledged `generation`; the first failure wins.
     async fn await_acks(
         &mut self,
         acks: &mut mpsc::UnboundedReceiver<Ack>,
         generation: u64,
+        parts: &[&'static str],
     ) -> Result<()> {
-        let mut pending: Vec<&'static str> = self.running.keys().copied().collect();
+        let mut pending: Vec<&'static str> = parts.to_vec();
         while !pending.is_empty() {
             let ack = tokio::select! {
                 a = acks.recv() => a.context("all parts stopped")?,
@@ -258,8 +384,9 @@ impl Orchestrator {
             generation,
             config: Arc::new(new.clone()),
         });
-        self.start_wanted_parts(&new);
-        match self.await_acks(acks, generation).await {
+        self.start_wanted_parts(&new, |_| true);
+        let running: Vec<&'static str> = self.running.keys().copied().collect();
+        match self.await_acks(acks, generation, &running).await {
             Ok(()) => {
                 info!(generation, "reload applied");
                 Ok(generation)
@@ -285,6 +412,16 @@ fn notify_reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// The exit of `child`; never, without one.
+async fn wait_child(
+    child: &mut Option<tokio::process::Child>,
+) -> std::io::Result<std::process::ExitStatus> {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -92,6 +92,10 @@ where
     // One timer per connection, re-armed for each head (the slowloris bound).
     let head_timer = tokio::time::sleep(settings.header_timeout);
     tokio::pin!(head_timer);
+    // A stop closes connections between requests, not before their first: that client
+    // connected while the listener was open and its request may be on the way (a drain, a
+    // hand-over to a new process); it is served within the drain time.
+    let mut served = false;
     loop {
         head_timer
             .as_mut()
@@ -105,14 +109,14 @@ where
                     }
                     Prep::Ready(plan) => break plan,
                 }
-            } else if *stopped.borrow() {
+            } else if served && *stopped.borrow() {
                 return Outcome::Closed;
             }
             buf.reserve(4096);
             let read = tokio::select! {
                 r = io.read_buf(buf) => r,
                 _ = &mut head_timer => return Outcome::Closed,
-                _ = stopped.changed(), if buf.is_empty() => return Outcome::Closed,
+                _ = stopped.changed(), if buf.is_empty() && served => return Outcome::Closed,
             };
             match read {
                 Ok(0) | Err(_) => return Outcome::Closed,
@@ -127,6 +131,7 @@ where
             silence: &mut client_silence,
         };
         let keep = exchange(&mut client, &mut plan, upstream, info, scratch).await;
+        served = true;
         if !keep {
             let _ = io.shutdown().await;
             return Outcome::Closed;

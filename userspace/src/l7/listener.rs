@@ -199,6 +199,30 @@ async fn accept_loop(
     let plain_fast = config.protocols.contains(&HttpProtocol::Http1);
     let plain_h2 = config.protocols.contains(&HttpProtocol::H2c);
     let proxy_from: Arc<[crate::config::Cidr]> = config.proxy_from.clone().into();
+    let proto = Conn {
+        name: name.clone(),
+        shared,
+        metrics: metrics.clone(),
+        proxy_protocol: config.proxy_protocol,
+        proxy_from,
+        header_timeout,
+        fast,
+        plain_fast,
+        plain_h2,
+        stopped: stopped.clone(),
+        limits,
+    };
+    let serve = move |stream: TcpStream, peer: SocketAddr, permit, watcher| {
+        let _ = stream.set_nodelay(true);
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        // Held until the connection ends, or the tunnel it becomes does.
+        let slot = Slot::new(permit, metrics.clone());
+        proto
+            .clone()
+            .serve(stream, peer, tls.clone(), http.clone(), watcher, slot)
+    };
+    // A connection accepted while the limit is reached, when the stop comes.
+    let mut waiting = None;
     loop {
         let (stream, peer) = tokio::select! {
             r = socket.accept() => match r {
@@ -219,32 +243,30 @@ async fn accept_loop(
             Ok(p) => p,
             Err(_) => tokio::select! {
                 p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = stopped.changed() => break,
+                _ = stopped.changed() => {
+                    waiting = Some((stream, peer));
+                    break;
+                }
             },
         };
-        let _ = stream.set_nodelay(true);
-        metrics.connections.fetch_add(1, Ordering::Relaxed);
-        // Held until the connection ends, or the tunnel it becomes does.
-        let slot = Slot::new(permit, metrics.clone());
-        let conn = Conn {
-            name: name.clone(),
-            shared: shared.clone(),
-            metrics: metrics.clone(),
-            proxy_protocol: config.proxy_protocol,
-            proxy_from: proxy_from.clone(),
-            header_timeout,
-            fast: fast.clone(),
-            plain_fast,
-            plain_h2,
-            stopped: stopped.clone(),
-            limits,
-        };
-        let http = http.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(conn.serve(stream, peer, tls, http, watcher, slot));
+        tokio::spawn(serve(stream, peer, permit, graceful.watcher()));
     }
+    // Closing the socket hands its queued connections to the other sockets of its
+    // SO_REUSEPORT group (a new process taking over) when net.ipv4.tcp_migrate_req = 1.
     drop(socket);
+    // The client of a connection in hand may be sending its request already: it is served
+    // when a slot frees, within the drain, as if it had come a moment earlier.
+    // The watcher it holds meanwhile keeps the drain (and its bound) waiting for it.
+    if let Some((stream, peer)) = waiting {
+        let watcher = graceful.watcher();
+        let slot = limit.clone().acquire_owned();
+        let conn = async move {
+            if let Ok(permit) = slot.await {
+                serve(stream, peer, permit, watcher).await;
+            }
+        };
+        tokio::spawn(conn);
+    }
     tracing::info!(listener = %name, "L7 listener stopped accepting; draining");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
@@ -254,6 +276,7 @@ async fn accept_loop(
     }
 }
 
+#[derive(Clone)]
 struct Conn {
     name: Arc<str>,
     shared: Arc<Shared>,

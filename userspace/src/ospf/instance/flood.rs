@@ -111,6 +111,7 @@ impl Instance {
                     .lsdb
                     .get(&key)
                     .is_none_or(|e| e.body() != lsa.body() || lsa.header.age == MAX_AGE);
+            self.note_change(&lsa, topology_change);
             let inconsistent = self.restart_inconsistent(&lsa);
             let flooded_back = self.flood(&lsa, Some((i, n)), now);
             self.drop_older_from_retransmit(&lsa.header);
@@ -130,6 +131,7 @@ impl Instance {
             self.self_originated_received(&lsa, now);
             if graceful::is_grace_key(&key) {
                 self.grace_received(i, n, &lsa, now);
+                self.own_grace_returned(i, &lsa);
             }
             if topology_change && self.helping_any() {
                 self.exit_helping_all(super::EXIT_TOPOLOGY, now);
@@ -327,12 +329,24 @@ impl Instance {
         }
     }
 
+    /// Notes whether `lsa`, about to be installed and flooded, changes content (a topology
+    /// change) or only refreshes what it replaces.
+    pub(super) fn note_change(&mut self, lsa: &Lsa, changed: bool) {
+        let key = lsa.key();
+        if changed && lsa::topology_type(key.ls_type) {
+            self.changed_seq.insert(key, lsa.header.seq);
+        } else {
+            self.changed_seq.remove(&key);
+        }
+    }
+
     /// Premature aging (14.1): floods our instance at MaxAge.
     pub(super) fn flush(&mut self, key: LsaKey, now: Instant) {
         let Some(entry) = self.lsdb.get(&key) else {
             return;
         };
         let lsa = entry.lsa(now).with_age(MAX_AGE);
+        self.note_change(&lsa, true);
         self.lsdb.install(lsa.clone(), now, false);
         self.lsdb.mark_maxage_flooded(&key);
         self.counters.lsa_flushed += 1;
@@ -348,6 +362,7 @@ impl Instance {
             };
             if !entry.maxage_flooded {
                 let lsa = entry.lsa(now);
+                self.note_change(&lsa, true);
                 self.lsdb.mark_maxage_flooded(&key);
                 self.drop_older_from_retransmit(&lsa.header);
                 self.flood(&lsa, None, now);
@@ -361,6 +376,7 @@ impl Instance {
             if !listed && !self.any_exchanging() {
                 self.lsdb.remove(&key);
                 self.link_scope.remove(&key);
+                self.changed_seq.remove(&key);
             }
         }
     }

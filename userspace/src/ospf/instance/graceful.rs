@@ -4,9 +4,9 @@
 //! of the pre-restart Router-LSA are back (2.2, 2.3). As helper: a neighbour announcing a
 //! restart stays advertised as fully adjacent for its grace period, until it completes, the
 //! period ends or the topology changes (strict LSA checking, as FRR by default) (3).
-//! Entering helper mode does not look at the retransmission list as RFC 3623 3.1 suggests:
-//! our own Router-LSA, flooded when the adjacency came up, is often still unacknowledged
-//! when a planned restart begins; FRR too counts only changes made while helping.
+//! Entering helper mode checks the restarter's retransmission list as RFC 3623 3.1 says (and
+//! FRR does): an LSA of types 1-5 or 7 waiting there whose content changed (not a refresh)
+//! is a topology change the restarter has not seen, so we do not help.
 
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,18 @@ impl Instance {
         self.send_lsas(i, packet::ALL_SPF_ROUTERS, vec![lsa]);
     }
 
+    /// A neighbour sent back a newer instance of our grace-LSA than the one an unplanned
+    /// restart announced (13 (8): it holds one from before the restart, a planned restart's
+    /// or its flush, which our announcement at InitialSequenceNumber did not pass, so it
+    /// ignored ours): announce again past it.
+    pub(super) fn own_grace_returned(&mut self, i: usize, lsa: &Lsa) {
+        if lsa.header.advertising_router == self.router_id
+            && self.restart.is_some_and(|r| r.announce)
+        {
+            self.announce_restart(i);
+        }
+    }
+
     fn grace_key(&self) -> LsaKey {
         LsaKey {
             ls_type: lsa::TYPE_OPAQUE_LINK,
@@ -139,9 +151,10 @@ impl Instance {
             .get(&key)
             .copied()
             .max(self.lsdb.get(&key).map(|e| e.header(self.last_tick).seq));
+        let floor = grace_seq_floor(self.wall_secs);
         let seq = match known {
-            None | Some(MAX_SEQ) => INITIAL_SEQ,
-            Some(s) => s + 1,
+            None | Some(MAX_SEQ) => floor,
+            Some(s) => (s + 1).max(floor),
         };
         self.own_seq.insert(key, seq);
         Lsa::build(
@@ -373,6 +386,8 @@ impl Instance {
             Some("not-full")
         } else if u32::from(lsa.header.age) >= body.grace_period {
             Some("grace-period-expired")
+        } else if nbr.helping.is_none() && self.changed_unacknowledged(&nbr.retransmit) {
+            Some("retransmit-list-change")
         } else {
             None
         };
@@ -404,6 +419,14 @@ impl Instance {
                 "ospf: helping a neighbour through its graceful restart"
             );
         }
+    }
+
+    /// 3.1: whether `list` (a restarter's retransmission list) holds an instance of an LSA
+    /// of types 1-5 or 7 that changed content, rather than refreshing it.
+    fn changed_unacknowledged(&self, list: &crate::ospf::neighbor::RetransmitList) -> bool {
+        list.iter().any(|(key, header)| {
+            lsa::topology_type(key.ls_type) && self.changed_seq.get(key) == Some(&header.seq)
+        })
     }
 
     fn helper_rejected(&mut self, reason: &'static str) {
@@ -458,6 +481,17 @@ impl Instance {
     pub(super) fn own_grace(&self, i: usize, key: &LsaKey) -> Option<&Lsa> {
         self.ifaces[i].grace.as_ref().filter(|g| g.key() == *key)
     }
+}
+
+/// The lowest sequence number of a grace-LSA sent at `wall_secs` (seconds since the epoch).
+/// An unplanned restart knows nothing of the instances its helpers hold: a planned
+/// restart's not yet flushed, or one of a process that died while restarting. Had it
+/// started at InitialSequenceNumber, a helper holding a newer instance would have ignored it
+/// (RFC 2328 13 (5)), and at an equal one taken it for a duplicate. Counting from the wall
+/// clock puts it past every instance an earlier restart sent (each sends a few, seconds
+/// apart); 2^30 seconds (34 years) before it wraps.
+pub(super) fn grace_seq_floor(wall_secs: u32) -> i32 {
+    INITIAL_SEQ + (wall_secs % (1 << 30)) as i32
 }
 
 /// Whether `key` is a grace-LSA's.

@@ -107,6 +107,17 @@ impl Instance {
         let declared_dr = !first && old_dr == src;
         let declared_bdr = !first && old_bdr == src;
         let mut change = !first && old_priority != hello.priority;
+        let my_addr = self.ifaces[i].my_addr();
+        if waiting && self.restart.is_some() && hello.designated_router == my_addr {
+            // RFC 3623 2.2 (3): a neighbour names us DR, so we were the DR before the
+            // restart: we declare ourselves again. Left to the election, nobody would declare
+            // DR and the BDR would take over, with a new Network-LSA that ends every
+            // helper's help.
+            self.ifaces[i].dr = my_addr;
+            self.ifaces[i].wait_until = None;
+            self.run_election(i, now);
+            return Ok(());
+        }
         if waiting
             && ((declares_dr && hello.backup_designated_router.is_unspecified()) || declares_bdr)
         {

@@ -195,6 +195,10 @@ pub struct Instance {
     /// restart would re-originate at InitialSequenceNumber and neighbours holding the old
     /// MaxAge instance would keep preferring it).
     own_seq: HashMap<LsaKey, i32>,
+    /// LSAs of types 1-5 and 7 whose instance (by sequence number) changed content from the
+    /// one it replaced, rather than refreshing it: such an instance still on a neighbour's
+    /// retransmission list is a topology change it has not acknowledged (RFC 3623 3.1).
+    changed_seq: HashMap<LsaKey, i32>,
     /// Own LSAs seen with a higher sequence number (13.4): originate past them.
     force_originate: HashSet<LsaKey>,
     min_ls_interval: Duration,
@@ -253,6 +257,7 @@ impl Instance {
             first_origination_by: now + FIRST_ORIGINATION_WAIT,
             last_originated: HashMap::new(),
             own_seq: HashMap::new(),
+            changed_seq: HashMap::new(),
             force_originate: HashSet::new(),
             min_ls_interval: MIN_LS_INTERVAL,
             crypto_seq: wall_secs,

@@ -179,7 +179,8 @@ impl Instance {
                 (Some(MAX_SEQ), None) => INITIAL_SEQ,
                 (Some(seq), _) => seq + 1,
             };
-            changed |= current.is_none_or(|e| e.body() != &body[..] || e.age(now) >= MAX_AGE);
+            let differs = current.is_none_or(|e| e.body() != &body[..] || e.age(now) >= MAX_AGE);
+            changed |= differs;
             self.own_seq.insert(*key, seq);
             let lsa = Lsa::build(
                 key.ls_type,
@@ -191,6 +192,7 @@ impl Instance {
             );
             self.force_originate.remove(key);
             self.last_originated.insert(*key, now);
+            self.note_change(&lsa, differs);
             self.lsdb.install(lsa.clone(), now, false);
             self.counters.lsa_originated += 1;
             self.flood(&lsa, None, now);

@@ -1325,3 +1325,186 @@ fn planned_graceful_restart_outlasts_the_dead_interval() {
         Some("10.0.0.11: completed")
     );
 }
+
+/// RFC 3623 3.1: router 1 changes its Router-LSA (a new VIP) and 11's acknowledgment of it is
+/// lost; 11 then begins a planned restart. The changed LSA still on 11's retransmission list
+/// is a topology change 11 has not seen, so 1 does not help (counted by reason).
+#[test]
+fn helper_refuses_while_a_changed_lsa_awaits_the_restarters_ack() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    seg.run_until(Duration::from_secs(10), |s| s.full(1, 11) && s.full(11, 1));
+    seg.run_for(Duration::from_secs(6));
+    // Every LS Ack from 11 is lost from now on.
+    seg.drop = Box::new(|from, data| from == 11 && data.get(1) == Some(&5));
+    let now = seg.now;
+    seg.router(1).set_announcements(stub(1), now);
+    seg.run_until(Duration::from_secs(30), |s| s.sees_stub(11, 1, vip()));
+    let now = seg.now;
+    seg.router(11).set_graceful_restart(GrConfig {
+        restart: true,
+        ..GrConfig::default()
+    });
+    seg.router(11)
+        .prepare_restart(RestartReason::SoftwareRestart, now);
+    seg.run_until(Duration::from_secs(40), |s| {
+        let helper = s.routers[0].1.status(s.now);
+        helper
+            .counters
+            .gr_helper_rejected
+            .contains_key("retransmit-list-change")
+    });
+    assert!(
+        seg.routers[0]
+            .1
+            .status(seg.now)
+            .graceful_restart
+            .helping
+            .is_empty()
+    );
+}
+
+/// The same planned restart with the change acknowledged: a refreshed or acknowledged LSA on
+/// the list is no reason to refuse, and 1 helps.
+#[test]
+fn helper_helps_once_the_change_is_acknowledged() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    seg.run_until(Duration::from_secs(10), |s| s.full(1, 11) && s.full(11, 1));
+    let now = seg.now;
+    seg.router(1).set_announcements(stub(1), now);
+    seg.run_until(Duration::from_secs(30), |s| s.sees_stub(11, 1, vip()));
+    seg.run_for(Duration::from_secs(3));
+    let now = seg.now;
+    seg.router(11)
+        .prepare_restart(RestartReason::SoftwareRestart, now);
+    seg.run_until(Duration::from_secs(40), |s| {
+        s.routers[0].1.status(s.now).graceful_restart.helping.len() == 1
+    });
+    let helper = seg.routers[0].1.status(seg.now);
+    assert!(helper.counters.gr_helper_rejected.is_empty());
+}
+
+/// RFC 3623 2.2 (3): 11, the DR (priority 200 against 1's 100), restarts without warning.
+/// While its interface waits, 1's Hello names 11 the DR, so 11 declares itself DR again
+/// instead of letting the election promote 1, the BDR: 1 never sees another DR, its help
+/// ends `completed`, and 11 is DR again.
+#[test]
+fn restarting_dr_takes_its_role_back_from_the_neighbours_hellos() {
+    let dr_11 = |wall: u32, now: Instant| {
+        let mut r = Instance::new(
+            rid(11),
+            vec![iface_cfg(NetworkType::Broadcast, 200, Auth::Null)],
+            wall,
+            now,
+        );
+        r.interface_up(
+            0,
+            IfaceAddr {
+                addr: rid(11),
+                prefix_len: 24,
+                mtu: 1500,
+            },
+            now,
+        );
+        r
+    };
+    let mut seg = Segment::new(&[(1, 100)], NetworkType::Broadcast, Auth::Null);
+    let now = seg.now;
+    seg.routers.push((11, dr_11(1_700_000_000, now)));
+    seg.router(11).set_announcements(stub(1), now);
+    let dr_at = |s: &Segment, k: usize| s.routers[k].1.status(s.now).interfaces[0].dr;
+    seg.run_until(Duration::from_secs(20), |s| {
+        s.full(1, 11) && s.sees_stub(1, 11, vip()) && dr_at(s, 0) == rid(11)
+    });
+    seg.run_for(Duration::from_secs(2));
+
+    seg.drop = Box::new(|from, _| from == 11);
+    seg.run_for(Duration::from_secs(2));
+    seg.drop = Box::new(|_, _| false);
+    let now = seg.now;
+    let mut fresh = dr_11(1_700_000_100, now);
+    fresh.set_graceful_restart(GrConfig {
+        restart: true,
+        ..GrConfig::default()
+    });
+    fresh.set_announcements(stub(1), now);
+    fresh.begin_restart(60, RestartReason::Unknown, true, now);
+    seg.routers[1].1 = fresh;
+    seg.run_until(Duration::from_secs(60), |s| {
+        assert_eq!(dr_at(s, 0), rid(11), "router 1 saw another DR");
+        assert_ne!(dr_at(s, 1), rid(1), "11 let 1 become DR");
+        assert!(s.sees_stub(1, 11, vip()), "the helper lost the VIP");
+        !s.routers[1].1.restarting()
+    });
+    let restarter = seg.routers[1].1.status(seg.now);
+    assert_eq!(
+        restarter.graceful_restart.last_restart_exit.as_deref(),
+        Some("completed")
+    );
+    assert_eq!(restarter.interfaces[0].dr, rid(11));
+    seg.run_until(Duration::from_secs(70), |s| {
+        s.routers[0]
+            .1
+            .status(s.now)
+            .graceful_restart
+            .last_helper_exit
+            .is_some()
+    });
+    assert_eq!(
+        seg.routers[0]
+            .1
+            .status(seg.now)
+            .graceful_restart
+            .last_helper_exit
+            .as_deref(),
+        Some("10.0.0.11: completed")
+    );
+}
+
+/// 11 dies during a planned restart (1 helps, holding its grace-LSA) and starts again
+/// unplanned 100 s of wall clock later: its grace-LSA's sequence number counts from the wall
+/// clock, past the planned one's, so 1 takes the new grace period and reason. At
+/// InitialSequenceNumber it would have been older than what 1 holds, and ignored.
+#[test]
+fn unplanned_grace_lsa_goes_past_a_planned_one_the_helper_holds() {
+    let mut seg = Segment::new(&[(1, 100), (11, 0)], NetworkType::Broadcast, Auth::Null);
+    let now = seg.now;
+    seg.router(11).set_announcements(stub(1), now);
+    seg.run_until(Duration::from_secs(10), |s| {
+        s.full(1, 11) && s.sees_stub(1, 11, vip())
+    });
+    seg.run_for(Duration::from_secs(2));
+    let now = seg.now;
+    seg.router(11)
+        .prepare_restart(RestartReason::SoftwareRestart, now);
+    seg.run_until(Duration::from_secs(30), |s| {
+        s.routers[1].1.flush_acknowledged()
+            && s.routers[0].1.status(s.now).graceful_restart.helping.len() == 1
+    });
+    let planned_seq = graceful::grace_seq_floor(1_700_000_000);
+
+    let now = seg.now;
+    let mut fresh = restarted_11(now);
+    fresh.set_announcements(stub(1), now);
+    fresh.begin_restart(60, RestartReason::Unknown, true, now);
+    // The bytes on the wire: one grace-LSA, sequence number from the wall clock.
+    let out = fresh.take_output();
+    let sent = updates(&out);
+    assert_eq!(sent.len(), 1);
+    let grace = &sent[0][0];
+    assert_eq!(grace.header.ls_type, lsa::TYPE_OPAQUE_LINK);
+    assert_eq!(grace.header.advertising_router, rid(11));
+    assert_eq!(grace.header.seq, graceful::grace_seq_floor(1_700_000_100));
+    assert_eq!(grace.header.seq, planned_seq + 100);
+    assert_eq!(
+        grace.header.seq,
+        lsa::INITIAL_SEQ + 1_700_000_100_i32 % (1 << 30)
+    );
+    seg.wire.extend(out.into_iter().map(|t| (11, t)));
+    seg.routers[1].1 = fresh;
+    seg.run_until(Duration::from_secs(60), |s| {
+        let helping = s.routers[0].1.status(s.now).graceful_restart.helping;
+        helping.len() == 1 && helping[0].grace_period == 60
+    });
+    let helping = &seg.routers[0].1.status(seg.now).graceful_restart.helping[0];
+    assert_eq!(helping.reason, RestartReason::Unknown);
+}
