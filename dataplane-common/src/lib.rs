@@ -123,6 +123,8 @@ pub mod bench {
     pub const MIXED_CLIENT: [u8; 4] = [198, 51, 100, 10];
     pub const MIXED_PORT_BASE: u16 = 10_000;
     pub const MIXED_FLOWS: u16 = 10_000;
+    /// `BENCH_GEN_STATE`: the generator's state, an array of two per-CPU `u64`.
+    pub const GEN_STATE: &str = "BENCH_GEN_STATE";
 }
 
 pub mod programs {
@@ -136,8 +138,8 @@ pub mod programs {
     pub const BENCH_NEW_FLOWS: &str = "portier_bench_new_flows";
     /// `XDP_TX` everything: the live-frames generator.
     pub const BENCH_GEN: &str = "portier_bench_gen";
-    /// The live-frames generator of the mixed workload: nine established flows' ACKs in ten
-    /// frames, one SYN of a new flow.
+    /// The live-frames generator of the mixed workload: ACKs of established flows, and one
+    /// SYN of a new flow in a set number of frames.
     pub const BENCH_GEN_MIXED: &str = "portier_bench_gen_mixed";
     /// `XDP_DROP` everything: where forwarded benchmark frames end.
     pub const BENCH_SINK: &str = "portier_bench_sink";

@@ -92,10 +92,10 @@ pub fn portier_bench_gen(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
-/// Benchmark only: the live-frames generator of the mixed workload. Of every ten frames, nine
-/// are ACKs of established flows (`bench::MIXED_*`) and one the SYN of a flow never seen
-/// before. Both fields are written on every frame: live mode may hand back a page this program
-/// already changed.
+/// Benchmark only: the live-frames generator of the mixed workload. One frame in
+/// `BENCH_GEN_STATE[1]` (0: none) is the SYN of a flow never seen before, the others are ACKs
+/// of established flows (`bench::MIXED_*`), each in turn. Both fields are written on every
+/// frame: live mode may hand back a page this program already changed.
 #[xdp]
 pub fn portier_bench_gen_mixed(ctx: XdpContext) -> u32 {
     use dataplane_common::bench::{MIXED_CLIENT, MIXED_FLOWS, MIXED_PORT_BASE};
@@ -103,16 +103,19 @@ pub fn portier_bench_gen_mixed(ctx: XdpContext) -> u32 {
     if data + 48 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
-    let Some(state) = maps::BENCH_GEN_STATE.get_ptr_mut(0) else {
+    let (Some(state), Some(period)) = (
+        maps::BENCH_GEN_STATE.get_ptr_mut(0),
+        maps::BENCH_GEN_STATE.get_ptr(1),
+    ) else {
         return xdp_action::XDP_ABORTED;
     };
-    // SAFETY: per-CPU value only this program writes; 48 bytes checked above: Ethernet,
-    // 20-byte IPv4 header, TCP up to its flags.
+    // SAFETY: per-CPU values only this program (and userspace, before the run) writes; 48
+    // bytes checked above: Ethernet, 20-byte IPv4 header, TCP up to its flags.
     unsafe {
-        let n = *state;
+        let (n, period) = (*state, *period);
         *state = n + 1;
-        let (src, sport, flags) = if n % 10 == 9 {
-            let m = (n / 10) as u32;
+        let (src, sport, flags) = if period != 0 && n % period == period - 1 {
+            let m = (n / period) as u32;
             let src = [10, 128 | ((m >> 16) & 0x3f) as u8, (m >> 8) as u8, m as u8];
             (src, 1024u16, 0x02u8)
         } else {

@@ -85,6 +85,7 @@ pub static FLOW_GUARD: Array<FlowGuard, 1> = Array::new();
 #[btf_map]
 pub static FLOW_WINDOW: PerCpuArray<FlowWindow, 1> = PerCpuArray::new();
 
-/// Benchmark only: the mixed live-frames generator's frame count on this CPU.
+/// Benchmark only: the mixed live-frames generator's frame count on this CPU (slot 0) and its
+/// period of new flows (slot 1: one frame in that many; 0, none).
 #[btf_map]
-pub static BENCH_GEN_STATE: PerCpuArray<u64, 1> = PerCpuArray::new();
+pub static BENCH_GEN_STATE: PerCpuArray<u64, 2> = PerCpuArray::new();

@@ -25,8 +25,14 @@ use portier::dataplane::{
 
 use super::{ACK, SYN, VIP, frames};
 
-const GEN: &str = "portier_bench_gen";
-const GEN_MIXED: &str = "portier_bench_gen_mixed";
+/// A generator program and, for the mixed one, its period of new flows.
+#[derive(Clone, Copy)]
+enum Gen {
+    /// The template frame, always: one established flow.
+    Same,
+    /// `bench::MIXED_FLOWS` established flows in turn, and one new flow in `n` frames (0: none).
+    Mixed(u64),
+}
 
 pub struct LiveParams {
     pub prefix: String,
@@ -137,7 +143,7 @@ fn ethtool_stat(ns: &str, dev: &str, name: &str) -> anyhow::Result<u64> {
 fn generate(
     t: &Topology,
     p: &LiveParams,
-    program: &'static str,
+    generator: Gen,
     frame: &[u8],
 ) -> anyhow::Result<Duration> {
     let (ns, dev) = (t.gen_ns.clone(), t.gen_if.clone());
@@ -147,8 +153,15 @@ fn generate(
         s.spawn(move || -> anyhow::Result<Duration> {
             pin_to_cpu(cpu)?;
             enter(&ns)?;
-            let gen_dp = Dataplane::load_for_test(1024)?;
+            let mut gen_dp = Dataplane::load_for_test(1024)?;
             let idx = ifindex(&dev)?;
+            let program = match generator {
+                Gen::Same => "portier_bench_gen",
+                Gen::Mixed(period) => {
+                    gen_dp.set_bench_gen_period(period)?;
+                    "portier_bench_gen_mixed"
+                }
+            };
             Ok(gen_dp.test_run_live(program, &frame, idx, packets, batch)?)
         })
         .join()
@@ -169,14 +182,14 @@ struct Sample {
 fn sample(
     t: &Topology,
     p: &LiveParams,
-    program: &'static str,
+    generator: Gen,
     frame: &[u8],
     count: Option<&dyn Fn() -> anyhow::Result<u64>>,
 ) -> anyhow::Result<(Sample, Option<u64>)> {
     let tx0 = ethtool_stat(&t.lb_ns, &t.lb_if, "rx_queue_0_xdp_tx")?;
     let rx0 = ethtool_stat(&t.gen_ns, &t.gen_if, "rx_queue_0_xdp_drops")?;
     let c0 = count.map(|c| c()).transpose()?;
-    let wall = generate(t, p, program, frame)?;
+    let wall = generate(t, p, generator, frame)?;
     // The last batches may still sit in a veth ring when the run returns: read until the
     // far end stops moving.
     let mut rx1 = ethtool_stat(&t.gen_ns, &t.gen_if, "rx_queue_0_xdp_drops")?;
@@ -213,6 +226,7 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
     let mut floor = Vec::new();
     let mut balancer = Vec::new();
     let mut floor_mixed = Vec::new();
+    let mut many = Vec::new();
     let mut mixed = Vec::new();
     let mut counted = Vec::new();
     let mut mixed_paths = Vec::new();
@@ -232,8 +246,8 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
         };
         for _ in 0..p.rounds {
             let f = attach_bench_program("portier_floor", &t.lb_if)?;
-            floor.push(sample(&t, p, GEN, &frame, None)?.0);
-            floor_mixed.push(sample(&t, p, GEN_MIXED, &frame, None)?.0);
+            floor.push(sample(&t, p, Gen::Same, &frame, None)?.0);
+            floor_mixed.push(sample(&t, p, Gen::Mixed(10), &frame, None)?.0);
             drop(f);
 
             let mut opts =
@@ -269,12 +283,13 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
                 dp.test_run("portier_lb", &syn, 1)?;
             }
             let forwarded_tx = || -> anyhow::Result<u64> { Ok(dp.reason(Reason::ForwardTx)?) };
-            let (s, c) = sample(&t, p, GEN, &frame, Some(&forwarded_tx))?;
+            let (s, c) = sample(&t, p, Gen::Same, &frame, Some(&forwarded_tx))?;
             counted.push((s.forwarded, c.unwrap_or(0)));
             balancer.push(s);
             let hits = || -> anyhow::Result<u64> { Ok(dp.reason(Reason::ConntrackHit)?) };
+            many.push(sample(&t, p, Gen::Mixed(0), &frame, None)?.0);
             let new = dp.reason(Reason::ConntrackNew)?;
-            let (s, h) = sample(&t, p, GEN_MIXED, &frame, Some(&hits))?;
+            let (s, h) = sample(&t, p, Gen::Mixed(10), &frame, Some(&hits))?;
             mixed_paths.push((h.unwrap_or(0), dp.reason(Reason::ConntrackNew)? - new));
             mixed.push(s);
         }
@@ -288,6 +303,7 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
     let (bpps, bfwd, bret) = median(&mut balancer);
     let (mfpps, mffwd, mfret) = median(&mut floor_mixed);
     let (mpps, mfwd, mret) = median(&mut mixed);
+    let (npps, nfwd, nret) = median(&mut many);
     println!(
         "XDP live frames: {} packets per run in batches of {}, cpu {}, median of {} \
          (veth pair, native XDP; all in softirq on one core)",
@@ -307,6 +323,7 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
     row("floor (MAC swap + XDP_TX)", ffwd, fret, fpps, fpps);
     row("balancer, TCP established", bfwd, bret, bpps, fpps);
     row("floor, mixed generator", mffwd, mfret, mfpps, mfpps);
+    row("balancer, 10,000 established flows", nfwd, nret, npps, mfpps);
     row("balancer, 90% established 10% new", mfwd, mret, mpps, mfpps);
     println!("per balancer run, (veth xdp_tx, balancer's forward_tx counter): {counted:?}");
     println!(
