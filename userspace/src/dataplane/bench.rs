@@ -31,7 +31,8 @@ impl Dataplane {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::io(GEN_STATE)(e))?;
         let mut state: PerCpuArray<&mut aya::maps::MapData, u64> = self.typed_mut(GEN_STATE)?;
         for (slot, v) in [(0, 0), (1, period)] {
-            let values = PerCpuValues::try_from(vec![v; cpus]).map_err(DataplaneError::io(GEN_STATE))?;
+            let values =
+                PerCpuValues::try_from(vec![v; cpus]).map_err(DataplaneError::io(GEN_STATE))?;
             state
                 .set(slot, values, 0)
                 .map_err(DataplaneError::map(GEN_STATE))?;

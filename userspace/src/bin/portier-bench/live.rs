@@ -323,7 +323,13 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
     row("floor (MAC swap + XDP_TX)", ffwd, fret, fpps, fpps);
     row("balancer, TCP established", bfwd, bret, bpps, fpps);
     row("floor, mixed generator", mffwd, mfret, mfpps, mfpps);
-    row("balancer, 10,000 established flows", nfwd, nret, npps, mfpps);
+    row(
+        "balancer, 10,000 established flows",
+        nfwd,
+        nret,
+        npps,
+        mfpps,
+    );
     row("balancer, 90% established 10% new", mfwd, mret, mpps, mfpps);
     println!("per balancer run, (veth xdp_tx, balancer's forward_tx counter): {counted:?}");
     println!(

@@ -235,6 +235,31 @@ fn single_runs(
     Ok(total as f64 / frames.len() as f64)
 }
 
+/// Mean ns per packet of `portier_bench_new_flows` run on every CPU of `cpus` at once, each
+/// from its own source addresses (so every packet is a new flow), into the one table.
+fn parallel_new_flows(dp: &Dataplane, cpus: &[usize], repeat: u32) -> anyhow::Result<f64> {
+    let per_cpu: Vec<u64> = std::thread::scope(|s| {
+        let workers: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                s.spawn(move || -> anyhow::Result<u64> {
+                    pin_to_cpu(cpu)?;
+                    let src = [10, 64 + cpu as u8, 0, 1];
+                    let frame = frames::v4_from(src, VIP, 1, 80, Some(SYN));
+                    Ok(dp
+                        .test_run("portier_bench_new_flows", &frame, repeat)?
+                        .duration_ns)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| anyhow::anyhow!("worker panicked"))?)
+            .collect::<anyhow::Result<Vec<u64>>>()
+    })?;
+    Ok(per_cpu.iter().sum::<u64>() as f64 / per_cpu.len() as f64)
+}
+
 /// The IPIP path and the host's decapsulator, each next to DSR and the floor measured the same
 /// way: one run per packet (repeat 1), because a repeated run would encapsulate (or strip)
 /// the same buffer again and again.
@@ -610,6 +635,35 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             s[0]
         );
     }
+
+    // The table's locks under contention: every online CPU writes new flows at once, as in
+    // a SYN flood spread by RSS (the single-CPU case above cannot show a shared lock).
+    // Online CPUs, not this thread's affinity (pinned above).
+    let cpus: Vec<usize> = aya::util::online_cpus()
+        .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    if cpus.len() > 1
+        && p.only
+            .as_ref()
+            .is_none_or(|o| "parallel SYN".contains(o.as_str()))
+    {
+        let mut par = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            par.push(parallel_new_flows(&dp, &cpus, repeat)?);
+        }
+        par.sort_unstable_by(f64::total_cmp);
+        let n = par[par.len() / 2];
+        println!(
+            "{:<30} {:>8.0} {:>10.2}  ({} CPUs at once, ns per packet on each)",
+            "TCP SYN, new flow, all CPUs",
+            n,
+            n / floor,
+            cpus.len()
+        );
+    }
+    dp.set_new_flow_rate(0)?;
 
     // New flows for real: every packet a SYN of a flow the table has never seen (source
     // address and port vary, so successive rounds evict older flows as the table fills).
