@@ -16,6 +16,9 @@ pub const MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
 /// Default connection table size (LRU entries).
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 65536;
+/// `map_flags` of the connection table: `BPF_F_NO_COMMON_LRU`, an LRU list per CPU (see the
+/// README's "Connection table"). A pinned table with other flags is migrated on start.
+pub const CONNTRACK_MAP_FLAGS: u32 = 1 << 1;
 
 /// A Maglev slot value meaning "this service has no backend": such packets are dropped.
 pub const NO_BACKEND: u32 = u32::MAX;
@@ -113,6 +116,17 @@ pub mod maps {
 }
 
 /// Program names in the object file.
+/// The mixed live-frames workload (`portier_bench_gen_mixed`): the established flows come
+/// from `MIXED_CLIENT`, source ports `MIXED_PORT_BASE ..+ MIXED_FLOWS`; new flows from
+/// 10.128.0.0/10, one source address each.
+pub mod bench {
+    pub const MIXED_CLIENT: [u8; 4] = [198, 51, 100, 10];
+    pub const MIXED_PORT_BASE: u16 = 10_000;
+    pub const MIXED_FLOWS: u16 = 10_000;
+    /// `BENCH_GEN_STATE`: the generator's state, an array of two per-CPU `u64`.
+    pub const GEN_STATE: &str = "BENCH_GEN_STATE";
+}
+
 pub mod programs {
     /// The balancer, attached to the LB node's LAN interfaces.
     pub const BALANCER: &str = "portier_lb";
@@ -124,6 +138,9 @@ pub mod programs {
     pub const BENCH_NEW_FLOWS: &str = "portier_bench_new_flows";
     /// `XDP_TX` everything: the live-frames generator.
     pub const BENCH_GEN: &str = "portier_bench_gen";
+    /// The live-frames generator of the mixed workload: ACKs of established flows, and one
+    /// SYN of a new flow in a set number of frames.
+    pub const BENCH_GEN_MIXED: &str = "portier_bench_gen_mixed";
     /// `XDP_DROP` everything: where forwarded benchmark frames end.
     pub const BENCH_SINK: &str = "portier_bench_sink";
     /// Strips IPIP / IPv6-in-IPv6 addressed to the host and passes the inner packet up.

@@ -92,6 +92,43 @@ pub fn portier_bench_gen(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
+/// Benchmark only: the live-frames generator of the mixed workload. One frame in
+/// `BENCH_GEN_STATE[1]` (0: none) is the SYN of a flow never seen before, the others are ACKs
+/// of established flows (`bench::MIXED_*`), each in turn. Both fields are written on every
+/// frame: live mode may hand back a page this program already changed.
+#[xdp]
+pub fn portier_bench_gen_mixed(ctx: XdpContext) -> u32 {
+    use dataplane_common::bench::{MIXED_CLIENT, MIXED_FLOWS, MIXED_PORT_BASE};
+    let data = ctx.data();
+    if data + 48 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let (Some(state), Some(period)) = (
+        maps::BENCH_GEN_STATE.get_ptr_mut(0),
+        maps::BENCH_GEN_STATE.get_ptr(1),
+    ) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: per-CPU values only this program (and userspace, before the run) writes; 48
+    // bytes checked above: Ethernet, 20-byte IPv4 header, TCP up to its flags.
+    unsafe {
+        let (n, period) = (*state, *period);
+        *state = n + 1;
+        let (src, sport, flags) = if period != 0 && n % period == period - 1 {
+            let m = (n / period) as u32;
+            let src = [10, 128 | ((m >> 16) & 0x3f) as u8, (m >> 8) as u8, m as u8];
+            (src, 1024u16, 0x02u8)
+        } else {
+            let port = MIXED_PORT_BASE + (n % u64::from(MIXED_FLOWS)) as u16;
+            (MIXED_CLIENT, port, 0x10u8)
+        };
+        write::<u32>(data + 26, u32::from_ne_bytes(src));
+        write::<u16>(data + 34, sport.to_be());
+        write::<u8>(data + 47, flags);
+    }
+    xdp_action::XDP_TX
+}
+
 /// Benchmark only: drops what the program under test sends back, at the cheapest point.
 #[xdp]
 pub fn portier_bench_sink(_ctx: XdpContext) -> u32 {

@@ -6,11 +6,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use dataplane_common::{
-    Backend, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapKey,
-    EncapSource, FlowGuard, FlowKey, FlowValue, FlowWindow, MAX_BACKENDS, MAX_DECAP_ADDRS,
-    MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES, MAX_SERVICE_ENTRIES, MAX_SERVICES,
-    MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue,
-    SourcePrefix, VIP_FILTER_SIZE,
+    Backend, CONNTRACK_MAP_FLAGS, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_SIZE,
+    DEFAULT_MAGLEV_SIZE, DecapKey, EncapSource, FlowGuard, FlowKey, FlowValue, FlowWindow,
+    MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES,
+    MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey,
+    ServiceSlot, ServiceValue, SourcePrefix, VIP_FILTER_SIZE,
 };
 
 /// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any
@@ -27,17 +27,19 @@ pub static MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = ArrayOf
 #[btf_map]
 pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
 
-/// One LRU shared by all CPUs, on purpose. With `BPF_F_NO_COMMON_LRU` the hash table is
-/// still shared, but every CPU evicts only from its own slice of max_entries / CPUs: when
-/// flows do not spread evenly over CPUs (one NIC queue, veth and generic XDP run on the
-/// sender's CPU, an RSS imbalance) that CPU's flows are evicted while the table is mostly
-/// empty, and an evicted established flow is re-balanced by Maglev, which moves it if the
-/// table changed meanwhile. Katran's per-CPU LRU maps go further and never see a flow that
-/// switches CPU. Measured here it was not even faster: SYN same flow 507 vs 367 ns, SYN new
-/// flow each 1131 vs 944 ns (portier-bench xdp).
+/// The connection table: one hash table every CPU looks flows up in, with an LRU list per CPU
+/// (`BPF_F_NO_COMMON_LRU`). A CPU takes free entries and evicts only from its own list (its
+/// share, max_entries / CPUs), so new flows on one CPU never wait on another's lock; a flow
+/// that moves to another CPU (RSS change, veth) is still found, and hits from any CPU keep it
+/// young. The trade-off (README, "Connection table"): a CPU that gets more than its share of
+/// new flows evicts its own oldest entries while other CPUs' shares sit unused.
 #[btf_map]
-pub static CONNTRACK: LruHashMap<FlowKey, FlowValue, { DEFAULT_CONNTRACK_SIZE as usize }> =
-    LruHashMap::new();
+pub static CONNTRACK: LruHashMap<
+    FlowKey,
+    FlowValue,
+    { DEFAULT_CONNTRACK_SIZE as usize },
+    { CONNTRACK_MAP_FLAGS as usize },
+> = LruHashMap::new();
 
 #[btf_map]
 pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();
@@ -82,3 +84,8 @@ pub static FLOW_GUARD: Array<FlowGuard, 1> = Array::new();
 
 #[btf_map]
 pub static FLOW_WINDOW: PerCpuArray<FlowWindow, 1> = PerCpuArray::new();
+
+/// Benchmark only: the mixed live-frames generator's frame count on this CPU (slot 0) and its
+/// period of new flows (slot 1: one frame in that many; 0, none).
+#[btf_map]
+pub static BENCH_GEN_STATE: PerCpuArray<u64, 2> = PerCpuArray::new();

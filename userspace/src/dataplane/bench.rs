@@ -23,6 +23,23 @@ impl Dataplane {
         Ok(dp)
     }
 
+    /// Sets the mixed generator's period of new flows (one frame in `period` is the SYN of a
+    /// new flow; 0: none) on every CPU, and restarts its count.
+    pub fn set_bench_gen_period(&mut self, period: u64) -> Result<(), DataplaneError> {
+        use aya::maps::{PerCpuArray, PerCpuValues};
+        use dataplane_common::bench::GEN_STATE;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::io(GEN_STATE)(e))?;
+        let mut state: PerCpuArray<&mut aya::maps::MapData, u64> = self.typed_mut(GEN_STATE)?;
+        for (slot, v) in [(0, 0), (1, period)] {
+            let values =
+                PerCpuValues::try_from(vec![v; cpus]).map_err(DataplaneError::io(GEN_STATE))?;
+            state
+                .set(slot, values, 0)
+                .map_err(DataplaneError::map(GEN_STATE))?;
+        }
+        Ok(())
+    }
+
     /// Runs `program` in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`): `repeat` copies of
     /// `frame`, in batches of `batch`, with `ingress_ifindex` as the receiving interface, so
     /// `XDP_TX` really transmits out of it. The interface is looked up in the calling

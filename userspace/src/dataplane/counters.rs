@@ -15,6 +15,9 @@ pub struct MapMemory {
     pub value_size: u32,
     /// `max_entries * (key_size + value_size)`, times the CPU count for per-CPU maps.
     pub bytes: u64,
+    /// What the kernel charges for the map (`memlock` in /proc/self/fdinfo): with its
+    /// buckets, element headers, LRU lists and per-CPU copies.
+    pub memlock: Option<u64>,
 }
 
 impl Dataplane {
@@ -75,6 +78,7 @@ impl Dataplane {
                     key_size: info.key_size(),
                     value_size: info.value_size(),
                     bytes: u64::from(info.max_entries()) * entry,
+                    memlock: fdinfo_memlock(data),
                 })
             })
             .collect()
@@ -89,7 +93,18 @@ fn map_data(map: &aya::maps::Map) -> Option<&MapData> {
         | Map::DevMapHash(d)
         | Map::HashMap(d)
         | Map::LruHashMap(d)
+        | Map::LpmTrie(d)
         | Map::PerCpuArray(d) => d,
         _ => return None,
     })
+}
+
+/// The `memlock:` line of the map fd's /proc/self/fdinfo entry.
+fn fdinfo_memlock(map: &MapData) -> Option<u64> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let fd = map.fd().as_fd().as_raw_fd();
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
 }

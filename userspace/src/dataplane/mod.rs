@@ -37,10 +37,11 @@ pub use bench::{BenchAttachment, attach_bench_program};
 pub use counters::MapMemory;
 pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
 pub use dataplane_common::{
-    BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_MAGLEV_SIZE, DecapReason,
-    EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND,
-    PROTO_TCP, PROTO_UDP, REASON_COUNT, REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey,
-    ServiceSlot, ServiceValue, flow_hash, service_slot_index,
+    BACKEND_F_VALID, Backend, CONNTRACK_MAP_FLAGS, Counters, DEFAULT_CONNTRACK_SIZE,
+    DEFAULT_MAGLEV_SIZE, DecapReason, EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue,
+    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, REASON_COUNT, REASON_SLOTS,
+    Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot, ServiceValue, flow_hash,
+    service_slot_index,
 };
 use dataplane_common::{SERVICE_F_ADDR_MARKER, maps, programs};
 pub use decap::{DecapOptions, Decapsulator};
@@ -165,7 +166,11 @@ fn require_root() -> Result<(), DataplaneError> {
 }
 
 /// Programs only `load_for_test` loads.
-const TEST_PROGRAMS: [&str; 2] = [programs::BENCH_NEW_FLOWS, programs::BENCH_GEN];
+const TEST_PROGRAMS: [&str; 3] = [
+    programs::BENCH_NEW_FLOWS,
+    programs::BENCH_GEN,
+    programs::BENCH_GEN_MIXED,
+];
 
 /// Loads the object with `ALL_PROGRAMS` and `extra`; with `pins`, every map is opened from (or
 /// created and pinned at) `<pins>/<MAP>`, which is how a restart keeps the state.
@@ -283,6 +288,7 @@ impl Dataplane {
         let pin_dir = opts.pin_root.join(&opts.node);
         fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
         let adopted = ALL_MAPS.iter().all(|m| pin_dir.join(m).exists());
+        let migration = persist::migrate_conntrack(&pin_dir, opts.conntrack_size)?;
         let ebpf = match load_object(opts.conntrack_size, Some(&pin_dir), &[]) {
             Ok(e) => e,
             Err(e) if pin_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) => {
@@ -309,6 +315,10 @@ impl Dataplane {
         };
         if adopted {
             dp.services = dp.read_services()?;
+        }
+        if let Some(m) = migration {
+            let (kept, total) = (dp.restore_flows(&m.flows)?, m.flows.len());
+            tracing::info!("connection table migrated: {kept} of {total} flows kept");
         }
 
         let path = pin_dir.join(programs::BALANCER);

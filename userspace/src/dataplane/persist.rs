@@ -4,9 +4,11 @@
 //! state it needs back from the maps.
 
 use super::error::DataplaneError;
+use aya::maps::{HashMap, Map, MapData, MapError, MapInfo};
 use aya::programs::Xdp;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
+use dataplane_common::{CONNTRACK_MAP_FLAGS, FlowKey, FlowValue, maps};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -119,4 +121,66 @@ pub fn drop_other_links(pin_dir: &Path, keep: &[String]) -> Result<(), Dataplane
         }
     }
     Ok(())
+}
+
+/// The flows of a pinned connection table that this build cannot adopt as it is, read out
+/// before its pin is removed so the new table takes them over (`Dataplane::restore_flows`).
+#[derive(Debug, Default)]
+pub struct ConntrackMigration {
+    pub flows: Vec<(FlowKey, FlowValue)>,
+}
+
+/// The `max_entries` the kernel gives a connection table of `size` entries: with an LRU list
+/// per CPU it rounds up to a multiple of the possible CPUs.
+pub fn conntrack_entries(size: u32) -> u32 {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1) as u32);
+    size.div_ceil(cpus).saturating_mul(cpus)
+}
+
+/// Checks the pinned connection table in `pin_dir` against what this build creates
+/// (`CONNTRACK_MAP_FLAGS`, `size` entries). A table made with other flags (the shared LRU of
+/// earlier versions) or another size (`conntrack_size` changed) would otherwise be adopted
+/// silently as it is, since a pinned map is opened without comparing its definition: its
+/// flows are read out and its pin removed, so loading creates the table anew; `None` when the
+/// pin is absent or right.
+pub fn migrate_conntrack(
+    pin_dir: &Path,
+    size: u32,
+) -> Result<Option<ConntrackMigration>, DataplaneError> {
+    let path = pin_dir.join(maps::CONNTRACK);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let wanted = conntrack_entries(size);
+    let reason = match MapInfo::from_pin(&path) {
+        Err(e) => format!("unreadable ({e})"),
+        Ok(info) if info.map_flags() != CONNTRACK_MAP_FLAGS => format!(
+            "made with map flags {:#x}, this version uses {CONNTRACK_MAP_FLAGS:#x} \
+             (BPF_F_NO_COMMON_LRU: an LRU list per CPU)",
+            info.map_flags()
+        ),
+        Ok(info) if info.max_entries() != wanted => format!(
+            "{} entries, conntrack_size asks for {wanted}",
+            info.max_entries()
+        ),
+        Ok(_) => return Ok(None),
+    };
+    let flows = read_flows(&path).unwrap_or_else(|e| {
+        tracing::warn!(pin = %path.display(), "cannot read the old connection table's flows: {e}");
+        Vec::new()
+    });
+    tracing::warn!(
+        pin = %path.display(),
+        flows = flows.len(),
+        "pinned connection table {reason}: migrating its flows to a new table"
+    );
+    std::fs::remove_file(&path).map_err(DataplaneError::io(&path))?;
+    Ok(Some(ConntrackMigration { flows }))
+}
+
+fn read_flows(path: &Path) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
+    let map = Map::from_map_data(MapData::from_pin(path)?)?;
+    let table: HashMap<MapData, FlowKey, FlowValue> = HashMap::try_from(map)?;
+    // An entry evicted while we iterate ends the walk early: the rest are Maglev's again.
+    Ok(table.iter().map_while(Result::ok).collect())
 }

@@ -374,6 +374,48 @@ impl Dataplane {
             .map_err(DataplaneError::map(maps::BACKENDS))
     }
 
+    /// Writes `flows` (a migrated table's) into the pinned connection table; returns how many
+    /// it took. Each CPU's LRU list holds only its share of the table, and an insert from
+    /// userspace lands on the list of the CPU it runs on: the flows are spread over one
+    /// thread per online CPU, so a full old table fits.
+    pub fn restore_flows(&self, flows: &[(FlowKey, FlowValue)]) -> Result<usize, DataplaneError> {
+        let dir = self
+            .pin_dir
+            .as_ref()
+            .ok_or_else(|| DataplaneError::Invalid("restoring flows needs pinned maps".into()))?;
+        let path = dir.join(maps::CONNTRACK);
+        let cpus = aya::util::online_cpus().unwrap_or_else(|_| vec![0]);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = cpus
+                .iter()
+                .enumerate()
+                .map(|(i, &cpu)| {
+                    let chunk = flows.iter().skip(i).step_by(cpus.len());
+                    let path = &path;
+                    s.spawn(move || -> Result<usize, DataplaneError> {
+                        // Unpinned, the flows still go in, onto whichever CPU's list.
+                        let _ = super::sys::pin_to_cpu(cpu as usize);
+                        let map = MapData::from_pin(path)
+                            .map_err(DataplaneError::map(maps::CONNTRACK))?;
+                        let mut ct: aya::maps::HashMap<MapData, FlowKey, FlowValue> =
+                            aya::maps::Map::from_map_data(map)
+                                .and_then(aya::maps::HashMap::try_from)
+                                .map_err(DataplaneError::map(maps::CONNTRACK))?;
+                        Ok(chunk.filter(|(k, v)| ct.insert(k, v, 0).is_ok()).count())
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(DataplaneError::Invalid("restore thread panicked".into()))
+                    })
+                })
+                .sum()
+        })
+    }
+
     /// The connection-table entry of `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
         let ct: aya::maps::HashMap<&MapData, FlowKey, FlowValue> = {

@@ -17,12 +17,22 @@
 use std::{fs::File, os::fd::AsRawFd as _, process::Command, thread, time::Duration};
 
 use anyhow::{Context as _, bail};
+use dataplane_common::bench::{MIXED_CLIENT, MIXED_FLOWS, MIXED_PORT_BASE};
 use portier::dataplane::{
     BACKEND_F_VALID, Backend, Dataplane, DataplaneOptions, FAMILY_V4, PROTO_TCP, Reason,
     ServiceKey, XdpAttachMode, attach_bench_program, pin_to_cpu,
 };
 
-use super::{ACK, VIP, frames};
+use super::{ACK, SYN, VIP, frames};
+
+/// A generator program and, for the mixed one, its period of new flows.
+#[derive(Clone, Copy)]
+enum Gen {
+    /// The template frame, always: one established flow.
+    Same,
+    /// `bench::MIXED_FLOWS` established flows in turn, and one new flow in `n` frames (0: none).
+    Mixed(u64),
+}
 
 pub struct LiveParams {
     pub prefix: String,
@@ -129,8 +139,13 @@ fn ethtool_stat(ns: &str, dev: &str, name: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {name} in ethtool -S {dev}"))
 }
 
-/// Runs the generator in the generator namespace on `cpu`; returns the run's wall time.
-fn generate(t: &Topology, p: &LiveParams, frame: &[u8]) -> anyhow::Result<Duration> {
+/// Runs generator `program` in the generator namespace on `cpu`; returns the run's wall time.
+fn generate(
+    t: &Topology,
+    p: &LiveParams,
+    generator: Gen,
+    frame: &[u8],
+) -> anyhow::Result<Duration> {
     let (ns, dev) = (t.gen_ns.clone(), t.gen_if.clone());
     let (packets, batch, cpu) = (p.packets, p.batch, p.cpu);
     let frame = frame.to_vec();
@@ -138,9 +153,16 @@ fn generate(t: &Topology, p: &LiveParams, frame: &[u8]) -> anyhow::Result<Durati
         s.spawn(move || -> anyhow::Result<Duration> {
             pin_to_cpu(cpu)?;
             enter(&ns)?;
-            let gen_dp = Dataplane::load_for_test(1024)?;
+            let mut gen_dp = Dataplane::load_for_test(1024)?;
             let idx = ifindex(&dev)?;
-            Ok(gen_dp.test_run_live("portier_bench_gen", &frame, idx, packets, batch)?)
+            let program = match generator {
+                Gen::Same => "portier_bench_gen",
+                Gen::Mixed(period) => {
+                    gen_dp.set_bench_gen_period(period)?;
+                    "portier_bench_gen_mixed"
+                }
+            };
+            Ok(gen_dp.test_run_live(program, &frame, idx, packets, batch)?)
         })
         .join()
         .map_err(|_| anyhow::anyhow!("generator thread panicked"))?
@@ -160,13 +182,14 @@ struct Sample {
 fn sample(
     t: &Topology,
     p: &LiveParams,
+    generator: Gen,
     frame: &[u8],
     count: Option<&dyn Fn() -> anyhow::Result<u64>>,
 ) -> anyhow::Result<(Sample, Option<u64>)> {
     let tx0 = ethtool_stat(&t.lb_ns, &t.lb_if, "rx_queue_0_xdp_tx")?;
     let rx0 = ethtool_stat(&t.gen_ns, &t.gen_if, "rx_queue_0_xdp_drops")?;
     let c0 = count.map(|c| c()).transpose()?;
-    let wall = generate(t, p, frame)?;
+    let wall = generate(t, p, generator, frame)?;
     // The last batches may still sit in a veth ring when the run returns: read until the
     // far end stops moving.
     let mut rx1 = ethtool_stat(&t.gen_ns, &t.gen_if, "rx_queue_0_xdp_drops")?;
@@ -202,7 +225,11 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
 
     let mut floor = Vec::new();
     let mut balancer = Vec::new();
+    let mut floor_mixed = Vec::new();
+    let mut many = Vec::new();
+    let mut mixed = Vec::new();
     let mut counted = Vec::new();
+    let mut mixed_paths = Vec::new();
     {
         // Frames the LB sends back end here.
         let _sink = {
@@ -219,7 +246,8 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
         };
         for _ in 0..p.rounds {
             let f = attach_bench_program("portier_floor", &t.lb_if)?;
-            floor.push(sample(&t, p, &frame, None)?.0);
+            floor.push(sample(&t, p, Gen::Same, &frame, None)?.0);
+            floor_mixed.push(sample(&t, p, Gen::Mixed(10), &frame, None)?.0);
             drop(f);
 
             let mut opts =
@@ -247,10 +275,23 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
                 family: FAMILY_V4,
             };
             dp.set_service(key, 0, &[1; 65537])?;
+            // The established flows are opened by their SYNs first, on the CPU the frames
+            // will arrive on (this thread's, as the generator's).
+            dp.test_run("portier_lb", &frames::v4(VIP, 40002, 80, Some(SYN)), 1)?;
+            for i in 0..MIXED_FLOWS {
+                let syn = frames::v4_from(MIXED_CLIENT, VIP, MIXED_PORT_BASE + i, 80, Some(SYN));
+                dp.test_run("portier_lb", &syn, 1)?;
+            }
             let forwarded_tx = || -> anyhow::Result<u64> { Ok(dp.reason(Reason::ForwardTx)?) };
-            let (s, c) = sample(&t, p, &frame, Some(&forwarded_tx))?;
+            let (s, c) = sample(&t, p, Gen::Same, &frame, Some(&forwarded_tx))?;
             counted.push((s.forwarded, c.unwrap_or(0)));
             balancer.push(s);
+            let hits = || -> anyhow::Result<u64> { Ok(dp.reason(Reason::ConntrackHit)?) };
+            many.push(sample(&t, p, Gen::Mixed(0), &frame, None)?.0);
+            let new = dp.reason(Reason::ConntrackNew)?;
+            let (s, h) = sample(&t, p, Gen::Mixed(10), &frame, Some(&hits))?;
+            mixed_paths.push((h.unwrap_or(0), dp.reason(Reason::ConntrackNew)? - new));
+            mixed.push(s);
         }
     }
     let median = |v: &mut Vec<Sample>| {
@@ -260,31 +301,40 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
     };
     let (fpps, ffwd, fret) = median(&mut floor);
     let (bpps, bfwd, bret) = median(&mut balancer);
+    let (mfpps, mffwd, mfret) = median(&mut floor_mixed);
+    let (mpps, mfwd, mret) = median(&mut mixed);
+    let (npps, nfwd, nret) = median(&mut many);
     println!(
         "XDP live frames: {} packets per run in batches of {}, cpu {}, median of {} \
          (veth pair, native XDP; all in softirq on one core)",
         p.packets, p.batch, p.cpu, p.rounds
     );
     println!(
-        "{:<30} {:>10} {:>10} {:>8} {:>8}",
+        "{:<34} {:>10} {:>10} {:>8} {:>8}",
         "path", "forwarded", "returned", "Mpps", "x floor"
     );
-    println!(
-        "{:<30} {:>10} {:>10} {:>8.3} {:>8.2}",
-        "floor (MAC swap + XDP_TX)",
-        ffwd,
-        fret,
-        fpps / 1e6,
-        1.0
+    let row = |name: &str, fwd: u64, ret: u64, pps: f64, floor: f64| {
+        println!(
+            "{name:<34} {fwd:>10} {ret:>10} {:>8.3} {:>8.2}",
+            pps / 1e6,
+            pps / floor.max(1.0)
+        );
+    };
+    row("floor (MAC swap + XDP_TX)", ffwd, fret, fpps, fpps);
+    row("balancer, TCP established", bfwd, bret, bpps, fpps);
+    row("floor, mixed generator", mffwd, mfret, mfpps, mfpps);
+    row(
+        "balancer, 10,000 established flows",
+        nfwd,
+        nret,
+        npps,
+        mfpps,
     );
-    println!(
-        "{:<30} {:>10} {:>10} {:>8.3} {:>8.2}",
-        "balancer, TCP established",
-        bfwd,
-        bret,
-        bpps / 1e6,
-        bpps / fpps.max(1.0)
-    );
+    row("balancer, 90% established 10% new", mfwd, mret, mpps, mfpps);
     println!("per balancer run, (veth xdp_tx, balancer's forward_tx counter): {counted:?}");
+    println!(
+        "per mixed run, (conntrack_hit, conntrack_new) (flood guard off: every new flow is \
+         written): {mixed_paths:?}"
+    );
     Ok(())
 }

@@ -6,7 +6,8 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portier::dataplane::{
     BACKEND_F_VALID, Backend, DEFAULT_MAGLEV_SIZE, Dataplane, Decapsulator, EncapSourceConfig,
-    FAMILY_V4, FAMILY_V6, ForwardMode, NO_BACKEND, PROTO_TCP, PROTO_UDP, ServiceKey, pin_to_cpu,
+    FAMILY_V4, FAMILY_V6, ForwardMode, NO_BACKEND, PROTO_TCP, PROTO_UDP, Reason, ServiceKey,
+    pin_to_cpu,
 };
 
 #[derive(Parser)]
@@ -199,6 +200,9 @@ struct Case {
     action: u32,
     /// The SYN-flood guard's rate while the case runs (0: off, as a table write costs).
     guard: u32,
+    /// The path the case must take, checked once before timing: a TCP "established" case
+    /// whose flow was never opened by a SYN times the mid-flow miss (Maglev) instead.
+    expect: Option<Reason>,
 }
 
 struct Params {
@@ -229,6 +233,31 @@ fn single_runs(
         total += out.duration_ns;
     }
     Ok(total as f64 / frames.len() as f64)
+}
+
+/// Mean ns per packet of `portier_bench_new_flows` run on every CPU of `cpus` at once, each
+/// from its own source addresses (so every packet is a new flow), into the one table.
+fn parallel_new_flows(dp: &Dataplane, cpus: &[usize], repeat: u32) -> anyhow::Result<f64> {
+    let per_cpu: Vec<u64> = std::thread::scope(|s| {
+        let workers: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                s.spawn(move || -> anyhow::Result<u64> {
+                    pin_to_cpu(cpu)?;
+                    let src = [10, 64 + cpu as u8, 0, 1];
+                    let frame = frames::v4_from(src, VIP, 1, 80, Some(SYN));
+                    Ok(dp
+                        .test_run("portier_bench_new_flows", &frame, repeat)?
+                        .duration_ns)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().map_err(|_| anyhow::anyhow!("worker panicked"))?)
+            .collect::<anyhow::Result<Vec<u64>>>()
+    })?;
+    Ok(per_cpu.iter().sum::<u64>() as f64 / per_cpu.len() as f64)
 }
 
 /// The IPIP path and the host's decapsulator, each next to DSR and the floor measured the same
@@ -464,6 +493,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40000, 80, Some(ACK)),
             action: tx,
             guard: 0,
+            expect: None,
         },
         Case {
             name: "XDP_PASS program",
@@ -471,6 +501,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40000, 80, Some(ACK)),
             action: pass,
             guard: 0,
+            expect: None,
         },
         Case {
             name: "non-VIP pass",
@@ -478,6 +509,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(OTHER, 40000, 80, Some(ACK)),
             action: pass,
             guard: 0,
+            expect: Some(Reason::PassNotVip),
         },
         Case {
             name: "TCP SYN to VIP (same flow)",
@@ -485,6 +517,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40001, 80, Some(SYN)),
             action: tx,
             guard: 0,
+            expect: Some(Reason::ConntrackNew),
         },
         Case {
             name: "TCP SYN, new flow each",
@@ -492,6 +525,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 1, 80, Some(SYN)),
             action: tx,
             guard: 0,
+            expect: Some(Reason::ConntrackNew),
         },
         Case {
             name: "TCP SYN flood, guard on",
@@ -500,6 +534,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             action: tx,
             // One entry per second: the flood goes by Maglev alone, as past the guard's rate.
             guard: 1,
+            expect: None,
         },
         Case {
             name: "TCP established",
@@ -507,6 +542,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40002, 80, Some(ACK)),
             action: tx,
             guard: 0,
+            expect: Some(Reason::ConntrackHit),
         },
         Case {
             name: "UDP established",
@@ -514,6 +550,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40003, 53, None),
             action: tx,
             guard: 0,
+            expect: Some(Reason::ConntrackHit),
         },
         Case {
             name: "IPv6 TCP established",
@@ -521,6 +558,15 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v6(40004, 443, Some(ACK)),
             action: tx,
             guard: 0,
+            expect: Some(Reason::ConntrackHit),
+        },
+        Case {
+            name: "TCP mid-flow, no entry",
+            program: "portier_lb",
+            frame: frames::v4(VIP, 40005, 80, Some(ACK)),
+            action: tx,
+            guard: 0,
+            expect: Some(Reason::ConntrackMidflowUntracked),
         },
     ];
     let cases: Vec<Case> = cases
@@ -529,12 +575,31 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         .filter(|(i, c)| *i == 0 || p.only.as_ref().is_none_or(|o| c.name.contains(o.as_str())))
         .map(|(_, c)| c)
         .collect();
-    // Warm: the established cases find their flow in the connection table.
+    // Warm: the established flows are opened by their SYN, so they find their entry.
+    for syn in [
+        frames::v4(VIP, 40002, 80, Some(SYN)),
+        frames::v6(40004, 443, Some(SYN)),
+    ] {
+        dp.test_run("portier_lb", &syn, 1)?;
+    }
     for c in &cases {
         dp.set_new_flow_rate(c.guard)?;
-        let out = dp.test_run(c.program, &c.frame, 1)?;
-        if out.action != c.action {
-            bail!("{}: action {} instead of {}", c.name, out.action, c.action);
+        // Twice: the first run may open the flow (UDP), the second is the timed path.
+        for run in 0..2 {
+            let before = c
+                .expect
+                .filter(|_| run == 1)
+                .map(|r| dp.reason(r))
+                .transpose()?;
+            let out = dp.test_run(c.program, &c.frame, 1)?;
+            if out.action != c.action {
+                bail!("{}: action {} instead of {}", c.name, out.action, c.action);
+            }
+            if let (Some(r), Some(b)) = (c.expect, before)
+                && dp.reason(r)? != b + 1
+            {
+                bail!("{}: did not count {} (wrong path)", c.name, r.name());
+            }
         }
     }
     let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
@@ -570,6 +635,35 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             s[0]
         );
     }
+
+    // The table's locks under contention: every online CPU writes new flows at once, as in
+    // a SYN flood spread by RSS (the single-CPU case above cannot show a shared lock).
+    // Online CPUs, not this thread's affinity (pinned above).
+    let cpus: Vec<usize> = aya::util::online_cpus()
+        .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?
+        .into_iter()
+        .map(|c| c as usize)
+        .collect();
+    if cpus.len() > 1
+        && p.only
+            .as_ref()
+            .is_none_or(|o| "parallel SYN".contains(o.as_str()))
+    {
+        let mut par = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            par.push(parallel_new_flows(&dp, &cpus, repeat)?);
+        }
+        par.sort_unstable_by(f64::total_cmp);
+        let n = par[par.len() / 2];
+        println!(
+            "{:<30} {:>8.0} {:>10.2}  ({} CPUs at once, ns per packet on each)",
+            "TCP SYN, new flow, all CPUs",
+            n,
+            n / floor,
+            cpus.len()
+        );
+    }
+    dp.set_new_flow_rate(0)?;
 
     // New flows for real: every packet a SYN of a flow the table has never seen (source
     // address and port vary, so successive rounds evict older flows as the table fills).
@@ -634,14 +728,27 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         .collect();
     println!("reasons: {}", hits.join(" "));
 
-    println!("\nmap memory (max_entries x (key + value); per-CPU values x CPUs)");
+    println!(
+        "\nmap memory (max_entries x (key + value), per-CPU values x CPUs; memlock: what the \
+         kernel charges, from /proc/self/fdinfo)"
+    );
     let mut total = 0u64;
+    let mut per_million = None;
     for m in dp.map_memory()? {
+        let memlock = m.memlock.map_or("?".to_string(), |b| b.to_string());
         println!(
-            "{:<14} {:>8} x ({:>2} + {:>3}) = {:>12} bytes",
-            m.name, m.max_entries, m.key_size, m.value_size, m.bytes
+            "{:<15} {:>8} x ({:>2} + {:>3}) = {:>12} bytes, memlock {:>12}",
+            m.name, m.max_entries, m.key_size, m.value_size, m.bytes, memlock
         );
         total += m.bytes;
+        if m.name == "CONNTRACK" {
+            per_million = m
+                .memlock
+                .map(|b| b as f64 * 1e6 / f64::from(m.max_entries.max(1)) / 1048576.0);
+        }
+    }
+    if let Some(mib) = per_million {
+        println!("connection table: {mib:.1} MiB per million flows (memlock / max_entries)");
     }
     let inner = u64::from(DEFAULT_MAGLEV_SIZE) * 8;
     println!(

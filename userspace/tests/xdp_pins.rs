@@ -1,0 +1,198 @@
+//! Adopting the pins of a previous instance when the connection table it left was made
+//! differently: the shared LRU of earlier versions (map flags 0), or another size. The old
+//! table is made by `bpftool`, as an older portier would have left it.
+//!
+//! Needs root and bpffs; pins go under /sys/fs/bpf/portier-test-pins/ and are removed also
+//! when a test fails.
+
+use std::{path::PathBuf, process::Command};
+
+use portier::dataplane::*;
+
+mod common;
+use common::*;
+
+const PIN_ROOT: &str = "/sys/fs/bpf/portier-test-pins";
+
+/// Removes the node's pin directory on drop, whatever the test did.
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bpftool(args: &[&str]) -> String {
+    let out = Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("bpftool (apt-get install bpftool)");
+    assert!(
+        out.status.success(),
+        "bpftool {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn hex(bytes: &[u8]) -> Vec<String> {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn flow(sport: u16) -> FlowKey {
+    FlowKey {
+        src: v4(CLIENT),
+        dst: v4(VIP),
+        sport: sport.to_be(),
+        dport: 80u16.to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    }
+}
+
+fn key_bytes(k: &FlowKey) -> Vec<u8> {
+    let mut b = Vec::with_capacity(40);
+    b.extend_from_slice(&k.src);
+    b.extend_from_slice(&k.dst);
+    b.extend_from_slice(&k.sport.to_ne_bytes());
+    b.extend_from_slice(&k.dport.to_ne_bytes());
+    b.extend_from_slice(&[k.proto, k.family, 0, 0]);
+    b
+}
+
+/// `(flags, max_entries)` of the pinned map at `path`.
+fn map_shape(path: &str) -> (u64, u64) {
+    let v: serde_json::Value =
+        serde_json::from_str(&bpftool(&["-j", "map", "show", "pinned", path])).expect("json");
+    (
+        v["flags"].as_u64().expect("flags"),
+        v["max_entries"].as_u64().expect("max_entries"),
+    )
+}
+
+fn options(node: &str, size: u32) -> DataplaneOptions {
+    let mut o = DataplaneOptions::new(node, Vec::new());
+    o.pin_root = PIN_ROOT.into();
+    o.keep_pinned = true;
+    o.conntrack_size = size;
+    o
+}
+
+/// An earlier version's table (one LRU shared by all CPUs) with `flows` in it, pinned where
+/// this version's table was.
+fn replace_with_shared_lru(path: &str, flows: &[(FlowKey, FlowValue)]) {
+    std::fs::remove_file(path).expect("removing the new table's pin");
+    bpftool(&[
+        "map",
+        "create",
+        path,
+        "type",
+        "lru_hash",
+        "key",
+        "40",
+        "value",
+        "8",
+        "entries",
+        "4096",
+        "name",
+        "CONNTRACK",
+    ]);
+    for (k, v) in flows {
+        let mut args = vec!["map", "update", "pinned", path, "key", "hex"];
+        let key = hex(&key_bytes(k));
+        args.extend(key.iter().map(String::as_str));
+        let mut value = v.backend.to_ne_bytes().to_vec();
+        value.extend_from_slice(&v.generation.to_ne_bytes());
+        let value = hex(&value);
+        args.extend(["value", "hex"]);
+        args.extend(value.iter().map(String::as_str));
+        bpftool(&args);
+    }
+    assert_eq!(map_shape(path).0, 0, "the old table has no flags");
+}
+
+#[test]
+fn a_shared_lru_table_left_pinned_is_migrated_with_its_flows() {
+    let node = "ftmig-flags";
+    let _pins = Pins(PathBuf::from(PIN_ROOT).join(node));
+    let path = format!("{PIN_ROOT}/{node}/CONNTRACK");
+    drop(Dataplane::load(&options(node, 4096)).expect("first load"));
+    assert_eq!(
+        map_shape(&path).0,
+        u64::from(CONNTRACK_MAP_FLAGS),
+        "this version makes a table with an LRU list per CPU"
+    );
+
+    let flows: Vec<(FlowKey, FlowValue)> = (0..300)
+        .map(|i| {
+            let v = FlowValue {
+                backend: 1 + i % 3,
+                generation: 7,
+            };
+            (flow(40_000 + i as u16), v)
+        })
+        .collect();
+    replace_with_shared_lru(&path, &flows);
+
+    let dp = Dataplane::load(&options(node, 4096)).expect("load over the old table");
+    assert!(dp.adopted(), "the other maps are still adopted");
+    assert_eq!(map_shape(&path).0, u64::from(CONNTRACK_MAP_FLAGS));
+    for (k, v) in &flows {
+        assert_eq!(dp.flow(k).expect("lookup"), Some(*v), "flow {k:?} lost");
+    }
+    drop(dp);
+
+    // Adopted as it is now: the same table, nothing to migrate, the flows still there.
+    let dp = Dataplane::load(&options(node, 4096)).expect("load again");
+    assert_eq!(dp.flow(&flows[0].0).expect("lookup"), Some(flows[0].1));
+}
+
+#[test]
+fn a_changed_conntrack_size_takes_effect_on_restart_and_keeps_the_flows() {
+    let node = "ftmig-size";
+    let _pins = Pins(PathBuf::from(PIN_ROOT).join(node));
+    let path = format!("{PIN_ROOT}/{node}/CONNTRACK");
+    let mut dp = Dataplane::load(&options(node, 4096)).expect("first load");
+    dp.set_backend(
+        1,
+        &Backend {
+            mac: host_mac(1),
+            src_mac: LB_MAC,
+            ifindex: LO,
+            generation: 1,
+            flags: BACKEND_F_VALID,
+            addr: v4([10, 0, 0, 21]),
+            family: FAMILY_V4,
+            _pad: [0; 3],
+        },
+    )
+    .expect("backend");
+    let key = ServiceKey {
+        addr: v4(VIP),
+        port: 80u16.to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+    };
+    dp.set_service(key, 0, &[1; 65537]).expect("service");
+    // A real flow, written by the program.
+    let mut syn = Vec::new();
+    etherparse::PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40_000, 80, 1, 65535)
+        .syn()
+        .write(&mut syn, b"")
+        .expect("frame");
+    assert_eq!(
+        dp.test_run("portier_lb", &syn, 1).expect("run").action,
+        XDP_TX
+    );
+    let recorded = dp.flow(&flow(40_000)).expect("lookup").expect("recorded");
+    drop(dp);
+
+    let dp = Dataplane::load(&options(node, 8192)).expect("load with a bigger table");
+    assert_eq!(map_shape(&path).1, 8192);
+    assert_eq!(dp.flow(&flow(40_000)).expect("lookup"), Some(recorded));
+}
