@@ -23,6 +23,11 @@ impl Drop for Pins {
     }
 }
 
+/// One test at a time: a node's lock is an flock, and a `bpftool` forked by the other test
+/// while this one holds it keeps a copy of the descriptor until its exec, so reloading the
+/// node right after dropping it could find it still locked.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn bpftool(args: &[&str]) -> String {
     let out = Command::new("bpftool")
         .args(args)
@@ -116,6 +121,7 @@ fn replace_with_shared_lru(path: &str, flows: &[(FlowKey, FlowValue)]) {
 
 #[test]
 fn a_shared_lru_table_left_pinned_is_migrated_with_its_flows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let node = "ftmig-flags";
     let _pins = Pins(PathBuf::from(PIN_ROOT).join(node));
     let path = format!("{PIN_ROOT}/{node}/CONNTRACK");
@@ -152,6 +158,7 @@ fn a_shared_lru_table_left_pinned_is_migrated_with_its_flows() {
 
 #[test]
 fn a_changed_conntrack_size_takes_effect_on_restart_and_keeps_the_flows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let node = "ftmig-size";
     let _pins = Pins(PathBuf::from(PIN_ROOT).join(node));
     let path = format!("{PIN_ROOT}/{node}/CONNTRACK");
