@@ -290,20 +290,37 @@ fn the_dashboard_is_self_contained_and_its_streams_are_bounded() {
         );
     }
 
-    // A stream carries the /status document, node entry included.
-    let (first, head) = open_stream(node.tcp);
+    // A stream carries the /status document, node entry included. The L7 part publishes
+    // its status once it has applied the config, and a stream starts from the last
+    // document made (once a second): read events until one shows the pool.
+    let (mut first, head) = open_stream(node.tcp);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("text/event-stream"), "{head}");
-    let doc = head
-        .split("\ndata: ")
-        .nth(1)
-        .expect("data")
-        .lines()
-        .next()
-        .expect("line");
-    let status: serde_json::Value = serde_json::from_str(doc).expect("json");
+    let mut text = head;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let complete: Vec<serde_json::Value> = text
+            .split("\ndata: ")
+            .skip(1)
+            .filter_map(|d| d.split_once('\n').map(|(line, _)| line))
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        if let Some(doc) = complete
+            .iter()
+            .find(|d| d["l7"]["pools"]["p"]["servers"][0]["state"] == "active")
+        {
+            break doc.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event showed the L7 pool active: {text}"
+        );
+        let mut buf = [0u8; 4096];
+        let n = first.read(&mut buf).expect("read");
+        assert!(n > 0, "stream closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    };
     assert_eq!(status["node"]["name"], "adm-dash");
-    assert_eq!(status["l7"]["pools"]["p"]["servers"][0]["state"], "active");
 
     // 16 streams at once; the 17th is refused (503, counted) until one closes.
     let mut streams = vec![first];
