@@ -255,6 +255,9 @@ fn midflow_miss_is_balanced_but_recorded_only_from_midflow_sources() {
 /// (the default), the flow keeps its host after the table changed.
 #[test]
 fn midflow_flood_does_not_evict_established_flows() {
+    // The table keeps an LRU list per CPU and a CPU evicts only from its own: the flows and
+    // the flood must be written from one CPU for the flood to reach them.
+    pin_to_cpu(0).expect("pin to CPU 0");
     for everyone in [true, false] {
         let mut dp = setup(1);
         if everyone {
@@ -294,6 +297,9 @@ fn midflow_flood_does_not_evict_established_flows() {
 /// guard every established flow keeps its entry; without it the flood evicts them.
 #[test]
 fn syn_flood_guard_keeps_established_flows() {
+    // The table keeps an LRU list per CPU and a CPU evicts only from its own: the flows and
+    // the flood must be written from one CPU for the flood to reach them.
+    pin_to_cpu(0).expect("pin to CPU 0");
     const ESTABLISHED: u32 = 10_000;
     const FLOOD: u32 = 1_000_000;
     for guard in [0, 5_000] {
