@@ -394,6 +394,23 @@ fn ensure_loaded(ebpf: &mut aya::Ebpf, name: &str) -> Result<(), DataplaneError>
     Ok(())
 }
 
+/// Loads the program a switch hands the links to and, the first time debug goes on, makes
+/// the reader of the log `program`'s debug copy writes (it stays valid for later toggles).
+fn prepare_switch(
+    ebpf: &mut aya::Ebpf,
+    to: &str,
+    on: bool,
+    log_taken: &mut bool,
+    program: &'static str,
+) -> Result<Option<XdpLog>, DataplaneError> {
+    ensure_loaded(ebpf, to)?;
+    if !on || *log_taken {
+        return Ok(None);
+    }
+    *log_taken = true;
+    Ok(Some(XdpLog::new(ebpf, program)?))
+}
+
 impl Dataplane {
     /// Attaches `portier_lb_debug` (on) or `portier_lb` (off) in place of the other on every
     /// interface, atomically (`bpf_link_update` of the pinned link, as a restart's adoption
@@ -406,13 +423,13 @@ impl Dataplane {
         } else {
             programs::BALANCER
         };
-        ensure_loaded(&mut self.ebpf, name)?;
-        let log = if on && !self.log_taken {
-            self.log_taken = true;
-            Some(XdpLog::new(&mut self.ebpf, programs::BALANCER)?)
-        } else {
-            None
-        };
+        let log = prepare_switch(
+            &mut self.ebpf,
+            name,
+            on,
+            &mut self.log_taken,
+            programs::BALANCER,
+        )?;
         if on == self.debug {
             return Ok(log);
         }
@@ -450,13 +467,7 @@ impl Decapsulator {
         } else {
             (DECAP_DEBUG, programs::DECAP)
         };
-        ensure_loaded(&mut self.ebpf, to)?;
-        let log = if on && !self.log_taken {
-            self.log_taken = true;
-            Some(XdpLog::new(&mut self.ebpf, programs::DECAP)?)
-        } else {
-            None
-        };
+        let log = prepare_switch(&mut self.ebpf, to, on, &mut self.log_taken, programs::DECAP)?;
         if on == self.debug {
             return Ok(log);
         }
