@@ -28,8 +28,12 @@ pub struct Link {
 }
 
 pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Link, AddrError> {
-    let mut links = handle.link().get().match_name(name.to_owned()).execute();
-    let message = match links.try_next().await {
+    let found = one_dump_at_a_time(|| async {
+        let mut links = handle.link().get().match_name(name.to_owned()).execute();
+        links.try_next().await
+    })
+    .await;
+    let message = match found {
         Ok(Some(m)) => m,
         // The kernel answers ENODEV for an unknown name.
         Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
@@ -64,12 +68,44 @@ pub async fn addresses(handle: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>,
 }
 
 async fn messages(handle: &Handle, index: u32) -> Result<Vec<AddressMessage>, AddrError> {
-    let stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
-    Ok(stream.try_collect().await?)
+    Ok(one_dump_at_a_time(|| {
+        handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+    })
+    .await?)
+}
+
+/// The kernel refuses a dump (EBUSY) while another runs on the same socket, and VRRP's
+/// instances share one socket and change state in the same instant: a backup once kept a VIP
+/// because its removal's dump met its sibling's. Dumps here take turns. The lock alone is not
+/// enough: the kernel queues a dump's last message a moment before it marks the dump over, so
+/// a dump that still meets EBUSY is tried again, briefly.
+async fn one_dump_at_a_time<T, F, Fut>(dump: F) -> Result<T, rtnetlink::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, rtnetlink::Error>>,
+{
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    const TRIES: u32 = 50;
+    let _turn = TURN.lock().await;
+    let mut tries = 1;
+    loop {
+        match dump().await {
+            Err(e) if is_busy(&e) && tries < TRIES => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_busy(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.code.map(|c| c.get()) == Some(-libc::EBUSY))
 }
 
 fn address_of(message: &AddressMessage) -> Option<IpAddr> {
