@@ -9,7 +9,8 @@ use portier::net::addr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 fn own_netns() {
-    // SAFETY: unshare affects only the calling thread, which is this test's own.
+    // SAFETY: unshare affects only the calling thread, which is this test's own; the
+    // runtime's worker threads it starts afterwards inherit the namespace.
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
     assert_eq!(
         rc,
@@ -22,7 +23,9 @@ fn own_netns() {
 #[test]
 fn concurrent_adds_and_removes_on_one_socket_all_take_effect() {
     own_netns();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers, as the daemon has: instances run on both at once.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
@@ -31,7 +34,8 @@ fn concurrent_adds_and_removes_on_one_socket_all_take_effect() {
         tokio::spawn(connection);
         let lo = addr::link_by_name(&handle, "lo").await.expect("lo");
         addr::set_up(&handle, lo.index).await.expect("lo up");
-        let vips: Vec<IpAddr> = (1..=32u8)
+        // Enough addresses that a dump spans several messages, as on a busy LB.
+        let vips: Vec<IpAddr> = (1..=200u8)
             .flat_map(|i| {
                 [
                     IpAddr::V4(Ipv4Addr::new(203, 0, 113, i)),
@@ -39,9 +43,13 @@ fn concurrent_adds_and_removes_on_one_socket_all_take_effect() {
                 ]
             })
             .collect();
-        for round in 0..20 {
-            let adds = vips.iter().map(|v| addr::add_host(&handle, lo.index, *v));
+        for round in 0..3 {
+            let adds = vips.iter().map(|v| {
+                let (h, v, i) = (handle.clone(), *v, lo.index);
+                tokio::spawn(async move { addr::add_host(&h, i, v).await })
+            });
             for (v, r) in vips.iter().zip(futures::future::join_all(adds).await) {
+                let r = r.expect("task");
                 assert!(r.is_ok(), "round {round}: add {v}: {r:?}");
             }
             let present = addr::addresses(&handle, lo.index).await.expect("dump");
@@ -51,8 +59,12 @@ fn concurrent_adds_and_removes_on_one_socket_all_take_effect() {
                     "round {round}: {v} missing"
                 );
             }
-            let removes = vips.iter().map(|v| addr::remove(&handle, lo.index, *v));
+            let removes = vips.iter().map(|v| {
+                let (h, v, i) = (handle.clone(), *v, lo.index);
+                tokio::spawn(async move { addr::remove(&h, i, v).await })
+            });
             for (v, r) in vips.iter().zip(futures::future::join_all(removes).await) {
+                let r = r.expect("task");
                 assert!(r.is_ok(), "round {round}: remove {v}: {r:?}");
             }
             let present = addr::addresses(&handle, lo.index).await.expect("dump");
