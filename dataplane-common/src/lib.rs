@@ -22,9 +22,10 @@ pub const FLOW_WAYS: usize = 8;
 /// Buckets of the default table: the `max_entries` the program is built with (the loader
 /// sets the configured one).
 pub const DEFAULT_CONNTRACK_BUCKETS: u32 = conntrack_buckets(DEFAULT_CONNTRACK_SIZE);
-/// Default of `FlowGuard::hold`, in `flow_clock` units (2^30 ns, about 1.07 s): an entry is
-/// not replaced by a new flow before it is this old (and unused since it was last aged).
-pub const DEFAULT_FLOW_HOLD: u32 = 4;
+/// Default of `FlowGuard::hold`, in `flow_clock` units (2^24 ns, about 16.8 ms): 256, about
+/// 4.3 s. An entry is not replaced by a new flow before it is this old (and unused since it
+/// was last aged).
+pub const DEFAULT_FLOW_HOLD: u32 = 256;
 /// Name of the program's global holding the connection table's bucket count minus one (a
 /// power of two minus one), set at load from `conntrack_size`.
 pub const CONNTRACK_MASK_GLOBAL: &str = "CONNTRACK_MASK";
@@ -200,7 +201,7 @@ pub struct ServiceValue {
 pub struct FlowGuard {
     /// 0: no limit.
     pub new_flow_rate: u32,
-    /// In `flow_clock` units: a new flow replaces no entry younger than this, nor one used
+    /// In `flow_clock` units (16.8 ms): a new flow replaces no entry younger than this, nor one used
     /// since it was last aged (that one is aged again instead); with no such way left in its
     /// bucket it is balanced by Maglev, not recorded (`conntrack_table_full`). 0: the oldest
     /// unused entry goes at once. (Was `_pad`, always 0, in the LRU table's time.)
@@ -477,14 +478,16 @@ pub struct FlowEntry {
     pub key: FlowKey,
     pub value: FlowValue,
     pub check: u32,
-    pub _pad: u32,
+    /// To 64 bytes: a way is one cache line (in a bucket that starts on one), so writing a
+    /// new flow fills one line, not two.
+    pub _pad: [u32; 3],
 }
 
 /// Words of a `FlowEntry` covered by its check: key (10), backend, generation.
 pub const FLOW_ENTRY_WORDS: usize = 12;
 
 /// One bucket of the connection table (`CONNTRACK`, an array of them): the first cache line
-/// holds each way's tag and stamp, so a miss reads one line and a hit two.
+/// holds each way's tag and stamp, so a miss reads one line and a hit two. 576 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowBucket {
@@ -518,7 +521,7 @@ impl FlowEntry {
             key,
             value,
             check: flow_entry_check(&words),
-            _pad: 0,
+            _pad: [0; 3],
         }
     }
 
@@ -573,10 +576,11 @@ pub fn flow_tag(hash: u32) -> u32 {
 }
 
 /// The connection table's clock: `CLOCK_MONOTONIC` (what `bpf_ktime_get_ns` reads) in units
-/// of 2^30 ns, plus one so a stamp is never 0.
+/// of 2^24 ns (16.8 ms), plus one so a stamp is never 0. Stamps keep 31 bits of it: ages are
+/// taken modulo 2^31 units, about 1.1 years, so an entry untouched that long looks young.
 #[inline(always)]
 pub fn flow_clock(ns: u64) -> u32 {
-    ((ns >> 30) as u32).wrapping_add(1)
+    ((ns >> 24) as u32 & 0x7fff_ffff).wrapping_add(1)
 }
 
 /// Index hash of a flow in the connection table, over `FlowKey::words`: NH-style, products
@@ -910,8 +914,8 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 44);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 8);
-        assert_eq!(size_of::<FlowEntry>(), 56);
-        assert_eq!(size_of::<FlowBucket>(), 512);
+        assert_eq!(size_of::<FlowEntry>(), 64);
+        assert_eq!(size_of::<FlowBucket>(), 576);
         assert_eq!(size_of::<Counters>(), 16);
         assert_eq!(size_of::<ServiceSlot>(), 44);
         assert_eq!(size_of::<EncapSource>(), 44);

@@ -504,10 +504,13 @@ unsafe fn stamp_ptr(b: *mut FlowBucket, w: usize) -> *mut u32 {
 }
 
 /// Way `w` of `b` as words: `FlowEntry` is repr(C), the key's ten words, backend,
-/// generation, check, pad. SAFETY: as for `tag_ptr`.
+/// generation, check, then padding (not read, not written). SAFETY: as for `tag_ptr`.
 #[inline(always)]
-unsafe fn way_ptr(b: *mut FlowBucket, w: usize) -> *mut [u32; FLOW_ENTRY_WORDS + 2] {
-    unsafe { (core::ptr::addr_of_mut!((*b).ways) as *mut [u32; FLOW_ENTRY_WORDS + 2]).add(w) }
+unsafe fn way_ptr(b: *mut FlowBucket, w: usize) -> *mut [u32; FLOW_ENTRY_WORDS + 1] {
+    unsafe {
+        (core::ptr::addr_of_mut!((*b).ways) as *mut dataplane_common::FlowEntry).add(w)
+            as *mut [u32; FLOW_ENTRY_WORDS + 1]
+    }
 }
 
 /// Where a flow is, or would go, in the connection table.
@@ -571,7 +574,7 @@ fn read_way(b: *mut FlowBucket, w: usize, words: &[u32; 10]) -> Option<FlowValue
 /// that sees the tag before the entry is whole fails the check and takes Maglev.
 #[inline(always)]
 fn write_way(b: *mut FlowBucket, w: usize, words: &[u32; 10], value: FlowValue, tag: u32) {
-    let mut e = [0u32; FLOW_ENTRY_WORDS + 2];
+    let mut e = [0u32; FLOW_ENTRY_WORDS + 1];
     let mut i = 0;
     while i < 10 {
         e[i] = words[i];
@@ -591,15 +594,19 @@ fn write_way(b: *mut FlowBucket, w: usize, words: &[u32; 10], value: FlowValue, 
 
 /// The way a new flow takes in `b`: an empty one, else the oldest unused one at least `hold`
 /// old. Used ways at least `hold` old are aged instead (stamp now, used bit cleared): a flow
-/// that carries packets is never replaced, an idle one goes after one to two holds.
-/// `(way, evicted)`; `None` when every way is younger or in use.
+/// that carries packets is never replaced, an idle one goes after one to two holds. The scan
+/// starts at a way the new flow's tag picks, so among equally old ways (one clock tick) the
+/// one replaced is random rather than always the first. `(way, evicted)`; `None` when every
+/// way is younger or in use.
 #[inline(always)]
-fn choose_way(b: *mut FlowBucket, now: u32, hold: u32) -> Option<(usize, bool)> {
+fn choose_way(b: *mut FlowBucket, now: u32, hold: u32, tag: u32) -> Option<(usize, bool)> {
     let mut victim = None;
     let mut oldest = 0u32;
-    let mut w = 0;
-    while w < FLOW_WAYS {
-        // SAFETY: `b` is a live map value; `w < FLOW_WAYS`.
+    let start = (tag >> 28) as usize;
+    let mut i = 0;
+    while i < FLOW_WAYS {
+        let w = (start + i) & (FLOW_WAYS - 1);
+        // SAFETY: `b` is a live map value; `w < FLOW_WAYS` (masked).
         let st = unsafe { *stamp_ptr(b, w) };
         if st == 0 {
             return Some((w, false));
@@ -615,7 +622,7 @@ fn choose_way(b: *mut FlowBucket, now: u32, hold: u32) -> Option<(usize, bool)> 
                 oldest = age;
             }
         }
-        w += 1;
+        i += 1;
     }
     victim.map(|w| (w, true))
 }
@@ -723,7 +730,7 @@ fn insert(b: *mut FlowBucket, words: &[u32; 10], value: FlowValue, tag: u32, fre
         return Reason::ConntrackFloodUntracked;
     }
     let now = flow_clock(now_ns);
-    let Some((w, evicted)) = choose_way(b, now, hold) else {
+    let Some((w, evicted)) = choose_way(b, now, hold, tag) else {
         return Reason::ConntrackTableFull;
     };
     write_way(b, w, words, value, tag);

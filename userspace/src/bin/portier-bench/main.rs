@@ -575,7 +575,9 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         Case {
             name: "TCP mid-flow, no entry",
             program: "portier_lb",
-            frame: frames::v4(VIP, 40005, 80, Some(ACK)),
+            // A source the new-flow case never bumps its way to (its SYNs may record any
+            // port from CLIENT and the addresses just above it).
+            frame: frames::v4_from([198, 51, 102, 99], VIP, 40005, 80, Some(ACK)),
             action: tx,
             guard: 0,
             hold: DEFAULT_FLOW_HOLD,
@@ -591,6 +593,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
     // Warm: the established flows are opened by their SYN (UDP by its first datagram), so
     // they find their entry. Again before every timed case: the new-flow case evicts.
     let warm = [
+        frames::v4(VIP, 40001, 80, Some(SYN)),
         frames::v4(VIP, 40002, 80, Some(SYN)),
         frames::v6(40004, 443, Some(SYN)),
         frames::v4(VIP, 40003, 53, None),
