@@ -17,7 +17,7 @@ pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
 /// Default connection table size (flows).
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 65536;
 /// Flows one bucket of the connection table holds (its ways). Eight: a bucket's tags and
-/// stamps fill one cache line, and a table fills to about 90% before a set overflows.
+/// stamps fill one cache line.
 pub const FLOW_WAYS: usize = 8;
 /// Buckets of the default table: the `max_entries` the program is built with (the loader
 /// sets the configured one).
@@ -478,12 +478,16 @@ pub struct FlowEntry {
     pub key: FlowKey,
     pub value: FlowValue,
     pub check: u32,
-    /// To 64 bytes: a way is one cache line (in a bucket that starts on one), so writing a
-    /// new flow fills one line, not two.
-    pub _pad: [u32; 3],
+    /// Non-zero once a packet used the entry since it was written or last aged. Here, not
+    /// beside the stamp, so a hit touches the way's line only; not covered by `check`.
+    pub used: u32,
+    /// To 64 bytes: a way is one cache line (in a bucket that starts on one), so a hit in
+    /// its home way reads one line and writing a new flow fills one.
+    pub _pad: [u32; 2],
 }
 
-/// Words of a `FlowEntry` covered by its check: key (10), backend, generation.
+/// Words of a `FlowEntry` covered by its check: key (10), backend, generation. Then come
+/// `check` (word 12) and `used` (word 13).
 pub const FLOW_ENTRY_WORDS: usize = 12;
 
 /// One bucket of the connection table (`CONNTRACK`, an array of them): the first cache line
@@ -493,8 +497,7 @@ pub const FLOW_ENTRY_WORDS: usize = 12;
 pub struct FlowBucket {
     /// `flow_tag` of the flow in each way; 0: empty.
     pub tags: [u32; FLOW_WAYS],
-    /// `flow_clock` when the way was written or last aged, shifted left by one; bit 0: used
-    /// (a packet hit the entry since). 0: empty.
+    /// `flow_clock` when the way was written or last aged. 0: empty.
     pub stamps: [u32; FLOW_WAYS],
     pub ways: [FlowEntry; FLOW_WAYS],
 }
@@ -521,13 +524,14 @@ impl FlowEntry {
             key,
             value,
             check: flow_entry_check(&words),
-            _pad: [0; 3],
+            used: 0,
+            _pad: [0; 2],
         }
     }
 
     /// Whether the entry is whole (not torn by a concurrent write, not empty).
     pub fn whole(&self) -> bool {
-        *self == Self::new(self.key, self.value) && self.check != 0
+        self.check == Self::new(self.key, self.value).check && self.check != 0
     }
 }
 
@@ -547,18 +551,23 @@ impl FlowBucket {
             .map(|w| (self.ways[w].key, self.ways[w].value))
     }
 
-    /// Puts `key` -> `value` into its way, else an empty way; `false` when the bucket is full.
-    /// `stamp` as in `stamps`.
+    /// Puts `key` -> `value` (marked used) into its way, else the first empty way from its
+    /// home on, as the program would; `false` when the bucket is full. `stamp` as in `stamps`.
     pub fn put(&mut self, key: FlowKey, value: FlowValue, stamp: u32) -> bool {
-        let way = self
-            .find(&key)
-            .or_else(|| (0..FLOW_WAYS).find(|&w| self.stamps[w] == 0));
+        let hash = flow_index_hash(&key.words());
+        let home = flow_home(hash);
+        let way = self.find(&key).or_else(|| {
+            (0..FLOW_WAYS)
+                .map(|i| (home + i) % FLOW_WAYS)
+                .find(|&w| self.stamps[w] == 0)
+        });
         let Some(w) = way else {
             return false;
         };
         self.ways[w] = FlowEntry::new(key, value);
+        self.ways[w].used = 1;
         self.stamps[w] = stamp;
-        self.tags[w] = flow_tag(flow_index_hash(&key.words()));
+        self.tags[w] = flow_tag(hash);
         true
     }
 }
@@ -567,6 +576,14 @@ impl FlowBucket {
 #[inline(always)]
 pub fn flow_bucket(hash: u32, mask: u32) -> u32 {
     hash & mask
+}
+
+/// Home way of a flow in its bucket: looked at first, before the tags, and where an insert's
+/// scan starts, so that while its bucket has room a flow sits there and a hit reads one line.
+/// Bits the bucket index does not use.
+#[inline(always)]
+pub fn flow_home(hash: u32) -> usize {
+    (hash >> 29) as usize & (FLOW_WAYS - 1)
 }
 
 /// Tag of a flow in its bucket: never 0, which marks an empty way.
@@ -1017,8 +1034,14 @@ mod tests {
         for i in 0..FLOW_WAYS as u16 {
             let mut k = key;
             k.sport = (1000 + i).to_be();
+            let home = flow_home(flow_index_hash(&k.words()));
+            let empty_home = b.stamps[home] == 0;
             assert!(b.put(k, value, 2));
-            assert_eq!(b.find(&k), Some(i as usize));
+            let w = b.find(&k).expect("found");
+            if empty_home {
+                assert_eq!(w, home, "a free home way is taken");
+            }
+            assert_eq!(b.ways[w].used, 1);
         }
         let mut k = key;
         k.sport = 1u16.to_be();

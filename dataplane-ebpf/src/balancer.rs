@@ -6,7 +6,7 @@ use dataplane_common::{
     FlowValue, NO_BACKEND, PROTO_ADDR_MARKER, REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP,
     SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP,
     SERVICE_SLOT_WORDS, ServiceKey, ServiceValue, flow_bucket, flow_clock, flow_entry_check,
-    flow_hash_words, flow_index_hash, flow_tag, service_slot_check, service_slot_index,
+    flow_hash_words, flow_home, flow_index_hash, flow_tag, service_slot_check, service_slot_index,
     vip_filter_index_words,
 };
 
@@ -513,36 +513,55 @@ unsafe fn way_ptr(b: *mut FlowBucket, w: usize) -> *mut [u32; FLOW_ENTRY_WORDS +
     }
 }
 
+/// The `used` word of way `w` of `b`. SAFETY: as for `tag_ptr`.
+#[inline(always)]
+unsafe fn used_ptr(b: *mut FlowBucket, w: usize) -> *mut u32 {
+    unsafe { (way_ptr(b, w) as *mut u32).add(FLOW_ENTRY_WORDS + 1) }
+}
+
 /// Where a flow is, or would go, in the connection table.
 struct Place {
     bucket: Option<*mut FlowBucket>,
     tag: u32,
+    /// `flow_home` of the flow: where an insert's scan starts.
+    home: usize,
     /// The way holding the flow and what it holds.
     found: Option<(usize, FlowValue)>,
 }
 
-/// Looks the flow up: one inlined array lookup, the bucket's tags (one cache line), and for a
-/// matching tag the way itself, copied once and accepted only whole (its check word matches).
+/// Looks the flow up: one inlined array lookup, then the flow's home way (one cache line,
+/// where a flow sits while its bucket has room), then the bucket's tags (one line) and a way
+/// whose tag matches. A way is copied once and accepted only whole (its check word matches).
 #[inline(always)]
 fn lookup_flow(words: &[u32; 10]) -> Place {
     let h = flow_index_hash(words);
     let tag = flow_tag(h);
+    let home = flow_home(h);
     let bucket = CONNTRACK.get_ptr_mut(flow_bucket(h, CONNTRACK_MASK.load()));
     let mut found = None;
     if let Some(b) = bucket {
-        let mut w = 0;
-        while w < FLOW_WAYS {
-            // SAFETY: `b` is a live map value; `w < FLOW_WAYS`.
-            if unsafe { *tag_ptr(b, w) } == tag {
-                if let Some(v) = read_way(b, w, words) {
-                    found = Some((w, v));
-                    break;
+        if let Some(v) = read_way(b, home, words) {
+            found = Some((home, v));
+        } else {
+            let mut w = 0;
+            while w < FLOW_WAYS {
+                // SAFETY: `b` is a live map value; `w < FLOW_WAYS`.
+                if w != home && unsafe { *tag_ptr(b, w) } == tag {
+                    if let Some(v) = read_way(b, w, words) {
+                        found = Some((w, v));
+                        break;
+                    }
                 }
+                w += 1;
             }
-            w += 1;
         }
     }
-    Place { bucket, tag, found }
+    Place {
+        bucket,
+        tag,
+        home,
+        found,
+    }
 }
 
 /// The value of way `w` of `b` if it holds the flow `words` whole.
@@ -571,7 +590,8 @@ fn read_way(b: *mut FlowBucket, w: usize, words: &[u32; 10]) -> Option<FlowValue
 }
 
 /// Writes `words` -> `value` into way `w` of `b`: the entry first, the tag last, so a reader
-/// that sees the tag before the entry is whole fails the check and takes Maglev.
+/// that sees the tag before the entry is whole fails the check and takes Maglev. `used` is
+/// left as it is.
 #[inline(always)]
 fn write_way(b: *mut FlowBucket, w: usize, words: &[u32; 10], value: FlowValue, tag: u32) {
     let mut e = [0u32; FLOW_ENTRY_WORDS + 1];
@@ -593,33 +613,35 @@ fn write_way(b: *mut FlowBucket, w: usize, words: &[u32; 10], value: FlowValue, 
 }
 
 /// The way a new flow takes in `b`: an empty one, else the oldest unused one at least `hold`
-/// old. Used ways at least `hold` old are aged instead (stamp now, used bit cleared): a flow
-/// that carries packets is never replaced, an idle one goes after one to two holds. The scan
-/// starts at a way the new flow's tag picks, so among equally old ways (one clock tick) the
-/// one replaced is random rather than always the first. `(way, evicted)`; `None` when every
-/// way is younger or in use.
+/// old. Used ways at least `hold` old are aged instead (stamp now, used cleared): a flow that
+/// carries packets is never replaced, an idle one goes after one to two holds. The scan
+/// starts at the flow's home way, which it takes when that is free or as old as any other; so
+/// among equally old ways (one tick) the one replaced is the new flow's home, as random as its
+/// hash. `(way, evicted)`; `None` when every way is younger or in use.
 #[inline(always)]
-fn choose_way(b: *mut FlowBucket, now: u32, hold: u32, tag: u32) -> Option<(usize, bool)> {
+fn choose_way(b: *mut FlowBucket, now: u32, hold: u32, home: usize) -> Option<(usize, bool)> {
     let mut victim = None;
     let mut oldest = 0u32;
-    let start = (tag >> 28) as usize;
     let mut i = 0;
     while i < FLOW_WAYS {
-        let w = (start + i) & (FLOW_WAYS - 1);
+        let w = (home + i) & (FLOW_WAYS - 1);
         // SAFETY: `b` is a live map value; `w < FLOW_WAYS` (masked).
         let st = unsafe { *stamp_ptr(b, w) };
         if st == 0 {
             return Some((w, false));
         }
         // Stamps hold the clock in 31 bits.
-        let age = (now.wrapping_sub(st >> 1)) & 0x7fff_ffff;
+        let age = (now.wrapping_sub(st)) & 0x7fff_ffff;
         if age >= hold {
-            if st & 1 != 0 {
-                // SAFETY: as above.
-                unsafe { *stamp_ptr(b, w) = now << 1 };
-            } else if victim.is_none() || age > oldest {
-                victim = Some(w);
-                oldest = age;
+            // SAFETY: as above.
+            unsafe {
+                if *used_ptr(b, w) != 0 {
+                    *stamp_ptr(b, w) = now;
+                    *used_ptr(b, w) = 0;
+                } else if victim.is_none() || age > oldest {
+                    victim = Some(w);
+                    oldest = age;
+                }
             }
         }
         i += 1;
@@ -641,12 +663,12 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
                 if b.generation == fv.generation && b.flags & BACKEND_F_VALID != 0 {
                     if kind != Kind::IcmpError {
                         // Marks the flow used, once per aging: the only write of the
-                        // established path, and rare.
+                        // established path, and rare; in the line just read.
                         // SAFETY: a live map value; `w < FLOW_WAYS`.
                         unsafe {
-                            let st = stamp_ptr(bucket, w);
-                            if *st & 1 == 0 {
-                                *st |= 1;
+                            let used = used_ptr(bucket, w);
+                            if *used == 0 {
+                                *used = 1;
                             }
                         }
                     }
@@ -710,7 +732,7 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
                 }
             }
             (_, None) => Reason::ConntrackInsertFailed,
-            (None, Some(bucket)) => insert(bucket, words, value, place.tag, fresh),
+            (None, Some(bucket)) => insert(bucket, words, value, &place, fresh),
         });
     }
     emit(ctx, svc, id, b, kind, words, ct)
@@ -719,7 +741,13 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
 /// Records a flow the table does not hold, unless the SYN-flood guard or a bucket of young
 /// or busy entries says no; returns the reason to count.
 #[inline(always)]
-fn insert(b: *mut FlowBucket, words: &[u32; 10], value: FlowValue, tag: u32, fresh: Reason) -> Reason {
+fn insert(
+    b: *mut FlowBucket,
+    words: &[u32; 10],
+    value: FlowValue,
+    place: &Place,
+    fresh: Reason,
+) -> Reason {
     let (rate, hold) = match FLOW_GUARD.get(0) {
         Some(g) => (u64::from(g.new_flow_rate), g.hold),
         None => (0, 0),
@@ -730,12 +758,15 @@ fn insert(b: *mut FlowBucket, words: &[u32; 10], value: FlowValue, tag: u32, fre
         return Reason::ConntrackFloodUntracked;
     }
     let now = flow_clock(now_ns);
-    let Some((w, evicted)) = choose_way(b, now, hold, tag) else {
+    let Some((w, evicted)) = choose_way(b, now, hold, place.home) else {
         return Reason::ConntrackTableFull;
     };
-    write_way(b, w, words, value, tag);
+    write_way(b, w, words, value, place.tag);
     // SAFETY: a live map value; `w < FLOW_WAYS`.
-    unsafe { *stamp_ptr(b, w) = now << 1 };
+    unsafe {
+        *used_ptr(b, w) = 0;
+        *stamp_ptr(b, w) = now;
+    }
     if evicted {
         count(Reason::ConntrackEvicted);
     }

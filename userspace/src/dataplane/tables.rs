@@ -391,7 +391,7 @@ impl Dataplane {
     /// live flows they are most likely to be.
     pub fn restore_flows(&mut self, flows: &[(FlowKey, FlowValue)]) -> Result<usize, DataplaneError> {
         let mask = self.conntrack_mask()?;
-        let stamp = (flow_clock(sys::monotonic_ns()) << 1) | 1;
+        let stamp = flow_clock(sys::monotonic_ns());
         let mut buckets: std::collections::BTreeMap<u32, Vec<&(FlowKey, FlowValue)>> =
             std::collections::BTreeMap::new();
         for f in flows {
