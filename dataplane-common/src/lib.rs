@@ -539,9 +539,8 @@ impl FlowBucket {
     /// The way holding `key`, if any (whole entries only).
     pub fn find(&self, key: &FlowKey) -> Option<usize> {
         let tag = flow_tag(flow_index_hash(&key.words()));
-        (0..FLOW_WAYS).find(|&w| {
-            self.tags[w] == tag && self.ways[w].key == *key && self.ways[w].whole()
-        })
+        (0..FLOW_WAYS)
+            .find(|&w| self.tags[w] == tag && self.ways[w].key == *key && self.ways[w].whole())
     }
 
     /// The flows this bucket holds.

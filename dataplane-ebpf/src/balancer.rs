@@ -568,9 +568,7 @@ fn lookup_flow(words: &[u32; 10]) -> Place {
 #[inline(always)]
 fn read_way(b: *mut FlowBucket, w: usize, words: &[u32; 10]) -> Option<FlowValue> {
     // SAFETY: `w < FLOW_WAYS`. Read once into the stack, so the check covers what is used.
-    let e = unsafe {
-        core::ptr::read(way_ptr(b, w))
-    };
+    let e = unsafe { core::ptr::read(way_ptr(b, w)) };
     let mut i = 0;
     while i < 10 {
         if e[i] != words[i] {

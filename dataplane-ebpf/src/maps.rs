@@ -1,17 +1,17 @@
 //! Map definitions. BTF maps throughout, so pinned maps dump with named fields.
 
 use aya_ebpf::{
-    bindings::BPF_F_INNER_MAP,
     Global,
+    bindings::BPF_F_INNER_MAP,
     btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
 use dataplane_common::{
     Backend, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_BUCKETS, DEFAULT_MAGLEV_SIZE,
-    DecapKey, EncapSource, FlowBucket, FlowGuard, FlowWindow,
-    MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES,
-    MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey,
-    ServiceSlot, ServiceValue, SourcePrefix, VIP_FILTER_SIZE,
+    DecapKey, EncapSource, FlowBucket, FlowGuard, FlowWindow, MAX_BACKENDS, MAX_DECAP_ADDRS,
+    MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES, MAX_SERVICE_ENTRIES, MAX_SERVICES,
+    MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue,
+    SourcePrefix, VIP_FILTER_SIZE,
 };
 
 /// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any

@@ -158,7 +158,13 @@ fn an_lru_table_left_pinned_is_migrated_with_its_flows() {
         }
         // Named fields in the dump: the flow's addresses and its backend.
         let dump = bpftool(&["map", "dump", "pinned", &path]);
-        for field in ["\"tags\"", "\"ways\"", "\"src\"", "\"backend\": 1", "\"sport\""] {
+        for field in [
+            "\"tags\"",
+            "\"ways\"",
+            "\"src\"",
+            "\"backend\": 1",
+            "\"sport\"",
+        ] {
             assert!(dump.contains(field), "{field} not in the dump");
         }
         drop(dp);

@@ -39,10 +39,9 @@ pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
 pub use dataplane_common::{
     BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_FLOW_HOLD,
     DEFAULT_MAGLEV_SIZE, DecapReason, EncapSource, FAMILY_V4, FAMILY_V6, FLOW_WAYS, FlowBucket,
-    FlowKey, FlowValue, conntrack_buckets,
-    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, REASON_COUNT, REASON_SLOTS,
-    Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot, ServiceValue, flow_hash,
-    service_slot_index,
+    FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, REASON_COUNT,
+    REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot, ServiceValue,
+    conntrack_buckets, flow_hash, service_slot_index,
 };
 use dataplane_common::{SERVICE_F_ADDR_MARKER, maps, programs};
 pub use decap::{DecapOptions, Decapsulator};

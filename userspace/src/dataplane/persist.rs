@@ -149,16 +149,19 @@ pub fn migrate_conntrack(
     let (reason, flows) = match MapInfo::from_pin(&path) {
         Err(e) => (format!("unreadable ({e})"), Ok(Vec::new())),
         Ok(info)
-            if !matches!(info.map_type(), Ok(MapType::Array)) || info.value_size() != bucket_size =>
-        (
-            format!(
-                "a {:?} with {}-byte values, this version uses an array of {bucket_size}-byte \
+            if !matches!(info.map_type(), Ok(MapType::Array))
+                || info.value_size() != bucket_size =>
+        {
+            (
+                format!(
+                    "a {:?} with {}-byte values, this version uses an array of {bucket_size}-byte \
                  buckets",
-                info.map_type().ok(),
-                info.value_size()
-            ),
-            read_hash_flows(&path),
-        ),
+                    info.map_type().ok(),
+                    info.value_size()
+                ),
+                read_hash_flows(&path),
+            )
+        }
         Ok(info) if info.max_entries() != buckets => (
             format!(
                 "{} buckets, conntrack_size asks for {buckets}",

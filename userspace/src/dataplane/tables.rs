@@ -7,11 +7,11 @@ use std::{net::IpAddr, os::fd::AsFd as _};
 use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, lpm_trie::LpmTrie};
 use dataplane_common::{
     BACKEND_F_VALID, Backend, EncapSource, FAMILY_V4, FAMILY_V6, FlowBucket, FlowGuard, FlowKey,
-    FlowValue, flow_bucket, flow_clock, flow_index_hash,
-    MAX_BACKENDS, MAX_MIDFLOW_SOURCES, MAX_SERVICES, NO_BACKEND, PROTO_ADDR_MARKER, PROTO_TCP,
-    PROTO_UDP, SERVICE_F_ADDR_MARKER, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
+    FlowValue, MAX_BACKENDS, MAX_MIDFLOW_SOURCES, MAX_SERVICES, NO_BACKEND, PROTO_ADDR_MARKER,
+    PROTO_TCP, PROTO_UDP, SERVICE_F_ADDR_MARKER, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
     SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, ServiceKey, ServiceSlot,
-    ServiceValue, SourcePrefix, maps, service_slot_index, vip_filter_index,
+    ServiceValue, SourcePrefix, flow_bucket, flow_clock, flow_index_hash, maps, service_slot_index,
+    vip_filter_index,
 };
 
 use super::{BPF_F_INNER_MAP, Dataplane, DataplaneError, decap, sys};
@@ -389,7 +389,10 @@ impl Dataplane {
     /// that uses it is attached (nothing else writes it meanwhile); returns how many it took.
     /// A flow whose bucket is full is left to Maglev. Each is stamped now and used, as the
     /// live flows they are most likely to be.
-    pub fn restore_flows(&mut self, flows: &[(FlowKey, FlowValue)]) -> Result<usize, DataplaneError> {
+    pub fn restore_flows(
+        &mut self,
+        flows: &[(FlowKey, FlowValue)],
+    ) -> Result<usize, DataplaneError> {
         let mask = self.conntrack_mask()?;
         let stamp = flow_clock(sys::monotonic_ns());
         let mut buckets: std::collections::BTreeMap<u32, Vec<&(FlowKey, FlowValue)>> =

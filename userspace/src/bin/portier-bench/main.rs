@@ -642,7 +642,11 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             if let (Some(r), Some(b)) = (c.expect, before) {
                 let n = dp.reason(r)? - b;
                 if n != u64::from(repeat) {
-                    bail!("{}: {n} of {repeat} counted {} (wrong path)", c.name, r.name());
+                    bail!(
+                        "{}: {n} of {repeat} counted {} (wrong path)",
+                        c.name,
+                        r.name()
+                    );
                 }
             }
         }
