@@ -14,11 +14,28 @@ pub const MAX_SERVICES: u32 = 256;
 pub const MAX_BACKENDS: u32 = 4096;
 /// Default Maglev table size: prime, and large against 100 backends (evenness within 1%).
 pub const DEFAULT_MAGLEV_SIZE: u32 = 65537;
-/// Default connection table size (LRU entries).
+/// Default connection table size (flows).
 pub const DEFAULT_CONNTRACK_SIZE: u32 = 65536;
-/// `map_flags` of the connection table: `BPF_F_NO_COMMON_LRU`, an LRU list per CPU (see the
-/// README's "Connection table"). A pinned table with other flags is migrated on start.
-pub const CONNTRACK_MAP_FLAGS: u32 = 1 << 1;
+/// Flows one bucket of the connection table holds (its ways). Eight: a bucket's tags and
+/// stamps fill one cache line.
+pub const FLOW_WAYS: usize = 8;
+/// Buckets of the default table: the `max_entries` the program is built with (the loader
+/// sets the configured one).
+pub const DEFAULT_CONNTRACK_BUCKETS: u32 = conntrack_buckets(DEFAULT_CONNTRACK_SIZE);
+/// Default of `FlowGuard::hold`, in `flow_clock` units (2^24 ns, about 16.8 ms): 256, about
+/// 4.3 s. An entry is not replaced by a new flow before it is this old (and unused since it
+/// was last aged).
+pub const DEFAULT_FLOW_HOLD: u32 = 256;
+/// Name of the program's global holding the connection table's bucket count minus one (a
+/// power of two minus one), set at load from `conntrack_size`.
+pub const CONNTRACK_MASK_GLOBAL: &str = "CONNTRACK_MASK";
+
+/// Buckets of a connection table for `size` flows: a power of two (the program masks the
+/// flow's index hash), holding at least `size` flows.
+pub const fn conntrack_buckets(size: u32) -> u32 {
+    let b = size.div_ceil(FLOW_WAYS as u32);
+    if b <= 1 { 1 } else { b.next_power_of_two() }
+}
 
 /// A Maglev slot value meaning "this service has no backend": such packets are dropped.
 pub const NO_BACKEND: u32 = u32::MAX;
@@ -184,7 +201,11 @@ pub struct ServiceValue {
 pub struct FlowGuard {
     /// 0: no limit.
     pub new_flow_rate: u32,
-    pub _pad: u32,
+    /// In `flow_clock` units (16.8 ms): a new flow replaces no entry younger than this, nor one used
+    /// since it was last aged (that one is aged again instead); with no such way left in its
+    /// bucket it is balanced by Maglev, not recorded (`conntrack_table_full`). 0: the oldest
+    /// unused entry goes at once. (Was `_pad`, always 0, in the LRU table's time.)
+    pub hold: u32,
 }
 
 /// One CPU's count of new entries in its current one-second window.
@@ -446,6 +467,188 @@ pub struct FlowValue {
     pub generation: u32,
 }
 
+/// One way of a connection-table bucket: a flow and its backend.
+///
+/// Written with plain stores, so a CPU may read a way another CPU is rewriting; `check`
+/// (`flow_entry_check` of the words before it) tells a torn way from a whole one, and a
+/// torn one is treated as a miss (Maglev decides, as for an evicted flow).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEntry {
+    pub key: FlowKey,
+    pub value: FlowValue,
+    pub check: u32,
+    /// Non-zero once a packet used the entry since it was written or last aged. Here, not
+    /// beside the stamp, so a hit touches the way's line only; not covered by `check`.
+    pub used: u32,
+    /// To 64 bytes: a way is one cache line (in a bucket that starts on one), so a hit in
+    /// its home way reads one line and writing a new flow fills one.
+    pub _pad: [u32; 2],
+}
+
+/// Words of a `FlowEntry` covered by its check: key (10), backend, generation. Then come
+/// `check` (word 12) and `used` (word 13).
+pub const FLOW_ENTRY_WORDS: usize = 12;
+
+/// One bucket of the connection table (`CONNTRACK`, an array of them): the first cache line
+/// holds each way's tag and stamp, so a miss reads one line and a hit two. 576 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowBucket {
+    /// `flow_tag` of the flow in each way; 0: empty.
+    pub tags: [u32; FLOW_WAYS],
+    /// `flow_clock` when the way was written or last aged. 0: empty.
+    pub stamps: [u32; FLOW_WAYS],
+    pub ways: [FlowEntry; FLOW_WAYS],
+}
+
+impl FlowEntry {
+    /// A whole entry for `key` -> `value`.
+    pub fn new(key: FlowKey, value: FlowValue) -> Self {
+        let w = key.words();
+        let words = [
+            w[0],
+            w[1],
+            w[2],
+            w[3],
+            w[4],
+            w[5],
+            w[6],
+            w[7],
+            w[8],
+            w[9],
+            value.backend,
+            value.generation,
+        ];
+        FlowEntry {
+            key,
+            value,
+            check: flow_entry_check(&words),
+            used: 0,
+            _pad: [0; 2],
+        }
+    }
+
+    /// Whether the entry is whole (not torn by a concurrent write, not empty).
+    pub fn whole(&self) -> bool {
+        self.check == Self::new(self.key, self.value).check && self.check != 0
+    }
+}
+
+impl FlowBucket {
+    /// The way holding `key`, if any (whole entries only).
+    pub fn find(&self, key: &FlowKey) -> Option<usize> {
+        let tag = flow_tag(flow_index_hash(&key.words()));
+        (0..FLOW_WAYS)
+            .find(|&w| self.tags[w] == tag && self.ways[w].key == *key && self.ways[w].whole())
+    }
+
+    /// The flows this bucket holds.
+    pub fn flows(&self) -> impl Iterator<Item = (FlowKey, FlowValue)> + '_ {
+        (0..FLOW_WAYS)
+            .filter(|&w| self.tags[w] != 0 && self.ways[w].whole())
+            .map(|w| (self.ways[w].key, self.ways[w].value))
+    }
+
+    /// Puts `key` -> `value` (marked used) into its way, else the first empty way from its
+    /// home on, as the program would; `false` when the bucket is full. `stamp` as in `stamps`.
+    pub fn put(&mut self, key: FlowKey, value: FlowValue, stamp: u32) -> bool {
+        let hash = flow_index_hash(&key.words());
+        let home = flow_home(hash);
+        let way = self.find(&key).or_else(|| {
+            (0..FLOW_WAYS)
+                .map(|i| (home + i) % FLOW_WAYS)
+                .find(|&w| self.stamps[w] == 0)
+        });
+        let Some(w) = way else {
+            return false;
+        };
+        self.ways[w] = FlowEntry::new(key, value);
+        self.ways[w].used = 1;
+        self.stamps[w] = stamp;
+        self.tags[w] = flow_tag(hash);
+        true
+    }
+}
+
+/// Bucket of a flow: its index hash masked to the table (`mask`: buckets - 1).
+#[inline(always)]
+pub fn flow_bucket(hash: u32, mask: u32) -> u32 {
+    hash & mask
+}
+
+/// Home way of a flow in its bucket: looked at first, before the tags, and where an insert's
+/// scan starts, so that while its bucket has room a flow sits there and a hit reads one line.
+/// Bits the bucket index does not use.
+#[inline(always)]
+pub fn flow_home(hash: u32) -> usize {
+    (hash >> 29) as usize & (FLOW_WAYS - 1)
+}
+
+/// Tag of a flow in its bucket: never 0, which marks an empty way.
+#[inline(always)]
+pub fn flow_tag(hash: u32) -> u32 {
+    hash | 1
+}
+
+/// The connection table's clock: `CLOCK_MONOTONIC` (what `bpf_ktime_get_ns` reads) in units
+/// of 2^24 ns (16.8 ms), plus one so a stamp is never 0. Stamps keep 31 bits of it: ages are
+/// taken modulo 2^31 units, about 1.1 years, so an entry untouched that long looks young.
+#[inline(always)]
+pub fn flow_clock(ns: u64) -> u32 {
+    ((ns >> 24) as u32 & 0x7fff_ffff).wrapping_add(1)
+}
+
+/// Index hash of a flow in the connection table, over `FlowKey::words`: NH-style, products
+/// of word pairs (each plus a constant) summed in 64 bits, then folded and mixed. Five
+/// independent multiplies instead of the Maglev hash's chain of ten mixing rounds: the
+/// established path computes this on every packet, the Maglev hash only on a miss.
+/// Unseeded, like the Maglev hash (see README, "Connection table": what a crafted flood can
+/// and cannot do).
+#[inline(always)]
+pub fn flow_index_hash(w: &[u32; 10]) -> u32 {
+    #[inline(always)]
+    fn p(a: u32, b: u32, ka: u32, kb: u32) -> u64 {
+        u64::from(a.wrapping_add(ka)).wrapping_mul(u64::from(b.wrapping_add(kb)))
+    }
+    let h = p(w[0], w[4], 0x9e37_79b1, 0x85eb_ca6b)
+        .wrapping_add(p(w[1], w[5], 0xc2b2_ae35, 0x27d4_eb2f))
+        .wrapping_add(p(w[2], w[6], 0x1656_67b1, 0xcc9e_2d51))
+        .wrapping_add(p(w[3], w[7], 0x1b87_3593, 0xe654_6b65))
+        .wrapping_add(p(w[8], w[9] & 0xffff, 0x7fee_b3a5, 0x94d0_49bb));
+    let x = ((h >> 32) as u32) ^ (h as u32);
+    let x = x.wrapping_mul(0x85eb_ca6b);
+    x ^ (x >> 15)
+}
+
+/// Check word of a `FlowEntry` over its first `FLOW_ENTRY_WORDS` words, computed like
+/// `service_slot_check` (independent products, so the program computes them in parallel).
+/// Never 0 for a written entry in practice; an all-zero way checks as 0, and 0 marks empty.
+#[inline(always)]
+pub fn flow_entry_check(w: &[u32; FLOW_ENTRY_WORDS]) -> u32 {
+    const K: [u32; FLOW_ENTRY_WORDS] = [
+        0x9e37_79b1,
+        0x85eb_ca6b,
+        0xc2b2_ae35,
+        0x27d4_eb2f,
+        0x1656_67b1,
+        0xcc9e_2d51,
+        0x1b87_3593,
+        0xe654_6b65,
+        0x7fee_b3a5,
+        0x94d0_49bb,
+        0x2545_f491,
+        0x9e6c_63d1,
+    ];
+    let mut h: u32 = 0;
+    let mut i = 0;
+    while i < FLOW_ENTRY_WORDS {
+        h = h.wrapping_add(w[i].wrapping_mul(K[i]));
+        i += 1;
+    }
+    h
+}
+
 /// Packet and byte counters (per CPU in the maps; userspace sums them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -513,9 +716,15 @@ pub enum Reason {
     /// than `FlowGuard::new_flow_rate`: Maglev, not recorded, so a SYN flood cannot evict the
     /// established flows.
     ConntrackFloodUntracked = 24,
+    /// A new flow whose bucket held only entries younger than `FlowGuard::hold` or in use:
+    /// Maglev, not recorded (the table protects the flows it has over new ones).
+    ConntrackTableFull = 25,
+    /// A new flow replaced the oldest unused entry of its bucket (counted besides
+    /// `conntrack_new` or `conntrack_miss_midflow`).
+    ConntrackEvicted = 26,
 }
 
-pub const REASON_COUNT: u32 = 25;
+pub const REASON_COUNT: u32 = 27;
 
 /// Counters in the `REASONS` value: room for reasons added later, so a newer program still
 /// adopts the pinned map of an older one.
@@ -549,6 +758,8 @@ impl Reason {
         Reason::DropIcmpMismatch,
         Reason::ConntrackMidflowUntracked,
         Reason::ConntrackFloodUntracked,
+        Reason::ConntrackTableFull,
+        Reason::ConntrackEvicted,
     ];
 
     pub const fn from_index(i: u32) -> Option<Reason> {
@@ -587,6 +798,8 @@ impl Reason {
             Reason::DropIcmpMismatch => "drop_icmp_mismatch",
             Reason::ConntrackMidflowUntracked => "conntrack_midflow_untracked",
             Reason::ConntrackFloodUntracked => "conntrack_flood_untracked",
+            Reason::ConntrackTableFull => "conntrack_table_full",
+            Reason::ConntrackEvicted => "conntrack_evicted",
         }
     }
 }
@@ -693,6 +906,8 @@ mod pod {
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for FlowEntry {}
+    unsafe impl aya::Pod for FlowBucket {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for ServiceSlot {}
     unsafe impl aya::Pod for EncapSource {}
@@ -715,6 +930,8 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 44);
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<FlowValue>(), 8);
+        assert_eq!(size_of::<FlowEntry>(), 64);
+        assert_eq!(size_of::<FlowBucket>(), 576);
         assert_eq!(size_of::<Counters>(), 16);
         assert_eq!(size_of::<ServiceSlot>(), 44);
         assert_eq!(size_of::<EncapSource>(), 44);
@@ -788,6 +1005,52 @@ mod tests {
         assert_eq!(service_slot_check(&[0; SERVICE_SLOT_WORDS]), 0);
     }
 
+    #[test]
+    fn entry_check_catches_any_single_changed_word_and_bucket_put_finds() {
+        let key = FlowKey {
+            src: [198, 51, 100, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst: [203, 0, 113, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let value = FlowValue {
+            backend: 3,
+            generation: 1,
+        };
+        let e = FlowEntry::new(key, value);
+        assert!(e.whole());
+        let mut t = e;
+        t.value.backend = 4;
+        assert!(!t.whole(), "a torn value");
+        let mut t = e;
+        t.key.sport = 1;
+        assert!(!t.whole(), "a torn key");
+        assert!(!FlowEntry::default().whole(), "an empty way");
+        let mut b = FlowBucket::default();
+        for i in 0..FLOW_WAYS as u16 {
+            let mut k = key;
+            k.sport = (1000 + i).to_be();
+            let home = flow_home(flow_index_hash(&k.words()));
+            let empty_home = b.stamps[home] == 0;
+            assert!(b.put(k, value, 2));
+            let w = b.find(&k).expect("found");
+            if empty_home {
+                assert_eq!(w, home, "a free home way is taken");
+            }
+            assert_eq!(b.ways[w].used, 1);
+        }
+        let mut k = key;
+        k.sport = 1u16.to_be();
+        assert!(!b.put(k, value, 2), "full");
+        assert_eq!(b.flows().count(), FLOW_WAYS);
+        assert_eq!(conntrack_buckets(1), 1);
+        assert_eq!(conntrack_buckets(65536), 8192);
+        assert_eq!(conntrack_buckets(65537), 16384);
+    }
+
     /// Seedless: fixed vectors, so any change to the hashes is a visible, deliberate one
     /// (every LB node of a deployment must compute the same values).
     #[test]
@@ -802,6 +1065,8 @@ mod tests {
             _pad: [0; 2],
         };
         assert_eq!(flow_hash(&k), 0x6e1a_bc68);
+        // The index of pinned tables: a change here strands their flows.
+        assert_eq!(flow_index_hash(&k.words()), 0x079e_809a);
         assert_eq!(vip_filter_index(&k.dst, FAMILY_V6), 1930);
     }
 }

@@ -2,10 +2,11 @@
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use dataplane_common::{
-    BACKEND_F_VALID, Backend, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, NO_BACKEND,
-    PROTO_ADDR_MARKER, REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
-    SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, SERVICE_SLOT_WORDS,
-    ServiceKey, ServiceValue, flow_hash_words, service_slot_check, service_slot_index,
+    BACKEND_F_VALID, Backend, FAMILY_V4, FAMILY_V6, FLOW_ENTRY_WORDS, FLOW_WAYS, FlowBucket,
+    FlowValue, NO_BACKEND, PROTO_ADDR_MARKER, REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP,
+    SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP,
+    SERVICE_SLOT_WORDS, ServiceKey, ServiceValue, flow_bucket, flow_clock, flow_entry_check,
+    flow_hash_words, flow_home, flow_index_hash, flow_tag, service_slot_check, service_slot_index,
     vip_filter_index_words,
 };
 
@@ -16,8 +17,8 @@ type Addr = [u32; 4];
 use crate::{
     encap::encapsulate,
     maps::{
-        BACKEND_STATS, BACKENDS, CONNTRACK, FLOW_GUARD, FLOW_WINDOW, MAGLEV, MIDFLOW_SOURCES,
-        REASONS, SERVICE_SLOTS, SERVICES, SVC_STATS, TX_PORTS, VIP_FILTER,
+        BACKEND_STATS, BACKENDS, CONNTRACK, CONNTRACK_MASK, FLOW_GUARD, FLOW_WINDOW, MAGLEV,
+        MIDFLOW_SOURCES, REASONS, SERVICE_SLOTS, SERVICES, SVC_STATS, TX_PORTS, VIP_FILTER,
     },
     parse::*,
     prefix::in_prefixes,
@@ -161,13 +162,6 @@ fn lookup_service(key: &[u32; 5]) -> Option<ServiceValue> {
     }
     // SAFETY: the value is copied out immediately.
     unsafe { SERVICES.get(service_key(key)) }.copied()
-}
-
-#[inline(always)]
-fn flow_key(words: &[u32; 10]) -> &FlowKey {
-    // SAFETY: FlowKey is repr(C, align(4)), 40 bytes, no padding, any bit pattern valid, and
-    // `FlowKey::words` defines this layout.
-    unsafe { &*(words as *const [u32; 10] as *const FlowKey) }
 }
 
 /// The address marker of `addr`, if it is a VIP.
@@ -493,23 +487,189 @@ fn icmp_error(
     forward(ctx, &svc, &key.0, Kind::IcmpError)
 }
 
-/// Chooses the backend for `key` (connection table, else Maglev) and sends the frame there.
+// Ways are addressed by pointer arithmetic, never by indexing: an index the compiler cannot
+// prove in range (a loop it does not unroll) would leave a panic call in the program, which
+// the verifier refuses.
+
+/// The tag of way `w` of `b`. SAFETY: `b` a live map value, `w < FLOW_WAYS`.
+#[inline(always)]
+unsafe fn tag_ptr(b: *mut FlowBucket, w: usize) -> *mut u32 {
+    unsafe { (core::ptr::addr_of_mut!((*b).tags) as *mut u32).add(w) }
+}
+
+/// The stamp of way `w` of `b`. SAFETY: as for `tag_ptr`.
+#[inline(always)]
+unsafe fn stamp_ptr(b: *mut FlowBucket, w: usize) -> *mut u32 {
+    unsafe { (core::ptr::addr_of_mut!((*b).stamps) as *mut u32).add(w) }
+}
+
+/// Way `w` of `b` as words: `FlowEntry` is repr(C), the key's ten words, backend,
+/// generation, check, then padding (not read, not written). SAFETY: as for `tag_ptr`.
+#[inline(always)]
+unsafe fn way_ptr(b: *mut FlowBucket, w: usize) -> *mut [u32; FLOW_ENTRY_WORDS + 1] {
+    unsafe {
+        (core::ptr::addr_of_mut!((*b).ways) as *mut dataplane_common::FlowEntry).add(w)
+            as *mut [u32; FLOW_ENTRY_WORDS + 1]
+    }
+}
+
+/// The `used` word of way `w` of `b`. SAFETY: as for `tag_ptr`.
+#[inline(always)]
+unsafe fn used_ptr(b: *mut FlowBucket, w: usize) -> *mut u32 {
+    unsafe { (way_ptr(b, w) as *mut u32).add(FLOW_ENTRY_WORDS + 1) }
+}
+
+/// Where a flow is, or would go, in the connection table.
+struct Place {
+    bucket: Option<*mut FlowBucket>,
+    tag: u32,
+    /// `flow_home` of the flow: where an insert's scan starts.
+    home: usize,
+    /// The way holding the flow and what it holds.
+    found: Option<(usize, FlowValue)>,
+}
+
+/// Looks the flow up: one inlined array lookup, then the flow's home way (one cache line,
+/// where a flow sits while its bucket has room), then the bucket's tags (one line) and a way
+/// whose tag matches. A way is copied once and accepted only whole (its check word matches).
+#[inline(always)]
+fn lookup_flow(words: &[u32; 10]) -> Place {
+    let h = flow_index_hash(words);
+    let tag = flow_tag(h);
+    let home = flow_home(h);
+    let bucket = CONNTRACK.get_ptr_mut(flow_bucket(h, CONNTRACK_MASK.load()));
+    let mut found = None;
+    if let Some(b) = bucket {
+        if let Some(v) = read_way(b, home, words) {
+            found = Some((home, v));
+        } else {
+            let mut w = 0;
+            while w < FLOW_WAYS {
+                // SAFETY: `b` is a live map value; `w < FLOW_WAYS`.
+                if w != home && unsafe { *tag_ptr(b, w) } == tag {
+                    if let Some(v) = read_way(b, w, words) {
+                        found = Some((w, v));
+                        break;
+                    }
+                }
+                w += 1;
+            }
+        }
+    }
+    Place {
+        bucket,
+        tag,
+        home,
+        found,
+    }
+}
+
+/// The value of way `w` of `b` if it holds the flow `words` whole.
+#[inline(always)]
+fn read_way(b: *mut FlowBucket, w: usize, words: &[u32; 10]) -> Option<FlowValue> {
+    // SAFETY: `w < FLOW_WAYS`. Read once into the stack, so the check covers what is used.
+    let e = unsafe { core::ptr::read(way_ptr(b, w)) };
+    let mut i = 0;
+    while i < 10 {
+        if e[i] != words[i] {
+            return None;
+        }
+        i += 1;
+    }
+    // SAFETY: a prefix of `e`.
+    let covered = unsafe { &*(e.as_ptr() as *const [u32; FLOW_ENTRY_WORDS]) };
+    if flow_entry_check(covered) != e[FLOW_ENTRY_WORDS] {
+        return None;
+    }
+    Some(FlowValue {
+        backend: e[10],
+        generation: e[11],
+    })
+}
+
+/// Writes `words` -> `value` into way `w` of `b`: the entry first, the tag last, so a reader
+/// that sees the tag before the entry is whole fails the check and takes Maglev. `used` is
+/// left as it is.
+#[inline(always)]
+fn write_way(b: *mut FlowBucket, w: usize, words: &[u32; 10], value: FlowValue, tag: u32) {
+    let mut e = [0u32; FLOW_ENTRY_WORDS + 1];
+    let mut i = 0;
+    while i < 10 {
+        e[i] = words[i];
+        i += 1;
+    }
+    e[10] = value.backend;
+    e[11] = value.generation;
+    // SAFETY: a prefix of `e`.
+    let covered = unsafe { &*(e.as_ptr() as *const [u32; FLOW_ENTRY_WORDS]) };
+    e[FLOW_ENTRY_WORDS] = flow_entry_check(covered);
+    // SAFETY: as in `read_way`.
+    unsafe {
+        core::ptr::write(way_ptr(b, w), e);
+        *tag_ptr(b, w) = tag;
+    }
+}
+
+/// The way a new flow takes in `b`: an empty one, else the oldest unused one at least `hold`
+/// old. Used ways at least `hold` old are aged instead (stamp now, used cleared): a flow that
+/// carries packets is never replaced, an idle one goes after one to two holds. The scan
+/// starts at the flow's home way, which it takes when that is free or as old as any other; so
+/// among equally old ways (one tick) the one replaced is the new flow's home, as random as its
+/// hash. `(way, evicted)`; `None` when every way is younger or in use.
+#[inline(always)]
+fn choose_way(b: *mut FlowBucket, now: u32, hold: u32, home: usize) -> Option<(usize, bool)> {
+    let mut victim = None;
+    let mut oldest = 0u32;
+    let mut i = 0;
+    while i < FLOW_WAYS {
+        let w = (home + i) & (FLOW_WAYS - 1);
+        // SAFETY: `b` is a live map value; `w < FLOW_WAYS` (masked).
+        let st = unsafe { *stamp_ptr(b, w) };
+        if st == 0 {
+            return Some((w, false));
+        }
+        // Stamps hold the clock in 31 bits.
+        let age = (now.wrapping_sub(st)) & 0x7fff_ffff;
+        if age >= hold {
+            // SAFETY: as above.
+            unsafe {
+                if *used_ptr(b, w) != 0 {
+                    *stamp_ptr(b, w) = now;
+                    *used_ptr(b, w) = 0;
+                } else if victim.is_none() || age > oldest {
+                    victim = Some(w);
+                    oldest = age;
+                }
+            }
+        }
+        i += 1;
+    }
+    victim.map(|w| (w, true))
+}
+
+/// Chooses the backend for the flow `words` (connection table, else Maglev) and sends the
+/// frame there.
 #[inline(always)]
 fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) -> u32 {
-    let key = flow_key(words);
     // A SYN is balanced afresh, but the entry is still read: when it already names the
-    // backend Maglev picks (retransmitted SYN, reused port), the table is left alone. An LRU
-    // update costs several times a lookup (free-list pop, bucket lock, old node freed).
-    let recorded: Option<FlowValue> = match CONNTRACK.get_ptr(key) {
-        // SAFETY: copied out at once; LRU reuse of the slot can only make it stale, which
-        // the generation check catches.
-        Some(fv) => Some(unsafe { *fv }),
-        None => None,
-    };
+    // backend Maglev picks (retransmitted SYN, reused port), the table is left alone.
+    let place = lookup_flow(words);
+    let recorded = place.found.map(|(_, v)| v);
     if kind != Kind::Syn {
-        if let Some(fv) = recorded {
+        if let (Some((w, fv)), Some(bucket)) = (place.found, place.bucket) {
             if let Some(b) = BACKENDS.get(fv.backend) {
                 if b.generation == fv.generation && b.flags & BACKEND_F_VALID != 0 {
+                    if kind != Kind::IcmpError {
+                        // Marks the flow used, once per aging: the only write of the
+                        // established path, and rare; in the line just read.
+                        // SAFETY: a live map value; `w < FLOW_WAYS`.
+                        unsafe {
+                            let used = used_ptr(bucket, w);
+                            if *used == 0 {
+                                *used = 1;
+                            }
+                        }
+                    }
                     let ct = (kind != Kind::IcmpError).then_some(Reason::ConntrackHit);
                     return emit(ctx, svc, fv.backend, b, kind, words, ct);
                 }
@@ -534,9 +694,9 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
     };
     let mut ct = None;
     // A mid-flow segment without an entry is usually a forged one (or a flow whose entry was
-    // evicted): recording it would let a flood of random non-SYN packets evict the
-    // established flows the table protects. Maglev still sends it to the host a SYN would
-    // have reached; only sources trusted to carry real moved flows (another LB's clients,
+    // evicted): recording it would let a flood of random non-SYN packets evict established
+    // flows the table protects. Maglev still sends it to the host a SYN would have reached;
+    // only sources trusted to carry real moved flows (another LB's clients,
     // `MIDFLOW_SOURCES`) are recorded.
     let untracked = kind == Kind::TcpOther
         && recorded.is_none()
@@ -547,44 +707,80 @@ fn forward(ctx: &XdpContext, svc: &ServiceValue, words: &[u32; 10], kind: Kind) 
         );
     if untracked {
         ct = Some(Reason::ConntrackMidflowUntracked);
-    } else if kind != Kind::IcmpError && recorded.is_none() && flooded() {
-        ct = Some(Reason::ConntrackFloodUntracked);
     } else if kind != Kind::IcmpError {
         let value = FlowValue {
             backend: id,
             generation: b.generation,
         };
-        // Only a SYN can reach here with an entry that is still right.
-        let unchanged = kind == Kind::Syn && recorded == Some(value);
-        ct = Some(if !unchanged && CONNTRACK.insert(key, value, 0).is_err() {
-            Reason::ConntrackInsertFailed
-        } else if kind != Kind::Syn && recorded.is_some() {
-            Reason::ConntrackStale
-        } else if kind == Kind::TcpOther {
+        let fresh = if kind == Kind::TcpOther {
             Reason::ConntrackMissMidflow
         } else {
             Reason::ConntrackNew
+        };
+        ct = Some(match (place.found, place.bucket) {
+            // Only a SYN can reach here with an entry that is still right.
+            (Some((_, v)), _) if kind == Kind::Syn && v == value => Reason::ConntrackNew,
+            // Rewritten in place: the flow keeps its way, nothing is evicted.
+            (Some((w, _)), Some(bucket)) => {
+                write_way(bucket, w, words, value, place.tag);
+                if kind == Kind::Syn {
+                    Reason::ConntrackNew
+                } else {
+                    Reason::ConntrackStale
+                }
+            }
+            (_, None) => Reason::ConntrackInsertFailed,
+            (None, Some(bucket)) => insert(bucket, words, value, &place, fresh),
         });
     }
     emit(ctx, svc, id, b, kind, words, ct)
 }
 
-/// Whether this CPU has written its budget of new entries this second (the SYN-flood guard);
-/// otherwise counts one more. Only new entries pay for the clock: established flows and
-/// rewrites of an existing entry (which evict nothing) never get here.
+/// Records a flow the table does not hold, unless the SYN-flood guard or a bucket of young
+/// or busy entries says no; returns the reason to count.
 #[inline(always)]
-fn flooded() -> bool {
-    let rate = match FLOW_GUARD.get(0) {
-        Some(g) if g.new_flow_rate != 0 => u64::from(g.new_flow_rate),
-        _ => return false,
+fn insert(
+    b: *mut FlowBucket,
+    words: &[u32; 10],
+    value: FlowValue,
+    place: &Place,
+    fresh: Reason,
+) -> Reason {
+    let (rate, hold) = match FLOW_GUARD.get(0) {
+        Some(g) => (u64::from(g.new_flow_rate), g.hold),
+        None => (0, 0),
     };
+    // SAFETY: the clock helper has no preconditions.
+    let now_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    if rate != 0 && flooded(now_ns, rate) {
+        return Reason::ConntrackFloodUntracked;
+    }
+    let now = flow_clock(now_ns);
+    let Some((w, evicted)) = choose_way(b, now, hold, place.home) else {
+        return Reason::ConntrackTableFull;
+    };
+    write_way(b, w, words, value, place.tag);
+    // SAFETY: a live map value; `w < FLOW_WAYS`.
+    unsafe {
+        *used_ptr(b, w) = 0;
+        *stamp_ptr(b, w) = now;
+    }
+    if evicted {
+        count(Reason::ConntrackEvicted);
+    }
+    fresh
+}
+
+/// Whether this CPU has written its budget of `rate` new entries this second (the SYN-flood
+/// guard); otherwise counts one more. Only new entries pay for the clock: established flows
+/// and rewrites of an existing entry (which evict nothing) never get here.
+#[inline(always)]
+fn flooded(now: u64, rate: u64) -> bool {
     let Some(w) = FLOW_WINDOW.get_ptr_mut(0) else {
         return false;
     };
-    // SAFETY: a per-CPU value only this program on this CPU writes; the clock helper has no
-    // preconditions.
+    // SAFETY: a per-CPU value only this program on this CPU writes.
     unsafe {
-        let now = aya_ebpf::helpers::bpf_ktime_get_ns();
         if now.wrapping_sub((*w).start_ns) >= 1_000_000_000 {
             (*w).start_ns = now;
             (*w).inserts = 0;

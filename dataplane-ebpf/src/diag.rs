@@ -34,13 +34,16 @@ const LB_DROPS: [Reason; 9] = [
     Reason::DropEncapFailed,
     Reason::DropIcmpMismatch,
 ];
-const LB_NEW: [Reason; 5] = [
+const LB_NEW: [Reason; 6] = [
     Reason::ConntrackNew,
     Reason::ConntrackMissMidflow,
     Reason::ConntrackStale,
     Reason::ConntrackMidflowUntracked,
     Reason::ConntrackFloodUntracked,
+    Reason::ConntrackTableFull,
 ];
+/// Counters a record compares: every drop, then every new-flow outcome.
+const LB_COUNTED: usize = LB_DROPS.len() + LB_NEW.len();
 const DECAP_DROPS: [DecapReason; 4] = [
     DecapReason::DropTruncated,
     DecapReason::DropBadInner,
@@ -82,7 +85,7 @@ pub struct Seen {
 #[derive(Clone, Copy)]
 pub struct Scratch {
     seen: Seen,
-    counts: [u64; 14],
+    counts: [u64; LB_COUNTED],
 }
 
 #[btf_map]
@@ -180,8 +183,8 @@ fn seen(ctx: &XdpContext) -> Seen {
 
 /// The balancer's counters that make a record, on this CPU.
 #[inline(always)]
-fn lb_counts() -> [u64; 14] {
-    let mut c = [0u64; 14];
+fn lb_counts() -> [u64; LB_COUNTED] {
+    let mut c = [0u64; LB_COUNTED];
     if let Some(p) = REASONS.get_ptr(0) {
         // SAFETY: this CPU's value; the indices are reasons, below REASON_SLOTS.
         unsafe {

@@ -119,7 +119,10 @@ pub fn portier_bench_gen_mixed(ctx: XdpContext) -> u32 {
             let src = [10, 128 | ((m >> 16) & 0x3f) as u8, (m >> 8) as u8, m as u8];
             (src, 1024u16, 0x02u8)
         } else {
-            let port = MIXED_PORT_BASE + (n % u64::from(MIXED_FLOWS)) as u16;
+            // A stride coprime to the flow count: every flow in turn, but never its
+            // neighbour in port order, so the order in which flows were opened (the kernel
+            // LRU's element order) gives a cache prefetcher nothing to follow.
+            let port = MIXED_PORT_BASE + ((n * 7919) % u64::from(MIXED_FLOWS)) as u16;
             (MIXED_CLIENT, port, 0x10u8)
         };
         write::<u32>(data + 26, u32::from_ne_bytes(src));

@@ -1,16 +1,17 @@
 //! Map definitions. BTF maps throughout, so pinned maps dump with named fields.
 
 use aya_ebpf::{
+    Global,
     bindings::BPF_F_INNER_MAP,
-    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, ArrayOfMaps, DevMapHash, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
 use dataplane_common::{
-    Backend, CONNTRACK_MAP_FLAGS, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_SIZE,
-    DEFAULT_MAGLEV_SIZE, DecapKey, EncapSource, FlowGuard, FlowKey, FlowValue, FlowWindow,
-    MAX_BACKENDS, MAX_DECAP_ADDRS, MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES,
-    MAX_SERVICE_ENTRIES, MAX_SERVICES, MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey,
-    ServiceSlot, ServiceValue, SourcePrefix, VIP_FILTER_SIZE,
+    Backend, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_BUCKETS, DEFAULT_MAGLEV_SIZE,
+    DecapKey, EncapSource, FlowBucket, FlowGuard, FlowWindow, MAX_BACKENDS, MAX_DECAP_ADDRS,
+    MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES, MAX_SERVICE_ENTRIES, MAX_SERVICES,
+    MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue,
+    SourcePrefix, VIP_FILTER_SIZE,
 };
 
 /// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any
@@ -27,19 +28,20 @@ pub static MAGLEV: ArrayOfMaps<MaglevTable, { MAX_SERVICES as usize }> = ArrayOf
 #[btf_map]
 pub static BACKENDS: Array<Backend, { MAX_BACKENDS as usize }> = Array::new();
 
-/// The connection table: one hash table every CPU looks flows up in, with an LRU list per CPU
-/// (`BPF_F_NO_COMMON_LRU`). A CPU takes free entries and evicts only from its own list (its
-/// share, max_entries / CPUs), so new flows on one CPU never wait on another's lock; a flow
-/// that moves to another CPU (RSS change, veth) is still found, and hits from any CPU keep it
-/// young. The trade-off (README, "Connection table"): a CPU that gets more than its share of
-/// new flows evicts its own oldest entries while other CPUs' shares sit unused.
+/// The connection table: a set-associative array of buckets the program indexes itself
+/// (`flow_index_hash` masked by `CONNTRACK_MASK`), shared by all CPUs. An array lookup is
+/// inlined by the verifier, where a hash map's is a helper call (hash, bucket walk, memcmp,
+/// each return through the CPU's return thunk); replacing the oldest unused way of a bucket
+/// costs a few stores, where the kernel LRU's insert pops free lists and evicts under locks.
+/// Ways are written with plain stores: each carries a check word, so a way torn by a
+/// concurrent writer reads as a miss (README, "Connection table").
 #[btf_map]
-pub static CONNTRACK: LruHashMap<
-    FlowKey,
-    FlowValue,
-    { DEFAULT_CONNTRACK_SIZE as usize },
-    { CONNTRACK_MAP_FLAGS as usize },
-> = LruHashMap::new();
+pub static CONNTRACK: Array<FlowBucket, { DEFAULT_CONNTRACK_BUCKETS as usize }> = Array::new();
+
+/// Buckets of `CONNTRACK` minus one (a power of two minus one), set by the loader from
+/// `conntrack_size` together with the map's `max_entries`.
+#[unsafe(no_mangle)]
+pub static CONNTRACK_MASK: Global<u32> = Global::new(DEFAULT_CONNTRACK_BUCKETS - 1);
 
 #[btf_map]
 pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();

@@ -1,6 +1,7 @@
 //! Adopting the pins of a previous instance when the connection table it left was made
-//! differently: the shared LRU of earlier versions (map flags 0), or another size. The old
-//! table is made by `bpftool`, as an older portier would have left it.
+//! differently: the LRU hash of earlier versions (one shared LRU, map flags 0, or an LRU list
+//! per CPU, flags 2), or another size. The old table is made by `bpftool`, as an older
+//! portier would have left it.
 //!
 //! Needs root and bpffs; pins go under /sys/fs/bpf/portier-test-pins/ and are removed also
 //! when a test fails.
@@ -68,11 +69,12 @@ fn key_bytes(k: &FlowKey) -> Vec<u8> {
     b
 }
 
-/// `(flags, max_entries)` of the pinned map at `path`.
-fn map_shape(path: &str) -> (u64, u64) {
+/// `(type, flags, max_entries)` of the pinned map at `path`.
+fn map_shape(path: &str) -> (String, u64, u64) {
     let v: serde_json::Value =
         serde_json::from_str(&bpftool(&["-j", "map", "show", "pinned", path])).expect("json");
     (
+        v["type"].as_str().expect("type").to_string(),
         v["flags"].as_u64().expect("flags"),
         v["max_entries"].as_u64().expect("max_entries"),
     )
@@ -86,10 +88,11 @@ fn options(node: &str, size: u32) -> DataplaneOptions {
     o
 }
 
-/// An earlier version's table (one LRU shared by all CPUs) with `flows` in it, pinned where
+/// An earlier version's table (an LRU hash with `flags`) with `flows` in it, pinned where
 /// this version's table was.
-fn replace_with_shared_lru(path: &str, flows: &[(FlowKey, FlowValue)]) {
+fn replace_with_lru(path: &str, flags: u32, flows: &[(FlowKey, FlowValue)]) {
     std::fs::remove_file(path).expect("removing the new table's pin");
+    let flags = flags.to_string();
     bpftool(&[
         "map",
         "create",
@@ -104,6 +107,8 @@ fn replace_with_shared_lru(path: &str, flows: &[(FlowKey, FlowValue)]) {
         "4096",
         "name",
         "CONNTRACK",
+        "flags",
+        &flags,
     ]);
     for (k, v) in flows {
         let mut args = vec!["map", "update", "pinned", path, "key", "hex"];
@@ -116,44 +121,59 @@ fn replace_with_shared_lru(path: &str, flows: &[(FlowKey, FlowValue)]) {
         args.extend(value.iter().map(String::as_str));
         bpftool(&args);
     }
-    assert_eq!(map_shape(path).0, 0, "the old table has no flags");
+    assert_eq!(map_shape(path).0, "lru_hash");
 }
 
 #[test]
-fn a_shared_lru_table_left_pinned_is_migrated_with_its_flows() {
+fn an_lru_table_left_pinned_is_migrated_with_its_flows() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let node = "ftmig-flags";
-    let _pins = Pins(PathBuf::from(PIN_ROOT).join(node));
-    let path = format!("{PIN_ROOT}/{node}/CONNTRACK");
-    drop(Dataplane::load(&options(node, 4096)).expect("first load"));
-    assert_eq!(
-        map_shape(&path).0,
-        u64::from(CONNTRACK_MAP_FLAGS),
-        "this version makes a table with an LRU list per CPU"
-    );
+    // The shared LRU of the first versions, then the one with an LRU list per CPU.
+    for flags in [0, 2] {
+        let node = format!("ftmig-flags{flags}");
+        let _pins = Pins(PathBuf::from(PIN_ROOT).join(&node));
+        let path = format!("{PIN_ROOT}/{node}/CONNTRACK");
+        drop(Dataplane::load(&options(&node, 4096)).expect("first load"));
+        assert_eq!(
+            map_shape(&path),
+            ("array".to_string(), 0, 512),
+            "this version makes an array of 4096 / 8 buckets"
+        );
 
-    let flows: Vec<(FlowKey, FlowValue)> = (0..300)
-        .map(|i| {
-            let v = FlowValue {
-                backend: 1 + i % 3,
-                generation: 7,
-            };
-            (flow(40_000 + i as u16), v)
-        })
-        .collect();
-    replace_with_shared_lru(&path, &flows);
+        let flows: Vec<(FlowKey, FlowValue)> = (0..300)
+            .map(|i| {
+                let v = FlowValue {
+                    backend: 1 + i % 3,
+                    generation: 7,
+                };
+                (flow(40_000 + i as u16), v)
+            })
+            .collect();
+        replace_with_lru(&path, flags, &flows);
 
-    let dp = Dataplane::load(&options(node, 4096)).expect("load over the old table");
-    assert!(dp.adopted(), "the other maps are still adopted");
-    assert_eq!(map_shape(&path).0, u64::from(CONNTRACK_MAP_FLAGS));
-    for (k, v) in &flows {
-        assert_eq!(dp.flow(k).expect("lookup"), Some(*v), "flow {k:?} lost");
+        let dp = Dataplane::load(&options(&node, 4096)).expect("load over the old table");
+        assert!(dp.adopted(), "the other maps are still adopted");
+        assert_eq!(map_shape(&path).0, "array");
+        for (k, v) in &flows {
+            assert_eq!(dp.flow(k).expect("lookup"), Some(*v), "flow {k:?} lost");
+        }
+        // Named fields in the dump: the flow's addresses and its backend.
+        let dump = bpftool(&["map", "dump", "pinned", &path]);
+        for field in [
+            "\"tags\"",
+            "\"ways\"",
+            "\"src\"",
+            "\"backend\": 1",
+            "\"sport\"",
+        ] {
+            assert!(dump.contains(field), "{field} not in the dump");
+        }
+        drop(dp);
+
+        // Adopted as it is now: the same table, nothing to migrate, the flows still there.
+        let dp = Dataplane::load(&options(&node, 4096)).expect("load again");
+        assert_eq!(dp.flow(&flows[0].0).expect("lookup"), Some(flows[0].1));
+        assert_eq!(dp.flows().expect("flows").len(), flows.len());
     }
-    drop(dp);
-
-    // Adopted as it is now: the same table, nothing to migrate, the flows still there.
-    let dp = Dataplane::load(&options(node, 4096)).expect("load again");
-    assert_eq!(dp.flow(&flows[0].0).expect("lookup"), Some(flows[0].1));
 }
 
 #[test]
@@ -200,6 +220,6 @@ fn a_changed_conntrack_size_takes_effect_on_restart_and_keeps_the_flows() {
     drop(dp);
 
     let dp = Dataplane::load(&options(node, 8192)).expect("load with a bigger table");
-    assert_eq!(map_shape(&path).1, 8192);
+    assert_eq!(map_shape(&path).2, 8192 / 8);
     assert_eq!(dp.flow(&flow(40_000)).expect("lookup"), Some(recorded));
 }

@@ -37,11 +37,11 @@ pub use bench::{BenchAttachment, attach_bench_program};
 pub use counters::MapMemory;
 pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
 pub use dataplane_common::{
-    BACKEND_F_VALID, Backend, CONNTRACK_MAP_FLAGS, Counters, DEFAULT_CONNTRACK_SIZE,
-    DEFAULT_MAGLEV_SIZE, DecapReason, EncapSource, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue,
-    MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, REASON_COUNT, REASON_SLOTS,
-    Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot, ServiceValue, flow_hash,
-    service_slot_index,
+    BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_FLOW_HOLD,
+    DEFAULT_MAGLEV_SIZE, DecapReason, EncapSource, FAMILY_V4, FAMILY_V6, FLOW_WAYS, FlowBucket,
+    FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, REASON_COUNT,
+    REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot, ServiceValue,
+    conntrack_buckets, flow_hash, service_slot_index,
 };
 use dataplane_common::{SERVICE_F_ADDR_MARKER, maps, programs};
 pub use decap::{DecapOptions, Decapsulator};
@@ -192,8 +192,12 @@ fn load_object_from(
     if conntrack_size == 0 {
         return Err(DataplaneError::Invalid("conntrack_size must be > 0".into()));
     }
+    let buckets = dataplane_common::conntrack_buckets(conntrack_size);
+    let mask = buckets - 1;
     let mut loader = EbpfLoader::new();
-    loader.map_max_entries(maps::CONNTRACK, conntrack_size);
+    loader
+        .map_max_entries(maps::CONNTRACK, buckets)
+        .override_global(dataplane_common::CONNTRACK_MASK_GLOBAL, &mask, true);
     if let Some(dir) = pins {
         for name in ALL_MAPS {
             loader.map_pin_path(name, dir.join(name));
@@ -289,6 +293,7 @@ impl Dataplane {
         fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
         let adopted = ALL_MAPS.iter().all(|m| pin_dir.join(m).exists());
         let migration = persist::migrate_conntrack(&pin_dir, opts.conntrack_size)?;
+        persist::check_flow_guard(&pin_dir)?;
         let ebpf = match load_object(opts.conntrack_size, Some(&pin_dir), &[]) {
             Ok(e) => e,
             Err(e) if pin_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) => {
@@ -316,6 +321,8 @@ impl Dataplane {
         if adopted {
             dp.services = dp.read_services()?;
         }
+        // Not configurable; also fills the field an older version left 0 (`_pad`).
+        dp.set_flow_hold(DEFAULT_FLOW_HOLD)?;
         if let Some(m) = migration {
             let (kept, total) = (dp.restore_flows(&m.flows)?, m.flows.len());
             tracing::info!("connection table migrated: {kept} of {total} flows kept");
@@ -392,9 +399,10 @@ impl Dataplane {
     }
 
     /// Loaded but neither attached nor pinned: for `BPF_PROG_TEST_RUN`.
+    /// The connection table's `hold` is the daemon's default, as in [`Dataplane::load`].
     pub fn load_for_test(conntrack_size: u32) -> Result<Self, DataplaneError> {
         require_root()?;
-        Ok(Self {
+        let mut dp = Self {
             ebpf: load_object(conntrack_size, None, &TEST_PROGRAMS)?,
             interfaces: Vec::new(),
             pin_dir: None,
@@ -404,7 +412,9 @@ impl Dataplane {
             debug: false,
             log_taken: false,
             _lock: None,
-        })
+        };
+        dp.set_flow_hold(DEFAULT_FLOW_HOLD)?;
+        Ok(dp)
     }
 
     pub fn interfaces(&self) -> &[AttachedInterface] {

@@ -4,11 +4,11 @@
 //! state it needs back from the maps.
 
 use super::error::DataplaneError;
-use aya::maps::{HashMap, Map, MapData, MapError, MapInfo};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, MapType};
 use aya::programs::Xdp;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
-use dataplane_common::{CONNTRACK_MAP_FLAGS, FlowKey, FlowValue, maps};
+use dataplane_common::{FlowBucket, FlowGuard, FlowKey, FlowValue, conntrack_buckets, maps};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -130,19 +130,12 @@ pub struct ConntrackMigration {
     pub flows: Vec<(FlowKey, FlowValue)>,
 }
 
-/// The `max_entries` the kernel gives a connection table of `size` entries: with an LRU list
-/// per CPU it rounds up to a multiple of the possible CPUs.
-pub fn conntrack_entries(size: u32) -> u32 {
-    let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1) as u32);
-    size.div_ceil(cpus).saturating_mul(cpus)
-}
-
-/// Checks the pinned connection table in `pin_dir` against what this build creates
-/// (`CONNTRACK_MAP_FLAGS`, `size` entries). A table made with other flags (the shared LRU of
-/// earlier versions) or another size (`conntrack_size` changed) would otherwise be adopted
-/// silently as it is, since a pinned map is opened without comparing its definition: its
-/// flows are read out and its pin removed, so loading creates the table anew; `None` when the
-/// pin is absent or right.
+/// Checks the pinned connection table in `pin_dir` against what this build creates: an
+/// array of `conntrack_buckets(size)` buckets of `FlowBucket`. A table left by an earlier
+/// version (an LRU hash, shared or with a list per CPU) or made for another
+/// `conntrack_size` would otherwise be adopted silently as it is, since a pinned map is
+/// opened without comparing its definition: its flows are read out and its pin removed, so
+/// loading creates the table anew; `None` when the pin is absent or right.
 pub fn migrate_conntrack(
     pin_dir: &Path,
     size: u32,
@@ -151,21 +144,34 @@ pub fn migrate_conntrack(
     if !path.exists() {
         return Ok(None);
     }
-    let wanted = conntrack_entries(size);
-    let reason = match MapInfo::from_pin(&path) {
-        Err(e) => format!("unreadable ({e})"),
-        Ok(info) if info.map_flags() != CONNTRACK_MAP_FLAGS => format!(
-            "made with map flags {:#x}, this version uses {CONNTRACK_MAP_FLAGS:#x} \
-             (BPF_F_NO_COMMON_LRU: an LRU list per CPU)",
-            info.map_flags()
-        ),
-        Ok(info) if info.max_entries() != wanted => format!(
-            "{} entries, conntrack_size asks for {wanted}",
-            info.max_entries()
+    let buckets = conntrack_buckets(size);
+    let bucket_size = std::mem::size_of::<FlowBucket>() as u32;
+    let (reason, flows) = match MapInfo::from_pin(&path) {
+        Err(e) => (format!("unreadable ({e})"), Ok(Vec::new())),
+        Ok(info)
+            if !matches!(info.map_type(), Ok(MapType::Array))
+                || info.value_size() != bucket_size =>
+        {
+            (
+                format!(
+                    "a {:?} with {}-byte values, this version uses an array of {bucket_size}-byte \
+                 buckets",
+                    info.map_type().ok(),
+                    info.value_size()
+                ),
+                read_hash_flows(&path),
+            )
+        }
+        Ok(info) if info.max_entries() != buckets => (
+            format!(
+                "{} buckets, conntrack_size asks for {buckets}",
+                info.max_entries()
+            ),
+            read_bucket_flows(&path),
         ),
         Ok(_) => return Ok(None),
     };
-    let flows = read_flows(&path).unwrap_or_else(|e| {
+    let flows = flows.unwrap_or_else(|e| {
         tracing::warn!(pin = %path.display(), "cannot read the old connection table's flows: {e}");
         Vec::new()
     });
@@ -178,9 +184,35 @@ pub fn migrate_conntrack(
     Ok(Some(ConntrackMigration { flows }))
 }
 
-fn read_flows(path: &Path) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
+/// The flows of an earlier version's table, an LRU hash of `FlowKey` -> `FlowValue`.
+fn read_hash_flows(path: &Path) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
     let map = Map::from_map_data(MapData::from_pin(path)?)?;
     let table: HashMap<MapData, FlowKey, FlowValue> = HashMap::try_from(map)?;
     // An entry evicted while we iterate ends the walk early: the rest are Maglev's again.
     Ok(table.iter().map_while(Result::ok).collect())
+}
+
+/// The flows of a bucket table of another size.
+fn read_bucket_flows(path: &Path) -> Result<Vec<(FlowKey, FlowValue)>, MapError> {
+    let map = Map::from_map_data(MapData::from_pin(path)?)?;
+    let table: Array<MapData, FlowBucket> = Array::try_from(map)?;
+    let mut flows = Vec::new();
+    for bucket in table.iter() {
+        flows.extend(bucket?.flows());
+    }
+    Ok(flows)
+}
+
+/// Removes the pin of the SYN-flood guard's setting when it has another value size than
+/// this build's (the daemon writes it anew), so the other pinned maps stay adoptable.
+pub fn check_flow_guard(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let path = pin_dir.join(maps::FLOW_GUARD);
+    let want = std::mem::size_of::<FlowGuard>() as u32;
+    match MapInfo::from_pin(&path) {
+        Ok(info) if info.value_size() != want => {
+            tracing::warn!(pin = %path.display(), "pinned flow guard of another shape: made anew");
+            std::fs::remove_file(&path).map_err(DataplaneError::io(&path))
+        }
+        _ => Ok(()),
+    }
 }

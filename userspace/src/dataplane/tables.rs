@@ -6,11 +6,12 @@ use std::{net::IpAddr, os::fd::AsFd as _};
 
 use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, lpm_trie::LpmTrie};
 use dataplane_common::{
-    BACKEND_F_VALID, Backend, EncapSource, FAMILY_V4, FAMILY_V6, FlowGuard, FlowKey, FlowValue,
-    MAX_BACKENDS, MAX_MIDFLOW_SOURCES, MAX_SERVICES, NO_BACKEND, PROTO_ADDR_MARKER, PROTO_TCP,
-    PROTO_UDP, SERVICE_F_ADDR_MARKER, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
+    BACKEND_F_VALID, Backend, EncapSource, FAMILY_V4, FAMILY_V6, FlowBucket, FlowGuard, FlowKey,
+    FlowValue, MAX_BACKENDS, MAX_MIDFLOW_SOURCES, MAX_SERVICES, NO_BACKEND, PROTO_ADDR_MARKER,
+    PROTO_TCP, PROTO_UDP, SERVICE_F_ADDR_MARKER, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
     SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, ServiceKey, ServiceSlot,
-    ServiceValue, SourcePrefix, maps, service_slot_index, vip_filter_index,
+    ServiceValue, SourcePrefix, flow_bucket, flow_clock, flow_index_hash, maps, service_slot_index,
+    vip_filter_index,
 };
 
 use super::{BPF_F_INNER_MAP, Dataplane, DataplaneError, decap, sys};
@@ -287,11 +288,21 @@ impl Dataplane {
     /// The SYN-flood guard: at most `rate` new connection-table entries per CPU per second
     /// (0: no limit); new flows past it are balanced by Maglev without an entry.
     pub fn set_new_flow_rate(&mut self, rate: u32) -> Result<(), DataplaneError> {
+        self.update_flow_guard(|g| g.new_flow_rate = rate)
+    }
+
+    /// How old (in `flow_clock` units, about 1.07 s) an unused connection-table entry must be
+    /// before a new flow may replace it (`FlowGuard::hold`); 0: at once, as an LRU would.
+    pub fn set_flow_hold(&mut self, hold: u32) -> Result<(), DataplaneError> {
+        self.update_flow_guard(|g| g.hold = hold)
+    }
+
+    fn update_flow_guard(&mut self, f: impl FnOnce(&mut FlowGuard)) -> Result<(), DataplaneError> {
         let mut m: Array<&mut MapData, FlowGuard> = self.typed_mut(maps::FLOW_GUARD)?;
-        let value = FlowGuard {
-            new_flow_rate: rate,
-            _pad: 0,
-        };
+        let mut value = m
+            .get(&0, 0)
+            .map_err(DataplaneError::map(maps::FLOW_GUARD))?;
+        f(&mut value);
         m.set(0, value, 0)
             .map_err(DataplaneError::map(maps::FLOW_GUARD))
     }
@@ -374,62 +385,81 @@ impl Dataplane {
             .map_err(DataplaneError::map(maps::BACKENDS))
     }
 
-    /// Writes `flows` (a migrated table's) into the pinned connection table; returns how many
-    /// it took. Each CPU's LRU list holds only its share of the table, and an insert from
-    /// userspace lands on the list of the CPU it runs on: the flows are spread over one
-    /// thread per online CPU, so a full old table fits.
-    pub fn restore_flows(&self, flows: &[(FlowKey, FlowValue)]) -> Result<usize, DataplaneError> {
-        let dir = self
-            .pin_dir
-            .as_ref()
-            .ok_or_else(|| DataplaneError::Invalid("restoring flows needs pinned maps".into()))?;
-        let path = dir.join(maps::CONNTRACK);
-        let cpus = aya::util::online_cpus().unwrap_or_else(|_| vec![0]);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = cpus
-                .iter()
-                .enumerate()
-                .map(|(i, &cpu)| {
-                    let chunk = flows.iter().skip(i).step_by(cpus.len());
-                    let path = &path;
-                    s.spawn(move || -> Result<usize, DataplaneError> {
-                        // Unpinned, the flows still go in, onto whichever CPU's list.
-                        let _ = super::sys::pin_to_cpu(cpu as usize);
-                        let map = MapData::from_pin(path)
-                            .map_err(DataplaneError::map(maps::CONNTRACK))?;
-                        let mut ct: aya::maps::HashMap<MapData, FlowKey, FlowValue> =
-                            aya::maps::Map::from_map_data(map)
-                                .and_then(aya::maps::HashMap::try_from)
-                                .map_err(DataplaneError::map(maps::CONNTRACK))?;
-                        Ok(chunk.filter(|(k, v)| ct.insert(k, v, 0).is_ok()).count())
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join().unwrap_or_else(|_| {
-                        Err(DataplaneError::Invalid("restore thread panicked".into()))
-                    })
-                })
-                .sum()
-        })
+    /// Writes `flows` (a migrated table's) into the connection table, before the program
+    /// that uses it is attached (nothing else writes it meanwhile); returns how many it took.
+    /// A flow whose bucket is full is left to Maglev. Each is stamped now and used, as the
+    /// live flows they are most likely to be.
+    pub fn restore_flows(
+        &mut self,
+        flows: &[(FlowKey, FlowValue)],
+    ) -> Result<usize, DataplaneError> {
+        let mask = self.conntrack_mask()?;
+        let stamp = flow_clock(sys::monotonic_ns());
+        let mut buckets: std::collections::BTreeMap<u32, Vec<&(FlowKey, FlowValue)>> =
+            std::collections::BTreeMap::new();
+        for f in flows {
+            buckets
+                .entry(flow_bucket(flow_index_hash(&f.0.words()), mask))
+                .or_default()
+                .push(f);
+        }
+        let mut table: Array<&mut MapData, FlowBucket> = self.typed_mut(maps::CONNTRACK)?;
+        let mut kept = 0;
+        for (i, fs) in buckets {
+            let mut b = table
+                .get(&i, 0)
+                .map_err(DataplaneError::map(maps::CONNTRACK))?;
+            kept += fs.iter().filter(|(k, v)| b.put(*k, *v, stamp)).count();
+            table
+                .set(i, b, 0)
+                .map_err(DataplaneError::map(maps::CONNTRACK))?;
+        }
+        Ok(kept)
+    }
+
+    /// Buckets of the connection table minus one, from the map itself.
+    fn conntrack_mask(&self) -> Result<u32, DataplaneError> {
+        let table: Array<&MapData, FlowBucket> = self.typed(maps::CONNTRACK)?;
+        Ok(table.len().max(1) - 1)
     }
 
     /// The connection-table entry of `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
-        let ct: aya::maps::HashMap<&MapData, FlowKey, FlowValue> = {
-            let map = self
-                .ebpf
-                .map(maps::CONNTRACK)
-                .ok_or(DataplaneError::MissingMap(maps::CONNTRACK))?;
-            aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(maps::CONNTRACK))?
+        let mask = self.conntrack_mask()?;
+        let table: Array<&MapData, FlowBucket> = self.typed(maps::CONNTRACK)?;
+        let b = table
+            .get(&flow_bucket(flow_index_hash(&key.words()), mask), 0)
+            .map_err(DataplaneError::map(maps::CONNTRACK))?;
+        Ok(b.find(key).map(|w| b.ways[w].value))
+    }
+
+    /// Points the entry of `key` at `backend` without updating its check, as a reader sees
+    /// a way another CPU is halfway through rewriting: lets tests show that such a way is
+    /// not followed. `false` when the flow has no entry.
+    pub fn tear_flow(&mut self, key: &FlowKey, backend: u32) -> Result<bool, DataplaneError> {
+        let i = flow_bucket(flow_index_hash(&key.words()), self.conntrack_mask()?);
+        let mut table: Array<&mut MapData, FlowBucket> = self.typed_mut(maps::CONNTRACK)?;
+        let mut b = table
+            .get(&i, 0)
+            .map_err(DataplaneError::map(maps::CONNTRACK))?;
+        let Some(w) = b.find(key) else {
+            return Ok(false);
         };
-        match ct.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::map(maps::CONNTRACK)(e)),
+        b.ways[w].value.backend = backend;
+        table
+            .set(i, b, 0)
+            .map_err(DataplaneError::map(maps::CONNTRACK))?;
+        Ok(true)
+    }
+
+    /// Every flow in the connection table.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DataplaneError> {
+        let table: Array<&MapData, FlowBucket> = self.typed(maps::CONNTRACK)?;
+        let mut out = Vec::new();
+        for b in table.iter() {
+            out.extend(b.map_err(DataplaneError::map(maps::CONNTRACK))?.flows());
         }
+        Ok(out)
     }
 }
 

@@ -286,11 +286,26 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
             let (s, c) = sample(&t, p, Gen::Same, &frame, Some(&forwarded_tx))?;
             counted.push((s.forwarded, c.unwrap_or(0)));
             balancer.push(s);
+            // Every new flow of the mixed run written: in a full table it replaces an older
+            // unused one (hold 0), the write path's worst case; the established flows, hit
+            // meanwhile, stay.
+            dp.set_flow_hold(0)?;
             let hits = || -> anyhow::Result<u64> { Ok(dp.reason(Reason::ConntrackHit)?) };
             many.push(sample(&t, p, Gen::Mixed(0), &frame, None)?.0);
-            let new = dp.reason(Reason::ConntrackNew)?;
+            let [new, evicted, full] = [
+                Reason::ConntrackNew,
+                Reason::ConntrackEvicted,
+                Reason::ConntrackTableFull,
+            ]
+            .map(|r| dp.reason(r));
+            let (new, evicted, full) = (new?, evicted?, full?);
             let (s, h) = sample(&t, p, Gen::Mixed(10), &frame, Some(&hits))?;
-            mixed_paths.push((h.unwrap_or(0), dp.reason(Reason::ConntrackNew)? - new));
+            mixed_paths.push((
+                h.unwrap_or(0),
+                dp.reason(Reason::ConntrackNew)? - new,
+                dp.reason(Reason::ConntrackEvicted)? - evicted,
+                dp.reason(Reason::ConntrackTableFull)? - full,
+            ));
             mixed.push(s);
         }
     }
@@ -333,8 +348,8 @@ pub fn run(p: &LiveParams) -> anyhow::Result<()> {
     row("balancer, 90% established 10% new", mfwd, mret, mpps, mfpps);
     println!("per balancer run, (veth xdp_tx, balancer's forward_tx counter): {counted:?}");
     println!(
-        "per mixed run, (conntrack_hit, conntrack_new) (flood guard off: every new flow is \
-         written): {mixed_paths:?}"
+        "per mixed run, (conntrack_hit, conntrack_new, conntrack_evicted, conntrack_table_full) \
+         (flood guard off, hold 0: every new flow is written): {mixed_paths:?}"
     );
     Ok(())
 }

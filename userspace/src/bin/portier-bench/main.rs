@@ -5,9 +5,9 @@
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use portier::dataplane::{
-    BACKEND_F_VALID, Backend, DEFAULT_MAGLEV_SIZE, Dataplane, Decapsulator, EncapSourceConfig,
-    FAMILY_V4, FAMILY_V6, ForwardMode, NO_BACKEND, PROTO_TCP, PROTO_UDP, Reason, ServiceKey,
-    pin_to_cpu,
+    BACKEND_F_VALID, Backend, DEFAULT_FLOW_HOLD, DEFAULT_MAGLEV_SIZE, Dataplane, Decapsulator,
+    EncapSourceConfig, FAMILY_V4, FAMILY_V6, FLOW_WAYS, ForwardMode, NO_BACKEND, PROTO_TCP,
+    PROTO_UDP, Reason, ServiceKey, pin_to_cpu,
 };
 
 #[derive(Parser)]
@@ -200,6 +200,9 @@ struct Case {
     action: u32,
     /// The SYN-flood guard's rate while the case runs (0: off, as a table write costs).
     guard: u32,
+    /// `FlowGuard::hold` while the case runs: 0 makes every new flow in a full table evict
+    /// (the write path's worst case), the default refuses while the entries are young.
+    hold: u32,
     /// The path the case must take, checked once before timing: a TCP "established" case
     /// whose flow was never opened by a SYN times the mid-flow miss (Maglev) instead.
     expect: Option<Reason>,
@@ -493,6 +496,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40000, 80, Some(ACK)),
             action: tx,
             guard: 0,
+            hold: DEFAULT_FLOW_HOLD,
             expect: None,
         },
         Case {
@@ -501,6 +505,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40000, 80, Some(ACK)),
             action: pass,
             guard: 0,
+            hold: DEFAULT_FLOW_HOLD,
             expect: None,
         },
         Case {
@@ -509,6 +514,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(OTHER, 40000, 80, Some(ACK)),
             action: pass,
             guard: 0,
+            hold: DEFAULT_FLOW_HOLD,
             expect: Some(Reason::PassNotVip),
         },
         Case {
@@ -517,6 +523,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40001, 80, Some(SYN)),
             action: tx,
             guard: 0,
+            hold: DEFAULT_FLOW_HOLD,
             expect: Some(Reason::ConntrackNew),
         },
         Case {
@@ -525,6 +532,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 1, 80, Some(SYN)),
             action: tx,
             guard: 0,
+            hold: 0,
             expect: Some(Reason::ConntrackNew),
         },
         Case {
@@ -534,6 +542,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             action: tx,
             // One entry per second: the flood goes by Maglev alone, as past the guard's rate.
             guard: 1,
+            hold: DEFAULT_FLOW_HOLD,
             expect: None,
         },
         Case {
@@ -542,6 +551,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40002, 80, Some(ACK)),
             action: tx,
             guard: 0,
+            hold: DEFAULT_FLOW_HOLD,
             expect: Some(Reason::ConntrackHit),
         },
         Case {
@@ -550,6 +560,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v4(VIP, 40003, 53, None),
             action: tx,
             guard: 0,
+            hold: DEFAULT_FLOW_HOLD,
             expect: Some(Reason::ConntrackHit),
         },
         Case {
@@ -558,14 +569,18 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             frame: frames::v6(40004, 443, Some(ACK)),
             action: tx,
             guard: 0,
+            hold: DEFAULT_FLOW_HOLD,
             expect: Some(Reason::ConntrackHit),
         },
         Case {
             name: "TCP mid-flow, no entry",
             program: "portier_lb",
-            frame: frames::v4(VIP, 40005, 80, Some(ACK)),
+            // A source the new-flow case never bumps its way to (its SYNs may record any
+            // port from CLIENT and the addresses just above it).
+            frame: frames::v4_from([198, 51, 102, 99], VIP, 40005, 80, Some(ACK)),
             action: tx,
             guard: 0,
+            hold: DEFAULT_FLOW_HOLD,
             expect: Some(Reason::ConntrackMidflowUntracked),
         },
     ];
@@ -575,15 +590,24 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         .filter(|(i, c)| *i == 0 || p.only.as_ref().is_none_or(|o| c.name.contains(o.as_str())))
         .map(|(_, c)| c)
         .collect();
-    // Warm: the established flows are opened by their SYN, so they find their entry.
-    for syn in [
+    // Warm: the established flows are opened by their SYN (UDP by its first datagram), so
+    // they find their entry. Again before every timed case: the new-flow case evicts.
+    let warm = [
+        frames::v4(VIP, 40001, 80, Some(SYN)),
         frames::v4(VIP, 40002, 80, Some(SYN)),
         frames::v6(40004, 443, Some(SYN)),
-    ] {
-        dp.test_run("portier_lb", &syn, 1)?;
-    }
+        frames::v4(VIP, 40003, 53, None),
+    ];
+    let open = |dp: &Dataplane| -> anyhow::Result<()> {
+        for f in &warm {
+            dp.test_run("portier_lb", f, 1)?;
+        }
+        Ok(())
+    };
+    open(&dp)?;
     for c in &cases {
         dp.set_new_flow_rate(c.guard)?;
+        dp.set_flow_hold(c.hold)?;
         // Twice: the first run may open the flow (UDP), the second is the timed path.
         for run in 0..2 {
             let before = c
@@ -607,7 +631,24 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         // Interleaved, so drift (frequency, neighbours) hits every case alike.
         for (c, s) in cases.iter().zip(&mut samples) {
             dp.set_new_flow_rate(c.guard)?;
+            // Opened with hold 0: in a table the new-flow case filled, the flows must get
+            // their entry back, not be refused as young.
+            dp.set_flow_hold(0)?;
+            open(&dp)?;
+            dp.set_flow_hold(c.hold)?;
+            let before = c.expect.map(|r| dp.reason(r)).transpose()?;
             s.push(dp.test_run(c.program, &c.frame, repeat)?.duration_ns);
+            // Every repetition took the path the case names, or the figure is not its.
+            if let (Some(r), Some(b)) = (c.expect, before) {
+                let n = dp.reason(r)? - b;
+                if n != u64::from(repeat) {
+                    bail!(
+                        "{}: {n} of {repeat} counted {} (wrong path)",
+                        c.name,
+                        r.name()
+                    );
+                }
+            }
         }
     }
     let median = |s: &mut Vec<u64>| {
@@ -649,6 +690,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
             .as_ref()
             .is_none_or(|o| "parallel SYN".contains(o.as_str()))
     {
+        dp.set_flow_hold(0)?;
         let mut par = Vec::with_capacity(rounds);
         for _ in 0..rounds {
             par.push(parallel_new_flows(&dp, &cpus, repeat)?);
@@ -664,6 +706,7 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         );
     }
     dp.set_new_flow_rate(0)?;
+    dp.set_flow_hold(0)?;
 
     // New flows for real: every packet a SYN of a flow the table has never seen (source
     // address and port vary, so successive rounds evict older flows as the table fills).
@@ -742,13 +785,15 @@ fn xdp(p: &Params) -> anyhow::Result<()> {
         );
         total += m.bytes;
         if m.name == "CONNTRACK" {
-            per_million = m
-                .memlock
-                .map(|b| b as f64 * 1e6 / f64::from(m.max_entries.max(1)) / 1048576.0);
+            let flows = f64::from(m.max_entries.max(1)) * FLOW_WAYS as f64;
+            per_million = m.memlock.map(|b| b as f64 * 1e6 / flows / 1048576.0);
         }
     }
     if let Some(mib) = per_million {
-        println!("connection table: {mib:.1} MiB per million flows (memlock / max_entries)");
+        println!(
+            "connection table: {mib:.1} MiB per million flows (memlock / (buckets x \
+             {FLOW_WAYS} ways))"
+        );
     }
     let inner = u64::from(DEFAULT_MAGLEV_SIZE) * 8;
     println!(
