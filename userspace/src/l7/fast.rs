@@ -62,6 +62,10 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// The client's silence allowed while its request body is awaited.
     pub client_timeout: Duration,
+    /// The connection is TLS: closing it starts with a close_notify (`shutdown`). A plain
+    /// one is just dropped: its `close` sends the same FIN a `shutdown` would, one system
+    /// call fewer on every connection that ends here.
+    pub tls: bool,
 }
 
 /// How a connection left the fast path.
@@ -133,7 +137,9 @@ where
         let keep = exchange(&mut client, &mut plan, upstream, info, scratch).await;
         served = true;
         if !keep {
-            let _ = io.shutdown().await;
+            if settings.tls {
+                let _ = io.shutdown().await;
+            }
             return Outcome::Closed;
         }
     }
