@@ -11,7 +11,8 @@
 //! change is measured before and after in one run; `--shapes post,get` picks shapes;
 //! `--portier PATH` measures that binary instead of building the tree.
 //!
-//! `--matrix` runs the rows of issue 17 instead, each on portier and HAProxy (and the
+//! `--matrix` runs the rows of issue 17 instead (`--shapes get1k-close,get1k-256` picks
+//! among them by name), each on portier and HAProxy (and the
 //! baseline if given; no direct run) in rounds whose order turns, 7 s per run, about eight
 //! minutes in all: GET and POST 2 KB with 64 keep-alive connections, GET 1 KB with 256, GET
 //! 1 KB with a connection per request, TLS (a self-signed ECDSA P-256 certificate made with
@@ -575,16 +576,19 @@ fn write_configs(dir: &Path, tls: bool, posts: &[usize]) -> Result<()> {
     Ok(())
 }
 
-fn shapes(list: Option<&str>) -> Result<Vec<Shape>> {
+/// The shapes of `list` (comma-separated names) among `known`; all of them when absent.
+fn shapes(known: &[Shape], list: Option<&str>) -> Result<Vec<Shape>> {
     let Some(list) = list else {
-        return Ok(PLAIN.to_vec());
+        return Ok(known.to_vec());
     };
+    let names: Vec<&str> = known.iter().map(|s| s.name).collect();
     list.split(',')
         .map(|n| {
-            PLAIN
-                .into_iter()
+            known
+                .iter()
                 .find(|s| s.name == n.trim())
-                .with_context(|| format!("unknown shape {n:?} (known: get, post, h2c)"))
+                .copied()
+                .with_context(|| format!("unknown shape {n:?} (known: {})", names.join(", ")))
         })
         .collect()
 }
@@ -593,7 +597,8 @@ fn shapes(list: Option<&str>) -> Result<Vec<Shape>> {
 pub struct Options {
     /// Another portier binary measured as another target.
     pub baseline: Option<PathBuf>,
-    /// Comma-separated shape names; all when absent.
+    /// Comma-separated shape names (of the plain shapes, or of the matrix's rows with
+    /// `matrix`); all when absent.
     pub shapes: Option<String>,
     /// The portier binary to measure; the tree's release build when absent.
     pub portier: Option<PathBuf>,
@@ -609,14 +614,8 @@ struct Target {
 }
 
 pub fn run(root: &Path, options: Options) -> Result<()> {
-    if options.matrix && options.shapes.is_some() {
-        bail!("--matrix runs its own rows; --shapes is for the plain bench");
-    }
-    let shapes = if options.matrix {
-        MATRIX.to_vec()
-    } else {
-        shapes(options.shapes.as_deref())?
-    };
+    let known: &[Shape] = if options.matrix { &MATRIX } else { &PLAIN };
+    let shapes = shapes(known, options.shapes.as_deref())?;
     let seconds = if options.matrix {
         MATRIX_DURATION_S
     } else {

@@ -82,7 +82,9 @@ enum Task {
         /// `l7` only: another portier binary (an earlier build) measured in the same run.
         #[arg(long)]
         baseline: Option<PathBuf>,
-        /// `l7` only: the shapes to run, comma-separated (get, post, h2c); all by default.
+        /// `l7` only: the shapes to run, comma-separated (get, post, h2c; with `--matrix`, its
+        /// rows: get, post, get1k-256, get1k-close, tls, tls-close, get64k, upload1m, h2-tls,
+        /// h2c); all by default.
         #[arg(long)]
         shapes: Option<String>,
         /// `l7` only: measure this portier binary instead of building the tree's.

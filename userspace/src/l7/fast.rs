@@ -28,6 +28,8 @@ use crate::l7::response_fields::{self, Framing};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
 use crate::l7::timeouts::Stall;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
@@ -35,6 +37,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 /// More fields than this take the general path.
 const MAX_HEADERS: usize = 64;
@@ -62,6 +65,10 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// The client's silence allowed while its request body is awaited.
     pub client_timeout: Duration,
+    /// The connection is TLS: closing it starts with a close_notify (`shutdown`). A plain
+    /// one is just dropped: its `close` sends the same FIN a `shutdown` would, one system
+    /// call fewer on every connection that ends here.
+    pub tls: bool,
 }
 
 /// How a connection left the fast path.
@@ -89,17 +96,16 @@ where
         scratch,
     } = &mut buffers;
     let mut client_silence = Stall::default();
-    // One timer per connection, re-armed for each head (the slowloris bound).
-    let head_timer = tokio::time::sleep(settings.header_timeout);
-    tokio::pin!(head_timer);
+    // One timer per connection, re-armed for each head (the slowloris bound), made only when
+    // a read of a head has to wait: a request already in the socket when the connection is
+    // accepted (the listener defers accepts until it is) costs no timer.
+    let mut head_timer: Option<Pin<Box<Sleep>>> = None;
     // A stop closes connections between requests, not before their first: that client
     // connected while the listener was open and its request may be on the way (a drain, a
     // hand-over to a new process); it is served within the drain time.
     let mut served = false;
     loop {
-        head_timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + settings.header_timeout);
+        let head_deadline = Instant::now() + settings.header_timeout;
         let mut plan = loop {
             if !buf.is_empty() {
                 match prepare(buf, info, shared, upstream) {
@@ -113,9 +119,12 @@ where
                 return Outcome::Closed;
             }
             buf.reserve(4096);
+            // The read first: the deadline's timer is polled (and made) only when it waits.
+            // A read that succeeds past the deadline is bounded by max_header_bytes.
             let read = tokio::select! {
+                biased;
                 r = io.read_buf(buf) => r,
-                _ = &mut head_timer => return Outcome::Closed,
+                () = Deadline::new(&mut head_timer, head_deadline) => return Outcome::Closed,
                 _ = stopped.changed(), if buf.is_empty() && served => return Outcome::Closed,
             };
             match read {
@@ -133,9 +142,42 @@ where
         let keep = exchange(&mut client, &mut plan, upstream, info, scratch).await;
         served = true;
         if !keep {
-            let _ = io.shutdown().await;
+            if settings.tls {
+                let _ = io.shutdown().await;
+            }
             return Outcome::Closed;
         }
+    }
+}
+
+/// A deadline whose timer is made (or moved) only when the deadline is first polled.
+struct Deadline<'a> {
+    timer: &'a mut Option<Pin<Box<Sleep>>>,
+    at: Instant,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(timer: &'a mut Option<Pin<Box<Sleep>>>, at: Instant) -> Deadline<'a> {
+        Deadline { timer, at }
+    }
+}
+
+impl Future for Deadline<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let at = this.at;
+        let timer = match this.timer {
+            Some(t) => {
+                if t.deadline() != at {
+                    t.as_mut().reset(at);
+                }
+                t
+            }
+            None => this.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        timer.as_mut().poll(cx)
     }
 }
 

@@ -2,6 +2,7 @@
 //! TLS handshake when configured, and serves HTTP/1 and HTTP/2 on each connection with hyper.
 
 use crate::config::{HttpProtocol, ListenerConfig};
+use crate::l7::client_stream::ClientStream;
 use crate::l7::downstream::{Downstream, Slot};
 use crate::l7::fast;
 use crate::l7::metrics::ListenerMetrics;
@@ -20,8 +21,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -32,6 +33,13 @@ const H2_MAX_PENDING_RESETS: usize = 20;
 const H2_MAX_LOCAL_RESETS: usize = 200;
 const H2_MAX_STREAMS: u32 = 256;
 
+/// Seconds the kernel holds a connection whose client has sent nothing yet before handing
+/// it over anyway (TCP_DEFER_ACCEPT; rounded up to SYN-ACK retransmissions, the first of
+/// which comes after one second). Every protocol served here has the client speak first, so
+/// the accept then finds the request (or ClientHello, or PROXY header) already in the
+/// socket, and a client that never speaks costs no slot and no task meanwhile.
+const DEFER_ACCEPT_S: libc::c_int = 1;
+
 /// Binds with SO_REUSEPORT so a reconfigured listener can bind before the old one stops:
 /// no moment without a socket accepting.
 /// The socket is returned without a runtime: the worker that accepts on it registers it
@@ -41,12 +49,54 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit it: no setsockopt per connection.
+    socket.set_tcp_nodelay(true)?;
+    defer_accept(&socket)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
     }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+fn defer_accept(socket: &Socket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let seconds: libc::c_int = DEFER_ACCEPT_S;
+    // SAFETY: a valid socket, and an option value of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const seconds).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Accepts one connection: `accept4` straight to a non-blocking socket (no `fcntl`), not
+/// registered with the reactor (see `ClientStream`).
+async fn accept(socket: &AsyncFd<Socket>) -> std::io::Result<(ClientStream, SocketAddr)> {
+    loop {
+        let mut ready = socket.readable().await?;
+        let accepted = ready.try_io(|s| {
+            s.get_ref()
+                .accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        });
+        if let Ok(r) = accepted {
+            let (stream, peer) = r?;
+            let peer = peer.as_socket().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an IP peer")
+            })?;
+            return Ok((ClientStream::new(stream.into()), peer));
+        }
+    }
 }
 
 pub struct Listener {
@@ -173,7 +223,11 @@ async fn accept_loop(
     drain: Duration,
 ) {
     let name: Arc<str> = Arc::from(config.name.as_str());
-    let socket = match TcpListener::from_std(socket) {
+    // SAFETY: the AsyncFd owns the socket and closes it only when dropped, after it has
+    // left the reactor.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(Socket::from(socket), Interest::READABLE) };
+    let socket = match registered {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(listener = %name, "cannot register the socket: {e}");
@@ -189,6 +243,7 @@ async fn accept_loop(
         header_timeout,
         max_header_bytes: config.max_header_bytes,
         client_timeout: Duration::from_millis(config.client_timeout_ms),
+        tls: tls.is_some(),
     });
     let limits = Limits {
         client_timeout: Duration::from_millis(config.client_timeout_ms),
@@ -212,8 +267,7 @@ async fn accept_loop(
         stopped: stopped.clone(),
         limits,
     };
-    let serve = move |stream: TcpStream, peer: SocketAddr, permit, watcher| {
-        let _ = stream.set_nodelay(true);
+    let serve = move |stream: ClientStream, peer: SocketAddr, permit, watcher| {
         metrics.connections.fetch_add(1, Ordering::Relaxed);
         // Held until the connection ends, or the tunnel it becomes does.
         let slot = Slot::new(permit, metrics.clone());
@@ -225,7 +279,7 @@ async fn accept_loop(
     let mut waiting = None;
     loop {
         let (stream, peer) = tokio::select! {
-            r = socket.accept() => match r {
+            r = accept(&socket) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(listener = %name, "accept failed: {e}");
@@ -305,7 +359,7 @@ struct Limits {
 impl Conn {
     async fn serve(
         self,
-        mut stream: TcpStream,
+        mut stream: ClientStream,
         peer: SocketAddr,
         tls: Option<TlsAcceptor>,
         http: Arc<Http>,
@@ -367,7 +421,7 @@ impl Conn {
 
     async fn serve_tls(
         self,
-        stream: ClientIo<TcpStream>,
+        stream: ClientIo<ClientStream>,
         acceptor: TlsAcceptor,
         client: SocketAddr,
         http: Arc<Http>,

@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod balance;
 pub mod body;
 pub mod chunked;
+pub mod client_stream;
 pub mod discovery_status;
 pub mod downstream;
 pub mod fast;

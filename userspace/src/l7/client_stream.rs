@@ -1,0 +1,242 @@
+//! A client connection that joins the event loop only when it has to wait.
+//!
+//! An accepted socket is tried at once: the request is usually in its receive queue already
+//! (the listener defers the accept until the first bytes arrive), and a short response
+//! usually fits its send buffer. Only a read or write that would block registers the socket
+//! with the worker's reactor. A connection that carries one request and closes (the
+//! connection-per-request shape) then never costs the reactor's `epoll_ctl` ADD and DEL,
+//! only `accept4`, its reads and writes, and `close`, as in HAProxy's speculative I/O.
+
+use std::io::{self, IoSlice, Write};
+use std::net::Shutdown;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+enum State {
+    /// Not known to the reactor yet: every call is tried directly on the socket.
+    Direct(std::net::TcpStream),
+    Registered(TcpStream),
+    /// Registration failed; the error was returned and the socket closed.
+    Failed,
+}
+
+pub struct ClientStream {
+    state: State,
+}
+
+impl ClientStream {
+    /// `stream` must be non-blocking (`accept4` with `SOCK_NONBLOCK`).
+    pub fn new(stream: std::net::TcpStream) -> ClientStream {
+        ClientStream {
+            state: State::Direct(stream),
+        }
+    }
+
+    /// Whether the socket had to join the reactor (tests and counters).
+    pub fn is_registered(&self) -> bool {
+        matches!(self.state, State::Registered(_))
+    }
+
+    /// Hands the socket to the reactor: from now on tokio waits for it. Called only from a
+    /// task on a worker, where a runtime is current.
+    fn register(&mut self) -> io::Result<&mut TcpStream> {
+        match std::mem::replace(&mut self.state, State::Failed) {
+            State::Direct(s) => self.state = State::Registered(TcpStream::from_std(s)?),
+            other => self.state = other,
+        }
+        match &mut self.state {
+            State::Registered(s) => Ok(s),
+            _ => Err(io::Error::other("client socket not registered")),
+        }
+    }
+
+    fn failed() -> io::Error {
+        io::Error::other("client socket could not join the event loop")
+    }
+}
+
+/// One `recv` into the unfilled part of `buf`, without zeroing it first.
+fn recv(fd: &std::net::TcpStream, buf: &mut ReadBuf<'_>) -> io::Result<()> {
+    loop {
+        // SAFETY: `recv` writes at most `unfilled.len()` bytes into the unfilled part and
+        // reports how many; only those are then marked initialised and filled.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                unfilled.as_mut_ptr().cast(),
+                unfilled.len(),
+                0,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match &mut this.state {
+            State::Registered(s) => return Pin::new(s).poll_read(cx, buf),
+            State::Failed => return Poll::Ready(Err(ClientStream::failed())),
+            State::Direct(s) => match recv(s, buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            },
+        }
+        match this.register() {
+            Ok(s) => Pin::new(s).poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match &mut this.state {
+            State::Registered(s) => return Pin::new(s).poll_write(cx, buf),
+            State::Failed => return Poll::Ready(Err(ClientStream::failed())),
+            // std's write is `send` with MSG_NOSIGNAL: a closed peer is an error, no signal.
+            State::Direct(s) => match retry(|| s.write(buf)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            },
+        }
+        match this.register() {
+            Ok(s) => Pin::new(s).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match &mut this.state {
+            State::Registered(s) => return Pin::new(s).poll_write_vectored(cx, bufs),
+            State::Failed => return Poll::Ready(Err(ClientStream::failed())),
+            State::Direct(s) => match retry(|| s.write_vectored(bufs)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            },
+        }
+        match this.register() {
+            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().state {
+            State::Registered(s) => Pin::new(s).poll_shutdown(cx),
+            State::Direct(s) => Poll::Ready(s.shutdown(Shutdown::Write)),
+            State::Failed => Poll::Ready(Err(ClientStream::failed())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair() -> (ClientStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let peer = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        s.set_nonblocking(true).expect("nonblocking");
+        (ClientStream::new(s), peer)
+    }
+
+    #[tokio::test]
+    async fn what_is_there_is_read_and_written_without_the_reactor() {
+        let (mut c, mut peer) = pair();
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+        // Loopback delivers at once; wait for it without touching `c`.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+        c.write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(!c.is_registered());
+        c.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut peer, &mut got).expect("peer reads");
+        assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_would_wait_joins_the_reactor_and_is_woken() {
+        let (mut c, mut peer) = pair();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            peer.write_all(b"late").expect("send");
+            peer
+        });
+        let mut buf = [0u8; 16];
+        let n = c.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"late");
+        assert!(c.is_registered());
+        let peer = sender.join().expect("sender");
+        drop(peer);
+        assert_eq!(c.read(&mut buf).await.expect("eof"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_send_buffer_waits_for_the_peer() {
+        let (mut c, mut peer) = pair();
+        let big = vec![7u8; 8 << 20];
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut peer, &mut got).expect("peer reads");
+            got.len()
+        });
+        c.write_all(&big).await.expect("write");
+        assert!(c.is_registered());
+        c.shutdown().await.expect("shutdown");
+        drop(c);
+        assert_eq!(reader.join().expect("reader"), big.len());
+    }
+}
