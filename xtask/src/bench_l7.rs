@@ -891,14 +891,18 @@ fn matrix(shapes: &[Shape], targets: &[Target], dir: &Path, seconds: u32) -> Res
     println!(
         "| shape | portier req/s | HAProxy req/s | ratio | p99 ms portier / HAProxy | ratio | CPU us/req portier / HAProxy | ratio |{}",
         if targets.len() > 2 {
-            " baseline req/s | portier / baseline |"
+            " baseline req/s | portier / baseline | baseline CPU us/req | portier / baseline |"
         } else {
             ""
         }
     );
     println!(
         "|---|---:|---:|---:|---:|---:|---:|---:|{}",
-        if targets.len() > 2 { "---:|---:|" } else { "" }
+        if targets.len() > 2 {
+            "---:|---:|---:|---:|"
+        } else {
+            ""
+        }
     );
     for (shape, m) in &table {
         let (p, h) = (&m[0], &m[haproxy]);
@@ -918,7 +922,13 @@ fn matrix(shapes: &[Shape], targets: &[Target], dir: &Path, seconds: u32) -> Res
         );
         if targets.len() > 2 {
             let b = &m[1];
-            line += &format!(" {:.0} | {:.2} |", b.rps, p.rps / b.rps);
+            line += &format!(
+                " {:.0} | {:.2} | {} | {} |",
+                b.rps,
+                p.rps / b.rps,
+                cpu(b),
+                ratio(p.cpu_us, b.cpu_us)
+            );
         }
         println!("{line}");
     }
