@@ -252,7 +252,20 @@ fn containers_become_servers_and_routes() -> Result<()> {
         "{todo_servers:?}"
     );
 
-    // Requests reach all three, todo2 (weight 3) three times as often as each other.
+    // Requests reach all three, todo2 (weight 3) three times as often as each other. A
+    // container's app may still be starting when the daemon's first probe reaches it (the
+    // server is then down until its next probe); one full round of the weighted sequence
+    // first, so the count below starts with every server up.
+    let round = BTreeMap::from([
+        ("static".to_owned(), 1),
+        ("todo1".to_owned(), 1),
+        ("todo2".to_owned(), 3),
+    ]);
+    wait::until(
+        "one round over static, todo1, todo2 x3",
+        Duration::from_secs(15),
+        || Ok(spread(&ns, "todo.example", 5) == round),
+    )?;
     let got = spread(&ns, "todo.example", 50);
     println!("todo.example over 50 requests: {got:?}");
     assert_eq!(got.get("error"), None, "{got:?}");
