@@ -253,9 +253,9 @@ fn containers_become_servers_and_routes() -> Result<()> {
     );
 
     // Requests reach all three, todo2 (weight 3) three times as often as each other. A
-    // container's app may still be starting when the daemon's first probe reaches it (the
-    // server is then down until its next probe); one full round of the weighted sequence
-    // first, so the count below starts with every server up.
+    // container's app may still be starting when the first request reaches it (refused, the
+    // request goes on to the next server, one pick more); one full round of the weighted
+    // sequence first, so the count below starts with every app listening.
     let round = BTreeMap::from([
         ("static".to_owned(), 1),
         ("todo1".to_owned(), 1),
