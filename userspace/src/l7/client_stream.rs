@@ -94,25 +94,43 @@ fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     }
 }
 
+impl ClientStream {
+    /// One I/O call: `direct` on the socket while it is not registered, and `registered`
+    /// through the reactor once it is, or once `direct` would block (then registered first).
+    fn poll_io<A: ?Sized, T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        arg: &mut A,
+        direct: impl FnOnce(&std::net::TcpStream, &mut A) -> io::Result<T>,
+        registered: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>, &mut A) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match &mut self.state {
+            State::Registered(s) => return registered(Pin::new(s), cx, arg),
+            State::Failed => return Poll::Ready(Err(ClientStream::failed())),
+            State::Direct(s) => match direct(s, arg) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            },
+        }
+        match self.register() {
+            Ok(s) => registered(Pin::new(s), cx, arg),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
 impl AsyncRead for ClientStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match &mut this.state {
-            State::Registered(s) => return Pin::new(s).poll_read(cx, buf),
-            State::Failed => return Poll::Ready(Err(ClientStream::failed())),
-            State::Direct(s) => match recv(s, buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r),
-            },
-        }
-        match this.register() {
-            Ok(s) => Pin::new(s).poll_read(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.get_mut().poll_io(
+            cx,
+            buf,
+            |s, buf| recv(s, buf),
+            |s, cx, buf| s.poll_read(cx, buf),
+        )
     }
 }
 
@@ -122,20 +140,13 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match &mut this.state {
-            State::Registered(s) => return Pin::new(s).poll_write(cx, buf),
-            State::Failed => return Poll::Ready(Err(ClientStream::failed())),
-            // std's write is `send` with MSG_NOSIGNAL: a closed peer is an error, no signal.
-            State::Direct(s) => match retry(|| s.write(buf)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r),
-            },
-        }
-        match this.register() {
-            Ok(s) => Pin::new(s).poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        // std's write is `send` with MSG_NOSIGNAL: a closed peer is an error, no signal.
+        self.get_mut().poll_io(
+            cx,
+            &mut (),
+            |mut s, _| retry(|| s.write(buf)),
+            |s, cx, _| s.poll_write(cx, buf),
+        )
     }
 
     fn poll_write_vectored(
@@ -143,19 +154,12 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match &mut this.state {
-            State::Registered(s) => return Pin::new(s).poll_write_vectored(cx, bufs),
-            State::Failed => return Poll::Ready(Err(ClientStream::failed())),
-            State::Direct(s) => match retry(|| s.write_vectored(bufs)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r),
-            },
-        }
-        match this.register() {
-            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.get_mut().poll_io(
+            cx,
+            &mut (),
+            |mut s, _| retry(|| s.write_vectored(bufs)),
+            |s, cx, _| s.poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
