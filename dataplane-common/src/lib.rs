@@ -396,22 +396,34 @@ pub fn service_slot_index(key: &[u32; 5]) -> u32 {
 /// written) checks as 0, so an empty array is valid as created.
 #[inline(always)]
 pub fn service_slot_check(w: &[u32; SERVICE_SLOT_WORDS]) -> u32 {
-    const K: [u32; SERVICE_SLOT_WORDS] = [
-        0x9e37_79b1,
-        0x85eb_ca6b,
-        0xc2b2_ae35,
-        0x27d4_eb2f,
-        0x1656_67b1,
-        0xcc9e_2d51,
-        0x1b87_3593,
-        0xe654_6b65,
-        0x7fee_b3a5,
-        0x94d0_49bb,
-    ];
+    check_word(w)
+}
+
+/// Odd multipliers of the check words, one per word checked.
+const CHECK_K: [u32; 12] = [
+    0x9e37_79b1,
+    0x85eb_ca6b,
+    0xc2b2_ae35,
+    0x27d4_eb2f,
+    0x1656_67b1,
+    0xcc9e_2d51,
+    0x1b87_3593,
+    0xe654_6b65,
+    0x7fee_b3a5,
+    0x94d0_49bb,
+    0x2545_f491,
+    0x9e6c_63d1,
+];
+
+/// The sum of each word times its multiplier: independent products, which the program
+/// computes in parallel rather than as a chain.
+#[inline(always)]
+fn check_word<const N: usize>(w: &[u32; N]) -> u32 {
+    const { assert!(N <= CHECK_K.len()) };
     let mut h: u32 = 0;
     let mut i = 0;
-    while i < SERVICE_SLOT_WORDS {
-        h = h.wrapping_add(w[i].wrapping_mul(K[i]));
+    while i < N {
+        h = h.wrapping_add(w[i].wrapping_mul(CHECK_K[i]));
         i += 1;
     }
     h
@@ -626,27 +638,7 @@ pub fn flow_index_hash(w: &[u32; 10]) -> u32 {
 /// Never 0 for a written entry in practice; an all-zero way checks as 0, and 0 marks empty.
 #[inline(always)]
 pub fn flow_entry_check(w: &[u32; FLOW_ENTRY_WORDS]) -> u32 {
-    const K: [u32; FLOW_ENTRY_WORDS] = [
-        0x9e37_79b1,
-        0x85eb_ca6b,
-        0xc2b2_ae35,
-        0x27d4_eb2f,
-        0x1656_67b1,
-        0xcc9e_2d51,
-        0x1b87_3593,
-        0xe654_6b65,
-        0x7fee_b3a5,
-        0x94d0_49bb,
-        0x2545_f491,
-        0x9e6c_63d1,
-    ];
-    let mut h: u32 = 0;
-    let mut i = 0;
-    while i < FLOW_ENTRY_WORDS {
-        h = h.wrapping_add(w[i].wrapping_mul(K[i]));
-        i += 1;
-    }
-    h
+    check_word(w)
 }
 
 /// Packet and byte counters (per CPU in the maps; userspace sums them).
