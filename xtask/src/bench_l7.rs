@@ -18,7 +18,11 @@
 //! 1 KB with a connection per request, TLS (a self-signed ECDSA P-256 certificate made with
 //! openssl) keep-alive and with a handshake per request, a 64 KB response, a 1 MB upload,
 //! HTTP/2 over TLS and h2c. It prints a Markdown table of the medians.
+//!
+//! `--proxy-cpu PCT` caps each proxy at PCT% of CPU 1 (see cpu_budget.rs): without it, in
+//! the HTTP/1 shapes CPU 0 runs out first and requests/s follows the load generator.
 
+use crate::cpu_budget::CpuBudget;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -604,6 +608,9 @@ pub struct Options {
     pub portier: Option<PathBuf>,
     /// The ten rows of issue 17 against HAProxy (no direct run), instead of the plain shapes.
     pub matrix: bool,
+    /// Each proxy capped at this percent of one CPU (its own cgroup), so that requests/s
+    /// compares the proxies rather than the load generator's share of its CPU.
+    pub proxy_cpu: Option<u32>,
 }
 
 /// A process under measurement and where it listens.
@@ -743,12 +750,28 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
     if targets[1].proc.is_none() {
         targets.remove(1);
     }
+    let mut budgets = Vec::new();
+    if let Some(percent) = options.proxy_cpu {
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(p) = &t.proc {
+                let name = ["portier", "second", "third"][i.min(2)];
+                budgets.push(CpuBudget::new(name, percent, p.child.id())?);
+            }
+        }
+    }
+    let budget = options.proxy_cpu.map_or(String::new(), |p| {
+        format!(
+            "; each proxy capped at {p}% of CPU {PROXY_CPU} (cgroup CPU bandwidth, 10 ms period)"
+        )
+    });
     let outcome = if options.matrix {
-        matrix(&shapes, &targets, &dir, seconds)
+        matrix(&shapes, &targets, &dir, seconds, &budget)
     } else {
-        plain(&shapes, &targets, &dir, seconds)
+        plain(&shapes, &targets, &dir, seconds, &budget)
     };
+    // The processes first: a cgroup goes only once empty.
     drop(targets);
+    drop(budgets);
     drop(nginx);
     outcome
 }
@@ -761,11 +784,18 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 }
 
 /// The plain bench: each shape on portier, the baseline, HAProxy and straight to nginx.
-fn plain(shapes: &[Shape], targets: &[Target], dir: &Path, seconds: u32) -> Result<()> {
+fn plain(
+    shapes: &[Shape],
+    targets: &[Target],
+    dir: &Path,
+    seconds: u32,
+    budget: &str,
+) -> Result<()> {
     let connections = 64;
     println!(
         "L7 benchmark: {seconds} s per run, {ROUNDS} interleaved rounds (medians), {connections} \
-         connections; proxy on CPU {PROXY_CPU}, load generator and nginx backend on CPU {LOAD_CPU}"
+         connections; proxy on CPU {PROXY_CPU}, load generator and nginx backend on CPU \
+         {LOAD_CPU}{budget}"
     );
     let direct = Ports {
         h1: BACKEND_H1,
@@ -847,12 +877,18 @@ fn plain(shapes: &[Shape], targets: &[Target], dir: &Path, seconds: u32) -> Resu
 
 /// `--matrix`: every row on each proxy (portier, the baseline if given, HAProxy), in
 /// interleaved rounds whose order turns each round, printed as a Markdown table of medians.
-fn matrix(shapes: &[Shape], targets: &[Target], dir: &Path, seconds: u32) -> Result<()> {
+fn matrix(
+    shapes: &[Shape],
+    targets: &[Target],
+    dir: &Path,
+    seconds: u32,
+    budget: &str,
+) -> Result<()> {
     let started = Instant::now();
     println!(
         "L7 matrix: {} rows, {seconds} s per run, {ROUNDS} interleaved rounds (medians); proxy \
          on CPU {PROXY_CPU} (HAProxy one thread, portier one worker), wrk/h2load and nginx on \
-         CPU {LOAD_CPU}",
+         CPU {LOAD_CPU}{budget}",
         shapes.len()
     );
     let mut table = Vec::new();

@@ -5,6 +5,7 @@
 mod bench_bgp;
 mod bench_failover;
 mod bench_l7;
+mod cpu_budget;
 mod demo;
 mod demo_docker;
 mod fuzz;
@@ -94,6 +95,10 @@ enum Task {
         /// request, TLS, large bodies, HTTP/2), printed as a Markdown table.
         #[arg(long)]
         matrix: bool,
+        /// `l7` only: cap each proxy at PCT percent of one CPU (a cgroup each), so requests/s
+        /// compares the proxies at equal CPU instead of the load generator's share.
+        #[arg(long, value_name = "PCT")]
+        proxy_cpu: Option<u32>,
     },
 }
 
@@ -193,6 +198,7 @@ fn main() -> Result<()> {
             shapes,
             portier,
             matrix,
+            proxy_cpu,
         } => bench(
             &what,
             bench_l7::Options {
@@ -200,6 +206,7 @@ fn main() -> Result<()> {
                 shapes,
                 portier,
                 matrix,
+                proxy_cpu,
             },
         ),
     }
