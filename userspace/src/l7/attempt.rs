@@ -27,10 +27,15 @@ pub enum AttemptError {
     Timeout,
 }
 
+/// Attempts one request may make: the config allows at most 10 retries. The servers tried
+/// are kept inline, so a request allocates nothing for them.
+const MAX_ATTEMPTS: usize = 11;
+
 /// The attempts of one request on one pool.
 pub struct Attempts<'a> {
     pool: &'a Pool,
-    tried: Vec<usize>,
+    tried: [usize; MAX_ATTEMPTS],
+    attempts: usize,
     last: (StatusCode, &'static str),
     last_server: Option<SocketAddr>,
     /// When the request was routed: its latency ends at the response head.
@@ -41,7 +46,8 @@ impl<'a> Attempts<'a> {
     pub fn new(pool: &'a Pool) -> Attempts<'a> {
         Attempts {
             pool,
-            tried: Vec::new(),
+            tried: [0; MAX_ATTEMPTS],
+            attempts: 0,
             last: (StatusCode::SERVICE_UNAVAILABLE, "no server available\n"),
             last_server: None,
             started: Instant::now(),
@@ -51,20 +57,24 @@ impl<'a> Attempts<'a> {
     /// The next server to try, counted as tried; `None` once the pool's retries are spent
     /// or no untried server is available.
     pub fn next(&mut self, headers: &http::HeaderMap) -> Option<&'a Arc<Server>> {
-        if self.tried.len() > self.pool.config.retries as usize {
+        if self.attempts > self.pool.config.retries as usize || self.attempts == MAX_ATTEMPTS {
             return None;
         }
-        let idx = self.pool.pick(headers, &self.tried)?;
+        let idx = self.pool.pick(headers, &self.tried[..self.attempts])?;
         Some(self.start(idx))
     }
 
     /// An attempt on server `idx` begins (the fast path picks its first server itself, when
     /// it reads the head).
     pub fn start(&mut self, idx: usize) -> &'a Arc<Server> {
-        if !self.tried.is_empty() {
+        if self.attempts > 0 {
             self.pool.metrics.retries.fetch_add(1, Ordering::Relaxed);
         }
-        self.tried.push(idx);
+        // The fast path's first attempt comes through here too, never past the bound.
+        if let Some(slot) = self.tried.get_mut(self.attempts) {
+            *slot = idx;
+            self.attempts += 1;
+        }
         let server = &self.pool.servers[idx];
         self.last_server = Some(server.address);
         server.metrics.requests.fetch_add(1, Ordering::Relaxed);

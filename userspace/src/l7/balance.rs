@@ -36,12 +36,22 @@ pub fn round_robin_sequence(weights: &[u32]) -> Vec<usize> {
 
 /// The next available server in `sequence` from position `tick`.
 pub fn round_robin(sequence: &[usize], tick: usize, servers: &[Candidate]) -> Option<usize> {
+    round_robin_by(sequence, tick, |s| servers[s].available)
+}
+
+/// `round_robin` asking `available` about each server it visits, so a pool need not build
+/// the view of all its servers for a request (the other policies look at every server).
+pub fn round_robin_by(
+    sequence: &[usize],
+    tick: usize,
+    mut available: impl FnMut(usize) -> bool,
+) -> Option<usize> {
     if sequence.is_empty() {
         return None;
     }
     (0..sequence.len())
         .map(|i| sequence[(tick.wrapping_add(i)) % sequence.len()])
-        .find(|&s| servers[s].available)
+        .find(|&s| available(s))
 }
 
 /// Power of two choices: two random available servers, the one with fewer outstanding

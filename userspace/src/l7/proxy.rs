@@ -53,7 +53,6 @@ async fn route_and_forward(
     down: &Arc<Downstream>,
     hold: &mut Hold,
 ) -> Response<Body> {
-    let start = Instant::now();
     conn.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let snap = shared.load();
     let Some(view) = snap.listeners.get(&*conn.listener) else {
@@ -62,6 +61,8 @@ async fn route_and_forward(
             "listener is being removed\n",
         );
     };
+    // Only the access log reads the request's start: no clock read without it.
+    let start = view.access_log.then(Instant::now);
     let host = match request_host(&req) {
         Ok(h) => h,
         Err(why) => {
@@ -93,7 +94,7 @@ async fn route_and_forward(
         let text = "request body too large\n";
         return client_fault(&pool.metrics, StatusCode::PAYLOAD_TOO_LARGE, text);
     }
-    let access = view.access_log.then(|| Access {
+    let access = start.map(|start| Access {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
         host: host.clone(),

@@ -9,7 +9,7 @@ use crate::config::HttpProtocol;
 use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::body::{Body, RawBody, RawFraming, Silence};
 use crate::l7::chunked::ChunkedScanner;
-use crate::l7::headers::{ClientInfo, HOP_BY_HOP, forwarded};
+use crate::l7::headers::{ClientInfo, HOP_BY_HOP, push_forwarded};
 use crate::l7::metrics::PoolMetrics;
 use crate::l7::pool::{Pool, Server, Timeouts};
 use crate::l7::response_fields::{self, Framing};
@@ -76,8 +76,9 @@ pub fn encode_h2_request<B>(req: &Request<B>, client: &ClientInfo, out: &mut Vec
     let proto: &[u8] = if client.tls { b"https" } else { b"http" };
     push(out, b"x-forwarded-proto", proto);
     push(out, b"x-forwarded-host", host.as_bytes());
-    push(out, b"forwarded", forwarded(client, host).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"forwarded: ");
+    push_forwarded(out, client, host);
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 fn push(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -159,7 +160,7 @@ async fn exchange(
                 ));
             }
         }
-        match parse_head(&buf, head_only) {
+        match parse_head(&mut buf, head_only) {
             Ok(h) => break h,
             Err(why) => {
                 return Err(AttemptError::Sent(
@@ -169,7 +170,6 @@ async fn exchange(
             }
         }
     };
-    let _ = buf.split_to(head.len);
     let framing = match head.framing {
         Framing::None => RawFraming::Length(0),
         Framing::Length(n) => RawFraming::Length(n),
@@ -238,15 +238,16 @@ fn head_end(buf: &mut BytesMut) -> Result<Option<()>, &'static str> {
 }
 
 struct Head {
-    len: usize,
     status: StatusCode,
     headers: HeaderMap,
     framing: Framing,
     reusable: bool,
 }
 
-/// The final head at the start of `buf` as status, end-to-end fields and framing.
-fn parse_head(buf: &[u8], head_only: bool) -> Result<Head, &'static str> {
+/// The final head at the start of `buf` as status, end-to-end fields and framing; the head
+/// is taken off `buf`. The field values share the head's bytes rather than each being
+/// copied into an allocation of its own.
+fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Head, &'static str> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut resp = httparse::Response::new(&mut fields);
     let len = match resp.parse(buf) {
@@ -260,26 +261,45 @@ fn parse_head(buf: &[u8], head_only: bool) -> Result<Head, &'static str> {
     let no_body =
         head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let fields = response_fields::scan(resp.version, resp.headers, no_body)?;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    // Where each kept field's value lies in the head: the head is split off `buf` (which
+    // `resp` borrows) before the values are cut from it.
+    let start = buf.as_ptr() as usize;
+    let mut kept: Vec<(HeaderName, std::ops::Range<usize>)> =
+        Vec::with_capacity(resp.headers.len());
     for f in resp.headers.iter() {
         let name = f.name;
         if fields.is_hop(name) {
             continue;
         }
-        let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(f.value),
-        ) else {
+        let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+            return Err("invalid response field");
+        };
+        // httparse's values are slices of `buf`; an empty one need not point into it.
+        let range = if f.value.is_empty() {
+            0..0
+        } else {
+            let at = (f.value.as_ptr() as usize)
+                .checked_sub(start)
+                .filter(|at| at + f.value.len() <= len)
+                .ok_or("invalid response field")?;
+            at..at + f.value.len()
+        };
+        kept.push((n, range));
+    }
+    let (framing, reusable) = (fields.framing, fields.reusable);
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(kept.len());
+    for (n, range) in kept {
+        let Ok(v) = HeaderValue::from_maybe_shared(head.slice(range)) else {
             return Err("invalid response field");
         };
         headers.append(n, v);
     }
     Ok(Head {
-        len,
         status,
         headers,
-        framing: fields.framing,
-        reusable: fields.reusable,
+        framing,
+        reusable,
     })
 }
 
@@ -324,29 +344,37 @@ mod tests {
 
     #[test]
     fn response_heads() {
-        let h = parse_head(
-            b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t=1\r\n\
-              Content-Length: 3\r\nX-Kept: y\r\n\r\nabc",
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t=1\r\n\
+              Content-Length: 3\r\nX-Kept: y\r\nX-Empty:\r\n\r\nabc"[..],
+        );
+        let h = parse_head(&mut buf, false).unwrap_or_else(|e| panic!("{e}"));
+        // The head is taken off the buffer; the body's first bytes stay.
+        assert_eq!(&buf[..], b"abc");
         assert_eq!(h.status, 200);
         assert!(h.reusable);
         assert!(matches!(h.framing, Framing::Length(3)));
         let names: Vec<&str> = h.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-length", "x-kept"]);
+        assert_eq!(names, ["content-length", "x-kept", "x-empty"]);
+        assert_eq!(h.headers["x-kept"], "y");
+        assert_eq!(h.headers["content-length"], "3");
+        assert_eq!(h.headers["x-empty"], "");
         let h = parse_head(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..]),
             false,
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(h.framing, Framing::Chunked));
         assert!(h.headers.is_empty());
-        let h = parse_head(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap_or_else(|e| panic!("{e}"));
+        let h = parse_head(&mut BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]), false)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(h.framing, Framing::Close));
         assert!(!h.reusable);
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let h = parse_head(
+            &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"[..]),
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(h.framing, Framing::None));
         for bad in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
@@ -355,7 +383,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
         ] {
             assert!(
-                parse_head(bad, false).is_err(),
+                parse_head(&mut BytesMut::from(bad), false).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

@@ -86,27 +86,33 @@ impl Pool {
 
     /// Chooses a server for a request, skipping those in `tried`.
     pub fn pick(&self, headers: &http::HeaderMap, tried: &[usize]) -> Option<usize> {
-        let mut view: Vec<Candidate> = self.servers.iter().map(|s| s.candidate()).collect();
-        for &t in tried {
-            if let Some(c) = view.get_mut(t) {
-                c.available = false;
+        let view = || {
+            let mut view: Vec<Candidate> = self.servers.iter().map(|s| s.candidate()).collect();
+            for &t in tried {
+                if let Some(c) = view.get_mut(t) {
+                    c.available = false;
+                }
             }
-        }
+            view
+        };
         match &self.config.balance {
+            // Round robin asks only the servers it visits: no view is built per request.
             Balance::RoundRobin => {
                 let tick = self.tick.fetch_add(1, Ordering::Relaxed);
-                balance::round_robin(&self.sequence, tick, &view)
+                balance::round_robin_by(&self.sequence, tick, |s| {
+                    !tried.contains(&s) && self.servers.get(s).is_some_and(|s| s.available())
+                })
             }
             Balance::LeastOutstanding => {
-                balance::least_outstanding(&view, (balance::random(), balance::random()))
+                balance::least_outstanding(&view(), (balance::random(), balance::random()))
             }
             Balance::HashHeader(name) => {
                 let key = headers.get(name.as_str()).map(|v| v.as_bytes());
-                self.hashed(&view, key)
+                self.hashed(&view(), key)
             }
             Balance::HashCookie(name) => {
                 let key = headers::cookie(headers, name);
-                self.hashed(&view, key)
+                self.hashed(&view(), key)
             }
         }
     }
