@@ -808,17 +808,7 @@ where
             }
         }
     } else {
-        send_body(
-            client,
-            &mut up,
-            request,
-            plan,
-            info.max_body,
-            t,
-            &info.metrics.spliced_bytes,
-            s,
-        )
-        .await?;
+        send_body(client, &mut up, request, plan, info, t, s).await?;
         read_head(&mut up, plan, t, head_read, s)
             .await
             .map_err(|e| e.fail(server))?
@@ -860,9 +850,8 @@ async fn send_body<I>(
     up: &mut TcpStream,
     request: &[u8],
     plan: &Plan,
-    max_body: u64,
+    info: &ConnInfo,
     t: &Timeouts,
-    spliced: &AtomicU64,
     s: &mut Scratch,
 ) -> Result<(), Fail>
 where
@@ -879,7 +868,7 @@ where
         }
         client.read(body.read_size()).await.map_err(Fail::Client)?;
     }
-    let n = body.take(client.buf, max_body).map_err(Fail::Client)?;
+    let n = body.take(client.buf, info.max_body).map_err(Fail::Client)?;
     s.first.clear();
     s.first.extend_from_slice(request);
     s.first.extend_from_slice(&client.buf[..n]);
@@ -899,12 +888,20 @@ where
         && client.io.spliceable()
         && let Ok(mut pipe) = Pipe::take()
     {
-        splice_request(client, up, &mut pipe, left, t.response, spliced).await?;
+        splice_request(
+            client,
+            up,
+            &mut pipe,
+            left,
+            t.response,
+            &info.metrics.spliced_bytes,
+        )
+        .await?;
         return Ok(());
     }
     while !body.is_done() {
         client.read(body.read_size()).await.map_err(Fail::Client)?;
-        let n = body.take(client.buf, max_body).map_err(Fail::Client)?;
+        let n = body.take(client.buf, info.max_body).map_err(Fail::Client)?;
         sent(tokio::time::timeout(t.response, up.write_all(&client.buf[..n])).await)?;
         client.buf.drain(..n);
     }
