@@ -65,7 +65,7 @@ async fn long_response_bodies_arrive_whole_and_in_order_on_one_kept_connection()
     let mut c = Client::connect(addr).await;
     // Around the thresholds, above the pipe's size, and a megabyte and a bit.
     let sizes = [
-        1000, 24_000, 24_577, 65_536, 100_001, 262_144, 300_000, 1_048_583,
+        1000, 24_000, 40_000, 40_961, 65_536, 100_001, 262_144, 300_000, 1_048_583,
     ];
     for n in sizes {
         c.send(&get("x", &format!("/{n}"))).await;
@@ -133,7 +133,7 @@ async fn a_long_upload_arrives_whole_and_the_next_request_behind_it_is_served() 
     let mut b = Backend::named("b").await;
     let (p, addr) = proxy(&simple(&[&b], "", ""));
     let mut c = Client::connect(addr).await;
-    for n in [40_000, 1_048_583] {
+    for n in [50_000, 1_048_583] {
         let data = pattern(n as u32, n);
         let head = format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n");
         // In uneven pieces, the last one with the next request right behind it.
@@ -232,7 +232,7 @@ async fn a_long_upload_the_client_abandons_is_408_and_not_the_servers_fault() {
     c.send(&req).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     // More than the threshold's worth, then silence.
-    c.send(&pattern(2, 60_000)).await;
+    c.send(&pattern(2, 90_000)).await;
     let r = c.response().await;
     assert!(r.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{r}");
     assert!(c.closed().await);
@@ -299,7 +299,7 @@ async fn a_long_upload_the_server_stops_taking_is_502_and_never_retried() {
 async fn bytes_a_server_sends_past_a_long_body_never_reach_a_client() {
     let reply: Reply = Arc::new(|req: &[u8]| {
         if req.starts_with(b"GET /long") {
-            let mut r = response(&pattern(9, 30_000));
+            let mut r = response(&pattern(9, 60_000));
             r.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nWRONG");
             Action::Send(r)
         } else {
@@ -310,7 +310,7 @@ async fn bytes_a_server_sends_past_a_long_body_never_reach_a_client() {
     let (p, addr) = proxy(&simple(&[&b], "", ""));
     let mut c = Client::connect(addr).await;
     c.send(&get("x", "/long")).await;
-    assert!(raw_response(&mut c).await == response(&pattern(9, 30_000)));
+    assert!(raw_response(&mut c).await == response(&pattern(9, 60_000)));
     assert!(spliced(&p) > 0, "nothing was spliced");
     // The server connection with the stray response in it is not used again.
     c.send(&get("x", "/next")).await;
