@@ -9,10 +9,10 @@
 
 use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 enum State {
@@ -116,6 +116,40 @@ impl ClientStream {
             Ok(s) => registered(Pin::new(s), cx, arg),
             Err(e) => Poll::Ready(Err(e)),
         }
+    }
+}
+
+impl ClientStream {
+    /// One call `f` on the raw socket (a splice), made directly while the socket is not
+    /// registered, and once it is, when the reactor reports it ready for `interest`.
+    pub fn poll_raw<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        interest: Interest,
+        mut f: impl FnMut(RawFd) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        self.poll_io(
+            cx,
+            &mut f,
+            |s, f| f(s.as_raw_fd()),
+            |s, cx, f| {
+                let fd = s.as_raw_fd();
+                loop {
+                    let ready = if interest.is_readable() {
+                        s.poll_read_ready(cx)
+                    } else {
+                        s.poll_write_ready(cx)
+                    };
+                    if let Err(e) = ready!(ready) {
+                        return Poll::Ready(Err(e));
+                    }
+                    match s.try_io(interest, || f(fd)) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        r => return Poll::Ready(r),
+                    }
+                }
+            },
+        )
     }
 }
 

@@ -467,7 +467,7 @@ impl Conn {
         watcher: hyper_util::server::graceful::Watcher,
         slot: Slot,
     ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::l7::splice::SpliceIo,
     {
         let outcome =
             fast::serve(&mut io, &info, &self.shared, &self.fast, &mut self.stopped).await;

@@ -22,6 +22,8 @@ pub struct ListenerMetrics {
     /// Clients cut for their silence (`client_timeout_ms`): a response not taken, or a
     /// request body not sent.
     pub client_timeouts: AtomicU64,
+    /// Body bytes the fast path moved with splice(2) rather than copying them.
+    pub spliced_bytes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -115,6 +117,11 @@ pub fn render_listener(out: &mut Metrics, name: &str, m: &ListenerMetrics) {
             "listener_client_timeouts",
             "Clients cut for their silence (client_timeout_ms).",
             get(&m.client_timeouts),
+        ),
+        (
+            "listener_spliced_bytes",
+            "Body bytes moved between sockets with splice(2) instead of copies.",
+            get(&m.spliced_bytes),
         ),
     ] {
         out.counter(metric, help, l(), value);

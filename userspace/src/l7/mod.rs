@@ -30,6 +30,7 @@ pub mod raw;
 pub mod response_fields;
 pub mod router;
 pub mod snapshot;
+pub mod splice;
 pub mod timeouts;
 pub mod tls;
 pub mod upstream_tls;
@@ -252,6 +253,12 @@ impl L7 {
         for n in names {
             metrics::render_listener(&mut out, n, &self.listener_metrics[n]);
         }
+        out.gauge_u(
+            "splice_pipes",
+            "Pipes the fast path holds for splice(2): in use by a body, or kept for the next.",
+            crate::labels![],
+            splice::PIPES_OPEN.load(std::sync::atomic::Ordering::Relaxed),
+        );
         let snap = self.shared.load();
         for r in &snap.routes {
             metrics::render_route(&mut out, &r.host, &r.path_prefix, &r.pool.name, &r.metrics);

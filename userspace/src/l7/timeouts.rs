@@ -74,7 +74,12 @@ impl<I> ClientIo<I> {
         &self.io
     }
 
-    fn check<T>(
+    pub fn get_mut(&mut self) -> &mut I {
+        &mut self.io
+    }
+
+    /// Applies the client timeout to one polled write (a splice to the client among them).
+    pub(crate) fn check<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<io::Result<T>>,

@@ -8,6 +8,7 @@ mod h2;
 mod harness;
 mod pools;
 mod runtime;
+mod splice;
 mod timeouts;
 mod tls;
 mod upstream_tls;
