@@ -210,7 +210,7 @@ fn load_object_from(
         // The seed is pinned too, but is not in `ALL_MAPS`: pins of a build before it have
         // none and are still adopted whole (`persist::conntrack_seed`).
         for name in ALL_MAPS.iter().chain([&maps::CONNTRACK_SEED]) {
-            loader.map_pin_path(*name, dir.join(name));
+            loader.map_pin_path(name, dir.join(name));
         }
     }
     let mut ebpf = loader.load(object)?;
