@@ -29,6 +29,9 @@ pub const DEFAULT_FLOW_HOLD: u32 = 256;
 /// Name of the program's global holding the connection table's bucket count minus one (a
 /// power of two minus one), set at load from `conntrack_size`.
 pub const CONNTRACK_MASK_GLOBAL: &str = "CONNTRACK_MASK";
+/// Name of the program's global holding the connection table's `FlowHashKeys`, set at load
+/// from the table's seed (`maps::CONNTRACK_SEED`).
+pub const CONNTRACK_KEYS_GLOBAL: &str = "CONNTRACK_KEYS";
 
 /// Buckets of a connection table for `size` flows: a power of two (the program masks the
 /// flow's index hash), holding at least `size` flows.
@@ -128,6 +131,10 @@ pub mod maps {
     pub const MIDFLOW_SOURCES: &str = "MIDFLOW_SOURCES";
     /// `Array<FlowGuard>` of one entry: the SYN-flood guard's setting.
     pub const FLOW_GUARD: &str = "FLOW_GUARD";
+    /// `Array<[u32; 10]>` of one entry: the connection table's seed (`FlowHashKeys::new`),
+    /// pinned beside `CONNTRACK` so the seed lives exactly as long as the table. The program
+    /// does not read it (it gets the keys as a load-time constant); the loader does.
+    pub const CONNTRACK_SEED: &str = "CONNTRACK_SEED";
     /// `PerCpuArray<FlowWindow>` of one entry: new entries this CPU wrote in its current second.
     pub const FLOW_WINDOW: &str = "FLOW_WINDOW";
 }
@@ -548,9 +555,9 @@ impl FlowEntry {
 }
 
 impl FlowBucket {
-    /// The way holding `key`, if any (whole entries only).
-    pub fn find(&self, key: &FlowKey) -> Option<usize> {
-        let tag = flow_tag(flow_index_hash(&key.words()));
+    /// The way holding `key`, if any (whole entries only), in a table hashed with `keys`.
+    pub fn find(&self, key: &FlowKey, keys: &FlowHashKeys) -> Option<usize> {
+        let tag = flow_tag(flow_index_hash(&key.words(), keys));
         (0..FLOW_WAYS)
             .find(|&w| self.tags[w] == tag && self.ways[w].key == *key && self.ways[w].whole())
     }
@@ -563,11 +570,12 @@ impl FlowBucket {
     }
 
     /// Puts `key` -> `value` (marked used) into its way, else the first empty way from its
-    /// home on, as the program would; `false` when the bucket is full. `stamp` as in `stamps`.
-    pub fn put(&mut self, key: FlowKey, value: FlowValue, stamp: u32) -> bool {
-        let hash = flow_index_hash(&key.words());
+    /// home on, as the program would; `false` when the bucket is full. `stamp` as in `stamps`;
+    /// `keys`: the table's.
+    pub fn put(&mut self, key: FlowKey, value: FlowValue, stamp: u32, keys: &FlowHashKeys) -> bool {
+        let hash = flow_index_hash(&key.words(), keys);
         let home = flow_home(hash);
-        let way = self.find(&key).or_else(|| {
+        let way = self.find(&key, keys).or_else(|| {
             (0..FLOW_WAYS)
                 .map(|i| (home + i) % FLOW_WAYS)
                 .find(|&w| self.stamps[w] == 0)
@@ -611,23 +619,60 @@ pub fn flow_clock(ns: u64) -> u32 {
     ((ns >> 24) as u32 & 0x7fff_ffff).wrapping_add(1)
 }
 
+/// The additive keys of `flow_index_hash`: fixed constants XOR a per-table random seed.
+/// NH with independent uniformly random keys is a universal hash family, so without the
+/// seed nobody can tell which flows share a bucket or a home way; the seed is kept with the
+/// pinned table (`maps::CONNTRACK_SEED`). Seed 0 gives the constants, the unseeded hash of
+/// the builds before the seed, which a table pinned by one of them keeps.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowHashKeys(pub [u32; 10]);
+
+impl FlowHashKeys {
+    /// The keys of seed 0.
+    pub const UNSEEDED: FlowHashKeys = FlowHashKeys([
+        0x9e37_79b1,
+        0x85eb_ca6b,
+        0xc2b2_ae35,
+        0x27d4_eb2f,
+        0x1656_67b1,
+        0xcc9e_2d51,
+        0x1b87_3593,
+        0xe654_6b65,
+        0x7fee_b3a5,
+        0x94d0_49bb,
+    ]);
+
+    /// The keys of a table seeded with `seed`.
+    pub const fn new(seed: &[u32; 10]) -> Self {
+        let mut k = Self::UNSEEDED.0;
+        let mut i = 0;
+        while i < 10 {
+            k[i] ^= seed[i];
+            i += 1;
+        }
+        FlowHashKeys(k)
+    }
+}
+
 /// Index hash of a flow in the connection table, over `FlowKey::words`: NH-style, products
-/// of word pairs (each plus a constant) summed in 64 bits, then folded and mixed. Five
+/// of word pairs (each plus a key) summed in 64 bits, then folded and mixed. Five
 /// independent multiplies instead of the Maglev hash's chain of ten mixing rounds: the
 /// established path computes this on every packet, the Maglev hash only on a miss.
-/// Unseeded, like the Maglev hash (see README, "Connection table": what a crafted flood can
-/// and cannot do).
+/// `keys` come from the table's random seed (`FlowHashKeys`), so a flow's bucket cannot be
+/// aimed at from outside; seed 0 (a table pinned by an older build) is the old unseeded hash.
 #[inline(always)]
-pub fn flow_index_hash(w: &[u32; 10]) -> u32 {
+pub fn flow_index_hash(w: &[u32; 10], k: &FlowHashKeys) -> u32 {
     #[inline(always)]
     fn p(a: u32, b: u32, ka: u32, kb: u32) -> u64 {
         u64::from(a.wrapping_add(ka)).wrapping_mul(u64::from(b.wrapping_add(kb)))
     }
-    let h = p(w[0], w[4], 0x9e37_79b1, 0x85eb_ca6b)
-        .wrapping_add(p(w[1], w[5], 0xc2b2_ae35, 0x27d4_eb2f))
-        .wrapping_add(p(w[2], w[6], 0x1656_67b1, 0xcc9e_2d51))
-        .wrapping_add(p(w[3], w[7], 0x1b87_3593, 0xe654_6b65))
-        .wrapping_add(p(w[8], w[9] & 0xffff, 0x7fee_b3a5, 0x94d0_49bb));
+    let k = &k.0;
+    let h = p(w[0], w[4], k[0], k[1])
+        .wrapping_add(p(w[1], w[5], k[2], k[3]))
+        .wrapping_add(p(w[2], w[6], k[4], k[5]))
+        .wrapping_add(p(w[3], w[7], k[6], k[7]))
+        .wrapping_add(p(w[8], w[9] & 0xffff, k[8], k[9]));
     let x = ((h >> 32) as u32) ^ (h as u32);
     let x = x.wrapping_mul(0x85eb_ca6b);
     x ^ (x >> 15)
@@ -1021,14 +1066,16 @@ mod tests {
         t.key.sport = 1;
         assert!(!t.whole(), "a torn key");
         assert!(!FlowEntry::default().whole(), "an empty way");
+        let keys = FlowHashKeys::new(&[0x5eed_0001; 10]);
         let mut b = FlowBucket::default();
         for i in 0..FLOW_WAYS as u16 {
             let mut k = key;
             k.sport = (1000 + i).to_be();
-            let home = flow_home(flow_index_hash(&k.words()));
+            let home = flow_home(flow_index_hash(&k.words(), &keys));
             let empty_home = b.stamps[home] == 0;
-            assert!(b.put(k, value, 2));
-            let w = b.find(&k).expect("found");
+            assert!(b.put(k, value, 2, &keys));
+            let w = b.find(&k, &keys).expect("found");
+            assert_eq!(b.tags[w], flow_tag(flow_index_hash(&k.words(), &keys)));
             if empty_home {
                 assert_eq!(w, home, "a free home way is taken");
             }
@@ -1036,15 +1083,16 @@ mod tests {
         }
         let mut k = key;
         k.sport = 1u16.to_be();
-        assert!(!b.put(k, value, 2), "full");
+        assert!(!b.put(k, value, 2, &keys), "full");
         assert_eq!(b.flows().count(), FLOW_WAYS);
         assert_eq!(conntrack_buckets(1), 1);
         assert_eq!(conntrack_buckets(65536), 8192);
         assert_eq!(conntrack_buckets(65537), 16384);
     }
 
-    /// Seedless: fixed vectors, so any change to the hashes is a visible, deliberate one
-    /// (every LB node of a deployment must compute the same values).
+    /// Fixed vectors, so any change to the hashes is a visible, deliberate one (every LB
+    /// node of a deployment must compute the same Maglev and filter values; the index hash
+    /// with seed 0 is what tables pinned by builds before the seed are indexed with).
     #[test]
     fn hash_vectors_are_pinned() {
         let k = FlowKey {
@@ -1058,7 +1106,72 @@ mod tests {
         };
         assert_eq!(flow_hash(&k), 0x6e1a_bc68);
         // The index of pinned tables: a change here strands their flows.
-        assert_eq!(flow_index_hash(&k.words()), 0x079e_809a);
+        // Seed 0: the builds before the seed hashed with the constants alone.
+        assert_eq!(
+            flow_index_hash(&k.words(), &FlowHashKeys::new(&[0; 10])),
+            0x079e_809a
+        );
         assert_eq!(vip_filter_index(&k.dst, FAMILY_V6), 1930);
+    }
+
+    /// Another seed moves a flow: over many flows, the bucket (of 2^13) and the home way
+    /// differ about as often as for independent hashes. A seed that did not reach the
+    /// hash, or reached only some words, would fail this.
+    #[test]
+    fn seed_moves_flows_between_buckets_and_homes() {
+        let seeds = [[0u32; 10], [0x1234_5678; 10], {
+            let mut s = [0u32; 10];
+            s[9] = 0x8000_0001;
+            s
+        }];
+        let mask = conntrack_buckets(65536) - 1;
+        for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+            let (ka, kb) = (FlowHashKeys::new(&seeds[a]), FlowHashKeys::new(&seeds[b]));
+            let (mut same_bucket, mut same_home) = (0, 0);
+            for i in 0..1000u16 {
+                let k = FlowKey {
+                    src: [
+                        10,
+                        0,
+                        (i >> 8) as u8,
+                        i as u8,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                    ],
+                    dst: [203, 0, 113, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    sport: (20000 + i).to_be(),
+                    dport: 80u16.to_be(),
+                    proto: PROTO_TCP,
+                    family: FAMILY_V4,
+                    _pad: [0; 2],
+                };
+                let (ha, hb) = (
+                    flow_index_hash(&k.words(), &ka),
+                    flow_index_hash(&k.words(), &kb),
+                );
+                same_bucket += u32::from(flow_bucket(ha, mask) == flow_bucket(hb, mask));
+                same_home += u32::from(flow_home(ha) == flow_home(hb));
+            }
+            // Independent: ~0.12 of 1000 share a bucket, ~125 a home way.
+            assert!(
+                same_bucket <= 5,
+                "seeds {a},{b}: {same_bucket} flows kept their bucket"
+            );
+            assert!(
+                same_home < 200,
+                "seeds {a},{b}: {same_home} flows kept their home way"
+            );
+        }
+        assert_eq!(FlowHashKeys::new(&[0; 10]), FlowHashKeys::UNSEEDED);
     }
 }

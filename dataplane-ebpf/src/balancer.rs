@@ -19,6 +19,7 @@ use crate::{
     maps::{
         BACKEND_STATS, BACKENDS, CONNTRACK, CONNTRACK_MASK, FLOW_GUARD, FLOW_WINDOW, MAGLEV,
         MIDFLOW_SOURCES, REASONS, SERVICE_SLOTS, SERVICES, SVC_STATS, TX_PORTS, VIP_FILTER,
+        conntrack_keys,
     },
     parse::*,
     prefix::in_prefixes,
@@ -534,7 +535,7 @@ struct Place {
 /// whose tag matches. A way is copied once and accepted only whole (its check word matches).
 #[inline(always)]
 fn lookup_flow(words: &[u32; 10]) -> Place {
-    let h = flow_index_hash(words);
+    let h = flow_index_hash(words, &conntrack_keys());
     let tag = flow_tag(h);
     let home = flow_home(h);
     let bucket = CONNTRACK.get_ptr_mut(flow_bucket(h, CONNTRACK_MASK.load()));

@@ -8,10 +8,10 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     Backend, Counters, DECAP_REASON_COUNT, DEFAULT_CONNTRACK_BUCKETS, DEFAULT_MAGLEV_SIZE,
-    DecapKey, EncapSource, FlowBucket, FlowGuard, FlowWindow, MAX_BACKENDS, MAX_DECAP_ADDRS,
-    MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES, MAX_SERVICE_ENTRIES, MAX_SERVICES,
-    MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot, ServiceValue,
-    SourcePrefix, VIP_FILTER_SIZE,
+    DecapKey, EncapSource, FlowBucket, FlowGuard, FlowHashKeys, FlowWindow, MAX_BACKENDS,
+    MAX_DECAP_ADDRS, MAX_DECAP_SOURCES, MAX_DECAP_VIPS, MAX_MIDFLOW_SOURCES, MAX_SERVICE_ENTRIES,
+    MAX_SERVICES, MAX_TX_PORTS, REASON_SLOTS, SERVICE_SLOTS_SIZE, ServiceKey, ServiceSlot,
+    ServiceValue, SourcePrefix, VIP_FILTER_SIZE,
 };
 
 /// Template of a service's Maglev table. `BPF_F_INNER_MAP` lets userspace insert tables of any
@@ -42,6 +42,29 @@ pub static CONNTRACK: Array<FlowBucket, { DEFAULT_CONNTRACK_BUCKETS as usize }> 
 /// `conntrack_size` together with the map's `max_entries`.
 #[unsafe(no_mangle)]
 pub static CONNTRACK_MASK: Global<u32> = Global::new(DEFAULT_CONNTRACK_BUCKETS - 1);
+
+/// `FlowHashKeys` of `CONNTRACK`, set by the loader from the table's seed (`CONNTRACK_SEED`).
+/// In the frozen .rodata, so the verifier knows the words as constants; read word by word
+/// (`conntrack_keys`) so each is one load, not a copy of the array through the stack.
+#[unsafe(no_mangle)]
+static CONNTRACK_KEYS: [u32; 10] = FlowHashKeys::UNSEEDED.0;
+
+/// The keys in `CONNTRACK_KEYS`.
+#[inline(always)]
+pub fn conntrack_keys() -> FlowHashKeys {
+    let mut k = [0u32; 10];
+    let mut i = 0;
+    while i < 10 {
+        // SAFETY: `i < 10`; volatile, so the build's default is not folded in.
+        k[i] = unsafe { core::ptr::read_volatile(CONNTRACK_KEYS.as_ptr().add(i)) };
+        i += 1;
+    }
+    FlowHashKeys(k)
+}
+
+/// The seed `CONNTRACK_KEYS` was made from, pinned with the table: only the loader reads it.
+#[btf_map]
+pub static CONNTRACK_SEED: Array<[u32; 10], 1> = Array::new();
 
 #[btf_map]
 pub static TX_PORTS: DevMapHash<{ MAX_TX_PORTS as usize }> = DevMapHash::new();

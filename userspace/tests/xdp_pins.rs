@@ -223,3 +223,149 @@ fn a_changed_conntrack_size_takes_effect_on_restart_and_keeps_the_flows() {
     assert_eq!(map_shape(&path).2, 8192 / 8);
     assert_eq!(dp.flow(&flow(40_000)).expect("lookup"), Some(recorded));
 }
+
+/// `frame` of `flow(sport)`: a SYN, or else an ACK of an established connection.
+fn tcp_frame(sport: u16, syn: bool) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(sport, 80, 1, 65535);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    let mut frame = Vec::new();
+    b.write(&mut frame, b"").expect("frame");
+    frame
+}
+
+/// The seed pinned at `path` (`CONNTRACK_SEED`), as `FlowHashKeys`.
+fn pinned_keys(path: &str) -> FlowHashKeys {
+    let v: serde_json::Value =
+        serde_json::from_str(&bpftool(&["-j", "map", "dump", "pinned", path])).expect("json");
+    let words = v[0]["formatted"]["value"]
+        .as_array()
+        .or_else(|| v[0]["value"].as_array())
+        .unwrap_or_else(|| panic!("no value in {v}"));
+    let mut seed = [0u32; 10];
+    for (s, w) in seed.iter_mut().zip(words) {
+        *s = w.as_u64().unwrap_or_else(|| panic!("seed word {w}")) as u32;
+    }
+    assert_eq!(words.len(), 10, "{v}");
+    FlowHashKeys::new(&seed)
+}
+
+/// Sends each flow's ACK through the program; how many hit their connection-table entry.
+fn hits(dp: &Dataplane, sports: impl Iterator<Item = u16>) -> u64 {
+    let before = dp.reason(Reason::ConntrackHit).expect("reasons");
+    for sport in sports {
+        let action = dp
+            .test_run("portier_lb", &tcp_frame(sport, false), 1)
+            .expect("run")
+            .action;
+        assert_eq!(action, XDP_TX);
+    }
+    dp.reason(Reason::ConntrackHit).expect("reasons") - before
+}
+
+/// The connection table's hash seed lives exactly as long as the pinned table: random for a
+/// new table, pinned beside it and kept by a restart (the program's entries still hit, and
+/// userspace finds them); 0 for a table pinned by a build without the seed; new for a table
+/// migration makes anew, whose refill must then hash with the new seed.
+#[test]
+fn the_table_seed_is_random_pinned_and_kept_with_the_table() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let node = "ftseed";
+    let _pins = Pins(PathBuf::from(PIN_ROOT).join(node));
+    let seed_path = format!("{PIN_ROOT}/{node}/CONNTRACK_SEED");
+    let mut dp = Dataplane::load(&options(node, 4096)).expect("first load");
+    let keys = dp.flow_keys();
+    assert_ne!(
+        keys,
+        FlowHashKeys::UNSEEDED,
+        "a new table gets a random seed"
+    );
+    assert_eq!(pinned_keys(&seed_path), keys, "the seed is pinned");
+    dp.set_backend(
+        1,
+        &Backend {
+            mac: host_mac(1),
+            src_mac: LB_MAC,
+            ifindex: LO,
+            generation: 1,
+            flags: BACKEND_F_VALID,
+            addr: v4([10, 0, 0, 21]),
+            family: FAMILY_V4,
+            _pad: [0; 3],
+        },
+    )
+    .expect("backend");
+    let key = ServiceKey {
+        addr: v4(VIP),
+        port: 80u16.to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+    };
+    dp.set_service(key, 0, &[1; 65537]).expect("service");
+    let seeded = 41_000..41_064u16;
+    for sport in seeded.clone() {
+        let action = dp
+            .test_run("portier_lb", &tcp_frame(sport, true), 1)
+            .expect("run")
+            .action;
+        assert_eq!(action, XDP_TX);
+    }
+    // Found by userspace, which computes the bucket from the seed: not where the unseeded
+    // hash would put most of them.
+    let mask = conntrack_buckets(4096) - 1;
+    let mut moved = 0;
+    for sport in seeded.clone() {
+        let w = flow(sport).words();
+        let value = dp.flow(&flow(sport)).expect("lookup");
+        assert_eq!(value.map(|v| v.backend), Some(1), "flow {sport} not found");
+        moved += u32::from(
+            flow_bucket(flow_index_hash(&w, &keys), mask)
+                != flow_bucket(flow_index_hash(&w, &FlowHashKeys::UNSEEDED), mask),
+        );
+    }
+    assert!(moved > 48, "only {moved} of 64 flows moved by the seed");
+    drop(dp);
+
+    // A restart adopts the table with its seed: the program's entries still hit.
+    let dp = Dataplane::load(&options(node, 4096)).expect("restart");
+    assert_eq!(dp.flow_keys(), keys, "the restart keeps the seed");
+    assert_eq!(hits(&dp, seeded.clone()), 64);
+    drop(dp);
+
+    // A table pinned by a build before the seed (no seed pin): adopted with seed 0, which
+    // is then pinned, so the next restart keeps it too.
+    std::fs::remove_file(&seed_path).expect("removing the seed pin");
+    let dp = Dataplane::load(&options(node, 4096)).expect("load an old build's table");
+    assert_eq!(dp.flow_keys(), FlowHashKeys::UNSEEDED);
+    assert_eq!(pinned_keys(&seed_path), FlowHashKeys::UNSEEDED);
+    let unseeded = 42_000..42_016u16;
+    for sport in unseeded.clone() {
+        dp.test_run("portier_lb", &tcp_frame(sport, true), 1)
+            .expect("run");
+        assert!(dp.flow(&flow(sport)).expect("lookup").is_some());
+    }
+    drop(dp);
+    let dp = Dataplane::load(&options(node, 4096)).expect("restart, seed 0");
+    assert_eq!(dp.flow_keys(), FlowHashKeys::UNSEEDED);
+    assert_eq!(hits(&dp, unseeded.clone()), 16);
+    drop(dp);
+
+    // Another size: a new table, a new random seed; the migrated flows are put where the
+    // program, with the new seed, finds them.
+    let dp = Dataplane::load(&options(node, 8192)).expect("load with a bigger table");
+    let new = dp.flow_keys();
+    assert_ne!(
+        new,
+        FlowHashKeys::UNSEEDED,
+        "the new table gets a random seed"
+    );
+    assert_eq!(pinned_keys(&seed_path), new);
+    for sport in unseeded.clone() {
+        assert!(
+            dp.flow(&flow(sport)).expect("lookup").is_some(),
+            "flow {sport} lost"
+        );
+    }
+    assert_eq!(hits(&dp, unseeded), 16);
+}

@@ -16,10 +16,14 @@ impl Dataplane {
     /// with no log call compiled anywhere, next to the real build's with debug off.
     pub fn load_for_test_without_diagnostics(conntrack_size: u32) -> Result<Self, DataplaneError> {
         require_root()?;
-        let ebpf =
-            super::load_object_from(OBJECT_NO_DIAG, conntrack_size, None, &super::TEST_PROGRAMS)?;
         let mut dp = Self::load_for_test(conntrack_size)?;
-        dp.ebpf = ebpf;
+        dp.ebpf = super::load_object_from(
+            OBJECT_NO_DIAG,
+            conntrack_size,
+            &dp.flow_seed,
+            None,
+            &super::TEST_PROGRAMS,
+        )?;
         Ok(dp)
     }
 

@@ -66,6 +66,8 @@ pub enum DataplaneError {
         #[source]
         source: io::Error,
     },
+    #[error("drawing the connection table's seed: {0}")]
+    Random(getrandom::Error),
     #[error("invalid argument: {0}")]
     Invalid(String),
     /// The debug programs' log (aya-log's ring buffer) could not be opened.

@@ -39,9 +39,9 @@ pub use dataplane_common::diag::RECORDS_PER_CPU_SECOND;
 pub use dataplane_common::{
     BACKEND_F_VALID, Backend, Counters, DEFAULT_CONNTRACK_SIZE, DEFAULT_FLOW_HOLD,
     DEFAULT_MAGLEV_SIZE, DecapReason, EncapSource, FAMILY_V4, FAMILY_V6, FLOW_WAYS, FlowBucket,
-    FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP, REASON_COUNT,
-    REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot, ServiceValue,
-    conntrack_buckets, flow_hash, service_slot_index,
+    FlowHashKeys, FlowKey, FlowValue, MAX_BACKENDS, MAX_SERVICES, NO_BACKEND, PROTO_TCP, PROTO_UDP,
+    REASON_COUNT, REASON_SLOTS, Reason, SERVICE_F_ENCAP_IPIP, ServiceKey, ServiceSlot,
+    ServiceValue, conntrack_buckets, flow_bucket, flow_hash, flow_index_hash, service_slot_index,
 };
 use dataplane_common::{SERVICE_F_ADDR_MARKER, maps, programs};
 pub use decap::{DecapOptions, Decapsulator};
@@ -127,6 +127,8 @@ pub struct Dataplane {
     debug: bool,
     /// The debug log's ring buffer was handed out (once per load).
     log_taken: bool,
+    /// The connection table's seed: the program hashes with `FlowHashKeys::new` of it.
+    flow_seed: [u32; 10],
     _lock: Option<persist::NodeLock>,
 }
 
@@ -174,18 +176,22 @@ const TEST_PROGRAMS: [&str; 3] = [
 
 /// Loads the object with `ALL_PROGRAMS` and `extra`; with `pins`, every map is opened from (or
 /// created and pinned at) `<pins>/<MAP>`, which is how a restart keeps the state.
+/// `seed`: the connection table's (`FlowHashKeys::new`), given to the program as a constant
+/// and stored in `CONNTRACK_SEED`, which is pinned with the table.
 fn load_object(
     conntrack_size: u32,
+    seed: &[u32; 10],
     pins: Option<&Path>,
     extra: &[&str],
 ) -> Result<Ebpf, DataplaneError> {
-    load_object_from(OBJECT, conntrack_size, pins, extra)
+    load_object_from(OBJECT, conntrack_size, seed, pins, extra)
 }
 
 /// [`load_object`] of another build of the programs (the benchmark's comparator).
 fn load_object_from(
     object: &[u8],
     conntrack_size: u32,
+    seed: &[u32; 10],
     pins: Option<&Path>,
     extra: &[&str],
 ) -> Result<Ebpf, DataplaneError> {
@@ -194,16 +200,29 @@ fn load_object_from(
     }
     let buckets = dataplane_common::conntrack_buckets(conntrack_size);
     let mask = buckets - 1;
+    let keys = FlowHashKeys::new(seed).0;
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(maps::CONNTRACK, buckets)
-        .override_global(dataplane_common::CONNTRACK_MASK_GLOBAL, &mask, true);
+        .override_global(dataplane_common::CONNTRACK_MASK_GLOBAL, &mask, true)
+        .override_global(dataplane_common::CONNTRACK_KEYS_GLOBAL, &keys, true);
     if let Some(dir) = pins {
-        for name in ALL_MAPS {
+        // The seed is pinned too, but is not in `ALL_MAPS`: pins of a build before it have
+        // none and are still adopted whole (`persist::conntrack_seed`).
+        for name in ALL_MAPS.iter().chain([&maps::CONNTRACK_SEED]) {
             loader.map_pin_path(name, dir.join(name));
         }
     }
     let mut ebpf = loader.load(object)?;
+    // Written before any program runs with these keys; an adopted pin already holds `seed`.
+    let map = ebpf
+        .map_mut(maps::CONNTRACK_SEED)
+        .ok_or(DataplaneError::MissingMap(maps::CONNTRACK_SEED))?;
+    let mut stored: Array<&mut MapData, [u32; 10]> =
+        Array::try_from(map).map_err(DataplaneError::map(maps::CONNTRACK_SEED))?;
+    stored
+        .set(0, *seed, 0)
+        .map_err(DataplaneError::map(maps::CONNTRACK_SEED))?;
     for &name in ALL_PROGRAMS.iter().chain(extra) {
         xdp_mut(&mut ebpf, name)?
             .load()
@@ -294,8 +313,9 @@ impl Dataplane {
         let adopted = ALL_MAPS.iter().all(|m| pin_dir.join(m).exists());
         let migration = persist::migrate_conntrack(&pin_dir, opts.conntrack_size)?;
         persist::check_flow_guard(&pin_dir)?;
-        let ebpf = match load_object(opts.conntrack_size, Some(&pin_dir), &[]) {
-            Ok(e) => e,
+        let seed = persist::conntrack_seed(&pin_dir)?;
+        let (ebpf, seed) = match load_object(opts.conntrack_size, &seed, Some(&pin_dir), &[]) {
+            Ok(e) => (e, seed),
             Err(e) if pin_dir.read_dir().is_ok_and(|mut d| d.next().is_some()) => {
                 tracing::warn!(
                     pin_dir = %pin_dir.display(),
@@ -303,7 +323,11 @@ impl Dataplane {
                 );
                 remove_pins(&pin_dir)?;
                 fs::create_dir_all(&pin_dir).map_err(DataplaneError::io(&pin_dir))?;
-                load_object(opts.conntrack_size, Some(&pin_dir), &[])?
+                let seed = persist::conntrack_seed(&pin_dir)?;
+                (
+                    load_object(opts.conntrack_size, &seed, Some(&pin_dir), &[])?,
+                    seed,
+                )
             }
             Err(e) => return Err(e),
         };
@@ -316,6 +340,7 @@ impl Dataplane {
             adopted,
             debug: false,
             log_taken: false,
+            flow_seed: seed,
             _lock: Some(lock),
         };
         if adopted {
@@ -402,8 +427,11 @@ impl Dataplane {
     /// The connection table's `hold` is the daemon's default, as in [`Dataplane::load`].
     pub fn load_for_test(conntrack_size: u32) -> Result<Self, DataplaneError> {
         require_root()?;
+        // A fresh table, so a random seed as `load` gives one: tests that read the table
+        // from userspace then fail unless it hashes with the program's keys.
+        let seed = persist::random_seed()?;
         let mut dp = Self {
-            ebpf: load_object(conntrack_size, None, &TEST_PROGRAMS)?,
+            ebpf: load_object(conntrack_size, &seed, None, &TEST_PROGRAMS)?,
             interfaces: Vec::new(),
             pin_dir: None,
             services: HashMap::new(),
@@ -411,6 +439,7 @@ impl Dataplane {
             adopted: false,
             debug: false,
             log_taken: false,
+            flow_seed: seed,
             _lock: None,
         };
         dp.set_flow_hold(DEFAULT_FLOW_HOLD)?;

@@ -203,6 +203,50 @@ fn read_bucket_flows(path: &Path) -> Result<Vec<(FlowKey, FlowValue)>, MapError>
     Ok(flows)
 }
 
+/// A fresh table's seed, from the kernel's random pool.
+pub fn random_seed() -> Result<[u32; 10], DataplaneError> {
+    let mut bytes = [0u8; 40];
+    getrandom::getrandom(&mut bytes).map_err(DataplaneError::Random)?;
+    let mut seed = [0u32; 10];
+    for (s, b) in seed.iter_mut().zip(bytes.chunks_exact(4)) {
+        *s = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    Ok(seed)
+}
+
+/// The seed the connection table in `pin_dir` is hashed with, called after
+/// [`migrate_conntrack`]: the pinned `CONNTRACK_SEED` when the table is pinned beside it; 0
+/// (the unseeded hash) for a table pinned by a build before the seed, which has none; a new
+/// random one for a table about to be created, whose stale seed pin (if any) goes. A table
+/// whose seed cannot be read cannot be looked up: both pins go and it starts empty.
+pub fn conntrack_seed(pin_dir: &Path) -> Result<[u32; 10], DataplaneError> {
+    let table = pin_dir.join(maps::CONNTRACK);
+    let pin = pin_dir.join(maps::CONNTRACK_SEED);
+    if table.exists() {
+        if !pin.exists() {
+            tracing::info!(pin = %table.display(), "connection table from a build without a seed: kept unseeded");
+            return Ok([0; 10]);
+        }
+        match read_seed(&pin) {
+            Ok(seed) => return Ok(seed),
+            Err(e) => {
+                tracing::warn!(pin = %pin.display(), "connection table seed unreadable, table made anew: {e}");
+                std::fs::remove_file(&table).map_err(DataplaneError::io(&table))?;
+            }
+        }
+    }
+    if pin.exists() {
+        std::fs::remove_file(&pin).map_err(DataplaneError::io(&pin))?;
+    }
+    random_seed()
+}
+
+fn read_seed(path: &Path) -> Result<[u32; 10], MapError> {
+    let map = Map::from_map_data(MapData::from_pin(path)?)?;
+    let seed: Array<MapData, [u32; 10]> = Array::try_from(map)?;
+    seed.get(&0, 0)
+}
+
 /// Removes the pin of the SYN-flood guard's setting when it has another value size than
 /// this build's (the daemon writes it anew), so the other pinned maps stay adoptable.
 pub fn check_flow_guard(pin_dir: &Path) -> Result<(), DataplaneError> {

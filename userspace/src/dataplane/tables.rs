@@ -6,12 +6,12 @@ use std::{net::IpAddr, os::fd::AsFd as _};
 
 use aya::maps::{Array, ArrayOfMaps, HashMap as BpfHashMap, MapData, lpm_trie::LpmTrie};
 use dataplane_common::{
-    BACKEND_F_VALID, Backend, EncapSource, FAMILY_V4, FAMILY_V6, FlowBucket, FlowGuard, FlowKey,
-    FlowValue, MAX_BACKENDS, MAX_MIDFLOW_SOURCES, MAX_SERVICES, NO_BACKEND, PROTO_ADDR_MARKER,
-    PROTO_TCP, PROTO_UDP, SERVICE_F_ADDR_MARKER, SERVICE_F_ENCAP_IPIP, SERVICE_F_EXACT_TCP,
-    SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP, ServiceKey, ServiceSlot,
-    ServiceValue, SourcePrefix, flow_bucket, flow_clock, flow_index_hash, maps, service_slot_index,
-    vip_filter_index,
+    BACKEND_F_VALID, Backend, EncapSource, FAMILY_V4, FAMILY_V6, FlowBucket, FlowGuard,
+    FlowHashKeys, FlowKey, FlowValue, MAX_BACKENDS, MAX_MIDFLOW_SOURCES, MAX_SERVICES, NO_BACKEND,
+    PROTO_ADDR_MARKER, PROTO_TCP, PROTO_UDP, SERVICE_F_ADDR_MARKER, SERVICE_F_ENCAP_IPIP,
+    SERVICE_F_EXACT_TCP, SERVICE_F_EXACT_UDP, SERVICE_F_WILDCARD_TCP, SERVICE_F_WILDCARD_UDP,
+    ServiceKey, ServiceSlot, ServiceValue, SourcePrefix, flow_bucket, flow_clock, flow_index_hash,
+    maps, service_slot_index, vip_filter_index,
 };
 
 use super::{BPF_F_INNER_MAP, Dataplane, DataplaneError, decap, sys};
@@ -394,12 +394,13 @@ impl Dataplane {
         flows: &[(FlowKey, FlowValue)],
     ) -> Result<usize, DataplaneError> {
         let mask = self.conntrack_mask()?;
+        let keys = self.flow_keys();
         let stamp = flow_clock(sys::monotonic_ns());
         let mut buckets: std::collections::BTreeMap<u32, Vec<&(FlowKey, FlowValue)>> =
             std::collections::BTreeMap::new();
         for f in flows {
             buckets
-                .entry(flow_bucket(flow_index_hash(&f.0.words()), mask))
+                .entry(flow_bucket(flow_index_hash(&f.0.words(), &keys), mask))
                 .or_default()
                 .push(f);
         }
@@ -409,12 +410,20 @@ impl Dataplane {
             let mut b = table
                 .get(&i, 0)
                 .map_err(DataplaneError::map(maps::CONNTRACK))?;
-            kept += fs.iter().filter(|(k, v)| b.put(*k, *v, stamp)).count();
+            kept += fs
+                .iter()
+                .filter(|(k, v)| b.put(*k, *v, stamp, &keys))
+                .count();
             table
                 .set(i, b, 0)
                 .map_err(DataplaneError::map(maps::CONNTRACK))?;
         }
         Ok(kept)
+    }
+
+    /// The connection table's hash keys: what the program was loaded with.
+    pub fn flow_keys(&self) -> FlowHashKeys {
+        FlowHashKeys::new(&self.flow_seed)
     }
 
     /// Buckets of the connection table minus one, from the map itself.
@@ -426,23 +435,25 @@ impl Dataplane {
     /// The connection-table entry of `key`, if any.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DataplaneError> {
         let mask = self.conntrack_mask()?;
+        let keys = self.flow_keys();
         let table: Array<&MapData, FlowBucket> = self.typed(maps::CONNTRACK)?;
         let b = table
-            .get(&flow_bucket(flow_index_hash(&key.words()), mask), 0)
+            .get(&flow_bucket(flow_index_hash(&key.words(), &keys), mask), 0)
             .map_err(DataplaneError::map(maps::CONNTRACK))?;
-        Ok(b.find(key).map(|w| b.ways[w].value))
+        Ok(b.find(key, &keys).map(|w| b.ways[w].value))
     }
 
     /// Points the entry of `key` at `backend` without updating its check, as a reader sees
     /// a way another CPU is halfway through rewriting: lets tests show that such a way is
     /// not followed. `false` when the flow has no entry.
     pub fn tear_flow(&mut self, key: &FlowKey, backend: u32) -> Result<bool, DataplaneError> {
-        let i = flow_bucket(flow_index_hash(&key.words()), self.conntrack_mask()?);
+        let keys = self.flow_keys();
+        let i = flow_bucket(flow_index_hash(&key.words(), &keys), self.conntrack_mask()?);
         let mut table: Array<&mut MapData, FlowBucket> = self.typed_mut(maps::CONNTRACK)?;
         let mut b = table
             .get(&i, 0)
             .map_err(DataplaneError::map(maps::CONNTRACK))?;
-        let Some(w) = b.find(key) else {
+        let Some(w) = b.find(key, &keys) else {
             return Ok(false);
         };
         b.ways[w].value.backend = backend;
