@@ -630,18 +630,17 @@ pub struct FlowHashKeys(pub [u32; 10]);
 
 impl FlowHashKeys {
     /// The keys of seed 0.
-    pub const UNSEEDED: FlowHashKeys = FlowHashKeys([
-        0x9e37_79b1,
-        0x85eb_ca6b,
-        0xc2b2_ae35,
-        0x27d4_eb2f,
-        0x1656_67b1,
-        0xcc9e_2d51,
-        0x1b87_3593,
-        0xe654_6b65,
-        0x7fee_b3a5,
-        0x94d0_49bb,
-    ]);
+    pub const UNSEEDED: FlowHashKeys = {
+        // The check words' odd multipliers (golden ratio, Murmur3 and xxHash primes) serve
+        // as this hash's constants too: one table of them, not two copies.
+        let mut k = [0u32; 10];
+        let mut i = 0;
+        while i < 10 {
+            k[i] = CHECK_K[i];
+            i += 1;
+        }
+        FlowHashKeys(k)
+    };
 
     /// The keys of a table seeded with `seed`.
     pub const fn new(seed: &[u32; 10]) -> Self {

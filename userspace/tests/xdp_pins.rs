@@ -176,13 +176,8 @@ fn an_lru_table_left_pinned_is_migrated_with_its_flows() {
     }
 }
 
-#[test]
-fn a_changed_conntrack_size_takes_effect_on_restart_and_keeps_the_flows() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let node = "ftmig-size";
-    let _pins = Pins(PathBuf::from(PIN_ROOT).join(node));
-    let path = format!("{PIN_ROOT}/{node}/CONNTRACK");
-    let mut dp = Dataplane::load(&options(node, 4096)).expect("first load");
+/// Backend 1 and a TCP service on the VIP's port 80 whose whole table points at it.
+fn one_service(dp: &mut Dataplane) {
     dp.set_backend(
         1,
         &Backend {
@@ -204,6 +199,16 @@ fn a_changed_conntrack_size_takes_effect_on_restart_and_keeps_the_flows() {
         family: FAMILY_V4,
     };
     dp.set_service(key, 0, &[1; 65537]).expect("service");
+}
+
+#[test]
+fn a_changed_conntrack_size_takes_effect_on_restart_and_keeps_the_flows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let node = "ftmig-size";
+    let _pins = Pins(PathBuf::from(PIN_ROOT).join(node));
+    let path = format!("{PIN_ROOT}/{node}/CONNTRACK");
+    let mut dp = Dataplane::load(&options(node, 4096)).expect("first load");
+    one_service(&mut dp);
     // A real flow, written by the program.
     let mut syn = Vec::new();
     etherparse::PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
@@ -282,27 +287,7 @@ fn the_table_seed_is_random_pinned_and_kept_with_the_table() {
         "a new table gets a random seed"
     );
     assert_eq!(pinned_keys(&seed_path), keys, "the seed is pinned");
-    dp.set_backend(
-        1,
-        &Backend {
-            mac: host_mac(1),
-            src_mac: LB_MAC,
-            ifindex: LO,
-            generation: 1,
-            flags: BACKEND_F_VALID,
-            addr: v4([10, 0, 0, 21]),
-            family: FAMILY_V4,
-            _pad: [0; 3],
-        },
-    )
-    .expect("backend");
-    let key = ServiceKey {
-        addr: v4(VIP),
-        port: 80u16.to_be(),
-        proto: PROTO_TCP,
-        family: FAMILY_V4,
-    };
-    dp.set_service(key, 0, &[1; 65537]).expect("service");
+    one_service(&mut dp);
     let seeded = 41_000..41_064u16;
     for sport in seeded.clone() {
         let action = dp
