@@ -3,7 +3,8 @@
 use std::process::Command;
 
 fn check(name: &str, text: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("portier-check-{}", std::process::id()));
+    // One directory per call, removed after it: tests run in parallel and leave nothing.
+    let dir = std::env::temp_dir().join(format!("portier-check-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).expect("write config");
@@ -12,7 +13,7 @@ fn check(name: &str, text: &str) -> (bool, String) {
         .arg(&path)
         .output()
         .expect("run portier");
-    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir_all(&dir);
     (
         out.status.success(),
         format!(

@@ -90,10 +90,12 @@ pub async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + SpliceIo,
 {
-    // The connection's buffers are held only while it has a request to work on: between
-    // requests they go back to the worker's spares, and the wait for the next request
-    // holds none (see `read_head_bytes`).
-    let mut held: Option<Buffers> = None;
+    let mut buffers = Buffers::take();
+    let Buffers {
+        buf,
+        upstream,
+        scratch,
+    } = &mut buffers;
     let mut client_silence = Stall::default();
     // One timer per connection, re-armed for each head (the slowloris bound), made only when
     // a read of a head has to wait: a request already in the socket when the connection is
@@ -106,41 +108,30 @@ where
     loop {
         let head_deadline = Instant::now() + settings.header_timeout;
         let mut plan = loop {
-            let partial = match held.as_mut() {
-                Some(b) if !b.buf.is_empty() => {
-                    match prepare(&b.buf, info, shared, &mut b.upstream) {
-                        Prep::Partial if b.buf.len() < settings.max_header_bytes => true,
-                        Prep::Partial | Prep::Handoff => {
-                            return Outcome::Handoff(std::mem::take(&mut b.buf));
-                        }
-                        Prep::Ready(plan) => break plan,
+            if !buf.is_empty() {
+                match prepare(buf, info, shared, upstream) {
+                    Prep::Partial if buf.len() < settings.max_header_bytes => {}
+                    Prep::Partial | Prep::Handoff => {
+                        return Outcome::Handoff(std::mem::take(buf));
                     }
+                    Prep::Ready(plan) => break plan,
                 }
-                _ => false,
-            };
-            if !partial && served && *stopped.borrow() {
+            } else if served && *stopped.borrow() {
                 return Outcome::Closed;
             }
+            buf.reserve(4096);
             // The read first: the deadline's timer is polled (and made) only when it waits.
             // A read that succeeds past the deadline is bounded by max_header_bytes.
             let read = tokio::select! {
                 biased;
-                r = read_head_bytes(io, &mut held, !partial) => r,
+                r = io.read_buf(buf) => r,
                 () = Deadline::new(&mut head_timer, head_deadline) => return Outcome::Closed,
-                _ = stopped.changed(), if !partial && served => return Outcome::Closed,
+                _ = stopped.changed(), if buf.is_empty() && served => return Outcome::Closed,
             };
             match read {
                 Ok(0) | Err(_) => return Outcome::Closed,
                 Ok(_) => {}
             }
-        };
-        let Some(Buffers {
-            buf,
-            upstream,
-            scratch,
-        }) = held.as_mut()
-        else {
-            return Outcome::Closed;
         };
         buf.drain(..plan.head_len);
         let mut client = Downstream {
@@ -158,63 +149,6 @@ where
             return Outcome::Closed;
         }
     }
-}
-
-/// Bytes one read of a request head may take.
-const HEAD_READ_SIZE: usize = 4096;
-
-thread_local! {
-    /// Where a connection holding no buffers reads its next request: one per worker, so
-    /// always warm in the cache.
-    static IDLE_READ: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(Vec::with_capacity(HEAD_READ_SIZE));
-}
-
-/// Reads more of a request head. A connection holding its buffers reads into them (a head
-/// begun, pipelined bytes, or the next request already there); when no head is begun
-/// (`idle`) and the read has to wait, it gives its set back to the worker's spares and
-/// waits holding none, reading then into the worker's shared buffer and taking a set only
-/// once bytes have come. So a connection waiting for its next request holds no memory but
-/// its task, and the sets in use are few and warm (the one given back last is taken first),
-/// as HAProxy releases empty buffers.
-async fn read_head_bytes<I>(
-    io: &mut I,
-    held: &mut Option<Buffers>,
-    idle: bool,
-) -> std::io::Result<usize>
-where
-    I: AsyncRead + Unpin,
-{
-    std::future::poll_fn(|cx| {
-        if let Some(b) = held.as_mut() {
-            b.buf.reserve(HEAD_READ_SIZE);
-            let polled = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, &mut b.buf);
-            if polled.is_ready() || !idle {
-                return polled;
-            }
-            // Waiting with no head begun: the set goes back (the waker is registered).
-            *held = None;
-            return Poll::Pending;
-        }
-        IDLE_READ.with(|shared| {
-            let mut shared = shared.borrow_mut();
-            shared.clear();
-            let mut rb = tokio::io::ReadBuf::uninit(shared.spare_capacity_mut());
-            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n > 0 {
-                        let b = held.get_or_insert_with(Buffers::take);
-                        b.buf.extend_from_slice(rb.filled());
-                    }
-                    Poll::Ready(Ok(n))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-    })
-    .await
 }
 
 /// A deadline whose timer is made (or moved) only when the deadline is first polled.
@@ -512,27 +446,13 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The bytes of spare connection buffers a worker thread keeps. Connections give their
-/// buffers back between requests, so as many sets as connections in the middle of a request
-/// come and go: with 256 busy keep-alive connections that is a hundred or more, and a bound
-/// by count alone would let a few large sets hold a lot.
-const SPARE_BYTES: usize = 4 << 20;
+/// Spare connection buffers a worker thread keeps (at most this many sets).
+const SPARE_SETS: usize = 64;
 /// A buffer grown past this is not kept.
 const SPARE_CAPACITY: usize = 64 * 1024;
 
-/// A worker's spare buffer sets (last given back, first taken: the warmest) and their bytes.
-#[derive(Default)]
-struct Spares {
-    sets: Vec<[Vec<u8>; 5]>,
-    bytes: usize,
-}
-
 thread_local! {
-    static SPARE: std::cell::RefCell<Spares> = std::cell::RefCell::new(Spares::default());
-}
-
-fn set_bytes(set: &[Vec<u8>; 5]) -> usize {
-    set.iter().map(Vec::capacity).sum()
+    static SPARE: std::cell::RefCell<Vec<[Vec<u8>; 5]>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A connection's buffers on the fast path: taken from its worker thread's spares and given
@@ -548,15 +468,7 @@ struct Buffers {
 
 impl Buffers {
     fn take() -> Buffers {
-        let spare = SPARE
-            .try_with(|s| {
-                let mut s = s.borrow_mut();
-                let set = s.sets.pop()?;
-                s.bytes -= set_bytes(&set);
-                Some(set)
-            })
-            .ok()
-            .flatten();
+        let spare = SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten();
         let [buf, upstream, from, to, first] = spare.unwrap_or_else(|| {
             [
                 Vec::with_capacity(4096),
@@ -600,10 +512,8 @@ impl Drop for Buffers {
         // At thread exit the spares are gone already: nothing to give back to.
         let _ = SPARE.try_with(|spares| {
             let mut spares = spares.borrow_mut();
-            let bytes = set_bytes(&spare);
-            if spares.bytes + bytes <= SPARE_BYTES {
-                spares.bytes += bytes;
-                spares.sets.push(spare);
+            if spares.len() < SPARE_SETS {
+                spares.push(spare);
             }
         });
     }
@@ -1531,94 +1441,6 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
-    }
-
-    #[tokio::test]
-    async fn a_connection_waiting_for_its_next_request_holds_no_buffers() {
-        use futures::FutureExt;
-        let (mut client, mut proxy) = tokio::io::duplex(64 * 1024);
-        let mut held: Option<Buffers> = None;
-        // Nothing sent yet: the read waits, and nothing was taken for it.
-        assert!(
-            read_head_bytes(&mut proxy, &mut held, true)
-                .now_or_never()
-                .is_none()
-        );
-        assert!(held.is_none(), "an idle connection took a buffer set");
-        let head = b"GET / HTTP/1.1\r\nhost: a\r\n\r\n";
-        client.write_all(head).await.unwrap();
-        let n = read_head_bytes(&mut proxy, &mut held, true).await.unwrap();
-        assert_eq!(n, head.len());
-        let b = held.as_ref().expect("bytes came: a set is held");
-        assert_eq!(b.buf, head);
-        // A head begun is read on into the connection's own buffer.
-        // A head begun keeps its buffers while it waits for the rest...
-        assert!(
-            read_head_bytes(&mut proxy, &mut held, false)
-                .now_or_never()
-                .is_none()
-        );
-        assert!(held.is_some(), "a partial head lost its bytes");
-        client.write_all(b"x-more: 1\r\n").await.unwrap();
-        read_head_bytes(&mut proxy, &mut held, false).await.unwrap();
-        let b = held.as_ref().expect("still held");
-        assert!(b.buf.starts_with(head) && b.buf.ends_with(b"x-more: 1\r\n"));
-        // ... and a request already there is read into the set held, with no give-back.
-        held.as_mut().expect("held").buf.clear();
-        client.write_all(head).await.unwrap();
-        read_head_bytes(&mut proxy, &mut held, true).await.unwrap();
-        assert_eq!(held.as_ref().expect("kept").buf, head);
-        // Once served, a wait for the next request gives the set back.
-        held.as_mut().expect("held").buf.clear();
-        assert!(
-            read_head_bytes(&mut proxy, &mut held, true)
-                .now_or_never()
-                .is_none()
-        );
-        assert!(
-            held.is_none(),
-            "a connection waiting between requests kept its set"
-        );
-        // The client closing is a read of 0, with nothing taken.
-        drop(client);
-        assert_eq!(
-            read_head_bytes(&mut proxy, &mut held, true).await.unwrap(),
-            0
-        );
-        assert!(held.is_none());
-    }
-
-    #[test]
-    fn spare_sets_are_reused_last_first_and_bounded_by_bytes() {
-        // A thread of its own: its spares start empty.
-        std::thread::spawn(|| {
-            let mut a = Buffers::take();
-            a.buf.extend_from_slice(b"request");
-            let a_ptr = a.buf.as_ptr();
-            drop(a);
-            let b = Buffers::take();
-            assert_eq!(
-                b.buf.as_ptr(),
-                a_ptr,
-                "the set given back last is taken first"
-            );
-            assert!(b.buf.is_empty(), "a spare comes back cleared");
-            drop(b);
-            let many: Vec<Buffers> = (0..2000).map(|_| Buffers::take()).collect();
-            drop(many);
-            let (sets, bytes) = SPARE.with(|s| {
-                let s = s.borrow();
-                (s.sets.len(), s.bytes)
-            });
-            assert!(bytes <= SPARE_BYTES, "{bytes} bytes kept");
-            assert!(sets > 0 && sets < 2000, "{sets} sets kept");
-            assert_eq!(
-                bytes,
-                SPARE.with(|s| s.borrow().sets.iter().map(set_bytes).sum::<usize>())
-            );
-        })
-        .join()
-        .unwrap();
     }
 
     #[tokio::test]

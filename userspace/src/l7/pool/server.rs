@@ -99,9 +99,7 @@ impl Server {
     }
 
     pub fn ejected(&self) -> bool {
-        // Never ejected (the common case) reads no clock: this is asked for every request.
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        until != 0 && until > now_ms()
+        self.ejected_until.load(Ordering::Relaxed) > now_ms()
     }
 
     pub fn available(&self) -> bool {
