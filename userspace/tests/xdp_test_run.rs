@@ -296,7 +296,9 @@ fn midflow_flood_does_not_evict_established_flows() {
 /// guard every established flow keeps its entry, and most of the flood is not recorded.
 /// Without the guard the table itself keeps them while they are younger than its hold (the
 /// flood finds full buckets and is not recorded); an LRU-like table (hold 0) lets the flood
-/// evict them, which is what both defences are for.
+/// evict them, which is what both defences are for. The table's seed is random, so a bucket
+/// may get more than its eight ways of the established flows (a few in a hundred runs): those
+/// few are refused or evicted by the design, and the test follows the flows it recorded.
 #[test]
 fn syn_flood_guard_keeps_established_flows() {
     const ESTABLISHED: u32 = 10_000;
@@ -314,10 +316,18 @@ fn syn_flood_guard_keeps_established_flows() {
             ESTABLISHED,
         )
         .expect("established");
+        let recorded: Vec<u16> = (2..2 + ESTABLISHED as u16)
+            .filter(|&p| dp.flow(&flow4(p, 80, PROTO_TCP)).expect("ct").is_some())
+            .collect();
+        let lost = ESTABLISHED as usize - recorded.len();
+        assert!(lost <= 16, "{lost} established flows found no way");
         assert_eq!(
-            dp.reason(Reason::ConntrackNew).expect("r"),
+            dp.reason(Reason::ConntrackNew).expect("r")
+                + dp.reason(Reason::ConntrackTableFull).expect("r"),
             u64::from(ESTABLISHED)
         );
+        let full_before = dp.reason(Reason::ConntrackTableFull).expect("r");
+        let evicted_before = dp.reason(Reason::ConntrackEvicted).expect("r");
         dp.set_new_flow_rate(guard).expect("guard");
         // From 198.51.101.10 upwards (the bump carries into the address): never CLIENT.
         let mut syn = Vec::new();
@@ -330,17 +340,18 @@ fn syn_flood_guard_keeps_established_flows() {
         dp.test_run("portier_bench_new_flows", &syn, FLOOD)
             .expect("flood");
         let untracked = dp.reason(Reason::ConntrackFloodUntracked).expect("r");
-        let full = dp.reason(Reason::ConntrackTableFull).expect("r");
-        let evicted = dp.reason(Reason::ConntrackEvicted).expect("r");
-        let kept = (2..2 + ESTABLISHED as u16)
-            .filter(|&p| dp.flow(&flow4(p, 80, PROTO_TCP)).expect("ct").is_some())
+        let full = dp.reason(Reason::ConntrackTableFull).expect("r") - full_before;
+        let evicted = dp.reason(Reason::ConntrackEvicted).expect("r") - evicted_before;
+        let kept = recorded
+            .iter()
+            .filter(|&&p| dp.flow(&flow4(p, 80, PROTO_TCP)).expect("ct").is_some())
             .count();
         match (guard, hold) {
             (0, 0) => {
                 assert_eq!(untracked + full, 0);
                 assert!(evicted > u64::from(FLOOD) / 2, "{evicted} evicted");
                 assert!(
-                    kept < ESTABLISHED as usize / 2,
+                    kept < recorded.len() / 2,
                     "{kept} kept without the guard and the hold"
                 );
             }
@@ -348,7 +359,7 @@ fn syn_flood_guard_keeps_established_flows() {
                 assert_eq!(untracked, 0);
                 assert_eq!(evicted, 0, "nothing is old enough to go");
                 assert!(full > u64::from(FLOOD) / 2, "{full} refused");
-                assert_eq!(kept, ESTABLISHED as usize, "flows evicted by the flood");
+                assert_eq!(kept, recorded.len(), "flows evicted by the flood");
             }
             _ => {
                 // The flood ran for seconds at most: a few windows' worth was recorded.
@@ -357,11 +368,11 @@ fn syn_flood_guard_keeps_established_flows() {
                     "{untracked} untracked"
                 );
                 assert_eq!(evicted, 0);
-                assert_eq!(kept, ESTABLISHED as usize, "flows evicted by the flood");
+                assert_eq!(kept, recorded.len(), "flows evicted by the flood");
             }
         }
-        let ack = tcp4(5000, VIP, 80, false);
-        if kept == ESTABLISHED as usize {
+        if guard != 0 || hold != 0 {
+            let ack = tcp4(recorded[recorded.len() / 2], VIP, 80, false);
             run(&dp, &ack, XDP_TX, Reason::ConntrackHit);
         }
     }
