@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod ports;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A daemon with an L7 listener (the part every machine can run) and both admin doors.
@@ -27,20 +29,15 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl Node {
     fn start(name: &str) -> Node {
         let dir = std::env::temp_dir().join(format!("portier-admin-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let socket = dir.join("admin.sock");
-        let tcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let http = free_port();
+        let [admin, http] = ports::daemon_ports(2)[..] else {
+            unreachable!()
+        };
+        let tcp: SocketAddr = format!("127.0.0.1:{admin}").parse().expect("addr");
         let config = format!(
             "[node]\nname = \"{name}\"\n[admin]\nlisten = \"{tcp}\"\nsocket = \"{}\"\n\
              [[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:{http}\"\n\

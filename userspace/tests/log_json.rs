@@ -7,18 +7,13 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+mod ports;
 
 #[test]
 fn json_log_lines_carry_structured_fields() {
     let dir = std::env::temp_dir().join(format!("portier-logjson-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let http = free_port();
+    let http = ports::daemon_ports(1)[0];
     let config = format!(
         "[node]\nname = \"logjson\"\n[log]\nformat = \"json\"\n[admin]\nsocket = \"{}\"\n\
          [[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:{http}\"\naccess_log = true\n\

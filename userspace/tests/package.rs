@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+mod ports;
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A folder removed when the test ends, however it ends.
@@ -381,13 +383,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// The next notification, within 20 s; else the daemon's log.
 fn next(sock: &UnixDatagram, log: &Path) -> String {
     let mut buf = [0u8; 4096];
@@ -405,6 +400,7 @@ fn daemon_tells_systemd_ready_reloading_and_stopping() {
     let dir = TempDir::new("notify");
     let admin = dir.0.join("admin.sock");
     let config = dir.0.join("portier.toml");
+    let ports = ports::daemon_ports(2);
     std::fs::write(
         &config,
         format!(
@@ -414,8 +410,8 @@ fn daemon_tells_systemd_ready_reloading_and_stopping() {
              [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
              [[l7.pool]]\nname = \"p\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n",
             admin.display(),
-            free_port(),
-            free_port()
+            ports[0],
+            ports[1]
         ),
     )
     .expect("config");

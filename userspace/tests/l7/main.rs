@@ -7,6 +7,8 @@ mod h1;
 mod h2;
 mod harness;
 mod pools;
+#[path = "../ports/mod.rs"]
+mod ports;
 mod runtime;
 mod splice;
 mod timeouts;

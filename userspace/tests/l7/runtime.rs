@@ -199,14 +199,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs the `portier` CLI and returns its standard output; panics when it fails.
 fn cli(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portier"))
@@ -225,7 +217,9 @@ fn cli(args: &[&str]) -> String {
 async fn cli_drains_undrains_and_weighs_a_server_of_a_running_daemon() {
     let a = Backend::named("a").await;
     let b = Backend::named("b").await;
-    let (admin, http) = (free_port(), free_port());
+    let [admin, http] = crate::ports::daemon_ports(2)[..] else {
+        unreachable!()
+    };
     let admin_addr = format!("127.0.0.1:{admin}");
     let dir = std::env::temp_dir().join(format!("portier-l7-rt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

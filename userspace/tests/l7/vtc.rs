@@ -8,25 +8,14 @@
 //! "-Dlisten_sock=127.0.0.1 8081" -Dlisten2=127.0.0.1:8082 "-Dlisten2_sock=127.0.0.1 8082"
 //! -Dadmin=127.0.0.1:8083 userspace/tests/vtc/FILE.vtc`
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
 const PARALLEL: usize = 2;
 
-/// Ports free right now, all held until every one is chosen so they differ.
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("local address").port())
-        .collect()
-}
-
 fn varnishtest(file: &Path) -> Output {
-    let ports = free_ports(3);
+    let ports = crate::ports::daemon_ports(3);
     let (listen, listen2, admin) = (ports[0], ports[1], ports[2]);
     Command::new("varnishtest")
         .arg("-v")
