@@ -279,18 +279,20 @@ pub struct UdpProbe {
 }
 
 impl UdpProbe {
+    /// One flow from each of `ports` in `ns`.
     pub fn start(
         ns: &str,
         to: SocketAddr,
-        flows: usize,
+        ports: &[u16],
         every: Duration,
         limit: Duration,
     ) -> Result<UdpProbe> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let sockets = crate::netns::in_netns(ns, || -> Result<Vec<std::net::UdpSocket>> {
-            (0..flows)
-                .map(|_| {
-                    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            ports
+                .iter()
+                .map(|&port| {
+                    let s = std::net::UdpSocket::bind(("0.0.0.0", port))?;
                     s.set_nonblocking(true)?;
                     s.connect(to)?;
                     Ok(s)

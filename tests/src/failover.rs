@@ -60,10 +60,32 @@ pub fn next_hop_of(l: &Lab, sport: u16) -> Result<String> {
         .with_context(|| format!("no next hop in {out}"))
 }
 
+/// Source ports whose UDP flows the router sends `per_hop` each through lb1 and lb2. Its
+/// multipath hash is keyed at random per boot, so 16 flows from ephemeral ports all took the
+/// same LB in one run in 32,768, leaving the test no lb1 flow to follow.
+pub fn ports_over_both_lbs(l: &Lab, per_hop: usize) -> Result<Vec<u16>> {
+    let (mut lb1, mut lb2) = (Vec::new(), Vec::new());
+    for port in 40_000..41_000u16 {
+        match next_hop_of(l, port)?.as_str() {
+            "10.0.0.11" if lb1.len() < per_hop => lb1.push(port),
+            "10.0.0.12" if lb2.len() < per_hop => lb2.push(port),
+            _ => {}
+        }
+        if lb1.len() == per_hop && lb2.len() == per_hop {
+            return Ok(lb1.into_iter().chain(lb2).collect());
+        }
+    }
+    anyhow::bail!(
+        "ECMP over source ports 40000-40999: {} via lb1, {} via lb2",
+        lb1.len(),
+        lb2.len()
+    )
+}
+
 /// What a silenced lb1 cost.
 #[derive(Debug, Clone)]
 pub struct Silenced {
-    /// Flows (of 16) the router had sent through lb1.
+    /// Flows (of 16, chosen so that 8 do) the router had sent through lb1.
     pub via_lb1: usize,
     /// Until the router's route no longer had lb1.
     pub rerouted: Duration,
@@ -82,10 +104,11 @@ pub fn silence_lb1(l: &Lab, bfd_peers: &[&str], reroute_within: Duration) -> Res
         Ok(bfd_up_at_router(l)? == bfd_peers)
     })?;
     let vip_udp = SocketAddr::from(([203, 0, 113, 10], lab::UDP_PORT));
+    let ports = ports_over_both_lbs(l, 8)?;
     let probe = UdpProbe::start(
         &l.ns("client"),
         vip_udp,
-        16,
+        &ports,
         Duration::from_millis(10),
         Duration::from_secs(90),
     )?;
