@@ -54,10 +54,12 @@ fn anycast_two_next_hops_and_established_flows_survive_one_lb_leaving() -> Resul
     let (to1, to2) = (sent_to("lb1")? - before.0, sent_to("lb2")? - before.1);
     assert!(to1 > 2000 && to2 > 2000, "bytes to lb1 {to1}, to lb2 {to2}");
 
-    // (b) Established keep-alive connections, some through each LB.
+    // (b) Established keep-alive connections, some through each LB. The router's multipath
+    // hash is keyed at random per boot: 32 connections all take lb2 once in 2^32 runs (16
+    // did once in 65,536).
     let mut conns: Vec<(TcpStream, String)> =
         netns::in_netns(&l.ns("client"), || -> Result<Vec<(TcpStream, String)>> {
-            (0..16)
+            (0..32)
                 .map(|_| {
                     let mut s = client::connect(vip(), None, Duration::from_secs(3))?;
                     let host = client::get_on(&mut s, lab::TODO_HOST, "/")?.served_by;
@@ -93,7 +95,7 @@ fn anycast_two_next_hops_and_established_flows_survive_one_lb_leaving() -> Resul
         assert_eq!(&r.served_by, host, "connection {i} moved host");
     }
     // Only the router's OSPF multicast (hellos, a flooded LSA) still reaches lb1's port; the
-    // 16 requests alone would be several kilobytes.
+    // 32 requests alone would be several kilobytes.
     let to1 = sent_to("lb1")? - mark;
     assert!(to1 < 1500, "{to1} bytes still sent to lb1");
     netns::in_netns(&l.ns("client"), || -> Result<()> {
