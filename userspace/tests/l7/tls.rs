@@ -25,8 +25,13 @@ impl Drop for Pki {
     }
 }
 
+/// A CA and two leaf certificates, in a directory of this call's own: the tests run in
+/// parallel, and with one directory per process the second test's files replaced the
+/// first's (another CA) or its drop removed them before the first's proxy read them.
 fn pki() -> Pki {
-    let dir = std::env::temp_dir().join(format!("portier-l7-tls-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("portier-l7-tls-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
