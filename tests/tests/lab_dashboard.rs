@@ -22,6 +22,9 @@ fn row_text(b: &mut Browser, attr: &str, key: &str) -> Result<String> {
     Ok(b.eval(&js)?.as_str().unwrap_or_default().to_string())
 }
 
+/// How long the page may take to show a change the node's status stream carries.
+const LIVE: Duration = Duration::from_secs(10);
+
 fn wait_row(b: &mut Browser, attr: &str, key: &str, word: &str, timeout: Duration) -> Result<()> {
     let what = format!("the page's {attr} row {key} shows {word}");
     let r =
@@ -201,33 +204,23 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
     b.prefer_dark(false)?;
     println!("screenshots: {}", dir.display());
 
-    // The operator drains host2: the page shows it within 2 s (one status period and the
-    // stream's delivery), and logs the transition.
+    // The operator drains host2: the page shows it from the stream, without a reload, and
+    // logs the transition. One status period (1 s) and the delivery: 0.36 and 0.88 s at load
+    // 1.1 here, so a 2 s deadline left a headless browser on a loaded 2-core machine about a
+    // second; LIVE leaves it room and still fails a page that does not follow the stream.
     lb.cli(
         &ns,
         &["drain", "--service", "web", "--backend", "10.0.0.22"],
     )?;
-    wait_row(
-        &mut b,
-        "backend",
-        "web 10.0.0.22",
-        "drained",
-        Duration::from_secs(2),
-    )?;
-    portier_tests::wait::until("the transition in the log", Duration::from_secs(2), || {
+    wait_row(&mut b, "backend", "web 10.0.0.22", "drained", LIVE)?;
+    portier_tests::wait::until("the transition in the log", LIVE, || {
         Ok(b.text()?.contains("web 10.0.0.22"))
     })?;
     lb.cli(
         &ns,
         &["undrain", "--service", "web", "--backend", "10.0.0.22"],
     )?;
-    wait_row(
-        &mut b,
-        "backend",
-        "web 10.0.0.22",
-        "active",
-        Duration::from_secs(2),
-    )?;
+    wait_row(&mut b, "backend", "web 10.0.0.22", "active", LIVE)?;
 
     // host3's front door dies: its health checks fail (fall 2 x 500 ms) and its row goes down,
     // with the probe's error.
@@ -238,7 +231,7 @@ fn dashboard_follows_the_lab_in_a_real_browser() -> Result<()> {
     })?;
     let row = row_text(&mut b, "backend", "web 10.0.0.23")?;
     assert!(row.contains("failed") && row.contains("connect"), "{row}");
-    wait_row(&mut b, "service", "web", "2/3", Duration::from_secs(2))?;
+    wait_row(&mut b, "service", "web", "2/3", LIVE)?;
     b.screenshot(&dir.join("dashboard-host-down.png"))?;
 
     // The node is killed: the page says so instead of showing stale data as live.
