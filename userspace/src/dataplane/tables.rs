@@ -291,8 +291,9 @@ impl Dataplane {
         self.update_flow_guard(|g| g.new_flow_rate = rate)
     }
 
-    /// How old (in `flow_clock` units, about 1.07 s) an unused connection-table entry must be
-    /// before a new flow may replace it (`FlowGuard::hold`); 0: at once, as an LRU would.
+    /// How old (in `flow_clock` units, 2^24 ns, about 16.8 ms) an unused connection-table
+    /// entry must be before a new flow may replace it (`FlowGuard::hold`); 0: at once, as an
+    /// LRU would.
     pub fn set_flow_hold(&mut self, hold: u32) -> Result<(), DataplaneError> {
         self.update_flow_guard(|g| g.hold = hold)
     }
