@@ -316,8 +316,10 @@ fn syn_flood_guard_keeps_established_flows() {
             ESTABLISHED,
         )
         .expect("established");
+        let held =
+            |dp: &Dataplane, port: u16| dp.flow(&flow4(port, 80, PROTO_TCP)).expect("ct").is_some();
         let recorded: Vec<u16> = (2..2 + ESTABLISHED as u16)
-            .filter(|&p| dp.flow(&flow4(p, 80, PROTO_TCP)).expect("ct").is_some())
+            .filter(|&p| held(&dp, p))
             .collect();
         let lost = ESTABLISHED as usize - recorded.len();
         assert!(lost <= 16, "{lost} established flows found no way");
@@ -342,10 +344,7 @@ fn syn_flood_guard_keeps_established_flows() {
         let untracked = dp.reason(Reason::ConntrackFloodUntracked).expect("r");
         let full = dp.reason(Reason::ConntrackTableFull).expect("r") - full_before;
         let evicted = dp.reason(Reason::ConntrackEvicted).expect("r") - evicted_before;
-        let kept = recorded
-            .iter()
-            .filter(|&&p| dp.flow(&flow4(p, 80, PROTO_TCP)).expect("ct").is_some())
-            .count();
+        let kept = recorded.iter().filter(|&&p| held(&dp, p)).count();
         match (guard, hold) {
             (0, 0) => {
                 assert_eq!(untracked + full, 0);
