@@ -3,8 +3,8 @@
 //! requests at the servers (`max_upstream_per_connection`), and the count of its requests in
 //! progress that tells when an HTTP/2 connection is idle.
 
+use crate::l7::clock::coarse_ms;
 use crate::l7::metrics::ListenerMetrics;
-use crate::l7::pool::now_ms;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub struct Downstream {
     _slot: Slot,
     upstream: Arc<Semaphore>,
     in_progress: AtomicUsize,
-    /// `now_ms()` when the last request ended (or the connection began).
+    /// `coarse_ms()` when the last request ended (or the connection began).
     last_end: AtomicU64,
     /// How long the client may leave a request body waiting.
     pub client_timeout: Duration,
@@ -50,7 +50,7 @@ impl Downstream {
             _slot: slot,
             upstream: Arc::new(Semaphore::new(max_upstream.max(1) as usize)),
             in_progress: AtomicUsize::new(0),
-            last_end: AtomicU64::new(now_ms()),
+            last_end: AtomicU64::new(coarse_ms()),
             client_timeout,
         })
     }
@@ -90,7 +90,7 @@ impl Downstream {
                     .last_end
                     .load(Ordering::Relaxed)
                     .saturating_add(limit_ms);
-                let now = now_ms();
+                let now = coarse_ms();
                 if now >= at {
                     return;
                 }
@@ -116,7 +116,7 @@ impl Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.down.last_end.store(now_ms(), Ordering::Relaxed);
+        self.down.last_end.store(coarse_ms(), Ordering::Relaxed);
         self.down.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }

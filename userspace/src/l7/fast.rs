@@ -21,6 +21,7 @@
 use crate::config::{Balance, HttpProtocol};
 use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::chunked::ChunkedScanner;
+use crate::l7::clock;
 use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED};
 use crate::l7::pool::{Claim, Pool, Server, Timeouts};
 use crate::l7::proxy::{Access, ConnInfo};
@@ -107,7 +108,7 @@ where
     // hand-over to a new process); it is served within the drain time.
     let mut served = false;
     loop {
-        let head_deadline = Instant::now() + settings.header_timeout;
+        let head_deadline = clock::coarse_now() + settings.header_timeout;
         let mut plan = loop {
             if !buf.is_empty() {
                 match prepare(buf, info, shared, upstream) {
@@ -1035,7 +1036,7 @@ async fn read_head(
             }
         }
     };
-    match tokio::time::timeout(t.response, read).await {
+    match tokio::time::timeout_at(clock::coarse_now() + t.response, read).await {
         Ok(r) => r,
         Err(_) => Err(HeadError::Timeout),
     }

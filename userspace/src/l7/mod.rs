@@ -10,6 +10,7 @@ pub mod balance;
 pub mod body;
 pub mod chunked;
 pub mod client_stream;
+pub mod clock;
 pub mod discovery_status;
 pub mod downstream;
 pub mod fast;

@@ -9,6 +9,7 @@ use crate::config::HttpProtocol;
 use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::body::{Body, RawBody, RawFraming, Silence};
 use crate::l7::chunked::ChunkedScanner;
+use crate::l7::clock;
 use crate::l7::headers::{ClientInfo, HOP_BY_HOP, push_forwarded};
 use crate::l7::metrics::PoolMetrics;
 use crate::l7::pool::{Pool, Server, Timeouts};
@@ -139,7 +140,8 @@ async fn exchange(
     };
     let mut buf = BytesMut::with_capacity(8192);
     let head = loop {
-        match tokio::time::timeout(t.response, send_and_read(&mut up, request, &mut buf)).await {
+        let deadline = clock::coarse_now() + t.response;
+        match tokio::time::timeout_at(deadline, send_and_read(&mut up, request, &mut buf)).await {
             Err(_) => return Err(AttemptError::Timeout),
             Ok(Ok(())) => {}
             // A kept-alive connection the server closed meanwhile: nothing was processed.

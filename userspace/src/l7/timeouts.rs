@@ -4,8 +4,8 @@
 //! tunnel's (`tunnel_timeout_ms`) are measured with these, like HAProxy's `timeout client`,
 //! `timeout server` and `timeout tunnel`.
 
+use crate::l7::clock::now_ms;
 use crate::l7::metrics::ListenerMetrics;
-use crate::l7::pool::now_ms;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;

@@ -3,10 +3,11 @@
 //! plain pools), and the one HTTP/2 connection every request to a server shares.
 
 use crate::l7::body::Body;
+use crate::l7::clock::coarse_ms;
 use hyper::client::conn::{http1, http2};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// This thread's idle-list shard: tokio workers each get their own, so returning and taking
@@ -60,13 +61,15 @@ impl Sender {
 
 struct Idle {
     sender: Sender,
-    since: Instant,
+    /// `coarse_ms()` when it was given back.
+    since: u64,
 }
 
 /// An idle upstream connection of the HTTP/1 fast path: a plain stream between messages.
 struct RawIdle {
     stream: TcpStream,
-    since: Instant,
+    /// `coarse_ms()` when it was given back.
+    since: u64,
 }
 
 /// One server's idle connections.
@@ -123,10 +126,11 @@ impl IdleConnections {
     pub(super) fn take(&self, max_idle: Duration) -> Option<Sender> {
         let shards = self.senders.len();
         let own = shard_index(shards);
+        let oldest = coarse_ms().saturating_sub(max_idle.as_millis() as u64);
         (0..shards).find_map(|i| {
             let mut list = self.senders[(own + i) % shards].lock().ok()?;
             while let Some(idle) = list.pop() {
-                if idle.since.elapsed() < max_idle && !idle.sender.is_closed() {
+                if idle.since > oldest && !idle.sender.is_closed() {
                     return Some(idle.sender);
                 }
             }
@@ -144,7 +148,7 @@ impl IdleConnections {
         {
             list.push(Idle {
                 sender,
-                since: Instant::now(),
+                since: coarse_ms(),
             });
         }
     }
@@ -153,10 +157,11 @@ impl IdleConnections {
     pub(super) fn take_stream(&self, max_idle: Duration) -> Option<TcpStream> {
         let shards = self.streams.len();
         let own = shard_index(shards);
+        let oldest = coarse_ms().saturating_sub(max_idle.as_millis() as u64);
         (0..shards).find_map(|i| {
             let mut list = self.streams[(own + i) % shards].lock().ok()?;
             while let Some(idle) = list.pop() {
-                if idle.since.elapsed() >= max_idle {
+                if idle.since <= oldest {
                     continue;
                 }
                 // No system call: the event loop has marked the stream readable if the
@@ -180,7 +185,7 @@ impl IdleConnections {
         {
             list.push(RawIdle {
                 stream,
-                since: Instant::now(),
+                since: coarse_ms(),
             });
         }
     }

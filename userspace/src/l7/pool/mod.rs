@@ -15,7 +15,7 @@ mod send;
 mod server;
 
 pub use send::{Lease, SendError};
-pub use server::{Claim, Server, Timeouts, now_ms};
+pub use server::{Claim, Server, Timeouts};
 
 use crate::config::{Balance, PoolConfig};
 use crate::l7::balance::{self, Candidate};

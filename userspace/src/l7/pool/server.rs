@@ -4,20 +4,15 @@
 use super::idle::{IdleConnections, Sender};
 use crate::config::{HttpProtocol, PoolConfig};
 use crate::l7::balance::{self, Candidate};
+use crate::l7::clock::now_ms;
 use crate::l7::metrics::ServerMetrics;
 use crate::l7::upstream_tls::ServerTls;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Milliseconds since the first call: a cheap clock for atomics.
-pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
 
 /// Upstream timeouts and limits, from the pool's config.
 #[derive(Debug, Clone)]
@@ -99,7 +94,10 @@ impl Server {
     }
 
     pub fn ejected(&self) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now_ms()
+        // Every pick and every connection given back asks: no clock read unless an ejection
+        // was ever recorded.
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && until > now_ms()
     }
 
     pub fn available(&self) -> bool {
