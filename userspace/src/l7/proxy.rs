@@ -15,7 +15,9 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -116,12 +118,16 @@ async fn route_and_forward(
         );
     };
     hold.set_upstream(place);
-    // Each boxed where it runs: the request's own future (moved at every spawn) stays small.
-    let (resp, server) = if crate::l7::raw::takes(&req, &pool) {
-        Box::pin(forward_raw(req, conn, &pool)).await
+    // Each boxed where it runs, so the request's own future (moved at every spawn) stays
+    // small; boxed in a statement of its own, because a temporary of the awaiting statement
+    // keeps its room in this future although it was moved into the box.
+    let forwarding: Pin<Box<dyn Future<Output = _> + Send>> = if crate::l7::raw::takes(&req, &pool)
+    {
+        Box::pin(forward_raw(req, conn, &pool))
     } else {
-        Box::pin(forward(req, conn, down, &pool)).await
+        Box::pin(forward(req, conn, down, &pool))
     };
+    let (resp, server) = forwarding.await;
     if let Some(a) = access {
         a.log(conn, resp.status().as_u16(), &pool.name, server);
     }
@@ -368,10 +374,11 @@ async fn forward(
         let Some(server) = attempts.next(req.headers()) else {
             break;
         };
-        // Boxed: hyper's client futures (handshake, TLS, send) take kilobytes, which would
-        // otherwise be part of every request's future, moved with it at each spawn, also
-        // on the paths that never use them.
-        let sent = Box::pin(server.send(req, &pool.timeouts)).await;
+        // Boxed (in a statement of its own, see route_and_forward): hyper's client futures
+        // (handshake, TLS, send) take kilobytes, which would otherwise be part of every
+        // request's future, moved with it at each spawn, also on the paths that never use them.
+        let sending = Box::pin(server.send(req, &pool.timeouts));
+        let sent = sending.await;
         let failure = match sent {
             Ok((mut resp, lease)) => {
                 let status = resp.status();
