@@ -15,6 +15,7 @@ fn with(from: &str, to: &str) -> String {
 fn defaults() {
     let c = parse(BASE, FILE).unwrap().l7.unwrap();
     assert_eq!(c.drain_timeout_ms, 10_000);
+    assert_eq!((c.coalesce_us, c.coalesce_min_requests), (0, 8));
     let l = &c.listeners[0];
     assert_eq!(l.bind, "0.0.0.0:80".parse().unwrap());
     assert_eq!(l.protocols, vec![HttpProtocol::Http1]);
@@ -76,6 +77,8 @@ name = "host1"
 
 [l7]
 drain_timeout_ms = 500
+coalesce_us = 50
+coalesce_min_requests = 64
 
 [[l7.listener]]
 name = "https"
@@ -120,6 +123,7 @@ tunnel_timeout_ms = 86400000
 "#;
     let c = parse(text, FILE).unwrap().l7.unwrap();
     assert_eq!(c.drain_timeout_ms, 500);
+    assert_eq!((c.coalesce_us, c.coalesce_min_requests), (50, 64));
     let l = &c.listeners[0];
     assert_eq!(l.protocols, vec![HttpProtocol::H2, HttpProtocol::Http1]);
     assert!(l.proxy_protocol && l.access_log);
@@ -194,6 +198,29 @@ fn unknown_keys() {
         15,
         "l7.pool[0].health.paht",
         "unknown key",
+    );
+}
+
+#[test]
+fn coalescing_problems() {
+    let at = |v: &str| format!("[node]\nname = \"h\"\n\n[l7]\n{v}\n");
+    assert_one(
+        &at("coalesce_us = 5000"),
+        5,
+        "l7.coalesce_us",
+        "out of range 0..=1000",
+    );
+    assert_one(
+        &at("coalesce_min_requests = 0"),
+        5,
+        "l7.coalesce_min_requests",
+        "out of range 1..=100000",
+    );
+    assert_one(
+        &at("coalesce_us = \"30us\""),
+        5,
+        "l7.coalesce_us",
+        "expected an integer",
     );
 }
 

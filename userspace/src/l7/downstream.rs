@@ -62,6 +62,7 @@ impl Downstream {
         Hold {
             down: self.clone(),
             _upstream: None,
+            _busy: crate::l7::coalesce::InFlight::start(),
         }
     }
 
@@ -106,6 +107,7 @@ impl Downstream {
 pub struct Hold {
     down: Arc<Downstream>,
     _upstream: Option<OwnedSemaphorePermit>,
+    _busy: crate::l7::coalesce::InFlight,
 }
 
 impl Hold {

@@ -142,7 +142,9 @@ where
             timeout: settings.client_timeout,
             silence: &mut client_silence,
         };
+        let busy = crate::l7::coalesce::InFlight::start();
         let keep = exchange(&mut client, &mut plan, upstream, info, scratch).await;
+        drop(busy);
         served = true;
         if !keep {
             if settings.tls {

@@ -11,6 +11,7 @@ pub mod body;
 pub mod chunked;
 pub mod client_stream;
 pub mod clock;
+pub mod coalesce;
 pub mod discovery_status;
 pub mod downstream;
 pub mod fast;
@@ -67,6 +68,8 @@ pub struct L7 {
     overrides: overrides::Overrides,
     /// Started with the first config (their count is read once).
     workers: Option<workers::Workers>,
+    /// The workers' coalescing settings, which a reload changes in place.
+    coalesce: Arc<coalesce::Coalesce>,
 }
 
 impl Default for L7 {
@@ -88,6 +91,7 @@ impl L7 {
             merged: merge::Merged::default(),
             overrides: overrides::Overrides::default(),
             workers: None,
+            coalesce: Arc::default(),
         }
     }
 
@@ -180,8 +184,10 @@ impl L7 {
 
     fn apply_effective(&mut self, config: &L7Config) -> Result<(), L7Error> {
         let tls = upstream_tls::for_pools(&config.pools).map_err(L7Error)?;
+        self.coalesce
+            .set(config.coalesce_us, config.coalesce_min_requests);
         if self.workers.is_none() {
-            let w = workers::Workers::start(config.workers)
+            let w = workers::Workers::start(config.workers, self.coalesce.clone())
                 .map_err(|e| L7Error(format!("cannot start the L7 workers: {e}")))?;
             self.workers = Some(w);
         } else if config.workers != self.config.workers {
@@ -254,6 +260,12 @@ impl L7 {
         for n in names {
             metrics::render_listener(&mut out, n, &self.listener_metrics[n]);
         }
+        out.counter(
+            "coalesce_waits",
+            "Times a worker waited coalesce_us before polling, with coalesce_min_requests in progress.",
+            crate::labels![],
+            self.coalesce.waits(),
+        );
         out.gauge_u(
             "splice_pipes",
             "Pipes the fast path holds for splice(2): in use by a body, or kept for the next.",

@@ -3,7 +3,9 @@
 //! connections they use stay on one thread. No task migrates and no wake-up crosses
 //! threads on the request path (the model of HAProxy's and nginx's workers).
 
+use crate::l7::coalesce::Coalesce;
 use std::cell::Cell;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -34,16 +36,18 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `count` workers; 0 means one per CPU this process may use.
-    pub fn start(count: u32) -> std::io::Result<Workers> {
+    pub fn start(count: u32, coalesce: Arc<Coalesce>) -> std::io::Result<Workers> {
         let count = match count {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n as usize,
         };
         let mut workers = Vec::with_capacity(count);
         for index in 0..count {
+            let coalesce = coalesce.clone();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .event_interval(EVENT_INTERVAL)
+                .on_thread_park(move || coalesce.before_park())
                 .build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
@@ -109,7 +113,7 @@ mod tests {
 
     #[test]
     fn tasks_run_on_their_worker_and_workers_stop() {
-        let workers = Workers::start(2).expect("start workers");
+        let workers = Workers::start(2, Coalesce::new(0, 0)).expect("start workers");
         assert_eq!(workers.len(), 2);
         let seen: Vec<Option<usize>> = workers
             .handles()

@@ -2,6 +2,7 @@
 //! backend and the client for routing, header handling, framing defences, balancing,
 //! health, retries, timeouts, upgrades, PROXY protocol, HTTP/2, TLS and reloads.
 
+mod coalesce;
 mod fast;
 mod h1;
 mod h2;

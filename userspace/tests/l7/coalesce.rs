@@ -1,0 +1,59 @@
+//! `[l7] coalesce_us`: a busy worker waits before it polls, and serves as before.
+
+use crate::harness::*;
+use std::sync::Arc;
+
+fn waits(p: &portier::l7::L7) -> u64 {
+    p.metrics()
+        .lines()
+        .find(|l| l.starts_with("portier_l7_coalesce_waits_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("coalesce waits counter")
+}
+
+/// `clients` keep-alive connections, each sending `each` requests one after another.
+async fn load(addr: std::net::SocketAddr, clients: usize, each: usize) {
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                for i in 0..each {
+                    let path = format!("/{c}/{i}");
+                    client.send(&get("x.example", &path)).await;
+                    let r = client.response().await;
+                    assert_eq!(status(&r), 200, "{r}");
+                    assert_eq!(body(&r), "b", "{r}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client");
+    }
+}
+
+#[tokio::test]
+async fn a_busy_worker_waits_and_every_request_is_answered() {
+    let reply: Reply = Arc::new(|_: &[u8]| Action::Send(ok("b")));
+    let b = Backend::scripted("b", reply).await;
+    let l7 = format!(
+        "[l7]\nworkers = 1\ncoalesce_us = 200\ncoalesce_min_requests = 4\n\n{}",
+        simple(&[&b], "", "")
+    );
+    let (p, addr) = proxy(&l7);
+    // One client at a time never has four requests in progress: no wait.
+    load(addr, 1, 20).await;
+    assert_eq!(waits(&p), 0);
+    // Sixteen at once: the worker waits, and every request is still answered in full.
+    load(addr, 16, 20).await;
+    assert!(waits(&p) > 0, "no wait with 16 clients");
+}
+
+#[tokio::test]
+async fn off_by_default() {
+    let reply: Reply = Arc::new(|_: &[u8]| Action::Send(ok("b")));
+    let b = Backend::scripted("b", reply).await;
+    let (p, addr) = proxy(&format!("[l7]\nworkers = 1\n\n{}", simple(&[&b], "", "")));
+    load(addr, 16, 20).await;
+    assert_eq!(waits(&p), 0);
+}
