@@ -38,7 +38,7 @@ pub struct L7Config {
     /// How long a busy worker waits before it looks at its sockets again, so that it answers
     /// several connections per wake-up (0: never waits).
     pub coalesce_us: u32,
-    /// The requests in progress on a worker from which it counts as busy.
+    /// The HTTP/1 requests in progress on a worker from which it counts as busy.
     pub coalesce_min_requests: u32,
 }
 
@@ -172,10 +172,10 @@ pub struct PoolConfig {
     pub tunnel_timeout_ms: u64,
 }
 
-/// Off: with 256 keep-alive connections 30 us (about 80 with the kernel's default timer slack)
-/// and eight requests gave 8-17% more requests/s and a lower p99 in most paired runs, but with
-/// 64 connections and tiny responses it cost up to a fifth of the requests/s in two runs of
-/// three (the proxy slept while the load generator and nginx waited on it; 2026-12-03).
+/// Off: 30 us (about 80 with the kernel's default timer slack) gave the matrix's 256
+/// keep-alive row 1.14x the requests/s, but the TLS keep-alive row 0.90x, and with 64
+/// connections and tiny responses it cost up to a fifth of the requests/s in two runs of three
+/// (the proxy slept while the load generator and nginx waited on it; 2026-12-03).
 pub const DEFAULT_COALESCE_US: u32 = 0;
 pub const DEFAULT_COALESCE_MIN_REQUESTS: u32 = 8;
 

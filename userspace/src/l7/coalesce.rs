@@ -4,10 +4,10 @@
 //! events at a time under load, and each of its sends then finds the client or the server
 //! asleep: with 256 keep-alive connections it made 0.5-0.8 `epoll_wait` calls per request
 //! where HAProxy makes 0.1-0.15, and the load generator and nginx behind it spent 15-25% more
-//! CPU per request on the extra wake-ups (perf, 2026-12-02). So while enough requests are in
-//! progress on a worker, it waits a few tens of microseconds before it looks at its sockets
-//! again, and then finds several ready: the idea of a NIC's interrupt coalescing
-//! (`ethtool -C rx-usecs`). A worker with few requests in progress never waits, so a quiet
+//! CPU per request on the extra wake-ups (perf, 2026-12-02). So while enough HTTP/1 requests
+//! are in progress on a worker (HTTP/2 streams already arrive together), it waits a few tens
+//! of microseconds before it looks at its sockets again, and then finds several ready: the
+//! idea of a NIC's interrupt coalescing (`ethtool -C rx-usecs`). A worker with few requests in progress never waits, so a quiet
 //! proxy's latency does not change.
 
 use std::cell::Cell;

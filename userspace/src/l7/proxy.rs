@@ -43,7 +43,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     down: Arc<Downstream>,
 ) -> Result<Response<Body>, Infallible> {
-    let mut hold = down.enter();
+    let mut hold = down.enter(req.version() < Version::HTTP_2);
     let resp = route_and_forward(req, &conn, &shared, &down, &mut hold).await;
     Ok(resp.map(|b| b.with_hold(hold)))
 }

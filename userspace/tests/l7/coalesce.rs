@@ -57,3 +57,47 @@ async fn off_by_default() {
     load(addr, 16, 20).await;
     assert_eq!(waits(&p), 0);
 }
+
+#[tokio::test]
+async fn http2_streams_do_not_make_a_worker_wait() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let reply: Reply = Arc::new(|_: &[u8]| Action::Send(ok("b")));
+    let b = Backend::scripted("b", reply).await;
+    let l7 = format!(
+        "[l7]\nworkers = 1\ncoalesce_us = 200\ncoalesce_min_requests = 4\n\n{}",
+        simple(&[&b], "", "protocols = [\"http1\", \"h2c\"]")
+    );
+    let (p, addr) = proxy(&l7);
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    // 32 streams at once, GETs (the raw path) and POSTs (the general path).
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let mut send = send.clone();
+            tokio::spawn(async move {
+                let req = if i % 2 == 0 {
+                    http::Request::get(format!("http://x/{i}")).body(Full::new(Bytes::new()))
+                } else {
+                    http::Request::post(format!("http://x/{i}"))
+                        .body(Full::new(Bytes::from_static(b"abc")))
+                }
+                .expect("request");
+                send.ready().await.expect("ready");
+                let resp = send.send_request(req).await.expect("response");
+                assert_eq!(resp.status(), 200);
+                let body = resp.into_body().collect().await.expect("body").to_bytes();
+                assert_eq!(body, "b");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("stream");
+    }
+    assert_eq!(waits(&p), 0);
+}
