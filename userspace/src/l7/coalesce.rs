@@ -7,8 +7,8 @@
 //! CPU per request on the extra wake-ups (perf, 2026-12-02). So while enough HTTP/1 requests
 //! are in progress on a worker (HTTP/2 streams already arrive together), it waits a few tens
 //! of microseconds before it looks at its sockets again, and then finds several ready: the
-//! idea of a NIC's interrupt coalescing (`ethtool -C rx-usecs`). A worker with few requests in progress never waits, so a quiet
-//! proxy's latency does not change.
+//! idea of a NIC's interrupt coalescing (`ethtool -C rx-usecs`). A worker with few requests
+//! in progress never waits, so a quiet proxy's latency does not change.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ impl Drop for InFlight {
 }
 
 /// The requests in progress on this thread.
-pub fn in_flight() -> u32 {
+fn in_flight() -> u32 {
     IN_FLIGHT.with(Cell::get)
 }
 

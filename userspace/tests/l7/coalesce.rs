@@ -4,12 +4,25 @@ use crate::harness::*;
 use std::sync::Arc;
 
 fn waits(p: &portier::l7::L7) -> u64 {
-    p.metrics()
-        .lines()
-        .find(|l| l.starts_with("portier_l7_coalesce_waits_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .expect("coalesce waits counter")
+    metric(p, "portier_l7_coalesce_waits_total")
 }
+
+/// One worker in front of a backend answering "b", with `l7` added to the `[l7]` table.
+async fn coalescing(
+    l7: &str,
+    listener_extra: &str,
+) -> (Backend, portier::l7::L7, std::net::SocketAddr) {
+    let reply: Reply = Arc::new(|_: &[u8]| Action::Send(ok("b")));
+    let b = Backend::scripted("b", reply).await;
+    let config = format!(
+        "[l7]\nworkers = 1\n{l7}\n{}",
+        simple(&[&b], "", listener_extra)
+    );
+    let (p, addr) = proxy(&config);
+    (b, p, addr)
+}
+
+const BUSY_AT_FOUR: &str = "coalesce_us = 200\ncoalesce_min_requests = 4\n";
 
 /// `clients` keep-alive connections, each sending `each` requests one after another.
 async fn load(addr: std::net::SocketAddr, clients: usize, each: usize) {
@@ -34,13 +47,7 @@ async fn load(addr: std::net::SocketAddr, clients: usize, each: usize) {
 
 #[tokio::test]
 async fn a_busy_worker_waits_and_every_request_is_answered() {
-    let reply: Reply = Arc::new(|_: &[u8]| Action::Send(ok("b")));
-    let b = Backend::scripted("b", reply).await;
-    let l7 = format!(
-        "[l7]\nworkers = 1\ncoalesce_us = 200\ncoalesce_min_requests = 4\n\n{}",
-        simple(&[&b], "", "")
-    );
-    let (p, addr) = proxy(&l7);
+    let (_b, p, addr) = coalescing(BUSY_AT_FOUR, "").await;
     // One client at a time never has four requests in progress: no wait.
     load(addr, 1, 20).await;
     assert_eq!(waits(&p), 0);
@@ -51,9 +58,7 @@ async fn a_busy_worker_waits_and_every_request_is_answered() {
 
 #[tokio::test]
 async fn off_by_default() {
-    let reply: Reply = Arc::new(|_: &[u8]| Action::Send(ok("b")));
-    let b = Backend::scripted("b", reply).await;
-    let (p, addr) = proxy(&format!("[l7]\nworkers = 1\n\n{}", simple(&[&b], "", "")));
+    let (_b, p, addr) = coalescing("", "").await;
     load(addr, 16, 20).await;
     assert_eq!(waits(&p), 0);
 }
@@ -63,13 +68,7 @@ async fn http2_streams_do_not_make_a_worker_wait() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let reply: Reply = Arc::new(|_: &[u8]| Action::Send(ok("b")));
-    let b = Backend::scripted("b", reply).await;
-    let l7 = format!(
-        "[l7]\nworkers = 1\ncoalesce_us = 200\ncoalesce_min_requests = 4\n\n{}",
-        simple(&[&b], "", "protocols = [\"http1\", \"h2c\"]")
-    );
-    let (p, addr) = proxy(&l7);
+    let (_b, p, addr) = coalescing(BUSY_AT_FOUR, "protocols = [\"http1\", \"h2c\"]").await;
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))

@@ -8,11 +8,7 @@ use std::sync::atomic::Ordering;
 
 /// The listener's fast-path request count, from the metrics text.
 fn fast_count(p: &portier::l7::L7) -> u64 {
-    p.metrics()
-        .lines()
-        .find(|l| l.starts_with("portier_l7_listener_fast_path_requests_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .expect("fast path counter")
+    metric(p, "portier_l7_listener_fast_path_requests_total")
 }
 
 fn reply(bytes: &'static [u8]) -> Reply {

@@ -290,6 +290,16 @@ pub fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
+/// The value of the first sample of `family` (with its suffix, any labels) in the proxy's
+/// metrics text: for families with one series in the test's proxy.
+pub fn metric(p: &L7, family: &str) -> u64 {
+    p.metrics()
+        .lines()
+        .find(|l| l.starts_with(family))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {family}"))
+}
+
 /// Starts a proxy from an `[l7]` TOML text (the `[node]` section is added).
 pub fn proxy(l7: &str) -> (L7, SocketAddr) {
     let text = format!("[node]\nname = \"t\"\n\n{l7}");
