@@ -95,6 +95,9 @@ pub fn scan<'a>(
             f.has_date = true;
         }
     }
+    // A Date the backend's Connection named is stripped like any other named field, and
+    // the proxy then adds its own.
+    f.has_date = f.has_date && !f.is_hop("date");
     f.framing = match (no_body, f.chunked, length) {
         (true, _, _) => Framing::None,
         (false, true, Some(_)) => return Err("both Content-Length and chunked"),
@@ -168,5 +171,28 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// Found by the http_fast_head fuzz target: a Date that Connection names is stripped,
+    /// so the proxy must add its own rather than relay none.
+    #[test]
+    fn a_date_named_by_connection_is_not_kept() {
+        let head = b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\n\
+                     Connection: Date\r\nContent-Length: 0\r\n\r\n";
+        let mut storage = [httparse::EMPTY_HEADER; 8];
+        let mut resp = httparse::Response::new(&mut storage);
+        assert!(resp.parse(head).is_ok());
+        let f = scan(resp.version, resp.headers, false).expect("a valid head");
+        assert!(f.is_hop("Date"));
+        assert!(!f.has_date);
+        let plain = b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\n\r\n";
+        let mut storage = [httparse::EMPTY_HEADER; 8];
+        let mut resp = httparse::Response::new(&mut storage);
+        assert!(resp.parse(plain).is_ok());
+        assert!(
+            scan(resp.version, resp.headers, false)
+                .expect("valid")
+                .has_date
+        );
     }
 }
