@@ -266,6 +266,12 @@ impl L7 {
             crate::labels![],
             self.coalesce.waits(),
         );
+        out.counter_seconds(
+            "coalesce_wait_seconds",
+            "Time workers spent in those waits, as measured (a sleep overshoots coalesce_us).",
+            crate::labels![],
+            self.coalesce.waited_seconds(),
+        );
         out.gauge_u(
             "splice_pipes",
             "Pipes the fast path holds for splice(2): in use by a body, or kept for the next.",

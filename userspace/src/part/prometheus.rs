@@ -17,6 +17,7 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 /// A sample's labels: (name, value), in the order written.
 pub type Labels = Vec<(&'static str, String)>;
@@ -28,6 +29,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct Metrics {
     registry: Registry,
     counters: HashMap<&'static str, Family<Labels, Counter>>,
+    seconds: HashMap<&'static str, Family<Labels, Counter<f64, AtomicU64>>>,
     gauges: HashMap<&'static str, Family<Labels, Gauge>>,
     histograms: HashMap<&'static str, Family<Labels, HistogramSample>>,
 }
@@ -72,6 +74,7 @@ impl Metrics {
         Self {
             registry: Registry::with_prefix(format!("portier_{part}")),
             counters: HashMap::new(),
+            seconds: HashMap::new(),
             gauges: HashMap::new(),
             histograms: HashMap::new(),
         }
@@ -94,6 +97,17 @@ impl Metrics {
     pub fn counter(&mut self, name: &'static str, help: &str, labels: Labels, value: u64) {
         let family = self.counters.entry(name).or_insert_with(|| {
             let f = Family::<Labels, Counter>::default();
+            self.registry.register(name, help_text(help), f.clone());
+            f
+        });
+        family.get_or_create(&labels).inc_by(value);
+    }
+
+    /// Adds `value` to counter `name` of time in seconds (without `_total`; `name` ends in
+    /// `_seconds`) for `labels`.
+    pub fn counter_seconds(&mut self, name: &'static str, help: &str, labels: Labels, value: f64) {
+        let family = self.seconds.entry(name).or_insert_with(|| {
+            let f = Family::<Labels, Counter<f64, AtomicU64>>::default();
             self.registry.register(name, help_text(help), f.clone());
             f
         });

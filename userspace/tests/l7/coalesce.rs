@@ -7,6 +7,16 @@ fn waits(p: &portier::l7::L7) -> u64 {
     metric(p, "portier_l7_coalesce_waits_total")
 }
 
+/// The measured time of every wait, in seconds.
+fn waited(p: &portier::l7::L7) -> f64 {
+    let family = "portier_l7_coalesce_wait_seconds_total";
+    p.metrics()
+        .lines()
+        .find(|l| l.starts_with(family))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {family}"))
+}
+
 /// One worker in front of a backend answering "b", with `l7` added to the `[l7]` table.
 async fn coalescing(
     l7: &str,
@@ -51,9 +61,17 @@ async fn a_busy_worker_waits_and_every_request_is_answered() {
     // One client at a time never has four requests in progress: no wait.
     load(addr, 1, 20).await;
     assert_eq!(waits(&p), 0);
+    assert_eq!(waited(&p), 0.0);
     // Sixteen at once: the worker waits, and every request is still answered in full.
     load(addr, 16, 20).await;
-    assert!(waits(&p) > 0, "no wait with 16 clients");
+    let n = waits(&p);
+    assert!(n > 0, "no wait with 16 clients");
+    // A sleep never ends early: the measured time is at least what was asked of each wait.
+    assert!(
+        waited(&p) >= n as f64 * 200e-6,
+        "{n} waits in {} s",
+        waited(&p)
+    );
 }
 
 #[tokio::test]
