@@ -18,6 +18,36 @@ use std::time::{Duration, Instant};
 thread_local! {
     static IN_FLIGHT: Cell<u32> = const { Cell::new(0) };
     static SLACK_SET: Cell<bool> = const { Cell::new(false) };
+    static PACING: Cell<Pacing> = const { Cell::new(Pacing { quiet_until: None }) };
+}
+
+/// A wait that lasted this much longer than asked found the CPU taken: the sleeping worker
+/// gave it to another runnable thread and got it back when the scheduler chose (0.87 ms on
+/// average for a 30 us wait beside a busy process, against 59 us on an idle CPU).
+const OVERSHOOT: Duration = Duration::from_micros(250);
+
+/// How long a worker whose wait overshot does not wait. Waiting on a shared CPU costs
+/// latency without the batching it is for; the CPU is tried again after this.
+const BACK_OFF: Duration = Duration::from_millis(100);
+
+/// One worker's record of whether waiting still pays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pacing {
+    quiet_until: Option<Instant>,
+}
+
+impl Pacing {
+    fn may_wait(&self, now: Instant) -> bool {
+        self.quiet_until.is_none_or(|t| now >= t)
+    }
+
+    /// Records a wait of `asked` from `start` to `end`; true when it overshot and the worker
+    /// now stops waiting for [`BACK_OFF`].
+    fn waited(&mut self, asked: Duration, start: Instant, end: Instant) -> bool {
+        let overshot = end.saturating_duration_since(start) > asked + OVERSHOOT;
+        self.quiet_until = overshot.then(|| end + BACK_OFF);
+        overshot
+    }
 }
 
 /// A waiting worker's timer slack. Linux lets a thread's timers fire up to 50 us late by
@@ -59,6 +89,8 @@ pub struct Coalesce {
     /// The time those waits took, as measured: what the setting costs in latency, which a
     /// sleep's overshoot makes more than `waits` x `coalesce_us`.
     waited_ns: AtomicU64,
+    /// Waits that overshot, each followed by [`BACK_OFF`] without waiting.
+    backoffs: AtomicU64,
 }
 
 impl Coalesce {
@@ -83,18 +115,33 @@ impl Coalesce {
     /// Run by a worker's event loop each time it is about to park (its queue is empty): the
     /// sleep lets the sockets' events gather, and the park that follows finds them all.
     pub fn before_park(&self) {
-        if let Some(wait) = self.wait(in_flight()) {
-            if !SLACK_SET.with(|s| s.replace(true)) {
-                // SAFETY: PR_SET_TIMERSLACK takes one integer and changes only this thread.
-                // A failure leaves the default slack: longer waits, nothing worse.
-                let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, SLACK_NS) };
-            }
-            let start = Instant::now();
-            std::thread::sleep(wait);
-            let took = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.waits.fetch_add(1, Ordering::Relaxed);
-            self.waited_ns.fetch_add(took, Ordering::Relaxed);
+        let Some(wait) = self.wait(in_flight()) else {
+            return;
+        };
+        let mut pacing = PACING.with(Cell::get);
+        let start = Instant::now();
+        if !pacing.may_wait(start) {
+            return;
         }
+        if !SLACK_SET.with(|s| s.replace(true)) {
+            // SAFETY: PR_SET_TIMERSLACK takes one integer and changes only this thread.
+            // A failure leaves the default slack: longer waits, nothing worse.
+            let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, SLACK_NS) };
+        }
+        std::thread::sleep(wait);
+        let end = Instant::now();
+        let took = end.saturating_duration_since(start);
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        let took_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.waited_ns.fetch_add(took_ns, Ordering::Relaxed);
+        if pacing.waited(wait, start, end) {
+            self.backoffs.fetch_add(1, Ordering::Relaxed);
+        }
+        PACING.with(|p| p.set(pacing));
+    }
+
+    pub fn backoffs(&self) -> u64 {
+        self.backoffs.load(Ordering::Relaxed)
     }
 
     pub fn waits(&self) -> u64 {
@@ -125,6 +172,30 @@ mod tests {
         assert_eq!(c.wait(in_flight()), None);
         c.set(0, 0);
         assert_eq!(c.wait(100), None, "0 turns it off");
+    }
+
+    #[test]
+    fn a_wait_that_overshoots_stops_waiting_for_a_while() {
+        let asked = Duration::from_micros(30);
+        let t0 = Instant::now();
+        let mut p = Pacing { quiet_until: None };
+        assert!(p.may_wait(t0));
+        // 59 us: an idle CPU's overshoot, waiting goes on.
+        let end = t0 + Duration::from_micros(59);
+        assert!(!p.waited(asked, t0, end));
+        assert!(p.may_wait(end));
+        // Exactly asked + OVERSHOOT still counts as on time.
+        assert!(!p.waited(asked, t0, t0 + asked + OVERSHOOT));
+        // 870 us: the CPU was someone else's.
+        let end = t0 + Duration::from_micros(870);
+        assert!(p.waited(asked, t0, end));
+        assert!(!p.may_wait(end));
+        assert!(!p.may_wait(end + BACK_OFF - Duration::from_micros(1)));
+        assert!(p.may_wait(end + BACK_OFF));
+        // A wait on time after the back-off clears it.
+        let later = end + BACK_OFF;
+        assert!(!p.waited(asked, later, later + asked));
+        assert_eq!(p, Pacing { quiet_until: None });
     }
 
     #[test]

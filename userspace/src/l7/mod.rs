@@ -272,6 +272,12 @@ impl L7 {
             crate::labels![],
             self.coalesce.waited_seconds(),
         );
+        out.counter(
+            "coalesce_backoffs",
+            "Waits that overshot coalesce_us by more than 250 us (the CPU was busy elsewhere), each followed by 100 ms without waiting.",
+            crate::labels![],
+            self.coalesce.backoffs(),
+        );
         out.gauge_u(
             "splice_pipes",
             "Pipes the fast path holds for splice(2): in use by a body, or kept for the next.",
