@@ -172,10 +172,10 @@ pub struct PoolConfig {
     pub tunnel_timeout_ms: u64,
 }
 
-/// Off: 30 us (waits of about 114 us, before workers set 1 us of timer slack) gave the matrix's 256
-/// keep-alive row 1.14x the requests/s, but the TLS keep-alive row 0.90x, and with 64
-/// connections and tiny responses it cost up to a fifth of the requests/s in two runs of three
-/// (the proxy slept while the load generator and nginx waited on it; 2026-12-03).
+/// Off: 30 us (waits of about 114 us, before workers set 1 us of timer slack) gave the
+/// matrix's 256 keep-alive row 1.14x the requests/s, but the TLS keep-alive row 0.90x; with
+/// 64 connections and tiny responses it cost up to a fifth of the requests/s in two runs of
+/// three, and 90 us in a later matrix cost the 256 row 6% (2026-12-03).
 pub const DEFAULT_COALESCE_US: u32 = 0;
 pub const DEFAULT_COALESCE_MIN_REQUESTS: u32 = 8;
 

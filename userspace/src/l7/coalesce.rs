@@ -10,6 +10,7 @@
 //! idea of a NIC's interrupt coalescing (`ethtool -C rx-usecs`). A worker with few requests
 //! in progress never waits, so a quiet proxy's latency does not change.
 
+use crate::part::prometheus::Metrics;
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -130,8 +131,8 @@ impl Coalesce {
         }
         std::thread::sleep(wait);
         let end = Instant::now();
-        let took = end.saturating_duration_since(start);
         self.waits.fetch_add(1, Ordering::Relaxed);
+        let took = end.saturating_duration_since(start);
         let took_ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.waited_ns.fetch_add(took_ns, Ordering::Relaxed);
         if pacing.waited(wait, start, end) {
@@ -140,17 +141,26 @@ impl Coalesce {
         PACING.with(|p| p.set(pacing));
     }
 
-    pub fn backoffs(&self) -> u64 {
-        self.backoffs.load(Ordering::Relaxed)
-    }
-
-    pub fn waits(&self) -> u64 {
-        self.waits.load(Ordering::Relaxed)
-    }
-
-    /// The time every wait took, in seconds.
-    pub fn waited_seconds(&self) -> f64 {
-        self.waited_ns.load(Ordering::Relaxed) as f64 / 1e9
+    /// The waits, their measured time and the back-offs, for the part's metrics.
+    pub fn render(&self, out: &mut Metrics) {
+        out.counter(
+            "coalesce_waits",
+            "Times a worker waited coalesce_us before polling, with coalesce_min_requests in progress.",
+            crate::labels![],
+            self.waits.load(Ordering::Relaxed),
+        );
+        out.counter_seconds(
+            "coalesce_wait_seconds",
+            "Time workers spent in those waits, as measured (a sleep overshoots coalesce_us).",
+            crate::labels![],
+            self.waited_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        );
+        out.counter(
+            "coalesce_backoffs",
+            "Waits that overshot coalesce_us by more than 250 us (the CPU was busy elsewhere), each followed by 100 ms without waiting.",
+            crate::labels![],
+            self.backoffs.load(Ordering::Relaxed),
+        );
     }
 }
 

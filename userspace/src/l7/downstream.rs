@@ -58,8 +58,7 @@ impl Downstream {
     /// A request begins; it counts as in progress until its hold is dropped (its response
     /// sent, or the request given up). HTTP/1 requests also count for the worker's
     /// coalescing; HTTP/2 ones do not: a connection's streams already arrive together (0.14
-    /// `epoll_wait` per request without waiting), and waiting cost the HTTP/2 rows of the
-    /// matrix 16-22% of their requests/s.
+    /// `epoll_wait` per request without waiting).
     pub fn enter(self: &Arc<Self>, http1: bool) -> Hold {
         self.in_progress.fetch_add(1, Ordering::AcqRel);
         Hold {

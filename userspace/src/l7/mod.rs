@@ -260,24 +260,7 @@ impl L7 {
         for n in names {
             metrics::render_listener(&mut out, n, &self.listener_metrics[n]);
         }
-        out.counter(
-            "coalesce_waits",
-            "Times a worker waited coalesce_us before polling, with coalesce_min_requests in progress.",
-            crate::labels![],
-            self.coalesce.waits(),
-        );
-        out.counter_seconds(
-            "coalesce_wait_seconds",
-            "Time workers spent in those waits, as measured (a sleep overshoots coalesce_us).",
-            crate::labels![],
-            self.coalesce.waited_seconds(),
-        );
-        out.counter(
-            "coalesce_backoffs",
-            "Waits that overshot coalesce_us by more than 250 us (the CPU was busy elsewhere), each followed by 100 ms without waiting.",
-            crate::labels![],
-            self.coalesce.backoffs(),
-        );
+        self.coalesce.render(&mut out);
         out.gauge_u(
             "splice_pipes",
             "Pipes the fast path holds for splice(2): in use by a body, or kept for the next.",
