@@ -65,6 +65,13 @@ impl Pool {
             })
             .collect();
         let weights: Vec<u32> = servers.iter().map(|s| s.weight()).collect();
+        // The rotation goes on where the previous snapshot left it: restarting it at 0 on
+        // every reload or discovery event would send the first server of the sequence an extra
+        // request each time, and a pool rebuilt often (containers coming and going elsewhere)
+        // would lean on that server.
+        let tick = previous
+            .filter(|p| p.name == config.name)
+            .map_or(0, |p| p.tick.load(Ordering::Relaxed));
         Pool {
             name: config.name.clone(),
             config: config.clone(),
@@ -75,7 +82,7 @@ impl Pool {
                 queue: Duration::from_millis(config.queue_timeout_ms),
             },
             sequence: balance::round_robin_sequence(&weights),
-            tick: AtomicUsize::new(0),
+            tick: AtomicUsize::new(tick),
             metrics: previous
                 .filter(|p| p.name == config.name)
                 .map(|p| p.metrics.clone())
@@ -126,6 +133,54 @@ impl Pool {
                 balance::round_robin(&self.sequence, tick, view)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+
+    fn config(weights: &[u32]) -> PoolConfig {
+        let mut c = crate::config::discovery::pool_defaults();
+        c.name = "todo".into();
+        c.servers = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| ServerConfig {
+                address: ([192, 0, 2, 1 + i as u8], 80).into(),
+                weight,
+                sni: None,
+            })
+            .collect();
+        c
+    }
+
+    fn picks(pool: &Pool, n: usize) -> Vec<usize> {
+        let headers = http::HeaderMap::new();
+        (0..n).filter_map(|_| pool.pick(&headers, &[])).collect()
+    }
+
+    #[test]
+    fn a_rebuilt_pool_goes_on_with_the_rotation() {
+        let c = config(&[1, 1, 3]);
+        let first = Pool::new(&c, None, None);
+        let all = picks(&Pool::new(&c, None, None), 10);
+        assert_eq!(picks(&first, 2), all[..2]);
+        // A rebuild with the same servers (another pool's change, a reload) continues the
+        // sequence rather than starting it again.
+        let second = Pool::new(&c, Some(&first), None);
+        assert_eq!(picks(&second, 8), all[2..]);
+        let mut counts = [0; 3];
+        for &s in &all {
+            counts[s] += 1;
+        }
+        assert_eq!(counts, [2, 2, 6]);
+        // Another pool's rotation is not taken over.
+        let mut other = c.clone();
+        other.name = "other".into();
+        let third = Pool::new(&other, Some(&second), None);
+        assert_eq!(picks(&third, 2), all[..2]);
     }
 }
 
