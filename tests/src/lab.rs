@@ -47,6 +47,8 @@ pub const HTTP_PORT: u16 = 80;
 pub const UDP_PORT: u16 = 9000;
 /// Enough for VRRP mastership (3.4 s), the OSPF adjacency and MinLSInterval (5 s).
 pub const VIP_ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// examples/lab-lb.toml's `standby_metric` for the VIP: a VRRP backup's announcement.
+pub const LAB_STANDBY_METRIC: u64 = 1000;
 pub const LBS: [(&str, &str); 2] = [("lb1", "10.0.0.11"), ("lb2", "10.0.0.12")];
 /// Containers on every host's bridge: (name suffix, address).
 pub const CONTAINERS: [(&str, &str); 3] = [
@@ -668,6 +670,37 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The cost of the router's VIP route as its FRR has it (with OSPF: link plus announced
+    /// metric); `None` without a route.
+    pub fn vip_route_cost(&self) -> Result<Option<u64>> {
+        let Some(frr) = &self.frr else {
+            return Ok(None);
+        };
+        let text = frr.vtysh(&format!("show ip route {VIP}/32 json"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("vtysh said {text:?}"))?;
+        Ok(json[format!("{VIP}/32")][0]["metric"].as_u64())
+    }
+
+    /// Waits until the router routes the VIP via `next_hop` alone at a master's cost, below
+    /// examples/lab-lb.toml's `standby_metric`. Right after the LBs start, a VRRP master's
+    /// Router-LSA still carries the standby metric (announce hold-down, then MinLSInterval),
+    /// and whichever LB's standby LSA reaches the router first is for a moment its only next
+    /// hop: "via lb1 alone" then is a passing state, soon "via both at 1010".
+    pub fn wait_vip_master_route(&self, next_hop: &str, timeout: Duration) -> Result<Duration> {
+        let mut last = (Vec::new(), None);
+        crate::wait::until("the VIP route via the master", timeout, || {
+            last = (self.vip_next_hops()?, self.vip_route_cost()?);
+            Ok(last.0 == [next_hop] && last.1.is_some_and(|c| c < LAB_STANDBY_METRIC))
+        })
+        .with_context(|| {
+            format!(
+                "router's VIP next hops {:?} at cost {:?}, not {next_hop} below {LAB_STANDBY_METRIC}",
+                last.0, last.1
+            )
+        })
     }
 
     /// Whether `node` holds the VIP on its LAN interface (VRRP master).

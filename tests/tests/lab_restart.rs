@@ -34,10 +34,11 @@ fn kill_9_and_restart_of_lb1_loses_no_request() -> Result<()> {
         wait_until("traffic", Duration::from_secs(10), || {
             Ok(traffic.samples().len() > 30)
         })?;
-        // The state the scenario starts from: the router routes the VIP via lb1 alone. After
-        // the lab starts, lb2's standby LSA can still be on its way (the route via both for a
-        // while), and a kill then would watch that settle rather than the restart.
-        l.wait_vip_route(&["10.0.0.11"], lab::VIP_ROUTE_TIMEOUT)?;
+        // The state the scenario starts from: the router routes the VIP via lb1 alone, at the
+        // master's cost. Seconds after the start both LBs' LSAs still carry the standby metric
+        // (the route via both for a while), and a kill then would watch that settle rather
+        // than the restart.
+        l.wait_vip_master_route("10.0.0.11", lab::VIP_ROUTE_TIMEOUT)?;
         let killed = Instant::now();
         lb1.kill()?;
         // The router's next hops for the VIP meanwhile: whether it ever had none.
