@@ -60,6 +60,60 @@ impl Choice for HttpProtocol {
     ];
 }
 
+/// A forwarding field the proxy adds to the requests it sends a pool's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum ForwardingField {
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Forwarded,
+}
+
+impl Choice for ForwardingField {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("x-forwarded-for", ForwardingField::XForwardedFor),
+        ("x-forwarded-proto", ForwardingField::XForwardedProto),
+        ("x-forwarded-host", ForwardingField::XForwardedHost),
+        ("forwarded", ForwardingField::Forwarded),
+    ];
+}
+
+/// The forwarding fields of a pool's requests (`forwarding = [...]`). A field left out is
+/// neither added nor overwritten: what the client sent under that name goes on unchanged,
+/// as with HAProxy without `option forwardfor` or nginx without a `proxy_set_header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ForwardingFields {
+    pub xff: bool,
+    pub proto: bool,
+    pub host: bool,
+    pub forwarded: bool,
+}
+
+impl ForwardingFields {
+    /// The default: all four.
+    pub const ALL: ForwardingFields = ForwardingFields {
+        xff: true,
+        proto: true,
+        host: true,
+        forwarded: true,
+    };
+    pub const NONE: ForwardingFields = ForwardingFields {
+        xff: false,
+        proto: false,
+        host: false,
+        forwarded: false,
+    };
+
+    fn flag(&mut self, field: ForwardingField) -> &mut bool {
+        match field {
+            ForwardingField::XForwardedFor => &mut self.xff,
+            ForwardingField::XForwardedProto => &mut self.proto,
+            ForwardingField::XForwardedHost => &mut self.host,
+            ForwardingField::Forwarded => &mut self.forwarded,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CertificateConfig {
     /// PEM chain, leaf first.
@@ -170,6 +224,7 @@ pub struct PoolConfig {
     /// An upgraded connection (WebSocket) with no byte either way for this long is closed
     /// (HAProxy's `timeout tunnel`).
     pub tunnel_timeout_ms: u64,
+    pub forwarding: ForwardingFields,
 }
 
 /// Off: 30 us (waits of about 114 us, before workers set 1 us of timer slack) gave the
@@ -654,6 +709,7 @@ fn pool_settings(
             "eject_after",
             "eject_ms",
             "tunnel_timeout_ms",
+            "forwarding",
         ])
         .chain(l7_tls::KEYS.iter().copied())
         .collect();
@@ -788,6 +844,24 @@ fn pool_settings(
         1..=86_400_000,
         3_600_000u64,
     );
+    let forwarding = match table.optional_str_array(report, "forwarding") {
+        Some(list) => {
+            let mut chosen = ForwardingFields::NONE;
+            for item in list.value {
+                let (offset, key) = (item.offset, item.key.clone());
+                let Some(field) = rules::choice::<ForwardingField>(report, item) else {
+                    continue;
+                };
+                let flag = chosen.flag(field);
+                if *flag {
+                    report.add(offset, key, "listed twice");
+                }
+                *flag = true;
+            }
+            Some(chosen)
+        }
+        None => Some(ForwardingFields::ALL),
+    };
     (|| {
         Some(PoolConfig {
             name: String::new(),
@@ -806,6 +880,7 @@ fn pool_settings(
             eject_after: eject_after?,
             eject_ms: eject_ms?,
             tunnel_timeout_ms: tunnel_timeout_ms?,
+            forwarding: forwarding?,
         })
     })()
 }

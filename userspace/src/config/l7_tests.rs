@@ -66,6 +66,7 @@ fn defaults() {
         (p.response_timeout_ms, p.tunnel_timeout_ms),
         (30_000, 3_600_000)
     );
+    assert_eq!(p.forwarding, ForwardingFields::ALL);
     // No [l7]: no proxy.
     assert_eq!(parse("[node]\nname = \"a\"\n", FILE).unwrap().l7, None);
 }
@@ -391,6 +392,33 @@ fn route_problems() {
 }
 
 #[test]
+fn forwarding_fields_chosen() {
+    let pool = |v: &str| {
+        parse(&format!("{BASE}{v}\n"), FILE)
+            .unwrap()
+            .l7
+            .unwrap()
+            .pools[0]
+            .forwarding
+    };
+    assert_eq!(
+        pool("forwarding = [\"x-forwarded-for\"]"),
+        ForwardingFields {
+            xff: true,
+            ..ForwardingFields::NONE
+        }
+    );
+    assert_eq!(pool("forwarding = []"), ForwardingFields::NONE);
+    assert_eq!(
+        pool("forwarding = [\"forwarded\", \"x-forwarded-proto\", \"x-forwarded-host\"]"),
+        ForwardingFields {
+            xff: false,
+            ..ForwardingFields::ALL
+        }
+    );
+}
+
+#[test]
 fn pool_problems() {
     let p = |v: &str| format!("{BASE}{v}\n");
     assert_one(
@@ -428,6 +456,25 @@ fn pool_problems() {
         15,
         "l7.pool[0].tunnel_timeout_ms",
         "out of range 1..=86400000",
+    );
+    assert_one(
+        &p("forwarding = [\"x-forwarded-for\", \"x-real-ip\"]"),
+        15,
+        "l7.pool[0].forwarding[1]",
+        "unknown value \"x-real-ip\" (allowed: x-forwarded-for, x-forwarded-proto, \
+         x-forwarded-host, forwarded)",
+    );
+    assert_one(
+        &p("forwarding = [\"forwarded\", \"forwarded\"]"),
+        15,
+        "l7.pool[0].forwarding[1]",
+        "listed twice",
+    );
+    assert_one(
+        &p("forwarding = \"forwarded\""),
+        15,
+        "l7.pool[0].forwarding",
+        "an array of strings",
     );
     assert_one(
         &p("health = { status = 99 }"),

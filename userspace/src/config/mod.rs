@@ -35,8 +35,8 @@ pub use bgp::{BgpAnnounce, BgpAttrs, BgpConfig, BgpPeer};
 pub use discovery::{DiscoveryConfig, DockerDiscoveryConfig};
 pub use error::{ConfigError, Problem};
 pub use l7::{
-    Balance, CertificateConfig, HttpHealthConfig, HttpProtocol, L7Config, ListenerConfig,
-    PoolConfig, RouteConfig, ServerConfig, UpstreamTlsConfig,
+    Balance, CertificateConfig, ForwardingFields, HttpHealthConfig, HttpProtocol, L7Config,
+    ListenerConfig, PoolConfig, RouteConfig, ServerConfig, UpstreamTlsConfig,
 };
 pub use log::{LogConfig, LogFormat};
 pub use model::{

@@ -355,6 +355,7 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let fields = pool.config.forwarding;
     let mut xff: Option<(&str, Vec<&[u8]>)> = None;
     let mut proto_name = "x-forwarded-proto";
     let mut host_name = "x-forwarded-host";
@@ -368,17 +369,17 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
         {
             continue;
         }
-        if eq(name, "x-forwarded-for") {
+        if fields.xff && eq(name, "x-forwarded-for") {
             xff.get_or_insert_with(|| (name, Vec::new()))
                 .1
                 .push(f.value);
             continue;
         }
-        if eq(name, "x-forwarded-proto") {
+        if fields.proto && eq(name, "x-forwarded-proto") {
             proto_name = name;
             continue;
         }
-        if eq(name, "x-forwarded-host") {
+        if fields.host && eq(name, "x-forwarded-host") {
             host_name = name;
             continue;
         }
@@ -400,18 +401,25 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
             out.extend_from_slice(ip);
             out.extend_from_slice(b"\r\n");
         }
-        None => push_field(out, b"x-forwarded-for", ip),
+        None if fields.xff => push_field(out, b"x-forwarded-for", ip),
+        None => {}
     }
-    let proto: &[u8] = if info.forwarding.tls {
-        b"https"
-    } else {
-        b"http"
-    };
-    push_field(out, proto_name.as_bytes(), proto);
-    push_field(out, host_name.as_bytes(), host_raw);
-    out.extend_from_slice(b"forwarded: ");
-    headers::push_forwarded(out, &info.forwarding, host_text);
-    out.extend_from_slice(b"\r\n");
+    if fields.proto {
+        let proto: &[u8] = if info.forwarding.tls {
+            b"https"
+        } else {
+            b"http"
+        };
+        push_field(out, proto_name.as_bytes(), proto);
+    }
+    if fields.host {
+        push_field(out, host_name.as_bytes(), host_raw);
+    }
+    if fields.forwarded {
+        out.extend_from_slice(b"forwarded: ");
+        headers::push_forwarded(out, &info.forwarding, host_text);
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"\r\n");
 
     let access = view.access_log.then(|| Access {

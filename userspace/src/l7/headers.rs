@@ -1,6 +1,7 @@
 //! Header rewriting between the two hops: hop-by-hop fields out (including those a
 //! `Connection` header names), forwarding fields in. Pure functions on `HeaderMap`.
 
+use crate::config::ForwardingFields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
@@ -99,32 +100,46 @@ impl ClientInfo {
 }
 
 /// Appends the client to `X-Forwarded-For` and `Forwarded`; sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (to the `Host` the client sent, `host`).
-pub fn add_forwarding(headers: &mut HeaderMap, client: &ClientInfo, host: &str) {
-    let proto = if client.tls { "https" } else { "http" };
-    let ip = &client.ip;
-    let xff = {
-        let previous: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if previous.is_empty() {
-            ip.clone()
-        } else {
-            format!("{}, {ip}", previous.join(", "))
-        }
-    };
-    let forwarded = forwarded(client, host);
+/// `X-Forwarded-Host` (to the `Host` the client sent, `host`). Only the pool's `fields`:
+/// the others stay as the client sent them.
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    client: &ClientInfo,
+    host: &str,
+    fields: ForwardingFields,
+) {
     let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
-    set(headers, "x-forwarded-for", &xff);
-    set(headers, "x-forwarded-proto", proto);
-    set(headers, "x-forwarded-host", host);
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    if fields.xff {
+        let ip = &client.ip;
+        let previous: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let xff = if previous.is_empty() {
+            ip.clone()
+        } else {
+            format!("{}, {ip}", previous.join(", "))
+        };
+        set(headers, "x-forwarded-for", &xff);
+    }
+    if fields.proto {
+        set(
+            headers,
+            "x-forwarded-proto",
+            if client.tls { "https" } else { "http" },
+        );
+    }
+    if fields.host {
+        set(headers, "x-forwarded-host", host);
+    }
+    if fields.forwarded
+        && let Ok(v) = HeaderValue::from_str(&forwarded(client, host))
+    {
         headers.append(header::FORWARDED, v);
     }
 }
@@ -255,7 +270,7 @@ mod tests {
             ("forwarded", "for=192.0.2.1"),
         ]);
         let client = ClientInfo::new("198.51.100.10".parse().unwrap(), false);
-        add_forwarding(&mut m, &client, "todo.example:8080");
+        add_forwarding(&mut m, &client, "todo.example:8080", ForwardingFields::ALL);
         assert_eq!(m["x-forwarded-for"], "192.0.2.1, 192.0.2.2, 198.51.100.10");
         assert_eq!(m["x-forwarded-proto"], "http");
         assert_eq!(m["x-forwarded-host"], "todo.example:8080");
@@ -268,7 +283,7 @@ mod tests {
 
         let mut m = HeaderMap::new();
         let v6 = ClientInfo::new("2001:db8::7".parse().unwrap(), true);
-        add_forwarding(&mut m, &v6, "shop.example");
+        add_forwarding(&mut m, &v6, "shop.example", ForwardingFields::ALL);
         assert_eq!(m["x-forwarded-for"], "2001:db8::7");
         assert_eq!(
             m["forwarded"],
@@ -277,8 +292,48 @@ mod tests {
         // A v4-mapped address (dual-stack listener) is shown as IPv4.
         let mut m = HeaderMap::new();
         let mapped = ClientInfo::new("::ffff:192.0.2.9".parse().unwrap(), false);
-        add_forwarding(&mut m, &mapped, "a");
+        add_forwarding(&mut m, &mapped, "a", ForwardingFields::ALL);
         assert_eq!(m["x-forwarded-for"], "192.0.2.9");
+    }
+
+    #[test]
+    fn only_the_pools_forwarding_fields() {
+        let sent = [
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed.example"),
+        ];
+        let client = ClientInfo::new("198.51.100.10".parse().unwrap(), false);
+        let mut m = map(&sent);
+        add_forwarding(&mut m, &client, "todo.example", ForwardingFields::NONE);
+        assert_eq!(
+            m,
+            map(&sent),
+            "a field left out passes as the client sent it"
+        );
+        let only_xff = ForwardingFields {
+            xff: true,
+            ..ForwardingFields::NONE
+        };
+        let mut m = map(&sent);
+        add_forwarding(&mut m, &client, "todo.example", only_xff);
+        assert_eq!(m["x-forwarded-for"], "192.0.2.1, 198.51.100.10");
+        assert_eq!(m["x-forwarded-proto"], "https");
+        assert_eq!(m["x-forwarded-host"], "spoofed.example");
+        assert!(!m.contains_key("forwarded"));
+        let no_xff = ForwardingFields {
+            xff: false,
+            ..ForwardingFields::ALL
+        };
+        let mut m = map(&sent);
+        add_forwarding(&mut m, &client, "todo.example", no_xff);
+        assert_eq!(m["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(m["x-forwarded-proto"], "http");
+        assert_eq!(m["x-forwarded-host"], "todo.example");
+        assert_eq!(
+            m["forwarded"],
+            "for=198.51.100.10;proto=http;host=todo.example"
+        );
     }
 
     #[test]

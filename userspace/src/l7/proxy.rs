@@ -256,7 +256,7 @@ async fn forward_raw(
 ) -> (Response<Body>, Option<SocketAddr>) {
     pool.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let mut request = Vec::with_capacity(512);
-    crate::l7::raw::encode_h2_request(&req, &conn.forwarding, &mut request);
+    crate::l7::raw::encode_h2_request(&req, &conn.forwarding, pool.config.forwarding, &mut request);
     let head_only = req.method() == Method::HEAD;
     let (result, server) = crate::l7::raw::forward(pool, &request, req.headers(), head_only).await;
     match result {
@@ -289,7 +289,12 @@ async fn forward(
         _ => None,
     };
     let host_text = host_value.to_str().unwrap_or("").to_owned();
-    headers::add_forwarding(&mut parts.headers, &conn.forwarding, &host_text);
+    headers::add_forwarding(
+        &mut parts.headers,
+        &conn.forwarding,
+        &host_text,
+        pool.config.forwarding,
+    );
     if let (Some(u), Some(_)) = (hop.upgrade, &down_upgrade) {
         headers::restore_upgrade(&mut parts.headers, u);
     }

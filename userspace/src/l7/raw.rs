@@ -5,7 +5,7 @@
 //! HTTP/1.1 fast path, and leaves out hyper's client, whose connection task, channels and
 //! wake-ups cost more than the exchange itself.
 
-use crate::config::HttpProtocol;
+use crate::config::{ForwardingFields, HttpProtocol};
 use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::body::{Body, RawBody, RawFraming, Silence};
 use crate::l7::chunked::ChunkedScanner;
@@ -40,8 +40,13 @@ pub fn takes<B: http_body::Body>(req: &Request<B>, pool: &Pool) -> bool {
 }
 
 /// The HTTP/1.1 request for an HTTP/2 one: `:authority` as Host first, the client's fields
-/// but hop-by-hop ones, then the forwarding fields (as the general path adds them).
-pub fn encode_h2_request<B>(req: &Request<B>, client: &ClientInfo, out: &mut Vec<u8>) {
+/// but hop-by-hop ones, then the pool's forwarding fields (as the general path adds them).
+pub fn encode_h2_request<B>(
+    req: &Request<B>,
+    client: &ClientInfo,
+    fields: ForwardingFields,
+    out: &mut Vec<u8>,
+) {
     let host = req.uri().authority().map_or("", |a| a.as_str());
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
@@ -58,8 +63,10 @@ pub fn encode_h2_request<B>(req: &Request<B>, client: &ClientInfo, out: &mut Vec
     for (name, value) in req.headers() {
         let n = name.as_str();
         match n {
-            "host" | "x-forwarded-proto" | "x-forwarded-host" => continue,
-            "x-forwarded-for" => {
+            "host" => continue,
+            "x-forwarded-proto" if fields.proto => continue,
+            "x-forwarded-host" if fields.host => continue,
+            "x-forwarded-for" if fields.xff => {
                 xff.push(value.as_bytes());
                 continue;
             }
@@ -68,19 +75,28 @@ pub fn encode_h2_request<B>(req: &Request<B>, client: &ClientInfo, out: &mut Vec
         }
         push(out, n.as_bytes(), value.as_bytes());
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for previous in xff {
-        out.extend_from_slice(previous);
-        out.extend_from_slice(b", ");
+    if fields.xff {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for previous in xff {
+            out.extend_from_slice(previous);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(client.ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(client.ip.as_bytes());
+    if fields.proto {
+        let proto: &[u8] = if client.tls { b"https" } else { b"http" };
+        push(out, b"x-forwarded-proto", proto);
+    }
+    if fields.host {
+        push(out, b"x-forwarded-host", host.as_bytes());
+    }
+    if fields.forwarded {
+        out.extend_from_slice(b"forwarded: ");
+        push_forwarded(out, client, host);
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"\r\n");
-    let proto: &[u8] = if client.tls { b"https" } else { b"http" };
-    push(out, b"x-forwarded-proto", proto);
-    push(out, b"x-forwarded-host", host.as_bytes());
-    out.extend_from_slice(b"forwarded: ");
-    push_forwarded(out, client, host);
-    out.extend_from_slice(b"\r\n\r\n");
 }
 
 fn push(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -340,13 +356,32 @@ mod tests {
                 .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
             true,
         );
-        encode_h2_request(&req, &client, &mut out);
+        encode_h2_request(&req, &client, ForwardingFields::ALL, &mut out);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "GET /p?q HTTP/1.1\r\nhost: todo.example:8443\r\nx-a: 1\r\nx-a: 2\r\n\
              x-forwarded-for: 192.0.2.1, 2001:db8::7\r\nx-forwarded-proto: https\r\n\
              x-forwarded-host: todo.example:8443\r\n\
              forwarded: for=\"[2001:db8::7]\";proto=https;host=\"todo.example:8443\"\r\n\r\n"
+        );
+        // Only X-Forwarded-For: the client's X-Forwarded-Proto goes on as it came.
+        let mut out = Vec::new();
+        let only_xff = ForwardingFields {
+            xff: true,
+            ..ForwardingFields::NONE
+        };
+        encode_h2_request(&req, &client, only_xff, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET /p?q HTTP/1.1\r\nhost: todo.example:8443\r\nx-a: 1\r\nx-a: 2\r\n\
+             x-forwarded-proto: spoofed\r\nx-forwarded-for: 192.0.2.1, 2001:db8::7\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        encode_h2_request(&req, &client, ForwardingFields::NONE, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET /p?q HTTP/1.1\r\nhost: todo.example:8443\r\nx-a: 1\r\nx-a: 2\r\n\
+             x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: spoofed\r\n\r\n"
         );
     }
 

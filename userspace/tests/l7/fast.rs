@@ -46,6 +46,42 @@ async fn plain_get_goes_byte_for_byte_both_ways() {
     assert_eq!(fast_count(&p), 1);
 }
 
+/// A pool's `forwarding` list on both HTTP/1 paths: the fields left out are neither added
+/// nor replaced, whatever the client sent under their names goes on as it came.
+#[tokio::test]
+async fn only_the_pools_forwarding_fields_are_added() {
+    let request = b"GET / HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 192.0.2.7\r\n\
+                    X-Forwarded-Proto: https\r\nX-Forwarded-Host: other.example\r\n\r\n";
+    let fields = "forwarding = [\"x-forwarded-for\"]";
+    // The fast path, and the general one (a hashed pool is handed over).
+    for (pool_extra, fast) in [
+        (fields.to_owned(), 1),
+        (format!("{fields}\nbalance = \"hash-header:x-user\""), 0),
+    ] {
+        let mut b =
+            Backend::scripted("b", reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).await;
+        let (p, addr) = proxy(&simple(&[&b], &pool_extra, ""));
+        let r = exchange(addr, request).await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        let sent = b.request().await.to_ascii_lowercase();
+        assert!(
+            sent.contains("x-forwarded-for: 192.0.2.7, 127.0.0.1\r\n"),
+            "{pool_extra}: {sent}"
+        );
+        assert!(
+            sent.contains("x-forwarded-proto: https\r\n"),
+            "{pool_extra}: {sent}"
+        );
+        assert!(
+            sent.contains("x-forwarded-host: other.example\r\n"),
+            "{pool_extra}: {sent}"
+        );
+        assert!(!sent.contains("forwarded: for="), "{pool_extra}: {sent}");
+        assert_eq!(sent.matches("x-forwarded-proto").count(), 1, "{sent}");
+        assert_eq!(fast_count(&p), fast, "{pool_extra}");
+    }
+}
+
 #[tokio::test]
 async fn chunked_response_and_its_trailers_are_relayed_unchanged() {
     let b = Backend::scripted(
