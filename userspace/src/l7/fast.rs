@@ -22,7 +22,7 @@ use crate::config::{Balance, HttpProtocol};
 use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::chunked::ChunkedScanner;
 use crate::l7::clock;
-use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED};
+use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED, push_field};
 use crate::l7::pool::{Claim, Pool, Server, Timeouts};
 use crate::l7::proxy::{Access, ConnInfo};
 use crate::l7::response_fields::{self, Framing};
@@ -356,7 +356,8 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let fields = pool.config.forwarding;
-    let mut xff: Option<(&str, Vec<&[u8]>)> = None;
+    let mut xff_name = "x-forwarded-for";
+    let mut xff: Vec<&[u8]> = Vec::new();
     let mut proto_name = "x-forwarded-proto";
     let mut host_name = "x-forwarded-host";
     for f in req.headers.iter() {
@@ -370,9 +371,10 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
             continue;
         }
         if fields.xff && eq(name, "x-forwarded-for") {
-            xff.get_or_insert_with(|| (name, Vec::new()))
-                .1
-                .push(f.value);
+            if xff.is_empty() {
+                xff_name = name;
+            }
+            xff.push(f.value);
             continue;
         }
         if fields.proto && eq(name, "x-forwarded-proto") {
@@ -389,37 +391,15 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
         // Hop-by-hop, so skipped above; the body goes on in the same coding.
         push_field(out, b"transfer-encoding", b"chunked");
     }
-    let ip = info.forwarding.ip.as_bytes();
-    match xff {
-        Some((name, previous)) => {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            for p in previous {
-                out.extend_from_slice(p);
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(ip);
-            out.extend_from_slice(b"\r\n");
-        }
-        None if fields.xff => push_field(out, b"x-forwarded-for", ip),
-        None => {}
-    }
-    if fields.proto {
-        let proto: &[u8] = if info.forwarding.tls {
-            b"https"
-        } else {
-            b"http"
-        };
-        push_field(out, proto_name.as_bytes(), proto);
-    }
-    if fields.host {
-        push_field(out, host_name.as_bytes(), host_raw);
-    }
-    if fields.forwarded {
-        out.extend_from_slice(b"forwarded: ");
-        headers::push_forwarded(out, &info.forwarding, host_text);
-        out.extend_from_slice(b"\r\n");
-    }
+    headers::push_forwarding(
+        out,
+        &info.forwarding,
+        fields,
+        [xff_name, proto_name, host_name],
+        &xff,
+        host_raw,
+        host_text,
+    );
     out.extend_from_slice(b"\r\n");
 
     let access = view.access_log.then(|| Access {
@@ -451,13 +431,6 @@ fn decimal(value: &[u8]) -> Option<u64> {
 
 fn plain_target_byte(b: u8) -> bool {
     (0x21..=0x7e).contains(&b) && !b"\"#<>\\^`{|}".contains(&b)
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Spare connection buffers a worker thread keeps (at most this many sets).

@@ -172,6 +172,53 @@ pub fn push_forwarded(out: &mut Vec<u8>, client: &ClientInfo, host: &str) {
     }
 }
 
+/// A field line of an HTTP/1 head.
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The pool's forwarding fields at the end of an HTTP/1 request head written by hand (the
+/// fast and raw paths), as [`add_forwarding`] sets them on the general path. `names`: how
+/// X-Forwarded-For, -Proto and -Host are spelt (the client's spelling where it sent one);
+/// `xff`: the client's X-Forwarded-For values, which the new one continues; `host_raw`: the
+/// host as the client wrote it, `host` its text.
+pub fn push_forwarding(
+    out: &mut Vec<u8>,
+    client: &ClientInfo,
+    fields: ForwardingFields,
+    names: [&str; 3],
+    xff: &[&[u8]],
+    host_raw: &[u8],
+    host: &str,
+) {
+    let [xff_name, proto_name, host_name] = names;
+    if fields.xff {
+        out.extend_from_slice(xff_name.as_bytes());
+        out.extend_from_slice(b": ");
+        for previous in xff {
+            out.extend_from_slice(previous);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(client.ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if fields.proto {
+        let proto: &[u8] = if client.tls { b"https" } else { b"http" };
+        push_field(out, proto_name.as_bytes(), proto);
+    }
+    if fields.host {
+        push_field(out, host_name.as_bytes(), host_raw);
+    }
+    if fields.forwarded {
+        out.extend_from_slice(b"forwarded: ");
+        push_forwarded(out, client, host);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Puts the upgrade request back after stripping, so the backend sees it.
 pub fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -10,7 +10,7 @@ use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::body::{Body, RawBody, RawFraming, Silence};
 use crate::l7::chunked::ChunkedScanner;
 use crate::l7::clock;
-use crate::l7::headers::{ClientInfo, HOP_BY_HOP, push_forwarded};
+use crate::l7::headers::{ClientInfo, HOP_BY_HOP, push_field, push_forwarding};
 use crate::l7::metrics::PoolMetrics;
 use crate::l7::pool::{Pool, Server, Timeouts};
 use crate::l7::response_fields::{self, Framing};
@@ -73,36 +73,17 @@ pub fn encode_h2_request<B>(
             _ if HOP_BY_HOP.contains(&n) => continue,
             _ => {}
         }
-        push(out, n.as_bytes(), value.as_bytes());
+        push_field(out, n.as_bytes(), value.as_bytes());
     }
-    if fields.xff {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        for previous in xff {
-            out.extend_from_slice(previous);
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(client.ip.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if fields.proto {
-        let proto: &[u8] = if client.tls { b"https" } else { b"http" };
-        push(out, b"x-forwarded-proto", proto);
-    }
-    if fields.host {
-        push(out, b"x-forwarded-host", host.as_bytes());
-    }
-    if fields.forwarded {
-        out.extend_from_slice(b"forwarded: ");
-        push_forwarded(out, client, host);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
+    push_forwarding(
+        out,
+        client,
+        fields,
+        ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"],
+        &xff,
+        host.as_bytes(),
+        host,
+    );
     out.extend_from_slice(b"\r\n");
 }
 
