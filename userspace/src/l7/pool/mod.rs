@@ -69,9 +69,8 @@ impl Pool {
         // every reload or discovery event would send the first server of the sequence an extra
         // request each time, and a pool rebuilt often (containers coming and going elsewhere)
         // would lean on that server.
-        let tick = previous
-            .filter(|p| p.name == config.name)
-            .map_or(0, |p| p.tick.load(Ordering::Relaxed));
+        let same_pool = previous.filter(|p| p.name == config.name);
+        let tick = same_pool.map_or(0, |p| p.tick.load(Ordering::Relaxed));
         Pool {
             name: config.name.clone(),
             config: config.clone(),
@@ -83,10 +82,7 @@ impl Pool {
             },
             sequence: balance::round_robin_sequence(&weights),
             tick: AtomicUsize::new(tick),
-            metrics: previous
-                .filter(|p| p.name == config.name)
-                .map(|p| p.metrics.clone())
-                .unwrap_or_default(),
+            metrics: same_pool.map(|p| p.metrics.clone()).unwrap_or_default(),
             servers,
         }
     }
