@@ -491,12 +491,16 @@ fn write_configs(dir: &Path, tls: bool, posts: &[usize]) -> Result<()> {
             d = dir.display()
         ),
     )?;
+    // Both proxies send nginx the same request: HAProxy's `option forwardfor` adds only
+    // `X-Forwarded-For`, so portier's pools add only that of their four default fields.
     let routes = format!(
         "[[l7.route]]\nhost = \"todo.example\"\npool = \"todo\"\n\n\
          [[l7.route]]\nhost = \"shop.example\"\npool = \"shop\"\n\n\
          [[l7.route]]\nhost = \"*\"\npool = \"todo\"\n\n\
-         [[l7.pool]]\nname = \"todo\"\nservers = [{{ address = \"127.0.0.1:{BACKEND_H1}\" }}]\n\n\
-         [[l7.pool]]\nname = \"shop\"\nservers = [{{ address = \"127.0.0.1:{BACKEND_H1}\" }}]\n"
+         [[l7.pool]]\nname = \"todo\"\nservers = [{{ address = \"127.0.0.1:{BACKEND_H1}\" }}]\n\
+         forwarding = [\"x-forwarded-for\"]\n\n\
+         [[l7.pool]]\nname = \"shop\"\nservers = [{{ address = \"127.0.0.1:{BACKEND_H1}\" }}]\n\
+         forwarding = [\"x-forwarded-for\"]\n"
     );
     let (cert, key, pem) = (
         dir.join("cert.pem"),
