@@ -4,7 +4,8 @@
 //!
 //! Everything runs on loopback. CPU 1 holds the proxy under test (portier with its tokio
 //! workers, or HAProxy with one thread); CPU 0 holds the load generator and the backend
-//! (nginx, one worker), the same for all three targets. Shapes: `get`, HTTP/1.1 GET with wrk,
+//! (nginx, one worker), the same for all three targets, and both proxies send nginx the same
+//! request (X-Forwarded-For their only added field). Shapes: `get`, HTTP/1.1 GET with wrk,
 //! 64 keep-alive connections; `post`, the same with a 2 KB request body (a wrk Lua script);
 //! `h2c`, HTTP/2 with h2load, 64 connections with 10 streams each, prior knowledge.
 //! `--baseline PATH` adds another portier binary (an earlier build) as a fourth target, so a
