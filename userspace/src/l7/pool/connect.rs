@@ -19,9 +19,10 @@ use tokio::net::TcpStream;
 /// before it had read the body) was slow to take them, and the connection's next request
 /// queued behind all of it; bounded here (the kernel doubles it: 128 KB), the bytes wait in
 /// the client's receive queue instead, as behind HAProxy's 16 KB buffers, and a server
-/// connection's kernel memory has a bound. 16 uploads of 1 MB (2026-12-03): 1.08-1.16x the
-/// requests/s of unbounded in three matrix runs, at 1.06-1.24x its CPU per request (more,
-/// smaller splices; still a third of HAProxy's). Requests without a large body never fill it.
+/// connection's kernel memory has a bound. 16 uploads of 1 MB (2026-12-03): 1.16, 1.08, 1.16
+/// and 0.96x the requests/s of unbounded in four matrix runs, 0.98-1.24x its CPU per request
+/// (more, smaller splices; still a third of HAProxy's); in direct wrk runs 1.41-1.44k
+/// requests/s against 0.93-1.00k. Requests without a large body never fill it.
 const SEND_BUFFER: usize = 64 * 1024;
 
 fn bound_send_queue(stream: &TcpStream) -> std::io::Result<()> {
