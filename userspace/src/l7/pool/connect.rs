@@ -201,23 +201,33 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::Pool;
+    use crate::config::ServerConfig;
 
     #[tokio::test]
-    async fn a_server_connection_has_a_bounded_send_buffer() {
+    async fn a_connection_to_a_server_has_a_bounded_send_buffer() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let stream = TcpStream::connect(listener.local_addr().expect("addr"))
+        let mut c = crate::config::discovery::pool_defaults();
+        c.name = "todo".into();
+        c.servers = vec![ServerConfig {
+            address: listener.local_addr().expect("addr"),
+            weight: 1,
+            sni: None,
+        }];
+        let pool = Pool::new(&c, None, None);
+        let stream = pool.servers[0]
+            .connect_raw(&pool.timeouts)
             .await
             .expect("connect");
-        bound_send_queue(&stream).expect("setsockopt");
-        // Linux doubles what is asked, for its own bookkeeping, and fixes it there.
+        // Linux doubles what is asked, for its own bookkeeping, and fixes it there; left to
+        // autotuning it would start at tcp_wmem's default (16 KB here).
         assert_eq!(
             socket2::SockRef::from(&stream)
                 .send_buffer_size()
                 .expect("getsockopt"),
-            2 * SEND_BUFFER
+            2 * super::SEND_BUFFER
         );
     }
 }
