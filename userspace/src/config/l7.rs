@@ -858,9 +858,9 @@ fn pool_settings(
                 }
                 *flag = true;
             }
-            Some(chosen)
+            chosen
         }
-        None => Some(ForwardingFields::ALL),
+        None => ForwardingFields::ALL,
     };
     (|| {
         Some(PoolConfig {
@@ -880,7 +880,7 @@ fn pool_settings(
             eject_after: eject_after?,
             eject_ms: eject_ms?,
             tunnel_timeout_ms: tunnel_timeout_ms?,
-            forwarding: forwarding?,
+            forwarding,
         })
     })()
 }

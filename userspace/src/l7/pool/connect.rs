@@ -25,10 +25,6 @@ use tokio::net::TcpStream;
 /// requests/s against 0.93-1.00k. Requests without a large body never fill it.
 const SEND_BUFFER: usize = 64 * 1024;
 
-fn bound_send_queue(stream: &TcpStream) -> std::io::Result<()> {
-    socket2::SockRef::from(stream).set_send_buffer_size(SEND_BUFFER)
-}
-
 impl Server {
     pub(super) async fn connect_tcp(&self, t: &Timeouts) -> Result<TcpStream, String> {
         let stream = match tokio::time::timeout(t.connect, TcpStream::connect(self.address)).await {
@@ -37,7 +33,7 @@ impl Server {
             Err(_) => return Err(format!("connect to {}: timed out", self.address)),
         };
         let _ = stream.set_nodelay(true);
-        let _ = bound_send_queue(&stream);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         self.metrics.connects.fetch_add(1, Ordering::Relaxed);
         Ok(stream)
     }
