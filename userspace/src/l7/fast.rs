@@ -762,6 +762,9 @@ where
     let t = &plan.pool.timeouts;
     let head_read = client.io.spliceable().then_some(HEAD_READ);
     let mut reused = true;
+    // The server answered and stopped taking the body: the client's connection closes after
+    // the answer, its body's rest unread.
+    let mut cut_short = false;
     let mut up = match server.take_raw(t.idle) {
         Some(c) => c,
         None => {
@@ -795,10 +798,19 @@ where
             }
         }
     } else {
-        send_body(client, &mut up, request, plan, info, t, s).await?;
-        read_head(&mut up, plan, t, head_read, s)
-            .await
-            .map_err(|e| e.fail(server))?
+        match send_body(client, &mut up, request, plan, info, t, s).await {
+            Ok(()) => read_head(&mut up, plan, t, head_read, s)
+                .await
+                .map_err(|e| e.fail(server))?,
+            Err(Fail::Upstream(e)) => match answer_received(&up, plan, s) {
+                Some(head) => {
+                    cut_short = true;
+                    head
+                }
+                None => return Err(Fail::Upstream(e)),
+            },
+            Err(e) => return Err(e),
+        }
     };
     // Logged with the head, as the general path does, before the body streams.
     log_access(plan, info, head.status, Some(server.address));
@@ -806,7 +818,7 @@ where
         stream: Some(up),
         server,
         claim: Some(claim),
-        reusable: head.reusable,
+        reusable: head.reusable && !cut_short,
     };
     let keep_client = relay_body(
         client.io,
@@ -818,7 +830,57 @@ where
         s,
     )
     .await?;
-    Ok((head.status, keep_client))
+    Ok((head.status, keep_client && !cut_short))
+}
+
+/// The response a server sent before it stopped taking the request body: an answer given on
+/// the head (a 413 over a size limit, a 401, a redirect) by a server that then closes, or
+/// that waits without reading the rest. It is the client's answer, as HAProxy relays it, not
+/// a failure of the server (which a 502 would count against it). Only what has arrived
+/// counts: read without waiting, past what tokio knows of the socket's readiness, since the
+/// bytes came while the body was being written. A complete final head is rewritten into
+/// `s.to` with `Connection: close` (the body's rest is unread); what follows it in `s.from`
+/// starts the response body.
+fn answer_received(up: &TcpStream, plan: &Plan, s: &mut Scratch) -> Option<ResponseHead> {
+    use std::os::fd::AsRawFd;
+    s.from.clear();
+    while s.from.len() <= MAX_RESPONSE_HEAD {
+        s.from.reserve(8192);
+        let room = s.from.spare_capacity_mut();
+        // SAFETY: a non-blocking read into the vector's spare capacity, of at most its length;
+        // the bytes the kernel wrote are then counted in.
+        let n = unsafe {
+            libc::recv(
+                up.as_raw_fd(),
+                room.as_mut_ptr().cast(),
+                room.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let Ok(n) = usize::try_from(n) else { break };
+        if n == 0 {
+            break;
+        }
+        // SAFETY: the kernel initialised `n` bytes past the length.
+        unsafe { s.from.set_len(s.from.len() + n) };
+    }
+    loop {
+        match rewrite_response_head(&s.from, plan, &mut s.to) {
+            Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
+                s.from.drain(..h.len);
+            }
+            Ok(Some(h)) if h.status >= 200 => {
+                if !(plan.client_close || h.framing == Framing::Close) {
+                    // The rewritten head ends with its blank line; the field goes before it.
+                    s.to.truncate(s.to.len().saturating_sub(2));
+                    push_field(&mut s.to, b"connection", b"close");
+                    s.to.extend_from_slice(b"\r\n");
+                }
+                return Some(h);
+            }
+            _ => return None,
+        }
+    }
 }
 
 async fn connect(server: &Server, t: &Timeouts) -> Result<TcpStream, Fail> {

@@ -317,3 +317,77 @@ async fn bytes_a_server_sends_past_a_long_body_never_reach_a_client() {
     assert_eq!(body(&c.response().await), "right");
     assert_eq!(b.connections.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() {
+    // A server with a size limit: it answers on the head and closes at once, the body
+    // unread, so its kernel resets the connection behind the answer.
+    let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = refuser.local_addr().unwrap();
+    let answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large";
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = refuser.accept().await {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(answer).await;
+        }
+    });
+    let l7 = format!(
+        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+         [[l7.pool]]\nname = \"p\"\neject_after = 1\nservers = [{{ address = \"{server}\" }}]\n"
+    );
+    let (p, addr) = proxy(&l7);
+    let n: usize = 8 << 20;
+    // By length (spliced) and chunked (copied): far more than the sockets between hold.
+    let by_length = (
+        format!("PUT /doc HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n"),
+        pattern(6, n),
+    );
+    let mut chunks = Vec::new();
+    for piece in pattern(7, n).chunks(1 << 20) {
+        chunks.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunks.extend_from_slice(piece);
+        chunks.extend_from_slice(b"\r\n");
+    }
+    chunks.extend_from_slice(b"0\r\n\r\n");
+    let chunked = (
+        "PUT /doc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned(),
+        chunks,
+    );
+    for (head, body) in [by_length, chunked] {
+        let mut c = Client::connect(addr).await;
+        c.send(head.as_bytes()).await;
+        // The client reads while it sends, as curl does.
+        let (mut rd, mut wr) = c.stream().get_mut().split();
+        let send = async {
+            let _ = wr.write_all(&body).await;
+        };
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(WAIT, rd.read_to_end(&mut got));
+        let (_, r) = tokio::join!(send, read);
+        // The proxy closes with the rest of the upload unread: the close may be a reset,
+        // after the answer.
+        let _ = r.expect("the client connection stayed open");
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{head}: {text}"
+        );
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\ntoo large"), "{text}");
+    }
+    // The server's answer is not its failure: it stays in the pool.
+    let failures = p
+        .metrics()
+        .lines()
+        .any(|l| l.starts_with("portier_l7_server_failures_total") && l.ends_with(" 0"));
+    assert!(failures, "{}", p.metrics());
+    assert!(spliced(&p) > 0, "nothing was spliced");
+}
