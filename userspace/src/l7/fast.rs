@@ -786,6 +786,7 @@ where
                 )
                 .into());
             }
+            s.from.clear();
             match read_head(&mut up, plan, t, head_read, s).await {
                 Ok(h) => break h,
                 // A kept-alive connection the server closed meanwhile: nothing of this
@@ -798,8 +799,23 @@ where
             }
         }
     } else {
+        s.from.clear();
         match send_body(client, &mut up, request, plan, info, t, s).await {
-            Ok(()) => read_head(&mut up, plan, t, head_read, s)
+            Ok(Some(answer)) => {
+                log_access(plan, info, answer.status, Some(server.address));
+                if answer.body_sent {
+                    let clean = answer.clean && !crate::l7::splice::has_more(&up);
+                    let mut upstream = Upstream {
+                        stream: Some(up),
+                        server,
+                        claim: Some(claim),
+                        reusable: true,
+                    };
+                    upstream.release(clean);
+                }
+                return Ok((answer.status, answer.body_sent));
+            }
+            Ok(None) => read_head(&mut up, plan, t, head_read, s)
                 .await
                 .map_err(|e| e.fail(server))?,
             Err(Fail::Upstream(e)) => match answer_received(&up, plan, s) {
@@ -843,7 +859,7 @@ where
 /// starts the response body.
 fn answer_received(up: &TcpStream, plan: &Plan, s: &mut Scratch) -> Option<ResponseHead> {
     use std::os::fd::AsRawFd;
-    s.from.clear();
+    // `s.from` may hold the answer's start already, read while the body went out.
     while s.from.len() <= MAX_RESPONSE_HEAD {
         s.from.reserve(8192);
         let room = s.from.spare_capacity_mut();
@@ -893,7 +909,8 @@ async fn connect(server: &Server, t: &Timeouts) -> Result<TcpStream, Fail> {
 /// Sends the head with the body's first bytes in one write (read first, after a `100
 /// Continue` when the client waits for one, so a malformed start reaches no server), then
 /// the rest as the client sends it. Writes the server does not take within the response
-/// timeout fail the attempt.
+/// timeout fail the attempt. The server's answer when it came before the body's end and
+/// was relayed at once ([`Early`]).
 async fn send_body<I>(
     client: &mut Downstream<'_, I>,
     up: &mut TcpStream,
@@ -902,7 +919,7 @@ async fn send_body<I>(
     info: &ConnInfo,
     t: &Timeouts,
     s: &mut Scratch,
-) -> Result<(), Fail>
+) -> Result<Option<Answered>, Fail>
 where
     I: AsyncRead + AsyncWrite + Unpin + SpliceIo,
 {
@@ -937,16 +954,32 @@ where
         && client.io.spliceable()
         && let Ok(mut pipe) = Pipe::take()
     {
-        splice_request(
+        let mut early = Early {
+            from: &mut s.from,
+            to: &mut s.to,
+            plan,
+            watching: true,
+            answered: None,
+        };
+        let result = splice_request(
             client,
             up,
             &mut pipe,
             left,
             t.response,
             &info.metrics.spliced_bytes,
+            &mut early,
         )
-        .await?;
-        return Ok(());
+        .await;
+        return match (result, early.answered) {
+            (Ok(()), answered) => Ok(answered),
+            // The client has its answer: what failed after it only closes both connections.
+            (Err(_), Some(a)) => Ok(Some(Answered {
+                body_sent: false,
+                ..a
+            })),
+            (Err(e), None) => Err(e),
+        };
     }
     while !body.is_done() {
         client.read(body.read_size()).await.map_err(Fail::Client)?;
@@ -954,48 +987,168 @@ where
         sent(tokio::time::timeout(t.response, up.write_all(&client.buf[..n])).await)?;
         client.buf.drain(..n);
     }
-    Ok(())
+    Ok(None)
+}
+
+/// A server's complete answer relayed while the request body was still on its way.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    status: u16,
+    /// The server sent nothing past its response.
+    clean: bool,
+    /// The whole body reached the server afterwards, so both connections are at a boundary.
+    body_sent: bool,
+}
+
+/// A refusal of a long upload while its body is still on its way (a 413 over a size limit,
+/// a 401 or 403 of an auth check, a redirect, given on the head). HAProxy relays a server's
+/// answer at once; so does this for a refusal that is complete and small, and the client
+/// learns it without waiting for its whole body to pass (RFC 9112 9.5: a client that sees
+/// an error answer may stop sending). A server that keeps its connection still gets the
+/// body to its end, so both connections stay usable; one that closes gets no more, and the
+/// client connection closes after the answer.
+///
+/// A success (2xx) waits for the body's end, as before: a client is told its upload went
+/// through only once all of it has reached the server. Relaying nginx's early `return 200`
+/// at once also made the 1 MB upload row's p99 worse (median of six rounds 50 against 36 ms,
+/// 2026-12-03). A long or unframed answer waits too: relayed while the client still sends,
+/// it could stall a client that reads only after it has written.
+struct Early<'a> {
+    from: &'a mut Vec<u8>,
+    to: &'a mut Vec<u8>,
+    plan: &'a Plan,
+    /// Off once answered, after a close, or once what came cannot be relayed early.
+    watching: bool,
+    answered: Option<Answered>,
+}
+
+impl Early<'_> {
+    /// Answered, and the server takes no more of the body.
+    fn cut_short(&self) -> bool {
+        self.answered.is_some_and(|a| !a.body_sent)
+    }
+
+    /// Reads what the server sent meanwhile; ready when new bytes came. Run only when the
+    /// body has to wait, so a body that flows costs nothing here.
+    fn poll_bytes(&mut self, cx: &mut std::task::Context<'_>, up: &TcpStream) -> Poll<()> {
+        while self.watching {
+            match up.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => self.watching = false,
+                Poll::Ready(Ok(())) => {
+                    self.from.reserve(8192);
+                    match up.try_read_buf(self.from) {
+                        Ok(0) => self.watching = false,
+                        Ok(_) => return Poll::Ready(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => self.watching = false,
+                    }
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Relays the answer if what came makes one that may go early.
+    async fn settle<I: AsyncWrite + Unpin>(&mut self, client: &mut I) -> Result<(), Fail> {
+        // The `100 Continue` a server sends to an `Expect`, and any other interim answer,
+        // are dropped as read_head drops them.
+        loop {
+            let head = match rewrite_response_head(self.from, self.plan, self.to) {
+                Ok(None) if self.from.len() <= MAX_RESPONSE_HEAD => return Ok(()),
+                Ok(Some(h)) if (100..200).contains(&h.status) && h.status != 101 => {
+                    self.from.drain(..h.len);
+                    continue;
+                }
+                Ok(Some(h)) if h.status >= 300 => h,
+                _ => {
+                    self.watching = false;
+                    return Ok(());
+                }
+            };
+            let end = match head.framing {
+                Framing::None => Some(head.len),
+                Framing::Length(n) => usize::try_from(n)
+                    .ok()
+                    .and_then(|n| n.checked_add(head.len)),
+                Framing::Chunked | Framing::Close => None,
+            };
+            let Some(end) = end.filter(|e| *e <= self.from.len()) else {
+                // Not whole yet (more may come), or long or unframed: the latter waits for
+                // the body's end.
+                if end.is_none() || self.from.len() > MAX_RESPONSE_HEAD {
+                    self.watching = false;
+                }
+                return Ok(());
+            };
+            if !(head.reusable || self.plan.client_close) {
+                // The server closes: so does the client's connection, its body's rest unread.
+                self.to.truncate(self.to.len().saturating_sub(2));
+                push_field(self.to, b"connection", b"close");
+                self.to.extend_from_slice(b"\r\n");
+            }
+            write_two(client, self.to, &self.from[head.len..end])
+                .await
+                .map_err(|_| Fail::Broken)?;
+            self.answered = Some(Answered {
+                status: head.status,
+                clean: self.from.len() == end,
+                body_sent: head.reusable,
+            });
+            self.from.clear();
+            self.watching = false;
+            return Ok(());
+        }
+    }
 }
 
 /// Moves the last `left` bytes of a request body by length from the client to the server
 /// through `pipe`, asking no more than the body's rest of the client (what follows is the
 /// next request's). The client's silence is bounded by the client timeout (its 408), the
 /// server's refusal to take bytes by the response timeout, as on the copying path.
-async fn splice_request<I: SpliceIo>(
+async fn splice_request<I: SpliceIo + AsyncWrite + Unpin>(
     client: &mut Downstream<'_, I>,
     up: &TcpStream,
     pipe: &mut Pipe,
     mut left: u64,
     limit: Duration,
     spliced: &AtomicU64,
+    early: &mut Early<'_>,
 ) -> Result<(), Fail> {
     let mut server_silence = Stall::default();
     while left > 0 {
         let max = usize::try_from(left).unwrap_or(usize::MAX).min(pipe.room());
         let (io, silence, timeout) = (&mut *client.io, &mut *client.silence, client.timeout);
-        let n = std::future::poll_fn(|cx| match io.poll_splice_in(cx, pipe, max) {
+        let step = std::future::poll_fn(|cx| match io.poll_splice_in(cx, pipe, max) {
             Poll::Ready(Ok(0) | Err(_)) => {
                 silence.progress();
                 Poll::Ready(Err(Fail::Client(ClientFail::Gone)))
             }
             Poll::Ready(Ok(n)) => {
                 silence.progress();
-                Poll::Ready(Ok(n))
+                Poll::Ready(Ok(Some(n)))
             }
             Poll::Pending if silence.pending(cx, timeout) => {
                 silence.progress();
                 Poll::Ready(Err(Fail::Client(ClientFail::Timeout)))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => early.poll_bytes(cx, up).map(|()| Ok(None)),
         })
         .await?;
+        let Some(n) = step else {
+            early.settle(&mut *client.io).await?;
+            if early.cut_short() {
+                return Ok(());
+            }
+            continue;
+        };
         spliced.fetch_add(n as u64, Ordering::Relaxed);
         left -= n as u64;
         while pipe.held() > 0 {
-            std::future::poll_fn(|cx| match pipe.poll_drain_to(cx, up) {
+            let answer = std::future::poll_fn(|cx| match pipe.poll_drain_to(cx, up) {
                 Poll::Ready(Ok(_)) => {
                     server_silence.progress();
-                    Poll::Ready(Ok(()))
+                    Poll::Ready(Ok(false))
                 }
                 Poll::Ready(Err(_)) => Poll::Ready(Err(Fail::Upstream(AttemptError::Sent(
                     DURING,
@@ -1004,9 +1157,15 @@ async fn splice_request<I: SpliceIo>(
                 Poll::Pending if server_silence.pending(cx, limit) => {
                     Poll::Ready(Err(Fail::Upstream(AttemptError::Timeout)))
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => early.poll_bytes(cx, up).map(|()| Ok(true)),
             })
             .await?;
+            if answer {
+                early.settle(&mut *client.io).await?;
+                if early.cut_short() {
+                    return Ok(());
+                }
+            }
         }
     }
     Ok(())
@@ -1034,7 +1193,7 @@ impl HeadError {
 }
 
 /// Reads up to the end of the final response head, writing the client's version of the
-/// head into `s.to`.
+/// head into `s.to`. What `s.from` holds already (read while the body went out) comes first.
 ///
 /// `head_read`: the most one read may take, when a long body's rest is better spliced than
 /// read along with the head.
@@ -1045,7 +1204,6 @@ async fn read_head(
     head_read: Option<usize>,
     s: &mut Scratch,
 ) -> Result<ResponseHead, HeadError> {
-    s.from.clear();
     let read = async {
         loop {
             if !s.from.is_empty() {

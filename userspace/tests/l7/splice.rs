@@ -391,3 +391,131 @@ async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() 
     assert!(failures, "{}", p.metrics());
     assert!(spliced(&p) > 0, "nothing was spliced");
 }
+
+/// A server that answers `/up` with `answer` as soon as its head is in, then reads and
+/// discards the body as nginx does (unless `close`: then it reads that many bytes of it
+/// and stops, closing 10 s later), and answers anything else with 200 "next".
+fn answering_early(
+    listener: tokio::net::TcpListener,
+    answer: &'static [u8],
+    close: Option<usize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let at = loop {
+                        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&got[..at]).to_lowercase();
+                    let len: usize = head
+                        .split("content-length: ")
+                        .nth(1)
+                        .and_then(|v| v.split("\r\n").next()?.parse().ok())
+                        .unwrap_or(0);
+                    got.drain(..at);
+                    if !head.starts_with("put /up ") {
+                        let _ = s.write_all(&response(b"next")).await;
+                        continue;
+                    }
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    let stop = close.unwrap_or(len);
+                    while got.len() < stop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if close.is_some() {
+                        // A lingering close: the connection stays a while, unread.
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        return;
+                    }
+                    got.drain(..len);
+                }
+            });
+        }
+    })
+}
+
+fn pool_of(server: std::net::SocketAddr) -> String {
+    format!(
+        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+         [[l7.pool]]\nname = \"p\"\nservers = [{{ address = \"{server}\" }}]\n"
+    )
+}
+
+#[tokio::test]
+async fn a_refusal_on_the_head_of_a_long_upload_reaches_the_client_before_its_body_ends() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let _s = answering_early(
+        listener,
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 6\r\n\r\ndenied",
+        None,
+    );
+    let (p, addr) = proxy(&pool_of(server));
+    let n: usize = 4 << 20;
+    let data = pattern(8, n);
+    let mut c = Client::connect(addr).await;
+    let mut req =
+        format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+    req.extend_from_slice(&data[..200_000]);
+    c.send(&req).await;
+    // The answer comes while most of the body has not even been sent.
+    let r = c.response().await;
+    assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{r}");
+    assert_eq!(body(&r), "denied");
+    // The server reads the rest: both connections stay in use for the next request.
+    let mut rest = data[200_000..].to_vec();
+    rest.extend_from_slice(&get("x", "/next"));
+    c.send(&rest).await;
+    assert_eq!(body(&c.response().await), "next");
+    assert!(spliced(&p) > 0, "nothing was spliced");
+    let one_connection = p
+        .metrics()
+        .lines()
+        .any(|l| l.starts_with("portier_l7_server_connects_total") && l.ends_with(" 1"));
+    assert!(one_connection, "{}", p.metrics());
+}
+
+#[tokio::test]
+async fn a_refusal_that_closes_ends_the_upload_and_the_client_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    // It reads 100 KB of the body after its answer, then neither reads nor closes for longer
+    // than the test waits.
+    let _s = answering_early(
+        listener,
+        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
+        Some(100_000),
+    );
+    let (p, addr) = proxy(&pool_of(server));
+    let n: usize = 8 << 20;
+    let mut c = Client::connect(addr).await;
+    let mut req =
+        format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+    req.extend_from_slice(&pattern(9, 300_000));
+    c.send(&req).await;
+    let r = c.response().await;
+    assert!(r.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{r}");
+    assert!(r.contains("\r\nconnection: close\r\n"), "{r}");
+    assert_eq!(body(&r), "too large");
+    assert!(c.closed().await);
+    let failures = p
+        .metrics()
+        .lines()
+        .any(|l| l.starts_with("portier_l7_server_failures_total") && l.ends_with(" 0"));
+    assert!(failures, "{}", p.metrics());
+}
