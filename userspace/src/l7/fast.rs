@@ -533,6 +533,16 @@ impl<I: AsyncRead + Unpin> Downstream<'_, I> {
     /// sends nothing for the client timeout (the timer is armed only when a read has to
     /// wait).
     async fn read(&mut self, want: usize) -> Result<(), ClientFail> {
+        self.read_watching(want, None).await.map(|_| ())
+    }
+
+    /// As `read`, and while the client has nothing, also looks for the server's answer on
+    /// `watch` (the request body going out): false when bytes of it came instead.
+    async fn read_watching(
+        &mut self,
+        want: usize,
+        mut watch: Option<(&TcpStream, &mut Early<'_>)>,
+    ) -> Result<bool, ClientFail> {
         self.buf.reserve(want);
         let (io, buf, silence, limit) = (
             &mut *self.io,
@@ -548,13 +558,16 @@ impl<I: AsyncRead + Unpin> Downstream<'_, I> {
                 }
                 Poll::Ready(Ok(_)) => {
                     silence.progress();
-                    Poll::Ready(Ok(()))
+                    Poll::Ready(Ok(true))
                 }
                 Poll::Pending if silence.pending(cx, limit) => {
                     silence.progress();
                     Poll::Ready(Err(ClientFail::Timeout))
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => match &mut watch {
+                    Some((up, early)) => early.poll_bytes(cx, up).map(|()| Ok(false)),
+                    None => Poll::Pending,
+                },
             }
         })
         .await
@@ -948,20 +961,20 @@ where
         Err(_) => Err(Fail::Upstream(AttemptError::Timeout)),
     };
     sent(tokio::time::timeout(t.response, up.write_all(&s.first)).await)?;
-    if let BodyLeft::Length(left) = body
+    let mut early = Early {
+        from: &mut s.from,
+        to: &mut s.to,
+        plan,
+        watching: true,
+        answered: None,
+    };
+    let result = if let BodyLeft::Length(left) = body
         && left >= SPLICE_MIN
         && client.buf.is_empty()
         && client.io.spliceable()
         && let Ok(mut pipe) = Pipe::take()
     {
-        let mut early = Early {
-            from: &mut s.from,
-            to: &mut s.to,
-            plan,
-            watching: true,
-            answered: None,
-        };
-        let result = splice_request(
+        splice_request(
             client,
             up,
             &mut pipe,
@@ -970,24 +983,89 @@ where
             &info.metrics.spliced_bytes,
             &mut early,
         )
-        .await;
-        return match (result, early.answered) {
-            (Ok(()), answered) => Ok(answered),
-            // The client has its answer: what failed after it only closes both connections.
-            (Err(_), Some(a)) => Ok(Some(Answered {
-                body_sent: false,
-                ..a
-            })),
-            (Err(e), None) => Err(e),
-        };
+        .await
+    } else {
+        copy_request(client, up, &mut body, info.max_body, t.response, &mut early).await
+    };
+    match (result, early.answered) {
+        (Ok(()), answered) => Ok(answered),
+        // The client has its answer: what failed after it only closes both connections.
+        (Err(_), Some(a)) => Ok(Some(Answered {
+            body_sent: false,
+            ..a
+        })),
+        (Err(e), None) => Err(e),
     }
+}
+
+/// Relays the rest of a request body the copying way (chunked bodies, short ones, TLS
+/// clients), watching for the server's answer whenever the client or the server makes it
+/// wait, as [`splice_request`] does. The server's refusal to take bytes is bounded by the
+/// response timeout.
+async fn copy_request<I: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Downstream<'_, I>,
+    up: &TcpStream,
+    body: &mut BodyLeft,
+    max_body: u64,
+    limit: Duration,
+    early: &mut Early<'_>,
+) -> Result<(), Fail> {
+    let mut server_silence = Stall::default();
     while !body.is_done() {
-        client.read(body.read_size()).await.map_err(Fail::Client)?;
-        let n = body.take(client.buf, info.max_body).map_err(Fail::Client)?;
-        sent(tokio::time::timeout(t.response, up.write_all(&client.buf[..n])).await)?;
+        if !client
+            .read_watching(body.read_size(), Some((up, &mut *early)))
+            .await
+            .map_err(Fail::Client)?
+        {
+            early.settle(&mut *client.io).await?;
+            if early.cut_short() {
+                return Ok(());
+            }
+            continue;
+        }
+        let n = body.take(client.buf, max_body).map_err(Fail::Client)?;
+        let mut at = 0;
+        while at < n {
+            let chunk = &client.buf[at..n];
+            let not_taken = || {
+                Fail::Upstream(AttemptError::Sent(
+                    DURING,
+                    "request body not taken".to_owned(),
+                ))
+            };
+            let wrote = std::future::poll_fn(|cx| {
+                loop {
+                    match up.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => match up.try_write(chunk) {
+                            Ok(k) => {
+                                server_silence.progress();
+                                return Poll::Ready(Ok(Some(k)));
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => return Poll::Ready(Err(not_taken())),
+                        },
+                        Poll::Ready(Err(_)) => return Poll::Ready(Err(not_taken())),
+                        Poll::Pending if server_silence.pending(cx, limit) => {
+                            return Poll::Ready(Err(Fail::Upstream(AttemptError::Timeout)));
+                        }
+                        Poll::Pending => return early.poll_bytes(cx, up).map(|()| Ok(None)),
+                    }
+                }
+            })
+            .await?;
+            match wrote {
+                Some(k) => at += k,
+                None => {
+                    early.settle(&mut *client.io).await?;
+                    if early.cut_short() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
         client.buf.drain(..n);
     }
-    Ok(None)
+    Ok(())
 }
 
 /// A server's complete answer relayed while the request body was still on its way.

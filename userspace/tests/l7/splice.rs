@@ -466,22 +466,24 @@ async fn a_refusal_on_the_head_of_a_long_upload_reaches_the_client_before_its_bo
         None,
     );
     let (p, addr) = proxy(&pool_of(server));
-    let n: usize = 4 << 20;
-    let data = pattern(8, n);
     let mut c = Client::connect(addr).await;
-    let mut req =
-        format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").into_bytes();
-    req.extend_from_slice(&data[..200_000]);
-    c.send(&req).await;
-    // The answer comes while most of the body has not even been sent.
-    let r = c.response().await;
-    assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{r}");
-    assert_eq!(body(&r), "denied");
-    // The server reads the rest: both connections stay in use for the next request.
-    let mut rest = data[200_000..].to_vec();
-    rest.extend_from_slice(&get("x", "/next"));
-    c.send(&rest).await;
-    assert_eq!(body(&c.response().await), "next");
+    // Spliced (4 MB, 200 KB sent before the answer), then copied (20 KB, 10 KB before it).
+    for (n, first) in [(4 << 20, 200_000), (20_000, 10_000)] {
+        let data = pattern(8, n);
+        let mut req =
+            format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+        req.extend_from_slice(&data[..first]);
+        c.send(&req).await;
+        // The answer comes while the rest of the body has not even been sent.
+        let r = c.response().await;
+        assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{n}: {r}");
+        assert_eq!(body(&r), "denied");
+        // The server reads the rest: both connections stay in use for the next request.
+        let mut rest = data[first..].to_vec();
+        rest.extend_from_slice(&get("x", "/next"));
+        c.send(&rest).await;
+        assert_eq!(body(&c.response().await), "next");
+    }
     assert!(spliced(&p) > 0, "nothing was spliced");
     let one_connection = p
         .metrics()
@@ -503,16 +505,25 @@ async fn a_refusal_that_closes_ends_the_upload_and_the_client_connection() {
     );
     let (p, addr) = proxy(&pool_of(server));
     let n: usize = 8 << 20;
-    let mut c = Client::connect(addr).await;
-    let mut req =
+    let mut chunked = b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in pattern(9, 300_000).chunks(30_000) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let mut by_length =
         format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").into_bytes();
-    req.extend_from_slice(&pattern(9, 300_000));
-    c.send(&req).await;
-    let r = c.response().await;
-    assert!(r.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{r}");
-    assert!(r.contains("\r\nconnection: close\r\n"), "{r}");
-    assert_eq!(body(&r), "too large");
-    assert!(c.closed().await);
+    by_length.extend_from_slice(&pattern(9, 300_000));
+    // By length (spliced) and chunked (copied), neither finished.
+    for req in [by_length, chunked] {
+        let mut c = Client::connect(addr).await;
+        c.send(&req).await;
+        let r = c.response().await;
+        assert!(r.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{r}");
+        assert!(r.contains("\r\nconnection: close\r\n"), "{r}");
+        assert_eq!(body(&r), "too large");
+        assert!(c.closed().await);
+    }
     let failures = p
         .metrics()
         .lines()
