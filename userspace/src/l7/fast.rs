@@ -17,6 +17,9 @@
 //! A request body is the client's to send: its silence is bounded by `client_timeout_ms`
 //! (408, counted against the client, never the server), the response timeout starts once it
 //! has been sent, and a request any byte of whose body went to a server is never sent again.
+//! The server may answer before the body's end: a refusal goes to the client at once
+//! (`Early`), and an answer that came before the server stopped taking the body is
+//! relayed rather than turned into a 502 (`answer_received`).
 
 use crate::config::{Balance, HttpProtocol};
 use crate::l7::attempt::{AttemptError, Attempts};
@@ -1078,7 +1081,7 @@ struct Answered {
     body_sent: bool,
 }
 
-/// A refusal of a long upload while its body is still on its way (a 413 over a size limit,
+/// A refusal of an upload while its body is still on its way (a 413 over a size limit,
 /// a 401 or 403 of an auth check, a redirect, given on the head). HAProxy relays a server's
 /// answer at once; so does this for a refusal that is complete and small, and the client
 /// learns it without waiting for its whole body to pass (RFC 9112 9.5: a client that sees
