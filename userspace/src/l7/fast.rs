@@ -902,17 +902,24 @@ fn answer_received(up: &TcpStream, plan: &Plan, s: &mut Scratch) -> Option<Respo
                 s.from.drain(..h.len);
             }
             Ok(Some(h)) if h.status >= 200 => {
-                if !(plan.client_close || h.framing == Framing::Close) {
-                    // The rewritten head ends with its blank line; the field goes before it.
-                    s.to.truncate(s.to.len().saturating_sub(2));
-                    push_field(&mut s.to, b"connection", b"close");
-                    s.to.extend_from_slice(b"\r\n");
-                }
+                close_after(&mut s.to, &h, plan);
                 return Some(h);
             }
             _ => return None,
         }
     }
+}
+
+/// Marks a head rewritten into `to` with `Connection: close` (the client's connection ends
+/// after this response), unless [`rewrite_response_head`] did already.
+fn close_after(to: &mut Vec<u8>, head: &ResponseHead, plan: &Plan) {
+    if plan.client_close || head.framing == Framing::Close {
+        return;
+    }
+    // The rewritten head ends with its blank line; the field goes before it.
+    to.truncate(to.len().saturating_sub(2));
+    push_field(to, b"connection", b"close");
+    to.extend_from_slice(b"\r\n");
 }
 
 async fn connect(server: &Server, t: &Timeouts) -> Result<TcpStream, Fail> {
@@ -1162,11 +1169,9 @@ impl Early<'_> {
                 }
                 return Ok(());
             };
-            if !(head.reusable || self.plan.client_close) {
+            if !head.reusable {
                 // The server closes: so does the client's connection, its body's rest unread.
-                self.to.truncate(self.to.len().saturating_sub(2));
-                push_field(self.to, b"connection", b"close");
-                self.to.extend_from_slice(b"\r\n");
+                close_after(self.to, &head, self.plan);
             }
             write_two(client, self.to, &self.from[head.len..end])
                 .await

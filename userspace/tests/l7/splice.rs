@@ -51,6 +51,43 @@ fn sized() -> Reply {
     })
 }
 
+/// Sends `body` while reading: what came back until the proxy closed, as text. The client
+/// keeps sending what the proxy takes, as curl does, so an answer before the body's end
+/// reaches it.
+async fn send_reading(c: &mut Client, body: &[u8]) -> String {
+    let (mut rd, mut wr) = c.stream().get_mut().split();
+    let send = async {
+        let _ = wr.write_all(body).await;
+    };
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(WAIT, rd.read_to_end(&mut got));
+    let (_, r) = tokio::join!(send, read);
+    // The proxy closes with the rest of the upload unread: the close may be a reset, after
+    // the answer.
+    let _ = r.expect("the client connection stayed open");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// `data` as chunks of `piece` bytes; `last`: with the final, empty chunk.
+fn chunked_body(data: &[u8], piece: usize, last: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in data.chunks(piece) {
+        out.extend_from_slice(format!("{:x}\r\n", p.len()).as_bytes());
+        out.extend_from_slice(p);
+        out.extend_from_slice(b"\r\n");
+    }
+    if last {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    out
+}
+
+fn no_server_failures(p: &portier::l7::L7) -> bool {
+    p.metrics()
+        .lines()
+        .any(|l| l.starts_with("portier_l7_server_failures_total") && l.ends_with(" 0"))
+}
+
 async fn raw_response(c: &mut Client) -> Vec<u8> {
     tokio::time::timeout(WAIT, read_message(c.stream(), true))
         .await
@@ -237,11 +274,7 @@ async fn a_long_upload_the_client_abandons_is_408_and_not_the_servers_fault() {
     assert!(r.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{r}");
     assert!(c.closed().await);
     assert!(spliced(&p) > 0, "nothing was spliced");
-    let failures = p
-        .metrics()
-        .lines()
-        .any(|l| l.starts_with("portier_l7_server_failures_total") && l.ends_with(" 0"));
-    assert!(failures, "{}", p.metrics());
+    assert!(no_server_failures(&p), "{}", p.metrics());
     assert_eq!(status(&exchange(addr, &get("x", "/")).await), 200);
     b.drain();
 }
@@ -276,19 +309,8 @@ async fn a_long_upload_the_server_stops_taking_is_502_and_never_retried() {
     let mut c = Client::connect(addr).await;
     c.send(format!("PUT /doc HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").as_bytes())
         .await;
-    let data = pattern(5, n);
-    // The client keeps sending what the proxy takes; once the proxy gives up it answers.
-    let (mut rd, mut wr) = c.stream().get_mut().split();
-    let send = async {
-        let _ = wr.write_all(&data).await;
-    };
-    let mut got = Vec::new();
-    let read = tokio::time::timeout(WAIT, rd.read_to_end(&mut got));
-    let (_, r) = tokio::join!(send, read);
-    // The proxy closes with the rest of the upload unread: the close may be a reset, after
-    // the answer.
-    let _ = r.expect("the client connection stayed open");
-    let text = String::from_utf8_lossy(&got);
+    // Once the proxy gives up it answers.
+    let text = send_reading(&mut c, &pattern(5, n)).await;
     assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
     reader.await.unwrap();
     second.no_request().await;
@@ -350,32 +372,14 @@ async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() 
         format!("PUT /doc HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n"),
         pattern(6, n),
     );
-    let mut chunks = Vec::new();
-    for piece in pattern(7, n).chunks(1 << 20) {
-        chunks.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        chunks.extend_from_slice(piece);
-        chunks.extend_from_slice(b"\r\n");
-    }
-    chunks.extend_from_slice(b"0\r\n\r\n");
     let chunked = (
         "PUT /doc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_owned(),
-        chunks,
+        chunked_body(&pattern(7, n), 1 << 20, true),
     );
     for (head, body) in [by_length, chunked] {
         let mut c = Client::connect(addr).await;
         c.send(head.as_bytes()).await;
-        // The client reads while it sends, as curl does.
-        let (mut rd, mut wr) = c.stream().get_mut().split();
-        let send = async {
-            let _ = wr.write_all(&body).await;
-        };
-        let mut got = Vec::new();
-        let read = tokio::time::timeout(WAIT, rd.read_to_end(&mut got));
-        let (_, r) = tokio::join!(send, read);
-        // The proxy closes with the rest of the upload unread: the close may be a reset,
-        // after the answer.
-        let _ = r.expect("the client connection stayed open");
-        let text = String::from_utf8_lossy(&got);
+        let text = send_reading(&mut c, &body).await;
         assert!(
             text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
             "{head}: {text}"
@@ -384,11 +388,7 @@ async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() 
         assert!(text.ends_with("\r\n\r\ntoo large"), "{text}");
     }
     // The server's answer is not its failure: it stays in the pool.
-    let failures = p
-        .metrics()
-        .lines()
-        .any(|l| l.starts_with("portier_l7_server_failures_total") && l.ends_with(" 0"));
-    assert!(failures, "{}", p.metrics());
+    assert!(no_server_failures(&p), "{}", p.metrics());
     assert!(spliced(&p) > 0, "nothing was spliced");
 }
 
@@ -506,11 +506,7 @@ async fn a_refusal_that_closes_ends_the_upload_and_the_client_connection() {
     let (p, addr) = proxy(&pool_of(server));
     let n: usize = 8 << 20;
     let mut chunked = b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    for piece in pattern(9, 300_000).chunks(30_000) {
-        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-        chunked.extend_from_slice(piece);
-        chunked.extend_from_slice(b"\r\n");
-    }
+    chunked.extend_from_slice(&chunked_body(&pattern(9, 300_000), 30_000, false));
     let mut by_length =
         format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").into_bytes();
     by_length.extend_from_slice(&pattern(9, 300_000));
@@ -524,9 +520,5 @@ async fn a_refusal_that_closes_ends_the_upload_and_the_client_connection() {
         assert_eq!(body(&r), "too large");
         assert!(c.closed().await);
     }
-    let failures = p
-        .metrics()
-        .lines()
-        .any(|l| l.starts_with("portier_l7_server_failures_total") && l.ends_with(" 0"));
-    assert!(failures, "{}", p.metrics());
+    assert!(no_server_failures(&p), "{}", p.metrics());
 }
