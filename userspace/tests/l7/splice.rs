@@ -392,6 +392,64 @@ async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() 
     assert!(spliced(&p) > 0, "nothing was spliced");
 }
 
+#[tokio::test]
+async fn an_upload_on_the_general_path_the_server_refuses_on_its_head_gets_the_servers_answer() {
+    // As above, for requests the fast path hands to hyper: an HTTP/1.0 client, and a chunked
+    // body whose request asks for trailers. Whether the answer or the reset is seen first is
+    // a race, so each goes several times.
+    let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = refuser.local_addr().unwrap();
+    let answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large";
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = refuser.accept().await {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(answer).await;
+        }
+    });
+    let l7 = format!(
+        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+         [[l7.pool]]\nname = \"p\"\neject_after = 1\nservers = [{{ address = \"{server}\" }}]\n"
+    );
+    let (p, addr) = proxy(&l7);
+    let n: usize = 4 << 20;
+    let http10 = (
+        format!("PUT /doc HTTP/1.0\r\nHost: x\r\nContent-Length: {n}\r\n\r\n"),
+        pattern(8, n),
+    );
+    let trailers = (
+        "PUT /doc HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_owned(),
+        chunked_body(&pattern(9, n), 1 << 20, true),
+    );
+    let before = metric(&p, "portier_l7_listener_fast_path_requests_total");
+    for (head, body) in [http10, trailers] {
+        for _ in 0..5 {
+            let mut c = Client::connect(addr).await;
+            c.send(head.as_bytes()).await;
+            let text = send_reading(&mut c, &body).await;
+            assert!(
+                text.starts_with("HTTP/1.") && text.contains(" 413 Payload Too Large\r\n"),
+                "{head}: {text}"
+            );
+            assert!(text.ends_with("\r\n\r\ntoo large"), "{text}");
+        }
+    }
+    assert_eq!(
+        metric(&p, "portier_l7_listener_fast_path_requests_total"),
+        before,
+        "the fast path took them"
+    );
+    assert!(no_server_failures(&p), "{}", p.metrics());
+}
+
 /// A server that answers `/up` with `answer` as soon as its head is in, then reads and
 /// discards the body as nginx does (unless `close`: then it reads that many bytes of it
 /// and stops, closing 10 s later), and answers anything else with 200 "next".

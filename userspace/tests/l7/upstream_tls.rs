@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -352,4 +352,81 @@ async fn a_servers_own_sni_wins_over_the_pools() {
     let r = exchange(addr, &get("x", "/")).await;
     assert_eq!(status(&r), 200, "{r}");
     assert_eq!(b.seen().await.sni.as_deref(), Some("backend.test"));
+}
+
+#[tokio::test]
+async fn an_upload_a_tls_server_refuses_on_its_head_gets_the_servers_answer() {
+    // A TLS server with a size limit: it answers on the head and closes, the body unread, so
+    // its kernel resets the connection behind the answer.
+    let pki = pki("refuse");
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&pki, &[b"http/1.1"]));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut r = BufReader::new(tls);
+            // The head only: the body stays unread.
+            let (mut head, mut line) = (Vec::new(), Vec::new());
+            while !head.ends_with(b"\r\n\r\n") {
+                line.clear();
+                match r.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => head.extend_from_slice(&line),
+                }
+            }
+            if head.ends_with(b"\r\n\r\n") {
+                let _ = r
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+                    .await;
+                let _ = r.get_mut().flush().await;
+            }
+        }
+    });
+    let ca = pki.file("good-ca.pem");
+    let (p, addr) = proxy(&format!(
+        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+         [[l7.pool]]\nname = \"p\"\neject_after = 1\ntls = true\nca_file = \"{ca}\"\n\
+         sni = \"backend.test\"\nservers = [{{ address = \"{server}\" }}]\n"
+    ));
+    let n: usize = 4 << 20;
+    // Whether the answer or the reset is seen first is a race: several tries.
+    for _ in 0..5 {
+        let mut c = Client::connect(addr).await;
+        c.send(format!("PUT /doc HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").as_bytes())
+            .await;
+        let (mut rd, mut wr) = c.stream().get_mut().split();
+        let body = vec![b'u'; n];
+        let send = async {
+            let _ = wr.write_all(&body).await;
+        };
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut got),
+        );
+        let (_, r) = tokio::join!(send, read);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            r.is_ok(),
+            "the client connection stayed open after {text:?}"
+        );
+        assert!(
+            text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\ntoo large"), "{text}");
+    }
+    assert!(
+        p.metrics()
+            .lines()
+            .any(|l| l.starts_with("portier_l7_server_failures_total") && l.ends_with(" 0")),
+        "{}",
+        p.metrics()
+    );
+    task.abort();
 }

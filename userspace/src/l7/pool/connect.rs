@@ -2,6 +2,7 @@
 //! and the choice between an idle connection and a new one; also the health probe, which
 //! opens one of its own in the pool's protocol.
 
+use super::answer_first::AnswerFirst;
 use super::idle::Sender;
 use super::server::{Server, Timeouts};
 use crate::config::HttpProtocol;
@@ -66,12 +67,11 @@ impl Server {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let io = TokioIo::new(stream);
         match self.protocol {
             HttpProtocol::Http1 => {
                 let (sender, conn) = http1::Builder::new()
                     .preserve_header_case(true)
-                    .handshake(io)
+                    .handshake(TokioIo::new(AnswerFirst::new(stream)))
                     .await
                     .map_err(|e| format!("handshake with {}: {e}", self.address))?;
                 tokio::spawn(conn.with_upgrades());
@@ -80,7 +80,7 @@ impl Server {
             HttpProtocol::H2c | HttpProtocol::H2 => {
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
-                    .handshake(io)
+                    .handshake(TokioIo::new(stream))
                     .await
                     .map_err(|e| format!("h2 handshake with {}: {e}", self.address))?;
                 tokio::spawn(conn);
@@ -144,7 +144,7 @@ impl Server {
         }
         let (sender, conn) = http1::Builder::new()
             .preserve_header_case(true)
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(AnswerFirst::new(stream)))
             .await
             .map_err(|e| format!("handshake with {}: {e}", self.address))?;
         let complete = Arc::new(AtomicBool::new(false));
@@ -153,8 +153,9 @@ impl Server {
             if let Ok(parts) = conn.without_shutdown().await
                 && done.load(Ordering::Acquire)
                 && parts.read_buf.is_empty()
+                && let Some(stream) = parts.io.into_inner().into_healthy()
             {
-                server.put_raw(parts.io.into_inner());
+                server.put_raw(stream);
             }
         });
         Ok((Sender::H1(sender), Some(complete)))

@@ -4,11 +4,14 @@
 //!   connection slots;
 //! - `idle`: its kept-alive connections, per worker;
 //! - `connect`: opening new connections (TCP, TLS, HTTP/1 or HTTP/2) and the health probe;
+//! - `answer_first`: what hyper's HTTP/1 client writes and reads on, so that a server's answer
+//!   read after it stopped taking the request is not lost to the failed write;
 //! - `send`: one request through hyper's client, and the lease that gives the connection back.
 //!
 //! The fast paths (`l7::fast`, `l7::raw`) use a server's claims and plain idle streams
 //! directly; the general path goes through `send`.
 
+mod answer_first;
 mod connect;
 mod idle;
 mod send;
