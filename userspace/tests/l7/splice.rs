@@ -340,10 +340,9 @@ async fn bytes_a_server_sends_past_a_long_body_never_reach_a_client() {
     assert_eq!(b.connections.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() {
-    // A server with a size limit: it answers on the head and closes at once, the body
-    // unread, so its kernel resets the connection behind the answer.
+/// A proxy (h2c too) in front of a server with a size limit: it answers 413 on the head and
+/// closes at once, the body unread, so its kernel resets the connection behind the answer.
+async fn proxy_to_a_refuser() -> (portier::l7::L7, std::net::SocketAddr) {
     let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = refuser.local_addr().unwrap();
     let answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large";
@@ -361,11 +360,16 @@ async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() 
         }
     });
     let l7 = format!(
-        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\nprotocols = [\"http1\", \"h2c\"]\n\
          [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
          [[l7.pool]]\nname = \"p\"\neject_after = 1\nservers = [{{ address = \"{server}\" }}]\n"
     );
-    let (p, addr) = proxy(&l7);
+    proxy(&l7)
+}
+
+#[tokio::test]
+async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() {
+    let (p, addr) = proxy_to_a_refuser().await;
     let n: usize = 8 << 20;
     // By length (spliced) and chunked (copied): far more than the sockets between hold.
     let by_length = (
@@ -394,31 +398,10 @@ async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() 
 
 #[tokio::test]
 async fn an_upload_on_the_general_path_the_server_refuses_on_its_head_gets_the_servers_answer() {
-    // As above, for requests the fast path hands to hyper: an HTTP/1.0 client, and a chunked
-    // body whose request asks for trailers. Whether the answer or the reset is seen first is
+    // As above, for requests the fast path hands to hyper: an HTTP/1.0 client, a chunked body
+    // whose request asks for trailers, and an HTTP/2 client. Whether the answer or the reset is seen first is
     // a race, so each goes several times.
-    let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = refuser.local_addr().unwrap();
-    let answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large";
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = refuser.accept().await {
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = s.write_all(answer).await;
-        }
-    });
-    let l7 = format!(
-        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
-         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
-         [[l7.pool]]\nname = \"p\"\neject_after = 1\nservers = [{{ address = \"{server}\" }}]\n"
-    );
-    let (p, addr) = proxy(&l7);
+    let (p, addr) = proxy_to_a_refuser().await;
     let n: usize = 4 << 20;
     let http10 = (
         format!("PUT /doc HTTP/1.0\r\nHost: x\r\nContent-Length: {n}\r\n\r\n"),
@@ -441,6 +424,30 @@ async fn an_upload_on_the_general_path_the_server_refuses_on_its_head_gets_the_s
             );
             assert!(text.ends_with("\r\n\r\ntoo large"), "{text}");
         }
+    }
+    // An HTTP/2 client: the answer, then (RFC 9113 8.1) the stream's reset with NO_ERROR,
+    // which ends its upload.
+    for _ in 0..5 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let body = http_body_util::Full::new(bytes::Bytes::from(pattern(10, n)));
+        let req = http::Request::put("http://x/doc").body(body).unwrap();
+        let resp = tokio::time::timeout(WAIT, send.send_request(req))
+            .await
+            .expect("no answer in time")
+            .expect("no answer");
+        assert_eq!(resp.status(), 413);
+        let text = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .expect("the answer's body")
+            .to_bytes();
+        assert_eq!(&text[..], b"too large");
     }
     assert_eq!(
         metric(&p, "portier_l7_listener_fast_path_requests_total"),
