@@ -357,6 +357,9 @@ async fn proxy_to_a_refuser() -> (portier::l7::L7, std::net::SocketAddr) {
                 }
             }
             let _ = s.write_all(answer).await;
+            // Its write side shut first, as a server closing at once does: the answer leaves
+            // before the close (the body unread) resets the connection.
+            let _ = s.shutdown().await;
         }
     });
     let l7 = format!(
@@ -455,6 +458,44 @@ async fn an_upload_on_the_general_path_the_server_refuses_on_its_head_gets_the_s
         "the fast path took them"
     );
     assert!(no_server_failures(&p), "{}", p.metrics());
+}
+
+#[tokio::test]
+async fn a_server_that_sends_more_than_its_refusal_cannot_hold_the_connections() {
+    // Bytes past the answer's end, then the reset: hyper leaves them unread while the request
+    // is going out, so the failed write's wait ends with the response timeout.
+    let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = refuser.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = refuser.accept().await {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo largeHTTP/1.1 200 OK\r\n")
+                .await;
+            let _ = s.shutdown().await;
+        }
+    });
+    let (_p, addr) = proxy(&format!(
+        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+         [[l7.pool]]\nname = \"p\"\nresponse_timeout_ms = 300\n\
+         servers = [{{ address = \"{server}\" }}]\n"
+    ));
+    let n: usize = 4 << 20;
+    let mut c = Client::connect(addr).await;
+    c.send(format!("PUT /doc HTTP/1.0\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").as_bytes())
+        .await;
+    // The client's connection closes (the upstream one has ended), long before the client's
+    // own timeout.
+    let text = send_reading(&mut c, &pattern(11, n)).await;
+    assert!(text.contains(" 413 Payload Too Large\r\n"), "{text}");
 }
 
 /// A server that answers `/up` with `answer` as soon as its head is in, then reads and

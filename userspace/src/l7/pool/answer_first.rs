@@ -8,12 +8,18 @@
 //! of three tries of an HTTP/1.0 upload). Held back, hyper reads the answer (Linux gives the
 //! bytes that came before a reset first), hands its head to the proxy, reads its body, and
 //! then meets the end of the stream or the reset, which ends the connection; only then does
-//! the write error come out, so nothing waits on a write that can never finish.
+//! the write error come out, so nothing waits on a write that can never finish. A server that
+//! leaves hyper with nothing to read for (bytes past its answer, which hyper does not read
+//! while a request is still going out) cannot hold the connection either: the error comes out
+//! after the pool's response timeout at the latest.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 pub struct AnswerFirst<S> {
     io: S,
@@ -23,15 +29,22 @@ pub struct AnswerFirst<S> {
     read_ended: bool,
     /// The task whose write waits on the read side's end.
     writer: Option<Waker>,
+    /// How long a write error may be held.
+    limit: Duration,
+    /// Armed when an error is first held.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> AnswerFirst<S> {
-    pub fn new(io: S) -> Self {
+    /// `limit`: the longest a write error waits for the read side's end.
+    pub fn new(io: S, limit: Duration) -> Self {
         AnswerFirst {
             io,
             held: None,
             read_ended: false,
             writer: None,
+            limit,
+            deadline: None,
         }
     }
 
@@ -52,7 +65,11 @@ impl<S> AnswerFirst<S> {
     }
 
     fn wait<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        if self.read_ended {
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if self.read_ended || deadline.as_mut().poll(cx).is_ready() {
             let kind = self.held.unwrap_or(io::ErrorKind::BrokenPipe);
             return Poll::Ready(Err(kind.into()));
         }
@@ -152,6 +169,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    const WAIT: Duration = Duration::from_secs(5);
+
     /// A connection whose server answered `answer` and then reset it, the request unread.
     async fn refused(answer: &[u8]) -> TcpStream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -182,7 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_answer_before_a_reset_is_read_before_the_write_fails() {
-        let mut s = AnswerFirst::new(refused(b"HTTP/1.1 413 Too Large\r\n\r\n").await);
+        let mut s = AnswerFirst::new(refused(b"HTTP/1.1 413 Too Large\r\n\r\n").await, WAIT);
         // The write would fail: it waits instead, for the read side.
         let pending = futures_poll(&mut s, |s, cx| Pin::new(s).poll_write(cx, b"more"));
         assert!(pending.is_pending());
@@ -204,11 +223,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_after_the_read_side_ended_fails_at_once() {
-        let mut s = AnswerFirst::new(refused(b"").await);
+        let mut s = AnswerFirst::new(refused(b"").await, WAIT);
         let mut rest = Vec::new();
         assert_eq!(s.read_to_end(&mut rest).await.ok(), Some(0));
         assert!(s.write_all(b"more").await.is_err());
         assert!(s.shutdown().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_write_error_is_held_no_longer_than_the_limit() {
+        // Nothing reads the answer (as hyper when bytes follow it): the error comes out anyway.
+        let limit = Duration::from_millis(50);
+        let mut s = AnswerFirst::new(refused(b"HTTP/1.1 200 OK\r\n\r\nand more").await, limit);
+        let started = tokio::time::Instant::now();
+        let written = tokio::time::timeout(WAIT, s.write_all(b"more")).await;
+        let e = written
+            .expect("held past the limit")
+            .expect_err("written to a reset connection");
+        assert!(peer_gone(&e), "{e}");
+        assert!(started.elapsed() >= limit);
     }
 
     #[tokio::test]
@@ -218,7 +251,7 @@ mod tests {
             .await
             .expect("connect");
         let (mut server, _) = listener.accept().await.expect("accept");
-        let mut s = AnswerFirst::new(client);
+        let mut s = AnswerFirst::new(client, WAIT);
         s.write_all(b"ping").await.expect("write");
         let mut got = [0u8; 4];
         server.read_exact(&mut got).await.expect("read");

@@ -47,7 +47,7 @@ impl Server {
     async fn connect(&self, t: &Timeouts) -> Result<Sender, String> {
         let stream = self.connect_tcp(t).await?;
         let Some(tls) = &self.tls else {
-            return self.handshake(stream).await;
+            return self.handshake(stream, t.response).await;
         };
         let secured = match tokio::time::timeout(t.connect, tls.connect(stream)).await {
             Ok(Ok(s)) => s,
@@ -60,10 +60,12 @@ impl Server {
                 return Err(format!("TLS with {}: handshake timed out", self.address));
             }
         };
-        self.handshake(secured).await
+        self.handshake(secured, t.response).await
     }
 
-    async fn handshake<I>(&self, stream: I) -> Result<Sender, String>
+    /// `hold`: how long a failed write to an HTTP/1 server may wait for its answer to be read
+    /// (see `AnswerFirst`).
+    async fn handshake<I>(&self, stream: I, hold: Duration) -> Result<Sender, String>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -71,7 +73,7 @@ impl Server {
             HttpProtocol::Http1 => {
                 let (sender, conn) = http1::Builder::new()
                     .preserve_header_case(true)
-                    .handshake(TokioIo::new(AnswerFirst::new(stream)))
+                    .handshake(TokioIo::new(AnswerFirst::new(stream, hold)))
                     .await
                     .map_err(|e| format!("handshake with {}: {e}", self.address))?;
                 tokio::spawn(conn.with_upgrades());
@@ -113,7 +115,7 @@ impl Server {
                 Some(s) => s,
                 None => self.connect_tcp(t).await?,
             };
-            return self.handshake_plain(stream, upgrade).await;
+            return self.handshake_plain(stream, upgrade, t.response).await;
         }
         while let Some(mut s) = self.idle.take(t.idle) {
             // An idle HTTP/1 connection is ready at once unless the server closed it; only
@@ -138,13 +140,14 @@ impl Server {
         self: &Arc<Self>,
         stream: TcpStream,
         upgrade: bool,
+        hold: Duration,
     ) -> Result<(Sender, Option<Arc<AtomicBool>>), String> {
         if upgrade {
-            return Ok((self.handshake(stream).await?, None));
+            return Ok((self.handshake(stream, hold).await?, None));
         }
         let (sender, conn) = http1::Builder::new()
             .preserve_header_case(true)
-            .handshake(TokioIo::new(AnswerFirst::new(stream)))
+            .handshake(TokioIo::new(AnswerFirst::new(stream, hold)))
             .await
             .map_err(|e| format!("handshake with {}: {e}", self.address))?;
         let complete = Arc::new(AtomicBool::new(false));
