@@ -599,6 +599,44 @@ async fn a_refusal_on_the_head_of_a_long_upload_reaches_the_client_before_its_bo
 }
 
 #[tokio::test]
+async fn on_the_general_path_too_a_refusal_reaches_the_client_before_its_body_ends() {
+    // hyper hands the proxy a response as soon as its head is in, body or no body.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let _s = answering_early(
+        listener,
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 6\r\n\r\ndenied",
+        None,
+    );
+    let (p, addr) = proxy(&pool_of(server));
+    let before = metric(&p, "portier_l7_listener_fast_path_requests_total");
+    let mut c = Client::connect(addr).await;
+    let n = 1 << 20;
+    let data = pattern(12, n);
+    // Asking for trailers hands the request to the general path.
+    let mut req =
+        format!("PUT /up HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nContent-Length: {n}\r\n\r\n")
+            .into_bytes();
+    req.extend_from_slice(&data[..100_000]);
+    c.send(&req).await;
+    let r = c.response().await;
+    assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{r}");
+    assert_eq!(body(&r), "denied");
+    // The server reads the rest, and the client's connection carries the next request (the
+    // server connection goes back to the pool only once the body's end is out, which the
+    // next request may beat).
+    let mut rest = data[100_000..].to_vec();
+    rest.extend_from_slice(&get("x", "/next"));
+    c.send(&rest).await;
+    assert_eq!(body(&c.response().await), "next");
+    assert_eq!(
+        metric(&p, "portier_l7_listener_fast_path_requests_total"),
+        before,
+        "the fast path took it"
+    );
+}
+
+#[tokio::test]
 async fn a_refusal_that_closes_ends_the_upload_and_the_client_connection() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
