@@ -330,3 +330,20 @@ pub fn simple(servers: &[&Backend], pool_extra: &str, listener_extra: &str) -> S
         list.join(", ")
     )
 }
+
+/// Sends `body` while reading: what came back until the proxy closed, as text. The client
+/// keeps sending what the proxy takes, as curl does, so an answer before the body's end
+/// reaches it.
+pub async fn send_reading(c: &mut Client, body: &[u8]) -> String {
+    let (mut rd, mut wr) = c.stream().get_mut().split();
+    let send = async {
+        let _ = wr.write_all(body).await;
+    };
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(WAIT, rd.read_to_end(&mut got));
+    let (_, r) = tokio::join!(send, read);
+    // The proxy closes with the rest of the upload unread: the close may be a reset, after
+    // the answer.
+    let _ = r.expect("the client connection stayed open");
+    String::from_utf8_lossy(&got).into_owned()
+}

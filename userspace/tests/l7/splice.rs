@@ -51,23 +51,6 @@ fn sized() -> Reply {
     })
 }
 
-/// Sends `body` while reading: what came back until the proxy closed, as text. The client
-/// keeps sending what the proxy takes, as curl does, so an answer before the body's end
-/// reaches it.
-async fn send_reading(c: &mut Client, body: &[u8]) -> String {
-    let (mut rd, mut wr) = c.stream().get_mut().split();
-    let send = async {
-        let _ = wr.write_all(body).await;
-    };
-    let mut got = Vec::new();
-    let read = tokio::time::timeout(WAIT, rd.read_to_end(&mut got));
-    let (_, r) = tokio::join!(send, read);
-    // The proxy closes with the rest of the upload unread: the close may be a reset, after
-    // the answer.
-    let _ = r.expect("the client connection stayed open");
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 /// `data` as chunks of `piece` bytes; `last`: with the final, empty chunk.
 fn chunked_body(data: &[u8], piece: usize, last: bool) -> Vec<u8> {
     let mut out = Vec::new();
@@ -340,12 +323,15 @@ async fn bytes_a_server_sends_past_a_long_body_never_reach_a_client() {
     assert_eq!(b.connections.load(Ordering::SeqCst), 2);
 }
 
-/// A proxy (h2c too) in front of a server with a size limit: it answers 413 on the head and
-/// closes at once, the body unread, so its kernel resets the connection behind the answer.
-async fn proxy_to_a_refuser() -> (portier::l7::L7, std::net::SocketAddr) {
+/// A proxy (h2c too) in front of a server that answers `answer` as soon as a request's head
+/// is in and closes, the body unread, so its kernel resets the connection behind the answer.
+/// `keys`: more of the pool's settings.
+async fn proxy_to_a_refuser(
+    answer: &'static [u8],
+    keys: &str,
+) -> (portier::l7::L7, std::net::SocketAddr) {
     let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = refuser.local_addr().unwrap();
-    let answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large";
     tokio::spawn(async move {
         while let Ok((mut s, _)) = refuser.accept().await {
             let mut got = Vec::new();
@@ -362,17 +348,32 @@ async fn proxy_to_a_refuser() -> (portier::l7::L7, std::net::SocketAddr) {
             let _ = s.shutdown().await;
         }
     });
-    let l7 = format!(
+    proxy(&format!(
         "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\nprotocols = [\"http1\", \"h2c\"]\n\
          [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
-         [[l7.pool]]\nname = \"p\"\neject_after = 1\nservers = [{{ address = \"{server}\" }}]\n"
+         [[l7.pool]]\nname = \"p\"\n{keys}\nservers = [{{ address = \"{server}\" }}]\n"
+    ))
+}
+
+const TOO_LARGE: &[u8] =
+    b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large";
+
+/// Sends an upload of `head` and `body` on a connection of its own: what came back until
+/// the proxy closed, checked to be the server's 413.
+async fn refused_upload(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
+    let mut c = Client::connect(addr).await;
+    c.send(head.as_bytes()).await;
+    let text = send_reading(&mut c, body).await;
+    assert!(
+        text.starts_with("HTTP/1.") && text.contains(" 413 Payload Too Large\r\n"),
+        "{head}: {text}"
     );
-    proxy(&l7)
+    text
 }
 
 #[tokio::test]
 async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() {
-    let (p, addr) = proxy_to_a_refuser().await;
+    let (p, addr) = proxy_to_a_refuser(TOO_LARGE, "eject_after = 1").await;
     let n: usize = 8 << 20;
     // By length (spliced) and chunked (copied): far more than the sockets between hold.
     let by_length = (
@@ -384,9 +385,7 @@ async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() 
         chunked_body(&pattern(7, n), 1 << 20, true),
     );
     for (head, body) in [by_length, chunked] {
-        let mut c = Client::connect(addr).await;
-        c.send(head.as_bytes()).await;
-        let text = send_reading(&mut c, &body).await;
+        let text = refused_upload(addr, &head, &body).await;
         assert!(
             text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
             "{head}: {text}"
@@ -402,9 +401,9 @@ async fn a_long_upload_the_server_refuses_on_its_head_gets_the_servers_answer() 
 #[tokio::test]
 async fn an_upload_on_the_general_path_the_server_refuses_on_its_head_gets_the_servers_answer() {
     // As above, for requests the fast path hands to hyper: an HTTP/1.0 client, a chunked body
-    // whose request asks for trailers, and an HTTP/2 client. Whether the answer or the reset is seen first is
-    // a race, so each goes several times.
-    let (p, addr) = proxy_to_a_refuser().await;
+    // whose request asks for trailers, and an HTTP/2 client. Whether the answer or the reset
+    // is seen first is a race, so each goes several times.
+    let (p, addr) = proxy_to_a_refuser(TOO_LARGE, "eject_after = 1").await;
     let n: usize = 4 << 20;
     let http10 = (
         format!("PUT /doc HTTP/1.0\r\nHost: x\r\nContent-Length: {n}\r\n\r\n"),
@@ -418,13 +417,7 @@ async fn an_upload_on_the_general_path_the_server_refuses_on_its_head_gets_the_s
     let before = metric(&p, "portier_l7_listener_fast_path_requests_total");
     for (head, body) in [http10, trailers] {
         for _ in 0..5 {
-            let mut c = Client::connect(addr).await;
-            c.send(head.as_bytes()).await;
-            let text = send_reading(&mut c, &body).await;
-            assert!(
-                text.starts_with("HTTP/1.") && text.contains(" 413 Payload Too Large\r\n"),
-                "{head}: {text}"
-            );
+            let text = refused_upload(addr, &head, &body).await;
             assert!(text.ends_with("\r\n\r\ntoo large"), "{text}");
         }
     }
@@ -464,38 +457,16 @@ async fn an_upload_on_the_general_path_the_server_refuses_on_its_head_gets_the_s
 async fn a_server_that_sends_more_than_its_refusal_cannot_hold_the_connections() {
     // Bytes past the answer's end, then the reset: hyper leaves them unread while the request
     // is going out, so the failed write's wait ends with the response timeout.
-    let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = refuser.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = refuser.accept().await {
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            let _ = s
-                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo largeHTTP/1.1 200 OK\r\n")
-                .await;
-            let _ = s.shutdown().await;
-        }
-    });
-    let (_p, addr) = proxy(&format!(
-        "[[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
-         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
-         [[l7.pool]]\nname = \"p\"\nresponse_timeout_ms = 300\n\
-         servers = [{{ address = \"{server}\" }}]\n"
-    ));
+    let (_p, addr) = proxy_to_a_refuser(
+        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo largeHTTP/1.1 200 OK\r\n",
+        "response_timeout_ms = 300",
+    )
+    .await;
     let n: usize = 4 << 20;
-    let mut c = Client::connect(addr).await;
-    c.send(format!("PUT /doc HTTP/1.0\r\nHost: x\r\nContent-Length: {n}\r\n\r\n").as_bytes())
-        .await;
     // The client's connection closes (the upstream one has ended), long before the client's
     // own timeout.
-    let text = send_reading(&mut c, &pattern(11, n)).await;
-    assert!(text.contains(" 413 Payload Too Large\r\n"), "{text}");
+    let head = format!("PUT /doc HTTP/1.0\r\nHost: x\r\nContent-Length: {n}\r\n\r\n");
+    refused_upload(addr, &head, &pattern(11, n)).await;
 }
 
 /// A server that answers `/up` with `answer` as soon as its head is in, then reads and

@@ -53,9 +53,20 @@ impl<S> AnswerFirst<S> {
         self.held.is_none().then_some(self.io)
     }
 
-    /// A write's outcome: an error meaning the peer is gone waits for the read side's end.
-    fn hold<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        match r {
+    /// One write-side call (write, vectored write, flush) on the stream, unless an error is
+    /// held already; an error meaning the peer is gone waits for the read side's end.
+    fn write_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        call: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>>
+    where
+        S: Unpin,
+    {
+        if self.held.is_some() {
+            return self.wait(cx);
+        }
+        match call(Pin::new(&mut self.io), cx) {
             Poll::Ready(Err(e)) if peer_gone(&e) => {
                 self.held = Some(e.kind());
                 self.wait(cx)
@@ -116,42 +127,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for AnswerFirst<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for AnswerFirst<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.held.is_some() {
-            return this.wait(cx);
-        }
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.hold(cx, r)
+        self.get_mut()
+            .write_with(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.held.is_some() {
-            return this.wait(cx);
-        }
-        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.hold(cx, r)
+        self.get_mut()
+            .write_with(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.held.is_some() {
-            return this.wait(cx);
-        }
-        let r = Pin::new(&mut this.io).poll_flush(cx);
-        this.hold(cx, r)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().write_with(cx, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
