@@ -408,7 +408,7 @@ pub fn prepare(buf: &[u8], info: &ConnInfo, shared: &Shared, out: &mut Vec<u8>) 
     let access = view.access_log.then(|| Access {
         method: method.to_owned(),
         path: path.to_owned(),
-        host: host.clone(),
+        host: host.clone().into_owned(),
         start: std::time::Instant::now(),
     });
     Prep::Ready(Plan {

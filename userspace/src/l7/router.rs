@@ -12,7 +12,8 @@ pub type RouteId = usize;
 
 #[derive(Debug, Default, Clone)]
 pub struct Router {
-    exact: HashMap<String, Prefixes>,
+    /// Looked up by every request (foldhash: see the dependency's note).
+    exact: HashMap<String, Prefixes, foldhash::fast::RandomState>,
     /// `(".suffix", prefixes)`, longest suffix first.
     wildcard: Vec<(String, Prefixes)>,
     default: Prefixes,

@@ -29,7 +29,8 @@ pub struct Route {
 #[derive(Default)]
 pub struct Snapshot {
     pub generation: u64,
-    pub listeners: HashMap<String, ListenerView>,
+    /// By name; looked up by every request (foldhash: see the dependency's note).
+    pub listeners: HashMap<String, ListenerView, foldhash::fast::RandomState>,
     pub routes: Vec<Route>,
     pub pools: HashMap<String, Arc<Pool>>,
 }
