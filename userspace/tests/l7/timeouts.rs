@@ -200,6 +200,47 @@ async fn the_response_timeout_starts_once_the_request_is_sent() {
     );
 }
 
+/// The fast path keeps one response timer per connection and moves it on for each request:
+/// each request gets the whole timeout, counted from its own start, not from the first.
+#[tokio::test]
+async fn each_request_of_a_connection_gets_its_own_response_timeout() {
+    let server = Backend::scripted(
+        "s",
+        Arc::new(|req: &[u8]| {
+            if req.starts_with(b"GET /silent ") {
+                Action::Delay(Duration::from_secs(5), ok("silent"))
+            } else {
+                Action::Delay(Duration::from_millis(250), ok("s"))
+            }
+        }),
+    )
+    .await;
+    let (p, addr) = proxy(&simple(
+        &[&server],
+        "response_timeout_ms = 400\nretries = 0",
+        "",
+    ));
+    let mut c = Client::connect(addr).await;
+    // Together longer than one timeout: a timer left at the first request's deadline would
+    // cut the second.
+    for _ in 0..3 {
+        c.send(&get("x", "/slow")).await;
+        let r = c.response().await;
+        assert_eq!(status(&r), 200, "{r}");
+    }
+    // And a silent server still gets its 504, one timeout after this request.
+    let start = Instant::now();
+    c.send(&get("x", "/silent")).await;
+    let r = c.response().await;
+    assert_eq!(status(&r), 504, "{r}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(metric(&p, "portier_l7_pool_timeouts_total{pool=\"p\"}"), 1);
+}
+
 #[tokio::test]
 async fn an_h2_upload_that_stalls_is_the_clients_408() {
     let b = Backend::named("b").await;
