@@ -28,7 +28,7 @@ pub fn normalise_host(raw: &[u8]) -> Option<Cow<'_, str>> {
     }
     let name = name.strip_suffix('.').unwrap_or(name);
     // One pass: a dot after a dot (or first) is an empty label. (`str::contains("..")` set
-    // up a substring search for each request, a fifth of this function's cost.)
+    // up a substring searcher for each request.)
     let mut previous = b'.';
     let mut upper = false;
     let valid = !name.is_empty()
