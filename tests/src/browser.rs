@@ -92,6 +92,10 @@ impl Browser {
                 Ok(())
             });
         }
+        // A group of its own, so that dropping the browser can kill its helpers (zygote,
+        // renderers) too: left alone they outlive it for a moment and write into the profile
+        // after it was removed.
+        command.process_group(0);
         let child = command.spawn().context("cannot start chromium")?;
         drop(cmd_read);
         drop(ans_write);
@@ -219,9 +223,18 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
-        // The browser's helpers (renderer, zygote) leave with it; its profile goes too.
-        let _ = std::fs::remove_dir_all(&self.profile);
+        // Killed helpers are reaped by init a moment later; until the group is empty one of
+        // them can still create files in the profile.
+        for _ in 0..250 {
+            let _ = std::fs::remove_dir_all(&self.profile);
+            let empty = nix::sys::signal::kill(group, None) == Err(nix::errno::Errno::ESRCH);
+            if empty && !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
