@@ -15,10 +15,11 @@
 //! `--matrix` runs the rows of issue 17 instead (`--shapes get1k-close,get1k-256` picks
 //! among them by name), each on portier and HAProxy (and the
 //! baseline if given; no direct run) in rounds whose order turns, 7 s per run, about eight
-//! minutes in all: GET and POST 2 KB with 64 keep-alive connections, GET 1 KB with 256, GET
+//! minutes in all with three rounds: GET and POST 2 KB with 64 keep-alive connections, GET 1 KB with 256, GET
 //! 1 KB with a connection per request, TLS (a self-signed ECDSA P-256 certificate made with
 //! openssl) keep-alive and with a handshake per request, a 64 KB response, a 1 MB upload,
-//! HTTP/2 over TLS and h2c. It prints a Markdown table of the medians.
+//! HTTP/2 over TLS and h2c. It prints a Markdown table of the medians, then each round's
+//! portier / HAProxy ratios. `--rounds N` sets the number of rounds (3).
 //!
 //! `--proxy-cpu PCT` caps each proxy at PCT% of CPU 1 (see cpu_budget.rs): without it, in
 //! the HTTP/1 shapes CPU 0 runs out first and requests/s follows the load generator.
@@ -46,7 +47,6 @@ const LOAD_CPU: &str = "0";
 /// ten minutes).
 const DURATION_S: u32 = 10;
 const MATRIX_DURATION_S: u32 = 7;
-const ROUNDS: usize = 3;
 /// The request body of the `post` shape.
 const POST_BYTES: usize = 2048;
 
@@ -616,6 +616,8 @@ pub struct Options {
     /// Each proxy capped at this percent of one CPU (its own cgroup), so that requests/s
     /// compares the proxies rather than the load generator's share of its CPU.
     pub proxy_cpu: Option<u32>,
+    /// Interleaved rounds per shape.
+    pub rounds: usize,
 }
 
 /// A process under measurement and where it listens.
@@ -770,9 +772,9 @@ pub fn run(root: &Path, options: Options) -> Result<()> {
         )
     });
     let outcome = if options.matrix {
-        matrix(&shapes, &targets, &dir, seconds, &budget)
+        matrix(&shapes, &targets, &dir, (seconds, options.rounds), &budget)
     } else {
-        plain(&shapes, &targets, &dir, seconds, &budget)
+        plain(&shapes, &targets, &dir, (seconds, options.rounds), &budget)
     };
     // The processes first: a cgroup goes only once empty.
     drop(targets);
@@ -793,12 +795,12 @@ fn plain(
     shapes: &[Shape],
     targets: &[Target],
     dir: &Path,
-    seconds: u32,
+    (seconds, rounds): (u32, usize),
     budget: &str,
 ) -> Result<()> {
     let connections = 64;
     println!(
-        "L7 benchmark: {seconds} s per run, {ROUNDS} interleaved rounds (medians), {connections} \
+        "L7 benchmark: {seconds} s per run, {rounds} interleaved rounds (medians), {connections} \
          connections; proxy on CPU {PROXY_CPU}, load generator and nginx backend on CPU \
          {LOAD_CPU}{budget}"
     );
@@ -825,7 +827,7 @@ fn plain(
         // Interleaved rounds, medians reported: a slow spell of the shared machine then
         // hits every target alike instead of whichever ran during it.
         let (mut d, mut h, mut p, mut b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds {
             d.push(measure(None, || shape.run(dp, dir, seconds))?);
             h.push(measure(haproxy.proc.as_ref(), || {
                 shape.run(hp, dir, seconds)
@@ -886,12 +888,12 @@ fn matrix(
     shapes: &[Shape],
     targets: &[Target],
     dir: &Path,
-    seconds: u32,
+    (seconds, rounds): (u32, usize),
     budget: &str,
 ) -> Result<()> {
     let started = Instant::now();
     println!(
-        "L7 matrix: {} rows, {seconds} s per run, {ROUNDS} interleaved rounds (medians); proxy \
+        "L7 matrix: {} rows, {seconds} s per run, {rounds} interleaved rounds (medians); proxy \
          on CPU {PROXY_CPU} (HAProxy one thread, portier one worker), wrk/h2load and nginx on \
          CPU {LOAD_CPU}{budget}",
         shapes.len()
@@ -905,7 +907,7 @@ fn matrix(
                 .with_context(|| format!("{} warm-up on {}", shape.name, t.label))?;
         }
         let mut runs: Vec<Vec<Result1>> = targets.iter().map(|_| Vec::new()).collect();
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             for k in 0..targets.len() {
                 let i = (round + k) % targets.len();
                 let t = &targets[i];
@@ -916,13 +918,13 @@ fn matrix(
                 runs[i].push(r);
             }
         }
-        let medians: Vec<Result1> = runs.into_iter().map(median).collect();
+        let medians: Vec<Result1> = runs.iter().cloned().map(median).collect();
         eprintln!(
             "  {} done ({:.0} s so far)",
             shape.name,
             started.elapsed().as_secs_f64()
         );
-        table.push((shape, medians));
+        table.push((shape, medians, runs));
     }
     let haproxy = targets
         .iter()
@@ -945,7 +947,7 @@ fn matrix(
             ""
         }
     );
-    for (shape, m) in &table {
+    for (shape, m, _) in &table {
         let (p, h) = (&m[0], &m[haproxy]);
         let cpu = |r: &Result1| r.cpu_us.map_or("-".to_string(), |c| format!("{c:.1}"));
         let mut line = format!(
@@ -972,6 +974,28 @@ fn matrix(
             );
         }
         println!("{line}");
+    }
+    // The ratio of medians hides how far single rounds disagree. A round's runs follow each
+    // other within seconds, so its own ratio meets a slow spell of the machine on both sides.
+    println!(
+        "\nportier / HAProxy in each round (requests/s; CPU per request), to judge the spread:\n"
+    );
+    println!("| shape | requests/s by round | CPU us/req by round |\n|---|---|---|");
+    for (shape, _, runs) in &table {
+        let each = |f: &dyn Fn(&Result1, &Result1) -> Option<f64>| {
+            runs[0]
+                .iter()
+                .zip(&runs[haproxy])
+                .map(|(p, h)| f(p, h).map_or("-".to_string(), |r| format!("{r:.2}")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "| {} | {} | {} |",
+            shape.title,
+            each(&|p, h| Some(p.rps / h.rps)),
+            each(&|p, h| Some(p.cpu_us? / h.cpu_us?)),
+        );
     }
     println!(
         "\n{} rows in {:.0} s",

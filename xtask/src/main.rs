@@ -99,6 +99,10 @@ enum Task {
         /// compares the proxies at equal CPU instead of the load generator's share.
         #[arg(long, value_name = "PCT")]
         proxy_cpu: Option<u32>,
+        /// `l7` only: interleaved rounds per shape (medians of them are reported); more
+        /// rounds narrow the spread a shared machine adds to each run.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=15))]
+        rounds: u32,
     },
 }
 
@@ -199,6 +203,7 @@ fn main() -> Result<()> {
             portier,
             matrix,
             proxy_cpu,
+            rounds,
         } => bench(
             &what,
             bench_l7::Options {
@@ -207,6 +212,7 @@ fn main() -> Result<()> {
                 portier,
                 matrix,
                 proxy_cpu,
+                rounds: rounds as usize,
             },
         ),
     }
