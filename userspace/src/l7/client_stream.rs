@@ -6,7 +6,11 @@
 //! with the worker's reactor. A connection that carries one request and closes (the
 //! connection-per-request shape) then never costs the reactor's `epoll_ctl` ADD and DEL,
 //! only `accept4`, its reads and writes, and `close`, as in HAProxy's speculative I/O.
+//!
+//! `ClientSocket` is what the fast path asks of a client connection beyond its bytes.
 
+use crate::l7::splice::Pipe;
+use crate::l7::timeouts::ClientIo;
 use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
@@ -210,6 +214,92 @@ impl AsyncWrite for ClientStream {
             State::Direct(s) => Poll::Ready(s.shutdown(Shutdown::Write)),
             State::Failed => Poll::Ready(Err(ClientStream::failed())),
         }
+    }
+}
+
+impl ClientStream {
+    /// Acknowledges what the client has sent at once, and leaves delayed-ACK mode.
+    ///
+    /// Accepted sockets start in that mode (the listener turns `TCP_QUICKACK` off, as
+    /// HAProxy does on its HTTP frontends), so the ACK of a request rides on its response
+    /// instead of costing a segment of its own, sent and taken in the client's context. A
+    /// request that is not whole yet needs its ACK now: a client whose Nagle algorithm holds
+    /// the rest until then would otherwise wait for the kernel's delayed-ACK timer (40 ms).
+    pub fn ack_now(&self) {
+        let quick = |s: socket2::SockRef<'_>| {
+            // Best effort: a socket that refuses keeps the kernel's delayed ACK, which only
+            // costs time.
+            let _ = s.set_tcp_quickack(true);
+        };
+        match &self.state {
+            State::Direct(s) => quick(s.into()),
+            State::Registered(s) => quick(s.into()),
+            State::Failed => {}
+        }
+    }
+}
+
+/// What the fast path asks of a client connection beyond its bytes: splicing body bytes to
+/// and from it (a plain socket; TLS keeps the copying path, its bytes must pass through the
+/// proxy), and an ACK at once while a request is incomplete (see `ClientStream::ack_now`).
+pub trait ClientSocket {
+    fn spliceable(&self) -> bool {
+        false
+    }
+
+    /// Drains (part of) `pipe` into the client; bounded by the client timeout like every
+    /// other write to it.
+    fn poll_splice_out(&mut self, _: &mut Context<'_>, _: &mut Pipe) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+
+    /// Fills `pipe` from the client with at most `max` bytes (0 at its end).
+    fn poll_splice_in(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &mut Pipe,
+        _: usize,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+
+    fn ack_now(&self);
+}
+
+impl ClientSocket for ClientIo<ClientStream> {
+    fn spliceable(&self) -> bool {
+        true
+    }
+
+    fn poll_splice_out(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: &mut Pipe,
+    ) -> Poll<io::Result<usize>> {
+        let polled = self
+            .get_mut()
+            .poll_raw(cx, Interest::WRITABLE, |fd| pipe.drain(fd));
+        self.check(cx, polled)
+    }
+
+    fn poll_splice_in(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: &mut Pipe,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_raw(cx, Interest::READABLE, |fd| pipe.fill(fd, max))
+    }
+
+    fn ack_now(&self) {
+        self.get_ref().ack_now();
+    }
+}
+
+impl<I: ClientSocket> ClientSocket for tokio_rustls::server::TlsStream<I> {
+    fn ack_now(&self) {
+        self.get_ref().0.ack_now();
     }
 }
 

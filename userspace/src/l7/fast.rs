@@ -24,6 +24,7 @@
 use crate::config::{Balance, HttpProtocol};
 use crate::l7::attempt::{AttemptError, Attempts};
 use crate::l7::chunked::ChunkedScanner;
+use crate::l7::client_stream::ClientSocket;
 use crate::l7::clock;
 use crate::l7::headers::{self, HOP_BY_HOP, PROTECTED, push_field};
 use crate::l7::pool::{Claim, Pool, Server, Timeouts};
@@ -31,7 +32,7 @@ use crate::l7::proxy::{Access, ConnInfo};
 use crate::l7::response_fields::{self, Framing};
 use crate::l7::router::normalise_host;
 use crate::l7::snapshot::Shared;
-use crate::l7::splice::{Pipe, SpliceIo};
+use crate::l7::splice::Pipe;
 use crate::l7::timeouts::Stall;
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -93,7 +94,7 @@ pub async fn serve<I>(
     stopped: &mut watch::Receiver<bool>,
 ) -> Outcome
 where
-    I: AsyncRead + AsyncWrite + Unpin + SpliceIo,
+    I: AsyncRead + AsyncWrite + Unpin + ClientSocket,
 {
     let mut buffers = Buffers::take();
     let Buffers {
@@ -112,10 +113,16 @@ where
     let mut served = false;
     loop {
         let head_deadline = clock::coarse_now() + settings.header_timeout;
+        let mut acked = false;
         let mut plan = loop {
             if !buf.is_empty() {
                 match prepare(buf, info, shared, upstream) {
-                    Prep::Partial if buf.len() < settings.max_header_bytes => {}
+                    Prep::Partial if buf.len() < settings.max_header_bytes => {
+                        if !acked {
+                            io.ack_now();
+                            acked = true;
+                        }
+                    }
                     Prep::Partial | Prep::Handoff => {
                         return Outcome::Handoff(std::mem::take(buf));
                     }
@@ -675,7 +682,7 @@ async fn exchange<I>(
     s: &mut Scratch,
 ) -> bool
 where
-    I: AsyncRead + AsyncWrite + Unpin + SpliceIo,
+    I: AsyncRead + AsyncWrite + Unpin + ClientSocket,
 {
     let pool = plan.pool.clone();
     let m = &pool.metrics;
@@ -776,7 +783,7 @@ async fn attempt_once<I>(
     s: &mut Scratch,
 ) -> Result<(u16, bool), Fail>
 where
-    I: AsyncRead + AsyncWrite + Unpin + SpliceIo,
+    I: AsyncRead + AsyncWrite + Unpin + ClientSocket,
 {
     let t = &plan.pool.timeouts;
     let head_read = client.io.spliceable().then_some(HEAD_READ);
@@ -947,9 +954,10 @@ async fn send_body<I>(
     s: &mut Scratch,
 ) -> Result<Option<Answered>, Fail>
 where
-    I: AsyncRead + AsyncWrite + Unpin + SpliceIo,
+    I: AsyncRead + AsyncWrite + Unpin + ClientSocket,
 {
     let mut body = BodyLeft::new(plan.body);
+    let mut acked = false;
     if client.buf.is_empty() {
         if plan.expect_continue {
             client
@@ -958,9 +966,14 @@ where
                 .await
                 .map_err(|_| Fail::Client(ClientFail::Gone))?;
         }
+        client.io.ack_now();
+        acked = true;
         client.read(body.read_size()).await.map_err(Fail::Client)?;
     }
     let n = body.take(client.buf, info.max_body).map_err(Fail::Client)?;
+    if !acked && !body.is_done() {
+        client.io.ack_now();
+    }
     s.first.clear();
     s.first.extend_from_slice(request);
     s.first.extend_from_slice(&client.buf[..n]);
@@ -1195,7 +1208,7 @@ impl Early<'_> {
 /// through `pipe`, asking no more than the body's rest of the client (what follows is the
 /// next request's). The client's silence is bounded by the client timeout (its 408), the
 /// server's refusal to take bytes by the response timeout, as on the copying path.
-async fn splice_request<I: SpliceIo + AsyncWrite + Unpin>(
+async fn splice_request<I: ClientSocket + AsyncWrite + Unpin>(
     client: &mut Downstream<'_, I>,
     up: &TcpStream,
     pipe: &mut Pipe,
@@ -1475,7 +1488,7 @@ async fn relay_body<I>(
     s: &mut Scratch,
 ) -> Result<bool, Fail>
 where
-    I: AsyncRead + AsyncWrite + Unpin + SpliceIo,
+    I: AsyncRead + AsyncWrite + Unpin + ClientSocket,
 {
     let first = &s.from[head_len..];
     match framing {
@@ -1587,7 +1600,7 @@ const HEAD_READ: usize = 8 * 1024;
 /// `pipe`. Each fill asks for no more than the body's rest, so the server connection ends
 /// exactly at the body's end and goes back to the idle list before the last bytes leave
 /// (unless the server sent more than its body, or closed).
-async fn splice_response<I: SpliceIo>(
+async fn splice_response<I: ClientSocket>(
     client: &mut I,
     up: &mut Upstream<'_>,
     pipe: &mut Pipe,

@@ -2,7 +2,7 @@
 //! TLS handshake when configured, and serves HTTP/1 and HTTP/2 on each connection with hyper.
 
 use crate::config::{HttpProtocol, ListenerConfig};
-use crate::l7::client_stream::ClientStream;
+use crate::l7::client_stream::{ClientSocket, ClientStream};
 use crate::l7::downstream::{Downstream, Slot};
 use crate::l7::fast;
 use crate::l7::metrics::ListenerMetrics;
@@ -57,6 +57,11 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     }
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
+    // Accepted sockets inherit this too; set after listen(), which clears it. Without quick
+    // ACKs a request's ACK rides on its response (HAProxy's HTTP frontends do the same);
+    // the fast path asks for them back while a request is incomplete
+    // (`ClientStream::ack_now`).
+    socket.set_tcp_quickack(false)?;
     Ok(socket.into())
 }
 
@@ -397,6 +402,7 @@ impl Conn {
                     self.fast_then_http(stream, info, &http, h2, watcher, slot)
                         .await
                 } else {
+                    stream.ack_now();
                     let down = self.downstream(slot);
                     Box::pin(run_http(
                         stream,
@@ -439,6 +445,7 @@ impl Conn {
         let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
         let info = self.info(client, true);
         if h2 {
+            tls_stream.ack_now();
             let down = self.downstream(slot);
             Box::pin(run_http(
                 tls_stream,
@@ -467,11 +474,13 @@ impl Conn {
         watcher: hyper_util::server::graceful::Watcher,
         slot: Slot,
     ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::l7::splice::SpliceIo,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static + ClientSocket,
     {
         let outcome =
             fast::serve(&mut io, &info, &self.shared, &self.fast, &mut self.stopped).await;
         if let fast::Outcome::Handoff(read) = outcome {
+            // hyper reads as it likes from here: quick ACKs as the kernel has them by default.
+            io.ack_now();
             let proto = if h2_allowed && read.starts_with(H2_PREFACE) {
                 Proto::H2
             } else {

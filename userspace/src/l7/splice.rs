@@ -8,8 +8,6 @@
 //! mean the source socket has nothing, and a drain that would block only that the target's
 //! send buffer is full: the readiness tokio keeps for each socket stays right.
 
-use crate::l7::client_stream::ClientStream;
-use crate::l7::timeouts::ClientIo;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,14 +83,14 @@ impl Pipe {
 
     /// One splice from the socket `from` into the pipe, of at most `max` bytes; 0 at the
     /// socket's end.
-    fn fill(&mut self, from: RawFd, max: usize) -> io::Result<usize> {
+    pub(crate) fn fill(&mut self, from: RawFd, max: usize) -> io::Result<usize> {
         let n = splice(from, self.fds()?.write.as_raw_fd(), max)?;
         self.held += n;
         Ok(n)
     }
 
     /// One splice of what the pipe holds to the socket `to`.
-    fn drain(&mut self, to: RawFd) -> io::Result<usize> {
+    pub(crate) fn drain(&mut self, to: RawFd) -> io::Result<usize> {
         let n = splice(self.fds()?.read.as_raw_fd(), to, self.held)?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
@@ -229,59 +227,6 @@ pub fn has_more(stream: &TcpStream) -> bool {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock
     )
 }
-
-/// A client connection the fast path can splice body bytes to and from: a plain socket.
-/// Others (TLS) keep the copying path: their bytes must pass through the proxy.
-pub trait SpliceIo {
-    fn spliceable(&self) -> bool {
-        false
-    }
-
-    /// Drains (part of) `pipe` into the client; bounded by the client timeout like every
-    /// other write to it.
-    fn poll_splice_out(&mut self, _: &mut Context<'_>, _: &mut Pipe) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
-    }
-
-    /// Fills `pipe` from the client with at most `max` bytes (0 at its end).
-    fn poll_splice_in(
-        &mut self,
-        _: &mut Context<'_>,
-        _: &mut Pipe,
-        _: usize,
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
-    }
-}
-
-impl SpliceIo for ClientIo<ClientStream> {
-    fn spliceable(&self) -> bool {
-        true
-    }
-
-    fn poll_splice_out(
-        &mut self,
-        cx: &mut Context<'_>,
-        pipe: &mut Pipe,
-    ) -> Poll<io::Result<usize>> {
-        let polled = self
-            .get_mut()
-            .poll_raw(cx, Interest::WRITABLE, |fd| pipe.drain(fd));
-        self.check(cx, polled)
-    }
-
-    fn poll_splice_in(
-        &mut self,
-        cx: &mut Context<'_>,
-        pipe: &mut Pipe,
-        max: usize,
-    ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .poll_raw(cx, Interest::READABLE, |fd| pipe.fill(fd, max))
-    }
-}
-
-impl<I> SpliceIo for tokio_rustls::server::TlsStream<I> {}
 
 #[cfg(test)]
 mod tests {

@@ -624,3 +624,89 @@ async fn a_stalled_upload_on_the_fast_path_is_408_and_not_the_servers_fault() {
     assert_eq!(status(&exchange(addr, &get("x", "/")).await), 200);
     b.drain();
 }
+
+/// Segments the client received without data (the SYN-ACK and pure ACKs), from TCP_INFO.
+fn bare_segments_in(s: &tokio::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain integers; the kernel fills at most `len` bytes of it.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_segs_in - info.tcpi_data_segs_in
+}
+
+/// Listening sockets start their connections without quick ACKs, as HAProxy's HTTP
+/// frontends do: the ACK of a whole request rides on its response instead of coming as a
+/// segment of its own. The kernel's delayed-ACK timer (40 ms) still sends one when the
+/// answer takes longer (a busy machine), so one connection in five suffices; with quick
+/// ACKs every connection gets one.
+#[tokio::test]
+async fn a_whole_requests_ack_rides_on_its_response() {
+    let b = Backend::named("b").await;
+    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    let mut bare = Vec::new();
+    for _ in 0..5 {
+        let mut c = Client::connect(addr).await;
+        c.send(&get("x", "/")).await;
+        let r = c.response().await;
+        assert_eq!(status(&r), 200, "{r}");
+        let n = bare_segments_in(c.stream().get_ref());
+        if n == 1 {
+            return; // the SYN-ACK alone
+        }
+        bare.push(n);
+    }
+    panic!("each request was acknowledged apart from its response: {bare:?} bare segments");
+}
+
+/// A request not whole in its first segment is acknowledged at once, its head or its body:
+/// a client with Nagle's algorithm on (no TCP_NODELAY, as Python's http.client) holds the
+/// rest until then, and would otherwise wait for the kernel's delayed-ACK timer, which
+/// fires 40 ms after the bytes at the earliest. So an exchange under 30 ms shows the ACK
+/// came at once; one in five suffices (a busy machine may delay one), and without the ACK
+/// none can be.
+#[tokio::test]
+async fn an_incomplete_request_is_acknowledged_at_once() {
+    let b = Backend::named("b").await;
+    let (_p, addr) = proxy(&simple(&[&b], "", ""));
+    let cases: [(&[u8], &[u8]); 2] = [
+        (b"GET / HTTP/1.1\r\nHo", b"st: x\r\n\r\n"),
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n",
+            b"body",
+        ),
+    ];
+    for (first, rest) in cases {
+        let mut took = Vec::new();
+        for _ in 0..5 {
+            let mut c = Client::connect(addr).await;
+            assert!(!c.stream().get_ref().nodelay().unwrap());
+            let start = std::time::Instant::now();
+            c.send(first).await;
+            // Held by Nagle until `first` is acknowledged.
+            c.send(rest).await;
+            let r = c.response().await;
+            assert_eq!(status(&r), 200, "{r}");
+            took.push(start.elapsed());
+            if start.elapsed() < std::time::Duration::from_millis(30) {
+                break;
+            }
+        }
+        assert!(
+            took.last()
+                .is_some_and(|t| *t < std::time::Duration::from_millis(30)),
+            "{:?} then {:?}: {took:?}",
+            String::from_utf8_lossy(first),
+            String::from_utf8_lossy(rest)
+        );
+    }
+}
