@@ -49,7 +49,10 @@ impl Browser {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
-        std::fs::create_dir_all(&profile)?;
+        // Chromium's singleton socket goes to a directory of its own under TMPDIR, which a
+        // killed browser leaves behind: inside the profile it goes with it.
+        let tmp = profile.join("t");
+        std::fs::create_dir_all(&tmp)?;
         let (cmd_read, cmd_write) = pipe()?;
         let (ans_read, ans_write) = pipe()?;
         let mut command = match ns {
@@ -76,6 +79,7 @@ impl Browser {
                 &format!("--user-data-dir={}", profile.display()),
                 "about:blank",
             ])
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
