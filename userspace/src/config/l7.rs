@@ -36,9 +36,9 @@ pub struct L7Config {
     /// one per CPU the daemon may run on. Read at start: a reload keeps the running count.
     pub workers: u32,
     /// How long a busy worker waits before it looks at its sockets again, so that it answers
-    /// several connections per wake-up (0: never waits).
+    /// several connections per wake-up (0: never waits; 100 by default).
     pub coalesce_us: u32,
-    /// The HTTP/1 requests in progress on a worker from which it counts as busy.
+    /// The HTTP/1 requests in progress on a worker from which it counts as busy (128).
     pub coalesce_min_requests: u32,
 }
 
@@ -227,12 +227,15 @@ pub struct PoolConfig {
     pub forwarding: ForwardingFields,
 }
 
-/// Off: 30 us (waits of about 114 us, before workers set 1 us of timer slack) gave the
-/// matrix's 256 keep-alive row 1.14x the requests/s, but the TLS keep-alive row 0.90x; with
-/// 64 connections and tiny responses it cost up to a fifth of the requests/s in two runs of
-/// three, and 90 us in a later matrix cost the 256 row 6% (2026-12-03).
-pub const DEFAULT_COALESCE_US: u32 = 0;
-pub const DEFAULT_COALESCE_MIN_REQUESTS: u32 = 8;
+/// On from 128 requests in progress on a worker, 100 us: on a VM whose rounds agree within a
+/// few percent (2026-12-04), the matrix's 256 keep-alive row got 1.09-1.14x the requests/s at
+/// 0.82-0.87x the CPU per request, POST 1 MB (16 connections, waits from 8) 1.16x, rows of 64
+/// connections were unchanged at 128 (0.97-1.01x) but lost 4-5% waiting from 8. Below 128 a
+/// worker keeps up without its wake-ups costing the clients and servers much; above it every
+/// send woke a worker asleep in `epoll_wait` from the other CPU (1.38 calls per request).
+/// Earlier runs on a noisier VM, waiting from 8, had turned either way (2026-12-03).
+pub const DEFAULT_COALESCE_US: u32 = 100;
+pub const DEFAULT_COALESCE_MIN_REQUESTS: u32 = 128;
 
 pub(super) fn read(report: &mut Report<'_>, table: &Table<'_, '_>) -> Option<L7Config> {
     table.deny_unknown(

@@ -15,7 +15,7 @@ fn with(from: &str, to: &str) -> String {
 fn defaults() {
     let c = parse(BASE, FILE).unwrap().l7.unwrap();
     assert_eq!(c.drain_timeout_ms, 10_000);
-    assert_eq!((c.coalesce_us, c.coalesce_min_requests), (0, 8));
+    assert_eq!((c.coalesce_us, c.coalesce_min_requests), (100, 128));
     let l = &c.listeners[0];
     assert_eq!(l.bind, "0.0.0.0:80".parse().unwrap());
     assert_eq!(l.protocols, vec![HttpProtocol::Http1]);

@@ -74,11 +74,34 @@ async fn a_busy_worker_waits_and_every_request_is_answered() {
     );
 }
 
+/// By default a worker waits only with 128 requests or more in progress: sixteen clients
+/// never make it wait, 130 whose server holds every answer for a while do.
 #[tokio::test]
-async fn off_by_default() {
+async fn by_default_from_128_requests_in_progress() {
     let (_b, p, addr) = coalescing("", "").await;
     load(addr, 16, 20).await;
     assert_eq!(waits(&p), 0);
+
+    let reply: Reply =
+        Arc::new(|_: &[u8]| Action::Delay(std::time::Duration::from_millis(500), ok("slow")));
+    let slow = Backend::scripted("slow", reply).await;
+    let config = format!("[l7]\nworkers = 1\n{}", simple(&[&slow], "", ""));
+    let (p, addr) = proxy(&config);
+    let tasks: Vec<_> = (0..130)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                client.send(&get("x.example", &format!("/{i}"))).await;
+                let r = client.response().await;
+                assert_eq!(status(&r), 200, "{r}");
+                assert_eq!(body(&r), "slow", "{r}");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client");
+    }
+    assert!(waits(&p) > 0, "no wait with 130 requests in progress");
 }
 
 #[tokio::test]
