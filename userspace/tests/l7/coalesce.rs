@@ -34,8 +34,14 @@ async fn coalescing(
 
 const BUSY_AT_FOUR: &str = "coalesce_us = 200\ncoalesce_min_requests = 4\n";
 
-/// `clients` keep-alive connections, each sending `each` requests one after another.
-async fn load(addr: std::net::SocketAddr, clients: usize, each: usize) {
+/// `clients` keep-alive connections, each sending `each` requests one after another and
+/// getting `answer` to each.
+async fn load_expecting(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    each: usize,
+    answer: &'static str,
+) {
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             tokio::spawn(async move {
@@ -45,7 +51,7 @@ async fn load(addr: std::net::SocketAddr, clients: usize, each: usize) {
                     client.send(&get("x.example", &path)).await;
                     let r = client.response().await;
                     assert_eq!(status(&r), 200, "{r}");
-                    assert_eq!(body(&r), "b", "{r}");
+                    assert_eq!(body(&r), answer, "{r}");
                 }
             })
         })
@@ -53,6 +59,11 @@ async fn load(addr: std::net::SocketAddr, clients: usize, each: usize) {
     for t in tasks {
         t.await.expect("client");
     }
+}
+
+/// [`load_expecting`] the answer of the backend of [`coalescing`].
+async fn load(addr: std::net::SocketAddr, clients: usize, each: usize) {
+    load_expecting(addr, clients, each, "b").await;
 }
 
 #[tokio::test]
@@ -87,20 +98,7 @@ async fn by_default_from_128_requests_in_progress() {
     let slow = Backend::scripted("slow", reply).await;
     let config = format!("[l7]\nworkers = 1\n{}", simple(&[&slow], "", ""));
     let (p, addr) = proxy(&config);
-    let tasks: Vec<_> = (0..130)
-        .map(|i| {
-            tokio::spawn(async move {
-                let mut client = Client::connect(addr).await;
-                client.send(&get("x.example", &format!("/{i}"))).await;
-                let r = client.response().await;
-                assert_eq!(status(&r), 200, "{r}");
-                assert_eq!(body(&r), "slow", "{r}");
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("client");
-    }
+    load_expecting(addr, 130, 1, "slow").await;
     assert!(waits(&p) > 0, "no wait with 130 requests in progress");
 }
 
