@@ -19,7 +19,9 @@
 //! 1 KB with a connection per request, TLS (a self-signed ECDSA P-256 certificate made with
 //! openssl) keep-alive and with a handshake per request, a 64 KB response, a 1 MB upload,
 //! HTTP/2 over TLS and h2c. It prints a Markdown table of the medians, then each round's
-//! portier / HAProxy ratios. `--rounds N` sets the number of rounds (3).
+//! portier / HAProxy ratios. The table's load columns are CPU 0's (the client's and nginx's)
+//! time per request and busy share in each proxy's runs, from /proc/stat: a row whose load
+//! CPU is busy near 100% is bound by the load, not by the proxy under test. `--rounds N` sets the number of rounds (3).
 //!
 //! `--proxy-cpu PCT` caps each proxy at PCT% of CPU 1 (see cpu_budget.rs): without it, in
 //! the HTTP/1 shapes CPU 0 runs out first and requests/s follows the load generator.
@@ -314,11 +316,15 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
         .zip(fields.get(12))
         .and_then(|(u, s)| Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?))
         .context("cannot read utime/stime")?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+    Ok(ticks / clock_ticks())
+}
+
+/// Ticks per second of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
-        .unwrap_or(100) as f64;
-    Ok(ticks / hz)
+        .unwrap_or(100) as f64
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -328,6 +334,10 @@ struct Result1 {
     requests: f64,
     /// CPU microseconds the proxy spent per request; None for the direct run.
     cpu_us: Option<f64>,
+    /// The load CPU (the client and nginx): microseconds per request and the share of the
+    /// run it was busy. A busy share near 1 means the load, not the proxy, set requests/s.
+    load_us: Option<f64>,
+    load_busy: Option<f64>,
 }
 
 fn parse_ms(text: &str) -> Option<f64> {
@@ -394,6 +404,8 @@ fn wrk(
         p99_ms,
         requests,
         cpu_us: None,
+        load_us: None,
+        load_busy: None,
     })
 }
 
@@ -436,18 +448,49 @@ fn h2load(url: &str, connections: u32, seconds: u32, dir: &Path) -> Result<Resul
         p99_ms,
         requests: lat.len() as f64,
         cpu_us: None,
+        load_us: None,
+        load_busy: None,
     })
+}
+
+/// Busy and total ticks of one CPU so far, from /proc/stat (busy: all but idle and iowait).
+fn cpu_ticks(cpu: &str) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let name = format!("cpu{cpu}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .with_context(|| format!("no {name} in /proc/stat"))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().context("bad /proc/stat field"))
+        .collect::<Result<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
 }
 
 fn measure(proxy: Option<&Proc>, run: impl Fn() -> Result<Result1>) -> Result<Result1> {
     let pid = proxy.map(|p| p.child.id());
     let before = pid.map(cpu_seconds).transpose()?;
+    let load_before = cpu_ticks(LOAD_CPU)?;
     let mut r = run()?;
+    let load_after = cpu_ticks(LOAD_CPU)?;
     if let (Some(pid), Some(before)) = (pid, before) {
         let used = cpu_seconds(pid)? - before;
         if r.requests > 0.0 {
             r.cpu_us = Some(used * 1e6 / r.requests);
         }
+    }
+    let (busy, total) = (
+        load_after.0.saturating_sub(load_before.0),
+        load_after.1.saturating_sub(load_before.1),
+    );
+    if r.requests > 0.0 && total > 0 {
+        r.load_us = Some(busy as f64 / clock_ticks() * 1e6 / r.requests);
+        r.load_busy = Some(busy as f64 / total as f64);
     }
     Ok(r)
 }
@@ -460,14 +503,18 @@ fn median(runs: Vec<Result1>) -> Result1 {
     }
     let mut rps: Vec<f64> = runs.iter().map(|r| r.rps).collect();
     let mut p99: Vec<f64> = runs.iter().map(|r| r.p99_ms).collect();
-    let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us).collect();
+    let mid_of = |f: fn(&Result1) -> Option<f64>| {
+        let mut v: Vec<f64> = runs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| mid(&mut v))
+    };
     let requests = runs.iter().map(|r| r.requests).sum();
-    let cpu_us = (!cpu.is_empty()).then(|| mid(&mut cpu));
     Result1 {
         rps: mid(&mut rps),
         p99_ms: mid(&mut p99),
         requests,
-        cpu_us,
+        cpu_us: mid_of(|r| r.cpu_us),
+        load_us: mid_of(|r| r.load_us),
+        load_busy: mid_of(|r| r.load_busy),
     }
 }
 
@@ -932,7 +979,7 @@ fn matrix(
         .context("no haproxy target")?;
     println!();
     println!(
-        "| shape | portier req/s | HAProxy req/s | ratio | p99 ms portier / HAProxy | ratio | CPU us/req portier / HAProxy | ratio |{}",
+        "| shape | portier req/s | HAProxy req/s | ratio | p99 ms portier / HAProxy | ratio | CPU us/req portier / HAProxy | ratio | load CPU us/req portier / HAProxy | load CPU busy portier / HAProxy |{}",
         if targets.len() > 2 {
             " baseline req/s | portier / baseline | baseline CPU us/req | portier / baseline |"
         } else {
@@ -940,7 +987,7 @@ fn matrix(
         }
     );
     println!(
-        "|---|---:|---:|---:|---:|---:|---:|---:|{}",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|{}",
         if targets.len() > 2 {
             "---:|---:|---:|---:|"
         } else {
@@ -950,8 +997,13 @@ fn matrix(
     for (shape, m, _) in &table {
         let (p, h) = (&m[0], &m[haproxy]);
         let cpu = |r: &Result1| r.cpu_us.map_or("-".to_string(), |c| format!("{c:.1}"));
+        let load = |r: &Result1| r.load_us.map_or("-".to_string(), |c| format!("{c:.1}"));
+        let busy = |r: &Result1| {
+            r.load_busy
+                .map_or("-".to_string(), |b| format!("{:.0}%", b * 100.0))
+        };
         let mut line = format!(
-            "| {} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} | {} / {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.2} | {:.2} / {:.2} | {:.2} | {} / {} | {} | {} / {} | {} / {} |",
             shape.title,
             p.rps,
             h.rps,
@@ -962,6 +1014,10 @@ fn matrix(
             cpu(p),
             cpu(h),
             ratio(p.cpu_us, h.cpu_us),
+            load(p),
+            load(h),
+            busy(p),
+            busy(h),
         );
         if targets.len() > 2 {
             let b = &m[1];
