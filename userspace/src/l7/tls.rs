@@ -1,12 +1,13 @@
 //! TLS termination: rustls with the certificate chosen by SNI (wildcards included, as the
-//! certificate's own names say) and ALPN offering what the listener serves.
+//! certificate's own names say), ALPN offering what the listener serves, and session
+//! tickets for resumption.
 
 use crate::config::{CertificateConfig, HttpProtocol};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -87,6 +88,18 @@ pub fn resolver(certs: &[CertificateConfig]) -> Result<SniResolver, TlsError> {
     })
 }
 
+/// One ticket key set for the process, rotated every 6 hours by rustls (tickets of the key
+/// before still accepted): listeners share it, and a reload keeps it, so a reload does not
+/// cost every returning client a full handshake.
+fn ticketer() -> Result<Arc<dyn ProducesTickets>, TlsError> {
+    static TICKETER: OnceLock<Arc<dyn ProducesTickets>> = OnceLock::new();
+    if let Some(t) = TICKETER.get() {
+        return Ok(t.clone());
+    }
+    let made = rustls::crypto::ring::Ticketer::new()?;
+    Ok(TICKETER.get_or_init(|| made).clone())
+}
+
 pub fn server_config(
     certs: &[CertificateConfig],
     protocols: &[HttpProtocol],
@@ -96,6 +109,10 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver(certs)?));
+    // Stateless tickets, as HAProxy (OpenSSL) sends by default: without them rustls keeps
+    // resumable sessions in a cache of 256, and past 128 clients resuming (two tickets each)
+    // a returning client's session is gone and it pays a full handshake.
+    config.ticketer = ticketer()?;
     // Server preference: h2 first when offered.
     if protocols.contains(&HttpProtocol::H2) {
         config.alpn_protocols.push(b"h2".to_vec());
@@ -105,4 +122,20 @@ pub fn server_config(
         config.alpn_protocols.push(b"http/1.0".to_vec());
     }
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_config_shares_the_process_ticket_keys() {
+        // A reload builds its listeners' configs anew; their tickets must still open.
+        let (a, b) = (ticketer(), ticketer());
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("no ticketer");
+        };
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(a.enabled());
+    }
 }

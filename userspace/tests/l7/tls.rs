@@ -146,6 +146,66 @@ async fn sni_picks_the_certificate_and_alpn_the_protocol() {
     assert!(refused.is_err());
 }
 
+/// A client returning after many others have come and gone resumes its session: the
+/// server's tickets hold the session, not a cache of the server's that the others' sessions
+/// (two tickets each, 300 clients) would have pushed it out of.
+#[tokio::test]
+async fn a_returning_client_resumes_after_hundreds_of_others() {
+    let pki = pki();
+    let b = Backend::named("b").await;
+    let d = pki.dir.display();
+    let listener = format!(
+        "protocols = [\"http1\"]\n\
+         [[l7.listener.certificate]]\ncert = \"{d}/other.pem\"\nkey = \"{d}/other.key\"\n"
+    );
+    let (_p, addr) = proxy(&simple(&[&b], "", &listener));
+    let name = ServerName::try_from("other.test").unwrap();
+    // A whole exchange, so that the tickets sent after the handshake have been read.
+    async fn exchange(
+        connector: &tokio_rustls::TlsConnector,
+        name: &ServerName<'static>,
+        addr: std::net::SocketAddr,
+    ) -> rustls::HandshakeKind {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = Vec::new();
+        tls.read_to_end(&mut resp).await.unwrap();
+        assert!(resp.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        tls.get_ref().1.handshake_kind().unwrap()
+    }
+    let returning = client(&pki.ca, &[b"http/1.1"]);
+    assert_eq!(
+        exchange(&returning, &name, addr).await,
+        rustls::HandshakeKind::Full
+    );
+    let others = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // Each of them a new client: a full handshake, new sessions on the server.
+        config.resumption = rustls::client::Resumption::disabled();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    };
+    for _ in 0..300 {
+        assert_eq!(
+            exchange(&others, &name, addr).await,
+            rustls::HandshakeKind::Full
+        );
+    }
+    assert_eq!(
+        exchange(&returning, &name, addr).await,
+        rustls::HandshakeKind::Resumed
+    );
+}
+
 #[test]
 fn bad_certificate_files_are_reported() {
     let pki = pki();
