@@ -355,14 +355,28 @@ mod tests {
     #[tokio::test]
     async fn a_full_send_buffer_waits_for_the_peer() {
         let (mut c, mut peer) = pair();
-        let big = vec![7u8; 8 << 20];
+        let big = vec![7u8; 32 << 20];
+        // Nobody reads yet, so the buffers fill and a write has to wait: a reader running
+        // from the start could keep up with every write (it once did, under load).
+        let mut sent = 0;
+        let waited = std::future::poll_fn(|cx| {
+            loop {
+                match Pin::new(&mut c).poll_write(cx, &big[sent..]) {
+                    Poll::Pending => return Poll::Ready(true),
+                    Poll::Ready(Ok(n)) if n > 0 && sent + n < big.len() => sent += n,
+                    Poll::Ready(_) => return Poll::Ready(false),
+                }
+            }
+        })
+        .await;
+        assert!(waited, "32 MB went into the socket without a wait");
+        assert!(c.is_registered());
         let reader = std::thread::spawn(move || {
             let mut got = Vec::new();
             std::io::Read::read_to_end(&mut peer, &mut got).expect("peer reads");
             got.len()
         });
-        c.write_all(&big).await.expect("write");
-        assert!(c.is_registered());
+        c.write_all(&big[sent..]).await.expect("write");
         c.shutdown().await.expect("shutdown");
         drop(c);
         assert_eq!(reader.join().expect("reader"), big.len());
