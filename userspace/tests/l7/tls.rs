@@ -57,6 +57,10 @@ fn pki() -> Pki {
 }
 
 fn client(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(Arc::new(client_config(ca, alpn)))
+}
+
+fn client_config(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -66,7 +70,7 @@ fn client(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> tokio_rustls::TlsConn
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    config
 }
 
 #[tokio::test]
@@ -182,14 +186,7 @@ async fn a_returning_client_resumes_after_hundreds_of_others() {
         rustls::HandshakeKind::Full
     );
     let others = {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(pki.ca.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config = client_config(&pki.ca, &[b"http/1.1"]);
         // Each of them a new client: a full handshake, new sessions on the server.
         config.resumption = rustls::client::Resumption::disabled();
         tokio_rustls::TlsConnector::from(Arc::new(config))
