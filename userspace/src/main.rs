@@ -208,7 +208,12 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // netlink-packet-route warns about attributes newer kernels add; not ours to fix.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error"));
+        // rustls warns once per peer misstep (an IP address as SNI, which wrk and curl send,
+        // every fatal alert): a line per connection that any client can make us write. Failed
+        // handshakes are counted in the metrics instead.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,netlink_packet_route=error,rustls=error")
+        });
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
