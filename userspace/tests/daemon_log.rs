@@ -10,37 +10,86 @@ use std::time::{Duration, Instant};
 
 mod ports;
 
+/// A `portier run` of a config of this test's own, in a directory of its own; killed and its
+/// directory removed when dropped, so a failed assertion leaves nothing behind.
+struct Daemon {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Daemon {
+    /// Writes `config` (which may name files `files` puts in the directory first) and starts
+    /// the daemon on it; returns once it logs that it is ready.
+    fn start(
+        name: &str,
+        files: impl FnOnce(&std::path::Path),
+        config: impl FnOnce(&std::path::Path) -> String,
+    ) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("portier-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        files(&dir);
+        let file = dir.join("portier.toml");
+        std::fs::write(&file, config(&dir)).expect("config");
+        let child = Command::new(env!("CARGO_BIN_EXE_portier"))
+            .args(["run", "--config"])
+            .arg(&file)
+            .env_remove("RUST_LOG")
+            .stderr(std::fs::File::create(dir.join("stderr.log")).expect("log file"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("portier run");
+        let daemon = Daemon { dir, child };
+        daemon.wait_for("portier ready", "not ready");
+        daemon
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Until the log holds `text` (20 s at most, else the test fails with `what`).
+    fn wait_for(&self, text: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log().contains(text) {
+            assert!(Instant::now() < deadline, "{what}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the daemon; what it logged.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn json_log_lines_carry_structured_fields() {
-    let dir = std::env::temp_dir().join(format!("portier-logjson-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
     let [http, listen] = ports::daemon_ports(2)[..] else {
         unreachable!()
     };
-    let config = format!(
-        "[node]\nname = \"logjson\"\n[log]\nformat = \"json\"\n[admin]\nsocket = \"{}\"\n\
-         listen = \"127.0.0.1:{listen}\"\n\
-         [[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:{http}\"\naccess_log = true\n\
-         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
-         [[l7.pool]]\nname = \"p\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n",
-        dir.join("admin.sock").display()
+    let mut daemon = Daemon::start(
+        "logjson",
+        |_| {},
+        |dir| {
+            format!(
+                "[node]\nname = \"logjson\"\n[log]\nformat = \"json\"\n[admin]\nsocket = \"{}\"\n\
+                 listen = \"127.0.0.1:{listen}\"\n\
+                 [[l7.listener]]\nname = \"http\"\nbind = \"127.0.0.1:{http}\"\naccess_log = true\n\
+                 [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+                 [[l7.pool]]\nname = \"p\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n",
+                dir.join("admin.sock").display()
+            )
+        },
     );
-    let file = dir.join("portier.toml");
-    std::fs::write(&file, config).expect("config");
-    let log = dir.join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portier"))
-        .args(["run", "--config"])
-        .arg(&file)
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("portier run");
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !read().contains("portier ready") {
-        assert!(Instant::now() < deadline, "not ready:\n{}", read());
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // One request through the listener: the server refuses, the proxy answers, and the
     // access log says so.
     let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
@@ -50,14 +99,8 @@ fn json_log_lines_carry_structured_fields() {
         .expect("write");
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
-    while !read().contains("portier::access") {
-        assert!(Instant::now() < deadline, "no access line:\n{}", read());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = read();
-    let _ = std::fs::remove_dir_all(&dir);
+    daemon.wait_for("portier::access", "no access line");
+    let text = daemon.stop();
 
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -88,43 +131,32 @@ fn json_log_lines_carry_structured_fields() {
 /// reach the log; failed handshakes are counted (`portier_l7_listener_tls_errors`).
 #[test]
 fn tls_client_missteps_write_no_log_line() {
-    let dir = std::env::temp_dir().join(format!("portier-logtls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let signed =
-        rcgen::generate_simple_self_signed(vec!["todo.example".to_owned()]).expect("certificate");
-    std::fs::write(dir.join("cert.pem"), signed.cert.pem()).expect("cert");
-    std::fs::write(dir.join("key.pem"), signed.signing_key.serialize_pem()).expect("key");
     let [tls, listen] = ports::daemon_ports(2)[..] else {
         unreachable!()
     };
-    let config = format!(
-        "[node]\nname = \"logtls\"\n[admin]\nsocket = \"{admin}\"\nlisten = \"127.0.0.1:{listen}\"\n\
-         [[l7.listener]]\nname = \"tls\"\nbind = \"127.0.0.1:{tls}\"\n\
-         [[l7.listener.certificate]]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\n\
-         [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
-         [[l7.pool]]\nname = \"p\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n",
-        admin = dir.join("admin.sock").display(),
-        dir = dir.display(),
+    let mut daemon = Daemon::start(
+        "logtls",
+        |dir| {
+            let signed = rcgen::generate_simple_self_signed(vec!["todo.example".to_owned()])
+                .expect("certificate");
+            std::fs::write(dir.join("cert.pem"), signed.cert.pem()).expect("cert");
+            std::fs::write(dir.join("key.pem"), signed.signing_key.serialize_pem()).expect("key");
+        },
+        |dir| {
+            format!(
+                "[node]\nname = \"logtls\"\n[admin]\nsocket = \"{admin}\"\n\
+                 listen = \"127.0.0.1:{listen}\"\n\
+                 [[l7.listener]]\nname = \"tls\"\nbind = \"127.0.0.1:{tls}\"\n\
+                 [[l7.listener.certificate]]\ncert = \"{dir}/cert.pem\"\nkey = \"{dir}/key.pem\"\n\
+                 [[l7.route]]\nhost = \"*\"\npool = \"p\"\n\
+                 [[l7.pool]]\nname = \"p\"\nservers = [{{ address = \"127.0.0.1:9\" }}]\n",
+                admin = dir.join("admin.sock").display(),
+                dir = dir.display(),
+            )
+        },
     );
-    let file = dir.join("portier.toml");
-    std::fs::write(&file, config).expect("config");
-    let log = dir.join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portier"))
-        .args(["run", "--config"])
-        .arg(&file)
-        .env_remove("RUST_LOG")
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("portier run");
-    let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !read().contains("portier ready") {
-        assert!(Instant::now() < deadline, "not ready:\n{}", read());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // A whole handshake with an IP address as SNI, then one the server must refuse (TLS 1.0
-    // only): each made rustls warn before.
+    // A whole handshake with an IP address as SNI, then one the server must refuse (TLS 1.2
+    // with a CBC cipher suite rustls does not offer): each made rustls warn before.
     let handshake = |extra: &[&str]| {
         let out = Command::new("openssl")
             .args(["s_client", "-connect", &format!("127.0.0.1:{tls}")])
@@ -139,22 +171,20 @@ fn tls_client_missteps_write_no_log_line() {
     assert!(whole.contains("TLSv1.3"), "handshake:\n{whole}");
     handshake(&["-tls1_2", "-cipher", "AES128-SHA"]);
     // Both connections are over once openssl returns; a line, if any, is written by then.
-    let admin = portier::admin::client::Target::Socket(dir.join("admin.sock"));
+    let admin = portier::admin::client::Target::Socket(daemon.dir.join("admin.sock"));
     let failures = || -> Option<String> {
         let text = portier::admin::client::request(&admin, "GET", "/metrics").ok()?;
         text.lines()
             .find(|l| l.starts_with("portier_l7_listener_tls_errors"))
             .map(str::to_owned)
     };
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut counted = failures();
     while counted.as_deref().is_none_or(|l| l.ends_with(" 0")) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         counted = failures();
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = read();
-    let _ = std::fs::remove_dir_all(&dir);
+    let text = daemon.stop();
     assert!(
         counted.as_deref().is_some_and(|l| !l.ends_with(" 0")),
         "the refused handshake is not counted: {counted:?}"
