@@ -981,7 +981,7 @@ fn matrix(
     println!(
         "| shape | portier req/s | HAProxy req/s | ratio | p99 ms portier / HAProxy | ratio | CPU us/req portier / HAProxy | ratio | load CPU us/req portier / HAProxy | load CPU busy portier / HAProxy |{}",
         if targets.len() > 2 {
-            " baseline req/s | portier / baseline | baseline CPU us/req | portier / baseline |"
+            " baseline req/s | portier / baseline | baseline p99 ms | portier / baseline | baseline CPU us/req | portier / baseline |"
         } else {
             ""
         }
@@ -989,7 +989,7 @@ fn matrix(
     println!(
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|{}",
         if targets.len() > 2 {
-            "---:|---:|---:|---:|"
+            "---:|---:|---:|---:|---:|---:|"
         } else {
             ""
         }
@@ -1022,9 +1022,11 @@ fn matrix(
         if targets.len() > 2 {
             let b = &m[1];
             line += &format!(
-                " {:.0} | {:.2} | {} | {} |",
+                " {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
                 b.rps,
                 p.rps / b.rps,
+                b.p99_ms,
+                p.p99_ms / b.p99_ms,
                 cpu(b),
                 ratio(p.cpu_us, b.cpu_us)
             );
@@ -1034,9 +1036,11 @@ fn matrix(
     // The ratio of medians hides how far single rounds disagree. A round's runs follow each
     // other within seconds, so its own ratio meets a slow spell of the machine on both sides.
     println!(
-        "\nportier / HAProxy in each round (requests/s; CPU per request), to judge the spread:\n"
+        "\nportier / HAProxy in each round (requests/s; p99; CPU per request), to judge the spread:\n"
     );
-    println!("| shape | requests/s by round | CPU us/req by round |\n|---|---|---|");
+    println!(
+        "| shape | requests/s by round | p99 by round | CPU us/req by round |\n|---|---|---|---|"
+    );
     for (shape, _, runs) in &table {
         let each = |f: &dyn Fn(&Result1, &Result1) -> Option<f64>| {
             runs[0]
@@ -1047,9 +1051,10 @@ fn matrix(
                 .join(" ")
         };
         println!(
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             shape.title,
             each(&|p, h| Some(p.rps / h.rps)),
+            each(&|p, h| Some(p.p99_ms / h.p99_ms)),
             each(&|p, h| Some(p.cpu_us? / h.cpu_us?)),
         );
     }

@@ -38,7 +38,8 @@ pub struct L7Config {
     /// How long a busy worker waits before it looks at its sockets again, so that it answers
     /// several connections per wake-up (0: never waits; 100 by default).
     pub coalesce_us: u32,
-    /// The HTTP/1 requests in progress on a worker from which it counts as busy (128).
+    /// The HTTP/1 requests in progress on a worker from which it counts as busy (128); one
+    /// whose body is spliced from its client counts 17.
     pub coalesce_min_requests: u32,
 }
 

@@ -1218,6 +1218,7 @@ async fn splice_request<I: ClientSocket + AsyncWrite + Unpin>(
     early: &mut Early<'_>,
 ) -> Result<(), Fail> {
     let mut server_silence = Stall::default();
+    let _weighs_more = crate::l7::coalesce::SplicedBody::start();
     while left > 0 {
         let max = usize::try_from(left).unwrap_or(usize::MAX).min(pipe.room());
         let (io, silence, timeout) = (&mut *client.io, &mut *client.silence, client.timeout);

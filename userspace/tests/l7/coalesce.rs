@@ -139,3 +139,78 @@ async fn http2_streams_do_not_make_a_worker_wait() {
     }
     assert_eq!(waits(&p), 0);
 }
+
+fn spliced(p: &portier::l7::L7) -> u64 {
+    metric(p, "portier_l7_listener_spliced_bytes_total")
+}
+
+/// Waits until the proxy has spliced `bytes` of request bodies in all.
+async fn until_spliced(p: &portier::l7::L7, bytes: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while spliced(p) < bytes {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {bytes} bytes spliced",
+            spliced(p)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// One more `piece` bytes of each client's upload.
+async fn piece_each(clients: &mut [Client], sent: &mut [usize], piece: usize) {
+    for (c, n) in clients.iter_mut().zip(sent.iter_mut()) {
+        c.send(&vec![b'u'; piece]).await;
+        *n += piece;
+    }
+}
+
+/// A request whose body is spliced from its client weighs seventeen requests: by default
+/// (100 us from 128 requests in progress) seven uploads at once never make the worker wait,
+/// an eighth does, and every upload still arrives whole.
+#[tokio::test]
+async fn eight_spliced_uploads_make_a_worker_busy() {
+    const BODY: usize = 200_000;
+    const PIECE: usize = 1000;
+    let (mut b, p, addr) = coalescing("", "").await;
+    let head = format!("POST /up HTTP/1.1\r\nHost: x.example\r\nContent-Length: {BODY}\r\n\r\n");
+    let mut clients = Vec::new();
+    let mut sent = Vec::new();
+    // Each upload's first piece goes with its head; every later piece is spliced.
+    for _ in 0..7 {
+        let mut c = Client::connect(addr).await;
+        let mut first = head.clone().into_bytes();
+        first.extend_from_slice(&[b'u'; PIECE]);
+        c.send(&first).await;
+        clients.push(c);
+        sent.push(PIECE);
+    }
+    for round in 1..=5u64 {
+        piece_each(&mut clients, &mut sent, PIECE).await;
+        until_spliced(&p, round * 7 * PIECE as u64).await;
+    }
+    assert_eq!(waits(&p), 0, "seven uploads made the worker wait");
+
+    let mut c = Client::connect(addr).await;
+    let mut first = head.clone().into_bytes();
+    first.extend_from_slice(&[b'u'; PIECE]);
+    c.send(&first).await;
+    clients.push(c);
+    sent.push(PIECE);
+    let before = spliced(&p);
+    for round in 1..=5u64 {
+        piece_each(&mut clients, &mut sent, PIECE).await;
+        until_spliced(&p, before + round * 8 * PIECE as u64).await;
+    }
+    assert!(waits(&p) > 0, "eight uploads did not make the worker wait");
+
+    for (c, n) in clients.iter_mut().zip(&sent) {
+        c.send(&vec![b'u'; BODY - n]).await;
+    }
+    for c in &mut clients {
+        let r = c.response().await;
+        assert_eq!(status(&r), 200, "{r}");
+        assert_eq!(body(&r), "b", "{r}");
+    }
+    assert_eq!(b.drain(), 8);
+}
