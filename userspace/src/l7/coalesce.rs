@@ -20,6 +20,7 @@ use crate::part::prometheus::Metrics;
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 
 thread_local! {
@@ -63,21 +64,33 @@ impl Pacing {
 /// the rest is the VM's wake-up); only a thread that ever waits has it changed.
 const SLACK_NS: libc::c_ulong = 1_000;
 
-/// A request in progress on this thread, from its head to the end of its response.
-pub struct InFlight(());
+/// One unit of a thread's count, given back when dropped. Saturating: a guard dropped on
+/// another thread (a response body finished off a worker) must not wrap that thread's count.
+struct Counted(&'static LocalKey<Cell<u32>>);
 
-impl InFlight {
-    pub fn start() -> InFlight {
-        IN_FLIGHT.with(|n| n.set(n.get().saturating_add(1)));
-        InFlight(())
+impl Counted {
+    fn start(count: &'static LocalKey<Cell<u32>>) -> Counted {
+        count.with(|n| n.set(n.get().saturating_add(1)));
+        Counted(count)
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Counted {
     fn drop(&mut self) {
-        // Saturating: a guard dropped on another thread (a response body finished off a
-        // worker) must not wrap this thread's count.
-        IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
+        self.0.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// A request in progress on this thread, from its head to the end of its response.
+pub struct InFlight {
+    _count: Counted,
+}
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        InFlight {
+            _count: Counted::start(&IN_FLIGHT),
+        }
     }
 }
 
@@ -92,18 +105,15 @@ impl Drop for InFlight {
 const SPLICED_BODY_WEIGHT: u32 = 16;
 
 /// A request body being spliced from its client on this thread.
-pub struct SplicedBody(());
+pub struct SplicedBody {
+    _count: Counted,
+}
 
 impl SplicedBody {
     pub fn start() -> SplicedBody {
-        SPLICING.with(|n| n.set(n.get().saturating_add(1)));
-        SplicedBody(())
-    }
-}
-
-impl Drop for SplicedBody {
-    fn drop(&mut self) {
-        SPLICING.with(|n| n.set(n.get().saturating_sub(1)));
+        SplicedBody {
+            _count: Counted::start(&SPLICING),
+        }
     }
 }
 

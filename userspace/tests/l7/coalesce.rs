@@ -157,6 +157,16 @@ async fn until_spliced(p: &portier::l7::L7, bytes: u64) {
     }
 }
 
+/// A new client that has sent `head` and the body's first `piece` bytes with it (so every
+/// later piece is spliced), and the bytes of the body it has sent.
+async fn upload(addr: std::net::SocketAddr, head: &str, piece: usize) -> (Client, usize) {
+    let mut c = Client::connect(addr).await;
+    let mut first = head.as_bytes().to_vec();
+    first.extend_from_slice(&vec![b'u'; piece]);
+    c.send(&first).await;
+    (c, piece)
+}
+
 /// One more `piece` bytes of each client's upload.
 async fn piece_each(clients: &mut [Client], sent: &mut [usize], piece: usize) {
     for (c, n) in clients.iter_mut().zip(sent.iter_mut()) {
@@ -176,14 +186,10 @@ async fn eight_spliced_uploads_make_a_worker_busy() {
     let head = format!("POST /up HTTP/1.1\r\nHost: x.example\r\nContent-Length: {BODY}\r\n\r\n");
     let mut clients = Vec::new();
     let mut sent = Vec::new();
-    // Each upload's first piece goes with its head; every later piece is spliced.
     for _ in 0..7 {
-        let mut c = Client::connect(addr).await;
-        let mut first = head.clone().into_bytes();
-        first.extend_from_slice(&[b'u'; PIECE]);
-        c.send(&first).await;
+        let (c, n) = upload(addr, &head, PIECE).await;
         clients.push(c);
-        sent.push(PIECE);
+        sent.push(n);
     }
     for round in 1..=5u64 {
         piece_each(&mut clients, &mut sent, PIECE).await;
@@ -191,12 +197,9 @@ async fn eight_spliced_uploads_make_a_worker_busy() {
     }
     assert_eq!(waits(&p), 0, "seven uploads made the worker wait");
 
-    let mut c = Client::connect(addr).await;
-    let mut first = head.clone().into_bytes();
-    first.extend_from_slice(&[b'u'; PIECE]);
-    c.send(&first).await;
+    let (c, n) = upload(addr, &head, PIECE).await;
     clients.push(c);
-    sent.push(PIECE);
+    sent.push(n);
     let before = spliced(&p);
     for round in 1..=5u64 {
         piece_each(&mut clients, &mut sent, PIECE).await;
